@@ -1,0 +1,136 @@
+"""States, trigger rules and dependency order: pure functions over plain data."""
+
+from __future__ import annotations
+
+import graphlib
+from enum import Enum
+from typing import Iterable, Mapping
+
+from nbsched.errors import CycleError
+
+
+class RunState(str, Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (RunState.SUCCESS, RunState.FAILED, RunState.CANCELLED)
+
+
+class TaskState(str, Enum):
+    PENDING = "pending"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    UP_FOR_RETRY = "up_for_retry"
+    SKIPPED = "skipped"
+    UPSTREAM_FAILED = "upstream_failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in _FINISHED
+
+
+_FINISHED = frozenset(
+    {TaskState.SUCCESS, TaskState.FAILED, TaskState.SKIPPED, TaskState.UPSTREAM_FAILED, TaskState.CANCELLED}
+)
+_FAILED = frozenset({TaskState.FAILED, TaskState.UPSTREAM_FAILED})
+
+
+class TriggerRule(str, Enum):
+    """Airflow's trigger rules, with Airflow's meaning."""
+
+    ALL_SUCCESS = "all_success"
+    ALL_FAILED = "all_failed"
+    ALL_DONE = "all_done"
+    ONE_SUCCESS = "one_success"
+    ONE_FAILED = "one_failed"
+    NONE_FAILED = "none_failed"
+    NONE_FAILED_MIN_ONE_SUCCESS = "none_failed_min_one_success"
+    ALWAYS = "always"
+
+
+class Decision(str, Enum):
+    WAIT = "wait"
+    RUN = "run"
+    SKIP = "skipped"
+    UPSTREAM_FAILED = "upstream_failed"
+
+
+def decide(rule: TriggerRule, upstream: Iterable[TaskState]) -> Decision:
+    """What a pending task does, given its rule and its upstream tasks' states."""
+    states = list(upstream)
+    if rule is TriggerRule.ALWAYS or not states:
+        return Decision.RUN
+    n = len(states)
+    done = sum(s.finished for s in states)
+    success = sum(s is TaskState.SUCCESS for s in states)
+    failed = sum(s in _FAILED for s in states)
+    skipped = sum(s is TaskState.SKIPPED for s in states)
+    all_done = done == n
+
+    if rule is TriggerRule.ALL_SUCCESS:
+        if failed:
+            return Decision.UPSTREAM_FAILED
+        if skipped:
+            return Decision.SKIP
+        return Decision.RUN if success == n else Decision.WAIT
+    if rule is TriggerRule.ALL_FAILED:
+        if done - failed:  # something finished without failing
+            return Decision.SKIP
+        return Decision.RUN if all_done else Decision.WAIT
+    if rule is TriggerRule.ALL_DONE:
+        return Decision.RUN if all_done else Decision.WAIT
+    if rule is TriggerRule.ONE_SUCCESS:
+        if success:
+            return Decision.RUN
+        if not all_done:
+            return Decision.WAIT
+        return Decision.SKIP if skipped == n else Decision.UPSTREAM_FAILED
+    if rule is TriggerRule.ONE_FAILED:
+        if failed:
+            return Decision.RUN
+        return Decision.SKIP if all_done else Decision.WAIT
+    if rule is TriggerRule.NONE_FAILED:
+        if failed:
+            return Decision.UPSTREAM_FAILED
+        return Decision.RUN if all_done else Decision.WAIT
+    if rule is TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS:
+        if failed:
+            return Decision.UPSTREAM_FAILED
+        if not all_done:
+            return Decision.WAIT
+        return Decision.SKIP if skipped == n else Decision.RUN
+    raise ValueError(f"unknown trigger rule {rule!r}")
+
+
+def topological_order(upstream: Mapping[str, Iterable[str]]) -> list[str]:
+    """Tasks in an order where each comes after its upstream tasks; ties keep spec order."""
+    order = {name: i for i, name in enumerate(upstream)}
+    sorter = graphlib.TopologicalSorter({t: list(u) for t, u in upstream.items()})
+    try:
+        sorter.prepare()
+    except graphlib.CycleError as exc:
+        cycle = exc.args[1]
+        raise CycleError(f"cycle in upstream links: {' -> '.join(cycle)}") from None
+    result: list[str] = []
+    while sorter.is_active():
+        ready = sorted(sorter.get_ready(), key=order.__getitem__)
+        result.extend(ready)
+        sorter.done(*ready)
+    return result
+
+
+def downstream_of(upstream: Mapping[str, Iterable[str]]) -> dict[str, list[str]]:
+    """Invert the upstream map: each task's direct downstream tasks."""
+    down: dict[str, list[str]] = {t: [] for t in upstream}
+    for task, ups in upstream.items():
+        for u in ups:
+            down[u].append(task)
+    return down

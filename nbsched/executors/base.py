@@ -1,0 +1,74 @@
+"""The executor contract: run a task try somewhere, report Started then exactly one Finished."""
+
+from __future__ import annotations
+
+import queue
+from abc import ABC, abstractmethod
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Callable, Union
+
+from nbsched.kernels import KernelHandle
+from nbsched.notebook import TaskOutcome, TaskRequest
+
+
+@dataclass(frozen=True)
+class Started:
+    task: str
+    try_number: int
+
+
+@dataclass(frozen=True)
+class Finished:
+    task: str
+    try_number: int
+    outcome: TaskOutcome
+
+
+Event = Union[Started, Finished]
+
+
+class TaskAttempt:
+    """One submitted try; ``stop`` ends it early (timeout, cancel) wherever it is."""
+
+    def __init__(self, request: TaskRequest) -> None:
+        self.request = request
+        self.handle = KernelHandle()
+        self.future: Future[Any] | None = None
+
+    def stop(self, reason: str) -> None:
+        self.handle.stop(reason)
+
+
+class Executor(ABC):
+    """Owns the bookkeeping of a try; subclasses say where it runs and how."""
+
+    def submit(self, request: TaskRequest, events: queue.Queue[Any]) -> TaskAttempt:
+        attempt = TaskAttempt(request)
+        attempt.future = self._spawn(self._run, attempt, events)
+        return attempt
+
+    def _run(self, attempt: TaskAttempt, events: queue.Queue[Any]) -> None:
+        request = attempt.request
+        outcome = TaskOutcome(error="executor failed before the task ran")
+        try:
+            if attempt.handle.stop_reason is not None:  # stopped while waiting for a worker
+                outcome = TaskOutcome(stopped=attempt.handle.stop_reason, error=attempt.handle.stop_reason)
+                return
+            events.put(Started(request.task, request.try_number))
+            outcome = self.execute(request, attempt.handle)
+        except BaseException as exc:  # the task failed, not the runner: report it as the task's error
+            outcome = TaskOutcome(error=f"{type(exc).__name__}: {exc}", output_path=request.output_path)
+        finally:
+            events.put(Finished(request.task, request.try_number, outcome))
+
+    @abstractmethod
+    def _spawn(self, fn: Callable[..., None], *args: Any) -> Future[Any]:
+        """Start ``fn(*args)`` on a worker."""
+
+    @abstractmethod
+    def execute(self, request: TaskRequest, handle: KernelHandle) -> TaskOutcome:
+        """Run one try of a task, on the worker."""
+
+    def shutdown(self) -> None:
+        """Release workers; called once the runner is done."""

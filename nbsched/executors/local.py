@@ -1,0 +1,31 @@
+"""``LocalExecutor``: N worker threads on this machine, each task in a kernel of its own.
+
+Threads suffice: the work happens in the kernel processes, and a thread can stop its
+kernel from outside, which a timeout or a cancel needs.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable
+
+from nbsched.executors.base import Executor
+from nbsched.kernels import FreshKernels, KernelHandle
+from nbsched.notebook import TaskOutcome, TaskRequest, execute_task
+
+
+class LocalExecutor(Executor):
+    def __init__(self, workers: int | None = None, kernels: Any = None) -> None:
+        self.workers = workers or os.cpu_count() or 1
+        self.kernels = kernels or FreshKernels()
+        self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="nbsched-task")
+
+    def _spawn(self, fn: Callable[..., None], *args: Any) -> Future[Any]:
+        return self._pool.submit(fn, *args)
+
+    def execute(self, request: TaskRequest, handle: KernelHandle) -> TaskOutcome:
+        return execute_task(request, handle, self.kernels)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True)

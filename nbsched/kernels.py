@@ -1,0 +1,80 @@
+"""Where a task gets its kernel: the one seam for how kernels are started and stopped.
+
+Every task runs in a kernel of its own. ``FreshKernels`` starts one per task; a pool
+of kernels started ahead of need plugs in here with the same ``kernel()`` contract.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+
+class KernelHandle:
+    """Lets another thread stop the kernel of a running task (timeout, cancel)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pgid: int | None = None
+        self.stop_reason: str | None = None
+        self.cell_index: int | None = None
+        self.cell_source: str = ""
+
+    def attach(self, km: Any) -> None:
+        provisioner = getattr(km, "provisioner", None)
+        with self._lock:
+            self._pgid = getattr(provisioner, "pgid", None) or getattr(provisioner, "pid", None)
+            if self.stop_reason is not None:
+                self._kill()
+
+    def stop(self, reason: str) -> None:
+        """Kill the kernel (and anything it spawned) now; the first reason given wins."""
+        with self._lock:
+            if self.stop_reason is None:
+                self.stop_reason = reason
+            self._kill()
+
+    def cell_started(self, cell: Any, cell_index: int, **_: Any) -> None:
+        self.cell_index = cell_index
+        self.cell_source = cell.get("source", "")
+
+    def _kill(self) -> None:
+        if self._pgid is None:
+            return
+        try:
+            os.killpg(self._pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+class FreshKernels:
+    """A new kernel for each task, shut down gracefully once the task is done."""
+
+    def __init__(self, startup_timeout: float = 60) -> None:
+        self.startup_timeout = startup_timeout
+
+    @contextmanager
+    def kernel(self, kernel_name: str, cwd: Path) -> Iterator[Any]:
+        from jupyter_client.manager import AsyncKernelManager
+        from jupyter_core.utils import run_sync
+
+        import zmq
+
+        # CurveZMQ keys when the kernel declares support: encrypted channels, and no
+        # "running over TCP without encryption" warning from ipykernel on every task.
+        km = AsyncKernelManager(kernel_name=kernel_name,
+                                transport_encryption="auto" if zmq.has("curve") else "disabled")
+        run_sync(km.start_kernel)(cwd=str(cwd))
+        try:
+            yield km
+        finally:
+            # The caller has stopped its client's channels: with them open, a graceful
+            # shutdown can wait seconds for a reply that never comes.
+            if run_sync(km.is_alive)():
+                run_sync(km.shutdown_kernel)(now=False)
+            else:
+                run_sync(km.cleanup_resources)()

@@ -1,0 +1,167 @@
+"""Execute one task's notebook with papermill, in a kernel of its own.
+
+papermill injects the parameters and writes the output notebook (also when a cell
+fails); nbsched plugs in as a papermill engine so that it chooses where the kernel
+comes from and can stop it from another thread.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nbsched._record import BRANCH_MIME, RECORD_MIME
+from nbsched.kernels import FreshKernels, KernelHandle
+
+ENGINE_NAME = "nbsched"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskRequest:
+    run_id: str
+    task: str
+    try_number: int
+    notebook: Path
+    output_path: Path
+    parameters: dict[str, Any]
+    kernel: str | None = None
+
+
+@dataclass(kw_only=True)
+class TaskOutcome:
+    """What one try of a task produced. ``error`` is None on success."""
+
+    error: str | None = None
+    stopped: str | None = None  # "timeout" or "cancel" when the kernel was stopped on purpose
+    outputs: dict[str, Any] = field(default_factory=dict)
+    branch: list[str] | None = None
+    output_path: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.stopped is None
+
+
+def execute_task(request: TaskRequest, handle: KernelHandle, kernels: Any = None) -> TaskOutcome:
+    """Run the notebook; never raises for a notebook's own failure, it is in the outcome."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    _register_engine()
+    request.output_path.parent.mkdir(parents=True, exist_ok=True)
+    kernel = request.kernel or _kernelspec_name(request.notebook) or "python3"
+    outcome = TaskOutcome(output_path=request.output_path)
+    try:
+        papermill.execute_notebook(
+            str(request.notebook),
+            str(request.output_path),
+            parameters=request.parameters,
+            engine_name=ENGINE_NAME,
+            kernel_name=kernel,
+            progress_bar=False,
+            nbsched_handle=handle,
+            nbsched_kernels=kernels or FreshKernels(),
+            nbsched_cwd=request.notebook.parent,
+        )
+    except PapermillExecutionError as exc:
+        outcome.error = f"{exc.ename}: {_first_line(exc.evalue)} (in cell [{exc.exec_count}]: " \
+                        f"{_first_line(exc.source)!r})"
+    except Exception as exc:  # kernel died, was stopped, or never started
+        if handle.stop_reason is not None:
+            outcome.stopped = handle.stop_reason
+            outcome.error = _stopped_message(handle)
+            _mark_stopped_cell(request.output_path, handle, outcome.error)
+        else:
+            outcome.error = f"{type(exc).__name__}: {_first_line(str(exc)) or 'kernel failed'}"
+    outcome.outputs, outcome.branch = read_recorded(request.output_path)
+    return outcome
+
+
+def read_recorded(path: Path) -> tuple[dict[str, Any], list[str] | None]:
+    """The values a notebook recorded with ``nbsched.record`` and its last ``nbsched.branch``."""
+    try:
+        nb = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}, None
+    outputs: dict[str, Any] = {}
+    branch = None
+    for cell in nb.get("cells", []):
+        for out in cell.get("outputs", []) or []:
+            data = out.get("data") or {}
+            if RECORD_MIME in data:
+                outputs[data[RECORD_MIME]["key"]] = data[RECORD_MIME]["value"]
+            if BRANCH_MIME in data:
+                branch = list(data[BRANCH_MIME]["tasks"])
+    return outputs, branch
+
+
+def _first_line(text: str) -> str:
+    text = (text or "").strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _stopped_message(handle: KernelHandle) -> str:
+    where = f" in cell {handle.cell_index}: {_first_line(handle.cell_source)!r}" \
+        if handle.cell_index is not None else ""
+    return f"{handle.stop_reason}{where}"
+
+
+def _mark_stopped_cell(path: Path, handle: KernelHandle, message: str) -> None:
+    """Leave the reason in the output notebook, on the cell that was running."""
+    import nbformat
+
+    if handle.cell_index is None or not path.exists():
+        return
+    nb = nbformat.read(str(path), as_version=4)
+    if handle.cell_index < len(nb.cells):
+        cell = nb.cells[handle.cell_index]
+        cell.setdefault("outputs", []).append(nbformat.v4.new_output(
+            "error", ename="TaskStopped", evalue=message, traceback=[f"nbsched: task stopped: {message}"]))
+        nbformat.write(nb, str(path))
+
+
+def _kernelspec_name(path: Path) -> str | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))["metadata"]["kernelspec"]["name"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _register_engine() -> None:
+    from papermill.engines import papermill_engines
+
+    if ENGINE_NAME not in papermill_engines._engines:
+        papermill_engines.register(ENGINE_NAME, _engine_class())
+
+
+def _engine_class() -> type:
+    from papermill.clientwrap import PapermillNotebookClient
+    from papermill.engines import Engine
+    from papermill.log import logger
+
+    class NbschedEngine(Engine):
+        """papermill's nbclient engine, with the kernel taken from nbsched's kernel source."""
+
+        @classmethod
+        def execute_managed_notebook(cls, nb_man: Any, kernel_name: str, *, nbsched_handle: KernelHandle,
+                                     nbsched_kernels: Any, nbsched_cwd: Path, log_output: bool = False,
+                                     stdout_file: Any = None, stderr_file: Any = None,
+                                     start_timeout: float = 60, execution_timeout: float | None = None,
+                                     **kwargs: Any) -> Any:
+            kwargs.pop("input_path", None)
+            with nbsched_kernels.kernel(kernel_name, nbsched_cwd) as km:
+                nbsched_handle.attach(km)
+                client = PapermillNotebookClient(
+                    nb_man, km=km, kernel_name=kernel_name, timeout=execution_timeout,
+                    startup_timeout=start_timeout, log=logger, log_output=log_output,
+                    stdout_file=stdout_file, stderr_file=stderr_file,
+                    on_cell_start=nbsched_handle.cell_started, **kwargs)
+                try:
+                    return client.execute()
+                finally:
+                    if client.kc is not None:
+                        client.kc.stop_channels()
+
+    return NbschedEngine

@@ -1,0 +1,102 @@
+"""The parameters a task notebook receives: merge, template, add the built-ins. Pure."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any, Mapping
+
+from nbsched.errors import ConfigError, SpecError
+from nbsched.spec import PipelineSpec, TaskSpec
+
+BUILTINS = ("nbsched_run_id", "nbsched_task", "logical_date", "upstream")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key=value`` from the command line; the value is typed as papermill's ``-p`` does
+    (int, float, bool, None), JSON for ``[...]``/``{...}``, else kept as a string."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key.isidentifier():
+        raise ConfigError(f"-p {text!r}: expected key=value with a Python identifier as key")
+    return key, _typed(value)
+
+
+def _typed(value: str) -> Any:
+    lowered = value.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    if value.strip()[:1] in ("[", "{"):
+        try:
+            return json.loads(value)
+        except ValueError:
+            pass
+    return value
+
+
+def task_parameters(
+    spec: PipelineSpec,
+    task: TaskSpec,
+    *,
+    overrides: Mapping[str, Any],
+    run_id: str,
+    logical_date: datetime,
+    run_dir: str,
+    upstream: Mapping[str, Mapping[str, Any]],
+) -> dict[str, Any]:
+    """pipeline params < task params < run overrides, Jinja-templated, plus the built-ins."""
+    merged = {**spec.params, **task.params, **overrides}
+    clash = sorted(set(merged) & set(BUILTINS))
+    if clash:
+        raise SpecError(f"tasks.{task.name}.params: '{clash[0]}' is set by nbsched and cannot be a parameter")
+    context = {
+        "logical_date": logical_date,
+        "run_id": run_id,
+        "params": merged,
+        "task": task.name,
+        "pipeline": spec.name,
+        "run_dir": run_dir,
+    }
+    env = _environment()
+    rendered = {k: _render(env, v, context, f"tasks.{task.name}.params.{k}") for k, v in merged.items()}
+    return {
+        **rendered,
+        "nbsched_run_id": run_id,
+        "nbsched_task": task.name,
+        "logical_date": logical_date.isoformat(),
+        "upstream": {name: dict(values) for name, values in upstream.items()},
+    }
+
+
+def _render(env: Any, value: Any, context: dict[str, Any], where: str) -> Any:
+    if isinstance(value, str):
+        if "{{" not in value and "{%" not in value:
+            return value
+        import jinja2
+
+        try:
+            return env.from_string(value).render(context)
+        except jinja2.TemplateError as exc:
+            raise SpecError(f"{where}: template error in {value!r}: {exc}") from None
+    if isinstance(value, list):
+        return [_render(env, v, context, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: _render(env, v, context, f"{where}.{k}") for k, v in value.items()}
+    return value
+
+
+def _environment() -> Any:
+    import jinja2
+
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+    env.filters["ds"] = lambda d: d.strftime("%Y-%m-%d")
+    env.filters["ds_nodash"] = lambda d: d.strftime("%Y%m%d")
+    env.filters["ts"] = lambda d: d.isoformat()
+    return env
