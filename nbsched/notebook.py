@@ -66,8 +66,7 @@ def execute_task(request: TaskRequest, handle: KernelHandle, kernels: Any = None
             nbsched_cwd=request.notebook.parent,
         )
     except PapermillExecutionError as exc:
-        outcome.error = f"{exc.ename}: {_first_line(exc.evalue)} (in cell [{exc.exec_count}]: " \
-                        f"{_first_line(exc.source)!r})"
+        outcome.error = f"{exc.ename}: {_first_line(exc.evalue)} ({_cell_label(exc.cell_index, exc.source)})"
     except Exception as exc:  # kernel died, was stopped, or never started
         if handle.stop_reason is not None:
             outcome.stopped = handle.stop_reason
@@ -102,10 +101,16 @@ def _first_line(text: str) -> str:
     return text.splitlines()[0] if text else ""
 
 
+def _cell_label(index: int, source: str) -> str:
+    """``cell 4: import time; time.sleep(60)`` — the position as shown in the output notebook."""
+    code = "; ".join(line.strip() for line in (source or "").splitlines() if line.strip())
+    return f"cell {index + 1}: {code[:77] + '...' if len(code) > 80 else code}"
+
+
 def _stopped_message(handle: KernelHandle) -> str:
-    where = f" in cell {handle.cell_index}: {_first_line(handle.cell_source)!r}" \
-        if handle.cell_index is not None else ""
-    return f"{handle.stop_reason}{where}"
+    if handle.cell_index is None:
+        return f"{handle.stop_reason} (before the first cell)"
+    return f"{handle.stop_reason} ({_cell_label(handle.cell_index, handle.cell_source)})"
 
 
 def _mark_stopped_cell(path: Path, handle: KernelHandle, message: str) -> None:

@@ -1,0 +1,3 @@
+from nbsched.cli import main
+
+main()

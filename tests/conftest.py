@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from nbsched.service import Config, Service
+
+NBSCHED = [sys.executable, "-m", "nbsched"]
+
+
+def write_notebook(path: Path, *cells: str, params: str | None = "upstream = {}") -> Path:
+    """A notebook whose first code cell (tagged ``parameters``) is ``params``."""
+    nb = new_notebook(cells=[new_markdown_cell(f"# {path.stem}")])
+    if params is not None:
+        nb.cells.append(new_code_cell(params, metadata={"tags": ["parameters"]}))
+    nb.cells.extend(new_code_cell(c) for c in cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(path))
+    return path
+
+
+def write_yaml(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty project folder as the current directory; nbsched keeps its state in ./.nbsched."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NBSCHED_HOME", raising=False)
+    monkeypatch.delenv("NBSCHED_DB_URL", raising=False)
+    return tmp_path
+
+
+@pytest.fixture
+def service(project: Path) -> Any:
+    svc = Service(Config.resolve(home=project / ".nbsched", workers=2))
+    yield svc
+    svc.close()
+
+
+def nbsched(*args: str, cwd: Path, check: bool = False, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI in a new process, as a user would."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NBSCHED_")}
+    proc = subprocess.run([*NBSCHED, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"nbsched {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
+    return proc
+
+
+def run_json(*args: str, cwd: Path) -> tuple[int, dict[str, Any]]:
+    proc = nbsched("run", *args, "--json", cwd=cwd)
+    try:
+        return proc.returncode, json.loads(proc.stdout)
+    except ValueError:
+        raise AssertionError(f"no JSON from nbsched run (exit {proc.returncode}): {proc.stderr}") from None

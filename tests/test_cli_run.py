@@ -1,0 +1,114 @@
+"""The CLI in real processes: a run seen from a second process, Ctrl-C and SIGTERM, listings."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import NBSCHED, nbsched, write_notebook, write_yaml
+
+
+def _start_sleeping_run(project: Path) -> subprocess.Popen[str]:
+    write_notebook(project / "sleepy.ipynb",
+                   "import os, pathlib, time\npathlib.Path('kernel.pid').write_text(str(os.getpid()))",
+                   "time.sleep(60)")
+    write_notebook(project / "ok.ipynb", "x = 1")
+    write_yaml(project / "pipeline.yaml", """
+name: long
+tasks:
+  first: {notebook: sleepy.ipynb}
+  second: {notebook: ok.ipynb, upstream: [first]}
+""")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NBSCHED_")}
+    return subprocess.Popen([*NBSCHED, "run", "pipeline.yaml"], cwd=project, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_until_running(project: Path, proc: subprocess.Popen[str]) -> dict:
+    """Poll from a second process until the run shows its first task running."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        listing = nbsched("runs", "--json", cwd=project)
+        runs = json.loads(listing.stdout) if listing.returncode == 0 else []
+        if runs and runs[0]["tasks"]["first"]["state"] == "running" and (project / "kernel.pid").exists():
+            return runs[0]
+        time.sleep(0.3)
+    raise AssertionError("the run never showed as running to another process")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_signal_cancels_the_run_and_stops_its_kernel(project, sig):
+    proc = _start_sleeping_run(project)
+    try:
+        seen = _wait_until_running(project, proc)
+        assert seen["state"] == "running"
+        assert seen["tasks"]["second"]["state"] == "pending"
+        kernel_pid = int((project / "kernel.pid").read_text())
+
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err
+
+    run = json.loads(nbsched("show", seen["run_id"], "--json", cwd=project, check=True).stdout)
+    assert run["state"] == "cancelled"
+    assert {n: t["state"] for n, t in run["tasks"].items()} == {"first": "cancelled", "second": "cancelled"}
+    assert run["ended_at"] is not None
+    with pytest.raises(ProcessLookupError):
+        for _ in range(50):  # the kernel is killed, then reaped by whoever adopted it
+            os.kill(kernel_pid, 0)
+            time.sleep(0.1)
+    # the output notebook up to the stop is kept, and says why it stopped
+    nb = json.loads(Path(run["tasks"]["first"]["output_path"]).read_text())
+    assert any(o.get("ename") == "TaskStopped" for c in nb["cells"] for o in c.get("outputs", []))
+
+
+def test_runs_and_show_list_what_ran(project):
+    write_notebook(project / "ok.ipynb", "x = 1")
+    write_yaml(project / "pipeline.yaml", "name: listed\ntasks:\n  one: {notebook: ok.ipynb}\n")
+    first = nbsched("run", "pipeline.yaml", cwd=project, check=True)
+    assert "one" in first.stdout and "success" in first.stdout
+    assert ".nbsched/runs/listed/" in first.stdout
+
+    listing = nbsched("runs", cwd=project, check=True).stdout
+    assert "listed" in listing and "success" in listing and "1/1" in listing
+    runs = json.loads(nbsched("runs", "--json", cwd=project, check=True).stdout)
+    assert len(runs) == 1 and runs[0]["pipeline"] == "listed" and runs[0]["trigger"] == "manual"
+    shown = nbsched("show", runs[0]["run_id"], cwd=project, check=True).stdout
+    assert runs[0]["run_id"] in shown and "one" in shown
+
+
+def test_show_unknown_run_is_one_line_and_exit_2(project):
+    proc = nbsched("show", "nope", cwd=project)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["Error: run 'nope' not found"]
+
+
+def test_bad_override_is_one_line_and_exit_2(project):
+    write_notebook(project / "ok.ipynb", "x = 1")
+    write_yaml(project / "pipeline.yaml", "name: o\ntasks:\n  one: {notebook: ok.ipynb}\n")
+    proc = nbsched("run", "pipeline.yaml", "-p", "novalue", cwd=project)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "key=value" in proc.stderr
+    assert not (project / ".nbsched" / "runs").exists()
+
+
+def test_db_option_and_env_choose_the_database(project, tmp_path_factory):
+    write_notebook(project / "ok.ipynb", "x = 1")
+    write_yaml(project / "pipeline.yaml", "name: elsewhere\ntasks:\n  one: {notebook: ok.ipynb}\n")
+    db = tmp_path_factory.mktemp("db") / "other.db"
+    nbsched("--db", f"sqlite:///{db}", "run", "pipeline.yaml", cwd=project, check=True)
+    assert db.exists()
+    assert json.loads(nbsched("runs", "--json", cwd=project, check=True).stdout) == []
+    env_runs = subprocess.run([*NBSCHED, "runs", "--json"], cwd=project, capture_output=True, text=True,
+                              env={**os.environ, "NBSCHED_DB_URL": f"sqlite:///{db}"}, check=True)
+    assert [r["pipeline"] for r in json.loads(env_runs.stdout)] == ["elsewhere"]
