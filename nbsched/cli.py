@@ -73,6 +73,7 @@ def run(service: Any, path: str, params: tuple[str, ...], workers: int | None, a
 
     overrides = dict(parse_override(p) for p in params)
     logging.getLogger("papermill").setLevel(logging.CRITICAL)  # task errors are reported by us
+    signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     progress = _Progress(enabled=not as_json)
     try:
@@ -174,7 +175,14 @@ def _rel(path: str | Path) -> str:
 
 
 def _interrupt(signum: int, frame: Any) -> NoReturn:
+    """First Ctrl-C or SIGTERM: cancel the run. Later ones must not cut its clean-up short."""
+    signal.signal(signal.SIGINT, _cancelling)
+    signal.signal(signal.SIGTERM, _cancelling)
     raise KeyboardInterrupt
+
+
+def _cancelling(signum: int, frame: Any) -> None:
+    click.echo("cancelling: stopping the kernels and recording the run...", err=True)
 
 
 class _Progress:

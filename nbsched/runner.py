@@ -73,8 +73,8 @@ class Runner:
                                 outputs={n: t.outputs for n, t in run.tasks.items()
                                          if t.state is TaskState.SUCCESS})
         run_dir = self.runs_dir / spec.name / run_id
-        self.store.set_run_state(run_id, RunState.RUNNING, expect=[RunState.QUEUED, RunState.RUNNING])
         try:
+            self.store.set_run_state(run_id, RunState.RUNNING, expect=[RunState.QUEUED, RunState.RUNNING])
             cancelled = self._loop(run, spec, run_dir, progress)
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM turned into it by the CLI
             cancelled = True
