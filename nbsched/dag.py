@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import graphlib
+import heapq
 from enum import Enum
 from typing import Iterable, Mapping
 
@@ -73,10 +74,11 @@ def decide(rule: TriggerRule, upstream: Iterable[TaskState]) -> Decision:
     success = sum(s is TaskState.SUCCESS for s in states)
     failed = sum(s in _FAILED for s in states)
     skipped = sum(s is TaskState.SKIPPED for s in states)
+    not_ok = done - success - skipped  # finished but neither succeeded nor skipped (failed, cancelled)
     all_done = done == n
 
     if rule is TriggerRule.ALL_SUCCESS:
-        if failed:
+        if not_ok:
             return Decision.UPSTREAM_FAILED
         if skipped:
             return Decision.SKIP
@@ -98,11 +100,11 @@ def decide(rule: TriggerRule, upstream: Iterable[TaskState]) -> Decision:
             return Decision.RUN
         return Decision.SKIP if all_done else Decision.WAIT
     if rule is TriggerRule.NONE_FAILED:
-        if failed:
+        if not_ok:
             return Decision.UPSTREAM_FAILED
         return Decision.RUN if all_done else Decision.WAIT
     if rule is TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS:
-        if failed:
+        if not_ok:
             return Decision.UPSTREAM_FAILED
         if not all_done:
             return Decision.WAIT
@@ -119,11 +121,17 @@ def topological_order(upstream: Mapping[str, Iterable[str]]) -> list[str]:
     except graphlib.CycleError as exc:
         cycle = exc.args[1]
         raise CycleError(f"cycle in upstream links: {' -> '.join(cycle)}") from None
+    # Take ready tasks one at a time, earliest in the spec first, so a spec already
+    # written in dependency order keeps its order.
+    ready = [(order[t], t) for t in sorter.get_ready()]
+    heapq.heapify(ready)
     result: list[str] = []
-    while sorter.is_active():
-        ready = sorted(sorter.get_ready(), key=order.__getitem__)
-        result.extend(ready)
-        sorter.done(*ready)
+    while ready:
+        _, name = heapq.heappop(ready)
+        result.append(name)
+        sorter.done(name)
+        for t in sorter.get_ready():
+            heapq.heappush(ready, (order[t], t))
     return result
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import keyword
 from datetime import datetime
 from typing import Any, Mapping
 
@@ -17,7 +18,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     (int, float, bool, None), JSON for ``[...]``/``{...}``, else kept as a string."""
     key, sep, value = text.partition("=")
     key = key.strip()
-    if not sep or not key.isidentifier():
+    if not sep or not key.isidentifier() or keyword.iskeyword(key):
         raise ConfigError(f"-p {text!r}: expected key=value with a Python identifier as key")
     return key, _typed(value)
 
@@ -53,9 +54,12 @@ def task_parameters(
 ) -> dict[str, Any]:
     """pipeline params < task params < run overrides, Jinja-templated, plus the built-ins."""
     merged = {**spec.params, **task.params, **overrides}
+    # where each value came from, so an error names the field the user wrote
+    origin = {**{k: f"params.{k}" for k in spec.params}, **{k: f"tasks.{task.name}.params.{k}" for k in task.params},
+              **{k: f"-p {k}" for k in overrides}}
     clash = sorted(set(merged) & set(BUILTINS))
     if clash:
-        raise SpecError(f"tasks.{task.name}.params: '{clash[0]}' is set by nbsched and cannot be a parameter")
+        raise SpecError(f"{origin[clash[0]]}: '{clash[0]}' is set by nbsched and cannot be a parameter")
     context = {
         "logical_date": logical_date,
         "run_id": run_id,
@@ -65,7 +69,7 @@ def task_parameters(
         "run_dir": run_dir,
     }
     env = _environment()
-    rendered = {k: _render(env, v, context, f"tasks.{task.name}.params.{k}") for k, v in merged.items()}
+    rendered = {k: _render(env, v, context, origin[k]) for k, v in merged.items()}
     return {
         **rendered,
         "nbsched_run_id": run_id,

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from nbsched.dag import RunState
+from nbsched.errors import SpecError
 from nbsched.params import task_parameters
 from nbsched.spec import PipelineSpec, load_pipeline, parse_pipeline
 from nbsched.store import RunRecord, SqlStore, utcnow
@@ -60,9 +61,12 @@ class Service:
         """Load and check a spec, its notebooks and its parameter templates (a dry render)."""
         spec = load_pipeline(path)
         now = utcnow()
-        for task in spec.tasks.values():
-            task_parameters(spec, task, overrides=params or {}, run_id="validate", logical_date=now,
-                            run_dir=str(self.config.runs_dir / spec.name / "validate"), upstream={})
+        try:
+            for task in spec.tasks.values():
+                task_parameters(spec, task, overrides=params or {}, run_id="validate", logical_date=now,
+                                run_dir=str(self.config.runs_dir / spec.name / "validate"), upstream={})
+        except SpecError as exc:
+            raise SpecError(f"{path}: {exc}") from None
         return spec
 
     def spec_of(self, run: RunRecord) -> PipelineSpec:

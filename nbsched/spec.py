@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -83,8 +84,8 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError(f"bad duration {value!r}")
     if isinstance(value, (int, float)):
-        if value < 0:
-            raise ValueError(f"bad duration {value!r}: negative")
+        if value < 0 or not math.isfinite(value):
+            raise ValueError(f"bad duration {value!r}: negative" if value < 0 else f"bad duration {value!r}")
         return float(value)
     text = str(value).strip().replace(" ", "")
     pos, total = 0, 0.0
@@ -206,8 +207,10 @@ def parse_pipeline(data: Any, *, base_dir: Path, source: str = "<pipeline>") -> 
         if not isinstance(notebook, str) or not notebook:
             raise where.error(f"{path}.notebook", "missing (the path of the task's notebook)")
         rule = task_raw.get("trigger_rule", TriggerRule.ALL_SUCCESS.value)
+        if not isinstance(rule, str):
+            raise where.error(f"{path}.trigger_rule", f"expected a trigger rule name, got {rule!r}")
         if rule not in {r.value for r in TriggerRule}:
-            hint = _did_you_mean(str(rule), [r.value for r in TriggerRule])
+            hint = _did_you_mean(rule, [r.value for r in TriggerRule])
             raise where.error(f"{path}.trigger_rule", f"unknown trigger rule {rule!r}{hint}")
         tasks[task_name] = TaskSpec(
             name=task_name,
@@ -300,10 +303,10 @@ def check_notebooks(spec: PipelineSpec, *, source: str) -> list[str]:
             raise SpecError(f"{source}: {field_path}: notebook not found: {rel}")
         try:
             nb = json.loads(task.notebook.read_text(encoding="utf-8"))
-            cells = nb["cells"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            has_parameters = any("parameters" in ((c.get("metadata") or {}).get("tags") or [])
+                                 for c in nb["cells"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise SpecError(f"{source}: {field_path}: {rel} is not a valid notebook ({exc})") from None
-        has_parameters = any("parameters" in (c.get("metadata", {}).get("tags") or []) for c in cells)
         if (spec.params or task.params) and not has_parameters:
             warnings.append(f"{source}: {field_path}: {rel} has no cell tagged 'parameters'; "
                             "parameters are injected at the top of the notebook")

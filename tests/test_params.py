@@ -1,0 +1,171 @@
+"""The parameters a task notebook receives (nbsched.params): typing of -p, precedence, templating."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nbsched.errors import ConfigError, SpecError
+from nbsched.params import BUILTINS, parse_override, task_parameters
+from nbsched.spec import PipelineSpec, parse_pipeline
+
+LOGICAL_DATE = datetime(2026, 3, 14, 6, 30, tzinfo=timezone.utc)
+
+
+# -- -p key=value -------------------------------------------------------------------------
+@pytest.mark.parametrize(("text", "expected"), [
+    pytest.param("n=5", ("n", 5), id="int"),
+    pytest.param("n=-3", ("n", -3), id="negative-int"),
+    pytest.param("f=1.5", ("f", 1.5), id="float"),
+    pytest.param("b=true", ("b", True), id="true"),
+    pytest.param("b=False", ("b", False), id="False"),
+    pytest.param("x=None", ("x", None), id="None"),
+    pytest.param("x=null", ("x", None), id="null"),
+    pytest.param("s=hello", ("s", "hello"), id="string"),
+    pytest.param("s=", ("s", ""), id="empty-string"),
+    pytest.param("l=[1,2]", ("l", [1, 2]), id="json-list"),
+    pytest.param('m={"a": 1}', ("m", {"a": 1}), id="json-object"),
+    pytest.param("l=[not json", ("l", "[not json"), id="broken-json-stays-string"),
+    pytest.param("d=2026-01-01", ("d", "2026-01-01"), id="date-stays-string"),
+    pytest.param("q=a=b", ("q", "a=b"), id="value-with-equals"),
+    pytest.param(" k =v", ("k", "v"), id="key-spaces-trimmed"),
+])
+def test_parse_override_types_the_value(text: str, expected: tuple[str, Any]) -> None:
+    key, value = parse_override(text)
+    assert (key, value) == expected
+    assert type(value) is type(expected[1])  # 5 is an int, not "5"; True is a bool, not 1
+
+
+@pytest.mark.parametrize("text", ["novalue", "=1", "1x=2", "a-b=1", "my key=1", "class=1"])
+def test_parse_override_refuses_bad_keys(text: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_override(text)
+    assert repr(text) in str(exc.value)
+    assert "key=value" in str(exc.value)
+
+
+# -- task_parameters ----------------------------------------------------------------------------
+def make_spec(data: dict[str, Any], tmp_path: Path) -> PipelineSpec:
+    return parse_pipeline(data, base_dir=tmp_path, source="pipeline.yaml")
+
+
+def params_of(spec: PipelineSpec, task: str, *, overrides: dict[str, Any] | None = None,
+              upstream: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    return task_parameters(spec, spec.tasks[task], overrides=overrides or {}, run_id="r-42",
+                           logical_date=LOGICAL_DATE, run_dir="/runs/demo/r-42", upstream=upstream or {})
+
+
+def test_precedence_pipeline_then_task_then_overrides(tmp_path: Path) -> None:
+    spec = make_spec({"name": "demo", "params": {"region": "eu", "limit": 10, "mode": "full"},
+                      "tasks": {"extract": {"notebook": "e.ipynb", "params": {"limit": 1000, "mode": "fast"}},
+                                "clean": {"notebook": "c.ipynb"}}}, tmp_path)
+    extract = params_of(spec, "extract", overrides={"mode": "slow"})
+    assert (extract["region"], extract["limit"], extract["mode"]) == ("eu", 1000, "slow")
+    clean = params_of(spec, "clean")
+    assert (clean["region"], clean["limit"], clean["mode"]) == ("eu", 10, "full")
+
+
+def test_values_that_are_not_templates_keep_their_type(tmp_path: Path) -> None:
+    spec = make_spec({"name": "demo", "tasks": {"t": {"notebook": "t.ipynb", "params": {
+        "n": 3, "ratio": 0.5, "on": True, "none": None, "items": [1, "a"], "cfg": {"k": 2}}}}}, tmp_path)
+    p = params_of(spec, "t")
+    assert {k: p[k] for k in ("n", "ratio", "on", "none", "items", "cfg")} == \
+        {"n": 3, "ratio": 0.5, "on": True, "none": None, "items": [1, "a"], "cfg": {"k": 2}}
+
+
+def test_templates_see_the_run(tmp_path: Path) -> None:
+    spec = make_spec({"name": "demo", "params": {"region": "eu", "day": "{{ logical_date | ds }}"},
+                      "tasks": {"t": {"notebook": "t.ipynb", "params": {
+                          "stamp": "{{ logical_date | ds_nodash }}",
+                          "rid": "run {{ run_id }}",
+                          "table": "sales_{{ params.region }}",
+                          "out": "{{ run_dir }}/out.csv",
+                          "who": "{{ pipeline }}/{{ task }}",
+                          "paths": ["{{ params.region }}/a", {"deep": "{{ logical_date | ts }}"}],
+                      }}}}, tmp_path)
+    p = params_of(spec, "t")
+    assert p["day"] == "2026-03-14"
+    assert p["stamp"] == "20260314"
+    assert p["rid"] == "run r-42"
+    assert p["table"] == "sales_eu"
+    assert p["out"] == "/runs/demo/r-42/out.csv"
+    assert p["who"] == "demo/t"
+    assert p["paths"] == ["eu/a", {"deep": "2026-03-14T06:30:00+00:00"}]
+
+
+def test_templates_see_the_overridden_value(tmp_path: Path) -> None:
+    spec = make_spec({"name": "demo", "params": {"region": "eu", "table": "sales_{{ params.region }}"},
+                      "tasks": {"t": "t.ipynb"}}, tmp_path)
+    assert params_of(spec, "t", overrides={"region": "us"})["table"] == "sales_us"
+
+
+def test_overrides_are_templated_too(tmp_path: Path) -> None:
+    spec = make_spec({"name": "demo", "tasks": {"t": "t.ipynb"}}, tmp_path)
+    assert params_of(spec, "t", overrides={"day": "{{ logical_date | ds }}"})["day"] == "2026-03-14"
+
+
+def test_builtins_are_added(tmp_path: Path) -> None:
+    spec = make_spec({"name": "demo", "tasks": {"extract": "e.ipynb",
+                                                "clean": {"notebook": "c.ipynb", "upstream": "extract"}}},
+                     tmp_path)
+    outputs = {"extract": {"rows": 3, "path": "x.csv"}}
+    p = params_of(spec, "clean", upstream=outputs)
+    assert p["nbsched_run_id"] == "r-42"
+    assert p["nbsched_task"] == "clean"
+    assert p["logical_date"] == "2026-03-14T06:30:00+00:00"
+    assert datetime.fromisoformat(p["logical_date"]) == LOGICAL_DATE
+    assert p["upstream"] == {"extract": {"rows": 3, "path": "x.csv"}}
+    p["upstream"]["extract"]["rows"] = 0  # the notebook gets its own copy
+    assert outputs["extract"]["rows"] == 3
+    assert set(p) == set(BUILTINS)
+
+
+def test_upstream_is_an_empty_dict_for_a_first_task(tmp_path: Path) -> None:
+    spec = make_spec({"name": "demo", "tasks": {"t": "t.ipynb"}}, tmp_path)
+    assert params_of(spec, "t")["upstream"] == {}
+
+
+def test_undefined_template_variable_names_task_and_param(tmp_path: Path) -> None:
+    spec = make_spec({"name": "demo", "tasks": {"report": {"notebook": "r.ipynb",
+                                                           "params": {"day": "{{ logical_dat | ds }}"}}}}, tmp_path)
+    with pytest.raises(SpecError) as exc:
+        params_of(spec, "report")
+    message = str(exc.value)
+    assert message.startswith("tasks.report.params.day: ")
+    assert "logical_dat" in message and "undefined" in message
+    assert "\n" not in message
+
+
+def test_undefined_variable_in_a_nested_value_names_the_position(tmp_path: Path) -> None:
+    spec = make_spec({"name": "demo", "tasks": {"report": {"notebook": "r.ipynb",
+                                                           "params": {"paths": ["ok", "{{ nope }}"]}}}}, tmp_path)
+    with pytest.raises(SpecError, match=r"^tasks\.report\.params\.paths\[1\]: .*'nope' is undefined"):
+        params_of(spec, "report")
+
+
+def test_a_template_syntax_error_is_a_spec_error(tmp_path: Path) -> None:
+    spec = make_spec({"name": "demo", "tasks": {"t": {"notebook": "t.ipynb", "params": {"x": "{{ run_id "}}}},
+                     tmp_path)
+    with pytest.raises(SpecError, match=r"^tasks\.t\.params\.x: template error"):
+        params_of(spec, "t")
+
+
+@pytest.mark.parametrize("name", BUILTINS)
+@pytest.mark.parametrize("where", ["pipeline", "task", "override"])
+def test_a_parameter_named_like_a_builtin_is_refused(tmp_path: Path, name: str, where: str) -> None:
+    data: dict[str, Any] = {"name": "demo", "tasks": {"t": {"notebook": "t.ipynb"}}}
+    overrides = {}
+    if where == "pipeline":
+        data["params"] = {name: 1}
+    elif where == "task":
+        data["tasks"]["t"]["params"] = {name: 1}
+    else:
+        overrides = {name: 1}
+    spec = make_spec(data, tmp_path)
+    with pytest.raises(SpecError) as exc:
+        params_of(spec, "t", overrides=overrides)
+    field = {"pipeline": f"params.{name}", "task": f"tasks.t.params.{name}", "override": f"-p {name}"}[where]
+    assert str(exc.value) == f"{field}: '{name}' is set by nbsched and cannot be a parameter"
