@@ -202,7 +202,7 @@ class _Progress:
         self.bar = tqdm(total=len(spec.tasks), unit="task", desc=spec.name, file=sys.stderr, leave=False,
                         disable=not sys.stderr.isatty())
 
-    def update(self, task: str, state: Any, detail: str | None) -> None:
+    def update(self, run_id: str, task: str, state: Any, detail: str | None) -> None:
         if self.bar is None:
             return
         value = state.value

@@ -1,47 +1,57 @@
-"""The runner drives one run: decide which tasks may start, hand them to an executor,
-record every transition, retry, time out, cancel.
+"""The runner: moves runs forward through the database and executes the tasks it claims.
 
-It sleeps on one queue of executor events, waking early only for the next retry or
-timeout deadline; it never polls.
+Every decision is read from and written to the store, so any number of runners (a
+foreground ``nbsched run``, one or more ``nbsched serve`` daemons, on one machine or
+many) can share a database: a task try is claimed atomically by one of them, and every
+later write of that try is fenced by its owner and try number.
+
+A runner sleeps on one queue of executor events; it wakes early only for the next
+retry or timeout, and every ``poll`` seconds to notice work and cancellations that
+other processes wrote.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import queue
+import secrets
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
+from nbsched.clock import utcnow
 from nbsched.dag import Decision, RunState, TaskState, decide, downstream_of
 from nbsched.errors import NbschedError
 from nbsched.executors.base import Executor, Finished, Started, TaskAttempt
 from nbsched.notebook import TaskOutcome, TaskRequest
 from nbsched.params import task_parameters
 from nbsched.spec import PipelineSpec
-from nbsched.store import SqlStore, utcnow
+from nbsched.store import RunRecord, SqlStore
+from nbsched.store.sql import HOST
+
+log = logging.getLogger("nbsched.runner")
 
 CANCELLED = "cancelled"
 
-# (task, new state, detail) after each persisted transition, for progress displays
-Listener = Callable[[str, TaskState, str | None], None]
+# (run_id, task, new state, detail) after each transition this runner makes, for progress displays
+Listener = Callable[[str, str, TaskState, "str | None"], None]
+SpecLoader = Callable[[RunRecord], PipelineSpec]
 
 
-class _Cancel:
-    """Queue message asking the loop to cancel the run."""
+class _Wake:
+    """Queue message that only wakes the loop (cancel requests, schedule changes)."""
 
 
 @dataclass
-class _RunProgress:
-    states: dict[str, TaskState]
-    tries: dict[str, int]
-    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    branch_skipped: set[str] = field(default_factory=set)
-    attempts: dict[str, TaskAttempt] = field(default_factory=dict)
-    deadlines: dict[str, float] = field(default_factory=dict)
-    retry_at: dict[str, float] = field(default_factory=dict)
+class _Running:
+    attempt: TaskAttempt
+    try_number: int
+    deadline: float | None
+    timeout: float | None
 
 
 def format_seconds(seconds: float) -> str:
@@ -54,183 +64,310 @@ def format_seconds(seconds: float) -> str:
 
 
 class Runner:
-    def __init__(self, store: SqlStore, executor: Executor, runs_dir: Path,
+    def __init__(self, store: SqlStore, executor: Executor, runs_dir: Path, *, spec_loader: SpecLoader,
+                 kind: str = "run", lease: float = 60.0, poll: float = 1.0,
                  listener: Listener | None = None) -> None:
         self.store = store
         self.executor = executor
         self.runs_dir = Path(runs_dir)
+        self.spec_loader = spec_loader
+        self.kind = kind
+        self.lease = lease
+        self.poll = poll
         self.listener = listener
-        self._events: queue.Queue[Any] = queue.Queue()
+        self.id = f"{HOST}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.events: queue.Queue[Any] = queue.Queue()
+        self.claiming = True
+        self._running: dict[tuple[str, str], _Running] = {}
+        self._specs: dict[tuple[str, int], PipelineSpec] = {}
+        self._cancel_requested = False
+        self._next_heartbeat = 0.0
+        self._next_reap = 0.0
+        self._next_check = 0.0
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def __enter__(self) -> Runner:
+        self.store.register_runner(self.id, self.kind, os.getpid())
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.store.unregister_runner(self.id)
+
+    @property
+    def busy(self) -> int:
+        return len(self._running)
+
+    def wake(self) -> None:
+        """Wake the loop now; safe from any thread."""
+        self.events.put(_Wake())
 
     def cancel(self) -> None:
-        """Ask the running ``execute`` to cancel; safe from any thread and from a signal handler."""
-        self._events.put(_Cancel())
+        """Ask a foreground ``run`` to cancel its runs; safe from any thread or signal handler."""
+        self._cancel_requested = True
+        self.wake()
 
-    def execute(self, run_id: str, spec: PipelineSpec) -> RunState:
-        run = self.store.get_run(run_id)
-        progress = _RunProgress(states={n: t.state for n, t in run.tasks.items()},
-                                tries={n: t.try_number for n, t in run.tasks.items()},
-                                outputs={n: t.outputs for n, t in run.tasks.items()
-                                         if t.state is TaskState.SUCCESS})
-        run_dir = self.runs_dir / spec.name / run_id
+    # -- foreground: run given runs to their end ---------------------------------------------
+    def run(self, run_ids: Iterable[str]) -> None:
+        """Execute ``run_ids`` (created with ``owner=self.id``) until each has finished.
+        Ctrl-C (KeyboardInterrupt) or ``cancel()`` cancels them."""
+        mine = list(run_ids)
         try:
-            self.store.set_run_state(run_id, RunState.RUNNING, expect=[RunState.QUEUED, RunState.RUNNING])
-            cancelled = self._loop(run, spec, run_dir, progress)
-        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM turned into it by the CLI
-            cancelled = True
-        except BaseException as exc:
-            self._stop_all(progress, CANCELLED)
-            self._drain(run_id, spec, progress)
-            self.store.cancel_unfinished_tasks(run_id, f"runner error: {exc}")
-            self.store.set_run_state(run_id, RunState.FAILED, error=f"runner error: {type(exc).__name__}: {exc}")
-            raise
-        if cancelled:
-            self._stop_all(progress, CANCELLED)
-            self._drain(run_id, spec, progress)
-            for name in self.store.cancel_unfinished_tasks(run_id, "run cancelled"):
-                self._notify(name, TaskState.CANCELLED, None)
-            self.store.set_run_state(run_id, RunState.CANCELLED, error="cancelled")
-            return RunState.CANCELLED
-        failed = any(s in (TaskState.FAILED, TaskState.UPSTREAM_FAILED) for s in progress.states.values())
-        final = RunState.FAILED if failed else RunState.SUCCESS
-        self.store.set_run_state(run_id, final)
-        return final
+            while True:
+                if self._cancel_requested:
+                    raise KeyboardInterrupt
+                wake = self.step(self.store.list_runs(ids=mine, limit=None), only=mine)
+                if not self._running and all(r.state.finished for r in self.store.list_runs(ids=mine, limit=None)):
+                    return
+                self.wait(wake)
+        except KeyboardInterrupt:
+            for run_id in mine:
+                self.cancel_run(run_id)
+            self.stop_all(CANCELLED)
+            self.drain()
 
-    # -- the loop -----------------------------------------------------------------------
-    def _loop(self, run: Any, spec: PipelineSpec, run_dir: Path, p: _RunProgress) -> bool:
-        """Returns True when the run was cancelled."""
-        while True:
-            self._start_ready(run, spec, run_dir, p)
-            if not p.attempts and all(s.finished for s in p.states.values()):
-                return False
-            wake = min([*p.deadlines.values(), *p.retry_at.values()], default=None)
-            try:
-                event = self._events.get(timeout=None if wake is None else max(0.0, wake - time.monotonic()))
-            except queue.Empty:
-                event = None
-            if isinstance(event, _Cancel):
-                return True
-            if isinstance(event, Started):
-                self._on_started(run.id, spec, event, p)
-            elif isinstance(event, Finished):
-                self._on_finished(run.id, spec, event, p)
-            now = time.monotonic()
-            for name, deadline in list(p.deadlines.items()):
-                if now >= deadline:
-                    del p.deadlines[name]
-                    p.attempts[name].stop(f"timed out after {format_seconds(spec.tasks[name].timeout or 0)}")
+    def cancel_run(self, run_id: str, reason: str = "cancelled") -> bool:
+        if not self.store.cancel_run(run_id, reason):
+            return False
+        for name, t in self.store.get_run(run_id).tasks.items():
+            if t.state is TaskState.CANCELLED:
+                self._notify(run_id, name, TaskState.CANCELLED, None)
+        return True
 
-    def _start_ready(self, run: Any, spec: PipelineSpec, run_dir: Path, p: _RunProgress) -> None:
-        # One pass in topological order settles chains of skips in one go.
-        for name in spec.order:
-            if p.states[name] is not TaskState.PENDING:
-                continue
-            task = spec.tasks[name]
-            decision = Decision.SKIP if name in p.branch_skipped else \
-                decide(task.trigger_rule, [p.states[u] for u in task.upstream])
-            if decision is Decision.SKIP:
-                why = "not chosen by branch" if name in p.branch_skipped else "upstream skipped"
-                self._transition(run.id, name, TaskState.SKIPPED, p, error=None, detail=why)
-            elif decision is Decision.UPSTREAM_FAILED:
-                self._transition(run.id, name, TaskState.UPSTREAM_FAILED, p, error="an upstream task failed")
-            elif decision is Decision.RUN:
-                self._submit(run, spec, run_dir, name, p)
+    # -- one cycle ------------------------------------------------------------------------------
+    def step(self, runs: list[RunRecord], only: list[str] | None = None) -> float | None:
+        """Housekeeping, then move ``runs`` forward and start what may start. Returns the
+        seconds until the next timed event (retry due, task timeout), if any."""
         now = time.monotonic()
-        for name, due in list(p.retry_at.items()):
-            if now >= due:
-                del p.retry_at[name]
-                self._submit(run, spec, run_dir, name, p)
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + self.lease / 4
+            if not self.store.heartbeat(self.id):  # declared dead while paused: start anew
+                log.warning("runner %s was presumed dead by another runner; re-registering", self.id)
+                self.store.register_runner(self.id, self.kind, os.getpid())
+        if now >= self._next_reap:
+            self._next_reap = now + self.lease / 2
+            self._reap()
+        if now >= self._next_check:
+            self._next_check = now + self.poll
+            self._stop_revoked()
+        self._enforce_deadlines(now)
+        wake: list[float] = [r.deadline - now for r in self._running.values() if r.deadline is not None]
+        for run in runs:
+            due = self._advance(run)
+            if due is not None:
+                wake.append(due)
+        if self.claiming:
+            self._claim(only)
+        return min(wake, default=None)
 
-    def _submit(self, run: Any, spec: PipelineSpec, run_dir: Path, name: str, p: _RunProgress) -> None:
-        task = spec.tasks[name]
-        try_number = p.tries[name] + 1
-        output_path = run_dir / f"{name}.ipynb"
-        if output_path.exists():  # keep the notebook of the try before, next to the new one
-            shutil.move(output_path, run_dir / f"{name}.try{try_number - 1}.ipynb")
+    def wait(self, timeout: float | None) -> None:
+        """Sleep until an executor event, a wake-up or ``timeout`` (capped at ``poll``);
+        then handle every event already queued."""
+        timeout = self.poll if timeout is None else max(0.0, min(timeout, self.poll))
         try:
-            parameters = task_parameters(
-                spec, task, overrides=run.params, run_id=run.id,
-                logical_date=run.logical_date, run_dir=str(run_dir),
-                upstream={u: p.outputs.get(u, {}) for u in task.upstream if p.states[u] is TaskState.SUCCESS})
-        except NbschedError as exc:
-            p.tries[name] = try_number
-            self._transition(run.id, name, TaskState.FAILED, p, error=str(exc), try_number=try_number)
+            event = self.events.get(timeout=timeout)
+        except queue.Empty:
             return
-        p.tries[name] = try_number
-        self._transition(run.id, name, TaskState.QUEUED, p, try_number=try_number,
-                         output_path=str(output_path), error=None)
-        request = TaskRequest(run_id=run.id, task=name, try_number=try_number, notebook=task.notebook,
-                              output_path=output_path, parameters=parameters, kernel=task.kernel)
-        p.attempts[name] = self.executor.submit(request, self._events)
-
-    def _on_started(self, run_id: str, spec: PipelineSpec, event: Started, p: _RunProgress) -> None:
-        timeout = spec.tasks[event.task].timeout
-        if timeout:
-            p.deadlines[event.task] = time.monotonic() + timeout
-        self._transition(run_id, event.task, TaskState.RUNNING, p)
-
-    def _on_finished(self, run_id: str, spec: PipelineSpec, event: Finished, p: _RunProgress) -> None:
-        name, outcome = event.task, event.outcome
-        p.attempts.pop(name, None)
-        p.deadlines.pop(name, None)
-        task = spec.tasks[name]
-        fields = {"outputs": outcome.outputs}
-        if outcome.stopped == CANCELLED:
-            self._transition(run_id, name, TaskState.CANCELLED, p, error="run cancelled", **fields)
-            return
-        error = outcome.error or self._check_branch(spec, name, outcome)
-        if error is None:
-            p.outputs[name] = outcome.outputs
-            if outcome.branch is not None:
-                p.branch_skipped.update(d for d in downstream_of(_upstreams(spec))[name]
-                                        if d not in outcome.branch)
-            self._transition(run_id, name, TaskState.SUCCESS, p, error=None, **fields)
-        elif event.try_number < task.max_tries:
-            wait = task.retry_wait(event.try_number)
-            p.retry_at[name] = time.monotonic() + wait
-            self._transition(run_id, name, TaskState.UP_FOR_RETRY, p, error=error,
-                             next_try_at=utcnow() + timedelta(seconds=wait), **fields)
-        else:
-            self._transition(run_id, name, TaskState.FAILED, p, error=error, **fields)
-
-    @staticmethod
-    def _check_branch(spec: PipelineSpec, name: str, outcome: TaskOutcome) -> str | None:
-        if outcome.branch is None:
-            return None
-        downstream = downstream_of(_upstreams(spec))[name]
-        unknown = [b for b in outcome.branch if b not in downstream]
-        if unknown:
-            return (f"nbsched.branch: '{unknown[0]}' is not a direct downstream task of '{name}' "
-                    f"(downstream: {', '.join(downstream) or 'none'})")
-        return None
-
-    # -- bookkeeping --------------------------------------------------------------------
-    def _transition(self, run_id: str, name: str, state: TaskState, p: _RunProgress,
-                    detail: str | None = None, **fields: Any) -> None:
-        self.store.set_task_state(run_id, name, state, **fields)
-        p.states[name] = state
-        self._notify(name, state, detail or fields.get("error"))
-
-    def _notify(self, name: str, state: TaskState, detail: str | None) -> None:
-        if self.listener is not None:
-            self.listener(name, state, detail)
-
-    def _stop_all(self, p: _RunProgress, reason: str) -> None:
-        for attempt in p.attempts.values():
-            attempt.stop(reason)
-
-    def _drain(self, run_id: str, spec: PipelineSpec, p: _RunProgress) -> None:
-        """Wait for every submitted try to report back, recording how each ended."""
-        p.retry_at.clear()
-        while p.attempts:
+        while True:
+            self._handle(event)
             try:
-                event = self._events.get()
+                event = self.events.get_nowait()
+            except queue.Empty:
+                return
+
+    def stop_all(self, reason: str) -> None:
+        for r in self._running.values():
+            r.attempt.stop(reason)
+
+    def drain(self) -> None:
+        """Wait for every try this runner started to report back, recording how each ended."""
+        while self._running:
+            try:
+                event = self.events.get()
             except KeyboardInterrupt:  # a second Ctrl-C: the kernels are already being stopped
                 continue
-            if isinstance(event, Finished):
-                self._on_finished(run_id, spec, event, p)
-                p.retry_at.clear()
+            self._handle(event)
+
+    # -- moving a run forward -------------------------------------------------------------------
+    def _advance(self, run: RunRecord) -> float | None:
+        if run.state is RunState.QUEUED:
+            if not self.store.start_run(run.id):
+                return None  # max_active_runs reached, or another runner started it
+            run = self.store.get_run(run.id)
+            log.info("run %s of %s started (%s)", run.id, run.pipeline, run.trigger)
+        if run.state is not RunState.RUNNING:
+            return None
+        spec = self._spec(run)
+        states = {n: t.state for n, t in run.tasks.items()}
+        downstream = downstream_of({t.name: t.upstream for t in spec.tasks.values()})
+        not_chosen = {d for n, t in run.tasks.items() if t.state is TaskState.SUCCESS and t.branch is not None
+                      for d in downstream[n] if d not in t.branch}
+        now = utcnow()
+        wake: list[float] = []
+        for name in spec.order:  # topological order settles chains of skips in one pass
+            task, state = spec.tasks[name], states[name]
+            if state is TaskState.UP_FOR_RETRY:
+                due = run.tasks[name].next_try_at
+                if due is not None and due > now:
+                    wake.append((due - now).total_seconds())
+                    continue
+                states[name] = self._queue(run, spec, name, TaskState.UP_FOR_RETRY)
+                continue
+            if state is not TaskState.PENDING:
+                continue
+            decision = Decision.SKIP if name in not_chosen else \
+                decide(task.trigger_rule, [states[u] for u in task.upstream])
+            if decision is Decision.SKIP:
+                why = "not chosen by branch" if name in not_chosen else "upstream skipped"
+                states[name] = self._set(run.id, name, TaskState.SKIPPED, TaskState.PENDING, detail=why)
+            elif decision is Decision.UPSTREAM_FAILED:
+                states[name] = self._set(run.id, name, TaskState.UPSTREAM_FAILED, TaskState.PENDING,
+                                         error="an upstream task failed")
+            elif decision is Decision.RUN:
+                states[name] = self._queue(run, spec, name, TaskState.PENDING)
+        if all(s.finished for s in states.values()):
+            failed = any(s in (TaskState.FAILED, TaskState.UPSTREAM_FAILED) for s in states.values())
+            cancelled = any(s is TaskState.CANCELLED for s in states.values())
+            final = RunState.CANCELLED if cancelled else RunState.FAILED if failed else RunState.SUCCESS
+            if self.store.set_run_state(run.id, final, expect=[RunState.RUNNING]):
+                log.info("run %s of %s ended %s", run.id, run.pipeline, final.value)
+        return min(wake, default=None)
+
+    def _queue(self, run: RunRecord, spec: PipelineSpec, name: str, leaving: TaskState) -> TaskState:
+        try:  # a template that cannot render fails the task now rather than in the kernel
+            self._parameters(run, spec, name)
+        except NbschedError as exc:
+            return self._set(run.id, name, TaskState.FAILED, leaving, error=str(exc),
+                             try_number=run.tasks[name].try_number + 1)
+        return self._set(run.id, name, TaskState.QUEUED, leaving, try_number=run.tasks[name].try_number + 1,
+                         output_path=str(self._output_path(run, name)), error=None, owner=None)
+
+    def _set(self, run_id: str, name: str, state: TaskState, leaving: TaskState, detail: str | None = None,
+             **fields: Any) -> TaskState:
+        """A guarded transition; when another runner got there first, keep what it wrote."""
+        if not self.store.set_task_state(run_id, name, state, expect=[leaving], **fields):
+            return self.store.get_run(run_id).tasks[name].state
+        self._notify(run_id, name, state, detail or fields.get("error"))
+        return state
+
+    # -- executing --------------------------------------------------------------------------------
+    def _claim(self, only: list[str] | None) -> None:
+        free = self.executor.workers - len(self._running)
+        for claim in self.store.claim_tasks(self.id, free, run_ids=only):
+            run = self.store.get_run(claim.run_id)
+            spec = self._spec(run)
+            task = spec.tasks[claim.task]
+            output_path = self._output_path(run, claim.task)
+            if claim.try_number > 1 and output_path.exists():  # keep the try before, beside the new one
+                shutil.move(output_path, output_path.with_name(f"{claim.task}.try{claim.try_number - 1}.ipynb"))
+            try:
+                parameters = self._parameters(run, spec, claim.task)
+            except NbschedError as exc:
+                self._finish(run.id, claim.task, claim.try_number, TaskState.FAILED, error=str(exc))
+                continue
+            request = TaskRequest(run_id=run.id, task=claim.task, try_number=claim.try_number,
+                                  notebook=task.notebook, output_path=output_path, parameters=parameters,
+                                  kernel=task.kernel)
+            deadline = time.monotonic() + task.timeout if task.timeout else None
+            self._running[(run.id, claim.task)] = _Running(self.executor.submit(request, self.events),
+                                                           claim.try_number, deadline, task.timeout)
+            self._notify(run.id, claim.task, TaskState.RUNNING, None)
+
+    def _handle(self, event: Any) -> None:
+        if isinstance(event, Finished):
+            self._on_finished(event)
+        elif isinstance(event, Started):
+            pass  # the claim already recorded `running`
+
+    def _on_finished(self, event: Finished) -> None:
+        running = self._running.pop((event.run_id, event.task), None)
+        if running is None:
+            return
+        run = self.store.get_run(event.run_id)
+        spec = self._spec(run)
+        task, outcome = spec.tasks[event.task], event.outcome
+        fields: dict[str, Any] = {"outputs": outcome.outputs}
+        if outcome.stopped == CANCELLED:
+            self._finish(run.id, event.task, event.try_number, TaskState.CANCELLED, error="run cancelled", **fields)
+            return
+        error = outcome.error or _branch_error(spec, event.task, outcome)
+        if error is None:
+            self._finish(run.id, event.task, event.try_number, TaskState.SUCCESS, error=None,
+                         branch=outcome.branch, **fields)
+        elif event.try_number < run.tasks[event.task].max_tries:
+            wait = task.retry_wait(event.try_number)
+            self._finish(run.id, event.task, event.try_number, TaskState.UP_FOR_RETRY, error=error,
+                         next_try_at=utcnow() + timedelta(seconds=wait), **fields)
+        else:
+            self._finish(run.id, event.task, event.try_number, TaskState.FAILED, error=error, **fields)
+
+    def _finish(self, run_id: str, name: str, try_number: int, state: TaskState, **fields: Any) -> None:
+        if self.store.finish_task(run_id, name, owner=self.id, try_number=try_number, state=state, **fields):
+            self._notify(run_id, name, state, fields.get("error"))
+        else:
+            log.info("task %s of run %s: try %d was taken from this runner; its result is dropped",
+                     name, run_id, try_number)
+
+    def _enforce_deadlines(self, now: float) -> None:
+        for r in self._running.values():
+            if r.deadline is not None and now >= r.deadline:
+                r.deadline = None
+                r.attempt.stop(f"timed out after {format_seconds(r.timeout or 0)}")
+
+    def _stop_revoked(self) -> None:
+        """Stop tries the database no longer has running under this runner (run cancelled
+        elsewhere, or this runner presumed dead and the try handed to another)."""
+        if not self._running:
+            return
+        still = self.store.owned_tasks_still_running(self.id)
+        for (run_id, task), r in self._running.items():
+            if (run_id, task, r.try_number) not in still:
+                r.attempt.stop(CANCELLED)
+
+    def _reap(self) -> None:
+        """Fail or retry the tasks of runners that stopped heartbeating (their host died)."""
+        for run_id, t in self.store.reap_dead_runners(self.lease):
+            run = self.store.get_run(run_id)
+            task = self._spec(run).tasks[t.task]
+            error = f"its runner {t.owner} stopped heartbeating (lease {format_seconds(self.lease)})"
+            fields: dict[str, Any] = {"error": error}
+            if t.try_number < t.max_tries:
+                state = TaskState.UP_FOR_RETRY
+                fields["next_try_at"] = utcnow() + timedelta(seconds=task.retry_wait(t.try_number))
+            else:
+                state = TaskState.FAILED
+            if self.store.finish_task(run_id, t.task, owner=t.owner or "", try_number=t.try_number, state=state,
+                                      **fields):
+                log.warning("task %s of run %s: %s; now %s", t.task, run_id, error, state.value)
+                self._notify(run_id, t.task, state, error)
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def _spec(self, run: RunRecord) -> PipelineSpec:
+        key = (run.pipeline, run.pipeline_version)
+        if key not in self._specs:
+            self._specs[key] = self.spec_loader(run)
+        return self._specs[key]
+
+    def _output_path(self, run: RunRecord, task: str) -> Path:
+        return self.runs_dir / run.pipeline / run.id / f"{task}.ipynb"
+
+    def _parameters(self, run: RunRecord, spec: PipelineSpec, name: str) -> dict[str, Any]:
+        task = spec.tasks[name]
+        return task_parameters(
+            spec, task, overrides=run.params, run_id=run.id, logical_date=run.logical_date,
+            run_dir=str(self.runs_dir / run.pipeline / run.id),
+            upstream={u: run.tasks[u].outputs for u in task.upstream if run.tasks[u].state is TaskState.SUCCESS})
+
+    def _notify(self, run_id: str, name: str, state: TaskState, detail: str | None) -> None:
+        if self.listener is not None:
+            self.listener(run_id, name, state, detail)
 
 
-def _upstreams(spec: PipelineSpec) -> dict[str, tuple[str, ...]]:
-    return {t.name: t.upstream for t in spec.tasks.values()}
+def _branch_error(spec: PipelineSpec, name: str, outcome: TaskOutcome) -> str | None:
+    if outcome.branch is None:
+        return None
+    downstream = downstream_of({t.name: t.upstream for t in spec.tasks.values()})[name]
+    unknown = [b for b in outcome.branch if b not in downstream]
+    if unknown:
+        return (f"nbsched.branch: '{unknown[0]}' is not a direct downstream task of '{name}' "
+                f"(downstream: {', '.join(downstream) or 'none'})")
+    return None

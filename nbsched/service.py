@@ -15,7 +15,8 @@ from nbsched.dag import RunState
 from nbsched.errors import SpecError
 from nbsched.params import task_parameters
 from nbsched.spec import PipelineSpec, load_pipeline, parse_pipeline
-from nbsched.store import RunRecord, SqlStore, utcnow
+from nbsched.clock import utcnow
+from nbsched.store import RunRecord, SqlStore
 
 DEFAULT_HOME = ".nbsched"
 
@@ -89,14 +90,18 @@ class Service:
         version = self.store.save_pipeline(
             spec.name, {"raw": spec.raw, "base_dir": str(spec.base_dir)},
             str(spec.source) if spec.source else None)
-        run_id = self.store.create_run(
-            pipeline=spec.name, version=version, params=overrides, logical_date=logical_date or now,
-            trigger="manual", tasks={name: spec.tasks[name].max_tries for name in spec.order})
-        if on_created is not None:
-            on_created(run_id, spec)
         executor = LocalExecutor(workers or self.config.workers)
+        runner = Runner(self.store, executor, self.config.runs_dir, spec_loader=self.spec_of, listener=listener)
         try:
-            Runner(self.store, executor, self.config.runs_dir, listener).execute(run_id, spec)
+            with runner:
+                run_id = self.store.create_run(
+                    pipeline=spec.name, version=version, params=overrides, logical_date=logical_date or now,
+                    trigger="manual", tasks={name: spec.tasks[name].max_tries for name in spec.order},
+                    owner=runner.id)
+                assert run_id is not None
+                if on_created is not None:
+                    on_created(run_id, spec)
+                runner.run([run_id])
         finally:
             executor.shutdown()
         return self.store.get_run(run_id)

@@ -8,10 +8,12 @@ import sys
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from sqlalchemy import update
 
 from nbsched.dag import RunState, TaskState
 from nbsched.errors import ConfigError, NotFound
 from nbsched.store import SqlStore
+from nbsched.store.models import RunnerRow, TaskRunRow
 
 
 @pytest.fixture
@@ -47,13 +49,86 @@ def test_a_transition_from_the_wrong_state_changes_nothing(store):
     assert task.state is TaskState.RUNNING and task.started_at is not None and task.host
 
 
-def test_cancel_unfinished_leaves_finished_tasks_alone(store):
+def test_cancel_run_ends_unfinished_tasks_and_leaves_finished_ones(store):
     run_id = _run(store)
     store.set_task_state(run_id, "extract", TaskState.SUCCESS)
-    assert store.cancel_unfinished_tasks(run_id, "run cancelled") == ["load"]
-    tasks = store.get_run(run_id).tasks
-    assert tasks["extract"].state is TaskState.SUCCESS
-    assert tasks["load"].state is TaskState.CANCELLED and tasks["load"].error == "run cancelled"
+    assert store.cancel_run(run_id, "cancelled by alice")
+    run = store.get_run(run_id)
+    assert run.state is RunState.CANCELLED and run.error == "cancelled by alice"
+    assert run.tasks["extract"].state is TaskState.SUCCESS
+    assert run.tasks["load"].state is TaskState.CANCELLED and run.tasks["load"].error == "cancelled by alice"
+    assert not store.cancel_run(run_id, "again")  # a finished run cannot be cancelled
+
+
+def _queued(store, owner=None):
+    run_id = _run(store, owner=owner)
+    assert store.start_run(run_id)
+    store.set_task_state(run_id, "extract", TaskState.QUEUED, try_number=1)
+    return run_id
+
+
+def test_a_queued_task_is_claimed_once(store):
+    run_id = _queued(store)
+    first = store.claim_tasks("runner-a", 5)
+    assert [(c.run_id, c.task, c.try_number) for c in first] == [(run_id, "extract", 1)]
+    assert store.claim_tasks("runner-b", 5) == []
+    task = store.get_run(run_id).tasks["extract"]
+    assert task.state is TaskState.RUNNING and task.owner == "runner-a"
+
+
+def test_a_foreground_run_is_claimed_only_by_its_owner(store):
+    run_id = _queued(store, owner="fg")
+    assert store.claim_tasks("daemon", 5) == []
+    assert [c.task for c in store.claim_tasks("fg", 5, run_ids=[run_id])] == ["extract"]
+
+
+def test_results_are_fenced_by_owner_and_try(store):
+    run_id = _queued(store)
+    store.claim_tasks("runner-a", 1)
+    assert not store.finish_task(run_id, "extract", owner="runner-b", try_number=1, state=TaskState.SUCCESS)
+    assert not store.finish_task(run_id, "extract", owner="runner-a", try_number=2, state=TaskState.SUCCESS)
+    assert store.finish_task(run_id, "extract", owner="runner-a", try_number=1, state=TaskState.SUCCESS)
+    assert not store.finish_task(run_id, "extract", owner="runner-a", try_number=1, state=TaskState.FAILED)
+    assert store.get_run(run_id).tasks["extract"].state is TaskState.SUCCESS
+
+
+def test_tasks_of_a_runner_that_stopped_heartbeating_are_reaped(store):
+    run_id = _queued(store)
+    store.register_runner("dead", "serve", 1)
+    store.claim_tasks("dead", 1)
+    assert store.reap_dead_runners(lease=3600) == []  # still within its lease
+    with store._write() as s, s.begin():  # its last heartbeat was long ago
+        s.execute(update(RunnerRow).values(heartbeat_at=datetime(2020, 1, 1, tzinfo=timezone.utc)))
+        s.execute(update(TaskRunRow).values(updated_at=datetime(2020, 1, 1, tzinfo=timezone.utc)))
+    reaped = store.reap_dead_runners(lease=60)
+    assert [(r, t.task, t.owner, t.try_number) for r, t in reaped] == [(run_id, "extract", "dead", 1)]
+    assert not store.heartbeat("dead")
+
+
+def test_max_active_runs_holds_further_runs_queued(store):
+    first, second = (_run(store, max_active_runs=1) for _ in range(2))
+    assert store.start_run(first)
+    assert not store.start_run(second)
+    store.set_run_state(first, RunState.SUCCESS)
+    assert store.start_run(second)
+
+
+def test_one_run_per_schedule_and_logical_date(store):
+    assert _run(store, schedule_id=7) is not None
+    assert _run(store, schedule_id=7) is None
+
+
+def test_retry_run_requeues_failed_upstream_failed_and_cancelled_tasks(store):
+    run_id = _queued(store)
+    store.claim_tasks("r", 1)
+    store.finish_task(run_id, "extract", owner="r", try_number=1, state=TaskState.FAILED, error="boom")
+    store.set_task_state(run_id, "load", TaskState.UPSTREAM_FAILED)
+    store.set_run_state(run_id, RunState.FAILED)
+    assert sorted(store.retry_run(run_id, {"extract": 2, "load": 1})) == ["extract", "load"]
+    run = store.get_run(run_id)
+    assert run.state is RunState.QUEUED and run.ended_at is None
+    assert run.tasks["extract"].state is TaskState.PENDING and run.tasks["extract"].error is None
+    assert run.tasks["extract"].max_tries == 3  # one try used, two more allowed
 
 
 def test_pipeline_versions_only_change_with_the_spec(store):

@@ -14,12 +14,14 @@ from nbsched.notebook import TaskOutcome, TaskRequest
 
 @dataclass(frozen=True)
 class Started:
+    run_id: str
     task: str
     try_number: int
 
 
 @dataclass(frozen=True)
 class Finished:
+    run_id: str
     task: str
     try_number: int
     outcome: TaskOutcome
@@ -43,6 +45,8 @@ class TaskAttempt:
 class Executor(ABC):
     """Owns the bookkeeping of a try; subclasses say where it runs and how."""
 
+    workers: int  # tries it runs at once
+
     def submit(self, request: TaskRequest, events: queue.Queue[Any]) -> TaskAttempt:
         attempt = TaskAttempt(request)
         attempt.future = self._spawn(self._run, attempt, events)
@@ -55,12 +59,12 @@ class Executor(ABC):
             if attempt.handle.stop_reason is not None:  # stopped while waiting for a worker
                 outcome = TaskOutcome(stopped=attempt.handle.stop_reason, error=attempt.handle.stop_reason)
                 return
-            events.put(Started(request.task, request.try_number))
+            events.put(Started(request.run_id, request.task, request.try_number))
             outcome = self.execute(request, attempt.handle)
         except BaseException as exc:  # the task failed, not the runner: report it as the task's error
             outcome = TaskOutcome(error=f"{type(exc).__name__}: {exc}", output_path=request.output_path)
         finally:
-            events.put(Finished(request.task, request.try_number, outcome))
+            events.put(Finished(request.run_id, request.task, request.try_number, outcome))
 
     @abstractmethod
     def _spawn(self, fn: Callable[..., None], *args: Any) -> Future[Any]:

@@ -1,5 +1,7 @@
-"""Persistence of pipelines, runs and task runs (SQLAlchemy 2)."""
+"""Persistence of pipelines, schedules, runs and task runs (SQLAlchemy 2)."""
 
-from nbsched.store.sql import PipelineRecord, RunRecord, SqlStore, TaskRunRecord, utcnow
+from nbsched.store.records import (ClaimedTask, PipelineRecord, RunRecord, ScheduleRecord, TaskRunRecord)
+from nbsched.clock import utcnow
+from nbsched.store.sql import SqlStore
 
-__all__ = ["PipelineRecord", "RunRecord", "SqlStore", "TaskRunRecord", "utcnow"]
+__all__ = ["ClaimedTask", "PipelineRecord", "RunRecord", "ScheduleRecord", "SqlStore", "TaskRunRecord", "utcnow"]

@@ -8,67 +8,23 @@ from __future__ import annotations
 
 import secrets
 import socket
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from sqlalchemy import create_engine, event, func, select, update
+from sqlalchemy import create_engine, delete, event, func, or_, select, update
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 from sqlalchemy.orm import sessionmaker
 
+from nbsched.clock import utcnow
 from nbsched.dag import RunState, TaskState
 from nbsched.errors import ConfigError, NotFound
-from nbsched.store.models import Base, PipelineRow, RunRow, TaskRunRow
+from nbsched.store.models import Base, PipelineRow, RunnerRow, RunRow, TaskRunRow
+from nbsched.store.records import ClaimedTask, PipelineRecord, RunRecord, TaskRunRecord
+from nbsched.store.schedules import ScheduleStore
 
 HOST = socket.gethostname()
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-@dataclass(frozen=True, kw_only=True)
-class TaskRunRecord:
-    task: str
-    state: TaskState
-    try_number: int
-    max_tries: int
-    host: str | None
-    error: str | None
-    output_path: str | None
-    outputs: dict[str, Any]
-    queued_at: datetime | None
-    started_at: datetime | None
-    ended_at: datetime | None
-    next_try_at: datetime | None
-
-
-@dataclass(frozen=True, kw_only=True)
-class RunRecord:
-    id: str
-    pipeline: str
-    pipeline_version: int
-    params: dict[str, Any]
-    logical_date: datetime
-    trigger: str
-    state: RunState
-    host: str | None
-    error: str | None
-    created_at: datetime
-    started_at: datetime | None
-    ended_at: datetime | None
-    tasks: dict[str, TaskRunRecord] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, kw_only=True)
-class PipelineRecord:
-    name: str
-    version: int
-    spec: dict[str, Any]
-    source_path: str | None
-    created_at: datetime
 
 
 def new_run_id(now: datetime) -> str:
@@ -76,7 +32,7 @@ def new_run_id(now: datetime) -> str:
     return f"{now.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
 
 
-class SqlStore:
+class SqlStore(ScheduleStore):
     def __init__(self, url: str) -> None:
         self.url = url
         try:
@@ -118,19 +74,45 @@ class SqlStore:
 
     # -- runs -------------------------------------------------------------------------
     def create_run(self, *, pipeline: str, version: int, params: Mapping[str, Any], logical_date: datetime,
-                   trigger: str, tasks: Mapping[str, int], run_id: str | None = None) -> str:
-        """Create a queued run and its pending task runs (``tasks``: name -> max tries, in order)."""
+                   trigger: str, tasks: Mapping[str, int], run_id: str | None = None,
+                   schedule_id: int | None = None, max_active_runs: int | None = None,
+                   owner: str | None = None) -> str | None:
+        """Create a queued run and its pending task runs (``tasks``: name -> max tries, in order).
+
+        Returns None when the schedule already has a run for ``logical_date``: the UNIQUE
+        (schedule_id, logical_date) constraint makes racing schedulers create it once.
+        """
         now = utcnow()
         run_id = run_id or new_run_id(now)
-        with self._write() as s, s.begin():
-            s.add(RunRow(id=run_id, pipeline=pipeline, pipeline_version=version, params=dict(params),
-                         logical_date=logical_date, trigger=trigger, state=RunState.QUEUED.value,
-                         created_at=now))
-            s.flush()
-            s.add_all(TaskRunRow(run_id=run_id, task=name, position=i, state=TaskState.PENDING.value,
-                                 try_number=0, max_tries=tries, outputs={}, updated_at=now)
-                      for i, (name, tries) in enumerate(tasks.items()))
+        try:
+            with self._write() as s, s.begin():
+                s.add(RunRow(id=run_id, pipeline=pipeline, pipeline_version=version, params=dict(params),
+                             logical_date=logical_date, trigger=trigger, state=RunState.QUEUED.value,
+                             schedule_id=schedule_id, max_active_runs=max_active_runs, owner=owner,
+                             created_at=now))
+                s.flush()
+                s.add_all(TaskRunRow(run_id=run_id, task=name, position=i, state=TaskState.PENDING.value,
+                                     try_number=0, max_tries=tries, outputs={}, updated_at=now)
+                          for i, (name, tries) in enumerate(tasks.items()))
+        except IntegrityError:
+            if schedule_id is None:
+                raise
+            return None
         return run_id
+
+    def start_run(self, run_id: str) -> bool:
+        """queued -> running, unless its pipeline already has ``max_active_runs`` running runs."""
+        with self._write() as s, s.begin():
+            run = s.get(RunRow, run_id, with_for_update=True)
+            if run is None or run.state != RunState.QUEUED.value:
+                return False
+            if run.max_active_runs:
+                active = s.scalar(select(func.count()).select_from(RunRow).where(
+                    RunRow.pipeline == run.pipeline, RunRow.state == RunState.RUNNING.value)) or 0
+                if active >= run.max_active_runs:
+                    return False
+            run.state, run.started_at, run.host = RunState.RUNNING.value, utcnow(), HOST
+            return True
 
     def set_run_state(self, run_id: str, state: RunState, *, expect: Iterable[RunState] | None = None,
                       **fields: Any) -> bool:
@@ -165,16 +147,119 @@ class SqlStore:
         with self._write() as s, s.begin():
             return s.execute(q.values(**values)).rowcount == 1
 
-    def cancel_unfinished_tasks(self, run_id: str, error: str) -> list[str]:
-        """Mark every task of the run that has not finished ``cancelled``; returns their names."""
-        open_states = [s.value for s in TaskState if not s.finished]
+    def cancel_run(self, run_id: str, error: str) -> bool:
+        """End a queued or running run ``cancelled`` with every unfinished task, in one transaction.
+        Runners executing its tasks notice and stop their kernels."""
+        open_states = [t.value for t in TaskState if not t.finished]
         now = utcnow()
         with self._write() as s, s.begin():
-            names = list(s.scalars(select(TaskRunRow.task).where(
-                TaskRunRow.run_id == run_id, TaskRunRow.state.in_(open_states))))
+            done = s.execute(update(RunRow).where(
+                RunRow.id == run_id, RunRow.state.in_([RunState.QUEUED.value, RunState.RUNNING.value]))
+                .values(state=RunState.CANCELLED.value, error=error, ended_at=now)).rowcount
+            if not done:
+                return False
             s.execute(update(TaskRunRow).where(TaskRunRow.run_id == run_id, TaskRunRow.state.in_(open_states))
                       .values(state=TaskState.CANCELLED.value, error=error, ended_at=now, updated_at=now))
-        return names
+            return True
+
+    def retry_run(self, run_id: str, tries: Mapping[str, int]) -> list[str]:
+        """Re-queue a finished run's failed, upstream_failed and cancelled tasks; each gets
+        ``tries[task]`` more tries. Returns the tasks reset."""
+        again = [TaskState.FAILED.value, TaskState.UPSTREAM_FAILED.value, TaskState.CANCELLED.value]
+        now = utcnow()
+        with self._write() as s, s.begin():
+            run = s.get(RunRow, run_id)
+            if run is None:
+                raise NotFound(f"run '{run_id}' not found")
+            if run.state not in (RunState.FAILED.value, RunState.CANCELLED.value):
+                return []
+            rows = s.scalars(select(TaskRunRow).where(TaskRunRow.run_id == run_id, TaskRunRow.state.in_(again)))
+            names = []
+            for t in rows:
+                names.append(t.task)
+                t.state, t.max_tries, t.error, t.owner = TaskState.PENDING.value, t.try_number + tries.get(t.task, 1), None, None
+                t.next_try_at, t.branch, t.updated_at = None, None, now
+            run.state, run.error, run.ended_at, run.owner = RunState.QUEUED.value, None, None, None
+            return names
+
+    # -- claiming and fencing ---------------------------------------------------------------
+    def claim_tasks(self, runner_id: str, limit: int, run_ids: Iterable[str] | None = None) -> list[ClaimedTask]:
+        """Atomically take up to ``limit`` queued tasks of running runs: those of ``run_ids`` (a
+        foreground run) or, without it, of runs no foreground process keeps to itself.
+        PostgreSQL: FOR UPDATE SKIP LOCKED; SQLite: the write lock taken at BEGIN IMMEDIATE."""
+        if limit <= 0:
+            return []
+        q = (select(TaskRunRow).join(RunRow, RunRow.id == TaskRunRow.run_id)
+             .where(TaskRunRow.state == TaskState.QUEUED.value, RunRow.state == RunState.RUNNING.value)
+             .order_by(TaskRunRow.queued_at, TaskRunRow.id).limit(limit)
+             .with_for_update(skip_locked=True, of=TaskRunRow))
+        if run_ids is not None:
+            q = q.where(RunRow.id.in_(list(run_ids)), RunRow.owner == runner_id)
+        else:
+            q = q.where(RunRow.owner.is_(None))
+        now = utcnow()
+        claimed = []
+        with self._write() as s, s.begin():
+            for row in s.scalars(q).all():
+                ok = s.execute(update(TaskRunRow).where(
+                    TaskRunRow.id == row.id, TaskRunRow.state == TaskState.QUEUED.value).values(
+                    state=TaskState.RUNNING.value, owner=runner_id, host=HOST, started_at=now, ended_at=None,
+                    updated_at=now)).rowcount
+                if ok:
+                    claimed.append(ClaimedTask(run_id=row.run_id, task=row.task, try_number=row.try_number))
+        return claimed
+
+    def finish_task(self, run_id: str, task: str, *, owner: str, try_number: int, state: TaskState,
+                    **fields: Any) -> bool:
+        """Record how a try ended, only if this runner still owns that very try (a runner paused
+        past its lease must not overwrite what the retry did)."""
+        now = utcnow()
+        with self._write() as s, s.begin():
+            return s.execute(update(TaskRunRow).where(
+                TaskRunRow.run_id == run_id, TaskRunRow.task == task, TaskRunRow.owner == owner,
+                TaskRunRow.try_number == try_number, TaskRunRow.state == TaskState.RUNNING.value)
+                .values(state=state.value, ended_at=now, updated_at=now, **fields)).rowcount == 1
+
+    def owned_tasks_still_running(self, runner_id: str) -> set[tuple[str, str, int]]:
+        """(run, task, try) of the tasks this runner owns that the database still has running."""
+        with self._session() as s:
+            rows = s.execute(select(TaskRunRow.run_id, TaskRunRow.task, TaskRunRow.try_number).where(
+                TaskRunRow.owner == runner_id, TaskRunRow.state == TaskState.RUNNING.value)).all()
+            return {(r, t, n) for r, t, n in rows}
+
+    # -- runners: liveness ------------------------------------------------------------------
+    def register_runner(self, runner_id: str, kind: str, pid: int) -> None:
+        now = utcnow()
+        with self._write() as s, s.begin():
+            s.merge(RunnerRow(id=runner_id, host=HOST, pid=pid, kind=kind, started_at=now, heartbeat_at=now))
+
+    def heartbeat(self, runner_id: str) -> bool:
+        """False when another runner has declared this one dead (its row is gone)."""
+        with self._write() as s, s.begin():
+            return s.execute(update(RunnerRow).where(RunnerRow.id == runner_id)
+                             .values(heartbeat_at=utcnow())).rowcount == 1
+
+    def unregister_runner(self, runner_id: str) -> None:
+        with self._write() as s, s.begin():
+            s.execute(delete(RunnerRow).where(RunnerRow.id == runner_id))
+
+    def reap_dead_runners(self, lease: float) -> list[tuple[str, TaskRunRecord]]:
+        """Forget runners whose heartbeat is older than ``lease`` seconds; release the runs they
+        kept to themselves; return the (run_id, task record) of the tasks they left running."""
+        cutoff = utcnow() - timedelta(seconds=lease)
+        with self._write() as s, s.begin():
+            dead = list(s.scalars(select(RunnerRow.id).where(RunnerRow.heartbeat_at < cutoff)))
+            if dead:
+                s.execute(delete(RunnerRow).where(RunnerRow.id.in_(dead)))
+            live = select(RunnerRow.id)
+            orphans = s.scalars(select(TaskRunRow).where(
+                TaskRunRow.state == TaskState.RUNNING.value,
+                or_(TaskRunRow.owner.is_(None), TaskRunRow.owner.not_in(live)),
+                TaskRunRow.updated_at < cutoff)).all()
+            s.execute(update(RunRow).where(RunRow.owner.is_not(None), RunRow.owner.not_in(live),
+                                           RunRow.state.in_([RunState.QUEUED.value, RunState.RUNNING.value]))
+                      .values(owner=None))
+            return [(t.run_id, _task_record(t)) for t in orphans]
 
     def get_run(self, run_id: str) -> RunRecord:
         with self._session() as s:
@@ -186,13 +271,21 @@ class SqlStore:
             return _run_record(row, tasks)
 
     def list_runs(self, *, pipeline: str | None = None, state: RunState | None = None,
-                  limit: int = 20) -> list[RunRecord]:
+                  states: Iterable[RunState] | None = None, ids: Iterable[str] | None = None,
+                  unowned: bool = False, limit: int | None = 20, oldest_first: bool = False) -> list[RunRecord]:
         with self._session() as s:
-            q = select(RunRow).order_by(RunRow.created_at.desc(), RunRow.id.desc()).limit(limit)
+            order = (RunRow.created_at, RunRow.id) if oldest_first else (RunRow.created_at.desc(), RunRow.id.desc())
+            q = select(RunRow).order_by(*order).limit(limit)
             if pipeline:
                 q = q.where(RunRow.pipeline == pipeline)
             if state:
                 q = q.where(RunRow.state == state.value)
+            if states is not None:
+                q = q.where(RunRow.state.in_([x.value for x in states]))
+            if ids is not None:
+                q = q.where(RunRow.id.in_(list(ids)))
+            if unowned:
+                q = q.where(RunRow.owner.is_(None))
             rows = s.scalars(q).all()
             by_run: dict[str, list[TaskRunRow]] = {r.id: [] for r in rows}
             if rows:
@@ -201,21 +294,21 @@ class SqlStore:
                     by_run[t.run_id].append(t)
             return [_run_record(r, by_run[r.id]) for r in rows]
 
-    def count_runs(self) -> int:
-        with self._session() as s:
-            return s.scalar(select(func.count()).select_from(RunRow)) or 0
+
+def _task_record(t: TaskRunRow) -> TaskRunRecord:
+    return TaskRunRecord(
+        task=t.task, state=TaskState(t.state), try_number=t.try_number, max_tries=t.max_tries, owner=t.owner,
+        host=t.host, error=t.error, output_path=t.output_path, outputs=t.outputs or {}, branch=t.branch,
+        queued_at=t.queued_at, started_at=t.started_at, ended_at=t.ended_at, next_try_at=t.next_try_at)
 
 
 def _run_record(row: RunRow, tasks: Iterable[TaskRunRow]) -> RunRecord:
     return RunRecord(
         id=row.id, pipeline=row.pipeline, pipeline_version=row.pipeline_version, params=row.params or {},
-        logical_date=row.logical_date, trigger=row.trigger, state=RunState(row.state), host=row.host,
+        logical_date=row.logical_date, trigger=row.trigger, schedule_id=row.schedule_id,
+        max_active_runs=row.max_active_runs, owner=row.owner, state=RunState(row.state), host=row.host,
         error=row.error, created_at=row.created_at, started_at=row.started_at, ended_at=row.ended_at,
-        tasks={t.task: TaskRunRecord(
-            task=t.task, state=TaskState(t.state), try_number=t.try_number, max_tries=t.max_tries,
-            host=t.host, error=t.error, output_path=t.output_path, outputs=t.outputs or {},
-            queued_at=t.queued_at, started_at=t.started_at, ended_at=t.ended_at, next_try_at=t.next_try_at,
-        ) for t in tasks},
+        tasks={t.task: _task_record(t) for t in tasks},
     )
 
 

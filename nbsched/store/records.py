@@ -1,0 +1,82 @@
+"""Plain, immutable records the store hands out; nothing outside store/ sees a database row."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from nbsched.dag import RunState, TaskState
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskRunRecord:
+    task: str
+    state: TaskState
+    try_number: int
+    max_tries: int
+    owner: str | None
+    host: str | None
+    error: str | None
+    output_path: str | None
+    outputs: dict[str, Any]
+    branch: list[str] | None
+    queued_at: datetime | None
+    started_at: datetime | None
+    ended_at: datetime | None
+    next_try_at: datetime | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunRecord:
+    id: str
+    pipeline: str
+    pipeline_version: int
+    params: dict[str, Any]
+    logical_date: datetime
+    trigger: str
+    schedule_id: int | None
+    max_active_runs: int | None
+    owner: str | None
+    state: RunState
+    host: str | None
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    tasks: dict[str, TaskRunRecord] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PipelineRecord:
+    name: str
+    version: int
+    spec: dict[str, Any]
+    source_path: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScheduleRecord:
+    id: int
+    pipeline: str
+    trigger: dict[str, Any]
+    params: dict[str, Any]
+    enabled: bool
+    catchup: bool
+    misfire_grace: float
+    max_active_runs: int
+    origin: str
+    next_fire_at: datetime | None
+    last_fire_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClaimedTask:
+    """A task try this runner now owns and must execute."""
+
+    run_id: str
+    task: str
+    try_number: int

@@ -1,0 +1,115 @@
+"""Schedules in the store. A ``schedules`` counter bumps on every change a user makes, so
+schedulers in other processes notice without re-reading every schedule."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Iterable, Mapping
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from nbsched.clock import utcnow
+from nbsched.errors import NotFound
+from nbsched.store.models import CounterRow, ScheduleRow
+from nbsched.store.records import ScheduleRecord
+
+SCHEDULES = "schedules"
+_SAME = ("trigger", "params", "catchup", "misfire_grace", "max_active_runs")  # what makes two spec schedules one
+
+
+class ScheduleStore:
+    """Mixin of ``SqlStore``: needs ``_session`` and ``_write``."""
+
+    _session: Any
+    _write: Any
+
+    def add_schedule(self, *, pipeline: str, trigger: Mapping[str, Any], params: Mapping[str, Any],
+                     catchup: bool, misfire_grace: float, max_active_runs: int, origin: str,
+                     next_fire_at: datetime | None, enabled: bool = True) -> int:
+        now = utcnow()
+        with self._write() as s, s.begin():
+            row = ScheduleRow(pipeline=pipeline, trigger=dict(trigger), params=dict(params), enabled=enabled,
+                              catchup=catchup, misfire_grace=misfire_grace, max_active_runs=max_active_runs,
+                              origin=origin, next_fire_at=next_fire_at, created_at=now, updated_at=now)
+            s.add(row)
+            _bump(s)
+            s.flush()
+            return row.id
+
+    def get_schedule(self, schedule_id: int) -> ScheduleRecord:
+        with self._session() as s:
+            row = s.get(ScheduleRow, schedule_id)
+            if row is None:
+                raise NotFound(f"schedule {schedule_id} not found")
+            return _record(row)
+
+    def list_schedules(self, *, pipeline: str | None = None, enabled_only: bool = False) -> list[ScheduleRecord]:
+        with self._session() as s:
+            q = select(ScheduleRow).order_by(ScheduleRow.id)
+            if pipeline:
+                q = q.where(ScheduleRow.pipeline == pipeline)
+            if enabled_only:
+                q = q.where(ScheduleRow.enabled.is_(True))
+            return [_record(r) for r in s.scalars(q)]
+
+    def update_schedule(self, schedule_id: int, *, user_change: bool = True,
+                        expect_next_fire_at: Any = ..., **fields: Any) -> bool:
+        """Change a schedule. A scheduler moving ``next_fire_at`` passes the value it read, so two
+        schedulers cannot both advance it; only changes a user makes wake other schedulers."""
+        q = update(ScheduleRow).where(ScheduleRow.id == schedule_id)
+        if expect_next_fire_at is not ...:
+            q = q.where(ScheduleRow.next_fire_at == expect_next_fire_at if expect_next_fire_at is not None
+                        else ScheduleRow.next_fire_at.is_(None))
+        with self._write() as s, s.begin():
+            changed = s.execute(q.values(updated_at=utcnow(), **fields)).rowcount == 1
+            if changed and user_change:
+                _bump(s)
+            return changed
+
+    def delete_schedule(self, schedule_id: int) -> bool:
+        with self._write() as s, s.begin():
+            gone = s.execute(delete(ScheduleRow).where(ScheduleRow.id == schedule_id)).rowcount == 1
+            if gone:
+                _bump(s)
+            return gone
+
+    def sync_spec_schedules(self, pipeline: str, wanted: Iterable[Mapping[str, Any]]) -> list[int]:
+        """Make the pipeline's spec-owned schedules equal ``wanted`` (rows as dicts). Unchanged
+        ones keep their id and fire times; schedules added from the CLI are left alone."""
+        now = utcnow()
+        with self._write() as s, s.begin():
+            existing = list(s.scalars(select(ScheduleRow).where(
+                ScheduleRow.pipeline == pipeline, ScheduleRow.origin == "spec")))
+            ids = []
+            for fields in wanted:
+                match = next((r for r in existing if all(getattr(r, k) == fields[k] for k in _SAME)), None)
+                if match is not None:
+                    existing.remove(match)
+                    ids.append(match.id)
+                    continue
+                row = ScheduleRow(pipeline=pipeline, origin="spec", created_at=now, updated_at=now, **fields)
+                s.add(row)
+                s.flush()
+                ids.append(row.id)
+            for stale in existing:
+                s.delete(stale)
+            _bump(s)
+            return ids
+
+    def counter(self, name: str = SCHEDULES) -> int:
+        with self._session() as s:
+            return s.scalar(select(CounterRow.value).where(CounterRow.name == name)) or 0
+
+
+def _bump(s: Session, name: str = SCHEDULES) -> None:
+    if not s.execute(update(CounterRow).where(CounterRow.name == name)
+                     .values(value=CounterRow.value + 1)).rowcount:
+        s.add(CounterRow(name=name, value=1))
+
+
+def _record(r: ScheduleRow) -> ScheduleRecord:
+    return ScheduleRecord(id=r.id, pipeline=r.pipeline, trigger=r.trigger or {}, params=r.params or {},
+                          enabled=r.enabled, catchup=r.catchup, misfire_grace=r.misfire_grace,
+                          max_active_runs=r.max_active_runs, origin=r.origin, next_fire_at=r.next_fire_at,
+                          last_fire_at=r.last_fire_at, created_at=r.created_at, updated_at=r.updated_at)
