@@ -21,6 +21,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_pipeline.py
+	$(BIN)/python benchmarks/bench_scheduler.py
 
 clean:
-	rm -rf $(VENV) .nbsched .pytest_cache benchmarks/.work
+	rm -rf $(VENV) .nbsched .pytest_cache benchmarks/.work benchmarks/.work-scheduler

@@ -68,10 +68,9 @@ def run(service: Any, path: str, params: tuple[str, ...], workers: int | None, a
     """Run a pipeline (or one notebook) now and wait for it."""
     import logging
 
-    from nbsched.params import parse_override
     from nbsched.service import run_view
 
-    overrides = dict(parse_override(p) for p in params)
+    overrides = _overrides(params)
     logging.getLogger("papermill").setLevel(logging.CRITICAL)  # task errors are reported by us
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
@@ -129,6 +128,188 @@ def show(service: Any, run_id: str, as_json: bool) -> None:
         _print_run(record)
 
 
+@cli.command()
+@click.argument("path", type=click.Path())
+@click.pass_obj
+def register(service: Any, path: str) -> None:
+    """Store a pipeline (a new version if it changed) and its schedules, for `serve` to run."""
+    spec, version, ids = service.register(path)
+    for warning in spec.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(f"registered {spec.name} v{version}: {len(spec.tasks)} task(s), {len(ids)} schedule(s) from the spec")
+    for sched in service.list_schedules(spec.name):
+        click.echo(f"  schedule {sched.id}: {_describe(sched)}  next: {_next_fire(sched)}")
+
+
+@cli.command()
+@click.argument("pipeline")
+@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="Override a parameter.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"run_id": ...}.')
+@click.pass_obj
+def trigger(service: Any, pipeline: str, params: tuple[str, ...], as_json: bool) -> None:
+    """Queue a run of a registered pipeline for `nbsched serve`; prints its run id."""
+    run_id = service.trigger(pipeline, _overrides(params))
+    click.echo(json.dumps({"run_id": run_id}) if as_json else run_id)
+
+
+@cli.command()
+@click.argument("pipeline")
+@click.option("--start", required=True, help="First logical date (ISO date or date-time; the schedule's zone).")
+@click.option("--end", required=True, help="Last logical date, inclusive (a bare date means its whole day).")
+@click.option("--schedule", "schedule_id", type=int, help="Which schedule's fire times (if it has several).")
+@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="Override a parameter.")
+@click.option("--run", "run_here", is_flag=True, help="Execute the runs here, oldest first, instead of queueing.")
+@click.option("-w", "--workers", type=click.IntRange(min=1), help="With --run: notebooks at once.")
+@click.pass_obj
+def backfill(service: Any, pipeline: str, start: str, end: str, schedule_id: int | None,
+             params: tuple[str, ...], run_here: bool, workers: int | None) -> None:
+    """Create the runs a schedule would have made between two dates."""
+    created, existing = service.backfill(pipeline, start, end, schedule_id=schedule_id, params=_overrides(params))
+    click.echo(f"{len(created)} run(s) queued" + (f", {existing} date(s) already had a run" if existing else ""))
+    for run_id in created:
+        click.echo(f"  {run_id}")
+    if run_here and created:
+        records = service.run_queued(created, workers=workers)
+        for record in records:
+            click.echo(f"{record.id}  {_local(record.logical_date)}  {_state(record.state.value)}")
+        sys.exit(0 if all(r.state.value == "success" for r in records) else 1)
+
+
+@cli.command()
+@click.argument("run_id")
+@click.pass_obj
+def cancel(service: Any, run_id: str) -> None:
+    """Cancel a queued or running run; the runner executing it stops its kernels."""
+    record = service.cancel(run_id)
+    click.echo(f"run {record.id}: {record.state.value}")
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--run", "run_here", is_flag=True, help="Execute the re-queued tasks here instead of by `serve`.")
+@click.pass_obj
+def retry(service: Any, run_id: str, run_here: bool) -> None:
+    """Re-queue a run's failed, upstream_failed and cancelled tasks."""
+    tasks = service.retry(run_id)
+    click.echo(f"run {run_id}: re-queued {', '.join(tasks)}")
+    if run_here:
+        (record,) = service.run_queued([run_id])
+        _print_run(record)
+        sys.exit(0 if record.state.value == "success" else 1)
+
+
+@cli.command()
+@click.option("-w", "--workers", type=click.IntRange(min=1), help="Notebooks at once [default: cores].")
+@click.option("--lease", default="60s", show_default=True,
+              help="A runner silent this long is presumed dead; its tasks are retried.")
+@click.option("--grace", default="30s", show_default=True,
+              help="On SIGTERM, how long running tasks may finish before they are cancelled.")
+@click.option("--poll", default="1s", show_default=True, help="How often to look for changes by other processes.")
+@click.option("--no-scheduler", is_flag=True, help="Only execute queued runs; fire no schedules.")
+@click.pass_obj
+def serve(service: Any, workers: int | None, lease: str, grace: str, poll: str, no_scheduler: bool) -> None:
+    """Fire schedules and execute queued runs until stopped (SIGTERM / Ctrl-C).
+
+    Exit codes: 0 stopped cleanly, 3 stopped but tasks still running after --grace were
+    cancelled, 1 an unexpected error, 2 bad options.
+    """
+    import logging
+
+    from nbsched.daemon import DaemonOptions
+    from nbsched.spec import parse_duration
+
+    try:
+        durations = {k: parse_duration(v) for k, v in (("lease", lease), ("grace", grace), ("poll", poll))}
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("papermill").setLevel(logging.CRITICAL)
+    options = DaemonOptions(workers=workers or service.config.workers, scheduler=not no_scheduler, **durations)
+    daemon = service.daemon(options)
+
+    def stop(signum: int, frame: Any) -> None:
+        logging.getLogger("nbsched.serve").info("received %s: stopping", signal.Signals(signum).name)
+        daemon.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    sys.exit(daemon.serve())
+
+
+@cli.group()
+def schedule() -> None:
+    """Add, list, pause, resume and remove schedules."""
+
+
+@schedule.command("add")
+@click.argument("pipeline")
+@click.option("--cron", help='Cron expression, 5 or 6 fields or @daily etc.: "0 6 * * 1-5".')
+@click.option("--every", help="Interval: 15m, 1h, 30s ...")
+@click.option("--at", help="One-off date-time: 2026-12-01T06:00.")
+@click.option("--tz", "timezone", default="UTC", show_default=True, help="IANA time zone: Europe/Paris.")
+@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="Parameter for its runs.")
+@click.option("--catchup", is_flag=True, help="Create a run for every missed fire (backfill).")
+@click.option("--misfire-grace", help="How late a missed fire may still run [default 10m].")
+@click.option("--max-active-runs", type=click.IntRange(min=1), default=1, show_default=True)
+@click.pass_obj
+def schedule_add(service: Any, pipeline: str, cron: str | None, every: str | None, at: str | None, timezone: str,
+                 params: tuple[str, ...], catchup: bool, misfire_grace: str | None, max_active_runs: int) -> None:
+    """Schedule a registered pipeline."""
+    fields: dict[str, Any] = {k: v for k, v in (("cron", cron), ("every", every), ("at", at)) if v is not None}
+    fields.update(timezone=timezone, params=_overrides(params), catchup=catchup, max_active_runs=max_active_runs)
+    if misfire_grace is not None:
+        fields["misfire_grace"] = misfire_grace
+    sched = service.add_schedule(pipeline, fields)
+    click.echo(f"schedule {sched.id}: {pipeline} {_describe(sched)}  next: {_next_fire(sched)}")
+
+
+@schedule.command("list")
+@click.option("--pipeline", help="Only this pipeline's schedules.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def schedule_list(service: Any, pipeline: str | None, as_json: bool) -> None:
+    """List schedules with their next fire time."""
+    from nbsched.service import schedule_view
+
+    scheds = service.list_schedules(pipeline)
+    if as_json:
+        click.echo(json.dumps([schedule_view(s) for s in scheds], indent=2))
+        return
+    if not scheds:
+        click.echo("no schedules — add one with: nbsched schedule add PIPELINE --cron '0 6 * * *'")
+        return
+    rows = [[str(s.id), s.pipeline, _describe(s), "active" if s.enabled else "paused", _next_fire(s),
+             _local(s.last_fire_at), s.origin] for s in scheds]
+    _table(["ID", "PIPELINE", "TRIGGER", "STATE", "NEXT FIRE", "LAST FIRE", "FROM"], rows)
+
+
+@schedule.command("pause")
+@click.argument("schedule_id", type=int)
+@click.pass_obj
+def schedule_pause(service: Any, schedule_id: int) -> None:
+    """Stop firing a schedule."""
+    service.pause(schedule_id)
+    click.echo(f"schedule {schedule_id}: paused")
+
+
+@schedule.command("resume")
+@click.argument("schedule_id", type=int)
+@click.pass_obj
+def schedule_resume(service: Any, schedule_id: int) -> None:
+    """Fire a paused schedule again."""
+    sched = service.resume(schedule_id)
+    click.echo(f"schedule {schedule_id}: active, next: {_next_fire(sched)}")
+
+
+@schedule.command("rm")
+@click.argument("schedule_id", type=int)
+@click.pass_obj
+def schedule_rm(service: Any, schedule_id: int) -> None:
+    """Delete a schedule (its past runs stay)."""
+    service.remove_schedule(schedule_id)
+    click.echo(f"schedule {schedule_id}: removed")
+
+
 # -- output helpers ---------------------------------------------------------------------------
 _COLOURS = {"success": "green", "failed": "red", "upstream_failed": "red", "running": "blue",
             "queued": "cyan", "up_for_retry": "yellow", "skipped": "bright_black", "cancelled": "magenta"}
@@ -148,6 +329,48 @@ def _print_run(r: Any) -> None:
     for name, t in r.tasks.items():
         if t.error and t.state.value in ("failed", "up_for_retry"):
             click.echo(f"  {name}: {t.error}")
+
+
+def _overrides(params: tuple[str, ...]) -> dict[str, Any]:
+    from nbsched.params import parse_override
+
+    return dict(parse_override(p) for p in params)
+
+
+def _describe(sched: Any) -> str:
+    from nbsched.scheduler import schedule_trigger
+
+    return schedule_trigger(sched).describe() + (" +catchup" if sched.catchup else "")
+
+
+def _next_fire(sched: Any) -> str:
+    """In the schedule's own zone, and how far away: ``2026-12-01 06:00 CET (in 3h 12m)``."""
+    from nbsched.triggers import get_zone
+
+    if not sched.enabled:
+        return "paused"
+    if sched.next_fire_at is None:
+        return "never (done)"
+    local = sched.next_fire_at.astimezone(get_zone(sched.trigger.get("timezone", "UTC")))
+    seconds = (sched.next_fire_at - datetime.now(sched.next_fire_at.tzinfo)).total_seconds()
+    return f"{local.strftime('%Y-%m-%d %H:%M:%S %Z')} ({_relative(seconds)})"
+
+
+def _relative(seconds: float) -> str:
+    if seconds < 0:
+        return f"due {_span(-seconds)} ago"
+    return f"in {_span(seconds)}"
+
+
+def _span(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m {secs}s" if minutes else f"{secs}s"
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> None:

@@ -19,6 +19,10 @@ class ConfigError(NbschedError, ValueError):
     """A setting (database URL, worker count, parameter) is wrong."""
 
 
+class ScheduleError(NbschedError, ValueError):
+    """A schedule or trigger is wrong."""
+
+
 class NotFound(NbschedError, LookupError):
     """A run, pipeline or task that does not exist."""
 

@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable
 from nbsched.clock import utcnow
 from nbsched.dag import Decision, RunState, TaskState, decide, downstream_of
 from nbsched.errors import NbschedError
-from nbsched.executors.base import Executor, Finished, Started, TaskAttempt
+from nbsched.executors.base import Executor, Finished, TaskAttempt
 from nbsched.notebook import TaskOutcome, TaskRequest
 from nbsched.params import task_parameters
 from nbsched.spec import PipelineSpec
@@ -40,6 +40,9 @@ CANCELLED = "cancelled"
 # (run_id, task, new state, detail) after each transition this runner makes, for progress displays
 Listener = Callable[[str, str, TaskState, "str | None"], None]
 SpecLoader = Callable[[RunRecord], PipelineSpec]
+
+
+_BLOCKED = object()
 
 
 class _Wake:
@@ -97,6 +100,10 @@ class Runner:
     def busy(self) -> int:
         return len(self._running)
 
+    @property
+    def running_run_ids(self) -> list[str]:
+        return sorted({run_id for run_id, _ in self._running})
+
     def wake(self) -> None:
         """Wake the loop now; safe from any thread."""
         self.events.put(_Wake())
@@ -151,9 +158,14 @@ class Runner:
             self._stop_revoked()
         self._enforce_deadlines(now)
         wake: list[float] = [r.deadline - now for r in self._running.values() if r.deadline is not None]
+        full: set[str] = set()  # pipelines at their max_active_runs: their other queued runs wait
         for run in runs:
+            if run.state is RunState.QUEUED and run.pipeline in full:
+                continue
             due = self._advance(run)
-            if due is not None:
+            if run.state is RunState.QUEUED and run.max_active_runs and due is _BLOCKED:
+                full.add(run.pipeline)
+            elif due is not None and due is not _BLOCKED:
                 wake.append(due)
         if self.claiming:
             self._claim(only)
@@ -188,10 +200,11 @@ class Runner:
             self._handle(event)
 
     # -- moving a run forward -------------------------------------------------------------------
-    def _advance(self, run: RunRecord) -> float | None:
+    def _advance(self, run: RunRecord) -> Any:
+        """Returns seconds until this run needs a look again, None, or _BLOCKED (could not start)."""
         if run.state is RunState.QUEUED:
             if not self.store.start_run(run.id):
-                return None  # max_active_runs reached, or another runner started it
+                return _BLOCKED  # max_active_runs reached, or another runner started it
             run = self.store.get_run(run.id)
             log.info("run %s of %s started (%s)", run.id, run.pipeline, run.trigger)
         if run.state is not RunState.RUNNING:
@@ -275,8 +288,6 @@ class Runner:
     def _handle(self, event: Any) -> None:
         if isinstance(event, Finished):
             self._on_finished(event)
-        elif isinstance(event, Started):
-            pass  # the claim already recorded `running`
 
     def _on_finished(self, event: Finished) -> None:
         running = self._running.pop((event.run_id, event.task), None)

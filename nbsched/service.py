@@ -6,19 +6,25 @@ Surfaces never touch the store, the runner or the executors directly.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
-from nbsched.dag import RunState
-from nbsched.errors import SpecError
-from nbsched.params import task_parameters
-from nbsched.spec import PipelineSpec, load_pipeline, parse_pipeline
 from nbsched.clock import utcnow
-from nbsched.store import RunRecord, SqlStore
+from nbsched.daemon import Daemon, DaemonOptions
+from nbsched.dag import RunState
+from nbsched.errors import ConfigError, Conflict, NotFound, ScheduleError, SpecError
+from nbsched.params import task_parameters
+from nbsched.runner import Runner
+from nbsched.scheduler import Scheduler, schedule_trigger
+from nbsched.spec import SCHEDULE_KEYS, PipelineSpec, load_pipeline, parse_duration, parse_pipeline
+from nbsched.store import RunRecord, ScheduleRecord, SqlStore
+from nbsched.triggers import get_zone, trigger_from_fields
 
 DEFAULT_HOME = ".nbsched"
+DEFAULT_MISFIRE_GRACE = 600.0  # a fire up to 10 minutes late still runs (e.g. the daemon restarted)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,21 +65,41 @@ class Service:
 
     # -- pipelines ------------------------------------------------------------------------
     def validate(self, path: str | Path, params: Mapping[str, Any] | None = None) -> PipelineSpec:
-        """Load and check a spec, its notebooks and its parameter templates (a dry render)."""
+        """Load and check a spec, its notebooks, its schedules and its parameter templates."""
         spec = load_pipeline(path)
         now = utcnow()
         try:
-            for task in spec.tasks.values():
-                task_parameters(spec, task, overrides=params or {}, run_id="validate", logical_date=now,
-                                run_dir=str(self.config.runs_dir / spec.name / "validate"), upstream={})
-        except SpecError as exc:
+            _dry_render(spec, params or {}, self.config.runs_dir, now)
+            for i, sched in enumerate(spec.schedules):
+                schedule_fields(sched.fields, now=now, where=f"schedules[{i}]")
+        except (SpecError, ScheduleError) as exc:
             raise SpecError(f"{path}: {exc}") from None
         return spec
 
+    def register(self, path: str | Path, *, now: datetime | None = None) -> tuple[PipelineSpec, int, list[int]]:
+        """Store the spec as the pipeline's newest version and make its ``schedules:`` current.
+        Returns the spec, its version and the ids of its schedules."""
+        spec = self.validate(path)
+        version = self._save(spec)
+        now = now or utcnow()
+        rows = [schedule_fields(s.fields, now=now) for s in spec.schedules]
+        ids = self.store.sync_spec_schedules(spec.name, rows)
+        self._changed()
+        return spec, version, ids
+
+    def _save(self, spec: PipelineSpec) -> int:
+        return self.store.save_pipeline(spec.name, {"raw": spec.raw, "base_dir": str(spec.base_dir)},
+                                        str(spec.source) if spec.source else None)
+
     def spec_of(self, run: RunRecord) -> PipelineSpec:
         """The spec a run was created with (its pipeline version's snapshot)."""
-        snap = self.store.get_pipeline(run.pipeline, run.pipeline_version).spec
-        return parse_pipeline(snap["raw"], base_dir=Path(snap["base_dir"]), source=f"{run.pipeline} v{run.pipeline_version}")
+        return self._spec(run.pipeline, run.pipeline_version)
+
+    def _spec(self, pipeline: str, version: int | None = None) -> PipelineSpec:
+        record = self.store.get_pipeline(pipeline, version)
+        snap = record.spec
+        return parse_pipeline(snap["raw"], base_dir=Path(snap["base_dir"]),
+                              source=f"{record.name} v{record.version}")
 
     # -- runs -----------------------------------------------------------------------------
     def run_pipeline(self, path: str | Path, *, params: Mapping[str, Any] | None = None,
@@ -81,30 +107,86 @@ class Service:
                      listener: Callable[..., None] | None = None,
                      on_created: Callable[[str, PipelineSpec], None] | None = None) -> RunRecord:
         """Run a pipeline here and now, to its end (or Ctrl-C). Returns the finished run."""
-        from nbsched.executors import LocalExecutor
-        from nbsched.runner import Runner
-
         overrides = dict(params or {})
         spec = self.validate(path, overrides)  # a bad spec or override fails here, before a run exists
+        version = self._save(spec)
         now = utcnow()
-        version = self.store.save_pipeline(
-            spec.name, {"raw": spec.raw, "base_dir": str(spec.base_dir)},
-            str(spec.source) if spec.source else None)
-        executor = LocalExecutor(workers or self.config.workers)
-        runner = Runner(self.store, executor, self.config.runs_dir, spec_loader=self.spec_of, listener=listener)
-        try:
-            with runner:
-                run_id = self.store.create_run(
-                    pipeline=spec.name, version=version, params=overrides, logical_date=logical_date or now,
-                    trigger="manual", tasks={name: spec.tasks[name].max_tries for name in spec.order},
-                    owner=runner.id)
-                assert run_id is not None
-                if on_created is not None:
-                    on_created(run_id, spec)
-                runner.run([run_id])
-        finally:
-            executor.shutdown()
+        with self._foreground(workers, listener) as runner:
+            run_id = self._create_run(spec, version, overrides, logical_date or now, "manual", owner=runner.id)
+            assert run_id is not None
+            if on_created is not None:
+                on_created(run_id, spec)
+            runner.run([run_id])
         return self.store.get_run(run_id)
+
+    def trigger(self, pipeline: str, params: Mapping[str, Any] | None = None,
+                logical_date: datetime | None = None) -> str:
+        """Queue a run of a registered pipeline for `nbsched serve`; returns its id."""
+        spec = self._spec(pipeline)
+        _dry_render(spec, params or {}, self.config.runs_dir, utcnow())
+        run_id = self._create_run(spec, self.store.get_pipeline(pipeline).version, dict(params or {}),
+                                  logical_date or utcnow(), "manual")
+        assert run_id is not None
+        self._changed()
+        return run_id
+
+    def backfill(self, pipeline: str, start: str | datetime, end: str | datetime, *,
+                 schedule_id: int | None = None, params: Mapping[str, Any] | None = None) -> tuple[list[str], int]:
+        """Queue one run per fire time of the pipeline's schedule in [start, end]. Dates that
+        already have a run are left alone. Returns the new run ids and how many existed."""
+        schedules = self.store.list_schedules(pipeline=pipeline)
+        if schedule_id is not None:
+            schedules = [s for s in schedules if s.id == schedule_id]
+        if len(schedules) != 1:
+            raise ConfigError(f"backfill {pipeline}: " + (
+                "it has no schedule (add one with `nbsched schedule add`)" if not schedules else
+                f"it has {len(schedules)} schedules; choose one with --schedule "
+                f"({', '.join(str(s.id) for s in schedules)})"))
+        sched = schedules[0]
+        zone = get_zone(sched.trigger.get("timezone", "UTC"))
+        start, end = _when(start, zone, "--start"), _when(end, zone, "--end", end_of_day=True)
+        if end < start:
+            raise ConfigError(f"backfill {pipeline}: --end {end.isoformat()} is before --start {start.isoformat()}")
+        trigger = schedule_trigger(sched)
+        spec, version = self._spec(pipeline), self.store.get_pipeline(pipeline).version
+        merged = {**sched.params, **(params or {})}
+        created, existing = [], 0
+        at = trigger.next_after(start - timedelta(microseconds=1))
+        while at is not None and at <= end:
+            run_id = self._create_run(spec, version, merged, at, "backfill", schedule_id=sched.id,
+                                      max_active_runs=sched.max_active_runs)
+            if run_id is None:
+                existing += 1
+            else:
+                created.append(run_id)
+            at = trigger.next_after(at)
+        self._changed()
+        return created, existing
+
+    def run_queued(self, run_ids: list[str], *, workers: int | None = None,
+                   listener: Callable[..., None] | None = None) -> list[RunRecord]:
+        """Execute already-queued runs here (e.g. a backfill), oldest first, to their end."""
+        with self._foreground(workers, listener) as runner:
+            for run_id in run_ids:
+                self.store.set_run_owner(run_id, runner.id)
+            runner.run(run_ids)
+        return [self.store.get_run(r) for r in run_ids]
+
+    def cancel(self, run_id: str) -> RunRecord:
+        run = self.store.get_run(run_id)
+        if not self.store.cancel_run(run_id, "cancelled by user"):
+            raise Conflict(f"run '{run_id}' has already ended ({self.store.get_run(run_id).state.value})")
+        return self.store.get_run(run.id)
+
+    def retry(self, run_id: str) -> list[str]:
+        """Re-queue a failed or cancelled run's failed, upstream_failed and cancelled tasks."""
+        run = self.store.get_run(run_id)
+        spec = self.spec_of(run)
+        tasks = self.store.retry_run(run_id, {n: t.max_tries for n, t in spec.tasks.items()})
+        if not tasks:
+            raise Conflict(f"run '{run_id}' is {run.state.value}: only failed or cancelled runs can be retried")
+        self._changed()
+        return tasks
 
     def get_run(self, run_id: str) -> RunRecord:
         return self.store.get_run(run_id)
@@ -112,6 +194,144 @@ class Service:
     def list_runs(self, *, pipeline: str | None = None, state: str | None = None,
                   limit: int = 20) -> list[RunRecord]:
         return self.store.list_runs(pipeline=pipeline, state=RunState(state) if state else None, limit=limit)
+
+    def _create_run(self, spec: PipelineSpec, version: int, params: Mapping[str, Any], logical_date: datetime,
+                    trigger: str, *, owner: str | None = None, schedule_id: int | None = None,
+                    max_active_runs: int | None = None) -> str | None:
+        return self.store.create_run(
+            pipeline=spec.name, version=version, params=params, logical_date=logical_date, trigger=trigger,
+            tasks={name: spec.tasks[name].max_tries for name in spec.order}, owner=owner,
+            schedule_id=schedule_id, max_active_runs=max_active_runs)
+
+    def _run_for_schedule(self, schedule: ScheduleRecord, logical_date: datetime, kind: str) -> str | None:
+        spec = self._spec(schedule.pipeline)
+        return self._create_run(spec, self.store.get_pipeline(schedule.pipeline).version, schedule.params,
+                                logical_date, kind, schedule_id=schedule.id,
+                                max_active_runs=schedule.max_active_runs)
+
+    @contextmanager
+    def _foreground(self, workers: int | None, listener: Callable[..., None] | None) -> Iterator[Runner]:
+        from nbsched.executors import LocalExecutor
+
+        executor = LocalExecutor(workers or self.config.workers)
+        runner = Runner(self.store, executor, self.config.runs_dir, spec_loader=self.spec_of, listener=listener)
+        try:
+            with runner:
+                yield runner
+        finally:
+            executor.shutdown()
+
+    # -- schedules ------------------------------------------------------------------------
+    def add_schedule(self, pipeline: str, fields: Mapping[str, Any], *, now: datetime | None = None) -> ScheduleRecord:
+        """``fields`` as in a spec's ``schedules:`` entry (cron/every/at, timezone, params, ...)."""
+        spec = self._spec(pipeline)
+        now = now or utcnow()
+        row = schedule_fields(fields, now=now)
+        _dry_render(spec, row["params"], self.config.runs_dir, now)
+        schedule_id = self.store.add_schedule(pipeline=pipeline, origin="cli", **row)
+        self._changed()
+        return self.store.get_schedule(schedule_id)
+
+    def list_schedules(self, pipeline: str | None = None) -> list[ScheduleRecord]:
+        return self.store.list_schedules(pipeline=pipeline)
+
+    def pause(self, schedule_id: int) -> ScheduleRecord:
+        self.store.get_schedule(schedule_id)
+        self.store.update_schedule(schedule_id, enabled=False)
+        self._changed()
+        return self.store.get_schedule(schedule_id)
+
+    def resume(self, schedule_id: int, *, now: datetime | None = None) -> ScheduleRecord:
+        """Enable again. With catchup the fires missed while paused get runs; without, the
+        schedule goes on from now."""
+        sched = self.store.get_schedule(schedule_id)
+        fields: dict[str, Any] = {"enabled": True}
+        if not sched.catchup:
+            fields["next_fire_at"] = schedule_trigger(sched).next_after(now or utcnow())
+        self.store.update_schedule(schedule_id, **fields)
+        self._changed()
+        return self.store.get_schedule(schedule_id)
+
+    def remove_schedule(self, schedule_id: int) -> None:
+        if not self.store.delete_schedule(schedule_id):
+            raise NotFound(f"schedule {schedule_id} not found")
+        self._changed()
+
+    # -- the daemon -----------------------------------------------------------------------
+    def daemon(self, options: DaemonOptions, executor: Any = None) -> Daemon:
+        from nbsched.executors import LocalExecutor
+
+        executor = executor or LocalExecutor(options.workers)
+        runner = Runner(self.store, executor, self.config.runs_dir, spec_loader=self.spec_of, kind="serve",
+                        lease=options.lease, poll=options.poll)
+        scheduler = Scheduler(self.store, self._run_for_schedule) if options.scheduler else None
+        self._daemon = Daemon(runner, scheduler, options)
+        return self._daemon
+
+    def _changed(self) -> None:
+        """Wake an in-process daemon at once; daemons elsewhere see the change on their next poll."""
+        daemon = getattr(self, "_daemon", None)
+        if daemon is not None:
+            daemon.wake()
+
+
+def schedule_fields(fields: Mapping[str, Any], *, now: datetime, where: str = "schedule") -> dict[str, Any]:
+    """Validate a schedule's fields; returns the store's row fields with its first fire time."""
+    bad = [k for k in fields if k not in SCHEDULE_KEYS]
+    if bad:
+        raise ScheduleError(f"{where}.{bad[0]}: unknown key")
+    trigger = trigger_from_fields(fields, now=now)
+    params = fields.get("params") or {}
+    if not isinstance(params, Mapping):
+        raise ScheduleError(f"{where}.params: expected a mapping, got {params!r}")
+    try:
+        grace = parse_duration(fields.get("misfire_grace", DEFAULT_MISFIRE_GRACE))
+    except ValueError as exc:
+        raise ScheduleError(f"{where}.misfire_grace: {exc}") from None
+    max_active = fields.get("max_active_runs", 1)
+    if isinstance(max_active, bool) or not isinstance(max_active, int) or max_active < 1:
+        raise ScheduleError(f"{where}.max_active_runs: expected a whole number >= 1, got {max_active!r}")
+    for key in ("catchup", "enabled"):
+        if not isinstance(fields.get(key, False), bool):
+            raise ScheduleError(f"{where}.{key}: expected true or false, got {fields[key]!r}")
+    return {
+        "trigger": trigger.to_fields(),
+        "params": dict(params),
+        "catchup": fields.get("catchup", False),
+        "misfire_grace": grace,
+        "max_active_runs": max_active,
+        "enabled": fields.get("enabled", True),
+        "next_fire_at": trigger.next_after(now),
+    }
+
+
+def _when(value: str | datetime, zone: Any, option: str, *, end_of_day: bool = False) -> datetime:
+    """An ISO date or date-time; naive ones are in ``zone``; a bare date as ``--end`` means its whole day."""
+    if isinstance(value, str):
+        try:
+            when = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ConfigError(f"{option} {value!r}: not a date (use 2026-11-01 or 2026-11-01T06:00)") from None
+        if end_of_day and len(value.strip()) == 10:
+            when += timedelta(days=1, microseconds=-1)
+    else:
+        when = value
+    return when if when.tzinfo is not None else when.replace(tzinfo=zone)
+
+
+def schedule_view(s: ScheduleRecord) -> dict[str, Any]:
+    """The JSON shape of a schedule (CLI ``--json`` and the REST API)."""
+    return {
+        "id": s.id, "pipeline": s.pipeline, "trigger": s.trigger, "params": s.params, "enabled": s.enabled,
+        "catchup": s.catchup, "misfire_grace": s.misfire_grace, "max_active_runs": s.max_active_runs,
+        "origin": s.origin, "next_fire_at": _iso(s.next_fire_at), "last_fire_at": _iso(s.last_fire_at),
+    }
+
+
+def _dry_render(spec: PipelineSpec, params: Mapping[str, Any], runs_dir: Path, now: datetime) -> None:
+    for task in spec.tasks.values():
+        task_parameters(spec, task, overrides=params, run_id="validate", logical_date=now,
+                        run_dir=str(runs_dir / spec.name / "validate"), upstream={})
 
 
 def run_view(run: RunRecord) -> dict[str, Any]:
@@ -124,6 +344,7 @@ def run_view(run: RunRecord) -> dict[str, Any]:
         "params": run.params,
         "logical_date": _iso(run.logical_date),
         "trigger": run.trigger,
+        "schedule_id": run.schedule_id,
         "error": run.error,
         "created_at": _iso(run.created_at),
         "started_at": _iso(run.started_at),

@@ -26,7 +26,7 @@ _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 PIPELINE_KEYS = ("name", "description", "params", "defaults", "tasks", "schedules")
 POLICY_KEYS = ("retries", "retry_delay", "retry_exponential_backoff", "max_retry_delay", "timeout", "kernel")
 TASK_KEYS = ("notebook", "description", "params", "upstream", "trigger_rule", *POLICY_KEYS)
-SCHEDULE_KEYS = ("cron", "every", "at", "timezone", "params", "catchup", "misfire_grace",
+SCHEDULE_KEYS = ("cron", "every", "at", "start", "timezone", "params", "catchup", "misfire_grace",
                  "max_active_runs", "enabled")
 
 

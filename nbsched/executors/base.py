@@ -1,4 +1,4 @@
-"""The executor contract: run a task try somewhere, report Started then exactly one Finished."""
+"""The executor contract: run a task try somewhere and report exactly one ``Finished``."""
 
 from __future__ import annotations
 
@@ -6,17 +6,10 @@ import queue
 from abc import ABC, abstractmethod
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Callable, Union
+from typing import Any, Callable
 
 from nbsched.kernels import KernelHandle
 from nbsched.notebook import TaskOutcome, TaskRequest
-
-
-@dataclass(frozen=True)
-class Started:
-    run_id: str
-    task: str
-    try_number: int
 
 
 @dataclass(frozen=True)
@@ -25,9 +18,6 @@ class Finished:
     task: str
     try_number: int
     outcome: TaskOutcome
-
-
-Event = Union[Started, Finished]
 
 
 class TaskAttempt:
@@ -59,7 +49,6 @@ class Executor(ABC):
             if attempt.handle.stop_reason is not None:  # stopped while waiting for a worker
                 outcome = TaskOutcome(stopped=attempt.handle.stop_reason, error=attempt.handle.stop_reason)
                 return
-            events.put(Started(request.run_id, request.task, request.try_number))
             outcome = self.execute(request, attempt.handle)
         except BaseException as exc:  # the task failed, not the runner: report it as the task's error
             outcome = TaskOutcome(error=f"{type(exc).__name__}: {exc}", output_path=request.output_path)

@@ -147,6 +147,13 @@ class SqlStore(ScheduleStore):
         with self._write() as s, s.begin():
             return s.execute(q.values(**values)).rowcount == 1
 
+    def set_run_owner(self, run_id: str, owner: str | None) -> bool:
+        """Keep a queued or running run to one foreground runner (None: any daemon may take it)."""
+        with self._write() as s, s.begin():
+            return s.execute(update(RunRow).where(
+                RunRow.id == run_id, RunRow.state.in_([RunState.QUEUED.value, RunState.RUNNING.value]))
+                .values(owner=owner)).rowcount == 1
+
     def cancel_run(self, run_id: str, error: str) -> bool:
         """End a queued or running run ``cancelled`` with every unfinished task, in one transaction.
         Runners executing its tasks notice and stop their kernels."""

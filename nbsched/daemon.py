@@ -1,0 +1,91 @@
+"""``nbsched serve``: the scheduler and a runner in one loop.
+
+One thread, one wait: the loop sleeps on the runner's event queue until a task ends,
+the next schedule is due, a retry or timeout is due, or ``poll`` seconds pass (to see
+what other processes wrote). ``stop()`` ends it gracefully.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from nbsched.clock import utcnow
+from nbsched.dag import RunState
+from nbsched.runner import Runner
+from nbsched.scheduler import Scheduler
+
+log = logging.getLogger("nbsched.serve")
+
+QUEUED_PAGE = 50
+EXIT_OK = 0
+EXIT_CANCELLED_TASKS = 3  # stopped on request, but tasks still running after the grace period were cancelled
+
+
+@dataclass(frozen=True, kw_only=True)
+class DaemonOptions:
+    workers: int
+    lease: float = 60.0
+    poll: float = 1.0
+    grace: float = 30.0
+    scheduler: bool = True
+
+
+class Daemon:
+    def __init__(self, runner: Runner, scheduler: Scheduler | None, options: DaemonOptions) -> None:
+        self.runner = runner
+        self.scheduler = scheduler
+        self.options = options
+        self._stopping = False
+
+    def stop(self) -> None:
+        """Stop firing and claiming, let running tasks finish; safe from a signal handler."""
+        self._stopping = True
+        self.runner.wake()
+
+    def wake(self) -> None:
+        """Something changed in this process (a schedule, a queued run): look now."""
+        if self.scheduler is not None:
+            self.scheduler.invalidate()
+        self.runner.wake()
+
+    def serve(self) -> int:
+        store = self.runner.store
+        log.info("serving: runner %s, %d worker(s), lease %gs, scheduler %s", self.runner.id,
+                 self.options.workers, self.options.lease, "on" if self.scheduler else "off")
+        with self.runner:
+            while not self._stopping:
+                if self.scheduler is not None:
+                    self.scheduler.fire_due(utcnow())
+                # every running run, and the oldest queued ones: a backlog is started a page at a time
+                active = store.list_runs(states=[RunState.RUNNING], unowned=True, limit=None, oldest_first=True) + \
+                    store.list_runs(states=[RunState.QUEUED], unowned=True, limit=QUEUED_PAGE, oldest_first=True)
+                wake = self.runner.step(active)
+                if self.scheduler is not None and (at := self.scheduler.next_fire_at()) is not None:
+                    until = (at - utcnow()).total_seconds()
+                    wake = until if wake is None else min(wake, until)
+                self.runner.wait(wake)
+            return self._shutdown()
+
+    def _shutdown(self) -> int:
+        runner = self.runner
+        runner.claiming = False
+        deadline = time.monotonic() + self.options.grace
+        if runner.busy:
+            log.info("stopping: waiting up to %gs for %d running task(s)", self.options.grace, runner.busy)
+        touched = runner.running_run_ids
+        while runner.busy and time.monotonic() < deadline:
+            runner.step(runner.store.list_runs(ids=runner.running_run_ids, limit=None))
+            runner.wait(deadline - time.monotonic())
+        runner.step(runner.store.list_runs(ids=touched, limit=None))  # end the runs whose last task just ended
+        if not runner.busy:
+            log.info("stopped")
+            return EXIT_OK
+        for run_id in runner.running_run_ids:
+            runner.cancel_run(run_id, "cancelled: nbsched serve stopped")
+        runner.stop_all("cancelled")
+        runner.drain()
+        log.warning("stopped; tasks still running after the grace period were cancelled")
+        return EXIT_CANCELLED_TASKS
+

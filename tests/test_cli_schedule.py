@@ -1,0 +1,98 @@
+"""Schedules, triggers, backfill, cancel and retry from the command line (no daemon needed)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from conftest import nbsched, write_notebook, write_yaml
+
+
+def _project(project, notebook_code: str = "x = 1"):
+    write_notebook(project / "nb.ipynb", notebook_code, params="region = 'eu'\nupstream = {}")
+    write_yaml(project / "pipeline.yaml", "name: sales\ntasks:\n  only: {notebook: nb.ipynb}\n")
+    nbsched("register", "pipeline.yaml", cwd=project, check=True)
+
+
+def test_schedule_add_and_list_shows_next_fire_in_its_zone(project):
+    _project(project)
+    added = nbsched("schedule", "add", "sales", "--cron", "0 6 * * 1-5", "--tz", "Europe/Paris",
+                    "-p", "region=us", cwd=project, check=True).stdout
+    assert added.startswith("schedule 1: sales cron 0 6 * * 1-5")
+    listing = nbsched("schedule", "list", cwd=project, check=True).stdout
+    assert re.search(r"06:00:00 CES?T \(in (\d+d \d+h|\d+h \d+m|\d+m \d+s)\)", listing), listing
+    (entry,) = json.loads(nbsched("schedule", "list", "--json", cwd=project, check=True).stdout)
+    assert entry["trigger"]["cron"] == "0 6 * * 1-5" and entry["trigger"]["timezone"] == "Europe/Paris"
+    assert entry["params"] == {"region": "us"} and entry["enabled"] is True
+
+
+def test_schedule_mistakes_are_one_line_and_exit_2(project):
+    _project(project)
+    cases = [
+        (["schedule", "add", "sales", "--cron", "0 25 * * *"], "0 25 * * *"),
+        (["schedule", "add", "sales", "--every", "10 minutes"], "10 minutes"),
+        (["schedule", "add", "sales", "--cron", "@daily", "--tz", "Europe/Pariss"], "did you mean 'Europe/Paris'"),
+        (["schedule", "add", "nosuch", "--cron", "@daily"], "pipeline 'nosuch' not found"),
+        (["schedule", "add", "sales"], "cron"),
+        (["schedule", "pause", "99"], "schedule 99 not found"),
+        (["schedule", "rm", "99"], "schedule 99 not found"),
+        (["trigger", "nosuch"], "pipeline 'nosuch' not found"),
+    ]
+    for args, text in cases:
+        proc = nbsched(*args, cwd=project)
+        assert proc.returncode == 2, (args, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and text in lines[0], (args, proc.stderr)
+
+
+def test_pause_resume_and_remove(project):
+    _project(project)
+    nbsched("schedule", "add", "sales", "--every", "1h", cwd=project, check=True)
+    assert "paused" in nbsched("schedule", "pause", "1", cwd=project, check=True).stdout
+    assert json.loads(nbsched("schedule", "list", "--json", cwd=project).stdout)[0]["enabled"] is False
+    assert "active, next:" in nbsched("schedule", "resume", "1", cwd=project, check=True).stdout
+    nbsched("schedule", "rm", "1", cwd=project, check=True)
+    assert json.loads(nbsched("schedule", "list", "--json", cwd=project).stdout) == []
+
+
+def test_trigger_queues_a_run_and_cancel_ends_it(project):
+    _project(project)
+    run_id = json.loads(nbsched("trigger", "sales", "-p", "region=us", "--json", cwd=project, check=True).stdout)["run_id"]
+    (run,) = json.loads(nbsched("runs", "--json", cwd=project, check=True).stdout)
+    assert (run["run_id"], run["state"], run["trigger"], run["schedule_id"]) == (run_id, "queued", "manual", None)
+    assert run["params"] == {"region": "us"}
+    assert "cancelled" in nbsched("cancel", run_id, cwd=project, check=True).stdout
+    again = nbsched("cancel", run_id, cwd=project)
+    assert again.returncode == 2 and "already ended (cancelled)" in again.stderr
+
+
+def test_retry_requeues_the_failed_task_and_runs_it(project):
+    _project(project, "import pathlib\nif not pathlib.Path('fixed').exists():\n    raise RuntimeError('not yet')")
+    failed = nbsched("run", "pipeline.yaml", "--json", cwd=project)
+    assert failed.returncode == 1
+    run_id = json.loads(failed.stdout)["run_id"]
+    (project / "fixed").write_text("yes")
+    retried = nbsched("retry", run_id, "--run", cwd=project)
+    assert retried.returncode == 0, retried.stderr
+    assert "re-queued only" in retried.stdout
+    run = json.loads(nbsched("show", run_id, "--json", cwd=project, check=True).stdout)
+    assert run["state"] == "success" and run["tasks"]["only"]["try_number"] == 2
+    not_again = nbsched("retry", run_id, cwd=project)
+    assert not_again.returncode == 2 and "only failed or cancelled runs" in not_again.stderr
+
+
+def test_backfill_creates_one_run_per_fire_and_never_twice(project):
+    _project(project, "import nbsched\nnbsched.record('ld', logical_date)")
+    nbsched("schedule", "add", "sales", "--cron", "0 6 * * *", "--tz", "Europe/Paris", cwd=project, check=True)
+    done = nbsched("backfill", "sales", "--start", "2026-11-01", "--end", "2026-11-03", "--run", cwd=project)
+    assert done.returncode == 0, done.stderr
+    assert "3 run(s) queued" in done.stdout
+    runs = json.loads(nbsched("runs", "--json", cwd=project, check=True).stdout)
+    assert sorted(r["logical_date"] for r in runs) == [
+        "2026-11-01T05:00:00+00:00", "2026-11-02T05:00:00+00:00", "2026-11-03T05:00:00+00:00"]
+    assert {r["trigger"] for r in runs} == {"backfill"} and {r["state"] for r in runs} == {"success"}
+    assert sorted(r["tasks"]["only"]["outputs"]["ld"] for r in runs)[0] == "2026-11-01T05:00:00+00:00"
+    again = nbsched("backfill", "sales", "--start", "2026-11-01", "--end", "2026-11-03", cwd=project, check=True)
+    assert "0 run(s) queued, 3 date(s) already had a run" in again.stdout
+    bad = nbsched("backfill", "sales", "--start", "2026-11-05", "--end", "2026-11-01", cwd=project)
+    assert bad.returncode == 2 and "before --start" in bad.stderr

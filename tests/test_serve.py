@@ -1,0 +1,140 @@
+"""`nbsched serve` as real processes on one SQLite database: no fire twice, no run lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from conftest import NBSCHED, nbsched, write_notebook, write_yaml
+
+pytestmark = pytest.mark.slow
+
+
+def _serve(project: Path, name: str, *args: str) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NBSCHED_")}
+    log = open(project / f"{name}.log", "wb")
+    return subprocess.Popen([*NBSCHED, "serve", "--poll", "0.2s", *args], cwd=project, env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+
+
+def _stop(proc: subprocess.Popen[bytes], timeout: float = 60) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _runs(project: Path) -> list[dict]:
+    return json.loads(nbsched("runs", "--json", "-n", "1000", cwd=project, check=True).stdout)
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_two_daemons_create_each_logical_date_once(project):
+    write_notebook(project / "tick.ipynb", "x = 1")
+    write_yaml(project / "pipeline.yaml", """
+name: ticker
+tasks:
+  tick: {notebook: tick.ipynb}
+schedules:
+  - {every: 1s, catchup: true, max_active_runs: 1}
+""")
+    nbsched("register", "pipeline.yaml", cwd=project, check=True)
+    daemons = [_serve(project, f"serve{i}", "--workers", "1", "--grace", "0s") for i in range(2)]
+    try:
+        time.sleep(20)
+    finally:
+        codes = [_stop(d) for d in daemons]
+    logs = [(project / f"serve{i}.log").read_text() for i in range(2)]
+    assert all(c in (0, 3) for c in codes), (codes, logs)
+    assert all("Traceback" not in log for log in logs), logs
+
+    dates = sorted(datetime.fromisoformat(r["logical_date"]) for r in _runs(project))
+    assert len(dates) >= 15, logs
+    assert len(set(dates)) == len(dates)  # none twice
+    assert all(b - a == timedelta(seconds=1) for a, b in zip(dates, dates[1:]))  # none missed
+    fired_by = [sum("fired: pipeline ticker" in line for line in log.splitlines()) for log in logs]
+    assert sum(fired_by) == len(dates)
+
+
+def test_a_killed_daemons_task_is_retried_by_the_next_one(project):
+    write_notebook(project / "slow.ipynb", "import time\ntime.sleep(4)")
+    write_notebook(project / "after.ipynb", "x = 1")
+    write_yaml(project / "pipeline.yaml", """
+name: survivor
+tasks:
+  slow: {notebook: slow.ipynb, retries: 1}
+  after: {notebook: after.ipynb, upstream: [slow]}
+""")
+    nbsched("register", "pipeline.yaml", cwd=project, check=True)
+    run_id = nbsched("trigger", "survivor", cwd=project, check=True).stdout.strip()
+    first = _serve(project, "first", "--lease", "2s", "--no-scheduler")
+    try:
+        _wait_for(lambda: _show(project, run_id)["tasks"]["slow"]["state"] == "running", 60, "the task to run")
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        second = _serve(project, "second", "--lease", "2s", "--no-scheduler")
+        try:
+            run = _wait_for(lambda: (r := _show(project, run_id))["state"] in ("success", "failed") and r, 90,
+                            "the run to finish")
+        finally:
+            _stop(second)
+    finally:
+        first.kill()
+    log = (project / "second.log").read_text()
+    assert run["state"] == "success", (run, log)
+    assert run["tasks"]["slow"]["try_number"] == 2
+    assert run["tasks"]["after"]["state"] == "success"
+    assert "stopped heartbeating" in log
+    assert len(_runs(project)) == 1
+
+
+def test_sigterm_lets_a_running_task_finish_within_the_grace(project):
+    write_notebook(project / "short.ipynb", "import time\ntime.sleep(2)")
+    write_yaml(project / "pipeline.yaml", "name: graceful\ntasks:\n  short: {notebook: short.ipynb}\n")
+    nbsched("register", "pipeline.yaml", cwd=project, check=True)
+    run_id = nbsched("trigger", "graceful", cwd=project, check=True).stdout.strip()
+    daemon = _serve(project, "serve", "--grace", "60s", "--no-scheduler")
+    try:
+        _wait_for(lambda: _show(project, run_id)["tasks"]["short"]["state"] == "running", 60, "the task to run")
+    finally:
+        code = _stop(daemon)
+    assert code == 0, (project / "serve.log").read_text()
+    assert _show(project, run_id)["state"] == "success"
+
+
+def test_sigterm_cancels_what_outlives_the_grace(project):
+    write_notebook(project / "long.ipynb", "import time\ntime.sleep(120)")
+    write_yaml(project / "pipeline.yaml", "name: impatient\ntasks:\n  long: {notebook: long.ipynb}\n")
+    nbsched("register", "pipeline.yaml", cwd=project, check=True)
+    run_id = nbsched("trigger", "impatient", cwd=project, check=True).stdout.strip()
+    daemon = _serve(project, "serve", "--grace", "1s", "--no-scheduler")
+    try:
+        _wait_for(lambda: _show(project, run_id)["tasks"]["long"]["state"] == "running", 60, "the task to run")
+    finally:
+        code = _stop(daemon)
+    assert code == 3
+    run = _show(project, run_id)
+    assert run["state"] == "cancelled" and run["tasks"]["long"]["state"] == "cancelled"
+
+
+def _show(project: Path, run_id: str) -> dict:
+    return json.loads(nbsched("show", run_id, "--json", cwd=project, check=True).stdout)
