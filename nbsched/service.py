@@ -280,7 +280,7 @@ def schedule_fields(fields: Mapping[str, Any], *, now: datetime, where: str = "s
     bad = [k for k in fields if k not in SCHEDULE_KEYS]
     if bad:
         raise ScheduleError(f"{where}.{bad[0]}: unknown key")
-    trigger = trigger_from_fields(fields, now=now)
+    trigger = trigger_from_fields(fields, now=now.replace(microsecond=0))  # `every` anchors on a whole second
     params = fields.get("params") or {}
     if not isinstance(params, Mapping):
         raise ScheduleError(f"{where}.params: expected a mapping, got {params!r}")

@@ -40,7 +40,6 @@ _CRON_FIELDS = (("minute", "0-59"), ("hour", "0-23"), ("day-of-month", "1-31, L 
                 ("month", "1-12 or jan-dec"), ("day-of-week", "0-7, sun-sat, 5#2 or L5"), ("second", "0-59"))
 _REFERENCE = datetime(2000, 1, 1)  # where an expression is first tried, to reject one that never fires
 _ONE_SECOND = timedelta(seconds=1)
-_MICROSECOND = timedelta(microseconds=1)
 
 
 class Trigger(ABC):
