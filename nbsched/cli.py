@@ -338,20 +338,20 @@ def _overrides(params: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _describe(sched: Any) -> str:
-    from nbsched.scheduler import schedule_trigger
+    from nbsched.service import describe_schedule
 
-    return schedule_trigger(sched).describe() + (" +catchup" if sched.catchup else "")
+    return describe_schedule(sched)
 
 
 def _next_fire(sched: Any) -> str:
     """In the schedule's own zone, and how far away: ``2026-12-01 06:00 CET (in 3h 12m)``."""
-    from nbsched.triggers import get_zone
+    from nbsched.service import next_fire_local
 
+    local = next_fire_local(sched)
     if not sched.enabled:
         return "paused"
-    if sched.next_fire_at is None:
+    if sched.next_fire_at is None or local is None:
         return "never (done)"
-    local = sched.next_fire_at.astimezone(get_zone(sched.trigger.get("timezone", "UTC")))
     seconds = (sched.next_fire_at - datetime.now(sched.next_fire_at.tzinfo)).total_seconds()
     return f"{local.strftime('%Y-%m-%d %H:%M:%S %Z')} ({_relative(seconds)})"
 

@@ -319,10 +319,25 @@ def _when(value: str | datetime, zone: Any, option: str, *, end_of_day: bool = F
     return when if when.tzinfo is not None else when.replace(tzinfo=zone)
 
 
+def describe_schedule(s: ScheduleRecord) -> str:
+    """``cron 0 6 * * 1-5 (Europe/Paris) +catchup``."""
+    return schedule_trigger(s).describe() + (" +catchup" if s.catchup else "")
+
+
+def next_fire_local(s: ScheduleRecord) -> datetime | None:
+    """The next fire time in the schedule's own zone."""
+    if s.next_fire_at is None:
+        return None
+    return s.next_fire_at.astimezone(get_zone(s.trigger.get("timezone", "UTC")))
+
+
 def schedule_view(s: ScheduleRecord) -> dict[str, Any]:
     """The JSON shape of a schedule (CLI ``--json`` and the REST API)."""
+    local = next_fire_local(s)
     return {
-        "id": s.id, "pipeline": s.pipeline, "trigger": s.trigger, "params": s.params, "enabled": s.enabled,
+        "id": s.id, "pipeline": s.pipeline, "description": describe_schedule(s),
+        "next_fire_local": local.isoformat() if local else None,
+        "trigger": s.trigger, "params": s.params, "enabled": s.enabled,
         "catchup": s.catchup, "misfire_grace": s.misfire_grace, "max_active_runs": s.max_active_runs,
         "origin": s.origin, "next_fire_at": _iso(s.next_fire_at), "last_fire_at": _iso(s.last_fire_at),
     }
