@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -19,8 +19,8 @@ from nbsched.errors import ConfigError, Conflict, NotFound, ScheduleError, SpecE
 from nbsched.params import task_parameters
 from nbsched.runner import Runner
 from nbsched.scheduler import Scheduler, schedule_trigger
-from nbsched.spec import SCHEDULE_KEYS, PipelineSpec, load_pipeline, parse_duration, parse_pipeline
-from nbsched.store import RunRecord, ScheduleRecord, SqlStore
+from nbsched.spec import SCHEDULE_KEYS, PipelineSpec, check_notebooks, load_pipeline, parse_duration, parse_pipeline
+from nbsched.store import PipelineRecord, RunRecord, ScheduleRecord, SqlStore
 from nbsched.triggers import get_zone, trigger_from_fields
 
 DEFAULT_HOME = ".nbsched"
@@ -76,16 +76,56 @@ class Service:
             raise SpecError(f"{path}: {exc}") from None
         return spec
 
-    def register(self, path: str | Path, *, now: datetime | None = None) -> tuple[PipelineSpec, int, list[int]]:
+    def register(self, path: str | Path, *, now: datetime | None = None,
+                 confine_to: Path | None = None) -> tuple[PipelineSpec, int, list[int]]:
         """Store the spec as the pipeline's newest version and make its ``schedules:`` current.
-        Returns the spec, its version and the ids of its schedules."""
+        Returns the spec, its version and the ids of its schedules. With ``confine_to``, every
+        notebook must lie inside that folder."""
         spec = self.validate(path)
+        _confine(spec, confine_to, str(path))
         version = self._save(spec)
         now = now or utcnow()
         rows = [schedule_fields(s.fields, now=now) for s in spec.schedules]
         ids = self.store.sync_spec_schedules(spec.name, rows)
         self._changed()
         return spec, version, ids
+
+    def register_spec(self, data: Any, base_dir: Path, *, source: str = "spec", now: datetime | None = None,
+                      confine_to: Path | None = None) -> tuple[PipelineSpec, int, list[int]]:
+        """Register a spec given as data (not a file); notebook paths are relative to ``base_dir``."""
+        try:
+            spec = parse_pipeline(data, base_dir=Path(base_dir).resolve(), source=source)
+            _confine(spec, confine_to, source)
+            spec = replace(spec, warnings=tuple(check_notebooks(spec, source=source)))
+            now = now or utcnow()
+            _dry_render(spec, {}, self.config.runs_dir, now)
+            rows = [schedule_fields(s.fields, now=now, where=f"schedules[{i}]") for i, s in enumerate(spec.schedules)]
+        except ScheduleError as exc:
+            raise SpecError(f"{source}: {exc}") from None
+        version = self._save(spec)
+        ids = self.store.sync_spec_schedules(spec.name, rows)
+        self._changed()
+        return spec, version, ids
+
+    def list_pipelines(self) -> list[PipelineRecord]:
+        return self.store.list_pipelines()
+
+    def pipeline_versions(self, name: str) -> list[PipelineRecord]:
+        versions = self.store.pipeline_versions(name)
+        if not versions:
+            raise NotFound(f"pipeline '{name}' not found")
+        return versions
+
+    def pipeline_spec(self, name: str) -> PipelineSpec:
+        return self._spec(name)
+
+    def delete_pipeline(self, name: str) -> None:
+        active = self.store.list_runs(pipeline=name, states=[RunState.QUEUED, RunState.RUNNING], limit=1)
+        if active:
+            raise Conflict(f"pipeline '{name}' has a {active[0].state.value} run ({active[0].id}); cancel it first")
+        if not self.store.delete_pipeline(name):
+            raise NotFound(f"pipeline '{name}' not found")
+        self._changed()
 
     def _save(self, spec: PipelineSpec) -> int:
         return self.store.save_pipeline(spec.name, {"raw": spec.raw, "base_dir": str(spec.base_dir)},
@@ -191,9 +231,60 @@ class Service:
     def get_run(self, run_id: str) -> RunRecord:
         return self.store.get_run(run_id)
 
-    def list_runs(self, *, pipeline: str | None = None, state: str | None = None,
-                  limit: int = 20) -> list[RunRecord]:
-        return self.store.list_runs(pipeline=pipeline, state=RunState(state) if state else None, limit=limit)
+    def list_runs(self, *, pipeline: str | None = None, state: str | None = None, limit: int = 20,
+                  since: datetime | None = None, until: datetime | None = None,
+                  before: tuple[datetime, str] | None = None) -> list[RunRecord]:
+        return self.store.list_runs(pipeline=pipeline, state=RunState(state) if state else None, limit=limit,
+                                    since=since, until=until, before=before)
+
+    def task_output(self, run_id: str, task: str) -> tuple[RunRecord, Any]:
+        run = self.store.get_run(run_id)
+        if task not in run.tasks:
+            raise NotFound(f"run '{run_id}' has no task '{task}'")
+        return run, run.tasks[task]
+
+    def task_notebook(self, run_id: str, task: str) -> Path:
+        """The executed notebook of a task's last try."""
+        _, t = self.task_output(run_id, task)
+        if not t.output_path or not Path(t.output_path).is_file():
+            raise NotFound(f"task '{task}' of run '{run_id}' has no output notebook (it is {t.state.value})")
+        return Path(t.output_path)
+
+    def task_report(self, run_id: str, task: str, *, hide_code: bool = False) -> Path:
+        """The task's HTML report (nbconvert), made on first request and kept beside the notebook."""
+        notebook = self.task_notebook(run_id, task)
+        html = notebook.with_suffix(".nocode.html" if hide_code else ".html")
+        if not html.exists() or html.stat().st_mtime < notebook.stat().st_mtime:
+            from nbconvert import HTMLExporter
+
+            body, _ = HTMLExporter(exclude_input=hide_code).from_filename(str(notebook))
+            html.write_text(body, encoding="utf-8")
+        return html
+
+    def update_schedule(self, schedule_id: int, changes: Mapping[str, Any], *,
+                        now: datetime | None = None) -> ScheduleRecord:
+        """Change some fields of a schedule (as in ``add_schedule``); a new trigger restarts its fire times."""
+        current = self.store.get_schedule(schedule_id)
+        now = now or utcnow()
+        if "pipeline" in changes:
+            raise ScheduleError("schedule.pipeline: cannot be changed (add a new schedule instead)")
+        trigger_keys = {"cron", "every", "at", "start", "timezone"}
+        fields: dict[str, Any] = {} if trigger_keys & set(changes) else dict(current.trigger)
+        fields.update({"params": current.params, "catchup": current.catchup,
+                       "misfire_grace": current.misfire_grace, "max_active_runs": current.max_active_runs,
+                       "enabled": current.enabled})
+        if trigger_keys & set(changes) and "timezone" not in changes:
+            fields["timezone"] = current.trigger.get("timezone", "UTC")
+        fields.update(changes)
+        row = schedule_fields(fields, now=now)
+        if row["trigger"] == current.trigger and current.next_fire_at is not None:
+            row["next_fire_at"] = current.next_fire_at  # same trigger: keep its place
+        if row["enabled"] and not current.enabled and not current.catchup:
+            row["next_fire_at"] = schedule_trigger_of(row["trigger"], current.created_at).next_after(now)
+        _dry_render(self._spec(current.pipeline), row["params"], self.config.runs_dir, now)
+        self.store.update_schedule(schedule_id, **row)
+        self._changed()
+        return self.store.get_schedule(schedule_id)
 
     def _create_run(self, spec: PipelineSpec, version: int, params: Mapping[str, Any], logical_date: datetime,
                     trigger: str, *, owner: str | None = None, schedule_id: int | None = None,
@@ -232,25 +323,19 @@ class Service:
         self._changed()
         return self.store.get_schedule(schedule_id)
 
+    def get_schedule(self, schedule_id: int) -> ScheduleRecord:
+        return self.store.get_schedule(schedule_id)
+
     def list_schedules(self, pipeline: str | None = None) -> list[ScheduleRecord]:
         return self.store.list_schedules(pipeline=pipeline)
 
     def pause(self, schedule_id: int) -> ScheduleRecord:
-        self.store.get_schedule(schedule_id)
-        self.store.update_schedule(schedule_id, enabled=False)
-        self._changed()
-        return self.store.get_schedule(schedule_id)
+        return self.update_schedule(schedule_id, {"enabled": False})
 
     def resume(self, schedule_id: int, *, now: datetime | None = None) -> ScheduleRecord:
         """Enable again. With catchup the fires missed while paused get runs; without, the
         schedule goes on from now."""
-        sched = self.store.get_schedule(schedule_id)
-        fields: dict[str, Any] = {"enabled": True}
-        if not sched.catchup:
-            fields["next_fire_at"] = schedule_trigger(sched).next_after(now or utcnow())
-        self.store.update_schedule(schedule_id, **fields)
-        self._changed()
-        return self.store.get_schedule(schedule_id)
+        return self.update_schedule(schedule_id, {"enabled": True}, now=now)
 
     def remove_schedule(self, schedule_id: int) -> None:
         if not self.store.delete_schedule(schedule_id):
@@ -317,6 +402,43 @@ def _when(value: str | datetime, zone: Any, option: str, *, end_of_day: bool = F
     else:
         when = value
     return when if when.tzinfo is not None else when.replace(tzinfo=zone)
+
+
+def _confine(spec: PipelineSpec, root: Path | None, source: str) -> None:
+    if root is None:
+        return
+    for task in spec.tasks.values():
+        if not task.notebook.resolve().is_relative_to(root):
+            raise SpecError(f"{source}: tasks.{task.name}.notebook: outside the server root")
+
+
+def pipeline_view(service: Service, name: str) -> dict[str, Any]:
+    """A pipeline's newest version, in short."""
+    record = service.store.get_pipeline(name)
+    spec = service._spec(name, record.version)
+    return {"name": name, "version": record.version, "source_path": record.source_path,
+            "created_at": _iso(record.created_at), "schedules": len(service.store.list_schedules(pipeline=name)),
+            "tasks": spec.order}
+
+
+def pipeline_detail(service: Service, name: str) -> dict[str, Any]:
+    """A pipeline with its DAG, its versions and its schedules (the REST API's pipeline resource)."""
+    view = pipeline_view(service, name)
+    spec = service._spec(name, view["version"])
+    return {
+        **view,
+        "versions": [{"version": p.version, "created_at": _iso(p.created_at)}
+                     for p in service.store.pipeline_versions(name)],
+        "spec": spec.raw,
+        "dag": {"order": spec.order, "tasks": [
+            {"name": t.name, "notebook": str(t.notebook), "upstream": list(t.upstream),
+             "trigger_rule": t.trigger_rule.value} for t in (spec.tasks[n] for n in spec.order)]},
+        "schedule_list": [schedule_view(s) for s in service.store.list_schedules(pipeline=name)],
+    }
+
+
+def schedule_trigger_of(trigger: Mapping[str, Any], created_at: datetime) -> Any:
+    return trigger_from_fields(trigger, now=created_at)
 
 
 def describe_schedule(s: ScheduleRecord) -> str:

@@ -13,6 +13,8 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from nbsched.service import Config, Service
 
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
 NBSCHED = [sys.executable, "-m", "nbsched"]
 
 

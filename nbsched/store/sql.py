@@ -69,8 +69,33 @@ class SqlStore(ScheduleStore):
             row = s.scalars(q.limit(1)).first()
             if row is None:
                 raise NotFound(f"pipeline '{name}'" + (f" version {version}" if version else "") + " not found")
-            return PipelineRecord(name=row.name, version=row.version, spec=row.spec,
-                                  source_path=row.source_path, created_at=row.created_at)
+            return _pipeline_record(row)
+
+    def list_pipelines(self) -> list[PipelineRecord]:
+        """The newest version of every pipeline, by name."""
+        with self._session() as s:
+            newest = select(PipelineRow.name, func.max(PipelineRow.version).label("v")).group_by(
+                PipelineRow.name).subquery()
+            rows = s.scalars(select(PipelineRow).join(
+                newest, (PipelineRow.name == newest.c.name) & (PipelineRow.version == newest.c.v))
+                .order_by(PipelineRow.name))
+            return [_pipeline_record(r) for r in rows]
+
+    def pipeline_versions(self, name: str) -> list[PipelineRecord]:
+        with self._session() as s:
+            return [_pipeline_record(r) for r in s.scalars(
+                select(PipelineRow).where(PipelineRow.name == name).order_by(PipelineRow.version))]
+
+    def delete_pipeline(self, name: str) -> bool:
+        """Forget a pipeline's versions and schedules; its past runs stay readable."""
+        from nbsched.store.models import ScheduleRow
+        from nbsched.store.schedules import _bump
+
+        with self._write() as s, s.begin():
+            gone = s.execute(delete(PipelineRow).where(PipelineRow.name == name)).rowcount
+            if gone and s.execute(delete(ScheduleRow).where(ScheduleRow.pipeline == name)).rowcount:
+                _bump(s)
+            return bool(gone)
 
     # -- runs -------------------------------------------------------------------------
     def create_run(self, *, pipeline: str, version: int, params: Mapping[str, Any], logical_date: datetime,
@@ -279,7 +304,10 @@ class SqlStore(ScheduleStore):
 
     def list_runs(self, *, pipeline: str | None = None, state: RunState | None = None,
                   states: Iterable[RunState] | None = None, ids: Iterable[str] | None = None,
-                  unowned: bool = False, limit: int | None = 20, oldest_first: bool = False) -> list[RunRecord]:
+                  unowned: bool = False, limit: int | None = 20, oldest_first: bool = False,
+                  since: datetime | None = None, until: datetime | None = None,
+                  before: tuple[datetime, str] | None = None) -> list[RunRecord]:
+        """Runs, newest first (or oldest first); ``before`` (created_at, id) continues a page."""
         with self._session() as s:
             order = (RunRow.created_at, RunRow.id) if oldest_first else (RunRow.created_at.desc(), RunRow.id.desc())
             q = select(RunRow).order_by(*order).limit(limit)
@@ -293,6 +321,13 @@ class SqlStore(ScheduleStore):
                 q = q.where(RunRow.id.in_(list(ids)))
             if unowned:
                 q = q.where(RunRow.owner.is_(None))
+            if since is not None:
+                q = q.where(RunRow.created_at >= since)
+            if until is not None:
+                q = q.where(RunRow.created_at < until)
+            if before is not None:
+                at, run_id = before
+                q = q.where(or_(RunRow.created_at < at, (RunRow.created_at == at) & (RunRow.id < run_id)))
             rows = s.scalars(q).all()
             by_run: dict[str, list[TaskRunRow]] = {r.id: [] for r in rows}
             if rows:
@@ -300,6 +335,11 @@ class SqlStore(ScheduleStore):
                                    .order_by(TaskRunRow.position)):
                     by_run[t.run_id].append(t)
             return [_run_record(r, by_run[r.id]) for r in rows]
+
+
+def _pipeline_record(row: PipelineRow) -> PipelineRecord:
+    return PipelineRecord(name=row.name, version=row.version, spec=row.spec, source_path=row.source_path,
+                          created_at=row.created_at)
 
 
 def _task_record(t: TaskRunRow) -> TaskRunRecord:

@@ -1,0 +1,74 @@
+"""The ``nbsched`` server extension: configuration, wiring, and the background daemon.
+
+It only configures and wires: the domain work is ``nbsched.service.Service``; the
+scheduler and runner are the same ``Daemon`` that ``nbsched serve`` runs, in a worker
+thread (``asyncio.to_thread``) so notebook execution never blocks the server's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Bool, Float, Int, Unicode
+
+from jupyter_ext.handlers import default_handlers
+
+
+class NbschedApp(ExtensionApp):
+    name = "nbsched"
+    load_other_extensions = True
+
+    db_url = Unicode("", config=True,
+                     help="SQLAlchemy database URL; default: sqlite in .nbsched/ under the server's root_dir.")
+    runs_dir = Unicode("", config=True,
+                       help="Folder for output notebooks; default: .nbsched/runs under the server's root_dir.")
+    executor = Unicode("local", config=True, help="Where tasks run: 'local' (kernels on this machine).")
+    workers = Int(0, config=True, help="Notebooks executed at once; 0: the number of cores.")
+    scheduler_enabled = Bool(True, config=True,
+                             help="Fire schedules in this server (off: only execute runs queued by others).")
+    runner_enabled = Bool(True, config=True,
+                          help="Run the scheduler and runner in this server; off: only serve the API "
+                               "(an `nbsched serve` elsewhere executes the runs).")
+    lease = Float(60.0, config=True, help="Seconds after which a silent runner is presumed dead.")
+    poll = Float(1.0, config=True, help="Seconds between looks for changes made by other processes.")
+    grace = Float(10.0, config=True, help="On shutdown, seconds running tasks may finish before being cancelled.")
+
+    def initialize_settings(self) -> None:
+        from nbsched.daemon import DaemonOptions
+        from nbsched.service import Config, Service
+
+        if self.executor != "local":
+            raise ValueError(f"NbschedApp.executor: unknown executor {self.executor!r} (available: local)")
+        root = Path(os.path.expanduser(self.serverapp.root_dir)).resolve()
+        config = Config.resolve(home=root / ".nbsched", db_url=self.db_url or None,
+                                runs_dir=self.runs_dir or None, workers=self.workers or None)
+        self.service = Service(config)
+        self.service.store  # open (and create) the database now: a bad URL fails the start, loudly
+        self.daemon = self.service.daemon(DaemonOptions(
+            workers=config.workers, lease=self.lease, poll=self.poll, grace=self.grace,
+            scheduler=self.scheduler_enabled)) if self.runner_enabled else None
+        self._task: asyncio.Future[Any] | None = None
+        self.settings.update({"nbsched_service": self.service, "nbsched_app": self, "nbsched_root": root})
+        self.log.info("nbsched: database %s, outputs in %s", config.db_url, config.runs_dir)
+
+    def initialize_handlers(self) -> None:
+        self.handlers.extend(default_handlers)
+
+    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        if self.daemon is not None and self._task is None:
+            self._task = asyncio.ensure_future(asyncio.to_thread(self.daemon.serve))
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def stop_extension(self) -> None:
+        if self._task is not None and self.daemon is not None:
+            self.daemon.stop()
+            await self._task
+            self._task = None
+        self.service.close()

@@ -1,0 +1,367 @@
+"""REST handlers under ``/nbsched/api/v1``. Thin: parse, call the service off the event
+loop, answer JSON. Every verb is ``@web.authenticated`` and ``@authorized`` (resource
+``nbsched``): jupyter-server lets an undecorated method through."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from datetime import datetime
+from functools import cached_property
+from http.client import responses
+from pathlib import Path
+from typing import Any, Callable
+
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import APIHandler, JupyterHandler
+from tornado import web
+
+from nbsched import __version__
+from nbsched.errors import ConfigError, Conflict, NbschedError, NotFound, ScheduleError, SpecError
+
+API = r"/nbsched/api/v1"
+_STATUS = ((NotFound, 404, "not_found"), (Conflict, 409, "conflict"), (SpecError, 422, "invalid_spec"),
+           (ScheduleError, 422, "invalid_schedule"), (ConfigError, 422, "invalid"))
+
+
+class ApiError(web.HTTPError):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(status, reason=responses.get(status))
+        self.code, self.message = code, message
+
+
+class BaseHandler(APIHandler):
+    auth_resource = "nbsched"
+
+    @property
+    def service(self) -> Any:
+        return self.settings["nbsched_service"]
+
+    @property
+    def root(self) -> Path:
+        return self.settings["nbsched_root"]
+
+    async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run a service call off the event loop; its errors become 4xx answers."""
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except NbschedError as exc:
+            for cls, status, code in _STATUS:
+                if isinstance(exc, cls):
+                    raise ApiError(status, code, str(exc)) from None
+            raise ApiError(422, "invalid", str(exc)) from None
+
+    @cached_property
+    def body(self) -> dict[str, Any]:
+        if not self.request.body:
+            return {}
+        try:
+            data = json.loads(self.request.body)
+        except ValueError as exc:
+            raise ApiError(400, "bad_json", f"request body is not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ApiError(400, "bad_json", f"request body must be a JSON object, got {type(data).__name__}")
+        return data
+
+    def field(self, name: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
+        value = self.body.get(name, default)
+        if value is None or value is default:
+            return value
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            raise ApiError(400, "bad_request", f"body.{name}: expected {_kind(kind)}, got {json.dumps(value)}")
+        return value
+
+    def reply(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.finish(json.dumps(data))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ApiError):
+            code, message = exc.code, exc.message
+        elif isinstance(exc, web.HTTPError):
+            reason = exc.reason or responses.get(status_code, "error")
+            code = reason.lower().replace(" ", "_")
+            message = (exc.log_message % exc.args if exc.log_message and exc.args else exc.log_message) or reason
+        else:
+            code, message = "internal_error", "internal server error (details are in the server log)"
+        self.finish(json.dumps({"error": code, "message": message}))
+
+
+def _kind(kind: type | tuple[type, ...]) -> str:
+    names = {dict: "an object", str: "a string", int: "an integer", float: "a number", bool: "true or false",
+             list: "a list"}
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _int_id(text: str, what: str) -> int:
+    value = int(text)
+    if value > 2**62:  # no such id, and larger than the database's integers
+        raise ApiError(404, "not_found", f"{what} {text} not found")
+    return value
+
+
+class HealthHandler(BaseHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        app = self.settings["nbsched_app"]
+        self.reply({"status": "ok", "version": __version__, "scheduler": bool(app.running and app.scheduler_enabled),
+                    "runner": app.daemon.runner.id if app.running else None})
+
+
+class VersionHandler(BaseHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.reply({"version": __version__})
+
+
+class OpenAPIHandler(BaseHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        from jupyter_ext.openapi import openapi_document
+
+        self.reply(openapi_document(__version__))
+
+
+class PipelinesHandler(BaseHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        from nbsched.service import pipeline_view
+
+        pipelines = await self.call(self.service.list_pipelines)
+        views = [await self.call(pipeline_view, self.service, p.name) for p in pipelines]
+        self.reply({"pipelines": views})
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        from nbsched.service import pipeline_detail
+
+        path, spec = self.field("path", str), self.field("spec", dict)
+        if (path is None) == (spec is None):
+            raise ApiError(400, "bad_request", 'give exactly one of "path" (a file under the server root) or "spec"')
+        if path is not None:
+            target = confined(self.root, path)
+            if not target.exists():
+                raise ApiError(404, "not_found", f"path {path!r} not found under the server root")
+            result = await self.call(self.service.register, target, confine_to=self.root)
+        else:
+            folder = confined(self.root, self.field("dir", str, ".") or ".")
+            result = await self.call(self.service.register_spec, spec, folder, confine_to=self.root)
+        self.reply(await self.call(pipeline_detail, self.service, result[0].name), 201)
+
+
+class PipelineHandler(BaseHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, name: str) -> None:
+        from nbsched.service import pipeline_detail
+
+        self.reply(await self.call(pipeline_detail, self.service, name))
+
+    @web.authenticated
+    @authorized
+    async def delete(self, name: str) -> None:
+        await self.call(self.service.delete_pipeline, name)
+        self.set_status(204)
+        self.finish()
+
+
+class PipelineRunsHandler(BaseHandler):
+    @web.authenticated
+    @authorized
+    async def post(self, name: str) -> None:
+        params = self.field("params", dict, {}) or {}
+        self.reply({"run_id": await self.call(self.service.trigger, name, params)}, 201)
+
+
+class SchedulesHandler(BaseHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        from nbsched.service import schedule_view
+
+        schedules = await self.call(self.service.list_schedules, self.get_query_argument("pipeline", None))
+        self.reply({"schedules": [schedule_view(s) for s in schedules]})
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        from nbsched.service import schedule_view
+
+        fields = dict(self.body)
+        pipeline = fields.pop("pipeline", None)
+        if not isinstance(pipeline, str):
+            raise ApiError(400, "bad_request", 'body.pipeline: the name of a registered pipeline is required')
+        self.reply(schedule_view(await self.call(self.service.add_schedule, pipeline, fields)), 201)
+
+
+class ScheduleHandler(BaseHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, schedule_id: str) -> None:
+        from nbsched.service import schedule_view
+
+        self.reply(schedule_view(await self.call(self.service.get_schedule, _int_id(schedule_id, "schedule"))))
+
+    @web.authenticated
+    @authorized
+    async def patch(self, schedule_id: str) -> None:
+        from nbsched.service import schedule_view
+
+        updated = await self.call(self.service.update_schedule, _int_id(schedule_id, "schedule"), self.body)
+        self.reply(schedule_view(updated))
+
+    @web.authenticated
+    @authorized
+    async def delete(self, schedule_id: str) -> None:
+        await self.call(self.service.remove_schedule, _int_id(schedule_id, "schedule"))
+        self.set_status(204)
+        self.finish()
+
+
+class ScheduleActionHandler(BaseHandler):
+    @web.authenticated
+    @authorized
+    async def post(self, schedule_id: str, action: str) -> None:
+        from nbsched.service import schedule_view
+
+        fn = self.service.pause if action == "pause" else self.service.resume
+        self.reply(schedule_view(await self.call(fn, _int_id(schedule_id, "schedule"))))
+
+
+class RunsHandler(BaseHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        from nbsched.service import run_view
+
+        state = self.get_query_argument("state", None)
+        if state not in (None, "queued", "running", "success", "failed", "cancelled"):
+            raise ApiError(400, "bad_request", f"state {state!r}: use queued, running, success, failed or cancelled")
+        limit = self._int_arg("limit", 50, 1, 500)
+        cursor = self.get_query_argument("cursor", None)
+        runs = await self.call(self.service.list_runs, pipeline=self.get_query_argument("pipeline", None),
+                               state=state, limit=limit + 1, since=self._time_arg("since"),
+                               until=self._time_arg("until"), before=_decode_cursor(cursor) if cursor else None)
+        page, more = runs[:limit], len(runs) > limit
+        self.reply({"runs": [run_view(r) for r in page],
+                    "next_cursor": _encode_cursor(page[-1].created_at, page[-1].id) if more else None})
+
+    def _int_arg(self, name: str, default: int, low: int, high: int) -> int:
+        text = self.get_query_argument(name, None)
+        if text is None:
+            return default
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise ApiError(400, "bad_request", f"{name} {text!r}: expected a whole number from {low} to {high}")
+        return value
+
+    def _time_arg(self, name: str) -> datetime | None:
+        text = self.get_query_argument(name, None)
+        if text is None:
+            return None
+        try:
+            value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ApiError(400, "bad_request", f"{name} {text!r}: expected an ISO date-time") from None
+        if value.tzinfo is None:
+            raise ApiError(400, "bad_request", f"{name} {text!r}: give a time zone (e.g. 2026-11-28T06:00:00Z)")
+        return value
+
+
+def _encode_cursor(created_at: datetime, run_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{run_id}".encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        at, run_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
+        return datetime.fromisoformat(at), run_id
+    except ValueError:
+        raise ApiError(400, "bad_request", f"cursor {cursor!r} is not one this API gave out") from None
+
+
+class RunHandler(BaseHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, run_id: str) -> None:
+        from nbsched.service import run_view
+
+        self.reply(run_view(await self.call(self.service.get_run, run_id)))
+
+
+class RunActionHandler(BaseHandler):
+    @web.authenticated
+    @authorized
+    async def post(self, run_id: str, action: str) -> None:
+        from nbsched.service import run_view
+
+        if action == "cancel":
+            self.reply(run_view(await self.call(self.service.cancel, run_id)))
+        else:
+            self.reply({"run_id": run_id, "tasks": await self.call(self.service.retry, run_id)})
+
+
+class TaskOutputHandler(BaseHandler):
+    @property
+    def content_security_policy(self) -> str:
+        if self.request.path.endswith("/report"):
+            # nbconvert HTML keeps its scripts, confined to an opaque origin (as Jupyter serves such files)
+            return JupyterHandler.content_security_policy.fget(self) + "; sandbox allow-scripts"  # type: ignore
+        return super().content_security_policy
+
+    @web.authenticated
+    @authorized
+    async def get(self, run_id: str, task: str, what: str) -> None:
+        if what == "outputs":
+            _, record = await self.call(self.service.task_output, run_id, task)
+            self.reply({"run_id": run_id, "task": task, "outputs": record.outputs})
+        elif what == "notebook":
+            path = await self.call(self.service.task_notebook, run_id, task)
+            self.set_header("Content-Disposition", f'inline; filename="{task}.ipynb"')
+            self.finish(path.read_bytes(), set_content_type="application/x-ipynb+json")
+        else:
+            hide = self.get_query_argument("hide_code", "0") in ("1", "true", "yes")
+            path = await self.call(self.service.task_report, run_id, task, hide_code=hide)
+            self.finish(path.read_bytes(), set_content_type="text/html; charset=UTF-8")
+
+
+def confined(root: Path, relative: str) -> Path:
+    """``relative`` resolved under ``root`` (symlinks followed); refuses what leaves it.
+    Compares resolved paths with ``is_relative_to``: a prefix test would let ``root2/`` pass."""
+    if Path(relative).is_absolute() or relative.startswith("~"):
+        raise ApiError(422, "path_outside_root", f"path {relative!r}: give a path relative to the server root")
+    resolved = (root / relative).resolve()
+    if not resolved.is_relative_to(root):
+        raise ApiError(422, "path_outside_root", f"path {relative!r} leaves the server root")
+    return resolved
+
+
+_ID = r"(?P<{}>[^/]+)"
+default_handlers = [
+    (API + r"/health", HealthHandler),
+    (API + r"/version", VersionHandler),
+    (API + r"/openapi\.json", OpenAPIHandler),
+    (API + r"/pipelines", PipelinesHandler),
+    (API + r"/pipelines/" + _ID.format("name"), PipelineHandler),
+    (API + r"/pipelines/" + _ID.format("name") + r"/runs", PipelineRunsHandler),
+    (API + r"/schedules", SchedulesHandler),
+    (API + r"/schedules/(?P<schedule_id>\d+)", ScheduleHandler),
+    (API + r"/schedules/(?P<schedule_id>\d+)/(?P<action>pause|resume)", ScheduleActionHandler),
+    (API + r"/runs", RunsHandler),
+    (API + r"/runs/" + _ID.format("run_id"), RunHandler),
+    (API + r"/runs/" + _ID.format("run_id") + r"/(?P<action>cancel|retry)", RunActionHandler),
+    (API + r"/runs/" + _ID.format("run_id") + r"/tasks/" + _ID.format("task") + r"/(?P<what>notebook|report|outputs)",
+     TaskOutputHandler),
+]
