@@ -287,9 +287,12 @@ def _encode_cursor(created_at: datetime, run_id: str) -> str:
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         at, run_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
-        return datetime.fromisoformat(at), run_id
+        when = datetime.fromisoformat(at)
     except ValueError:
-        raise ApiError(400, "bad_request", f"cursor {cursor!r} is not one this API gave out") from None
+        when = None
+    if when is None or when.tzinfo is None:  # the API's cursors carry a zone; the store refuses naive times
+        raise ApiError(400, "bad_request", f"cursor {cursor!r} is not one this API gave out")
+    return when, run_id
 
 
 class RunHandler(BaseHandler):
