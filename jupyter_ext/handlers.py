@@ -98,8 +98,11 @@ def _kind(kind: type | tuple[type, ...]) -> str:
 
 
 def _int_id(text: str, what: str) -> int:
-    value = int(text)
-    if value > 2**62:  # no such id, and larger than the database's integers
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 < value <= 2**62:  # no such id (and nothing the database's integers could hold)
         raise ApiError(404, "not_found", f"{what} {text} not found")
     return value
 
@@ -351,6 +354,17 @@ def confined(root: Path, relative: str) -> Path:
     return resolved
 
 
+class NotFoundHandler(BaseHandler):
+    """Anything else under the API: a JSON 404, not the server's HTML page."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, path: str) -> None:
+        raise ApiError(404, "not_found", f"no such API route: /{path}")
+
+    post = put = patch = delete = get
+
+
 _ID = r"(?P<{}>[^/]+)"
 default_handlers = [
     (API + r"/health", HealthHandler),
@@ -360,11 +374,12 @@ default_handlers = [
     (API + r"/pipelines/" + _ID.format("name"), PipelineHandler),
     (API + r"/pipelines/" + _ID.format("name") + r"/runs", PipelineRunsHandler),
     (API + r"/schedules", SchedulesHandler),
-    (API + r"/schedules/(?P<schedule_id>\d+)", ScheduleHandler),
-    (API + r"/schedules/(?P<schedule_id>\d+)/(?P<action>pause|resume)", ScheduleActionHandler),
+    (API + r"/schedules/(?P<schedule_id>[^/]+)", ScheduleHandler),
+    (API + r"/schedules/(?P<schedule_id>[^/]+)/(?P<action>pause|resume)", ScheduleActionHandler),
     (API + r"/runs", RunsHandler),
     (API + r"/runs/" + _ID.format("run_id"), RunHandler),
     (API + r"/runs/" + _ID.format("run_id") + r"/(?P<action>cancel|retry)", RunActionHandler),
     (API + r"/runs/" + _ID.format("run_id") + r"/tasks/" + _ID.format("task") + r"/(?P<what>notebook|report|outputs)",
      TaskOutputHandler),
+    (API + r"/(?P<path>.*)", NotFoundHandler),
 ]
