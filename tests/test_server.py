@@ -152,6 +152,8 @@ def sample_paths(pattern: str) -> list[str]:
             choices.append(["sample"])
         elif group.group(1) == r"\d+":
             choices.append(["1"])
+        elif group.group(1) == ".*":
+            choices.append(["no/such/route"])
         elif re.fullmatch(r"\w+(\|\w+)*", group.group(1)):
             choices.append(group.group(1).split("|"))
         else:
@@ -192,7 +194,7 @@ async def test_every_route_and_method_refuses_a_request_without_the_token(jp_fet
             checked.append((method, path))
     # every route of the API was tried, each with at least one method
     assert {p for _, p in checked} >= {"/nbsched/api/v1/health", "/nbsched/api/v1/runs/sample/tasks/sample/report"}
-    assert ("PATCH", "/nbsched/api/v1/schedules/1") in checked and ("DELETE", "/nbsched/api/v1/pipelines/sample") in checked
+    assert ("PATCH", "/nbsched/api/v1/schedules/sample") in checked and ("DELETE", "/nbsched/api/v1/pipelines/sample") in checked
 
 
 # -- health, version ----------------------------------------------------------------------------------
