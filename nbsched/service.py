@@ -52,6 +52,7 @@ class Service:
     def __init__(self, config: Config) -> None:
         self.config = config
         self._store: SqlStore | None = None
+        self._daemon: Daemon | None = None  # set when this process also runs the daemon
 
     @property
     def store(self) -> SqlStore:
@@ -355,9 +356,8 @@ class Service:
 
     def _changed(self) -> None:
         """Wake an in-process daemon at once; daemons elsewhere see the change on their next poll."""
-        daemon = getattr(self, "_daemon", None)
-        if daemon is not None:
-            daemon.wake()
+        if self._daemon is not None:
+            self._daemon.wake()
 
 
 def schedule_fields(fields: Mapping[str, Any], *, now: datetime, where: str = "schedule") -> dict[str, Any]:
