@@ -8,6 +8,7 @@ thread (``asyncio.to_thread``) so notebook execution never blocks the server's l
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,12 @@ class NbschedApp(ExtensionApp):
             scheduler=self.scheduler_enabled)) if self.runner_enabled else None
         self._task: asyncio.Future[Any] | None = None
         self.settings.update({"nbsched_service": self.service, "nbsched_app": self, "nbsched_root": root})
+        # fires, run starts and ends go to the server's log
+        nbsched_log = logging.getLogger("nbsched")
+        nbsched_log.setLevel(logging.INFO)
+        for handler in self.log.handlers:
+            if handler not in nbsched_log.handlers:
+                nbsched_log.addHandler(handler)
         self.log.info("nbsched: database %s, outputs in %s", config.db_url, config.runs_dir)
 
     def initialize_handlers(self) -> None:
