@@ -15,5 +15,12 @@ from __future__ import annotations
 from nbsched._record import branch, record
 from nbsched.errors import NbschedError
 
-__all__ = ["NbschedError", "branch", "record", "__version__"]
+__all__ = ["NbschedError", "branch", "load_ipython_extension", "record", "__version__"]
 __version__ = "0.1.0"
+
+
+def load_ipython_extension(ipython: object) -> None:
+    """``%load_ext nbsched``: the ``%nbsched`` and ``%%nbsched_pipeline`` magics."""
+    from nbsched.magics import load_ipython_extension as load
+
+    load(ipython)

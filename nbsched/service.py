@@ -48,6 +48,18 @@ class Config:
         )
 
 
+    @classmethod
+    def discover(cls, start: Path) -> Config:
+        """For code running inside a project (a notebook's kernel): ``NBSCHED_HOME`` /
+        ``NBSCHED_DB_URL``, else the nearest ``.nbsched/`` folder at or above ``start`` (the one
+        a Jupyter server keeps in its root), else ``start/.nbsched``."""
+        home = os.environ.get("NBSCHED_HOME")
+        if not home:
+            found = next((d / DEFAULT_HOME for d in (start, *start.parents) if (d / DEFAULT_HOME).is_dir()), None)
+            home = str(found or start / DEFAULT_HOME)
+        return cls.resolve(home=home, db_url=os.environ.get("NBSCHED_DB_URL") or None)
+
+
 class Service:
     def __init__(self, config: Config) -> None:
         self.config = config

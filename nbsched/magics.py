@@ -1,0 +1,178 @@
+"""IPython magics: ``%load_ext nbsched``, then ``%nbsched ...`` and ``%%nbsched_pipeline NAME``.
+
+Thin, like the CLI: parse, call the service, display. Results show as HTML tables in a
+notebook and as text in a terminal; a mistake prints one line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import html
+import shlex
+from pathlib import Path
+from typing import Any, Callable
+
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+
+from nbsched.errors import NbschedError
+from nbsched.service import Config, Service, describe_schedule, run_view
+
+USAGE = """usage:
+  %nbsched run PATH [-p key=value ...]       run a pipeline (or notebook) now
+  %nbsched trigger PIPELINE [-p key=value]   queue a run for the scheduler
+  %nbsched runs [PIPELINE]                   recent runs
+  %nbsched show RUN_ID                       one run and its tasks
+  %nbsched schedule PIPELINE --cron EXPR | --every DUR | --at TIME [--tz ZONE] [-p key=value]
+  %nbsched schedules                         schedules
+  %nbsched pause ID | %nbsched resume ID     pause or resume a schedule
+  %%nbsched_pipeline NAME                    a cell of pipeline YAML (tasks, params, schedules) to register"""
+
+_COLOURS = {"success": "#2e7d32", "failed": "#c62828", "upstream_failed": "#c62828", "running": "#1565c0",
+            "queued": "#00838f", "up_for_retry": "#ef6c00", "skipped": "#757575", "cancelled": "#6a1b9a",
+            "pending": "#9e9e9e"}
+
+
+class Table:
+    """A result that shows as an HTML table in a notebook and as text in a terminal."""
+
+    def __init__(self, title: str, headers: list[str], rows: list[list[Any]], state_column: int | None = None):
+        self.title, self.headers, self.rows, self.state_column = title, headers, rows, state_column
+
+    def __repr__(self) -> str:
+        cells = [self.headers, *[[str(c) for c in r] for r in self.rows]]
+        widths = [max(len(str(row[i])) for row in cells) for i in range(len(self.headers))]
+        lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+        return "\n".join([self.title, *lines]) if self.title else "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        def cell(i: int, value: Any) -> str:
+            text = html.escape(str(value))
+            if i == self.state_column:
+                return f'<td><span style="color:{_COLOURS.get(str(value), "inherit")};font-weight:bold">{text}</span></td>'
+            return f"<td>{text}</td>"
+
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in self.headers)
+        body = "".join("<tr>" + "".join(cell(i, v) for i, v in enumerate(r)) + "</tr>" for r in self.rows)
+        caption = f"<caption>{html.escape(self.title)}</caption>" if self.title else ""
+        return f'<table class="nbsched">{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def run_table(run: Any) -> Table:
+    view = run_view(run)
+    rows = [[name, t["state"], f'{t["try_number"]}/{t["max_tries"]}', t["error"] or "", t["output_path"] or ""]
+            for name, t in view["tasks"].items()]
+    return Table(f"run {run.id} · {run.pipeline} v{run.pipeline_version} · {run.state.value}",
+                 ["task", "state", "tries", "error", "output"], rows, state_column=1)
+
+
+@magics_class
+class NbschedMagics(Magics):
+    def __init__(self, shell: Any, service: Service | None = None) -> None:
+        super().__init__(shell)
+        self._service = service
+
+    @property
+    def service(self) -> Service:
+        if self._service is None:
+            self._service = Service(Config.discover(Path.cwd()))
+        return self._service
+
+    @line_magic
+    def nbsched(self, line: str) -> Any:
+        return self._guarded(lambda: self._dispatch(shlex.split(line)))
+
+    @cell_magic
+    def nbsched_pipeline(self, line: str, cell: str) -> Any:
+        return self._guarded(lambda: self._register_cell(line.strip(), cell))
+
+    def _guarded(self, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except (NbschedError, ValueError) as exc:
+            print(f"nbsched: {exc}")
+            return None
+
+    def _dispatch(self, argv: list[str]) -> Any:
+        from nbsched.params import parse_override
+
+        if not argv or argv[0] in ("-h", "--help", "help"):
+            print(USAGE)
+            return None
+        command, args = argv[0], argv[1:]
+        positional, params, options = _split(args)
+        overrides = dict(parse_override(p) for p in params)
+        svc = self.service
+        if command == "run" and len(positional) == 1:
+            return run_table(svc.run_pipeline(positional[0], params=overrides))
+        if command == "trigger" and len(positional) == 1:
+            run_id = svc.trigger(positional[0], overrides)
+            print(f"queued run {run_id}")
+            return run_id
+        if command == "runs" and len(positional) <= 1:
+            runs = svc.list_runs(pipeline=positional[0] if positional else None, limit=20)
+            rows = [[r.id, r.pipeline, r.state.value, r.trigger, r.logical_date.isoformat(timespec="seconds"),
+                     sum(t.state.value in ("success", "skipped") for t in r.tasks.values()), len(r.tasks)]
+                    for r in runs]
+            return Table("runs", ["run", "pipeline", "state", "trigger", "logical date", "tasks ok", "tasks"],
+                         rows, state_column=2)
+        if command == "show" and len(positional) == 1:
+            return run_table(svc.get_run(positional[0]))
+        if command == "schedule" and len(positional) == 1:
+            fields = {k: v for k, v in options.items() if k in ("cron", "every", "at")}
+            fields.update(timezone=options.get("tz", "UTC"), params=overrides)
+            sched = svc.add_schedule(positional[0], fields)
+            print(f"schedule {sched.id}: {positional[0]} {describe_schedule(sched)}")
+            return sched.id
+        if command == "schedules" and not positional:
+            rows = [[s.id, s.pipeline, describe_schedule(s), "active" if s.enabled else "paused",
+                     s.next_fire_at.isoformat(timespec="seconds") if s.next_fire_at else "-"]
+                    for s in svc.list_schedules()]
+            return Table("schedules", ["id", "pipeline", "trigger", "state", "next fire (UTC)"], rows)
+        if command in ("pause", "resume") and len(positional) == 1 and positional[0].isdigit():
+            sched = (svc.pause if command == "pause" else svc.resume)(int(positional[0]))
+            print(f"schedule {sched.id}: {'active' if sched.enabled else 'paused'}")
+            return None
+        raise ValueError(f"cannot read '%nbsched {' '.join(argv)}' (try %nbsched help)")
+
+    def _register_cell(self, name: str, cell: str) -> Any:
+        import yaml
+
+        if not name:
+            raise ValueError("%%nbsched_pipeline needs a pipeline name: %%nbsched_pipeline NAME")
+        try:
+            data = yaml.safe_load(cell) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise ValueError(f"%%nbsched_pipeline {name}: invalid YAML{where}: "
+                             f"{getattr(exc, 'problem', None) or exc}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"%%nbsched_pipeline {name}: the cell must be a YAML mapping (tasks: ...)")
+        if "name" in data and data["name"] != name:
+            raise ValueError(f"%%nbsched_pipeline {name}: the cell names the pipeline '{data['name']}'")
+        spec, version, ids = self.service.register_spec({**data, "name": name}, Path.cwd(), source=name)
+        print(f"registered {spec.name} v{version}: {len(spec.tasks)} task(s) ({' → '.join(spec.order)})"
+              + (f", schedule(s) {', '.join(map(str, ids))}" if ids else ""))
+        return None
+
+
+def _split(args: list[str]) -> tuple[list[str], list[str], dict[str, str]]:
+    """Positional words, ``-p key=value`` parameters and ``--option value`` pairs."""
+    positional: list[str] = []
+    params: list[str] = []
+    options: dict[str, str] = {}
+    it = iter(args)
+    for word in it:
+        if word in ("-p", "--param"):
+            params.append(next(it, ""))
+        elif word.startswith("--"):
+            value = next(it, None)
+            if value is None:
+                raise ValueError(f"{word} needs a value")
+            options[word[2:]] = value
+        else:
+            positional.append(word)
+    return positional, params, options
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    ipython.register_magics(NbschedMagics(ipython))

@@ -1,0 +1,95 @@
+"""The magics through a real IPython InteractiveShell, as a notebook's kernel runs them."""
+
+from __future__ import annotations
+
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+
+from conftest import write_notebook, write_yaml
+
+
+@pytest.fixture
+def shell(project):
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "nbsched")
+    yield ip
+    magics = ip.magics_manager.registry["NbschedMagics"]
+    if magics._service is not None:
+        magics._service.close()
+        magics._service = None  # the next test has another project folder: discover it again
+
+
+def _one_line(capsys) -> str:
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1, out
+    return out[0]
+
+
+def test_run_shows_a_table_as_html_and_text(shell, project):
+    write_notebook(project / "nb.ipynb", "import nbsched\nnbsched.record('region', region)",
+                   params="region = 'eu'\nupstream = {}")
+    write_yaml(project / "pipeline.yaml", "name: magic\ntasks:\n  only: {notebook: nb.ipynb}\n")
+    table = shell.run_line_magic("nbsched", "run pipeline.yaml -p region=us")
+    assert "magic" in repr(table) and "success" in repr(table)
+    html = table._repr_html_()
+    assert "<table" in html and "only" in html and "#2e7d32" in html  # success in green
+    run_id = repr(table).split()[1]
+    assert shell.run_line_magic("nbsched", f"show {run_id}").rows[0][1] == "success"
+    runs = shell.run_line_magic("nbsched", "runs")
+    assert runs.rows[0][0] == run_id and runs.rows[0][2] == "success"
+
+
+def test_cell_magic_registers_a_pipeline_relative_to_the_notebook_folder(shell, project, capsys):
+    write_notebook(project / "a.ipynb", "x = 1")
+    write_notebook(project / "b.ipynb", "y = 2")
+    shell.run_cell("%%nbsched_pipeline nightly\n"
+                   "tasks:\n  a: {notebook: a.ipynb}\n  b: {notebook: b.ipynb, upstream: [a]}\n"
+                   "schedules:\n  - {cron: '0 3 * * *', timezone: Europe/Paris}\n")
+    assert _one_line(capsys) == "registered nightly v1: 2 task(s) (a → b), schedule(s) 1"
+    run_id = shell.run_line_magic("nbsched", "trigger nightly")
+    capsys.readouterr()
+    assert run_id and shell.run_line_magic("nbsched", f"show {run_id}").title.endswith("queued")
+    schedules = shell.run_line_magic("nbsched", "schedules")
+    assert schedules.rows[0][1] == "nightly" and "0 3 * * *" in schedules.rows[0][2]
+    shell.run_line_magic("nbsched", "pause 1")
+    assert _one_line(capsys) == "schedule 1: paused"
+    shell.run_line_magic("nbsched", "resume 1")
+    assert _one_line(capsys) == "schedule 1: active"
+
+
+def test_schedule_magic_adds_a_schedule(shell, project, capsys):
+    write_notebook(project / "a.ipynb", "x = 1")
+    shell.run_cell("%%nbsched_pipeline daily\ntasks:\n  a: {notebook: a.ipynb}\n")
+    capsys.readouterr()
+    shell.run_line_magic("nbsched", "schedule daily --cron '0 6 * * 1-5' --tz Europe/Paris")
+    assert _one_line(capsys) == "schedule 1: daily cron 0 6 * * 1-5 (Europe/Paris)"
+
+
+@pytest.mark.parametrize("line, message", [
+    ("run nope.yaml", "nbsched: nope.yaml: file not found"),
+    ("show nope", "nbsched: run 'nope' not found"),
+    ("frobnicate", "nbsched: cannot read '%nbsched frobnicate' (try %nbsched help)"),
+    ("trigger ghost", "nbsched: pipeline 'ghost' not found"),
+    ("run pipeline.yaml -p novalue", "nbsched: -p 'novalue': expected key=value with a Python identifier as key"),
+], ids=["missing-file", "unknown-run", "unknown-command", "unknown-pipeline", "bad-param"])
+def test_mistakes_print_one_line_and_no_traceback(shell, project, capsys, line, message):
+    write_notebook(project / "nb.ipynb", "x = 1")
+    write_yaml(project / "pipeline.yaml", "name: m\ntasks:\n  only: {notebook: nb.ipynb}\n")
+    assert shell.run_line_magic("nbsched", line) is None
+    assert _one_line(capsys) == message
+
+
+def test_a_bad_cell_is_one_line(shell, project, capsys):
+    shell.run_cell("%%nbsched_pipeline broken\ntasks:\n  a: {notebook: missing.ipynb}\n")
+    assert _one_line(capsys) == "nbsched: broken: tasks.a.notebook: notebook not found: missing.ipynb"
+    shell.run_cell("%%nbsched_pipeline broken\ntasks: [unclosed\n")
+    assert _one_line(capsys).startswith("nbsched: %%nbsched_pipeline broken: invalid YAML")
+
+
+def test_magics_find_the_servers_nbsched_folder_above_the_notebook(shell, project):
+    (project / ".nbsched").mkdir()
+    sub = project / "notebooks" / "team"
+    write_notebook(sub / "a.ipynb", "x = 1")
+    from nbsched.service import Config
+
+    assert Config.discover(sub).home == project / ".nbsched"
