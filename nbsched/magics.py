@@ -24,6 +24,7 @@ USAGE = """usage:
   %nbsched schedule PIPELINE --cron EXPR | --every DUR | --at TIME [--tz ZONE] [-p key=value]
   %nbsched schedules                         schedules
   %nbsched pause ID | %nbsched resume ID     pause or resume a schedule
+  %nbsched panel [PIPELINE]                  the run-history panel (refreshes itself)
   %%nbsched_pipeline NAME                    a cell of pipeline YAML (tasks, params, schedules) to register"""
 
 _COLOURS = {"success": "#2e7d32", "failed": "#c62828", "upstream_failed": "#c62828", "running": "#1565c0",
@@ -131,6 +132,10 @@ class NbschedMagics(Magics):
             sched = (svc.pause if command == "pause" else svc.resume)(int(positional[0]))
             print(f"schedule {sched.id}: {'active' if sched.enabled else 'paused'}")
             return None
+        if command == "panel" and len(positional) <= 1:
+            from nbsched.widgets import RunPanel
+
+            return RunPanel(svc, positional[0] if positional else None)
         raise ValueError(f"cannot read '%nbsched {' '.join(argv)}' (try %nbsched help)")
 
     def _register_cell(self, name: str, cell: str) -> Any:

@@ -144,6 +144,9 @@ class Service:
         return self.store.save_pipeline(spec.name, {"raw": spec.raw, "base_dir": str(spec.base_dir)},
                                         str(spec.source) if spec.source else None)
 
+    def pipeline_spec_for_run(self, run_id: str) -> PipelineSpec:
+        return self.spec_of(self.store.get_run(run_id))
+
     def spec_of(self, run: RunRecord) -> PipelineSpec:
         """The spec a run was created with (its pipeline version's snapshot)."""
         return self._spec(run.pipeline, run.pipeline_version)

@@ -93,3 +93,16 @@ def test_magics_find_the_servers_nbsched_folder_above_the_notebook(shell, projec
     from nbsched.service import Config
 
     assert Config.discover(sub).home == project / ".nbsched"
+
+
+def test_panel_magic_shows_the_run_history_panel(shell, project, capsys):
+    from nbsched.widgets import RunPanel
+
+    write_notebook(project / "a.ipynb", "x = 1")
+    shell.run_cell("%%nbsched_pipeline nightly\ntasks:\n  a: {notebook: a.ipynb}\n")
+    panel = shell.run_line_magic("nbsched", "panel nightly")
+    try:
+        assert isinstance(panel, RunPanel) and panel.pipeline.value == "nightly"
+        assert "No runs yet" in panel.runs_table.value
+    finally:
+        panel.close()

@@ -1,0 +1,5 @@
+"""ipywidgets for notebooks: the run-history panel (``%nbsched panel``)."""
+
+from nbsched.widgets.panel import RunPanel
+
+__all__ = ["RunPanel"]

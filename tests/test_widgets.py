@@ -1,0 +1,105 @@
+"""The run-history panel against a real store with real runs; buttons clicked from Python."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from conftest import write_notebook, write_yaml
+from nbsched.widgets import RunPanel
+
+
+@pytest.fixture
+def history(project, service):
+    write_notebook(project / "ok.ipynb", "x = 1", params="region = 'eu'\nupstream = {}")
+    write_notebook(project / "boom.ipynb", "1/0")
+    write_yaml(project / "good.yaml", "name: good\ntasks:\n  a: {notebook: ok.ipynb}\n  b: {notebook: ok.ipynb, upstream: [a]}\n")
+    write_yaml(project / "bad.yaml", "name: bad\ntasks:\n  a: {notebook: boom.ipynb}\n  b: {notebook: ok.ipynb, upstream: [a]}\n")
+    service.register(project / "good.yaml")
+    good = service.run_pipeline(project / "good.yaml")
+    bad = service.run_pipeline(project / "bad.yaml")
+    return service, good, bad
+
+
+def test_runs_table_shows_runs_with_state_colours(history):
+    service, good, bad = history
+    panel = RunPanel(service, refresh_every=0)
+    table = panel.runs_table.value
+    assert f'data-run="{good.id}"' in table and f'data-run="{bad.id}"' in table
+    assert 'data-state="success" style="color:white;background:#2e7d32' in table
+    assert 'data-state="failed" style="color:white;background:#c62828' in table
+    assert panel.pipeline.options == ("(all pipelines)", "bad", "good")
+    panel.pipeline.value = "good"
+    assert bad.id not in panel.runs_table.value and panel.run_choice.options == (good.id,)
+
+
+def test_run_detail_draws_the_dag_and_links_the_notebooks(history):
+    service, good, bad = history
+    panel = RunPanel(service, refresh_every=0)
+    panel.run_choice.value = bad.id
+    detail = panel.detail.value
+    assert 'data-task="a" data-state="failed"' in detail  # the DAG picture
+    assert 'data-task="b" data-state="upstream_failed"' in detail
+    assert "ZeroDivisionError" in detail and 'a.ipynb</a>' in detail
+    assert (panel.progress.value, panel.progress.max) == (2, 2)
+    assert not panel.retry_run.disabled and panel.cancel_run.disabled
+    panel.task_choice.value = "a"
+    panel.show_report.click()
+    assert panel.report.value.startswith('<iframe class="nbsched-report" sandbox="allow-scripts"')
+    assert "ZeroDivisionError" in panel.report.value
+
+
+def test_run_now_queues_a_run_with_the_params(history):
+    service, good, _ = history
+    panel = RunPanel(service, "good", refresh_every=0)
+    panel.params.value = "region=us, limit=5"
+    panel.run_now.click()
+    queued = service.get_run(panel.run_choice.value)
+    assert queued.id != good.id and queued.state.value == "queued" and queued.params == {"region": "us", "limit": 5}
+    assert 'data-state="queued"' in panel.runs_table.value
+    panel.cancel_run.click()
+    assert service.get_run(queued.id).state.value == "cancelled"
+
+
+def test_retry_requeues_the_failed_run(history):
+    service, _, bad = history
+    panel = RunPanel(service, refresh_every=0)
+    panel.run_choice.value = bad.id
+    panel.retry_run.click()
+    assert service.get_run(bad.id).state.value == "queued"
+    assert panel.status.value == ""
+
+
+def test_pause_and_resume_the_pipelines_schedules(history):
+    service, _, _ = history
+    sched = service.add_schedule("good", {"cron": "0 6 * * *"})
+    panel = RunPanel(service, "good", refresh_every=0)
+    assert panel.toggle_schedule.description == "Pause schedules"
+    panel.toggle_schedule.click()
+    assert not service.get_schedule(sched.id).enabled
+    assert panel.toggle_schedule.description == "Resume schedules"
+    panel.toggle_schedule.click()
+    assert service.get_schedule(sched.id).enabled
+
+
+def test_a_mistake_is_printed_in_the_panel_not_raised(history):
+    service, good, _ = history
+    panel = RunPanel(service, "good", refresh_every=0)
+    panel.params.value = "novalue"
+    panel.run_now.click()
+    assert "expected key=value" in panel.status.value
+    assert panel.run_choice.value == good.id  # nothing was queued
+
+
+def test_the_panel_refreshes_itself_and_stops_when_closed(history):
+    service, good, _ = history
+    panel = RunPanel(service, "good", refresh_every=0.1)
+    run_id = service.trigger("good")
+    deadline = time.monotonic() + 10
+    while run_id not in panel.runs_table.value and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert run_id in panel.runs_table.value
+    panel.close()
+    panel._thread.join(timeout=5)
+    assert not panel._thread.is_alive()
