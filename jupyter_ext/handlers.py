@@ -12,6 +12,7 @@ from functools import cached_property
 from http.client import responses
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import quote
 
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
@@ -319,12 +320,41 @@ class RunActionHandler(BaseHandler):
             self.reply({"run_id": run_id, "tasks": await self.call(self.service.retry, run_id)})
 
 
+def _sandboxed(handler: JupyterHandler) -> str:
+    # nbconvert HTML keeps its scripts, confined to an opaque origin (as Jupyter serves such files)
+    return JupyterHandler.content_security_policy.fget(handler) + "; sandbox allow-scripts"  # type: ignore
+
+
+def _hide_code(handler: BaseHandler) -> bool:
+    return handler.get_query_argument("hide_code", "0") in ("1", "true", "yes")
+
+
+class RunReportHandler(BaseHandler):
+    """The run's report page (DAG, timeline, tasks), made per request from the store."""
+
+    @property
+    def content_security_policy(self) -> str:
+        return _sandboxed(self)
+
+    @web.authenticated
+    @authorized
+    async def get(self, run_id: str) -> None:
+        query = "?hide_code=1" if _hide_code(self) else ""
+
+        def links(task: str) -> dict[str, str]:
+            # relative to .../runs/<run_id>/report, so they resolve to the task routes beside it
+            name = quote(task, safe="")
+            return {"report": f"tasks/{name}/report{query}", "notebook": f"tasks/{name}/notebook"}
+
+        page = await self.call(self.service.run_report_page, run_id, links)
+        self.finish(page.encode("utf-8"), set_content_type="text/html; charset=UTF-8")
+
+
 class TaskOutputHandler(BaseHandler):
     @property
     def content_security_policy(self) -> str:
         if self.request.path.endswith("/report"):
-            # nbconvert HTML keeps its scripts, confined to an opaque origin (as Jupyter serves such files)
-            return JupyterHandler.content_security_policy.fget(self) + "; sandbox allow-scripts"  # type: ignore
+            return _sandboxed(self)
         return super().content_security_policy
 
     @web.authenticated
@@ -338,8 +368,7 @@ class TaskOutputHandler(BaseHandler):
             self.set_header("Content-Disposition", f'inline; filename="{task}.ipynb"')
             self.finish(path.read_bytes(), set_content_type="application/x-ipynb+json")
         else:
-            hide = self.get_query_argument("hide_code", "0") in ("1", "true", "yes")
-            path = await self.call(self.service.task_report, run_id, task, hide_code=hide)
+            path = await self.call(self.service.task_report, run_id, task, hide_code=_hide_code(self))
             self.finish(path.read_bytes(), set_content_type="text/html; charset=UTF-8")
 
 
@@ -379,6 +408,7 @@ default_handlers = [
     (API + r"/runs", RunsHandler),
     (API + r"/runs/" + _ID.format("run_id"), RunHandler),
     (API + r"/runs/" + _ID.format("run_id") + r"/(?P<action>cancel|retry)", RunActionHandler),
+    (API + r"/runs/" + _ID.format("run_id") + r"/report", RunReportHandler),
     (API + r"/runs/" + _ID.format("run_id") + r"/tasks/" + _ID.format("task") + r"/(?P<what>notebook|report|outputs)",
      TaskOutputHandler),
     (API + r"/(?P<path>.*)", NotFoundHandler),

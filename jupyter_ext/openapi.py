@@ -99,6 +99,7 @@ def openapi_document(version: str) -> dict[str, Any]:
     run_id, task = _path_param("run_id"), _path_param("task")
     name, schedule_id = _path_param("name"), _path_param("id", "integer")
     ok_schedule = _json(_ref("Schedule"))
+    hide_code = _query("hide_code", {"type": "string", "enum": ["0", "1", "true", "false"]}, "leave out code")
     no_body = {"description": "Done, no content"}
     paths: dict[str, Any] = {
         "/health": {"get": _op("health", "Liveness and what runs here", _json(_obj(
@@ -161,13 +162,17 @@ def openapi_document(version: str) -> dict[str, Any]:
             "retryRun", "Re-queue the failed, upstream_failed and cancelled tasks of an ended run",
             _json(_obj(["run_id", "tasks"], run_id={"type": "string"},
                        tasks={"type": "array", "items": {"type": "string"}})), 404, 409)},
+        "/runs/{run_id}/report": {"parameters": [run_id], "get": _op(
+            "getRunReport", "The run's HTML report: its DAG, timeline and tasks, linking each task's report",
+            {"description": "OK", "content": {"text/html": {"schema": {"type": "string"}}}}, 404,
+            params=[hide_code])},
         "/runs/{run_id}/tasks/{task}/notebook": {"parameters": [run_id, task], "get": _op(
             "getTaskNotebook", "The executed notebook of the task's last try",
             {"description": "OK", "content": {"application/x-ipynb+json": {"schema": {"type": "object"}}}}, 404)},
         "/runs/{run_id}/tasks/{task}/report": {"parameters": [run_id, task], "get": _op(
             "getTaskReport", "The task's HTML report (nbconvert)",
             {"description": "OK", "content": {"text/html": {"schema": {"type": "string"}}}}, 404,
-            params=[_query("hide_code", {"type": "string", "enum": ["0", "1", "true", "false"]}, "leave out code")])},
+            params=[hide_code])},
         "/runs/{run_id}/tasks/{task}/outputs": {"parameters": [run_id, task], "get": _op(
             "getTaskOutputs", "What the task recorded with nbsched.record",
             _json(_obj(["run_id", "task", "outputs"], run_id={"type": "string"}, task={"type": "string"},

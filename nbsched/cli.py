@@ -129,6 +129,19 @@ def show(service: Any, run_id: str, as_json: bool) -> None:
 
 
 @cli.command()
+@click.argument("run_id")
+@click.option("--hide-code", is_flag=True, help="Leave the notebooks' code out of the task reports.")
+@click.option("--open", "open_it", is_flag=True, help="Open the report in the default browser.")
+@click.pass_obj
+def report(service: Any, run_id: str, hide_code: bool, open_it: bool) -> None:
+    """Write a run's HTML report (its DAG, timeline and tasks, each task's notebook as HTML); prints its path."""
+    path = service.run_report(run_id, hide_code=hide_code)
+    click.echo(_rel(path))
+    if open_it:
+        click.launch(str(path))
+
+
+@cli.command()
 @click.argument("path", type=click.Path())
 @click.pass_obj
 def register(service: Any, path: str) -> None:

@@ -11,12 +11,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
+from urllib.parse import quote
 
 from nbsched.clock import utcnow
 from nbsched.daemon import Daemon, DaemonOptions
 from nbsched.dag import RunState
 from nbsched.errors import ConfigError, Conflict, NotFound, ScheduleError, SpecError
 from nbsched.params import task_parameters
+from nbsched.report import dag_svg, gantt_svg, run_report_html
 from nbsched.runner import Runner
 from nbsched.scheduler import Scheduler, schedule_trigger
 from nbsched.spec import SCHEDULE_KEYS, PipelineSpec, check_notebooks, load_pipeline, parse_duration, parse_pipeline
@@ -277,6 +279,42 @@ class Service:
             html.write_text(body, encoding="utf-8")
         return html
 
+    def run_report(self, run_id: str, *, hide_code: bool = False) -> Path:
+        """Write the run's report into its folder: each task's HTML report (nbconvert) beside its
+        notebook, and ``index.html`` (``index.nocode.html`` with ``hide_code``) with the DAG, the
+        timeline and the tasks, linking them relatively so the folder can be moved or served as is.
+        Returns the index page."""
+        run = self.store.get_run(run_id)
+        outputs = [Path(t.output_path).parent for t in run.tasks.values() if t.output_path]
+        folder = outputs[0] if outputs else self.config.runs_dir / run.pipeline / run.id
+        links: dict[str, dict[str, str]] = {}
+        for name, t in run.tasks.items():
+            if _has_notebook(t):
+                report = self.task_report(run_id, name, hide_code=hide_code)
+                links[name] = {"report": _href(report, folder), "notebook": _href(Path(t.output_path), folder)}
+        folder.mkdir(parents=True, exist_ok=True)
+        index = folder / ("index.nocode.html" if hide_code else "index.html")
+        index.write_text(self._report_page(run, links), encoding="utf-8")
+        return index
+
+    def run_report_page(self, run_id: str, task_links: Callable[[str], Mapping[str, str]]) -> str:
+        """The run's report page, not written anywhere; ``task_links(task)`` gives ``{label: href}``
+        for each task that has an output notebook (the REST API links its own task routes, whose
+        reports are made on request)."""
+        run = self.store.get_run(run_id)
+        return self._report_page(run, {n: task_links(n) for n, t in run.tasks.items() if _has_notebook(t)})
+
+    def _report_page(self, run: RunRecord, links: Mapping[str, Mapping[str, str]]) -> str:
+        try:
+            spec = self.spec_of(run)
+            order, upstream = spec.order, {n: list(spec.tasks[n].upstream) for n in spec.order}
+        except NotFound:  # its pipeline was deleted (its runs stay): draw the tasks without edges
+            order, upstream = list(run.tasks), {}
+        states = {n: t.state.value for n, t in run.tasks.items()}
+        times = [(n, t.state.value, t.started_at, t.ended_at) for n, t in run.tasks.items()]
+        return run_report_html(run_view(run), dag_svg(order, upstream, states),
+                               gantt_svg(times, now=run.ended_at or utcnow()), links)
+
     def update_schedule(self, schedule_id: int, changes: Mapping[str, Any], *,
                         now: datetime | None = None) -> ScheduleRecord:
         """Change some fields of a schedule (as in ``add_schedule``); a new trigger restarts its fire times."""
@@ -516,6 +554,15 @@ def run_view(run: RunRecord) -> dict[str, Any]:
             for name, t in run.tasks.items()
         },
     }
+
+
+def _has_notebook(task: Any) -> bool:
+    return bool(task.output_path) and Path(task.output_path).is_file()
+
+
+def _href(target: Path, folder: Path) -> str:
+    """A relative URL from a page in ``folder`` to ``target``."""
+    return quote(Path(os.path.relpath(target, folder)).as_posix())
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -15,8 +15,10 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from html import unescape
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urljoin, urlsplit
 
 import nbformat
 import pytest
@@ -436,6 +438,36 @@ async def test_a_triggered_run_executes_in_the_server_with_its_params(api, jp_ro
         assert "nosuch" in message
         (await api("GET", "runs", "nosuch-run", "tasks", "report", what)).error(404, "not_found")
 
+
+
+async def test_run_report_page_links_the_task_routes(api, jp_root_dir, daemon):
+    await register_hello(api, jp_root_dir)
+    run_id = await queue_run(api, "hello", region="<east>")
+    assert (await finished_run(api, run_id))["state"] == "success"
+
+    page = await api("GET", "runs", run_id, "report")
+    assert page.code == 200
+    assert page.headers["Content-Type"].startswith("text/html")
+    assert "sandbox" in page.headers["Content-Security-Policy"]
+    html = page.body.decode()
+    assert f"hello · run {run_id} · success" in html and "&quot;&lt;east&gt;&quot;" in html
+    assert 'data-task="report" data-state="success"' in html and '<rect class="bar" data-task="report"' in html
+    # the task links are relative to the page's URL, so they reach the task routes beside it
+    page_url = "/" + "/".join((*API, "runs", run_id, "report"))
+    for hide, kind in itertools.product(("0", "1"), ("report", "notebook")):
+        text = page.body.decode() if hide == "0" else (await api("GET", "runs", run_id, "report",
+                                                                 params={"hide_code": hide})).body.decode()
+        [href] = re.findall(rf'<a href="([^"]+)">{kind}</a>', text)
+        target = urlsplit(urljoin(page_url, unescape(href)))
+        assert target.path == page_url.replace("/report", f"/tasks/report/{kind}"), href
+        reply = await api("GET", *target.path.split("/")[4:], params=dict(parse_qsl(target.query)) or None)
+        assert reply.code == 200, (href, reply.body)
+        if kind == "report":
+            assert "sales report for &lt;east&gt;" in reply.body.decode()
+            assert ("the regional sales report" in reply.body.decode()) == (hide == "0")
+
+    message = (await api("GET", "runs", "nosuch", "report")).error(404, "not_found")
+    assert "nosuch" in message
 
 # -- schedules ----------------------------------------------------------------------------------------
 
