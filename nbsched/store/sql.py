@@ -7,6 +7,7 @@ write that lost a race changes nothing and says so (returns False).
 from __future__ import annotations
 
 import secrets
+import time
 import socket
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -41,10 +42,16 @@ class SqlStore(ScheduleStore):
             raise ConfigError(f"database URL {url!r}: {exc}") from None
         self._session = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(self.engine.execution_options(nbsched_write=True), expire_on_commit=False)
-        try:
-            Base.metadata.create_all(self.engine)
-        except OperationalError as exc:
-            raise ConfigError(f"database {url!r}: cannot open: {exc.orig}") from None
+        for attempt in range(5):
+            try:
+                Base.metadata.create_all(self.engine)
+                break
+            except OperationalError as exc:
+                # SQLite may answer "locked" at once (without waiting) while another process
+                # writes in WAL mode: a short pause and another try, then give up clearly.
+                if "locked" not in str(exc.orig) or attempt == 4:
+                    raise ConfigError(f"database {url!r}: cannot open: {exc.orig}") from None
+                time.sleep(0.2 * (attempt + 1))
 
     def close(self) -> None:
         self.engine.dispose()
@@ -375,10 +382,13 @@ def _sqlite_setup(engine: Engine) -> None:
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")  # readers in other processes see runs as they go
+        cur.execute("PRAGMA busy_timeout=30000")
+        # WAL: readers in other processes see runs as they go. Switching needs a lock, so only
+        # the first connection to a new database does it (it stays WAL in the file).
+        if cur.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
 
     @event.listens_for(engine, "begin")
