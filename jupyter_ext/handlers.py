@@ -377,7 +377,11 @@ def confined(root: Path, relative: str) -> Path:
     Compares resolved paths with ``is_relative_to``: a prefix test would let ``root2/`` pass."""
     if Path(relative).is_absolute() or relative.startswith("~"):
         raise ApiError(422, "path_outside_root", f"path {relative!r}: give a path relative to the server root")
-    resolved = (root / relative).resolve()
+    try:
+        resolved = (root / relative).resolve()
+        resolved.exists()  # a name the file system refuses (NUL byte, too long, bad encoding) fails here
+    except (ValueError, OSError) as exc:
+        raise ApiError(400, "bad_path", f"path {relative!r}: {exc}") from None
     if not resolved.is_relative_to(root):
         raise ApiError(422, "path_outside_root", f"path {relative!r} leaves the server root")
     return resolved

@@ -700,3 +700,11 @@ async def test_cancel_and_retry_a_run(api, jp_root_dir):
     outputs = await api("GET", "runs", run_id, "tasks", "report", "outputs")
     assert outputs.code == 200 and outputs.data["outputs"] == {}
     (await api("GET", "runs", run_id, "tasks", "nosuch", "outputs")).error(404, "not_found")
+
+
+async def test_a_path_the_file_system_refuses_is_a_400_not_a_500(jp_fetch):
+    for bad in ("a\x00b.yaml", "x" * 5000 + ".yaml"):
+        body = json.dumps({"path": bad})
+        reply = await jp_fetch("nbsched", "api", "v1", "pipelines", method="POST", body=body, raise_error=False)
+        assert reply.code == 400, (bad[:20], reply.code, reply.body)
+        assert json.loads(reply.body)["error"] == "bad_path"
