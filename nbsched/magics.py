@@ -14,6 +14,7 @@ from typing import Any, Callable
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
 from nbsched.errors import NbschedError
+from nbsched.report import STATE_COLOURS
 from nbsched.service import Config, Service, describe_schedule, run_view
 
 USAGE = """usage:
@@ -27,9 +28,6 @@ USAGE = """usage:
   %nbsched panel [PIPELINE]                  the run-history panel (refreshes itself)
   %%nbsched_pipeline NAME                    a cell of pipeline YAML (tasks, params, schedules) to register"""
 
-_COLOURS = {"success": "#2e7d32", "failed": "#c62828", "upstream_failed": "#c62828", "running": "#1565c0",
-            "queued": "#00838f", "up_for_retry": "#ef6c00", "skipped": "#757575", "cancelled": "#6a1b9a",
-            "pending": "#9e9e9e"}
 
 
 class Table:
@@ -48,7 +46,7 @@ class Table:
         def cell(i: int, value: Any) -> str:
             text = html.escape(str(value))
             if i == self.state_column:
-                return f'<td><span style="color:{_COLOURS.get(str(value), "inherit")};font-weight:bold">{text}</span></td>'
+                return f'<td><span style="color:{STATE_COLOURS.get(str(value), "inherit")};font-weight:bold">{text}</span></td>'
             return f"<td>{text}</td>"
 
         head = "".join(f"<th>{html.escape(h)}</th>" for h in self.headers)

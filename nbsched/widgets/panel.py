@@ -17,18 +17,16 @@ from typing import Any
 import ipywidgets as w
 
 from nbsched.errors import NbschedError
+from nbsched.report import STATE_COLOURS
 from nbsched.params import parse_override
 from nbsched.service import Service, run_view
 
 ALL = "(all pipelines)"
-COLOURS = {"success": "#2e7d32", "failed": "#c62828", "upstream_failed": "#c62828", "running": "#1565c0",
-           "queued": "#00838f", "up_for_retry": "#ef6c00", "skipped": "#757575", "cancelled": "#6a1b9a",
-           "pending": "#9e9e9e"}
 
 
 def _badge(state: str) -> str:
     return (f'<span class="nbsched-state" data-state="{state}" style="color:white;background:'
-            f'{COLOURS.get(state, "#616161")};padding:1px 6px;border-radius:3px">{state}</span>')
+            f'{STATE_COLOURS.get(state, "#616161")};padding:1px 6px;border-radius:3px">{state}</span>')
 
 
 def _duration(view: dict[str, Any]) -> str:
