@@ -24,4 +24,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_scheduler.py
 
 clean:
-	rm -rf $(VENV) .nbsched .pytest_cache benchmarks/.work benchmarks/.work-scheduler
+	rm -rf $(VENV) .nbsched nbsched-runs tests/artifacts .pytest_cache benchmarks/.work benchmarks/.work-scheduler

@@ -18,6 +18,8 @@ from traitlets import Bool, Float, Int, Unicode
 
 from jupyter_ext.handlers import default_handlers
 
+_KERNEL_ENV = ("NBSCHED_DB_URL", "NBSCHED_RUNS_DIR", "NBSCHED_HOME")
+
 
 class NbschedApp(ExtensionApp):
     name = "nbsched"
@@ -26,7 +28,8 @@ class NbschedApp(ExtensionApp):
     db_url = Unicode("", config=True,
                      help="SQLAlchemy database URL; default: sqlite in .nbsched/ under the server's root_dir.")
     runs_dir = Unicode("", config=True,
-                       help="Folder for output notebooks; default: .nbsched/runs under the server's root_dir.")
+                       help="Folder for output notebooks and reports; default: nbsched-runs under the server's "
+                            "root_dir (not hidden, so JupyterLab can open them).")
     executor = Unicode("local", config=True, help="Where tasks run: 'local' (kernels on this machine).")
     workers = Int(0, config=True, help="Notebooks executed at once; 0: the number of cores.")
     scheduler_enabled = Bool(True, config=True,
@@ -45,9 +48,14 @@ class NbschedApp(ExtensionApp):
         if self.executor != "local":
             raise ValueError(f"NbschedApp.executor: unknown executor {self.executor!r} (available: local)")
         root = Path(os.path.expanduser(self.serverapp.root_dir)).resolve()
-        config = Config.resolve(home=root / ".nbsched", db_url=self.db_url or None,
-                                runs_dir=self.runs_dir or None, workers=self.workers or None)
+        config = Config.resolve(project=root, db_url=self.db_url or None, runs_dir=self.runs_dir or None,
+                                workers=self.workers or None)
         self.service = Service(config)
+        # Kernels inherit the server's environment: magics and panels in its notebooks then use
+        # this server's database and outputs, whatever they are configured to be.
+        self._environ = {k: os.environ.get(k) for k in _KERNEL_ENV}
+        os.environ.update({"NBSCHED_DB_URL": config.db_url, "NBSCHED_RUNS_DIR": str(config.runs_dir)})
+        os.environ.pop("NBSCHED_HOME", None)
         self.service.store  # open (and create) the database now: a bad URL fails the start, loudly
         self.daemon = self.service.daemon(DaemonOptions(
             workers=config.workers, lease=self.lease, poll=self.poll, grace=self.grace,
@@ -79,3 +87,8 @@ class NbschedApp(ExtensionApp):
             await self._task
             self._task = None
         self.service.close()
+        for key, value in getattr(self, "_environ", {}).items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -32,16 +32,19 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--home", envvar="NBSCHED_HOME", type=click.Path(file_okay=False),
-              help="Folder for the database and run outputs [env NBSCHED_HOME; default ./.nbsched].")
+              help="Folder for the database and run outputs (in <home>/runs) [env NBSCHED_HOME; "
+                   "default: the database in ./.nbsched, outputs in ./nbsched-runs].")
 @click.option("--db", "db_url", envvar="NBSCHED_DB_URL", metavar="URL",
               help="SQLAlchemy database URL [env NBSCHED_DB_URL; default sqlite:///<home>/nbsched.db].")
+@click.option("--runs-dir", envvar="NBSCHED_RUNS_DIR", type=click.Path(file_okay=False),
+              help="Folder for executed notebooks and reports [env NBSCHED_RUNS_DIR].")
 @click.version_option(package_name="nbsched")
 @click.pass_context
-def cli(ctx: click.Context, home: str | None, db_url: str | None) -> None:
+def cli(ctx: click.Context, home: str | None, db_url: str | None, runs_dir: str | None) -> None:
     """Run and schedule pipelines of Jupyter notebooks."""
     from nbsched.service import Config, Service
 
-    service = Service(Config.resolve(home=home, db_url=db_url))
+    service = Service(Config.resolve(home=home, db_url=db_url, runs_dir=runs_dir))
     ctx.obj = service
     ctx.call_on_close(service.close)
 

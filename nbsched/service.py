@@ -26,12 +26,19 @@ from nbsched.store import PipelineRecord, RunRecord, ScheduleRecord, SqlStore
 from nbsched.triggers import get_zone, trigger_from_fields
 
 DEFAULT_HOME = ".nbsched"
+DEFAULT_RUNS = "nbsched-runs"
 DEFAULT_MISFIRE_GRACE = 600.0  # a fire up to 10 minutes late still runs (e.g. the daemon restarted)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Config:
-    """Where state and outputs live and how much runs at once. Defaults: ``./.nbsched/``."""
+    """Where state and outputs live and how much runs at once.
+
+    Default layout of a project folder: the database in ``.nbsched/``, the executed notebooks and
+    reports in ``nbsched-runs/``. The outputs are kept out of the hidden folder because Jupyter
+    refuses to open hidden files (``ContentsManager.allow_hidden`` is off by default), and they are
+    what people open. An explicit ``home`` keeps both in it (outputs in ``<home>/runs``).
+    """
 
     home: Path
     db_url: str
@@ -39,27 +46,30 @@ class Config:
     workers: int
 
     @classmethod
-    def resolve(cls, *, home: str | Path | None = None, db_url: str | None = None,
-                runs_dir: str | Path | None = None, workers: int | None = None) -> Config:
-        home_path = Path(home or DEFAULT_HOME).absolute()
+    def resolve(cls, *, project: str | Path | None = None, home: str | Path | None = None,
+                db_url: str | None = None, runs_dir: str | Path | None = None,
+                workers: int | None = None) -> Config:
+        folder = Path(project or ".").absolute()
+        home_path = Path(home).absolute() if home else folder / DEFAULT_HOME
+        default_runs = home_path / "runs" if home else folder / DEFAULT_RUNS
         return cls(
             home=home_path,
             db_url=db_url or f"sqlite:///{home_path / 'nbsched.db'}",
-            runs_dir=Path(runs_dir).absolute() if runs_dir else home_path / "runs",
+            runs_dir=Path(runs_dir).absolute() if runs_dir else default_runs,
             workers=workers or os.cpu_count() or 1,
         )
 
-
     @classmethod
     def discover(cls, start: Path) -> Config:
-        """For code running inside a project (a notebook's kernel): ``NBSCHED_HOME`` /
-        ``NBSCHED_DB_URL``, else the nearest ``.nbsched/`` folder at or above ``start`` (the one
-        a Jupyter server keeps in its root), else ``start/.nbsched``."""
-        home = os.environ.get("NBSCHED_HOME")
-        if not home:
-            found = next((d / DEFAULT_HOME for d in (start, *start.parents) if (d / DEFAULT_HOME).is_dir()), None)
-            home = str(found or start / DEFAULT_HOME)
-        return cls.resolve(home=home, db_url=os.environ.get("NBSCHED_DB_URL") or None)
+        """For code running inside a project (a notebook's kernel): ``NBSCHED_HOME``,
+        ``NBSCHED_DB_URL`` and ``NBSCHED_RUNS_DIR`` (a Jupyter server with the extension sets the
+        last two for its kernels), else the project at or above ``start`` that has a ``.nbsched/``
+        folder (a Jupyter server keeps one in its root), else ``start`` itself."""
+        env = {k: os.environ.get(f"NBSCHED_{k.upper()}") or None for k in ("home", "db_url", "runs_dir")}
+        project = None
+        if not env["home"]:
+            project = next((d for d in (start, *start.parents) if (d / DEFAULT_HOME).is_dir()), start)
+        return cls.resolve(project=project, **env)
 
 
 class Service:

@@ -37,16 +37,18 @@ def write_yaml(path: Path, text: str) -> Path:
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty project folder as the current directory; nbsched keeps its state in ./.nbsched."""
+    """An empty project folder as the current directory; nbsched keeps its database in ./.nbsched
+    and its outputs in ./nbsched-runs."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("NBSCHED_HOME", raising=False)
     monkeypatch.delenv("NBSCHED_DB_URL", raising=False)
+    monkeypatch.delenv("NBSCHED_RUNS_DIR", raising=False)
     return tmp_path
 
 
 @pytest.fixture
 def service(project: Path) -> Any:
-    svc = Service(Config.resolve(home=project / ".nbsched", workers=2))
+    svc = Service(Config.resolve(project=project, workers=2))
     yield svc
     svc.close()
 

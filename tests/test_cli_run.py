@@ -77,7 +77,7 @@ def test_runs_and_show_list_what_ran(project):
     write_yaml(project / "pipeline.yaml", "name: listed\ntasks:\n  one: {notebook: ok.ipynb}\n")
     first = nbsched("run", "pipeline.yaml", cwd=project, check=True)
     assert "one" in first.stdout and "success" in first.stdout
-    assert ".nbsched/runs/listed/" in first.stdout
+    assert "outputs: nbsched-runs/listed/" in first.stdout
 
     listing = nbsched("runs", cwd=project, check=True).stdout
     assert "listed" in listing and "success" in listing and "1/1" in listing
@@ -99,7 +99,7 @@ def test_bad_override_is_one_line_and_exit_2(project):
     proc = nbsched("run", "pipeline.yaml", "-p", "novalue", cwd=project)
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "key=value" in proc.stderr
-    assert not (project / ".nbsched" / "runs").exists()
+    assert not (project / "nbsched-runs").exists()
 
 
 def test_db_option_and_env_choose_the_database(project, tmp_path_factory):

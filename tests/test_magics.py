@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
@@ -92,7 +94,19 @@ def test_magics_find_the_servers_nbsched_folder_above_the_notebook(shell, projec
     write_notebook(sub / "a.ipynb", "x = 1")
     from nbsched.service import Config
 
-    assert Config.discover(sub).home == project / ".nbsched"
+    found = Config.discover(sub)
+    assert found.home == project / ".nbsched" and found.runs_dir == project / "nbsched-runs"
+    assert found.db_url == f"sqlite:///{project / '.nbsched' / 'nbsched.db'}"
+
+
+def test_a_servers_kernels_use_the_database_and_outputs_it_exports(project, monkeypatch):
+    from nbsched.service import Config
+
+    (project / ".nbsched").mkdir()
+    monkeypatch.setenv("NBSCHED_DB_URL", "sqlite:////srv/team/nbsched.db")
+    monkeypatch.setenv("NBSCHED_RUNS_DIR", "/srv/team/outputs")
+    found = Config.discover(project)
+    assert (found.db_url, found.runs_dir) == ("sqlite:////srv/team/nbsched.db", Path("/srv/team/outputs"))
 
 
 def test_panel_magic_shows_the_run_history_panel(shell, project, capsys):

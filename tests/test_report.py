@@ -342,7 +342,7 @@ def test_cli_report_prints_the_path_and_opens_it(project, service, monkeypatch):
     proc = nbsched("report", run.id, cwd=project)
     assert proc.returncode == 0, proc.stderr
     printed = proc.stdout.strip()
-    assert printed == str(Path(".nbsched") / "runs" / run.pipeline / run.id / "index.html")
+    assert printed == str(Path("nbsched-runs") / run.pipeline / run.id / "index.html")
     assert "one.html" in (project / printed).read_text(encoding="utf-8")
     assert (project / printed).with_name("one.html").is_file()
 
@@ -352,7 +352,7 @@ def test_cli_report_prints_the_path_and_opens_it(project, service, monkeypatch):
 
     opened: list[Any] = []
     monkeypatch.setattr(click, "launch", lambda url, **kw: opened.append(url))
-    result = CliRunner().invoke(cli, ["--home", str(project / ".nbsched"), "report", run.id, "--hide-code", "--open"])
+    result = CliRunner().invoke(cli, ["report", run.id, "--hide-code", "--open"])
     assert result.exit_code == 0, result.output
     assert result.output.strip().endswith("index.nocode.html")
-    assert opened == [str(project / ".nbsched" / "runs" / run.pipeline / run.id / "index.nocode.html")]
+    assert opened == [str(project / "nbsched-runs" / run.pipeline / run.id / "index.nocode.html")]

@@ -36,7 +36,7 @@ tasks:
     assert t["b"].started_at < t["c"].ended_at and t["c"].started_at < t["b"].ended_at
     for name in "abcd":
         out = Path(t[name].output_path)
-        assert out == project / ".nbsched" / "runs" / "diamond" / run.id / f"{name}.ipynb"
+        assert out == project / "nbsched-runs" / "diamond" / run.id / f"{name}.ipynb"
         assert nbformat.read(str(out), as_version=4).cells[-1].outputs == [] or out.exists()
 
 

@@ -392,7 +392,15 @@ async def test_trigger_refuses_unknown_pipelines_and_bad_params(api, jp_root_dir
     assert run["tasks"]["report"]["state"] == "pending"
 
 
-async def test_a_triggered_run_executes_in_the_server_with_its_params(api, jp_root_dir, daemon):
+async def test_kernels_of_the_server_are_told_its_database_and_outputs(api, jp_root_dir):
+    import os
+
+    root = jp_root_dir.resolve()
+    assert os.environ["NBSCHED_DB_URL"] == f"sqlite:///{root / '.nbsched' / 'nbsched.db'}"
+    assert os.environ["NBSCHED_RUNS_DIR"] == str(root / "nbsched-runs")
+
+
+async def test_a_triggered_run_executes_in_the_server_with_its_params(api, jp_fetch, jp_root_dir, daemon):
     health = (await api("GET", "health")).data
     assert health["scheduler"] is True and isinstance(health["runner"], str) and health["runner"]
     await register_hello(api, jp_root_dir)
@@ -405,6 +413,11 @@ async def test_a_triggered_run_executes_in_the_server_with_its_params(api, jp_ro
     assert run["params"] == {"region": "east"} and run["trigger"] == "manual"
     task = run["tasks"]["report"]
     assert task["state"] == "success" and task["outputs"] == {"region": "east"}
+    # the output notebook is where JupyterLab can open it (not in a hidden folder)
+    where = Path(task["output_path"]).relative_to(jp_root_dir.resolve())
+    assert where.parts[:3] == ("nbsched-runs", "hello", run_id)
+    opened = await jp_fetch("api", "contents", *where.parts)
+    assert json.loads(opened.body)["type"] == "notebook"
     # no longer retryable or cancellable
     assert "success" in (await api("POST", "runs", run_id, "cancel")).error(409, "conflict")
     assert "success" in (await api("POST", "runs", run_id, "retry")).error(409, "conflict")
