@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench screenshots clean
 
 # Re-install when the project's dependencies change.
 $(STAMP): pyproject.toml
@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/nbsched run sample_notebooks/pipeline.yaml -p n_rows=5000
+	$(BIN)/nbsched run sample_notebooks/pipeline.yaml -p n_rows=5000 --report
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -22,6 +22,12 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_pipeline.py
 	$(BIN)/python benchmarks/bench_scheduler.py
+
+# The README's pictures, made by the browser test.
+screenshots: $(STAMP)
+	$(BIN)/python -m pytest tests/test_browser.py
+	mkdir -p docs
+	cp tests/artifacts/panel.png tests/artifacts/panel-running.png tests/artifacts/report.png docs/
 
 clean:
 	rm -rf $(VENV) .nbsched nbsched-runs tests/artifacts .pytest_cache benchmarks/.work benchmarks/.work-scheduler

@@ -175,6 +175,9 @@ def _schemas() -> dict[str, Schema]:
     task_run = _all(state=_enum([s.value for s in TaskState]), try_number=_int(), max_tries=_int(),
                     error=_nullable(_str()), output_path=_nullable(_str("the executed notebook (server path)")),
                     outputs=_map("what the notebook recorded with nbsched.record"),
+                    cell=_nullable(_obj(["index", "count", "source"], doc="while running: the cell executing now "
+                                        "(1-based, of all the output notebook's cells), and its code in one line",
+                                        index=_int(), count=_int(), source=_str())),
                     host=_nullable(_str()), started_at=_time(nullable=True), ended_at=_time(nullable=True))
     run = _all(run_id=_str(), pipeline=_str(), pipeline_version=_int(), state=_enum([s.value for s in RunState]),
                params=_map("the run's parameter overrides"), logical_date=_time("the fire time the run stands for"),

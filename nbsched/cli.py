@@ -66,8 +66,11 @@ def validate(service: Any, path: str) -> None:
               help="Override a parameter for every task (repeatable).")
 @click.option("-w", "--workers", type=click.IntRange(min=1), help="Notebooks run at once [default: cores].")
 @click.option("--json", "as_json", is_flag=True, help="Print the finished run as one JSON object.")
+@click.option("--report", "with_report", is_flag=True,
+              help="Then write the run's HTML report (as `nbsched report` does) and print its path.")
 @click.pass_obj
-def run(service: Any, path: str, params: tuple[str, ...], workers: int | None, as_json: bool) -> None:
+def run(service: Any, path: str, params: tuple[str, ...], workers: int | None, as_json: bool,
+        with_report: bool) -> None:
     """Run a pipeline (or one notebook) now and wait for it."""
     import logging
 
@@ -83,11 +86,14 @@ def run(service: Any, path: str, params: tuple[str, ...], workers: int | None, a
                                       listener=progress.update, on_created=progress.start)
     finally:
         progress.close()
+    report = service.run_report(record.id) if with_report else None
     if as_json:
-        click.echo(json.dumps(run_view(record), indent=2))
+        click.echo(json.dumps({**run_view(record), **({"report": str(report)} if report else {})}, indent=2))
     else:
         _print_run(record)
         click.echo(f"outputs: {_rel(service.config.runs_dir / record.pipeline / record.id)}")
+        if report is not None:
+            click.echo(f"report:  {_rel(report)}")
     sys.exit(0 if record.state.value == "success" else 1)
 
 
@@ -336,6 +342,8 @@ def _state(value: str) -> str:
 
 
 def _print_run(r: Any) -> None:
+    from nbsched.report import cell_label
+
     params = ", ".join(f"{k}={v!r}" for k, v in r.params.items()) or "-"
     click.echo(f"run {r.id}  pipeline {r.pipeline} v{r.pipeline_version}  {_state(r.state.value)}  "
                f"{_duration(r.started_at, r.ended_at)}  params: {params}")
@@ -345,6 +353,8 @@ def _print_run(r: Any) -> None:
     for name, t in r.tasks.items():
         if t.error and t.state.value in ("failed", "up_for_retry"):
             click.echo(f"  {name}: {t.error}")
+        elif t.cell and t.state.value == "running":
+            click.echo(f"  {name}: at {cell_label(t.cell)}")
 
 
 def _overrides(params: tuple[str, ...]) -> dict[str, Any]:

@@ -21,8 +21,9 @@ class KernelHandle:
         self._lock = threading.Lock()
         self._pgid: int | None = None
         self.stop_reason: str | None = None
-        self.cell_index: int | None = None
+        self.cell_index: int | None = None  # of the code cell executing now, in the output notebook
         self.cell_source: str = ""
+        self.cell_count: int = 0
 
     def attach(self, km: Any) -> None:
         provisioner = getattr(km, "provisioner", None)
@@ -39,6 +40,8 @@ class KernelHandle:
             self._kill()
 
     def cell_started(self, cell: Any, cell_index: int, **_: Any) -> None:
+        if cell.get("cell_type") != "code" or not cell.get("source", "").strip():
+            return  # nbclient announces markdown and empty cells too; they take no time
         self.cell_index = cell_index
         self.cell_source = cell.get("source", "")
 

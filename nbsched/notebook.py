@@ -103,8 +103,20 @@ def _first_line(text: str) -> str:
 
 def _cell_label(index: int, source: str) -> str:
     """``cell 4: import time; time.sleep(60)`` — the position as shown in the output notebook."""
+    return f"cell {index + 1}: {_code_line(source)}"
+
+
+def _code_line(source: str) -> str:
     code = "; ".join(line.strip() for line in (source or "").splitlines() if line.strip())
-    return f"cell {index + 1}: {code[:77] + '...' if len(code) > 80 else code}"
+    return code[:77] + "..." if len(code) > 80 else code
+
+
+def cell_progress(handle: KernelHandle) -> dict[str, Any] | None:
+    """The cell a running notebook is on, ``{"index": 4, "count": 9, "source": "..."}``
+    (1-based, counting every cell of the output notebook, as JupyterLab shows it)."""
+    if handle.cell_index is None:
+        return None
+    return {"index": handle.cell_index + 1, "count": handle.cell_count, "source": _code_line(handle.cell_source)}
 
 
 def _stopped_message(handle: KernelHandle) -> str:
@@ -156,6 +168,7 @@ def _engine_class() -> type:
                                      start_timeout: float = 60, execution_timeout: float | None = None,
                                      **kwargs: Any) -> Any:
             kwargs.pop("input_path", None)
+            nbsched_handle.cell_count = len(nb_man.nb.cells)
             with nbsched_kernels.kernel(kernel_name, nbsched_cwd) as km:
                 nbsched_handle.attach(km)
                 client = PapermillNotebookClient(

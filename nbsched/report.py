@@ -37,6 +37,11 @@ Link = tuple[str, str]  # (upstream task, task)
 TaskTimes = tuple[str, str, datetime | None, datetime | None]  # (task, state, started_at, ended_at)
 
 
+def cell_label(cell: Mapping[str, Any]) -> str:
+    """``cell 5/9: time.sleep(3)``: where a running notebook is (a task view's ``cell``)."""
+    return f"cell {cell['index']}/{cell['count']}: {cell['source']}"
+
+
 def state_colour(state: str) -> str:
     return STATE_COLOURS.get(state, _UNKNOWN)
 

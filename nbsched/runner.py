@@ -55,6 +55,7 @@ class _Running:
     try_number: int
     deadline: float | None
     timeout: float | None
+    cell: dict[str, Any] | None = None  # as last written to the store
 
 
 def format_seconds(seconds: float) -> str:
@@ -156,6 +157,7 @@ class Runner:
         if now >= self._next_check:
             self._next_check = now + self.poll
             self._stop_revoked()
+            self._record_cells()
         self._enforce_deadlines(now)
         wake: list[float] = [r.deadline - now for r in self._running.values() if r.deadline is not None]
         full: set[str] = set()  # pipelines at their max_active_runs: their other queued runs wait
@@ -317,6 +319,19 @@ class Runner:
         else:
             log.info("task %s of run %s: try %d was taken from this runner; its result is dropped",
                      name, run_id, try_number)
+
+    def _record_cells(self) -> None:
+        """Write which cell each running notebook is on, for progress displays: at most once
+        per poll, and only for the notebooks that moved on, so a notebook of many quick cells
+        costs the database no more than a slow one."""
+        moved = []
+        for (run_id, task), r in self._running.items():
+            cell = r.attempt.cell()
+            if cell is not None and cell != r.cell:
+                r.cell = cell
+                moved.append((run_id, task, r.try_number, cell))
+        if moved:
+            self.store.record_cells(self.id, moved)
 
     def _enforce_deadlines(self, now: float) -> None:
         for r in self._running.values():

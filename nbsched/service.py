@@ -557,6 +557,7 @@ def run_view(run: RunRecord) -> dict[str, Any]:
                 "error": t.error,
                 "output_path": t.output_path,
                 "outputs": t.outputs,
+                "cell": t.cell,
                 "host": t.host,
                 "started_at": _iso(t.started_at),
                 "ended_at": _iso(t.ended_at),

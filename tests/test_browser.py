@@ -25,7 +25,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from conftest import nbsched
+from conftest import nbsched, write_notebook
 
 pytestmark = pytest.mark.browser
 
@@ -79,15 +79,22 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
     shutil.copytree(SAMPLE, root / "sales")
     # a history to look at: one run made from the terminal before JupyterLab starts
     nbsched("run", "sales/pipeline.yaml", "-p", "n_rows=1000", cwd=root, check=True, timeout=300)
-    nb = new_notebook(cells=[new_code_cell("%load_ext nbsched"), new_code_cell("%nbsched panel sales-demo")])
+    nbsched("schedule", "add", "sales-demo", "--cron", "0 6 * * 1-5", "--tz", "Europe/Paris", cwd=root, check=True)
+    write_notebook(root / "nap.ipynb", "import time", "time.sleep(120)")
+    nb = new_notebook(cells=[new_code_cell("%load_ext nbsched"),
+                             # registered from the notebook's kernel, run by the server's runner
+                             new_code_cell("%%nbsched_pipeline nap\ntasks:\n  nap: {notebook: nap.ipynb}"),
+                             new_code_cell("%nbsched panel sales-demo")])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, str(root / "panel.ipynb"))
 
-    settings = tmp_path / "lab-user-settings" / "@jupyterlab" / "apputils-extension"
-    settings.mkdir(parents=True)
-    # no news or update pop-up over the page
-    (settings / "notification.jupyterlab-settings").write_text(
-        json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    settings = tmp_path / "lab-user-settings" / "@jupyterlab"
+    for extension, values in {
+        "apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False},  # no pop-ups
+        "notebook-extension/tracker": {"windowingMode": "none"},  # every cell rendered, scrolled to or not
+    }.items():
+        (settings / extension).parent.mkdir(parents=True, exist_ok=True)
+        (settings / f"{extension}.jupyterlab-settings").write_text(json.dumps(values))
     port, token = _free_port(), secrets.token_hex(16)
     env = {k: v for k, v in os.environ.items() if not k.startswith("NBSCHED_")}
     env.update(JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "lab-user-settings"),
@@ -158,6 +165,7 @@ def _run_all_cells_when_the_kernel_is_ready(page: Any) -> None:
     page.evaluate("""async () => {
         const w = window.jupyterapp.shell.currentWidget;
         await w.context.ready; await w.sessionContext.ready;
+        window.jupyterapp.shell.collapseLeft();  // the whole width for the panel
         await window.jupyterapp.commands.execute('notebook:run-all-cells');
     }""")
 
@@ -202,6 +210,11 @@ def test_the_panel_in_jupyterlab_runs_a_pipeline_and_shows_it(lab: Lab, browser:
     assert panel.locator(".widget-label", has_text="5/5 done").count() == 1
     panel.screenshot(path=str(ARTIFACTS / "panel.png"))
 
+    # the pipeline's schedule, paused from the panel
+    panel.get_by_role("button", name="Pause schedules").click()
+    panel.get_by_role("button", name="Resume schedules").wait_for()
+    assert [s["enabled"] for s in lab.api("nbsched", "api", "v1", "schedules")["schedules"]] == [False]
+
     # the report of a task, inline in the panel
     panel.locator("select").nth(2).select_option("report")
     panel.get_by_role("button", name="Show report").click()
@@ -210,6 +223,21 @@ def test_the_panel_in_jupyterlab_runs_a_pipeline_and_shows_it(lab: Lab, browser:
     assert "revenue" in report_frame.locator("body").inner_text().lower()
     panel.screenshot(path=str(ARTIFACTS / "panel-report.png"))
 
+    # a running run: its progress names the cell its notebook is on; then Cancel stops it
+    panel.locator("select").first.select_option("nap")
+    panel.locator("input[placeholder^='key=value']").fill("")
+    panel.get_by_role("button", name="Run now").click()
+    progress = panel.locator(".widget-label", has_text="running: nap (cell 5/5: time.sleep(120))")
+    progress.wait_for()
+    assert runs.count() == 1 and runs.first.locator('[data-state="running"]').count() == 1
+    panel.screenshot(path=str(ARTIFACTS / "panel-running.png"))
+    nap_run = runs.first.get_attribute("data-run")
+    panel.get_by_role("button", name="Cancel").click()
+    runs.first.locator('[data-state="cancelled"]').wait_for()
+    assert lab.api("nbsched", "api", "v1", "runs", nap_run)["tasks"]["nap"]["state"] == "cancelled"
+    panel.locator("select").first.select_option("sales-demo")
+    runs.nth(1).wait_for()
+
     # the task's link opens its output notebook in JupyterLab
     with context.expect_page() as opened:
         detail.locator('tr[data-task="report"] a').click()
@@ -217,7 +245,8 @@ def test_the_panel_in_jupyterlab_runs_a_pipeline_and_shows_it(lab: Lab, browser:
     notebook.set_default_timeout(TIMEOUT_MS)
     notebook.locator(".jp-Notebook .jp-Cell").first.wait_for()
     assert notebook.locator(".lm-TabBar-tab.jp-mod-current", has_text="report.ipynb").count() == 1
-    assert "seed = 11" in notebook.locator(".jp-Notebook").inner_text()  # its injected parameters
+    notebook.wait_for_function(  # its injected parameters
+        "() => document.querySelector('.jp-Notebook').innerText.includes('seed = 11')")
     notebook.close()
 
     # the run report page the REST API serves

@@ -51,6 +51,12 @@ def test_signal_cancels_the_run_and_stops_its_kernel(project, sig):
         assert seen["state"] == "running"
         assert seen["tasks"]["second"]["state"] == "pending"
         kernel_pid = int((project / "kernel.pid").read_text())
+        # `show` from another terminal tells where the running notebook is
+        deadline = time.monotonic() + 10
+        while "first: at cell" not in (shown := nbsched("show", seen["run_id"], cwd=project).stdout):
+            assert time.monotonic() < deadline, shown
+            time.sleep(0.2)
+        assert "/5: time.sleep(60)" in shown.split("first: at cell ", 1)[1].splitlines()[0], shown
 
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=30)

@@ -356,3 +356,14 @@ def test_cli_report_prints_the_path_and_opens_it(project, service, monkeypatch):
     assert result.exit_code == 0, result.output
     assert result.output.strip().endswith("index.nocode.html")
     assert opened == [str(project / "nbsched-runs" / run.pipeline / run.id / "index.nocode.html")]
+
+
+def test_run_with_report_writes_the_report_after_the_run(project):
+    write_notebook(project / "one.ipynb", "print('hello from one')")
+    proc = nbsched("run", "one.ipynb", "--report", cwd=project)
+    assert proc.returncode == 0, proc.stderr
+    printed = proc.stdout.strip().splitlines()[-1]
+    assert printed.startswith("report:  nbsched-runs/one/") and printed.endswith("/index.html")
+    index = project / printed.split()[-1]
+    assert 'href="one.html"' in index.read_text(encoding="utf-8")
+    assert "hello from one" in index.with_name("one.html").read_text(encoding="utf-8")

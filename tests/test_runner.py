@@ -234,3 +234,29 @@ def test_failed_run_exits_1_and_json_has_every_field(project):
     assert set(task) >= {"state", "try_number", "error", "output_path", "outputs", "started_at", "ended_at"}
     assert task["state"] == "failed" and "ZeroDivisionError" in task["error"]
     assert json.loads(json.dumps(run)) == run
+
+
+def test_a_running_task_shows_the_cell_its_notebook_is_on(project, service):
+    import threading
+    import time
+
+    write_notebook(project / "slow.ipynb", "import time", "# a markdown-like comment only\nx = 1",
+                   "time.sleep(4)", "y = 2")
+    finished: list = []
+    runner = threading.Thread(target=lambda: finished.append(service.run_pipeline(project / "slow.ipynb")))
+    runner.start()
+    seen = None
+    deadline = time.monotonic() + 60
+    while runner.is_alive() and time.monotonic() < deadline and seen is None:
+        runs = service.list_runs(limit=1)
+        task = runs[0].tasks["slow"] if runs else None
+        if task is not None and task.cell and task.cell["source"] == "time.sleep(4)":
+            seen = (task.state, task.cell)
+        time.sleep(0.1)
+    runner.join(timeout=60)
+    run = finished[0]
+    nb = nbformat.read(run.tasks["slow"].output_path, as_version=4)
+    position = next(i for i, c in enumerate(nb.cells) if c.source == "time.sleep(4)") + 1
+    # counted as JupyterLab counts: every cell of the output notebook, the injected parameters too
+    assert seen == (TaskState.RUNNING, {"index": position, "count": len(nb.cells), "source": "time.sleep(4)"})
+    assert run.state is RunState.SUCCESS and run.tasks["slow"].cell is None

@@ -48,6 +48,8 @@ def test_run_detail_draws_the_dag_and_links_the_notebooks(history):
     panel.show_report.click()
     assert panel.report.value.startswith('<iframe class="nbsched-report" sandbox="allow-scripts"')
     assert "ZeroDivisionError" in panel.report.value
+    panel.run_choice.value = good.id  # another run: the report shown is not its own
+    assert panel.report.value == "" and panel.task_choice.options == ("a", "b")
 
 
 def test_run_now_queues_a_run_with_the_params(history):
@@ -103,3 +105,29 @@ def test_the_panel_refreshes_itself_and_stops_when_closed(history):
     panel.close()
     panel._thread.join(timeout=5)
     assert not panel._thread.is_alive()
+
+
+def test_progress_shows_the_cell_a_running_notebook_is_on(project, service):
+    import threading
+
+    write_notebook(project / "slow.ipynb", "import time", "time.sleep(4)")
+    write_yaml(project / "slow.yaml", "name: slow\ntasks:\n  first: {notebook: slow.ipynb}\n"
+                                      "  second: {notebook: slow.ipynb, upstream: [first]}\n")
+    runner = threading.Thread(target=service.run_pipeline, args=(project / "slow.yaml",))
+    runner.start()
+    panel = RunPanel(service, refresh_every=0)
+    try:
+        deadline = time.monotonic() + 60
+        while "time.sleep(4)" not in panel.progress_label.value and time.monotonic() < deadline:
+            time.sleep(0.1)
+            panel.refresh()
+        label = panel.progress_label.value
+        assert label.startswith("0/2 done · running: first (cell ") and label.endswith(": time.sleep(4))"), label
+        assert '<span class="nbsched-cell">cell ' in panel.detail.value
+        assert (panel.progress.value, panel.progress.max) == (0, 2)
+        runner.join(timeout=60)
+        panel.refresh()
+        assert panel.progress_label.value == "2/2 done" and "nbsched-cell" not in panel.detail.value
+    finally:
+        runner.join(timeout=60)
+        panel.close()

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from nbsched.kernels import KernelHandle
-from nbsched.notebook import TaskOutcome, TaskRequest
+from nbsched.notebook import TaskOutcome, TaskRequest, cell_progress
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,10 @@ class TaskAttempt:
 
     def stop(self, reason: str) -> None:
         self.handle.stop(reason)
+
+    def cell(self) -> dict[str, Any] | None:
+        """The cell the notebook is executing now, if it has started one."""
+        return cell_progress(self.handle)
 
 
 class Executor(ABC):

@@ -124,6 +124,7 @@ class TaskRunRow(Base):
     output_path: Mapped[str | None] = mapped_column(Text)
     outputs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     branch: Mapped[list[str] | None] = mapped_column(JSON)
+    cell: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # a running try's cell: index, count, source
     queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

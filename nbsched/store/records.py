@@ -21,6 +21,7 @@ class TaskRunRecord:
     output_path: str | None
     outputs: dict[str, Any]
     branch: list[str] | None
+    cell: dict[str, Any] | None  # while running: {"index": 4, "count": 9, "source": "..."} (1-based)
     queued_at: datetime | None
     started_at: datetime | None
     ended_at: datetime | None

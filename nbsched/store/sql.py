@@ -21,7 +21,8 @@ from sqlalchemy.orm import sessionmaker
 from nbsched.clock import utcnow
 from nbsched.dag import RunState, TaskState
 from nbsched.errors import ConfigError, NotFound
-from nbsched.store.models import Base, PipelineRow, RunnerRow, RunRow, TaskRunRow
+from nbsched.store import schema
+from nbsched.store.models import PipelineRow, RunnerRow, RunRow, TaskRunRow
 from nbsched.store.records import ClaimedTask, PipelineRecord, RunRecord, TaskRunRecord
 from nbsched.store.schedules import ScheduleStore
 
@@ -44,7 +45,7 @@ class SqlStore(ScheduleStore):
         self._write = sessionmaker(self.engine.execution_options(nbsched_write=True), expire_on_commit=False)
         for attempt in range(5):
             try:
-                Base.metadata.create_all(self.engine)
+                schema.prepare(self.engine, url)
                 break
             except OperationalError as exc:
                 # SQLite may answer "locked" at once (without waiting) while another process
@@ -198,7 +199,8 @@ class SqlStore(ScheduleStore):
             if not done:
                 return False
             s.execute(update(TaskRunRow).where(TaskRunRow.run_id == run_id, TaskRunRow.state.in_(open_states))
-                      .values(state=TaskState.CANCELLED.value, error=error, ended_at=now, updated_at=now))
+                      .values(state=TaskState.CANCELLED.value, error=error, ended_at=now, updated_at=now,
+                              cell=None))
             return True
 
     def retry_run(self, run_id: str, tries: Mapping[str, int]) -> list[str]:
@@ -257,7 +259,17 @@ class SqlStore(ScheduleStore):
             return s.execute(update(TaskRunRow).where(
                 TaskRunRow.run_id == run_id, TaskRunRow.task == task, TaskRunRow.owner == owner,
                 TaskRunRow.try_number == try_number, TaskRunRow.state == TaskState.RUNNING.value)
-                .values(state=state.value, ended_at=now, updated_at=now, **fields)).rowcount == 1
+                .values(state=state.value, ended_at=now, updated_at=now, cell=None, **fields)).rowcount == 1
+
+    def record_cells(self, owner: str, cells: Iterable[tuple[str, str, int, dict[str, Any]]]) -> None:
+        """Note the cell each of ``owner``'s running tries is on: ``(run, task, try, cell)``,
+        in one transaction; fenced like ``finish_task``."""
+        with self._write() as s, s.begin():
+            for run_id, task, try_number, cell in cells:
+                s.execute(update(TaskRunRow).where(
+                    TaskRunRow.run_id == run_id, TaskRunRow.task == task, TaskRunRow.owner == owner,
+                    TaskRunRow.try_number == try_number, TaskRunRow.state == TaskState.RUNNING.value)
+                    .values(cell=cell))
 
     def owned_tasks_still_running(self, runner_id: str) -> set[tuple[str, str, int]]:
         """(run, task, try) of the tasks this runner owns that the database still has running."""
@@ -353,7 +365,7 @@ def _task_record(t: TaskRunRow) -> TaskRunRecord:
     return TaskRunRecord(
         task=t.task, state=TaskState(t.state), try_number=t.try_number, max_tries=t.max_tries, owner=t.owner,
         host=t.host, error=t.error, output_path=t.output_path, outputs=t.outputs or {}, branch=t.branch,
-        queued_at=t.queued_at, started_at=t.started_at, ended_at=t.ended_at, next_try_at=t.next_try_at)
+        cell=t.cell, queued_at=t.queued_at, started_at=t.started_at, ended_at=t.ended_at, next_try_at=t.next_try_at)
 
 
 def _run_record(row: RunRow, tasks: Iterable[TaskRunRow]) -> RunRecord:

@@ -12,16 +12,32 @@ from __future__ import annotations
 import html
 import os
 import threading
+from datetime import datetime
 from typing import Any
 
 import ipywidgets as w
 
 from nbsched.errors import NbschedError
-from nbsched.report import STATE_COLOURS
 from nbsched.params import parse_override
+from nbsched.report import STATE_COLOURS, cell_label
 from nbsched.service import Service, run_view
 
 ALL = "(all pipelines)"
+_CHOSEN = ' class="nbsched-chosen"'
+FINISHED = ("success", "failed", "skipped", "upstream_failed", "cancelled")
+
+# Scoped to the panel; JupyterLab's theme variables, so a dark theme stays readable.
+_STYLE = """<style>
+.nbsched-panel table { border-collapse: collapse; font-size: 12.5px; margin: 4px 0 8px; }
+.nbsched-panel th { text-align: left; font-weight: 600; padding: 3px 12px 3px 4px;
+  border-bottom: 2px solid var(--jp-border-color1, #ccc); }
+.nbsched-panel td { padding: 3px 12px 3px 4px; vertical-align: top;
+  border-bottom: 1px solid var(--jp-border-color2, #e0e0e0); }
+.nbsched-panel tr.nbsched-chosen td { background: var(--jp-layout-color2, #eeeeee); }
+.nbsched-panel a { color: var(--jp-content-link-color, #1565c0); text-decoration: underline; }
+.nbsched-panel .nbsched-cell { color: var(--jp-ui-font-color2, #616161); font-family: var(--jp-code-font-family, monospace); }
+.nbsched-panel .nbsched-error { color: #c62828; }
+</style>"""
 
 
 def _badge(state: str) -> str:
@@ -30,12 +46,21 @@ def _badge(state: str) -> str:
 
 
 def _duration(view: dict[str, Any]) -> str:
-    from datetime import datetime
-
     if not view["started_at"]:
         return "-"
     end = datetime.fromisoformat(view["ended_at"]) if view["ended_at"] else datetime.now().astimezone()
     return f"{(end - datetime.fromisoformat(view['started_at'])).total_seconds():.1f}s"
+
+
+def _local(iso: str | None) -> str:
+    """An ISO time as this machine's wall-clock time, to the second."""
+    return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M:%S") if iso else "-"
+
+
+def _button(description: str, icon: str, style: str = "") -> w.Button:
+    # as wide as its words, never squeezed by a narrow notebook
+    return w.Button(description=description, icon=icon, button_style=style,
+                    layout=w.Layout(width="auto", flex="0 0 auto"))
 
 
 class RunPanel(w.VBox):
@@ -46,20 +71,22 @@ class RunPanel(w.VBox):
         self.refresh_every = refresh_every
         self.pipeline = w.Dropdown(description="Pipeline", options=[ALL])
         self.run_choice = w.Dropdown(description="Run", options=[])
-        self.params = w.Text(description="Params", placeholder="key=value, key=value")
-        self.run_now = w.Button(description="Run now", icon="play", button_style="success")
-        self.cancel_run = w.Button(description="Cancel", icon="stop", button_style="danger")
-        self.retry_run = w.Button(description="Retry failed", icon="redo")
-        self.toggle_schedule = w.Button(description="Pause schedules", icon="pause")
+        self.params = w.Text(description="Params", placeholder="key=value, key=value",
+                             layout=w.Layout(width="auto", flex="1 1 240px"))
+        self.run_now = _button("Run now", "play", "success")
+        self.cancel_run = _button("Cancel", "stop", "danger")
+        self.retry_run = _button("Retry failed", "redo")
+        self.toggle_schedule = _button("Pause schedules", "pause")
         self.progress = w.IntProgress(description="Tasks", min=0, max=1, value=0)
         self.progress_label = w.Label()
         self.runs_table = w.HTML()
         self.detail = w.HTML()
         self.task_choice = w.Dropdown(description="Task", options=[])
-        self.show_report = w.Button(description="Show report", icon="file")
+        self.show_report = _button("Show report", "file")
         self.report = w.HTML()
         self.status = w.HTML()
         super().__init__(children=[
+            w.HTML(_STYLE),
             w.HBox([self.pipeline, self.params, self.run_now, self.toggle_schedule]),
             self.runs_table,
             w.HBox([self.run_choice, self.cancel_run, self.retry_run]),
@@ -75,7 +102,9 @@ class RunPanel(w.VBox):
         self.toggle_schedule.on_click(self._guard(self._on_toggle_schedule))
         self.show_report.on_click(self._guard(self._on_show_report))
         self.pipeline.observe(self._guard(lambda _: self.refresh()), names="value")
-        self.run_choice.observe(self._guard(lambda _: self._render_detail()), names="value")
+        self.run_choice.observe(self._guard(lambda _: self._render()), names="value")
+        self.task_choice.observe(self._guard(lambda _: self._drop_stale_report()), names="value")
+        self._report_of: tuple[str, str] | None = None  # (run, task) of the report shown
         self._stop = threading.Event()
         self._lock = threading.RLock()
         self.refresh()
@@ -98,7 +127,6 @@ class RunPanel(w.VBox):
             pipeline = None if self.pipeline.value == ALL else self.pipeline.value
             self.run_now.disabled = pipeline is None
             self._runs = [run_view(r) for r in self.service.list_runs(pipeline=pipeline, limit=self.limit)]
-            self.runs_table.value = self._runs_html()
             ids = [r["run_id"] for r in self._runs]
             chosen = self.run_choice.value
             if list(self.run_choice.options) != ids:
@@ -108,7 +136,7 @@ class RunPanel(w.VBox):
             self.toggle_schedule.disabled = not schedules
             paused = bool(schedules) and not any(s.enabled for s in schedules)
             self.toggle_schedule.description = "Resume schedules" if paused else "Pause schedules"
-            self._render_detail()
+            self._render()
 
     def _refresh_loop(self) -> None:
         while not self._stop.wait(self.refresh_every):
@@ -128,13 +156,20 @@ class RunPanel(w.VBox):
         super().close()
 
     # -- rendering ----------------------------------------------------------------------------------
+    def _render(self) -> None:
+        with self._lock:
+            self.runs_table.value = self._runs_html()
+            self._render_detail()
+
     def _runs_html(self) -> str:
         if not self._runs:
             return "<p>No runs yet.</p>"
+        chosen = self.run_choice.value
         rows = "".join(
-            f'<tr data-run="{html.escape(r["run_id"])}"><td>{html.escape(r["run_id"])}</td>'
-            f'<td>{html.escape(r["pipeline"])}</td><td>{_badge(r["state"])}</td><td>{html.escape(r["trigger"])}</td>'
-            f'<td>{html.escape((r["started_at"] or r["created_at"] or "")[:19])}</td><td>{_duration(r)}</td></tr>'
+            f'<tr data-run="{html.escape(r["run_id"])}"{_CHOSEN if r["run_id"] == chosen else ""}>'
+            f'<td>{html.escape(r["run_id"])}</td><td>{html.escape(r["pipeline"])}</td><td>{_badge(r["state"])}</td>'
+            f'<td>{html.escape(r["trigger"])}</td><td>{_local(r["started_at"] or r["created_at"])}</td>'
+            f'<td>{_duration(r)}</td></tr>'
             for r in self._runs)
         return ('<table class="nbsched-runs"><thead><tr><th>run</th><th>pipeline</th><th>state</th>'
                 f'<th>trigger</th><th>started</th><th>duration</th></tr></thead><tbody>{rows}</tbody></table>')
@@ -150,12 +185,13 @@ class RunPanel(w.VBox):
             self.detail.value, self.progress.max, self.progress.value = "", 1, 0
             self.progress_label.value = ""
             self.task_choice.options = []
+            self._drop_stale_report()
             return
         tasks = view["tasks"]
-        done = sum(t["state"] in ("success", "failed", "skipped", "upstream_failed", "cancelled")
-                   for t in tasks.values())
+        done = sum(t["state"] in FINISHED for t in tasks.values())
         self.progress.max, self.progress.value = max(1, len(tasks)), done
-        running = [n for n, t in tasks.items() if t["state"] == "running"]
+        running = [f"{n} ({cell_label(t['cell'])})" if t["cell"] else n
+                   for n, t in tasks.items() if t["state"] == "running"]
         self.progress_label.value = f"{done}/{len(tasks)} done" + (f" · running: {', '.join(running)}" if running else "")
         self.cancel_run.disabled = view["state"] not in ("queued", "running")
         self.retry_run.disabled = view["state"] not in ("failed", "cancelled")
@@ -165,16 +201,30 @@ class RunPanel(w.VBox):
         rows = "".join(
             f'<tr data-task="{html.escape(n)}"><td>{html.escape(n)}</td><td>{_badge(t["state"])}</td>'
             f'<td>{t["try_number"]}/{t["max_tries"]}</td><td>{_duration(t)}</td>'
-            f'<td>{html.escape(t["error"] or "")}</td><td>{self._link(t["output_path"])}</td></tr>'
+            f'<td>{self._note(t)}</td><td>{self._link(t["output_path"])}</td></tr>'
             for n, t in tasks.items())
         self.detail.value = (
             f'<div class="nbsched-detail"><b>{html.escape(view["pipeline"])}</b> run '
             f'{html.escape(view["run_id"])} {_badge(view["state"])}<div>{picture}</div>'
             '<table class="nbsched-tasks"><thead><tr><th>task</th><th>state</th><th>tries</th><th>duration</th>'
-            f'<th>error</th><th>notebook</th></tr></thead><tbody>{rows}</tbody></table></div>')
+            f'<th>error / now at</th><th>notebook</th></tr></thead><tbody>{rows}</tbody></table></div>')
         names = [n for n, t in tasks.items() if t["output_path"]]
         if list(self.task_choice.options) != names:
+            chosen = self.task_choice.value
             self.task_choice.options = names
+            self.task_choice.value = chosen if chosen in names else (names[0] if names else None)
+        self._drop_stale_report()
+
+    def _drop_stale_report(self) -> None:
+        """A report stays only while its run and task are the chosen ones."""
+        if self._report_of is not None and self._report_of != (self.run_choice.value, self.task_choice.value):
+            self._report_of, self.report.value = None, ""
+
+    @staticmethod
+    def _note(task: dict[str, Any]) -> str:
+        if task["state"] == "running" and task["cell"]:
+            return f'<span class="nbsched-cell">{html.escape(cell_label(task["cell"]))}</span>'
+        return f'<span class="nbsched-error">{html.escape(task["error"])}</span>' if task["error"] else ""
 
     @staticmethod
     def _link(path: str | None) -> str:
@@ -223,3 +273,4 @@ class RunPanel(w.VBox):
         # a sandboxed frame: the report's scripts and styles stay out of JupyterLab's page
         self.report.value = (f'<iframe class="nbsched-report" sandbox="allow-scripts" srcdoc="{page}" '
                              'style="width:100%;height:480px;border:1px solid #ddd"></iframe>')
+        self._report_of = (self.run_choice.value, self.task_choice.value)
