@@ -43,7 +43,7 @@ def _ensure_chromium() -> str:
     if os.access(CHROMIUM, os.X_OK):
         return CHROMIUM
     sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
-    install = [*sudo, "apt-get", "install", "-y", "--no-install-recommends", "chromium"]
+    install = [*sudo, "apt-get", "install", "-y", "chromium"]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     if subprocess.run(install, capture_output=True, env=env).returncode != 0:
         subprocess.run([*sudo, "apt-get", "update"], capture_output=True, env=env)
