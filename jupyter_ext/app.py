@@ -18,7 +18,7 @@ from traitlets import Bool, Float, Int, Unicode
 
 from jupyter_ext.handlers import default_handlers
 
-_KERNEL_ENV = ("NBSCHED_DB_URL", "NBSCHED_RUNS_DIR", "NBSCHED_HOME")
+_KERNEL_ENV = ("NBSCHED_DB_URL", "NBSCHED_RUNS_DIR")
 
 
 class NbschedApp(ExtensionApp):
@@ -55,7 +55,6 @@ class NbschedApp(ExtensionApp):
         # this server's database and outputs, whatever they are configured to be.
         self._environ = {k: os.environ.get(k) for k in _KERNEL_ENV}
         os.environ.update({"NBSCHED_DB_URL": config.db_url, "NBSCHED_RUNS_DIR": str(config.runs_dir)})
-        os.environ.pop("NBSCHED_HOME", None)
         self.service.store  # open (and create) the database now: a bad URL fails the start, loudly
         self.daemon = self.service.daemon(DaemonOptions(
             workers=config.workers, lease=self.lease, poll=self.poll, grace=self.grace,

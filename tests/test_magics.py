@@ -120,3 +120,6 @@ def test_panel_magic_shows_the_run_history_panel(shell, project, capsys):
         assert "No runs yet" in panel.runs_table.value
     finally:
         panel.close()
+    capsys.readouterr()
+    assert shell.run_line_magic("nbsched", "panel nighty") is None
+    assert _one_line(capsys) == "nbsched: pipeline 'nighty' not found"

@@ -111,8 +111,9 @@ def test_progress_shows_the_cell_a_running_notebook_is_on(project, service):
     import threading
 
     write_notebook(project / "slow.ipynb", "import time", "time.sleep(4)")
+    write_notebook(project / "quick.ipynb", "x = 1")
     write_yaml(project / "slow.yaml", "name: slow\ntasks:\n  first: {notebook: slow.ipynb}\n"
-                                      "  second: {notebook: slow.ipynb, upstream: [first]}\n")
+                                      "  second: {notebook: quick.ipynb, upstream: [first]}\n")
     runner = threading.Thread(target=service.run_pipeline, args=(project / "slow.yaml",))
     runner.start()
     panel = RunPanel(service, refresh_every=0)

@@ -17,6 +17,7 @@ from typing import Any
 
 import ipywidgets as w
 
+from nbsched.dag import TaskState
 from nbsched.errors import NbschedError
 from nbsched.params import parse_override
 from nbsched.report import STATE_COLOURS, cell_label
@@ -24,7 +25,6 @@ from nbsched.service import Service, run_view
 
 ALL = "(all pipelines)"
 _CHOSEN = ' class="nbsched-chosen"'
-FINISHED = ("success", "failed", "skipped", "upstream_failed", "cancelled")
 
 # Scoped to the panel; JupyterLab's theme variables, so a dark theme stays readable.
 _STYLE = """<style>
@@ -66,6 +66,8 @@ def _button(description: str, icon: str, style: str = "") -> w.Button:
 class RunPanel(w.VBox):
     def __init__(self, service: Service, pipeline: str | None = None, *, refresh_every: float = 2.0,
                  limit: int = 15) -> None:
+        if pipeline:
+            service.pipeline_versions(pipeline)  # an unknown name is a NotFound, before any widget exists
         self.service = service
         self.limit = limit
         self.refresh_every = refresh_every
@@ -188,7 +190,7 @@ class RunPanel(w.VBox):
             self._drop_stale_report()
             return
         tasks = view["tasks"]
-        done = sum(t["state"] in FINISHED for t in tasks.values())
+        done = sum(TaskState(t["state"]).finished for t in tasks.values())
         self.progress.max, self.progress.value = max(1, len(tasks)), done
         running = [f"{n} ({cell_label(t['cell'])})" if t["cell"] else n
                    for n, t in tasks.items() if t["state"] == "running"]
