@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,8 @@ from nbsched.service import Config, Service
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
 NBSCHED = [sys.executable, "-m", "nbsched"]
+# the machine's PostgreSQL (trust auth; .ci/run starts it when it is down)
+PG_URL = os.environ.get("NBSCHED_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 def write_notebook(path: Path, *cells: str, params: str | None = "upstream = {}") -> Path:
@@ -68,3 +71,31 @@ def run_json(*args: str, cwd: Path) -> tuple[int, dict[str, Any]]:
         return proc.returncode, json.loads(proc.stdout)
     except ValueError:
         raise AssertionError(f"no JSON from nbsched run (exit {proc.returncode}): {proc.stderr}") from None
+
+
+@pytest.fixture
+def pg_url() -> Any:
+    """A schema of its own in the real PostgreSQL's ``test`` database (as the search path), dropped after."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import OperationalError
+
+    schema = f"nbsched_test_{secrets.token_hex(4)}"
+    admin = create_engine(PG_URL)
+    try:
+        with admin.begin() as conn:
+            conn.execute(text(f"CREATE SCHEMA {schema}"))
+    except OperationalError as exc:
+        pytest.fail(f"PostgreSQL at {PG_URL} is not reachable (.ci/run starts it): {exc.orig}")
+    yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    with admin.begin() as conn:
+        conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The store's database, once SQLite (a file) and once the real PostgreSQL."""
+    if request.param == "sqlite":
+        (tmp_path / "state").mkdir(exist_ok=True)
+        return f"sqlite:///{tmp_path / 'state' / 'nbsched.db'}"
+    return request.getfixturevalue("pg_url")

@@ -1,4 +1,5 @@
-"""The scheduler with an injected clock: no sleeping, no kernels (runs are created, not executed)."""
+"""The scheduler with an injected clock: no sleeping, no kernels (runs are created, not executed),
+on SQLite and on the real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -13,6 +14,13 @@ from nbsched.service import Config, Service
 
 UTC = timezone.utc
 T0 = datetime(2026, 11, 2, 5, 0, tzinfo=UTC)  # a Monday
+
+
+@pytest.fixture
+def service(project, db_url):
+    svc = Service(Config.resolve(project=project, db_url=db_url))
+    yield svc
+    svc.close()
 
 
 @pytest.fixture
@@ -97,7 +105,7 @@ def test_a_schedule_added_by_another_process_while_the_loop_sleeps_is_seen(regis
     scheduler = _scheduler(registered)
     scheduler.fire_due(T0)
     assert scheduler.next_fire_at() == datetime(2026, 11, 2, 6, 0, tzinfo=UTC)
-    other = Service(Config.resolve(home=project / ".nbsched"))  # its own connection, as another process
+    other = Service(Config.resolve(project=project, db_url=registered.config.db_url))  # its own connection, as another process
     try:
         other.add_schedule("daily", {"every": "10m"}, now=T0)
     finally:
@@ -116,7 +124,7 @@ def test_an_edited_schedule_is_followed(registered):
 
 def test_two_schedulers_on_one_database_create_each_run_once(registered, project):
     registered.add_schedule("daily", {"every": "1m", "catchup": True}, now=T0)
-    other = Service(Config.resolve(home=project / ".nbsched"))
+    other = Service(Config.resolve(project=project, db_url=registered.config.db_url))
     try:
         first, second = _scheduler(registered), _scheduler(other)
         made = []

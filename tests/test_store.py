@@ -1,4 +1,5 @@
-"""The SQLite store: guarded transitions, versions, aware times, readers beside a writer."""
+"""The store on SQLite and on the real PostgreSQL: guarded transitions, claims, fencing, versions,
+aware times; SQLite readers beside a writer."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from nbsched.store.models import RunnerRow, TaskRunRow
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = SqlStore(f"sqlite:///{tmp_path / 'state' / 'nbsched.db'}")
+def store(db_url):
+    s = SqlStore(db_url)
     yield s
     s.close()
 
@@ -155,7 +156,8 @@ def test_unknown_run_is_not_found(store):
         store.get_run("missing")
 
 
-def test_database_is_in_wal_mode_and_readable_while_a_writer_holds_the_lock(store, tmp_path):
+def test_database_is_in_wal_mode_and_readable_while_a_writer_holds_the_lock(tmp_path):
+    store = SqlStore(f"sqlite:///{tmp_path / 'state' / 'nbsched.db'}")
     run_id = _run(store)
     path = tmp_path / "state" / "nbsched.db"
     assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -173,3 +175,59 @@ def test_database_is_in_wal_mode_and_readable_while_a_writer_holds_the_lock(stor
 def test_bad_database_url_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="database URL"):
         SqlStore("nosuchdb://x")
+
+
+def _at_once(db_url, n, work):
+    """``work(store, i)`` in ``n`` threads, each with a store (a connection pool) of its own, started together."""
+    import threading
+
+    stores = [SqlStore(db_url) for _ in range(n)]
+    barrier = threading.Barrier(n)
+    results: list = [None] * n
+
+    def go(i):
+        barrier.wait()
+        results[i] = work(stores[i], i)
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    for s in stores:
+        s.close()
+    return results
+
+
+def test_runners_claiming_at_once_take_each_task_once(store, db_url):
+    run_ids = []
+    for _ in range(10):
+        run_id = store.create_run(pipeline="p", version=1, params={}, trigger="manual",
+                                  logical_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+                                  tasks={f"t{i}": 1 for i in range(4)})
+        store.start_run(run_id)
+        for i in range(4):
+            store.set_task_state(run_id, f"t{i}", TaskState.QUEUED, try_number=1)
+        run_ids.append(run_id)
+
+    def claim_all(s, i):
+        mine = []
+        while batch := s.claim_tasks(f"runner-{i}", 3):
+            mine.extend((c.run_id, c.task) for c in batch)
+        return mine
+
+    claimed = [c for mine in _at_once(db_url, 4, claim_all) for c in mine]
+    assert sorted(claimed) == sorted((r, f"t{i}") for r in run_ids for i in range(4))  # all, each once
+
+
+def test_max_active_runs_holds_when_runners_start_runs_at_once(store, db_url):
+    ids = [_run(store, max_active_runs=1) for _ in range(4)]
+    started = _at_once(db_url, 4, lambda s, i: s.start_run(ids[i]))
+    assert started.count(True) == 1
+    assert [r.state for r in store.list_runs(limit=None)].count(RunState.RUNNING) == 1
+
+
+def test_versions_saved_at_once_are_all_kept(store, db_url):
+    versions = _at_once(db_url, 4, lambda s, i: s.save_pipeline("p", {"raw": {"x": i}}, None))
+    assert sorted(versions) == [1, 2, 3, 4]
+    assert store.get_pipeline("p").spec == {"raw": {"x": versions.index(4)}}

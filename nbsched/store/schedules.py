@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from nbsched.clock import utcnow
 from nbsched.errors import NotFound
+from nbsched.store.locks import serialize
 from nbsched.store.models import CounterRow, ScheduleRow
 from nbsched.store.records import ScheduleRecord
 
@@ -103,6 +104,7 @@ class ScheduleStore:
 
 
 def _bump(s: Session, name: str = SCHEDULES) -> None:
+    serialize(s, f"counter:{name}")  # two first bumps must not both insert
     if not s.execute(update(CounterRow).where(CounterRow.name == name)
                      .values(value=CounterRow.value + 1)).rowcount:
         s.add(CounterRow(name=name, value=1))

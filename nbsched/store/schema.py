@@ -15,12 +15,12 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, Engine
 
 from nbsched.errors import ConfigError
+from nbsched.store.locks import serialize
 from nbsched.store.models import Base
 
 HEAD = "0002"  # the newest file in migrations/versions (a test keeps them in step)
 BASELINE = "0001"  # the schema of databases made before there were migrations
 MIGRATIONS = Path(__file__).with_name("migrations")
-_PG_LOCK = 0x6E627363  # "nbsc": one migrator at a time on PostgreSQL
 
 log = logging.getLogger("nbsched.store")
 
@@ -39,8 +39,7 @@ def prepare(engine: Engine, url: str) -> None:
     # SQLite: BEGIN IMMEDIATE (see sql.py) makes one process the migrator; the others wait and
     # then find the database current. SQLite and PostgreSQL both roll back DDL with the rest.
     with engine.execution_options(nbsched_write=True).begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(text(f"SELECT pg_advisory_xact_lock({_PG_LOCK})"))
+        serialize(conn, "schema")  # one migrator at a time
         current = revision(conn)
         if current == HEAD:
             return

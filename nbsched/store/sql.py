@@ -22,6 +22,7 @@ from nbsched.clock import utcnow
 from nbsched.dag import RunState, TaskState
 from nbsched.errors import ConfigError, NotFound
 from nbsched.store import schema
+from nbsched.store.locks import serialize
 from nbsched.store.models import PipelineRow, RunnerRow, RunRow, TaskRunRow
 from nbsched.store.records import ClaimedTask, PipelineRecord, RunRecord, TaskRunRecord
 from nbsched.store.schedules import ScheduleStore
@@ -61,6 +62,7 @@ class SqlStore(ScheduleStore):
     def save_pipeline(self, name: str, spec: dict[str, Any], source_path: str | None) -> int:
         """Store ``spec`` as the pipeline's newest version unless it equals the current one."""
         with self._write() as s, s.begin():
+            serialize(s, f"pipeline:{name}")
             latest = s.scalars(select(PipelineRow).where(PipelineRow.name == name)
                                .order_by(PipelineRow.version.desc()).limit(1)).first()
             if latest is not None and latest.spec == spec and latest.source_path == source_path:
@@ -140,6 +142,7 @@ class SqlStore(ScheduleStore):
             if run is None or run.state != RunState.QUEUED.value:
                 return False
             if run.max_active_runs:
+                serialize(s, f"active-runs:{run.pipeline}")  # the count below stays true until commit
                 active = s.scalar(select(func.count()).select_from(RunRow).where(
                     RunRow.pipeline == run.pipeline, RunRow.state == RunState.RUNNING.value)) or 0
                 if active >= run.max_active_runs:
