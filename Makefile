@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[examples,lab,test]'
+	$(BIN)/python -m pip install --quiet -e '.[examples,lab,test,postgres,dask]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -10,7 +10,7 @@ from typing import Any, Mapping
 from nbsched.errors import ConfigError, SpecError
 from nbsched.spec import PipelineSpec, TaskSpec
 
-BUILTINS = ("nbsched_run_id", "nbsched_task", "logical_date", "upstream")
+BUILTINS = ("nbsched_run_id", "nbsched_task", "nbsched_try", "logical_date", "upstream")
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -51,6 +51,7 @@ def task_parameters(
     logical_date: datetime,
     run_dir: str,
     upstream: Mapping[str, Mapping[str, Any]],
+    try_number: int = 1,
 ) -> dict[str, Any]:
     """pipeline params < task params < run overrides, Jinja-templated, plus the built-ins."""
     merged = {**spec.params, **task.params, **overrides}
@@ -74,6 +75,7 @@ def task_parameters(
         **rendered,
         "nbsched_run_id": run_id,
         "nbsched_task": task.name,
+        "nbsched_try": try_number,
         "logical_date": logical_date.isoformat(),
         "upstream": {name: dict(values) for name, values in upstream.items()},
     }

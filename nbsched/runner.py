@@ -275,7 +275,7 @@ class Runner:
             if claim.try_number > 1 and output_path.exists():  # keep the try before, beside the new one
                 shutil.move(output_path, output_path.with_name(f"{claim.task}.try{claim.try_number - 1}.ipynb"))
             try:
-                parameters = self._parameters(run, spec, claim.task)
+                parameters = self._parameters(run, spec, claim.task, claim.try_number)
             except NbschedError as exc:
                 self._finish(run.id, claim.task, claim.try_number, TaskState.FAILED, error=str(exc))
                 continue
@@ -376,10 +376,10 @@ class Runner:
     def _output_path(self, run: RunRecord, task: str) -> Path:
         return self.runs_dir / run.pipeline / run.id / f"{task}.ipynb"
 
-    def _parameters(self, run: RunRecord, spec: PipelineSpec, name: str) -> dict[str, Any]:
+    def _parameters(self, run: RunRecord, spec: PipelineSpec, name: str, try_number: int = 1) -> dict[str, Any]:
         task = spec.tasks[name]
         return task_parameters(
-            spec, task, overrides=run.params, run_id=run.id, logical_date=run.logical_date,
+            spec, task, overrides=run.params, run_id=run.id, logical_date=run.logical_date, try_number=try_number,
             run_dir=str(self.runs_dir / run.pipeline / run.id),
             upstream={u: run.tasks[u].outputs for u in task.upstream if run.tasks[u].state is TaskState.SUCCESS})
 

@@ -115,6 +115,7 @@ def test_builtins_are_added(tmp_path: Path) -> None:
     p = params_of(spec, "clean", upstream=outputs)
     assert p["nbsched_run_id"] == "r-42"
     assert p["nbsched_task"] == "clean"
+    assert p["nbsched_try"] == 1
     assert p["logical_date"] == "2026-03-14T06:30:00+00:00"
     assert datetime.fromisoformat(p["logical_date"]) == LOGICAL_DATE
     assert p["upstream"] == {"extract": {"rows": 3, "path": "x.csv"}}

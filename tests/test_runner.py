@@ -87,10 +87,11 @@ tasks:
 
 
 def test_retry_that_succeeds_ends_success(project, service):
-    # fails on the first try only: the marker file survives between tries
+    # fails on the first try only: each try knows its number
     write_notebook(project / "once.ipynb",
-                   "import pathlib\np = pathlib.Path('marker')\n"
-                   "if not p.exists():\n    p.write_text('x')\n    raise RuntimeError('first try fails')")
+                   "import nbsched\nnbsched.record('try', nbsched_try)\n"
+                   "if nbsched_try == 1:\n    raise RuntimeError('first try fails')",
+                   params="nbsched_try = 0\nupstream = {}")
     spec = write_yaml(project / "pipeline.yaml", """
 name: recovers
 defaults: {retries: 1, retry_delay: 0s}
@@ -99,7 +100,7 @@ tasks:
 """)
     run = service.run_pipeline(spec)
     assert run.state is RunState.SUCCESS
-    assert run.tasks["once"].try_number == 2
+    assert run.tasks["once"].try_number == 2 and run.tasks["once"].outputs == {"try": 2}
 
 
 def test_timeout_stops_a_sleeping_notebook(project, service):

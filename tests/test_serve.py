@@ -1,4 +1,5 @@
-"""`nbsched serve` as real processes on one SQLite database: no fire twice, no run lost."""
+"""`nbsched serve` as real processes on one database (SQLite, and the real PostgreSQL): no fire
+twice, no try executed twice, no run lost."""
 
 from __future__ import annotations
 
@@ -17,11 +18,11 @@ from conftest import NBSCHED, nbsched, write_notebook, write_yaml
 pytestmark = pytest.mark.slow
 
 
-def _serve(project: Path, name: str, *args: str) -> subprocess.Popen[bytes]:
+def _serve(project: Path, name: str, *args: str, db: str | None = None) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NBSCHED_")}
     log = open(project / f"{name}.log", "wb")
-    return subprocess.Popen([*NBSCHED, "serve", "--poll", "0.2s", *args], cwd=project, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen([*NBSCHED, *(["--db", db] if db else []), "serve", "--poll", "0.2s", *args],
+                            cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 def _stop(proc: subprocess.Popen[bytes], timeout: float = 60) -> int:
@@ -34,8 +35,8 @@ def _stop(proc: subprocess.Popen[bytes], timeout: float = 60) -> int:
             proc.kill()
 
 
-def _runs(project: Path) -> list[dict]:
-    return json.loads(nbsched("runs", "--json", "-n", "1000", cwd=project, check=True).stdout)
+def _runs(project: Path, *db: str) -> list[dict]:
+    return json.loads(nbsched(*db, "runs", "--json", "-n", "1000", cwd=project, check=True).stdout)
 
 
 def _wait_for(predicate, timeout: float, what: str):
@@ -138,3 +139,66 @@ def test_sigterm_cancels_what_outlives_the_grace(project):
 
 def _show(project: Path, run_id: str) -> dict:
     return json.loads(nbsched("show", run_id, "--json", cwd=project, check=True).stdout)
+
+
+def test_three_daemons_on_postgresql_share_the_work_and_a_killed_one_loses_nothing(project, pg_url):
+    # every execution of the notebook leaves one line: run, try
+    write_notebook(project / "tick.ipynb",
+                   "with open('executions.txt', 'a') as f:\n    f.write(f'{nbsched_run_id} {nbsched_try}\\n')",
+                   params="nbsched_run_id = ''\nnbsched_try = 0\nupstream = {}")
+    write_yaml(project / "pipeline.yaml", """
+name: ticker
+defaults: {retries: 2, retry_delay: 0s}
+tasks:
+  tick: {notebook: tick.ipynb}
+schedules:
+  - {every: 1s, catchup: true, max_active_runs: 3}
+""")
+    db = ("--db", pg_url)
+    nbsched(*db, "register", "pipeline.yaml", cwd=project, check=True)
+    daemons = [_serve(project, f"serve{i}", "--workers", "1", "--lease", "3s", "--grace", "10s", db=pg_url)
+               for i in range(3)]
+    try:
+        time.sleep(10)
+        # kill -9 one daemon while it is executing a task
+        _wait_for(lambda: _running_tasks_of(pg_url, daemons[0].pid), 30, "the first daemon to run a task")
+        daemons[0].send_signal(signal.SIGKILL)
+        daemons[0].wait(10)
+        time.sleep(20)
+        nbsched(*db, "schedule", "pause", "1", cwd=project, check=True)
+        # the survivors take over what the dead one held (after its lease) and finish every run
+        _wait_for(lambda: all(r["state"] in ("success", "failed", "cancelled") for r in _runs(project, *db)),
+                  120, "every run to finish")
+    finally:
+        codes = [_stop(d) for d in daemons[1:]]
+        daemons[0].kill()
+    logs = [(project / f"serve{i}.log").read_text() for i in range(3)]
+    assert all(c == 0 for c in codes), (codes, logs[1:])
+    assert all("Traceback" not in log for log in logs), logs
+
+    runs = _runs(project, *db)
+    dates = sorted(datetime.fromisoformat(r["logical_date"]) for r in runs)
+    assert len(dates) >= 25, logs
+    assert len(set(dates)) == len(dates)  # each logical date once ...
+    assert all(b - a == timedelta(seconds=1) for a, b in zip(dates, dates[1:]))  # ... and none missed
+    assert all(r["state"] == "success" for r in runs), [(r["run_id"], r["state"], r["error"]) for r in runs]
+    executions = (project / "executions.txt").read_text().split("\n")[:-1]
+    assert len(executions) == len(set(executions))  # no try executed twice
+    final_tries = {f"{r['run_id']} {r['tasks']['tick']['try_number']}" for r in runs}
+    assert final_tries <= set(executions)  # every run's last try ran
+    fired_by = [sum("fired: pipeline ticker" in line for line in log.splitlines()) for log in logs]
+    assert sum(fired_by) == len(dates) and sum(n > 0 for n in fired_by) >= 2, fired_by
+    # the task the dead daemon held was retried by a survivor
+    assert any(r["tasks"]["tick"]["try_number"] >= 2 for r in runs)
+    assert any("stopped heartbeating" in log for log in logs[1:])
+
+
+def _running_tasks_of(url: str, pid: int) -> int:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.connect() as conn:  # runner ids are host:pid:token
+        n = conn.execute(text("SELECT count(*) FROM task_runs WHERE state = 'running' AND owner LIKE :o"),
+                         {"o": f"%:{pid}:%"}).scalar()
+    engine.dispose()
+    return n
