@@ -30,7 +30,9 @@ class NbschedApp(ExtensionApp):
     runs_dir = Unicode("", config=True,
                        help="Folder for output notebooks and reports; default: nbsched-runs under the server's "
                             "root_dir (not hidden, so JupyterLab can open them).")
-    executor = Unicode("local", config=True, help="Where tasks run: 'local' (kernels on this machine).")
+    executor = Unicode("local", config=True,
+                       help="Where tasks run: 'local' (kernels on this machine), 'dask' (a Dask LocalCluster "
+                            "started by the server) or 'dask://HOST:PORT' (an existing Dask cluster).")
     workers = Int(0, config=True, help="Notebooks executed at once; 0: the number of cores.")
     scheduler_enabled = Bool(True, config=True,
                              help="Fire schedules in this server (off: only execute runs queued by others).")
@@ -45,11 +47,16 @@ class NbschedApp(ExtensionApp):
         from nbsched.daemon import DaemonOptions
         from nbsched.service import Config, Service
 
-        if self.executor != "local":
-            raise ValueError(f"NbschedApp.executor: unknown executor {self.executor!r} (available: local)")
+        from nbsched.errors import ConfigError
+        from nbsched.executors import executor_address
+
+        try:
+            executor_address(self.executor)
+        except ConfigError as exc:
+            raise ValueError(f"NbschedApp.executor: {exc}") from None
         root = Path(os.path.expanduser(self.serverapp.root_dir)).resolve()
         config = Config.resolve(project=root, db_url=self.db_url or None, runs_dir=self.runs_dir or None,
-                                workers=self.workers or None)
+                                workers=self.workers or None, executor=self.executor)
         self.service = Service(config)
         # Kernels inherit the server's environment: magics and panels in its notebooks then use
         # this server's database and outputs, whatever they are configured to be.

@@ -1,3 +1,4 @@
 from nbsched.cli import main
 
-main()
+if __name__ == "__main__":  # not again in processes that re-import __main__ (Dask's LocalCluster workers)
+    main()

@@ -22,6 +22,25 @@ class UserError(click.ClickException):
     exit_code = 2
 
 
+def _executor_option(command: Any) -> Any:
+    """``--executor`` for the commands that execute notebooks; it sets the service's config."""
+    def apply(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+        from dataclasses import replace
+
+        from nbsched.executors import executor_address
+
+        if value:
+            try:
+                executor_address(value)
+            except NbschedError as exc:
+                raise click.BadParameter(str(exc)) from None
+            ctx.obj.config = replace(ctx.obj.config, executor=value)
+
+    return click.option("--executor", envvar="NBSCHED_EXECUTOR", metavar="KIND", expose_value=False,
+                        callback=apply, help="Where notebooks run: local (default), dask (a Dask cluster "
+                                             "started here), dask://HOST:PORT (an existing one) [env NBSCHED_EXECUTOR].")(command)
+
+
 class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -65,6 +84,7 @@ def validate(service: Any, path: str) -> None:
 @click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
               help="Override a parameter for every task (repeatable).")
 @click.option("-w", "--workers", type=click.IntRange(min=1), help="Notebooks run at once [default: cores].")
+@_executor_option
 @click.option("--json", "as_json", is_flag=True, help="Print the finished run as one JSON object.")
 @click.option("--report", "with_report", is_flag=True,
               help="Then write the run's HTML report (as `nbsched report` does) and print its path.")
@@ -182,6 +202,7 @@ def trigger(service: Any, pipeline: str, params: tuple[str, ...], as_json: bool)
 @click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="Override a parameter.")
 @click.option("--run", "run_here", is_flag=True, help="Execute the runs here, oldest first, instead of queueing.")
 @click.option("-w", "--workers", type=click.IntRange(min=1), help="With --run: notebooks at once.")
+@_executor_option
 @click.pass_obj
 def backfill(service: Any, pipeline: str, start: str, end: str, schedule_id: int | None,
              params: tuple[str, ...], run_here: bool, workers: int | None) -> None:
@@ -209,6 +230,7 @@ def cancel(service: Any, run_id: str) -> None:
 @cli.command()
 @click.argument("run_id")
 @click.option("--run", "run_here", is_flag=True, help="Execute the re-queued tasks here instead of by `serve`.")
+@_executor_option
 @click.pass_obj
 def retry(service: Any, run_id: str, run_here: bool) -> None:
     """Re-queue a run's failed, upstream_failed and cancelled tasks."""
@@ -221,7 +243,9 @@ def retry(service: Any, run_id: str, run_here: bool) -> None:
 
 
 @cli.command()
-@click.option("-w", "--workers", type=click.IntRange(min=1), help="Notebooks at once [default: cores].")
+@click.option("-w", "--workers", type=click.IntRange(min=1),
+              help="Notebooks at once [default: the cores; with an existing Dask cluster, its worker threads].")
+@_executor_option
 @click.option("--lease", default="60s", show_default=True,
               help="A runner silent this long is presumed dead; its tasks are retried.")
 @click.option("--grace", default="30s", show_default=True,
@@ -246,7 +270,7 @@ def serve(service: Any, workers: int | None, lease: str, grace: str, poll: str, 
         raise UserError(str(exc)) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("papermill").setLevel(logging.CRITICAL)
-    options = DaemonOptions(workers=workers or service.config.workers, scheduler=not no_scheduler, **durations)
+    options = DaemonOptions(workers=workers, scheduler=not no_scheduler, **durations)
     daemon = service.daemon(options)
 
     def stop(signum: int, frame: Any) -> None:

@@ -25,7 +25,7 @@ EXIT_CANCELLED_TASKS = 3  # stopped on request, but tasks still running after th
 
 @dataclass(frozen=True, kw_only=True)
 class DaemonOptions:
-    workers: int
+    workers: int | None = None  # None: the executor's default
     lease: float = 60.0
     poll: float = 1.0
     grace: float = 30.0
@@ -53,20 +53,24 @@ class Daemon:
     def serve(self) -> int:
         store = self.runner.store
         log.info("serving: runner %s, %d worker(s), lease %gs, scheduler %s", self.runner.id,
-                 self.options.workers, self.options.lease, "on" if self.scheduler else "off")
-        with self.runner:
-            while not self._stopping:
-                if self.scheduler is not None:
-                    self.scheduler.fire_due(utcnow())
-                # every running run, and the oldest queued ones: a backlog is started a page at a time
-                active = store.list_runs(states=[RunState.RUNNING], unowned=True, limit=None, oldest_first=True) + \
-                    store.list_runs(states=[RunState.QUEUED], unowned=True, limit=QUEUED_PAGE, oldest_first=True)
-                wake = self.runner.step(active)
-                if self.scheduler is not None and (at := self.scheduler.next_fire_at()) is not None:
-                    until = (at - utcnow()).total_seconds()
-                    wake = until if wake is None else min(wake, until)
-                self.runner.wait(wake)
-            return self._shutdown()
+                 self.runner.executor.workers, self.options.lease, "on" if self.scheduler else "off")
+        try:
+            with self.runner:
+                while not self._stopping:
+                    if self.scheduler is not None:
+                        self.scheduler.fire_due(utcnow())
+                    # every running run, and the oldest queued ones: a backlog is started a page at a time
+                    active = (store.list_runs(states=[RunState.RUNNING], unowned=True, limit=None, oldest_first=True)
+                              + store.list_runs(states=[RunState.QUEUED], unowned=True, limit=QUEUED_PAGE,
+                                                oldest_first=True))
+                    wake = self.runner.step(active)
+                    if self.scheduler is not None and (at := self.scheduler.next_fire_at()) is not None:
+                        until = (at - utcnow()).total_seconds()
+                        wake = until if wake is None else min(wake, until)
+                    self.runner.wait(wake)
+                return self._shutdown()
+        finally:
+            self.runner.executor.shutdown()  # its threads, or its Dask client and cluster
 
     def _shutdown(self) -> int:
         runner = self.runner

@@ -27,6 +27,7 @@ class TaskRequest:
     output_path: Path
     parameters: dict[str, Any]
     kernel: str | None = None
+    resources: dict[str, float] = field(default_factory=dict)  # what the executor must find for it
 
 
 @dataclass(kw_only=True)
@@ -38,6 +39,7 @@ class TaskOutcome:
     outputs: dict[str, Any] = field(default_factory=dict)
     branch: list[str] | None = None
     output_path: Path | None = None
+    host: str | None = None  # where it ran, when not on the runner's machine (a Dask worker)
 
     @property
     def ok(self) -> bool:

@@ -281,7 +281,7 @@ class Runner:
                 continue
             request = TaskRequest(run_id=run.id, task=claim.task, try_number=claim.try_number,
                                   notebook=task.notebook, output_path=output_path, parameters=parameters,
-                                  kernel=task.kernel)
+                                  kernel=task.kernel, resources=task.resources)
             deadline = time.monotonic() + task.timeout if task.timeout else None
             self._running[(run.id, claim.task)] = _Running(self.executor.submit(request, self.events),
                                                            claim.try_number, deadline, task.timeout)
@@ -299,6 +299,8 @@ class Runner:
         spec = self._spec(run)
         task, outcome = spec.tasks[event.task], event.outcome
         fields: dict[str, Any] = {"outputs": outcome.outputs}
+        if outcome.host is not None:
+            fields["host"] = outcome.host
         if outcome.stopped == CANCELLED:
             self._finish(run.id, event.task, event.try_number, TaskState.CANCELLED, error="run cancelled", **fields)
             return

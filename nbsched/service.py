@@ -43,12 +43,13 @@ class Config:
     home: Path
     db_url: str
     runs_dir: Path
-    workers: int
+    workers: int | None  # tries at once; None: the executor's own default (the cores, a cluster's threads)
+    executor: str = "local"  # local, dask, dask://HOST:PORT
 
     @classmethod
     def resolve(cls, *, project: str | Path | None = None, home: str | Path | None = None,
                 db_url: str | None = None, runs_dir: str | Path | None = None,
-                workers: int | None = None) -> Config:
+                workers: int | None = None, executor: str | None = None) -> Config:
         folder = Path(project or ".").absolute()
         home_path = Path(home).absolute() if home else folder / DEFAULT_HOME
         default_runs = home_path / "runs" if home else folder / DEFAULT_RUNS
@@ -56,7 +57,8 @@ class Config:
             home=home_path,
             db_url=db_url or f"sqlite:///{home_path / 'nbsched.db'}",
             runs_dir=Path(runs_dir).absolute() if runs_dir else default_runs,
-            workers=workers or os.cpu_count() or 1,
+            workers=workers or None,
+            executor=executor or "local",
         )
 
     @classmethod
@@ -366,9 +368,9 @@ class Service:
 
     @contextmanager
     def _foreground(self, workers: int | None, listener: Callable[..., None] | None) -> Iterator[Runner]:
-        from nbsched.executors import LocalExecutor
+        from nbsched.executors import make_executor
 
-        executor = LocalExecutor(workers or self.config.workers)
+        executor = make_executor(self.config.executor, workers or self.config.workers)
         runner = Runner(self.store, executor, self.config.runs_dir, spec_loader=self.spec_of, listener=listener)
         try:
             with runner:
@@ -407,10 +409,10 @@ class Service:
         self._changed()
 
     # -- the daemon -----------------------------------------------------------------------
-    def daemon(self, options: DaemonOptions, executor: Any = None) -> Daemon:
-        from nbsched.executors import LocalExecutor
+    def daemon(self, options: DaemonOptions) -> Daemon:
+        from nbsched.executors import make_executor
 
-        executor = executor or LocalExecutor(options.workers)
+        executor = make_executor(self.config.executor, options.workers)
         runner = Runner(self.store, executor, self.config.runs_dir, spec_loader=self.spec_of, kind="serve",
                         lease=options.lease, poll=options.poll)
         scheduler = Scheduler(self.store, self._run_for_schedule) if options.scheduler else None

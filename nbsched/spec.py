@@ -24,7 +24,8 @@ _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 PIPELINE_KEYS = ("name", "description", "params", "defaults", "tasks", "schedules")
-POLICY_KEYS = ("retries", "retry_delay", "retry_exponential_backoff", "max_retry_delay", "timeout", "kernel")
+POLICY_KEYS = ("retries", "retry_delay", "retry_exponential_backoff", "max_retry_delay", "timeout", "kernel",
+               "resources")
 TASK_KEYS = ("notebook", "description", "params", "upstream", "trigger_rule", *POLICY_KEYS)
 SCHEDULE_KEYS = ("cron", "every", "at", "start", "timezone", "params", "catchup", "misfire_grace",
                  "max_active_runs", "enabled")
@@ -43,6 +44,7 @@ class TaskSpec:
     max_retry_delay: float | None = None
     timeout: float | None = None
     kernel: str | None = None
+    resources: dict[str, float] = field(default_factory=dict)  # Dask worker resources a try needs
     description: str = ""
 
     @property
@@ -164,6 +166,12 @@ def _policy(where: _Where, raw: Mapping[str, Any], path: str, base: Mapping[str,
         if kernel is not None and (not isinstance(kernel, str) or not kernel):
             raise where.error(f"{path}.kernel", f"expected a kernel name, got {kernel!r}")
         out["kernel"] = kernel
+    if "resources" in raw:
+        resources = where.mapping(raw["resources"], f"{path}.resources")
+        for key, amount in resources.items():
+            if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount <= 0:
+                raise where.error(f"{path}.resources.{key}", f"expected a number > 0, got {amount!r}")
+        out["resources"] = dict(resources)
     return out
 
 

@@ -62,6 +62,12 @@ tasks:
 
 # (spec text, the whole one-line message of the SpecError)
 MISTAKES = [
+    pytest.param("name: demo\ntasks:\n  extract: {notebook: extract.ipynb, resources: {GPU: 0}}\n",
+                 "pipeline.yaml: tasks.extract.resources.GPU: expected a number > 0, got 0",
+                 id="resource-not-positive"),
+    pytest.param("name: demo\ndefaults: {resources: [GPU]}\n" + TASKS,
+                 "pipeline.yaml: defaults.resources: expected a mapping, got list",
+                 id="resources-not-a-mapping"),
     pytest.param("name: demo\nschedule: []\n" + TASKS,
                  "pipeline.yaml: schedule: unknown key (did you mean 'schedules'?)",
                  id="unknown-top-level-key"),
@@ -355,6 +361,12 @@ def test_defaults_apply_to_tasks_and_task_fields_override_them(tmp_path: Path) -
     assert (custom.retries, custom.retry_delay, custom.timeout, custom.kernel, custom.retry_exponential_backoff) == \
         (0, 30.0, 3600.0, "ir", False)
     assert untimed.timeout is None and untimed.retries == 2
+
+
+def test_resources_come_from_the_defaults_or_the_task(tmp_path: Path) -> None:
+    spec = _parse("name: demo\ndefaults: {resources: {memory: 4000000000}}\n"
+                  "tasks:\n  plain: plain.ipynb\n  gpu: {notebook: gpu.ipynb, resources: {GPU: 1}}\n", tmp_path)
+    assert spec.tasks["plain"].resources == {"memory": 4_000_000_000} and spec.tasks["gpu"].resources == {"GPU": 1}
 
 
 def test_without_defaults_tasks_get_no_retries_and_no_timeout(tmp_path: Path) -> None:

@@ -1,6 +1,33 @@
-"""Executors run task notebooks: ``local`` (threads on this machine)."""
+"""Executors run task notebooks: ``local`` (kernels on this machine) and ``dask`` (a Dask cluster)."""
 
+from __future__ import annotations
+
+from nbsched.errors import ConfigError
 from nbsched.executors.base import Executor, Finished, TaskAttempt
 from nbsched.executors.local import LocalExecutor
 
-__all__ = ["Executor", "Finished", "LocalExecutor", "TaskAttempt"]
+__all__ = ["Executor", "Finished", "LocalExecutor", "TaskAttempt", "executor_address", "make_executor"]
+
+KINDS = "local, dask (a Dask LocalCluster here), dask://HOST:PORT (an existing Dask cluster)"
+
+
+def executor_address(name: str) -> tuple[str, str | None]:
+    """``(kind, address)`` of an executor name, checked but not started: ``local``, ``dask``
+    (a LocalCluster) or ``dask://HOST:PORT`` (``tcp://HOST:PORT`` for Dask's scheduler)."""
+    if name in ("local", "dask"):
+        return name, None
+    scheme, sep, rest = name.partition("://")
+    if sep and scheme in ("dask", "tcp", "tls") and rest:
+        return "dask", f"{'tcp' if scheme == 'dask' else scheme}://{rest}"
+    raise ConfigError(f"executor {name!r}: unknown (use {KINDS})")
+
+
+def make_executor(name: str, workers: int | None = None) -> Executor:
+    """Start the executor ``name`` names; ``workers``: tries at once (default: the cores here, or
+    the worker threads of an existing Dask cluster)."""
+    kind, address = executor_address(name)
+    if kind == "local":
+        return LocalExecutor(workers)
+    from nbsched.executors.cluster import DaskExecutor
+
+    return DaskExecutor(address, workers)
