@@ -1,10 +1,15 @@
 """nbsched against plain papermill on the same notebooks, measured in the same run.
 
-The DAG is layered 1 -> 6 -> 6 -> 6 -> 1 (20 notebooks); each task depends on every
-task of the layer before. Each notebook does a trivial amount of work, so the numbers
-show what running notebooks costs, not what the notebooks compute.
+Two layered DAGs; each task depends on every task of the layer before. Each notebook does a
+trivial amount of work, so the numbers show what running notebooks costs, not what the
+notebooks compute.
+- 1 -> 6 -> 6 -> 6 -> 1 (20 notebooks): papermill sequential and in threads, nbsched local.
+- 1 -> 8 -> 10 -> 10 -> 8 -> 3 (40 notebooks): papermill sequential, nbsched on the local
+  executor and on the Dask executor (a LocalCluster of the same number of worker processes,
+  started once before the rounds, as an existing cluster would be).
 
     python benchmarks/bench_pipeline.py [--repeat 3] [--workers 2] [--layers 1,6,6,6,1]
+                                        [--dask-layers 1,8,10,10,8,3]
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 import nbformat
 import papermill
@@ -70,8 +76,8 @@ def papermill_threads(folder: Path, names: list[list[str]], out: Path, workers: 
             list(pool.map(lambda n: papermill_one(folder, out, n), layer))
 
 
-def nbsched_run(spec: Path, home: Path, workers: int) -> None:
-    service = Service(Config.resolve(home=home, workers=workers))
+def nbsched_run(spec: Path, home: Path, workers: int, executor: str = "local") -> None:
+    service = Service(Config.resolve(home=home, workers=workers, executor=executor))
     try:
         run = service.run_pipeline(spec)
     finally:
@@ -80,39 +86,64 @@ def nbsched_run(spec: Path, home: Path, workers: int) -> None:
         raise SystemExit(f"nbsched run {run.id} ended {run.state.value}")
 
 
+def measure(contenders: dict[str, Callable[[int], None]], repeat: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for i in range(repeat):  # interleaved, so drift in the machine's load hits every contender
+        for name, fn in contenders.items():
+            start = time.perf_counter()
+            fn(i)
+            times[name].append(time.perf_counter() - start)
+            print(f"  round {i + 1}/{repeat}  {name}: {times[name][-1]:.2f}s", file=sys.stderr)
+    return times
+
+
+def table(title: str, times: dict[str, list[float]], n: int) -> None:
+    base = statistics.median(times["papermill, sequential"])
+    print(f"\n{title}")
+    print(f"{'contender':<34} {'median s':>9} {'min s':>7} {'max s':>7} {'per task s':>10} {'vs papermill seq':>17}")
+    for name, values in times.items():
+        med = statistics.median(values)
+        print(f"{name:<34} {med:>9.2f} {min(values):>7.2f} {max(values):>7.2f} {med / n:>10.3f} {med / base:>16.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--layers", default="1,6,6,6,1")
+    parser.add_argument("--dask-layers", default="1,8,10,10,8,3")
     args = parser.parse_args()
-    layers = [int(x) for x in args.layers.split(",")]
     logging.getLogger("papermill").setLevel(logging.ERROR)
-
+    machine = (f"{os.cpu_count()} cores, Python {platform.python_version()}, papermill {papermill.__version__}; "
+               f"median of {args.repeat}")
     shutil.rmtree(WORK, ignore_errors=True)
-    spec, names = build(layers, WORK / "notebooks")
-    n = sum(layers)
-    contenders = {
-        "papermill, sequential": lambda i: papermill_sequential(spec.parent, names, WORK / f"pm{i}"),
-        f"papermill, {args.workers} threads per layer":
-            lambda i: papermill_threads(spec.parent, names, WORK / f"pmt{i}", args.workers),
-        f"nbsched run, {args.workers} workers": lambda i: nbsched_run(spec, WORK / f"home{i}", args.workers),
-    }
-    times: dict[str, list[float]] = {name: [] for name in contenders}
-    for i in range(args.repeat):  # interleaved, so drift in the machine's load hits every contender
-        for name, fn in contenders.items():
-            start = time.perf_counter()
-            fn(i)
-            times[name].append(time.perf_counter() - start)
-            print(f"  round {i + 1}/{args.repeat}  {name}: {times[name][-1]:.2f}s", file=sys.stderr)
+    w = args.workers
 
-    base = statistics.median(times["papermill, sequential"])
-    print(f"\n{n} notebooks, layers {'-'.join(map(str, layers))}; median of {args.repeat}; "
-          f"{os.cpu_count()} cores, Python {platform.python_version()}, papermill {papermill.__version__}")
-    print(f"{'contender':<34} {'median s':>9} {'min s':>7} {'max s':>7} {'per task s':>10} {'vs papermill seq':>17}")
-    for name, values in times.items():
-        med = statistics.median(values)
-        print(f"{name:<34} {med:>9.2f} {min(values):>7.2f} {max(values):>7.2f} {med / n:>10.3f} {med / base:>16.2f}x")
+    layers = [int(x) for x in args.layers.split(",")]
+    spec, names = build(layers, WORK / "notebooks")
+    times = measure({
+        "papermill, sequential": lambda i: papermill_sequential(spec.parent, names, WORK / f"pm{i}"),
+        f"papermill, {w} threads per layer": lambda i: papermill_threads(spec.parent, names, WORK / f"pmt{i}", w),
+        f"nbsched run, {w} workers": lambda i: nbsched_run(spec, WORK / f"home{i}", w),
+    }, args.repeat)
+    table(f"{sum(layers)} notebooks, layers {'-'.join(map(str, layers))}; {machine}", times, sum(layers))
+
+    from distributed import LocalCluster
+
+    layers = [int(x) for x in args.dask_layers.split(",")]
+    spec, names = build(layers, WORK / "notebooks40")
+    started = time.perf_counter()
+    with LocalCluster(n_workers=w, threads_per_worker=1, processes=True, dashboard_address=":0",
+                      silence_logs=logging.ERROR) as cluster:
+        boot = time.perf_counter() - started
+        times = measure({
+            "papermill, sequential": lambda i: papermill_sequential(spec.parent, names, WORK / f"pm40-{i}"),
+            f"nbsched run, local, {w} workers": lambda i: nbsched_run(spec, WORK / f"home40-{i}", w),
+            f"nbsched run, dask, {w} workers": lambda i: nbsched_run(spec, WORK / f"dask40-{i}", w,
+                                                                     cluster.scheduler_address),
+        }, args.repeat)
+    table(f"{sum(layers)} notebooks, layers {'-'.join(map(str, layers))}; {machine}; "
+          f"Dask LocalCluster of {w} worker processes (started once, in {boot:.1f}s)", times, sum(layers))
     shutil.rmtree(WORK, ignore_errors=True)
 
 

@@ -8,12 +8,14 @@ comes from and can stop it from another thread.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nbsched._record import BRANCH_MIME, RECORD_MIME
 from nbsched.kernels import FreshKernels, KernelHandle
+from nbsched.params import BUILTINS
 
 ENGINE_NAME = "nbsched"
 
@@ -153,6 +155,14 @@ def _register_engine() -> None:
 
     if ENGINE_NAME not in papermill_engines._engines:
         papermill_engines.register(ENGINE_NAME, _engine_class())
+        logging.getLogger("papermill").addFilter(_builtins_need_no_declaring)
+
+
+def _builtins_need_no_declaring(record: logging.LogRecord) -> bool:
+    """papermill warns of each parameter a notebook does not declare; nbsched's built-ins
+    (``nbsched_run_id``, ``upstream``, ...) reach every notebook and need not be declared."""
+    message = record.getMessage()
+    return not (message.startswith("Passed unknown parameter: ") and message.rpartition(": ")[2] in BUILTINS)
 
 
 def _engine_class() -> type:

@@ -143,21 +143,28 @@ def test_a_timeout_on_the_cluster_names_the_cell(project: Path, cluster: Any) ->
     assert run.tasks["only"].error == "timed out after 2s (cell 4: import time; time.sleep(60))"
 
 
-def test_the_readme_cluster_commands_with_a_resource(project: Path, tmp_path_factory: Any) -> None:
-    """`dask scheduler`, `dask worker` processes; a task with `resources: {gpu: 1}` goes to the worker that has one."""
+def test_the_readme_cluster_commands_serve_on_dask_and_postgresql(project: Path, pg_url: str,
+                                                                  tmp_path_factory: Any) -> None:
+    """As "Running on a cluster" in the README: `dask scheduler` and `dask worker` processes, state
+    in PostgreSQL, `nbsched serve --executor dask://...`; a task with `resources: {gpu: 1}` goes to
+    the one worker that has a GPU."""
     bin_dir = Path(sys.executable).parent
     logs = tmp_path_factory.mktemp("dask")
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"
-    procs = [subprocess.Popen([bin_dir / "dask", "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                               "--no-dashboard"], stdout=(logs / "scheduler.log").open("wb"), stderr=subprocess.STDOUT)]
+
+    def start(name: str, *argv: Any) -> subprocess.Popen[bytes]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NBSCHED_")}
+        return subprocess.Popen([*map(str, argv)], cwd=project, env=env, stdout=(logs / f"{name}.log").open("wb"),
+                                stderr=subprocess.STDOUT)
+
+    procs = [start("scheduler", bin_dir / "dask", "scheduler", "--host", "127.0.0.1", "--port", port,
+                   "--no-dashboard")]
     try:
-        procs.append(subprocess.Popen([bin_dir / "dask", "worker", address, "--nworkers", "2", "--nthreads", "1",
-                                       "--no-dashboard"], stdout=(logs / "workers.log").open("wb"),
-                                      stderr=subprocess.STDOUT))
-        procs.append(subprocess.Popen([bin_dir / "dask", "worker", address, "--nthreads", "1", "--resources",
-                                       "gpu=1", "--name", "gpu-box", "--no-dashboard"],
-                                      stdout=(logs / "gpu.log").open("wb"), stderr=subprocess.STDOUT))
+        procs.append(start("workers", bin_dir / "dask", "worker", address, "--nworkers", 2, "--nthreads", 1,
+                           "--no-dashboard"))
+        procs.append(start("gpu", bin_dir / "dask", "worker", address, "--nthreads", 1, "--resources", "gpu=1",
+                           "--name", "gpu-box", "--no-dashboard"))
         with distributed.Client(address, timeout="30s") as client:
             client.wait_for_workers(3, timeout=60)
             gpu_worker = next(a for a, w in client.scheduler_info()["workers"].items() if w["name"] == "gpu-box")
@@ -169,10 +176,17 @@ tasks:
   prepare: {notebook: plain.ipynb}
   train:   {notebook: train.ipynb, upstream: [prepare], resources: {gpu: 1}}
 """)
-        proc = nbsched("run", "pipeline.yaml", "--executor", f"dask://127.0.0.1:{port}", "--json", cwd=project)
-        assert proc.returncode == 0, proc.stderr
-        tasks = json.loads(proc.stdout)["tasks"]
-        assert tasks["train"]["host"] == gpu_worker and tasks["prepare"]["state"] == "success"
+        db = ("--db", pg_url)
+        nbsched(*db, "register", "pipeline.yaml", cwd=project, check=True)
+        procs.append(start("serve", bin_dir / "nbsched", *db, "serve", "--executor", f"dask://127.0.0.1:{port}",
+                           "--poll", "0.2s"))
+        run_id = nbsched(*db, "trigger", "gpu", cwd=project, check=True).stdout.strip()
+        run = _wait_for(lambda: (r := json.loads(nbsched(*db, "show", run_id, "--json", cwd=project).stdout))
+                        ["state"] in ("success", "failed") and r, 90, "the run to finish")
+        assert run["state"] == "success", run
+        assert run["tasks"]["train"]["host"] == gpu_worker
+        procs[-1].send_signal(signal.SIGTERM)
+        assert procs[-1].wait(timeout=30) == 0, (logs / "serve.log").read_text()
     finally:
         for p in reversed(procs):
             p.terminate()
