@@ -212,3 +212,36 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture
+def jp_server_config(cluster: Any) -> dict[str, Any]:
+    """A Jupyter server whose nbsched extension executes on the cluster."""
+    return {"ServerApp": {"jpserver_extensions": {"jupyter_ext": True}},
+            "NbschedApp": {"poll": 0.2, "executor": cluster.scheduler_address}}
+
+
+async def test_the_server_extension_runs_notebooks_on_the_cluster(jp_fetch: Any, jp_serverapp: Any,
+                                                                 jp_root_dir: Path, cluster: Any) -> None:
+    import asyncio
+
+    app = jp_serverapp.web_app.settings["nbsched_app"]
+    await app._start_jupyter_server_extension(jp_serverapp)  # as the server starts it (pytest-jupyter does not)
+    try:
+        write_notebook(jp_root_dir / "where.ipynb", WHERE)
+        spec = {"name": "on-dask", "tasks": {"where": {"notebook": "where.ipynb"}}}
+        await jp_fetch("nbsched", "api", "v1", "pipelines", method="POST", body=json.dumps({"spec": spec}))
+        reply = await jp_fetch("nbsched", "api", "v1", "pipelines", "on-dask", "runs", method="POST", body="{}")
+        run_id = json.loads(reply.body)["run_id"]
+        for _ in range(300):
+            run = json.loads((await jp_fetch("nbsched", "api", "v1", "runs", run_id)).body)
+            if run["state"] in ("success", "failed", "cancelled"):
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await app.stop_extension()
+    with distributed.Client(cluster) as client:
+        workers = set(client.scheduler_info()["workers"])
+    task = run["tasks"]["where"]
+    assert run["state"] == "success" and task["host"] in workers, run
+    assert Path(task["outputs"]["cwd"]) != jp_root_dir.resolve()
