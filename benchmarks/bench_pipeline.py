@@ -76,8 +76,8 @@ def papermill_threads(folder: Path, names: list[list[str]], out: Path, workers: 
             list(pool.map(lambda n: papermill_one(folder, out, n), layer))
 
 
-def nbsched_run(spec: Path, home: Path, workers: int, executor: str = "local") -> None:
-    service = Service(Config.resolve(home=home, workers=workers, executor=executor))
+def nbsched_run(spec: Path, home: Path, workers: int, executor: str = "local", kernel_pool: bool = False) -> None:
+    service = Service(Config.resolve(home=home, workers=workers, executor=executor, kernel_pool=kernel_pool))
     try:
         run = service.run_pipeline(spec)
     finally:
@@ -125,6 +125,7 @@ def main() -> None:
         "papermill, sequential": lambda i: papermill_sequential(spec.parent, names, WORK / f"pm{i}"),
         f"papermill, {w} threads per layer": lambda i: papermill_threads(spec.parent, names, WORK / f"pmt{i}", w),
         f"nbsched run, {w} workers": lambda i: nbsched_run(spec, WORK / f"home{i}", w),
+        f"nbsched run, {w} workers, kernel pool": lambda i: nbsched_run(spec, WORK / f"pool{i}", w, kernel_pool=True),
     }, args.repeat)
     table(f"{sum(layers)} notebooks, layers {'-'.join(map(str, layers))}; {machine}", times, sum(layers))
 

@@ -36,6 +36,14 @@ def _executor_option(command: Any) -> Any:
                 raise click.BadParameter(str(exc)) from None
             ctx.obj.config = replace(ctx.obj.config, executor=value)
 
+    def pool(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+        from dataclasses import replace
+
+        ctx.obj.config = replace(ctx.obj.config, kernel_pool=value)
+
+    command = click.option("--kernel-pool/--no-kernel-pool", default=False, expose_value=False, callback=pool,
+                           help="Local executor: start kernels ahead of need, each still used for one task "
+                                "[default: off, while it is measured].")(command)
     return click.option("--executor", envvar="NBSCHED_EXECUTOR", metavar="KIND", expose_value=False,
                         callback=apply, help="Where notebooks run: local (default), dask (a Dask cluster "
                                              "started here), dask://HOST:PORT (an existing one) [env NBSCHED_EXECUTOR].")(command)

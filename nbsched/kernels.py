@@ -1,7 +1,8 @@
 """Where a task gets its kernel: the one seam for how kernels are started and stopped.
 
-Every task runs in a kernel of its own. ``FreshKernels`` starts one per task; a pool
-of kernels started ahead of need plugs in here with the same ``kernel()`` contract.
+Every task runs in a kernel of its own. ``FreshKernels`` starts one when a task starts;
+``KernelPool`` (``kernel_pool.py``) has them started and connected ahead of need. Both give
+``kernel(name, cwd)``: a context manager yielding a ``Kernel``.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ import os
 import signal
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 
 class KernelHandle:
@@ -54,30 +56,57 @@ class KernelHandle:
             pass
 
 
+@dataclass
+class Kernel:
+    """A kernel for one task: its manager, and a client already connected and ready (a pooled
+    kernel) or None (the engine connects one)."""
+
+    km: Any
+    kc: Any = None
+
+
+def start_kernel(kernel_name: str, cwd: Path) -> Any:
+    """A started kernel manager (AsyncKernelManager, driven with ``run_sync`` from any thread)."""
+    from jupyter_client.manager import AsyncKernelManager
+    from jupyter_core.utils import run_sync
+
+    import zmq
+
+    # CurveZMQ keys when the kernel declares support: encrypted channels, and no
+    # "running over TCP without encryption" warning from ipykernel on every task.
+    km = AsyncKernelManager(kernel_name=kernel_name,
+                            transport_encryption="auto" if zmq.has("curve") else "disabled")
+    run_sync(km.start_kernel)(cwd=str(cwd))
+    return km
+
+
+def stop_kernel(km: Any) -> None:
+    """Shut a kernel down gracefully; its clients' channels must be stopped first (with them
+    open, a graceful shutdown can wait seconds for a reply that never comes)."""
+    from jupyter_core.utils import run_sync
+
+    if run_sync(km.is_alive)():
+        run_sync(km.shutdown_kernel)(now=False)
+    else:
+        run_sync(km.cleanup_resources)()
+
+
 class FreshKernels:
-    """A new kernel for each task, shut down gracefully once the task is done."""
+    """A new kernel for each task, started when the task starts, shut down once it is done."""
 
     def __init__(self, startup_timeout: float = 60) -> None:
         self.startup_timeout = startup_timeout
 
     @contextmanager
-    def kernel(self, kernel_name: str, cwd: Path) -> Iterator[Any]:
-        from jupyter_client.manager import AsyncKernelManager
-        from jupyter_core.utils import run_sync
-
-        import zmq
-
-        # CurveZMQ keys when the kernel declares support: encrypted channels, and no
-        # "running over TCP without encryption" warning from ipykernel on every task.
-        km = AsyncKernelManager(kernel_name=kernel_name,
-                                transport_encryption="auto" if zmq.has("curve") else "disabled")
-        run_sync(km.start_kernel)(cwd=str(cwd))
+    def kernel(self, kernel_name: str, cwd: Path) -> Iterator[Kernel]:
+        km = start_kernel(kernel_name, cwd)
         try:
-            yield km
+            yield Kernel(km)
         finally:
-            # The caller has stopped its client's channels: with them open, a graceful
-            # shutdown can wait seconds for a reply that never comes.
-            if run_sync(km.is_alive)():
-                run_sync(km.shutdown_kernel)(now=False)
-            else:
-                run_sync(km.cleanup_resources)()
+            stop_kernel(km)
+
+    def prepare(self, kernel_names: Iterable[str]) -> None:
+        """Nothing to do ahead of need."""
+
+    def close(self) -> None:
+        """Nothing left running."""

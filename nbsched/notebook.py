@@ -55,7 +55,7 @@ def execute_task(request: TaskRequest, handle: KernelHandle, kernels: Any = None
 
     _register_engine()
     request.output_path.parent.mkdir(parents=True, exist_ok=True)
-    kernel = request.kernel or _kernelspec_name(request.notebook) or "python3"
+    kernel = kernel_for(request.notebook, request.kernel)
     outcome = TaskOutcome(output_path=request.output_path)
     try:
         papermill.execute_notebook(
@@ -143,6 +143,12 @@ def _mark_stopped_cell(path: Path, handle: KernelHandle, message: str) -> None:
         nbformat.write(nb, str(path))
 
 
+def kernel_for(notebook: Path, kernel: str | None = None) -> str:
+    """The kernel a task's notebook runs in: the task's ``kernel``, else the notebook's own
+    kernelspec, else ``python3``."""
+    return kernel or _kernelspec_name(notebook) or "python3"
+
+
 def _kernelspec_name(path: Path) -> str | None:
     try:
         return json.loads(path.read_text(encoding="utf-8"))["metadata"]["kernelspec"]["name"]
@@ -181,17 +187,19 @@ def _engine_class() -> type:
                                      **kwargs: Any) -> Any:
             kwargs.pop("input_path", None)
             nbsched_handle.cell_count = len(nb_man.nb.cells)
-            with nbsched_kernels.kernel(kernel_name, nbsched_cwd) as km:
-                nbsched_handle.attach(km)
+            with nbsched_kernels.kernel(kernel_name, nbsched_cwd) as kernel:
+                nbsched_handle.attach(kernel.km)
                 client = PapermillNotebookClient(
-                    nb_man, km=km, kernel_name=kernel_name, timeout=execution_timeout,
+                    nb_man, km=kernel.km, kernel_name=kernel_name, timeout=execution_timeout,
                     startup_timeout=start_timeout, log=logger, log_output=log_output,
                     stdout_file=stdout_file, stderr_file=stderr_file,
                     on_cell_start=nbsched_handle.cell_started, **kwargs)
+                if kernel.kc is not None:  # connected and ready ahead of time: no wait here
+                    client.kc, kernel.kc.allow_stdin = kernel.kc, False
                 try:
                     return client.execute()
                 finally:
-                    if client.kc is not None:
+                    if kernel.kc is None and client.kc is not None:  # the client nbclient connected
                         client.kc.stop_channels()
 
     return NbschedEngine

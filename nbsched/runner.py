@@ -27,7 +27,7 @@ from nbsched.clock import utcnow
 from nbsched.dag import Decision, RunState, TaskState, decide, downstream_of
 from nbsched.errors import NbschedError
 from nbsched.executors.base import Executor, Finished, TaskAttempt
-from nbsched.notebook import TaskOutcome, TaskRequest
+from nbsched.notebook import TaskOutcome, TaskRequest, kernel_for
 from nbsched.params import task_parameters
 from nbsched.spec import PipelineSpec
 from nbsched.store import RunRecord, SqlStore
@@ -209,6 +209,8 @@ class Runner:
                 return _BLOCKED  # max_active_runs reached, or another runner started it
             run = self.store.get_run(run.id)
             log.info("run %s of %s started (%s)", run.id, run.pipeline, run.trigger)
+            spec = self._spec(run)
+            self.executor.prepare({kernel_for(t.notebook, t.kernel) for t in spec.tasks.values()})
         if run.state is not RunState.RUNNING:
             return None
         spec = self._spec(run)

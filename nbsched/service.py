@@ -45,11 +45,12 @@ class Config:
     runs_dir: Path
     workers: int | None  # tries at once; None: the executor's own default (the cores, a cluster's threads)
     executor: str = "local"  # local, dask, dask://HOST:PORT
+    kernel_pool: bool = False  # local kernels started ahead of need (each still used for one task)
 
     @classmethod
     def resolve(cls, *, project: str | Path | None = None, home: str | Path | None = None,
                 db_url: str | None = None, runs_dir: str | Path | None = None,
-                workers: int | None = None, executor: str | None = None) -> Config:
+                workers: int | None = None, executor: str | None = None, kernel_pool: bool = False) -> Config:
         folder = Path(project or ".").absolute()
         home_path = Path(home).absolute() if home else folder / DEFAULT_HOME
         default_runs = home_path / "runs" if home else folder / DEFAULT_RUNS
@@ -59,6 +60,7 @@ class Config:
             runs_dir=Path(runs_dir).absolute() if runs_dir else default_runs,
             workers=workers or None,
             executor=executor or "local",
+            kernel_pool=kernel_pool,
         )
 
     @classmethod
@@ -370,7 +372,8 @@ class Service:
     def _foreground(self, workers: int | None, listener: Callable[..., None] | None) -> Iterator[Runner]:
         from nbsched.executors import make_executor
 
-        executor = make_executor(self.config.executor, workers or self.config.workers)
+        executor = make_executor(self.config.executor, workers or self.config.workers,
+                                 kernel_pool=self.config.kernel_pool)
         runner = Runner(self.store, executor, self.config.runs_dir, spec_loader=self.spec_of, listener=listener)
         try:
             with runner:
@@ -412,7 +415,7 @@ class Service:
     def daemon(self, options: DaemonOptions) -> Daemon:
         from nbsched.executors import make_executor
 
-        executor = make_executor(self.config.executor, options.workers)
+        executor = make_executor(self.config.executor, options.workers, kernel_pool=self.config.kernel_pool)
         runner = Runner(self.store, executor, self.config.runs_dir, spec_loader=self.spec_of, kind="serve",
                         lease=options.lease, poll=options.poll)
         scheduler = Scheduler(self.store, self._run_for_schedule) if options.scheduler else None

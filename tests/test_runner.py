@@ -261,3 +261,54 @@ def test_a_running_task_shows_the_cell_its_notebook_is_on(project, service):
     # counted as JupyterLab counts: every cell of the output notebook, the injected parameters too
     assert seen == (TaskState.RUNNING, {"index": position, "count": len(nb.cells), "source": "time.sleep(4)"})
     assert run.state is RunState.SUCCESS and run.tasks["slow"].cell is None
+
+
+def test_pooled_kernels_are_fresh_for_every_task(project):
+    from nbsched.service import Config, Service
+
+    # each task looks for what the one before left, then leaves the same behind
+    probe = ("import os, sys, nbsched\n"
+             "nbsched.record('seen', {'variable': 'leftover' in globals(), 'import': 'json' in dir(),\n"
+             "    'json_module': 'json' in sys.modules and 'json' in globals(), 'cwd': os.getcwd()})\n"
+             "leftover = 1\nimport json\nos.chdir('/')")
+    write_notebook(project / "a" / "probe.ipynb", probe)
+    write_notebook(project / "b" / "probe.ipynb", probe)
+    spec = write_yaml(project / "pipeline.yaml", """
+name: fresh
+tasks:
+  first:  {notebook: a/probe.ipynb}
+  second: {notebook: b/probe.ipynb, upstream: [first]}
+  third:  {notebook: a/probe.ipynb, upstream: [second]}
+""")
+    service = Service(Config.resolve(project=project, workers=1, kernel_pool=True))
+    try:
+        run = service.run_pipeline(spec)
+    finally:
+        service.close()
+    assert run.state is RunState.SUCCESS
+    for name, folder in (("first", "a"), ("second", "b"), ("third", "a")):
+        seen = run.tasks[name].outputs["seen"]
+        assert seen == {"variable": False, "import": False, "json_module": False,
+                        "cwd": str(project / folder)}, (name, seen)
+
+
+def test_the_pool_has_kernels_waiting_and_drains_them_when_idle(tmp_path):
+    import time
+
+    from nbsched.kernel_pool import KernelPool
+
+    pool = KernelPool(2, idle=6.0)
+    try:
+        pool.prepare({"python3"})
+        deadline = time.monotonic() + 60
+        while pool.waiting != {"python3": 2} and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert pool.waiting == {"python3": 2}
+        with pool.kernel("python3", tmp_path) as kernel:
+            assert kernel.kc is not None and kernel.km.has_kernel
+        deadline = time.monotonic() + 30
+        while pool.waiting and time.monotonic() < deadline:  # nobody asks: shut down
+            time.sleep(0.1)
+        assert pool.waiting == {}
+    finally:
+        pool.close()

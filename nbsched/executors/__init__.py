@@ -22,12 +22,13 @@ def executor_address(name: str) -> tuple[str, str | None]:
     raise ConfigError(f"executor {name!r}: unknown (use {KINDS})")
 
 
-def make_executor(name: str, workers: int | None = None) -> Executor:
+def make_executor(name: str, workers: int | None = None, *, kernel_pool: bool = False) -> Executor:
     """Start the executor ``name`` names; ``workers``: tries at once (default: the cores here, or
-    the worker threads of an existing Dask cluster)."""
+    the worker threads of an existing Dask cluster); ``kernel_pool``: local kernels started ahead
+    of need."""
     kind, address = executor_address(name)
     if kind == "local":
-        return LocalExecutor(workers)
+        return LocalExecutor(workers, pool=kernel_pool)
     from nbsched.executors.cluster import DaskExecutor
 
     return DaskExecutor(address, workers)

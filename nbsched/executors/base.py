@@ -67,5 +67,8 @@ class Executor(ABC):
     def execute(self, request: TaskRequest, handle: KernelHandle) -> TaskOutcome:
         """Run one try of a task, on the worker."""
 
+    def prepare(self, kernel_names: set[str]) -> None:
+        """A run that needs these kernels has started: get them ready, if this executor can."""
+
     def shutdown(self) -> None:
         """Release workers; called once the runner is done."""

@@ -1,7 +1,9 @@
 """``LocalExecutor``: N worker threads on this machine, each task in a kernel of its own.
 
 Threads suffice: the work happens in the kernel processes, and a thread can stop its
-kernel from outside, which a timeout or a cancel needs.
+kernel from outside, which a timeout or a cancel needs. Kernels are started when the task
+starts, or, with ``pool=True``, come from a ``KernelPool`` (started ahead of need, still one
+per task).
 """
 
 from __future__ import annotations
@@ -11,14 +13,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
 
 from nbsched.executors.base import Executor
+from nbsched.kernel_pool import KernelPool
 from nbsched.kernels import FreshKernels, KernelHandle
 from nbsched.notebook import TaskOutcome, TaskRequest, execute_task
 
 
 class LocalExecutor(Executor):
-    def __init__(self, workers: int | None = None, kernels: Any = None) -> None:
+    def __init__(self, workers: int | None = None, kernels: Any = None, *, pool: bool = False) -> None:
         self.workers = workers or os.cpu_count() or 1
-        self.kernels = kernels or FreshKernels()
+        # a kernel waiting for each worker, and one for the task after
+        self.kernels = kernels or (KernelPool(self.workers + 1) if pool else FreshKernels())
         self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="nbsched-task")
 
     def _spawn(self, fn: Callable[..., None], *args: Any) -> Future[Any]:
@@ -27,5 +31,9 @@ class LocalExecutor(Executor):
     def execute(self, request: TaskRequest, handle: KernelHandle) -> TaskOutcome:
         return execute_task(request, handle, self.kernels)
 
+    def prepare(self, kernel_names: set[str]) -> None:
+        self.kernels.prepare(kernel_names)
+
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True)
+        self.kernels.close()

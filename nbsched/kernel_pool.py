@@ -1,0 +1,210 @@
+"""``KernelPool``: kernels started and connected ahead of need, each used for one task only.
+
+Starting a kernel (0.6 s) and a fresh client's ready wait (0.2 s), not the notebooks' work,
+dominate small pipelines. The pool keeps up to ``size`` kernels waiting, for the kernel names
+asked for, each started and seen answering. A task takes one and connects its client in its own
+thread (a ZeroMQ asyncio socket is watched by the event loop of the thread that uses it; one
+connected in another thread missed wake-ups and waited up to 1 s per cell, seen), ready as soon
+as the kernel's answer to ``kernel_info`` and its idle status have arrived, without the fresh
+client's fixed 0.2 s wait. The kernel moves to the task's folder (a silent ``os.chdir``), runs
+that one notebook and is shut down in the background while a replacement starts: no state
+passes from task to task, as with a fresh kernel per task. Kernels nobody asked for in ``idle``
+seconds are shut down.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from nbsched.kernels import Kernel, start_kernel, stop_kernel
+
+log = logging.getLogger("nbsched.kernels")
+
+
+class KernelPool:
+    def __init__(self, size: int, *, idle: float = 30.0, startup_timeout: float = 60.0) -> None:
+        self.size = max(1, size)
+        self.idle = idle
+        self.startup_timeout = startup_timeout
+        self._home = Path.cwd()  # where waiting kernels start; each moves to its task's folder
+        self._cond = threading.Condition()
+        self._ready: dict[str, list[Kernel]] = {}
+        self._starting: dict[str, int] = {}
+        self._failed: set[str] = set()  # names whose start failed: started on demand only, where it fails loudly
+        self._used_at = time.monotonic()
+        self._closed = threading.Event()
+        # starting and stopping kernels off the tasks' path, in threads of their own so a refill
+        # never waits behind shutdowns; as many starts at once as there are workers (size - 1)
+        self._starter = ThreadPoolExecutor(max_workers=max(1, self.size - 1), thread_name_prefix="nbsched-kernel-start")
+        self._stopper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nbsched-kernel-stop")
+        self._drainer = threading.Thread(target=self._drain_when_idle, name="nbsched-kernel-idle", daemon=True)
+        self._drainer.start()
+
+    # -- the seam -------------------------------------------------------------------------------
+    def prepare(self, kernel_names: Iterable[str]) -> None:
+        """Start kernels for these names now, ahead of the tasks that will ask for them."""
+        with self._cond:
+            self._used_at = time.monotonic()
+        for name in kernel_names:
+            self._refill(name)
+
+    @contextmanager
+    def kernel(self, kernel_name: str, cwd: Path) -> Iterator[Kernel]:
+        waiting = self._take(kernel_name)
+        self._refill(kernel_name)
+        if waiting is None:  # none waiting: start one here, as FreshKernels would
+            kernel = _connect(start_kernel(kernel_name, cwd), self.startup_timeout)
+        else:
+            kernel = _connect(waiting.km, self.startup_timeout, quick=True)
+            _chdir(kernel, cwd)
+        try:
+            yield kernel
+        finally:
+            self._retire(kernel)
+
+    def close(self) -> None:
+        """Shut down the waiting kernels and wait for every shutdown begun."""
+        self._closed.set()
+        with self._cond:
+            waiting = [k for kernels in self._ready.values() for k in kernels]
+            self._ready.clear()
+            self._cond.notify_all()
+        for kernel in waiting:
+            self._retire(kernel)
+        self._starter.shutdown(wait=True)
+        self._stopper.shutdown(wait=True)
+
+    @property
+    def waiting(self) -> dict[str, int]:
+        """Kernels ready and waiting, by kernel name."""
+        with self._cond:
+            return {name: len(kernels) for name, kernels in self._ready.items() if kernels}
+
+    # -- inside ---------------------------------------------------------------------------------
+    def _take(self, name: str) -> Kernel | None:
+        """A waiting kernel; if one is being started, wait for it rather than start another."""
+        deadline = time.monotonic() + self.startup_timeout
+        with self._cond:
+            self._used_at = time.monotonic()
+            while not self._ready.get(name) and self._starting.get(name) and time.monotonic() < deadline:
+                self._cond.wait(timeout=deadline - time.monotonic())
+            ready = self._ready.get(name)
+            return ready.pop(0) if ready else None
+
+    def _refill(self, name: str) -> None:
+        with self._cond:
+            if self._closed.is_set() or name in self._failed:
+                return
+            total = sum(map(len, self._ready.values())) + sum(self._starting.values())
+            mine = len(self._ready.get(name, ())) + self._starting.get(name, 0)
+            for _ in range(max(0, min(self.size - mine, self.size - total))):
+                self._starting[name] = self._starting.get(name, 0) + 1
+                self._starter.submit(self._start_waiting, name)
+
+    def _start_waiting(self, name: str) -> None:
+        kernel = None
+        try:
+            if not self._closed.is_set():
+                kernel = _connect(start_kernel(name, self._home), self.startup_timeout)
+                kernel.kc.stop_channels()  # the task connects its own, in its own thread
+                kernel.kc = None
+        except Exception as exc:  # noqa: BLE001 - a task asking for it will start it and report why
+            log.warning("kernel pool: cannot start a %s kernel ahead of need: %s", name, exc)
+            with self._cond:
+                self._failed.add(name)
+        with self._cond:
+            self._starting[name] -= 1
+            if kernel is not None and not self._closed.is_set():
+                self._ready.setdefault(name, []).append(kernel)
+                kernel = None
+            self._cond.notify_all()
+        if kernel is not None:
+            self._retire(kernel)
+
+    def _retire(self, kernel: Kernel) -> None:
+        if kernel.kc is not None:
+            kernel.kc.stop_channels()
+        try:
+            self._stopper.submit(stop_kernel, kernel.km)
+        except RuntimeError:  # the pool is closed: stop it here
+            stop_kernel(kernel.km)
+
+    def _drain_when_idle(self) -> None:
+        while not self._closed.wait(min(self.idle / 2, 5.0)):
+            with self._cond:
+                if time.monotonic() - self._used_at < self.idle or not any(self._ready.values()):
+                    continue
+                idle = [k for kernels in self._ready.values() for k in kernels]
+                self._ready.clear()
+            log.info("kernel pool: %d idle kernel(s) shut down", len(idle))
+            for kernel in idle:
+                self._retire(kernel)
+
+
+def _connect(km: Any, timeout: float, *, quick: bool = False) -> Kernel:
+    """A client with its channels open and the kernel seen answering. ``quick``, for a kernel
+    known to be up: ready once ``kernel_info``'s reply and its idle status (so IOPub is
+    subscribed) are in, instead of ``wait_for_ready``'s fixed wait for stray IOPub messages."""
+    from jupyter_core.utils import run_sync
+
+    kc = km.client()
+    kc.start_channels()
+    try:
+        if quick:
+            run_sync(_answered)(kc, timeout)
+        else:
+            run_sync(kc.wait_for_ready)(timeout=timeout)
+    except BaseException:
+        kc.stop_channels()
+        stop_kernel(km)
+        raise
+    return Kernel(km, kc)
+
+
+async def _answered(kc: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    # the SUB socket may join after the kernel's first status: ask again until IOPub brings one
+    while True:
+        msg_id = kc.kernel_info()
+        await _reply(kc.shell_channel, msg_id, deadline)
+        try:
+            await _reply(kc.iopub_channel, msg_id, min(deadline, time.monotonic() + 0.05), idle=True)
+            return
+        except TimeoutError:
+            if time.monotonic() > deadline:
+                raise
+
+
+async def _reply(channel: Any, msg_id: str, deadline: float, *, idle: bool = False) -> None:
+    from queue import Empty
+
+    while True:
+        try:
+            msg = await channel.get_msg(timeout=max(0.0, deadline - time.monotonic()))
+        except Empty:
+            raise TimeoutError("the kernel did not answer") from None
+        if msg["parent_header"].get("msg_id") == msg_id and (
+                not idle or msg["content"].get("execution_state") == "idle"):
+            return
+
+
+def _chdir(kernel: Kernel, cwd: Path) -> None:
+    """Move a waiting kernel to the task's folder, as if it had started there. Silent: no
+    execution count, no history, no output in the notebook."""
+    from jupyter_core.utils import run_sync
+
+    code = f"import os as __nbsched_os\n__nbsched_os.chdir({os.fspath(cwd)!r})\ndel __nbsched_os"
+    msg_id = kernel.kc.execute(code, silent=True, store_history=False, allow_stdin=False)
+    while True:
+        reply = run_sync(kernel.kc.get_shell_msg)(timeout=30)
+        if reply["parent_header"].get("msg_id") == msg_id:
+            break
+    if reply["content"]["status"] != "ok":
+        raise RuntimeError(f"cannot move the kernel to {cwd}: {reply['content'].get('evalue')}")
