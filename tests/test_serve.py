@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import NBSCHED, nbsched, write_notebook, write_yaml
+from conftest import NBSCHED, nbsched, wait_for, write_notebook, write_yaml
 
 pytestmark = pytest.mark.slow
 
@@ -37,16 +37,6 @@ def _stop(proc: subprocess.Popen[bytes], timeout: float = 60) -> int:
 
 def _runs(project: Path, *db: str) -> list[dict]:
     return json.loads(nbsched(*db, "runs", "--json", "-n", "1000", cwd=project, check=True).stdout)
-
-
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_two_daemons_create_each_logical_date_once(project):
@@ -89,13 +79,14 @@ tasks:
     run_id = nbsched("trigger", "survivor", cwd=project, check=True).stdout.strip()
     first = _serve(project, "first", "--lease", "2s", "--no-scheduler")
     try:
-        _wait_for(lambda: _show(project, run_id)["tasks"]["slow"]["state"] == "running", 60, "the task to run")
+        wait_for(lambda: _show(project, run_id)["tasks"]["slow"]["state"] == "running", 60, "the task to run",
+                 every=0.3)
         first.send_signal(signal.SIGKILL)
         first.wait(10)
         second = _serve(project, "second", "--lease", "2s", "--no-scheduler")
         try:
-            run = _wait_for(lambda: (r := _show(project, run_id))["state"] in ("success", "failed") and r, 90,
-                            "the run to finish")
+            run = wait_for(lambda: (r := _show(project, run_id))["state"] in ("success", "failed") and r, 90,
+                           "the run to finish", every=0.3)
         finally:
             _stop(second)
     finally:
@@ -115,7 +106,8 @@ def test_sigterm_lets_a_running_task_finish_within_the_grace(project):
     run_id = nbsched("trigger", "graceful", cwd=project, check=True).stdout.strip()
     daemon = _serve(project, "serve", "--grace", "60s", "--no-scheduler")
     try:
-        _wait_for(lambda: _show(project, run_id)["tasks"]["short"]["state"] == "running", 60, "the task to run")
+        wait_for(lambda: _show(project, run_id)["tasks"]["short"]["state"] == "running", 60, "the task to run",
+                 every=0.3)
     finally:
         code = _stop(daemon)
     assert code == 0, (project / "serve.log").read_text()
@@ -129,7 +121,8 @@ def test_sigterm_cancels_what_outlives_the_grace(project):
     run_id = nbsched("trigger", "impatient", cwd=project, check=True).stdout.strip()
     daemon = _serve(project, "serve", "--grace", "1s", "--no-scheduler")
     try:
-        _wait_for(lambda: _show(project, run_id)["tasks"]["long"]["state"] == "running", 60, "the task to run")
+        wait_for(lambda: _show(project, run_id)["tasks"]["long"]["state"] == "running", 60, "the task to run",
+                 every=0.3)
     finally:
         code = _stop(daemon)
     assert code == 3
@@ -142,8 +135,8 @@ def _show(project: Path, run_id: str) -> dict:
 
 
 def test_three_daemons_on_postgresql_share_the_work_and_a_killed_one_loses_nothing(project, pg_url):
-    # every execution of the notebook leaves one line: run, try
-    write_notebook(project / "tick.ipynb",
+    # every execution of the notebook that gets past its second leaves one line: run, try
+    write_notebook(project / "tick.ipynb", "import time\ntime.sleep(1)",
                    "with open('executions.txt', 'a') as f:\n    f.write(f'{nbsched_run_id} {nbsched_try}\\n')",
                    params="nbsched_run_id = ''\nnbsched_try = 0\nupstream = {}")
     write_yaml(project / "pipeline.yaml", """
@@ -160,15 +153,17 @@ schedules:
                for i in range(3)]
     try:
         time.sleep(10)
-        # kill -9 one daemon while it is executing a task
-        _wait_for(lambda: _running_tasks_of(pg_url, daemons[0].pid), 30, "the first daemon to run a task")
+        # kill -9 one daemon while one of its notebooks sleeps (the runner notes the cell): the
+        # try cannot end between the look and the kill
+        wait_for(lambda: _running_tasks_of(pg_url, daemons[0].pid), 30, "the first daemon to run a task",
+                 every=0.05)
         daemons[0].send_signal(signal.SIGKILL)
         daemons[0].wait(10)
         time.sleep(20)
         nbsched(*db, "schedule", "pause", "1", cwd=project, check=True)
         # the survivors take over what the dead one held (after its lease) and finish every run
-        _wait_for(lambda: all(r["state"] in ("success", "failed", "cancelled") for r in _runs(project, *db)),
-                  120, "every run to finish")
+        wait_for(lambda: all(r["state"] in ("success", "failed", "cancelled") for r in _runs(project, *db)),
+                 120, "every run to finish", every=0.3)
     finally:
         codes = [_stop(d) for d in daemons[1:]]
         daemons[0].kill()
@@ -198,7 +193,7 @@ def _running_tasks_of(url: str, pid: int) -> int:
 
     engine = create_engine(url)
     with engine.connect() as conn:  # runner ids are host:pid:token
-        n = conn.execute(text("SELECT count(*) FROM task_runs WHERE state = 'running' AND owner LIKE :o"),
-                         {"o": f"%:{pid}:%"}).scalar()
+        n = conn.execute(text("SELECT count(*) FROM task_runs WHERE state = 'running' AND owner LIKE :o "
+                              "AND CAST(cell AS TEXT) LIKE '%time.sleep%'"), {"o": f"%:{pid}:%"}).scalar()
     engine.dispose()
     return n
