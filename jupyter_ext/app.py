@@ -48,15 +48,13 @@ class NbschedApp(ExtensionApp):
         from nbsched.service import Config, Service
 
         from nbsched.errors import ConfigError
-        from nbsched.executors import executor_address
 
+        root = Path(os.path.expanduser(self.serverapp.root_dir)).resolve()
         try:
-            executor_address(self.executor)
+            config = Config.resolve(project=root, db_url=self.db_url or None, runs_dir=self.runs_dir or None,
+                                    workers=self.workers or None, executor=self.executor)
         except ConfigError as exc:
             raise ValueError(f"NbschedApp.executor: {exc}") from None
-        root = Path(os.path.expanduser(self.serverapp.root_dir)).resolve()
-        config = Config.resolve(project=root, db_url=self.db_url or None, runs_dir=self.runs_dir or None,
-                                workers=self.workers or None, executor=self.executor)
         self.service = Service(config)
         # Kernels inherit the server's environment: magics and panels in its notebooks then use
         # this server's database and outputs, whatever they are configured to be.

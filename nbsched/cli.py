@@ -23,29 +23,26 @@ class UserError(click.ClickException):
 
 
 def _executor_option(command: Any) -> Any:
-    """``--executor`` for the commands that execute notebooks; it sets the service's config."""
-    def apply(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
-        from dataclasses import replace
+    """``--executor`` and ``--kernel-pool`` for the commands that execute notebooks; they set the
+    service's config."""
+    def setting(field: str) -> Any:
+        def apply(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+            from dataclasses import replace
 
-        from nbsched.executors import executor_address
-
-        if value:
+            if value is None:
+                return
             try:
-                executor_address(value)
+                ctx.obj.config = replace(ctx.obj.config, **{field: value})
             except NbschedError as exc:
                 raise click.BadParameter(str(exc)) from None
-            ctx.obj.config = replace(ctx.obj.config, executor=value)
+        return apply
 
-    def pool(ctx: click.Context, param: click.Parameter, value: bool) -> None:
-        from dataclasses import replace
-
-        ctx.obj.config = replace(ctx.obj.config, kernel_pool=value)
-
-    command = click.option("--kernel-pool/--no-kernel-pool", default=False, expose_value=False, callback=pool,
+    command = click.option("--kernel-pool/--no-kernel-pool", default=False, expose_value=False,
+                           callback=setting("kernel_pool"),
                            help="Local executor: start kernels ahead of need, each still used for one task "
                                 "[default: off, while it is measured].")(command)
     return click.option("--executor", envvar="NBSCHED_EXECUTOR", metavar="KIND", expose_value=False,
-                        callback=apply, help="Where notebooks run: local (default), dask (a Dask cluster "
+                        callback=setting("executor"), help="Where notebooks run: local (default), dask (a Dask cluster "
                                              "started here), dask://HOST:PORT (an existing one) [env NBSCHED_EXECUTOR].")(command)
 
 

@@ -123,6 +123,11 @@ def cell_progress(handle: KernelHandle) -> dict[str, Any] | None:
     return {"index": handle.cell_index + 1, "count": handle.cell_count, "source": _code_line(handle.cell_source)}
 
 
+def show_cell(handle: KernelHandle, cell: dict[str, Any]) -> None:
+    """Put a cell reported from elsewhere (a Dask worker's ``cell_progress``) on ``handle``."""
+    handle.cell_index, handle.cell_count, handle.cell_source = cell["index"] - 1, cell["count"], cell["source"]
+
+
 def _stopped_message(handle: KernelHandle) -> str:
     if handle.cell_index is None:
         return f"{handle.stop_reason} (before the first cell)"

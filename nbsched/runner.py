@@ -84,6 +84,7 @@ class Runner:
         self.claiming = True
         self._running: dict[tuple[str, str], _Running] = {}
         self._specs: dict[tuple[str, int], PipelineSpec] = {}
+        self._kernel_names: dict[tuple[str, int], set[str]] = {}
         self._cancel_requested = False
         self._next_heartbeat = 0.0
         self._next_reap = 0.0
@@ -209,8 +210,7 @@ class Runner:
                 return _BLOCKED  # max_active_runs reached, or another runner started it
             run = self.store.get_run(run.id)
             log.info("run %s of %s started (%s)", run.id, run.pipeline, run.trigger)
-            spec = self._spec(run)
-            self.executor.prepare({kernel_for(t.notebook, t.kernel) for t in spec.tasks.values()})
+            self.executor.prepare(self._kernels(run))
         if run.state is not RunState.RUNNING:
             return None
         spec = self._spec(run)
@@ -376,6 +376,14 @@ class Runner:
         if key not in self._specs:
             self._specs[key] = self.spec_loader(run)
         return self._specs[key]
+
+    def _kernels(self, run: RunRecord) -> set[str]:
+        """The kernel names a run's tasks need (reading each notebook's kernelspec once per
+        pipeline version, not once per run)."""
+        key = (run.pipeline, run.pipeline_version)
+        if key not in self._kernel_names:
+            self._kernel_names[key] = {kernel_for(t.notebook, t.kernel) for t in self._spec(run).tasks.values()}
+        return self._kernel_names[key]
 
     def _output_path(self, run: RunRecord, task: str) -> Path:
         return self.runs_dir / run.pipeline / run.id / f"{task}.ipynb"

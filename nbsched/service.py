@@ -47,6 +47,11 @@ class Config:
     executor: str = "local"  # local, dask, dask://HOST:PORT
     kernel_pool: bool = False  # local kernels started ahead of need (each still used for one task)
 
+    def __post_init__(self) -> None:
+        from nbsched.executors import executor_address
+
+        executor_address(self.executor)  # a ConfigError names what is wrong, before anything starts
+
     @classmethod
     def resolve(cls, *, project: str | Path | None = None, home: str | Path | None = None,
                 db_url: str | None = None, runs_dir: str | Path | None = None,

@@ -65,6 +65,18 @@ def nbsched(*args: str, cwd: Path, check: bool = False, timeout: float = 120) ->
     return proc
 
 
+def wait_for(predicate: Any, timeout: float, what: str, every: float = 0.1) -> Any:
+    """Poll ``predicate`` until it returns something true (returned), or fail naming ``what``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def run_json(*args: str, cwd: Path) -> tuple[int, dict[str, Any]]:
     proc = nbsched("run", *args, "--json", cwd=cwd)
     try:

@@ -18,7 +18,7 @@ import distributed  # the dask extra, installed by make test
 import nbformat
 import pytest
 
-from conftest import nbsched, write_notebook, write_yaml
+from conftest import nbsched, wait_for, write_notebook, write_yaml
 from nbsched.dag import RunState, TaskState
 from nbsched.service import Config, Service
 
@@ -39,15 +39,6 @@ def cluster() -> Iterator[Any]:
 
 def _service(project: Path, address: str) -> Service:
     return Service(Config.resolve(project=project, executor=address))
-
-
-def _wait_for(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_a_diamond_runs_on_the_workers_with_no_shared_folder(project: Path, cluster: Any) -> None:
@@ -92,7 +83,7 @@ def test_a_worker_killed_during_a_task_leads_to_a_successful_retry(project: Path
         finished: list[Any] = []
         runner = threading.Thread(target=lambda: finished.append(service.run_pipeline(project / "pipeline.yaml")))
         runner.start()
-        busy = _wait_for(lambda: [w for w, keys in client.processing().items() if keys], 60, "a worker to take it")
+        busy = wait_for(lambda: [w for w, keys in client.processing().items() if keys], 60, "a worker to take it")
         time.sleep(1.5)  # well into the sleeping cell
         pid = client.run(os.getpid, workers=busy)[busy[0]]
         os.kill(pid, signal.SIGKILL)
@@ -112,7 +103,7 @@ def test_cancel_stops_the_kernel_on_the_worker_and_its_future(project: Path, clu
     runner = threading.Thread(target=lambda: finished.append(service.run_pipeline(project / "pipeline.yaml")))
     runner.start()
     # the worker reports the cell its notebook is on
-    task = _wait_for(lambda: (runs := service.list_runs(limit=1)) and runs[0].tasks["nap"].cell
+    task = wait_for(lambda: (runs := service.list_runs(limit=1)) and runs[0].tasks["nap"].cell
                      and runs[0].tasks["nap"], 60, "the cell to be reported")
     assert task.cell["source"] == "import time; time.sleep(120)" and task.state is TaskState.RUNNING
     run_id = service.list_runs(limit=1)[0].id
@@ -122,7 +113,7 @@ def test_cancel_stops_the_kernel_on_the_worker_and_its_future(project: Path, clu
     run = finished[0]
     assert run.state is RunState.CANCELLED and run.tasks["nap"].state is TaskState.CANCELLED
     with distributed.Client(cluster.scheduler_address) as client:
-        _wait_for(lambda: not any(client.processing().values()), 20, "the future to leave the workers")
+        wait_for(lambda: not any(client.processing().values()), 20, "the future to leave the workers")
     nb = nbformat.read(run.tasks["nap"].output_path, as_version=4)
     kernel_pid = int(next(o["text"] for c in nb.cells for o in c.get("outputs", []) if o.get("name") == "stdout"))
     with pytest.raises(ProcessLookupError):
@@ -181,7 +172,7 @@ tasks:
         procs.append(start("serve", bin_dir / "nbsched", *db, "serve", "--executor", f"dask://127.0.0.1:{port}",
                            "--poll", "0.2s"))
         run_id = nbsched(*db, "trigger", "gpu", cwd=project, check=True).stdout.strip()
-        run = _wait_for(lambda: (r := json.loads(nbsched(*db, "show", run_id, "--json", cwd=project).stdout))
+        run = wait_for(lambda: (r := json.loads(nbsched(*db, "show", run_id, "--json", cwd=project).stdout))
                         ["state"] in ("success", "failed") and r, 90, "the run to finish")
         assert run["state"] == "success", run
         assert run["tasks"]["train"]["host"] == gpu_worker

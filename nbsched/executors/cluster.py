@@ -5,9 +5,9 @@ The notebook and its parameters travel to the worker with the task; the worker e
 with papermill in a fresh kernel, in a temporary folder, and sends back the executed notebook,
 the recorded values and its address, so workers need no shared disk. Beside the future, two
 Dask events per try, named after its key: ``-stop`` (the runner asks the worker to stop the
-kernel, a timeout or a cancel, after setting the variable ``-why``) and ``-started`` (set by the first execution: when Dask runs a
-try again after its worker died, the second execution refuses, so nbsched's retry policy applies
-and no try runs twice). Workers report the cell a notebook is on as events of the ``nbsched-cell``
+kernel, a timeout or a cancel, after setting the variable ``-why``) and ``-started`` (set by
+the first execution: when Dask runs a try again after its worker died, the second execution
+refuses, so nbsched's retry policy applies and no try runs twice). Workers report the cell a notebook is on as events of the ``nbsched-cell``
 topic, which the runner's client receives as they come.
 (Events and topics, not Variables: reading an unset Variable logs an error on the scheduler.)
 """
@@ -18,6 +18,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
@@ -25,9 +26,7 @@ from typing import Any, Callable
 from nbsched.errors import ConfigError
 from nbsched.executors.base import Executor
 from nbsched.kernels import KernelHandle
-from nbsched.notebook import TaskOutcome, TaskRequest
-
-log = logging.getLogger("nbsched.executors")
+from nbsched.notebook import TaskOutcome, TaskRequest, show_cell
 
 WORKER_LOST = "its Dask worker was lost during this try"
 CELL_TOPIC = "nbsched-cell"
@@ -67,7 +66,7 @@ class DaskExecutor(Executor):
         _, message = event
         handle, cell = self._handles.get(message["key"]), message["cell"]
         if handle is not None and cell:
-            handle.cell_index, handle.cell_count, handle.cell_source = cell["index"] - 1, cell["count"], cell["source"]
+            show_cell(handle, cell)
 
     def _spawn(self, fn: Callable[..., None], *args: Any) -> Future[Any]:
         # a thread per try in flight, waiting on its Dask future: the work happens on the cluster
@@ -96,8 +95,8 @@ class DaskExecutor(Executor):
                     if asked_to_stop_at is None:
                         Variable(f"{key}-why", client=self.client).set(handle.stop_reason)
                         stop.set()
-                        asked_to_stop_at = _now()
-                    elif _now() - asked_to_stop_at > _STOP_GRACE:
+                        asked_to_stop_at = time.monotonic()
+                    elif time.monotonic() - asked_to_stop_at > _STOP_GRACE:
                         future.cancel()
                         return TaskOutcome(stopped=handle.stop_reason, error=handle.stop_reason)
         finally:
@@ -182,8 +181,3 @@ def _lost(exc: BaseException) -> str:
         return WORKER_LOST
     return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else 'the Dask task failed'}"
 
-
-def _now() -> float:
-    import time
-
-    return time.monotonic()
