@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool, Float, Int, Unicode
+from traitlets import Bool, Float, Int, List, Unicode
 
 from jupyter_ext.handlers import default_handlers
 
@@ -34,6 +34,12 @@ class NbschedApp(ExtensionApp):
                        help="Where tasks run: 'local' (kernels on this machine), 'dask' (a Dask LocalCluster "
                             "started by the server) or 'dask://HOST:PORT' (an existing Dask cluster).")
     workers = Int(0, config=True, help="Notebooks executed at once; 0: the number of cores.")
+    kernel_pool = Bool(True, config=True,
+                       help="Local executor: start kernels ahead of need (each still used for one task).")
+    kernel_fork = Bool(True, config=True,
+                       help="Local executor: fork kernels from a process that has ipykernel imported.")
+    kernel_preload = List(Unicode(), [], config=True,
+                          help="With kernel_fork: modules the fork server imports once for every kernel.")
     scheduler_enabled = Bool(True, config=True,
                              help="Fire schedules in this server (off: only execute runs queued by others).")
     runner_enabled = Bool(True, config=True,
@@ -52,7 +58,9 @@ class NbschedApp(ExtensionApp):
         root = Path(os.path.expanduser(self.serverapp.root_dir)).resolve()
         try:
             config = Config.resolve(project=root, db_url=self.db_url or None, runs_dir=self.runs_dir or None,
-                                    workers=self.workers or None, executor=self.executor)
+                                    workers=self.workers or None, executor=self.executor,
+                                    kernel_pool=self.kernel_pool, kernel_fork=self.kernel_fork,
+                                    kernel_preload=self.kernel_preload)
         except ConfigError as exc:
             raise ValueError(f"NbschedApp.executor: {exc}") from None
         self.service = Service(config)

@@ -37,10 +37,19 @@ def _executor_option(command: Any) -> Any:
                 raise click.BadParameter(str(exc)) from None
         return apply
 
-    command = click.option("--kernel-pool/--no-kernel-pool", default=False, expose_value=False,
+    command = click.option("--kernel-pool/--no-kernel-pool", default=None, expose_value=False,
                            callback=setting("kernel_pool"),
                            help="Local executor: start kernels ahead of need, each still used for one task "
-                                "[default: off, while it is measured].")(command)
+                                "[default: on].")(command)
+    command = click.option("--kernel-fork/--no-kernel-fork", default=None, expose_value=False,
+                           callback=setting("kernel_fork"),
+                           help="Local executor: fork kernels from a process that has ipykernel imported, "
+                                "instead of starting a new Python each time [default: on].")(command)
+    command = click.option("--kernel-preload", "kernel_preload", multiple=True, metavar="MODULE",
+                           expose_value=False, callback=lambda ctx, param, value: value and setting(
+                               "kernel_preload")(ctx, param, tuple(value)),
+                           help="With --kernel-fork: a module the fork server imports once for every "
+                                "kernel (repeatable).")(command)
     return click.option("--executor", envvar="NBSCHED_EXECUTOR", metavar="KIND", expose_value=False,
                         callback=setting("executor"), help="Where notebooks run: local (default), dask (a Dask cluster "
                                              "started here), dask://HOST:PORT (an existing one) [env NBSCHED_EXECUTOR].")(command)

@@ -23,14 +23,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from nbsched.kernels import Kernel, start_kernel, stop_kernel
+from nbsched.kernels import Kernel, Launcher, stop_kernel
 
 log = logging.getLogger("nbsched.kernels")
 
 
 class KernelPool:
-    def __init__(self, size: int, *, idle: float = 30.0, startup_timeout: float = 60.0) -> None:
+    def __init__(self, size: int, *, idle: float = 30.0, startup_timeout: float = 60.0,
+                 launcher: Launcher | None = None) -> None:
         self.size = max(1, size)
+        self.launcher = launcher or Launcher()
         self.idle = idle
         self.startup_timeout = startup_timeout
         self._home = Path.cwd()  # where waiting kernels start; each moves to its task's folder
@@ -60,7 +62,7 @@ class KernelPool:
         waiting = self._take(kernel_name)
         self._refill(kernel_name)
         if waiting is None:  # none waiting: start one here, as FreshKernels would
-            kernel = _connect(start_kernel(kernel_name, cwd), self.startup_timeout)
+            kernel = _connect(self.launcher.start(kernel_name, cwd), self.startup_timeout)
         else:
             kernel = _connect(waiting.km, self.startup_timeout, quick=True)
             _chdir(kernel, cwd)
@@ -80,6 +82,7 @@ class KernelPool:
             self._retire(kernel)
         self._starter.shutdown(wait=True)
         self._stopper.shutdown(wait=True)
+        self.launcher.close()
 
     @property
     def waiting(self) -> dict[str, int]:
@@ -112,7 +115,7 @@ class KernelPool:
         kernel = None
         try:
             if not self._closed.is_set():
-                kernel = _connect(start_kernel(name, self._home), self.startup_timeout)
+                kernel = _connect(self.launcher.start(name, self._home), self.startup_timeout, quick=True)
                 kernel.kc.stop_channels()  # the task connects its own, in its own thread
                 kernel.kc = None
         except Exception as exc:  # noqa: BLE001 - a task asking for it will start it and report why

@@ -7,6 +7,7 @@ Every task runs in a kernel of its own. ``FreshKernels`` starts one when a task 
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -14,6 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+
+log = logging.getLogger("nbsched.kernels")
 
 
 class KernelHandle:
@@ -65,8 +68,11 @@ class Kernel:
     kc: Any = None
 
 
-def start_kernel(kernel_name: str, cwd: Path) -> Any:
-    """A started kernel manager (AsyncKernelManager, driven with ``run_sync`` from any thread)."""
+def start_kernel(kernel_name: str, cwd: Path, server: Any = None) -> Any:
+    """A started kernel manager (AsyncKernelManager, driven with ``run_sync`` from any thread);
+    its process forked by ``server`` (a ``ForkServer``) when it is this Python's ipykernel."""
+    import uuid
+
     from jupyter_client.manager import AsyncKernelManager
     from jupyter_core.utils import run_sync
 
@@ -74,10 +80,53 @@ def start_kernel(kernel_name: str, cwd: Path) -> Any:
 
     # CurveZMQ keys when the kernel declares support: encrypted channels, and no
     # "running over TCP without encryption" warning from ipykernel on every task.
-    km = AsyncKernelManager(kernel_name=kernel_name,
+    km = AsyncKernelManager(kernel_name=kernel_name, kernel_id=str(uuid.uuid4()),
                             transport_encryption="auto" if zmq.has("curve") else "disabled")
+    if server is not None:
+        from nbsched.fork_server import ForkProvisioner
+
+        km.provisioner = ForkProvisioner(kernel_id=km.kernel_id, kernel_spec=km.kernel_spec, parent=km)
+        km.provisioner.server = server
     run_sync(km.start_kernel)(cwd=str(cwd))
     return km
+
+
+class Launcher:
+    """Starts kernels the usual way, or (``fork=True``) forked from a fork server that has
+    ipykernel and ``preload`` imported (``fork_server.py``): about 0.04 s of CPU a kernel
+    instead of 0.3 s. The server starts on first use; if it cannot, kernels start the usual way
+    and the reason is logged once."""
+
+    def __init__(self, fork: bool = False, preload: Iterable[str] = ()) -> None:
+        self.fork = fork
+        self.preload = tuple(preload)
+        self._lock = threading.Lock()
+        self._server: Any = None
+        self._failed = False
+
+    def start(self, kernel_name: str, cwd: Path) -> Any:
+        return start_kernel(kernel_name, cwd, self._fork_server())
+
+    def close(self) -> None:
+        with self._lock:
+            server, self._server = self._server, None
+            self._failed = True  # no new server once closed
+        if server is not None:
+            server.close()
+
+    def _fork_server(self) -> Any:
+        if not self.fork:
+            return None
+        with self._lock:
+            if self._server is None and not self._failed:
+                from nbsched.fork_server import ForkServer, ForkServerError
+
+                try:
+                    self._server = ForkServer(self.preload)
+                except (ForkServerError, OSError) as exc:
+                    self._failed = True
+                    log.warning("kernels start the usual way: the fork server cannot start: %s", exc)
+            return self._server
 
 
 def stop_kernel(km: Any) -> None:
@@ -94,12 +143,13 @@ def stop_kernel(km: Any) -> None:
 class FreshKernels:
     """A new kernel for each task, started when the task starts, shut down once it is done."""
 
-    def __init__(self, startup_timeout: float = 60) -> None:
+    def __init__(self, startup_timeout: float = 60, launcher: Launcher | None = None) -> None:
         self.startup_timeout = startup_timeout
+        self.launcher = launcher or Launcher()
 
     @contextmanager
     def kernel(self, kernel_name: str, cwd: Path) -> Iterator[Kernel]:
-        km = start_kernel(kernel_name, cwd)
+        km = self.launcher.start(kernel_name, cwd)
         try:
             yield Kernel(km)
         finally:
@@ -109,4 +159,4 @@ class FreshKernels:
         """Nothing to do ahead of need."""
 
     def close(self) -> None:
-        """Nothing left running."""
+        self.launcher.close()

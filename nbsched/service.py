@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 from urllib.parse import quote
 
 from nbsched.clock import utcnow
@@ -45,17 +45,25 @@ class Config:
     runs_dir: Path
     workers: int | None  # tries at once; None: the executor's own default (the cores, a cluster's threads)
     executor: str = "local"  # local, dask, dask://HOST:PORT
-    kernel_pool: bool = False  # local kernels started ahead of need (each still used for one task)
+    kernel_pool: bool = True  # local kernels started ahead of need (each still used for one task)
+    kernel_fork: bool = True  # local kernels forked from a process with ipykernel imported
+    kernel_preload: tuple[str, ...] = ()  # modules that process imports too (with kernel_fork)
 
     def __post_init__(self) -> None:
         from nbsched.executors import executor_address
 
         executor_address(self.executor)  # a ConfigError names what is wrong, before anything starts
 
+    @property
+    def kernels(self) -> dict[str, Any]:
+        """How the local executor starts kernels (``make_executor``'s keywords)."""
+        return {"pool": self.kernel_pool, "fork": self.kernel_fork, "preload": self.kernel_preload}
+
     @classmethod
     def resolve(cls, *, project: str | Path | None = None, home: str | Path | None = None,
                 db_url: str | None = None, runs_dir: str | Path | None = None,
-                workers: int | None = None, executor: str | None = None, kernel_pool: bool = False) -> Config:
+                workers: int | None = None, executor: str | None = None, kernel_pool: bool = True,
+                kernel_fork: bool = True, kernel_preload: Iterable[str] = ()) -> Config:
         folder = Path(project or ".").absolute()
         home_path = Path(home).absolute() if home else folder / DEFAULT_HOME
         default_runs = home_path / "runs" if home else folder / DEFAULT_RUNS
@@ -66,6 +74,8 @@ class Config:
             workers=workers or None,
             executor=executor or "local",
             kernel_pool=kernel_pool,
+            kernel_fork=kernel_fork,
+            kernel_preload=tuple(kernel_preload),
         )
 
     @classmethod
@@ -377,8 +387,7 @@ class Service:
     def _foreground(self, workers: int | None, listener: Callable[..., None] | None) -> Iterator[Runner]:
         from nbsched.executors import make_executor
 
-        executor = make_executor(self.config.executor, workers or self.config.workers,
-                                 kernel_pool=self.config.kernel_pool)
+        executor = make_executor(self.config.executor, workers or self.config.workers, **self.config.kernels)
         runner = Runner(self.store, executor, self.config.runs_dir, spec_loader=self.spec_of, listener=listener)
         try:
             with runner:
@@ -420,7 +429,7 @@ class Service:
     def daemon(self, options: DaemonOptions) -> Daemon:
         from nbsched.executors import make_executor
 
-        executor = make_executor(self.config.executor, options.workers, kernel_pool=self.config.kernel_pool)
+        executor = make_executor(self.config.executor, options.workers, **self.config.kernels)
         runner = Runner(self.store, executor, self.config.runs_dir, spec_loader=self.spec_of, kind="serve",
                         lease=options.lease, poll=options.poll)
         scheduler = Scheduler(self.store, self._run_for_schedule) if options.scheduler else None

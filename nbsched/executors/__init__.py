@@ -22,13 +22,14 @@ def executor_address(name: str) -> tuple[str, str | None]:
     raise ConfigError(f"executor {name!r}: unknown (use {KINDS})")
 
 
-def make_executor(name: str, workers: int | None = None, *, kernel_pool: bool = False) -> Executor:
+def make_executor(name: str, workers: int | None = None, *, pool: bool = False, fork: bool = False,
+                  preload: tuple[str, ...] = ()) -> Executor:
     """Start the executor ``name`` names; ``workers``: tries at once (default: the cores here, or
-    the worker threads of an existing Dask cluster); ``kernel_pool``: local kernels started ahead
-    of need."""
+    the worker threads of an existing Dask cluster). How local kernels start: ``pool``, ahead of
+    need; ``fork``, forked from a process that has ipykernel and ``preload`` imported."""
     kind, address = executor_address(name)
     if kind == "local":
-        return LocalExecutor(workers, pool=kernel_pool)
+        return LocalExecutor(workers, pool=pool, fork=fork, preload=preload)
     from nbsched.executors.cluster import DaskExecutor
 
     return DaskExecutor(address, workers)

@@ -14,15 +14,18 @@ from typing import Any, Callable
 
 from nbsched.executors.base import Executor
 from nbsched.kernel_pool import KernelPool
-from nbsched.kernels import FreshKernels, KernelHandle
+from nbsched.kernels import FreshKernels, KernelHandle, Launcher
 from nbsched.notebook import TaskOutcome, TaskRequest, execute_task
 
 
 class LocalExecutor(Executor):
-    def __init__(self, workers: int | None = None, kernels: Any = None, *, pool: bool = False) -> None:
+    def __init__(self, workers: int | None = None, kernels: Any = None, *, pool: bool = False,
+                 fork: bool = False, preload: tuple[str, ...] = ()) -> None:
         self.workers = workers or os.cpu_count() or 1
+        launcher = Launcher(fork, preload)
         # a kernel waiting for each worker, and one for the task after
-        self.kernels = kernels or (KernelPool(self.workers + 1) if pool else FreshKernels())
+        self.kernels = kernels or (KernelPool(self.workers + 1, launcher=launcher) if pool
+                                   else FreshKernels(launcher=launcher))
         self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="nbsched-task")
 
     def _spawn(self, fn: Callable[..., None], *args: Any) -> Future[Any]:

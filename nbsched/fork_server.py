@@ -1,0 +1,333 @@
+"""A fork server for IPython kernels: ipykernel imported once, a fresh kernel forked per task.
+
+Starting a kernel costs about 0.55 s of CPU, half of it importing ipykernel, IPython, ZeroMQ and
+tornado again in every new interpreter. The server is a process of the same Python that has done
+those imports (and any ``preload`` modules) once, with no thread, ZeroMQ context or event loop
+yet. For each kernel it forks: the child starts a new session, drops every inherited file
+descriptor but 0-2, takes the environment, folder and arguments the kernel manager asked for
+and runs ``ipykernel_launcher``'s own entry point. Each kernel is a new process with the
+server's pristine memory (copy-on-write), so nothing one task does reaches another.
+
+``ForkProvisioner`` plugs it into jupyter_client's provisioner seam: the kernel manager writes
+the connection file and builds the command and environment as usual; only the process comes
+from a fork instead of ``Popen``. Kernelspecs that are not this interpreter's ipykernel start
+the usual way.
+
+The server watches its children with pidfds (it reaps them and reports their exit status and
+CPU time) and its socket to the parent: when the parent goes away, it kills its kernels' process
+groups and exits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.provisioning import LocalProvisioner
+
+# what a started ipykernel has imported (checked against a ready kernel's sys.modules), none of
+# which starts a thread at import
+_KERNEL_MODULES = (
+    "ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.zmqshell", "ipykernel.comm",
+    "ipykernel.eventloops", "ipykernel.debugger", "IPython.core.completer",
+    "IPython.core.completerlib", "IPython.core.debugger", "IPython.core.oinspect",
+    "IPython.core.logger", "IPython.extensions.storemagic", "sqlite3", "psutil",
+    "tornado.queues", "tornado.platform.asyncio", "pydoc", "http.server", "xmlrpc.client",
+)
+
+
+# -- the server process -------------------------------------------------------------------------
+def serve(fd: int, preload: list[str]) -> None:
+    """Run the server on socket ``fd`` (the parent's end of a socket pair)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent's Ctrl-C is the parent's to handle
+    if sys.path and sys.path[0] in ("", os.getcwd()):
+        del sys.path[0]  # as ipykernel_launcher does; the kernel puts '' back in its own folder
+    sock = socket.socket(fileno=fd)
+    before = dict(os.environ)
+    try:
+        import importlib
+
+        for name in (*_KERNEL_MODULES, *preload):
+            importlib.import_module(name)
+        threads = len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else 1
+        if threads > 1:
+            raise RuntimeError(f"importing {', '.join(preload) or 'ipykernel'} started {threads - 1} "
+                               "thread(s); forking a process with threads is not safe")
+    except Exception as exc:  # noqa: BLE001 - told to the parent, which starts kernels the usual way
+        _send(sock, {"error": f"{type(exc).__name__}: {exc}"})
+        return
+    # what the imports put in the environment (debugpy: PYDEVD_USE_FRAME_EVAL), as they would
+    # have in a kernel's own environment
+    set_by_imports = {k: v for k, v in os.environ.items() if before.get(k) != v}
+    _send(sock, {"ready": os.getpid()})
+
+    sel = selectors.DefaultSelector()
+    sel.register(sock, selectors.EVENT_READ)
+    children: dict[int, int] = {}  # pidfd -> pid
+    buf = b""
+    while True:
+        for key, _ in sel.select():
+            if key.fileobj is sock:
+                data = sock.recv(1 << 16)
+                if not data:  # the parent is gone: so are its kernels
+                    for pid in children.values():
+                        _killpg(pid)
+                    return
+                buf += data
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    request = json.loads(line)
+                    pid = os.fork()
+                    if pid == 0:
+                        _run_kernel(request, set_by_imports)  # never returns
+                    pidfd = os.pidfd_open(pid)
+                    children[pidfd] = pid
+                    sel.register(pidfd, selectors.EVENT_READ)
+                    _send(sock, {"id": request["id"], "pid": pid})
+            else:
+                pidfd = key.fd
+                pid = children.pop(pidfd)
+                sel.unregister(pidfd)
+                os.close(pidfd)
+                _, status, usage = os.wait4(pid, 0)
+                _send(sock, {"exit": pid, "code": os.waitstatus_to_exitcode(status),
+                             "cpu": usage.ru_utime + usage.ru_stime})
+
+
+def _run_kernel(request: dict[str, Any], set_by_imports: dict[str, str]) -> None:
+    """In the forked child: become the kernel the manager asked for, then exit."""
+    code: Any = 1
+    try:
+        os.setsid()  # its own process group, as a kernel started by jupyter_client has
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for fd in map(int, os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else ():
+            if fd > 2:
+                try:
+                    os.close(fd)  # the server's socket, selector and other children's pidfds
+                except OSError:
+                    pass
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update({**set_by_imports, **request["env"]})
+        _reseed()
+        import ipykernel_launcher
+        from ipykernel import kernelapp
+
+        # the class read JPY_PARENT_PID when the server imported it; the parent to watch is the
+        # server, which outlives its kernels only while nbsched is there
+        sys.argv = [ipykernel_launcher.__file__, *request["argv"],
+                    f"--IPKernelApp.parent_handle={os.getppid()}"]
+        kernelapp.launch_new_instance()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:  # noqa: BLE001 - the kernel's own crash, shown as a kernel's would be
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        try:
+            import atexit
+
+            atexit._run_exitfuncs()  # IPython's history and the kernel's own clean-up
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def _reseed() -> None:
+    """Random state copied from the server would repeat in every kernel. ``random`` reseeds
+    itself after a fork; numpy's legacy global generator, if preloaded, does not."""
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        numpy.random.seed()
+
+
+def _killpg(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _send(sock: socket.socket, message: dict[str, Any]) -> None:
+    sock.sendall(json.dumps(message).encode() + b"\n")
+
+
+# -- the parent's side --------------------------------------------------------------------------
+class ForkServerError(RuntimeError):
+    pass
+
+
+class ForkedProcess:
+    """A forked kernel as jupyter_client sees a ``Popen``: pid, poll, wait, signals."""
+
+    stdin = stdout = stderr = None
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self.cpu: float | None = None  # user + system seconds, once it has exited
+        self._exited = threading.Event()
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if not self._exited.wait(timeout):
+            raise subprocess.TimeoutExpired(f"kernel {self.pid}", timeout or 0)
+        assert self.returncode is not None
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, signum)
+            except ProcessLookupError:
+                pass
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def _exit(self, code: int, cpu: float | None) -> None:
+        self.returncode, self.cpu = code, cpu
+        self._exited.set()
+
+
+class ForkServer:
+    """Starts the server process and asks it for kernels, from any thread."""
+
+    def __init__(self, preload: list[str] | tuple[str, ...] = (), *, timeout: float = 60) -> None:
+        self.preload = list(preload)
+        self._lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._replies: dict[int, dict[str, Any]] = {}
+        self._live: dict[int, ForkedProcess] = {}
+        self._early: dict[int, dict[str, Any]] = {}  # exits reported before their pid's reply was read
+        self._next = 0
+        self._closed = False
+        mine, theirs = socket.socketpair()
+        code = "import sys; from nbsched.fork_server import serve; serve(int(sys.argv[1]), sys.argv[2:])"
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", code, str(theirs.fileno()), *self.preload],
+            pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
+            # debugpy's import warns about frozen modules unless told not to check
+            env={**os.environ, "PYDEVD_DISABLE_FILE_VALIDATION": "1"})
+        theirs.close()
+        self._sock = mine
+        self._file = mine.makefile("rb")
+        first = self._file.readline()
+        hello = json.loads(first) if first else {"error": "the fork server exited at start"}
+        if "error" in hello:
+            self.close()
+            raise ForkServerError(hello["error"])
+        self._reader = threading.Thread(target=self._read, name="nbsched-fork-server", daemon=True)
+        self._reader.start()
+
+    def spawn(self, argv: list[str], cwd: str, env: dict[str, str]) -> ForkedProcess:
+        with self._cond:
+            if self._closed:
+                raise ForkServerError("the fork server is closed")
+            self._next += 1
+            ident = self._next
+        with self._lock:
+            _send(self._sock, {"id": ident, "argv": argv, "cwd": cwd, "env": env})
+        with self._cond:
+            while ident not in self._replies and not self._closed:
+                self._cond.wait()
+            if ident not in self._replies:
+                raise ForkServerError("the fork server went away")
+            pid = self._replies.pop(ident)["pid"]
+            process = self._live[pid] = ForkedProcess(pid)
+            early = self._early.pop(pid, None)
+        if early is not None:
+            self._exited(early)
+        return process
+
+    def close(self) -> None:
+        """Stop the server; it kills the kernels still running."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._sock.close()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def _read(self) -> None:
+        try:
+            for line in self._file:
+                message = json.loads(line)
+                if "exit" in message:
+                    self._exited(message)
+                else:
+                    with self._cond:
+                        self._replies[message["id"]] = message
+                        self._cond.notify_all()
+        except (OSError, ValueError):
+            pass
+        # the server is gone: its kernels can no longer be watched (it killed them, or died)
+        with self._cond:
+            self._closed = True
+            live, self._live = self._live, {}
+            self._cond.notify_all()
+        for process in live.values():
+            _killpg(process.pid)
+            process._exit(-signal.SIGKILL, None)
+
+    def _exited(self, message: dict[str, Any]) -> None:
+        with self._cond:
+            process = self._live.pop(message["exit"], None)
+            if process is None:
+                self._early[message["exit"]] = message
+                return
+        process._exit(message["code"], message["cpu"])
+
+
+def forks(cmd: list[str]) -> bool:
+    """Whether a fork of this interpreter can be the kernel this command would start: a
+    manager's formatted ``python -m ipykernel_launcher ...`` with this very Python."""
+    if len(cmd) < 3 or cmd[1] != "-m" or cmd[2] not in ("ipykernel_launcher", "ipykernel"):
+        return False
+    try:
+        return Path(cmd[0]).resolve() == Path(sys.executable).resolve()
+    except OSError:
+        return False
+
+
+class ForkProvisioner(LocalProvisioner):  # type: ignore[misc]
+    """jupyter_client's local provisioner, with the kernel process forked by a ``ForkServer``."""
+
+    server: ForkServer | None = None  # set by whoever makes the provisioner
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
+        assert self.server is not None
+        if not forks(cmd):
+            return await super().launch_kernel(cmd, **kwargs)
+        env = dict(kwargs.get("env") or os.environ)
+        cwd = str(kwargs.get("cwd") or Path.cwd())
+        self.process = self.server.spawn(cmd[3:], cwd, env)
+        self.pid = self.pgid = self.process.pid
+        self.cwd = cwd
+        return self.connection_info

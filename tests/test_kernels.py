@@ -1,0 +1,210 @@
+"""Where a task's kernel comes from: fresh, pooled, forked. Every way, each task gets a kernel
+that no other task has touched, and that looks like a kernel jupyter_client started itself."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import wait_for, write_notebook, write_yaml
+from nbsched.dag import RunState
+from nbsched.notebook import read_recorded
+from nbsched.service import Config, Service
+
+MODES = {
+    "fresh": {"kernel_pool": False, "kernel_fork": False},
+    "pool": {"kernel_pool": True, "kernel_fork": False},
+    "fork": {"kernel_pool": False, "kernel_fork": True},
+    "pool+fork": {"kernel_pool": True, "kernel_fork": True},  # the default
+}
+
+# each task looks for what the one before left, then leaves the same behind: a variable, an
+# import of a module of its own, a changed attribute of a module every kernel has loaded (the
+# fork server has it in memory), a changed folder, and a random number
+PROBE = """\
+import os, sys, random, string, nbsched
+nbsched.record('seen', {
+    'variable': 'leftover' in globals(),
+    'import': 'json' in globals() or 'probe_helper' in sys.modules,
+    'module_state': hasattr(string, 'nbsched_leftover'),
+    'cwd': os.getcwd(),
+})
+nbsched.record('random', random.random())
+nbsched.record('pid', os.getpid())
+leftover = 1
+import json, probe_helper
+string.nbsched_leftover = 1
+os.chdir('/')
+"""
+
+
+def run_probe(project: Path, **kernels: bool):
+    for folder in ("a", "b"):
+        write_notebook(project / folder / "probe.ipynb", PROBE)
+        (project / folder / "probe_helper.py").write_text("VALUE = 1\n")
+    spec = write_yaml(project / "pipeline.yaml", """
+name: fresh
+tasks:
+  first:  {notebook: a/probe.ipynb}
+  second: {notebook: b/probe.ipynb, upstream: [first]}
+  third:  {notebook: a/probe.ipynb, upstream: [second]}
+  fourth: {notebook: b/probe.ipynb, upstream: [first]}
+""")
+    service = Service(Config.resolve(project=project, workers=1, **kernels))
+    try:
+        return service.run_pipeline(spec)
+    finally:
+        service.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_task_gets_a_kernel_no_task_has_touched(project, mode):
+    run = run_probe(project, **MODES[mode])
+
+    assert run.state is RunState.SUCCESS, {n: t.error for n, t in run.tasks.items()}
+    for name, folder in (("first", "a"), ("second", "b"), ("third", "a"), ("fourth", "b")):
+        seen = run.tasks[name].outputs["seen"]
+        assert seen == {"variable": False, "import": False, "module_state": False,
+                        "cwd": str(project / folder)}, (name, seen)
+    # a process of its own each, and no random sequence repeated from a common parent
+    assert len({t.outputs["pid"] for t in run.tasks.values()}) == 4
+    assert len({t.outputs["random"] for t in run.tasks.values()}) == 4
+
+
+KERNEL_FACTS = """\
+import os, sys, json
+print(json.dumps({
+    'executable': sys.executable, 'path': sys.path, 'cwd': os.getcwd(),
+    'argv0': os.path.basename(sys.argv[0]), 'mplbackend': os.environ.get('MPLBACKEND'),
+    'env': {k: v for k, v in os.environ.items() if k not in ('JPY_PARENT_PID', 'MPLBACKEND')},
+    'pgid_is_pid': os.getpgid(0) == os.getpid(), 'stdin_is_tty': os.isatty(0),
+    'fds': sorted(int(fd) for fd in os.listdir('/proc/self/fd') if int(fd) > 2),
+    'interrupt_handler': str(__import__('signal').getsignal(__import__('signal').SIGINT)),
+}))
+"""
+
+
+def kernel_facts(tmp_path: Path, server) -> dict:
+    import json
+
+    from jupyter_core.utils import run_sync
+
+    from nbsched.kernels import start_kernel, stop_kernel
+
+    km = start_kernel("python3", tmp_path, server)
+    kc = km.client()
+    kc.start_channels()
+    try:
+        run_sync(kc.wait_for_ready)(timeout=30)
+        out: list[str] = []
+        run_sync(kc.execute_interactive)(KERNEL_FACTS, timeout=30, output_hook=lambda m: out.append(
+            m["content"].get("text", "")) if m["msg_type"] == "stream" else None)
+    finally:
+        kc.stop_channels()
+        stop_kernel(km)
+    return json.loads("".join(out))
+
+
+def test_a_forked_kernel_looks_like_one_jupyter_client_started(tmp_path):
+    from nbsched.fork_server import ForkServer
+
+    usual = kernel_facts(tmp_path, None)
+    server = ForkServer()
+    try:
+        forked = kernel_facts(tmp_path, server)
+    finally:
+        server.close()
+    fds = forked.pop("fds"), usual.pop("fds")
+    assert forked == usual
+    # the kernel's own sockets and files only: not the server's socket, nor its siblings' pidfds
+    assert len(fds[0]) <= len(fds[1]) + 1, fds
+
+
+def test_a_forked_kernel_is_timed_out_and_cancelled_like_any_other(project):
+    """The runner stops a kernel by killing its process group: a forked kernel has its own."""
+    write_notebook(project / "slow.ipynb", "import subprocess\nchild = subprocess.Popen(['sleep', '300'])",
+                   "import nbsched\nnbsched.record('child', child.pid)", "import time\ntime.sleep(60)")
+    spec = write_yaml(project / "pipeline.yaml", "name: slow\ntasks:\n  slow: {notebook: slow.ipynb, timeout: 3}\n")
+    service = Service(Config.resolve(project=project, workers=1, kernel_fork=True))
+    try:
+        run = service.run_pipeline(spec)
+    finally:
+        service.close()
+    task = run.tasks["slow"]
+    assert run.state is RunState.FAILED and "timed out after 3s (cell 6: import time; time.sleep(60))" in task.error
+    child = read_recorded(Path(task.output_path))[0]["child"]
+    wait_for(lambda: not Path(f"/proc/{child}").exists() or "Z" in _state(child), 10,
+             "the kernel's own child process to be killed with it")
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+def test_kernels_die_with_the_process_that_forked_them(tmp_path):
+    """No orphans: kill -9 the nbsched process and its fork server kills the kernels."""
+    script = ("import sys, time; from pathlib import Path\n"
+              "from nbsched.fork_server import ForkServer\nfrom nbsched.kernels import start_kernel\n"
+              "server = ForkServer()\nkm = start_kernel('python3', Path(sys.argv[1]), server)\n"
+              "print(server.process.pid, km.provisioner.pid, flush=True)\ntime.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        server_pid, kernel_pid = map(int, proc.stdout.readline().split())
+        assert _state(kernel_pid) != "gone"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    wait_for(lambda: _state(kernel_pid) in ("gone", "Z") and _state(server_pid) in ("gone", "Z"), 15,
+             "the fork server and its kernel to exit")
+
+
+def test_preloaded_modules_are_in_every_kernel_and_thread_starting_ones_are_refused(project, caplog, monkeypatch):
+    write_notebook(project / "check.ipynb",
+                   "import sys, nbsched\nnbsched.record('preloaded', 'sqlalchemy' in sys.modules)")
+    spec = write_yaml(project / "pipeline.yaml", "name: pre\ntasks:\n  check: {notebook: check.ipynb}\n")
+
+    def run(*preload: str):
+        service = Service(Config.resolve(project=project, workers=1, kernel_preload=preload))
+        try:
+            return service.run_pipeline(spec)
+        finally:
+            service.close()
+
+    assert run().tasks["check"].outputs == {"preloaded": False}
+    assert run("sqlalchemy").tasks["check"].outputs == {"preloaded": True}
+    # a module that starts a thread when imported makes forking unsafe: kernels start the usual way
+    (project / "lib").mkdir()
+    (project / "lib" / "threaded.py").write_text("import threading, time\n"
+                                                 "threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n")
+    monkeypatch.setenv("PYTHONPATH", str(project / "lib"))
+    with caplog.at_level(logging.WARNING, logger="nbsched.kernels"):
+        refused = run("threaded")
+    assert refused.state is RunState.SUCCESS and refused.tasks["check"].outputs == {"preloaded": False}
+    assert "the fork server cannot start: RuntimeError: importing threaded started 1 thread(s)" in caplog.text
+
+
+def test_the_pool_has_kernels_waiting_and_drains_them_when_idle(tmp_path):
+    from nbsched.kernel_pool import KernelPool
+    from nbsched.kernels import Launcher
+
+    pool = KernelPool(2, idle=6.0, launcher=Launcher(fork=True))
+    try:
+        pool.prepare({"python3"})
+        wait_for(lambda: pool.waiting == {"python3": 2}, 60, "two kernels waiting")
+        with pool.kernel("python3", tmp_path) as kernel:
+            assert kernel.kc is not None and kernel.km.has_kernel
+            pid = kernel.km.provisioner.pid
+        wait_for(lambda: _state(pid) == "gone", 15, "the used kernel to be shut down")
+        wait_for(lambda: not pool.waiting, 30, "the idle kernels to be shut down")  # nobody asks
+    finally:
+        pool.close()
