@@ -1,15 +1,23 @@
 """nbsched against plain papermill on the same notebooks, measured in the same run.
 
-Two layered DAGs; each task depends on every task of the layer before. Each notebook does a
-trivial amount of work, so the numbers show what running notebooks costs, not what the
-notebooks compute.
-- 1 -> 6 -> 6 -> 6 -> 1 (20 notebooks): papermill sequential and in threads, nbsched local.
-- 1 -> 8 -> 10 -> 10 -> 8 -> 3 (40 notebooks): papermill sequential, nbsched on the local
-  executor and on the Dask executor (a LocalCluster of the same number of worker processes,
-  started once before the rounds, as an existing cluster would be).
+Layered DAGs, each task depending on every task of the layer before; each notebook does a
+trivial amount of work, so the numbers show what running notebooks costs, not what they compute.
+- 1 -> 6 -> 6 -> 6 -> 1 (20 notebooks) and 1 -> 24 -> 25 -> 25 -> 24 -> 1 (100 notebooks):
+  papermill sequential, a loop of 2 papermill threads (one layer at a time), and ``nbsched run``
+  with fresh kernels (``--no-kernel-pool --no-kernel-fork``), with the pool only, with the fork
+  server only, and with both (the default).
+- Kernel start: CPU of the kernel process from launch to ready, started the usual way and
+  forked from nbsched's fork server.
+- ``--dask``: also the 40-notebook DAG on the Dask executor (a LocalCluster).
 
-    python benchmarks/bench_pipeline.py [--repeat 3] [--workers 2] [--layers 1,6,6,6,1]
-                                        [--dask-layers 1,8,10,10,8,3]
+Columns: median, min and max of ``--repeat`` rounds (interleaved, so drift in the machine's load
+hits every contender); the ratio of the median to sequential papermill; "task overhead", the
+median over tasks of a task's wall time minus its cells' own execution time (papermill's
+per-cell durations in the output notebook); "slot overhead", (wall x workers - all cells' time)
+/ tasks: what each task costs beyond its cells, waiting and scheduling gaps included.
+
+    python benchmarks/bench_pipeline.py [--repeat 5] [--workers 2] [--dags 1,6,6,6,1 1,24,25,25,24,1]
+                                        [--dask]
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import statistics
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -33,6 +42,13 @@ from nbformat.v4 import new_code_cell, new_notebook
 from nbsched.service import Config, Service
 
 WORK = Path(__file__).resolve().parent / ".work"
+SEQUENTIAL = "papermill, sequential"
+
+
+@dataclass
+class Round:
+    wall: float
+    tasks: list[tuple[float, Path]] = field(default_factory=list)  # (task wall, output notebook)
 
 
 def build(layers: list[int], folder: Path) -> tuple[Path, list[list[str]]]:
@@ -58,94 +74,166 @@ def build(layers: list[int], folder: Path) -> tuple[Path, list[list[str]]]:
     return spec, names
 
 
-def papermill_one(folder: Path, out: Path, name: str) -> None:
+def papermill_one(folder: Path, out: Path, name: str) -> tuple[float, Path]:
     out.mkdir(exist_ok=True)
+    start = time.perf_counter()
     papermill.execute_notebook(str(folder / f"{name}.ipynb"), str(out / f"{name}.ipynb"),
                                parameters={"size": 10000}, progress_bar=False, kernel_name="python3")
+    return time.perf_counter() - start, out / f"{name}.ipynb"
 
 
-def papermill_sequential(folder: Path, names: list[list[str]], out: Path) -> None:
-    for layer in names:
-        for name in layer:
-            papermill_one(folder, out, name)
+def papermill_sequential(folder: Path, names: list[list[str]], out: Path) -> list[tuple[float, Path]]:
+    return [papermill_one(folder, out, name) for layer in names for name in layer]
 
 
-def papermill_threads(folder: Path, names: list[list[str]], out: Path, workers: int) -> None:
+def papermill_threads(folder: Path, names: list[list[str]], out: Path, workers: int) -> list[tuple[float, Path]]:
+    done: list[tuple[float, Path]] = []
     with ThreadPoolExecutor(workers) as pool:
         for layer in names:
-            list(pool.map(lambda n: papermill_one(folder, out, n), layer))
+            done.extend(pool.map(lambda n: papermill_one(folder, out, n), layer))
+    return done
 
 
-def nbsched_run(spec: Path, home: Path, workers: int, executor: str = "local", kernel_pool: bool = False) -> None:
-    service = Service(Config.resolve(home=home, workers=workers, executor=executor, kernel_pool=kernel_pool))
+def nbsched_run(spec: Path, home: Path, workers: int, executor: str = "local", **kernels: bool) -> list[tuple[float, Path]]:
+    service = Service(Config.resolve(home=home, workers=workers, executor=executor, **kernels))
     try:
         run = service.run_pipeline(spec)
     finally:
         service.close()
     if run.state.value != "success":
         raise SystemExit(f"nbsched run {run.id} ended {run.state.value}")
+    return [((t.ended_at - t.started_at).total_seconds(), Path(t.output_path)) for t in run.tasks.values()]
 
 
-def measure(contenders: dict[str, Callable[[int], None]], repeat: int) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {name: [] for name in contenders}
-    for i in range(repeat):  # interleaved, so drift in the machine's load hits every contender
+def cells_time(path: Path) -> float:
+    nb = nbformat.read(str(path), as_version=4)
+    return sum(c.metadata.get("papermill", {}).get("duration") or 0.0 for c in nb.cells)
+
+
+def measure(contenders: dict[str, Callable[[int], list[tuple[float, Path]]]], repeat: int) -> dict[str, list[Round]]:
+    rounds: dict[str, list[Round]] = {name: [] for name in contenders}
+    for i in range(repeat):
         for name, fn in contenders.items():
             start = time.perf_counter()
-            fn(i)
-            times[name].append(time.perf_counter() - start)
-            print(f"  round {i + 1}/{repeat}  {name}: {times[name][-1]:.2f}s", file=sys.stderr)
-    return times
+            tasks = fn(i)
+            rounds[name].append(Round(time.perf_counter() - start, tasks))
+            print(f"  round {i + 1}/{repeat}  {name}: {rounds[name][-1].wall:.2f}s", file=sys.stderr)
+    return rounds
 
 
-def table(title: str, times: dict[str, list[float]], n: int) -> None:
-    base = statistics.median(times["papermill, sequential"])
-    print(f"\n{title}")
-    print(f"{'contender':<34} {'median s':>9} {'min s':>7} {'max s':>7} {'per task s':>10} {'vs papermill seq':>17}")
-    for name, values in times.items():
-        med = statistics.median(values)
-        print(f"{name:<34} {med:>9.2f} {min(values):>7.2f} {max(values):>7.2f} {med / n:>10.3f} {med / base:>16.2f}x")
+def table(title: str, rounds: dict[str, list[Round]], workers: dict[str, int]) -> None:
+    base = statistics.median(r.wall for r in rounds[SEQUENTIAL])
+    print(f"\n{title}\n")
+    print("| contender | median s | min s | max s | vs papermill seq | task overhead s | slot overhead s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, results in rounds.items():
+        walls = [r.wall for r in results]
+        med = statistics.median(walls)
+        task_over, slot_over = [], []
+        for r in results:
+            cells = [cells_time(path) for _, path in r.tasks]
+            task_over.extend(wall - c for (wall, _), c in zip(r.tasks, cells))
+            slot_over.append((r.wall * workers[name] - sum(cells)) / len(r.tasks))
+        print(f"| {name} | {med:.2f} | {min(walls):.2f} | {max(walls):.2f} | {med / base:.2f}x "
+              f"| {statistics.median(task_over):.3f} | {statistics.median(slot_over):.3f} |")
+
+
+def kernel_start_cpu(repeat: int) -> None:
+    """CPU seconds of a kernel process from launch until it answers, the usual way and forked."""
+    from nbsched.fork_server import ForkServer
+    from nbsched.kernel_pool import connect
+    from nbsched.kernels import start_kernel, stop_kernel
+
+    def one(server: ForkServer | None) -> tuple[float, float]:
+        start = time.perf_counter()
+        kernel = connect(start_kernel("python3", WORK, server), 60, quick=True)  # as the pool does
+        wall = time.perf_counter() - start
+        stat = Path(f"/proc/{kernel.km.provisioner.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        cpu = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+        kernel.kc.stop_channels()
+        stop_kernel(kernel.km)
+        return cpu, wall
+
+    started = time.perf_counter()
+    server = ForkServer()
+    boot = time.perf_counter() - started
+    try:
+        usual = [one(None) for _ in range(repeat)]
+        forked = [one(server) for _ in range(repeat)]
+    finally:
+        server.close()
+    print(f"\nKernel start (python3, median of {repeat}; the fork server itself started in {boot:.2f}s)\n")
+    print("| start | kernel CPU s | wall to ready s |")
+    print("|---|---:|---:|")
+    for name, values in (("usual (a new Python)", usual), ("forked by the fork server", forked)):
+        print(f"| {name} | {statistics.median(c for c, _ in values):.3f} | {statistics.median(w for _, w in values):.3f} |")
+
+
+def machine(repeat: int) -> str:
+    import ipykernel
+    import jupyter_client
+    import nbclient
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return (f"{os.cpu_count()} cores ({cpu}), Linux {platform.release()}, Python {platform.python_version()}, "
+            f"papermill {papermill.__version__}, nbclient {nbclient.__version__}, jupyter_client "
+            f"{jupyter_client.__version__}, ipykernel {ipykernel.__version__}; median of {repeat}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
-    parser.add_argument("--layers", default="1,6,6,6,1")
-    parser.add_argument("--dask-layers", default="1,8,10,10,8,3")
+    parser.add_argument("--dags", nargs="+", default=["1,6,6,6,1", "1,24,25,25,24,1"])
+    parser.add_argument("--dask", action="store_true", help="also the Dask executor on 1,8,10,10,8,3")
     args = parser.parse_args()
     logging.getLogger("papermill").setLevel(logging.ERROR)
-    machine = (f"{os.cpu_count()} cores, Python {platform.python_version()}, papermill {papermill.__version__}; "
-               f"median of {args.repeat}")
     shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(parents=True)
     w = args.workers
+    print(f"Machine: {machine(args.repeat)}")
+    kernel_start_cpu(max(args.repeat, 10))
 
-    layers = [int(x) for x in args.layers.split(",")]
-    spec, names = build(layers, WORK / "notebooks")
-    times = measure({
-        "papermill, sequential": lambda i: papermill_sequential(spec.parent, names, WORK / f"pm{i}"),
-        f"papermill, {w} threads per layer": lambda i: papermill_threads(spec.parent, names, WORK / f"pmt{i}", w),
-        f"nbsched run, {w} workers": lambda i: nbsched_run(spec, WORK / f"home{i}", w),
-        f"nbsched run, {w} workers, kernel pool": lambda i: nbsched_run(spec, WORK / f"pool{i}", w, kernel_pool=True),
-    }, args.repeat)
-    table(f"{sum(layers)} notebooks, layers {'-'.join(map(str, layers))}; {machine}", times, sum(layers))
+    fresh = {"kernel_pool": False, "kernel_fork": False}
+    for dag in args.dags:
+        layers = [int(x) for x in dag.split(",")]
+        n = sum(layers)
+        spec, names = build(layers, WORK / f"notebooks{n}")
+        contenders = {
+            SEQUENTIAL: lambda i: papermill_sequential(spec.parent, names, WORK / f"pm{n}-{i}"),
+            f"papermill, {w}-thread loop": lambda i: papermill_threads(spec.parent, names, WORK / f"pmt{n}-{i}", w),
+            "nbsched, fresh kernels": lambda i: nbsched_run(spec, WORK / f"fresh{n}-{i}", w, **fresh),
+            "nbsched, pool only": lambda i: nbsched_run(spec, WORK / f"pool{n}-{i}", w, kernel_fork=False),
+            "nbsched, fork only": lambda i: nbsched_run(spec, WORK / f"fork{n}-{i}", w, kernel_pool=False),
+            "nbsched, pool + fork (default)": lambda i: nbsched_run(spec, WORK / f"default{n}-{i}", w),
+        }
+        rounds = measure(contenders, args.repeat)
+        workers = {name: 1 if name == SEQUENTIAL else w for name in contenders}
+        table(f"{n} notebooks, layers {'-'.join(map(str, layers))}, {w} workers", rounds, workers)
 
+    if args.dask:
+        dask_table(w, args.repeat)
+    shutil.rmtree(WORK, ignore_errors=True)
+
+
+def dask_table(w: int, repeat: int) -> None:
     from distributed import LocalCluster
 
-    layers = [int(x) for x in args.dask_layers.split(",")]
-    spec, names = build(layers, WORK / "notebooks40")
+    layers = [1, 8, 10, 10, 8, 3]
+    spec, names = build(layers, WORK / "notebooks-dask")
     started = time.perf_counter()
     with LocalCluster(n_workers=w, threads_per_worker=1, processes=True, dashboard_address=":0",
                       silence_logs=logging.ERROR) as cluster:
         boot = time.perf_counter() - started
-        times = measure({
-            "papermill, sequential": lambda i: papermill_sequential(spec.parent, names, WORK / f"pm40-{i}"),
-            f"nbsched run, local, {w} workers": lambda i: nbsched_run(spec, WORK / f"home40-{i}", w),
-            f"nbsched run, dask, {w} workers": lambda i: nbsched_run(spec, WORK / f"dask40-{i}", w,
-                                                                     cluster.scheduler_address),
-        }, args.repeat)
-    table(f"{sum(layers)} notebooks, layers {'-'.join(map(str, layers))}; {machine}; "
-          f"Dask LocalCluster of {w} worker processes (started once, in {boot:.1f}s)", times, sum(layers))
-    shutil.rmtree(WORK, ignore_errors=True)
+        rounds = measure({
+            SEQUENTIAL: lambda i: papermill_sequential(spec.parent, names, WORK / f"pm-dask-{i}"),
+            "nbsched, local (default)": lambda i: nbsched_run(spec, WORK / f"local-dask-{i}", w),
+            "nbsched, dask": lambda i: nbsched_run(spec, WORK / f"dask-{i}", w, cluster.scheduler_address),
+        }, repeat)
+    table(f"{sum(layers)} notebooks, layers {'-'.join(map(str, layers))}; Dask LocalCluster of {w} worker "
+          f"processes (started once, in {boot:.1f}s)", rounds, {SEQUENTIAL: 1, "nbsched, local (default)": w,
+                                                              "nbsched, dask": w})
 
 
 if __name__ == "__main__":

@@ -509,7 +509,18 @@ class _Progress:
 
 
 def main() -> None:
+    _without_slow_format_checks()
     cli(prog_name="nbsched")
+
+
+def _without_slow_format_checks() -> None:
+    """jsonschema imports ``rfc3987_syntax`` when it is installed (jupyter-server's dependencies
+    bring it) for its "iri" format, and that module builds a Lark parser as it is imported: 1.5 s
+    of every ``nbsched run`` before the first notebook (nbformat imports jsonschema). nbsched's
+    process validates notebooks, which use no such format: jsonschema is told the module is
+    absent (it skips that one check) unless something imported it already."""
+    if "jsonschema" not in sys.modules:
+        sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

@@ -62,9 +62,9 @@ class KernelPool:
         waiting = self._take(kernel_name)
         self._refill(kernel_name)
         if waiting is None:  # none waiting: start one here, as FreshKernels would
-            kernel = _connect(self.launcher.start(kernel_name, cwd), self.startup_timeout)
+            kernel = connect(self.launcher.start(kernel_name, cwd), self.startup_timeout, quick=True)
         else:
-            kernel = _connect(waiting.km, self.startup_timeout, quick=True)
+            kernel = connect(waiting.km, self.startup_timeout, quick=True)
             _chdir(kernel, cwd)
         try:
             yield kernel
@@ -115,7 +115,7 @@ class KernelPool:
         kernel = None
         try:
             if not self._closed.is_set():
-                kernel = _connect(self.launcher.start(name, self._home), self.startup_timeout, quick=True)
+                kernel = connect(self.launcher.start(name, self._home), self.startup_timeout, quick=True)
                 kernel.kc.stop_channels()  # the task connects its own, in its own thread
                 kernel.kc = None
         except Exception as exc:  # noqa: BLE001 - a task asking for it will start it and report why
@@ -151,7 +151,7 @@ class KernelPool:
                 self._retire(kernel)
 
 
-def _connect(km: Any, timeout: float, *, quick: bool = False) -> Kernel:
+def connect(km: Any, timeout: float, *, quick: bool = False) -> Kernel:
     """A client with its channels open and the kernel seen answering. ``quick``, for a kernel
     known to be up: ready once ``kernel_info``'s reply and its idle status (so IOPub is
     subscribed) are in, instead of ``wait_for_ready``'s fixed wait for stray IOPub messages."""

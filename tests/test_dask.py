@@ -23,7 +23,8 @@ from nbsched.dag import RunState, TaskState
 from nbsched.service import Config, Service
 
 # records where it ran: the folder, and whether a file beside the original notebook is there
-WHERE = "import os, nbsched\nnbsched.record('cwd', os.getcwd())\nnbsched.record('sees_sibling', os.path.exists('data.csv'))"
+WHERE = ("import os, nbsched\nnbsched.record('cwd', os.getcwd())\nnbsched.record('sees_sibling', os.path.exists('data.csv'))\n"
+         "nbsched.record('parent', open(f'/proc/{os.getppid()}/cmdline').read().replace(chr(0), ' '))")
 
 
 def _cluster(**kwargs: Any) -> Any:
@@ -66,6 +67,8 @@ tasks:
         assert task["state"] == "success" and task["host"] in workers, (name, task)
         # executed in a folder of the worker's own, without the files beside the notebook
         assert Path(task["outputs"]["cwd"]) != project and not task["outputs"]["sees_sibling"]
+        # the kernel was forked by the worker's fork server, not started as a new Python
+        assert "nbsched.fork_server" in task["outputs"]["parent"], task["outputs"]["parent"]
         # the executed notebook came back to the runner's output folder
         nb = nbformat.read(task["output_path"], as_version=4)
         assert Path(task["output_path"]).parent == project / "nbsched-runs" / "diamond" / run["run_id"]

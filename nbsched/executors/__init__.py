@@ -26,10 +26,11 @@ def make_executor(name: str, workers: int | None = None, *, pool: bool = False, 
                   preload: tuple[str, ...] = ()) -> Executor:
     """Start the executor ``name`` names; ``workers``: tries at once (default: the cores here, or
     the worker threads of an existing Dask cluster). How local kernels start: ``pool``, ahead of
-    need; ``fork``, forked from a process that has ipykernel and ``preload`` imported."""
+    need; ``fork``, forked from a process that has ipykernel and ``preload`` imported (Dask
+    workers fork theirs too, from a fork server each)."""
     kind, address = executor_address(name)
     if kind == "local":
         return LocalExecutor(workers, pool=pool, fork=fork, preload=preload)
     from nbsched.executors.cluster import DaskExecutor
 
-    return DaskExecutor(address, workers)
+    return DaskExecutor(address, workers, fork=fork)

@@ -35,7 +35,8 @@ _POLL = 0.5
 
 
 class DaskExecutor(Executor):
-    def __init__(self, address: str | None = None, workers: int | None = None) -> None:
+    def __init__(self, address: str | None = None, workers: int | None = None, *, fork: bool = False) -> None:
+        self.fork = fork  # the workers fork their kernels from a fork server of their own
         try:
             import dask
             from distributed import Client, LocalCluster
@@ -80,7 +81,7 @@ class DaskExecutor(Executor):
         self._handles[key] = handle
         future = self.client.submit(
             run_on_worker, key, request.notebook.read_bytes(), request.notebook.name, request.parameters,
-            request.kernel, key=key, resources=request.resources or None, retries=0)
+            request.kernel, self.fork, key=key, resources=request.resources or None, retries=0)
         asked_to_stop_at: float | None = None
         try:
             while True:
@@ -118,8 +119,23 @@ class DaskExecutor(Executor):
             self._cluster.close()
 
 
+_worker_kernels: dict[bool, Any] = {}
+_worker_kernels_lock = threading.Lock()
+
+
+def worker_kernels(fork: bool) -> Any:
+    """The kernel source of this worker process, kept across its tasks (a fork server lives as
+    long as the worker; it dies with it, and so do its kernels)."""
+    from nbsched.kernels import FreshKernels, Launcher
+
+    with _worker_kernels_lock:
+        if fork not in _worker_kernels:
+            _worker_kernels[fork] = FreshKernels(launcher=Launcher(fork))
+        return _worker_kernels[fork]
+
+
 def run_on_worker(key: str, notebook: bytes, name: str, parameters: dict[str, Any],
-                  kernel: str | None) -> tuple[dict[str, Any], bytes | None]:
+                  kernel: str | None, fork: bool = False) -> tuple[dict[str, Any], bytes | None]:
     """On a Dask worker: execute one try of a task; returns the outcome's fields and the executed notebook."""
     from distributed import Event, Variable, get_client, get_worker
 
@@ -156,7 +172,7 @@ def run_on_worker(key: str, notebook: bytes, name: str, parameters: dict[str, An
                               parameters=parameters, kernel=kernel)
         watcher.start()
         try:
-            outcome = execute_task(request, handle)
+            outcome = execute_task(request, handle, worker_kernels(fork))
         finally:
             done.set()
             watcher.join()
