@@ -5,7 +5,8 @@ trivial amount of work, so the numbers show what running notebooks costs, not wh
 - 1 -> 6 -> 6 -> 6 -> 1 (20 notebooks) and 1 -> 24 -> 25 -> 25 -> 24 -> 1 (100 notebooks):
   papermill sequential, a loop of 2 papermill threads (one layer at a time), and ``nbsched run``
   with fresh kernels (``--no-kernel-pool --no-kernel-fork``), with the pool only, with the fork
-  server only, and with both (the default).
+  server only, and with both (the default); the last also as the ``nbsched run`` command, in a
+  process of its own (its imports, a new database, and its exit included).
 - Kernel start: CPU of the kernel process from launch to ready, started the usual way and
   forked from nbsched's fork server.
 - ``--dask``: also the 40-notebook DAG on the Dask executor (a LocalCluster).
@@ -103,6 +104,23 @@ def nbsched_run(spec: Path, home: Path, workers: int, executor: str = "local", *
     if run.state.value != "success":
         raise SystemExit(f"nbsched run {run.id} ended {run.state.value}")
     return [((t.ended_at - t.started_at).total_seconds(), Path(t.output_path)) for t in run.tasks.values()]
+
+
+def nbsched_cli(spec: Path, home: Path, workers: int) -> list[tuple[float, Path]]:
+    """``nbsched run`` as a user types it: a new process, its imports and database included."""
+    import json
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-m", "nbsched", "--home", str(home), "run", str(spec), "-w",
+                           str(workers), "--json"], capture_output=True, text=True, check=True)
+    tasks = json.loads(proc.stdout)["tasks"].values()
+    return [((_time(t["ended_at"]) - _time(t["started_at"])), Path(t["output_path"])) for t in tasks]
+
+
+def _time(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text).timestamp()
 
 
 def cells_time(path: Path) -> float:
@@ -207,6 +225,7 @@ def main() -> None:
             "nbsched, pool only": lambda i: nbsched_run(spec, WORK / f"pool{n}-{i}", w, kernel_fork=False),
             "nbsched, fork only": lambda i: nbsched_run(spec, WORK / f"fork{n}-{i}", w, kernel_pool=False),
             "nbsched, pool + fork (default)": lambda i: nbsched_run(spec, WORK / f"default{n}-{i}", w),
+            "`nbsched run` command, default": lambda i: nbsched_cli(spec, WORK / f"cli{n}-{i}", w),
         }
         rounds = measure(contenders, args.repeat)
         workers = {name: 1 if name == SEQUENTIAL else w for name in contenders}

@@ -212,7 +212,9 @@ class ForkedProcess:
 class ForkServer:
     """Starts the server process and asks it for kernels, from any thread."""
 
-    def __init__(self, preload: list[str] | tuple[str, ...] = (), *, timeout: float = 60) -> None:
+    def __init__(self, preload: list[str] | tuple[str, ...] = ()) -> None:
+        if not hasattr(os, "pidfd_open") or not os.path.isdir("/proc/self/fd"):
+            raise ForkServerError("it needs Linux (pidfd_open, /proc)")
         self.preload = list(preload)
         self._lock = threading.Lock()
         self._cond = threading.Condition()
@@ -258,6 +260,11 @@ class ForkServer:
         if early is not None:
             self._exited(early)
         return process
+
+    @property
+    def alive(self) -> bool:
+        with self._cond:
+            return not self._closed
 
     def close(self) -> None:
         """Stop the server; it kills the kernels still running."""

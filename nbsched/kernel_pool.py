@@ -15,7 +15,6 @@ seconds are shut down.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from nbsched.kernels import Kernel, Launcher, stop_kernel
+from nbsched.kernels import Kernel, Launcher, connect, stop_kernel
 
 log = logging.getLogger("nbsched.kernels")
 
@@ -43,9 +42,11 @@ class KernelPool:
         self._used_at = time.monotonic()
         self._closed = threading.Event()
         # starting and stopping kernels off the tasks' path, in threads of their own so a refill
-        # never waits behind shutdowns; as many starts at once as there are workers (size - 1)
+        # never waits behind shutdowns; as many starts at once as there are workers (size - 1);
+        # a graceful shutdown is mostly waiting (jupyter_client polls every 0.1 s), and with one
+        # stopper they queued up faster than they ended (seen: 1 s left to wait at close)
         self._starter = ThreadPoolExecutor(max_workers=max(1, self.size - 1), thread_name_prefix="nbsched-kernel-start")
-        self._stopper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nbsched-kernel-stop")
+        self._stopper = ThreadPoolExecutor(max_workers=self.size, thread_name_prefix="nbsched-kernel-stop")
         self._drainer = threading.Thread(target=self._drain_when_idle, name="nbsched-kernel-idle", daemon=True)
         self._drainer.start()
 
@@ -63,9 +64,8 @@ class KernelPool:
         self._refill(kernel_name)
         if waiting is None:  # none waiting: start one here, as FreshKernels would
             kernel = connect(self.launcher.start(kernel_name, cwd), self.startup_timeout, quick=True)
-        else:
-            kernel = connect(waiting.km, self.startup_timeout, quick=True)
-            _chdir(kernel, cwd)
+        else:  # its first answer is to a silent chdir to the task's folder, as if it had started there
+            kernel = connect(waiting.km, self.startup_timeout, quick=True, cwd=cwd)
         try:
             yield kernel
         finally:
@@ -79,7 +79,7 @@ class KernelPool:
             self._ready.clear()
             self._cond.notify_all()
         for kernel in waiting:
-            self._retire(kernel)
+            self._retire(kernel, used=False)
         self._starter.shutdown(wait=True)
         self._stopper.shutdown(wait=True)
         self.launcher.close()
@@ -129,15 +129,17 @@ class KernelPool:
                 kernel = None
             self._cond.notify_all()
         if kernel is not None:
-            self._retire(kernel)
+            self._retire(kernel, used=False)
 
-    def _retire(self, kernel: Kernel) -> None:
+    def _retire(self, kernel: Kernel, *, used: bool = True) -> None:
+        """Shut it down off the tasks' path: gracefully if a task used it (its atexit handlers
+        run), at once if it only waited."""
         if kernel.kc is not None:
             kernel.kc.stop_channels()
         try:
-            self._stopper.submit(stop_kernel, kernel.km)
+            self._stopper.submit(stop_kernel, kernel.km, now=not used)
         except RuntimeError:  # the pool is closed: stop it here
-            stop_kernel(kernel.km)
+            stop_kernel(kernel.km, now=not used)
 
     def _drain_when_idle(self) -> None:
         while not self._closed.wait(min(self.idle / 2, 5.0)):
@@ -148,66 +150,4 @@ class KernelPool:
                 self._ready.clear()
             log.info("kernel pool: %d idle kernel(s) shut down", len(idle))
             for kernel in idle:
-                self._retire(kernel)
-
-
-def connect(km: Any, timeout: float, *, quick: bool = False) -> Kernel:
-    """A client with its channels open and the kernel seen answering. ``quick``, for a kernel
-    known to be up: ready once ``kernel_info``'s reply and its idle status (so IOPub is
-    subscribed) are in, instead of ``wait_for_ready``'s fixed wait for stray IOPub messages."""
-    from jupyter_core.utils import run_sync
-
-    kc = km.client()
-    kc.start_channels()
-    try:
-        if quick:
-            run_sync(_answered)(kc, timeout)
-        else:
-            run_sync(kc.wait_for_ready)(timeout=timeout)
-    except BaseException:
-        kc.stop_channels()
-        stop_kernel(km)
-        raise
-    return Kernel(km, kc)
-
-
-async def _answered(kc: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    # the SUB socket may join after the kernel's first status: ask again until IOPub brings one
-    while True:
-        msg_id = kc.kernel_info()
-        await _reply(kc.shell_channel, msg_id, deadline)
-        try:
-            await _reply(kc.iopub_channel, msg_id, min(deadline, time.monotonic() + 0.05), idle=True)
-            return
-        except TimeoutError:
-            if time.monotonic() > deadline:
-                raise
-
-
-async def _reply(channel: Any, msg_id: str, deadline: float, *, idle: bool = False) -> None:
-    from queue import Empty
-
-    while True:
-        try:
-            msg = await channel.get_msg(timeout=max(0.0, deadline - time.monotonic()))
-        except Empty:
-            raise TimeoutError("the kernel did not answer") from None
-        if msg["parent_header"].get("msg_id") == msg_id and (
-                not idle or msg["content"].get("execution_state") == "idle"):
-            return
-
-
-def _chdir(kernel: Kernel, cwd: Path) -> None:
-    """Move a waiting kernel to the task's folder, as if it had started there. Silent: no
-    execution count, no history, no output in the notebook."""
-    from jupyter_core.utils import run_sync
-
-    code = f"import os as __nbsched_os\n__nbsched_os.chdir({os.fspath(cwd)!r})\ndel __nbsched_os"
-    msg_id = kernel.kc.execute(code, silent=True, store_history=False, allow_stdin=False)
-    while True:
-        reply = run_sync(kernel.kc.get_shell_msg)(timeout=30)
-        if reply["parent_header"].get("msg_id") == msg_id:
-            break
-    if reply["content"]["status"] != "ok":
-        raise RuntimeError(f"cannot move the kernel to {cwd}: {reply['content'].get('evalue')}")
+                self._retire(kernel, used=False)

@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,7 +106,15 @@ class Launcher:
         self._failed = False
 
     def start(self, kernel_name: str, cwd: Path) -> Any:
-        return start_kernel(kernel_name, cwd, self._fork_server())
+        server = self._fork_server()
+        if server is None:
+            return start_kernel(kernel_name, cwd)
+        from nbsched.fork_server import ForkServerError
+
+        try:
+            return start_kernel(kernel_name, cwd, server)
+        except ForkServerError:  # it went away as it was asked: once more, with a new one
+            return start_kernel(kernel_name, cwd, self._fork_server())
 
     def close(self) -> None:
         with self._lock:
@@ -118,6 +127,11 @@ class Launcher:
         if not self.fork:
             return None
         with self._lock:
+            if self._server is not None and not self._server.alive:  # killed (OOM?): a new one
+                log.warning("the kernels' fork server (pid %d) has exited; starting another",
+                            self._server.process.pid)
+                self._server.close()
+                self._server = None
             if self._server is None and not self._failed:
                 from nbsched.fork_server import ForkServer, ForkServerError
 
@@ -129,15 +143,93 @@ class Launcher:
             return self._server
 
 
-def stop_kernel(km: Any) -> None:
-    """Shut a kernel down gracefully; its clients' channels must be stopped first (with them
-    open, a graceful shutdown can wait seconds for a reply that never comes)."""
+def stop_kernel(km: Any, *, now: bool = False) -> None:
+    """Shut a kernel down gracefully (``now``: kill it, for one that never ran a task's code);
+    its clients' channels must be stopped first (with them open, a graceful shutdown can wait
+    seconds for a reply that never comes)."""
     from jupyter_core.utils import run_sync
 
     if run_sync(km.is_alive)():
-        run_sync(km.shutdown_kernel)(now=False)
+        run_sync(km.shutdown_kernel)(now=now)
     else:
         run_sync(km.cleanup_resources)()
+
+
+def connect(km: Any, timeout: float, *, quick: bool = False, cwd: Path | None = None) -> Kernel:
+    """A client with its channels open and the kernel seen answering. ``quick``: ready once
+    the kernel's reply and its idle status (so IOPub is subscribed) are in, instead of
+    ``wait_for_ready``'s fixed wait for stray IOPub messages. ``cwd``: the request answered is a
+    silent move to that folder (no execution count, no history, no output), else ``kernel_info``."""
+    from jupyter_core.utils import run_sync
+
+    kc = km.client(context=_client_context())
+    kc.start_channels()
+    try:
+        if quick:
+            run_sync(_answered)(kc, timeout, _chdir_code(cwd) if cwd else None)
+        else:
+            run_sync(kc.wait_for_ready)(timeout=timeout)
+    except BaseException:
+        kc.stop_channels()
+        stop_kernel(km)
+        raise
+    return Kernel(km, kc)
+
+
+async def _answered(kc: Any, timeout: float, code: str | None) -> None:
+    deadline = time.monotonic() + timeout
+    # the SUB socket may join after the kernel's first status: ask again until IOPub brings one
+    while True:
+        if code is None:
+            msg_id = kc.kernel_info()
+        else:
+            msg_id = kc.execute(code, silent=True, store_history=False, allow_stdin=False)
+        reply = await _reply(kc.shell_channel, msg_id, deadline)
+        if reply["content"].get("status", "ok") != "ok":
+            raise RuntimeError(f"the kernel cannot move to the task's folder: {reply['content'].get('evalue')}")
+        try:
+            await _reply(kc.iopub_channel, msg_id, min(deadline, time.monotonic() + 0.05), idle=True)
+            return
+        except TimeoutError:
+            if time.monotonic() > deadline:
+                raise
+
+
+async def _reply(channel: Any, msg_id: str, deadline: float, *, idle: bool = False) -> dict[str, Any]:
+    from queue import Empty
+
+    while True:
+        try:
+            msg = await channel.get_msg(timeout=max(0.0, deadline - time.monotonic()))
+        except Empty:
+            raise TimeoutError("the kernel did not answer") from None
+        if msg["parent_header"].get("msg_id") == msg_id and (
+                not idle or msg["content"].get("execution_state") == "idle"):
+            return msg
+
+
+def _chdir_code(cwd: Path) -> str:
+    return f"import os as __nbsched_os\n__nbsched_os.chdir({os.fspath(cwd)!r})\ndel __nbsched_os"
+
+
+_context: Any = None
+_context_lock = threading.Lock()
+
+
+def _client_context() -> Any:
+    """One ZeroMQ context for nbsched's kernel clients (a client's own default is a new context,
+    with its own I/O thread, per client), retrying a refused connection after 10 ms rather than
+    ZeroMQ's 100 ms: a client connecting as its kernel starts is refused until the kernel has
+    bound its ports, and IOPub then joined 0.2 s late, more than the kernel took to start."""
+    global _context
+    import zmq
+    import zmq.asyncio
+
+    with _context_lock:
+        if _context is None:
+            _context = zmq.asyncio.Context()
+            _context.setsockopt(zmq.RECONNECT_IVL, 10)
+        return _context
 
 
 class FreshKernels:
@@ -149,11 +241,12 @@ class FreshKernels:
 
     @contextmanager
     def kernel(self, kernel_name: str, cwd: Path) -> Iterator[Kernel]:
-        km = self.launcher.start(kernel_name, cwd)
+        kernel = connect(self.launcher.start(kernel_name, cwd), self.startup_timeout, quick=True)
         try:
-            yield Kernel(km)
+            yield kernel
         finally:
-            stop_kernel(km)
+            kernel.kc.stop_channels()
+            stop_kernel(kernel.km)
 
     def prepare(self, kernel_names: Iterable[str]) -> None:
         """Nothing to do ahead of need."""

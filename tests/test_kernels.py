@@ -208,3 +208,25 @@ def test_the_pool_has_kernels_waiting_and_drains_them_when_idle(tmp_path):
         wait_for(lambda: not pool.waiting, 30, "the idle kernels to be shut down")  # nobody asks
     finally:
         pool.close()
+
+
+def test_a_fork_server_that_dies_is_replaced(tmp_path, caplog):
+    from nbsched.kernels import Launcher, stop_kernel
+
+    launcher = Launcher(fork=True)
+    try:
+        first = launcher.start("python3", tmp_path)
+        stop_kernel(first)
+        server = launcher._server
+        os.kill(server.process.pid, signal.SIGKILL)  # as the OOM killer would
+        wait_for(lambda: not server.alive, 10, "the parent to see the fork server gone")
+        with caplog.at_level(logging.WARNING, logger="nbsched.kernels"):
+            second = launcher.start("python3", tmp_path)
+        try:
+            assert launcher._server is not server and launcher._server.alive
+            assert second.provisioner.process.pid != first.provisioner.pid
+            assert f"the kernels' fork server (pid {server.process.pid}) has exited" in caplog.text
+        finally:
+            stop_kernel(second)
+    finally:
+        launcher.close()
