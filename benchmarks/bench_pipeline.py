@@ -9,6 +9,8 @@ trivial amount of work, so the numbers show what running notebooks costs, not wh
   process of its own (its imports, a new database, and its exit included).
 - Kernel start: CPU of the kernel process from launch to ready, started the usual way and
   forked from nbsched's fork server.
+- Process start: ``nbsched --help``, and the import time of ``nbsched run`` before its first
+  notebook.
 - ``--dask``: also the 40-notebook DAG on the Dask executor (a LocalCluster).
 
 Columns: median, min and max of ``--repeat`` rounds (interleaved, so drift in the machine's load
@@ -187,6 +189,39 @@ def kernel_start_cpu(repeat: int) -> None:
         print(f"| {name} | {statistics.median(c for c, _ in values):.3f} | {statistics.median(w for _, w in values):.3f} |")
 
 
+def process_start(repeat: int) -> None:
+    """What a command costs before any notebook: ``nbsched --help``, and the imports of
+    ``nbsched run`` up to its first notebook, with and without the CLI's skip of rfc3987_syntax."""
+    import subprocess
+
+    def wall(args: list[str]) -> float:
+        start = time.perf_counter()
+        subprocess.run(args, check=True, capture_output=True)
+        return time.perf_counter() - start
+
+    def imports(code: str) -> float:
+        err = subprocess.run([sys.executable, "-X", "importtime", "-c", code], check=True,
+                             capture_output=True, text=True).stderr
+        return sum(int(line.split("|")[1]) for line in err.splitlines()
+                   if line.startswith("import time:") and line.split("|")[2].startswith(" ")
+                   and not line.split("|")[2].startswith("  ") and line.split("|")[1].strip().isdigit()) / 1e6
+
+    runner_path = "import nbsched.service, nbsched.runner, nbsched.notebook, papermill, nbformat"
+    rows = [
+        ("`nbsched --help`, wall", statistics.median(wall([sys.executable, "-m", "nbsched", "--help"])
+                                                      for _ in range(repeat))),
+        ("imports of `nbsched --help`", statistics.median(imports("import nbsched.cli") for _ in range(repeat))),
+        ("imports of `nbsched run` (as the CLI does)", statistics.median(imports(
+            "from nbsched.cli import _without_slow_format_checks as f; f(); " + runner_path) for _ in range(repeat))),
+        ("the same imports, rfc3987_syntax allowed", statistics.median(imports(runner_path) for _ in range(repeat))),
+    ]
+    print(f"\nProcess start (median of {repeat}; imports summed from `python -X importtime`)\n")
+    print("| measure | s |")
+    print("|---|---:|")
+    for name, value in rows:
+        print(f"| {name} | {value:.3f} |")
+
+
 def machine(repeat: int) -> str:
     import ipykernel
     import jupyter_client
@@ -212,6 +247,7 @@ def main() -> None:
     w = args.workers
     print(f"Machine: {machine(args.repeat)}")
     kernel_start_cpu(max(args.repeat, 10))
+    process_start(args.repeat)
 
     fresh = {"kernel_pool": False, "kernel_fork": False}
     for dag in args.dags:
