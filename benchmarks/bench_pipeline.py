@@ -161,12 +161,11 @@ def table(title: str, rounds: dict[str, list[Round]], workers: dict[str, int]) -
 def kernel_start_cpu(repeat: int) -> None:
     """CPU seconds of a kernel process from launch until it answers, the usual way and forked."""
     from nbsched.fork_server import ForkServer
-    from nbsched.kernel_pool import connect
-    from nbsched.kernels import start_kernel, stop_kernel
+    from nbsched.kernels import connect, start_kernel, stop_kernel
 
     def one(server: ForkServer | None) -> tuple[float, float]:
         start = time.perf_counter()
-        kernel = connect(start_kernel("python3", WORK, server), 60, quick=True)  # as the pool does
+        kernel = connect(start_kernel("python3", WORK, server), 60)  # as nbsched does
         wall = time.perf_counter() - start
         stat = Path(f"/proc/{kernel.km.provisioner.pid}/stat").read_text().rsplit(")", 1)[1].split()
         cpu = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")

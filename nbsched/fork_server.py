@@ -85,7 +85,11 @@ def serve(fd: int, preload: list[str]) -> None:
                 while b"\n" in buf:
                     line, buf = buf.split(b"\n", 1)
                     request = json.loads(line)
-                    pid = os.fork()
+                    try:
+                        pid = os.fork()
+                    except OSError as exc:  # out of memory or processes: this kernel fails, not the others
+                        _send(sock, {"id": request["id"], "error": f"cannot fork a kernel: {exc}"})
+                        continue
                     if pid == 0:
                         _run_kernel(request, set_by_imports)  # never returns
                     pidfd = os.pidfd_open(pid)
@@ -254,7 +258,10 @@ class ForkServer:
                 self._cond.wait()
             if ident not in self._replies:
                 raise ForkServerError("the fork server went away")
-            pid = self._replies.pop(ident)["pid"]
+            reply = self._replies.pop(ident)
+            if "error" in reply:
+                raise ForkServerError(reply["error"])
+            pid = reply["pid"]
             process = self._live[pid] = ForkedProcess(pid)
             early = self._early.pop(pid, None)
         if early is not None:

@@ -1,15 +1,11 @@
 """``KernelPool``: kernels started and connected ahead of need, each used for one task only.
 
-Starting a kernel (0.6 s) and a fresh client's ready wait (0.2 s), not the notebooks' work,
-dominate small pipelines. The pool keeps up to ``size`` kernels waiting, for the kernel names
-asked for, each started and seen answering. A task takes one and connects its client in its own
-thread (a ZeroMQ asyncio socket is watched by the event loop of the thread that uses it; one
-connected in another thread missed wake-ups and waited up to 1 s per cell, seen), ready as soon
-as the kernel's answer to ``kernel_info`` and its idle status have arrived, without the fresh
-client's fixed 0.2 s wait. The kernel moves to the task's folder (a silent ``os.chdir``), runs
-that one notebook and is shut down in the background while a replacement starts: no state
-passes from task to task, as with a fresh kernel per task. Kernels nobody asked for in ``idle``
-seconds are shut down.
+Starting a kernel, not the notebooks' work, dominates small pipelines. The pool keeps up to
+``size`` kernels waiting, for the kernel names asked for, each started and seen answering. A
+task takes one and connects its client in its own thread, the kernel's first answer being to a
+silent ``os.chdir`` to the task's folder; it runs that one notebook and is shut down in the
+background while a replacement starts: no state passes from task to task, as with a fresh
+kernel per task. Kernels nobody asked for in ``idle`` seconds are shut down.
 """
 
 from __future__ import annotations
@@ -63,9 +59,9 @@ class KernelPool:
         waiting = self._take(kernel_name)
         self._refill(kernel_name)
         if waiting is None:  # none waiting: start one here, as FreshKernels would
-            kernel = connect(self.launcher.start(kernel_name, cwd), self.startup_timeout, quick=True)
+            kernel = connect(self.launcher.start(kernel_name, cwd), self.startup_timeout)
         else:  # its first answer is to a silent chdir to the task's folder, as if it had started there
-            kernel = connect(waiting.km, self.startup_timeout, quick=True, cwd=cwd)
+            kernel = connect(waiting.km, self.startup_timeout, cwd=cwd)
         try:
             yield kernel
         finally:
@@ -115,7 +111,7 @@ class KernelPool:
         kernel = None
         try:
             if not self._closed.is_set():
-                kernel = connect(self.launcher.start(name, self._home), self.startup_timeout, quick=True)
+                kernel = connect(self.launcher.start(name, self._home), self.startup_timeout)
                 kernel.kc.stop_channels()  # the task connects its own, in its own thread
                 kernel.kc = None
         except Exception as exc:  # noqa: BLE001 - a task asking for it will start it and report why

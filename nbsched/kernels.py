@@ -1,8 +1,9 @@
 """Where a task gets its kernel: the one seam for how kernels are started and stopped.
 
 Every task runs in a kernel of its own. ``FreshKernels`` starts one when a task starts;
-``KernelPool`` (``kernel_pool.py``) has them started and connected ahead of need. Both give
-``kernel(name, cwd)``: a context manager yielding a ``Kernel``.
+``KernelPool`` (``kernel_pool.py``) has them started ahead of need. Both give ``kernel(name,
+cwd)``: a context manager yielding a ``Kernel`` with its client connected, and both start
+kernels through a ``Launcher``: the usual way, or forked from a fork server (``fork_server.py``).
 """
 
 from __future__ import annotations
@@ -62,8 +63,8 @@ class KernelHandle:
 
 @dataclass
 class Kernel:
-    """A kernel for one task: its manager, and a client already connected and ready (a pooled
-    kernel) or None (the engine connects one)."""
+    """A kernel for one task: its manager, and a client connected and seen answering, in the
+    thread that will use it (None only while a pooled kernel waits)."""
 
     km: Any
     kc: Any = None
@@ -113,8 +114,11 @@ class Launcher:
 
         try:
             return start_kernel(kernel_name, cwd, server)
-        except ForkServerError:  # it went away as it was asked: once more, with a new one
-            return start_kernel(kernel_name, cwd, self._fork_server())
+        except ForkServerError as exc:
+            if not server.alive:  # it went away as it was asked: once more, with a new one
+                return start_kernel(kernel_name, cwd, self._fork_server())
+            log.warning("%s; starting this kernel the usual way", exc)
+            return start_kernel(kernel_name, cwd)
 
     def close(self) -> None:
         with self._lock:
@@ -155,20 +159,19 @@ def stop_kernel(km: Any, *, now: bool = False) -> None:
         run_sync(km.cleanup_resources)()
 
 
-def connect(km: Any, timeout: float, *, quick: bool = False, cwd: Path | None = None) -> Kernel:
-    """A client with its channels open and the kernel seen answering. ``quick``: ready once
-    the kernel's reply and its idle status (so IOPub is subscribed) are in, instead of
-    ``wait_for_ready``'s fixed wait for stray IOPub messages. ``cwd``: the request answered is a
-    silent move to that folder (no execution count, no history, no output), else ``kernel_info``."""
+def connect(km: Any, timeout: float, *, cwd: Path | None = None) -> Kernel:
+    """A client with its channels open and the kernel seen answering: ready once the kernel's
+    reply and its idle status (so IOPub is subscribed) are in, without ``wait_for_ready``'s fixed
+    0.2 s wait for stray IOPub messages. ``cwd``: the request answered is a silent move to that
+    folder (no execution count, no history, no output), else ``kernel_info``. Call it in the
+    thread that uses the client: a ZeroMQ asyncio socket is watched by the event loop of that
+    thread (one connected in another thread missed wake-ups, up to 1 s a cell, seen)."""
     from jupyter_core.utils import run_sync
 
     kc = km.client(context=_client_context())
     kc.start_channels()
     try:
-        if quick:
-            run_sync(_answered)(kc, timeout, _chdir_code(cwd) if cwd else None)
-        else:
-            run_sync(kc.wait_for_ready)(timeout=timeout)
+        run_sync(_answered)(kc, timeout, _chdir_code(cwd) if cwd else None)
     except BaseException:
         kc.stop_channels()
         stop_kernel(km)
@@ -241,7 +244,7 @@ class FreshKernels:
 
     @contextmanager
     def kernel(self, kernel_name: str, cwd: Path) -> Iterator[Kernel]:
-        kernel = connect(self.launcher.start(kernel_name, cwd), self.startup_timeout, quick=True)
+        kernel = connect(self.launcher.start(kernel_name, cwd), self.startup_timeout)
         try:
             yield kernel
         finally:
