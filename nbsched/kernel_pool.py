@@ -15,10 +15,11 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from nbsched.kernels import Kernel, Launcher, connect, stop_kernel
+from nbsched.kernels import Kernel, Launcher, connect, in_own_loop, stop_kernel
 
 log = logging.getLogger("nbsched.kernels")
 
@@ -105,7 +106,7 @@ class KernelPool:
             mine = len(self._ready.get(name, ())) + self._starting.get(name, 0)
             for _ in range(max(0, min(self.size - mine, self.size - total))):
                 self._starting[name] = self._starting.get(name, 0) + 1
-                self._starter.submit(self._start_waiting, name)
+                self._starter.submit(in_own_loop, self._start_waiting, name)
 
     def _start_waiting(self, name: str) -> None:
         kernel = None
@@ -133,7 +134,7 @@ class KernelPool:
         if kernel.kc is not None:
             kernel.kc.stop_channels()
         try:
-            self._stopper.submit(stop_kernel, kernel.km, now=not used)
+            self._stopper.submit(in_own_loop, partial(stop_kernel, kernel.km, now=not used))
         except RuntimeError:  # the pool is closed: stop it here
             stop_kernel(kernel.km, now=not used)
 

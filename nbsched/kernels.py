@@ -215,6 +215,25 @@ def _chdir_code(cwd: Path) -> str:
     return f"import os as __nbsched_os\n__nbsched_os.chdir({os.fspath(cwd)!r})\ndel __nbsched_os"
 
 
+def in_own_loop(fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` in a worker thread, then close the event loop jupyter_core's ``run_sync``
+    made for the thread. Left open, a finished thread's loop is closed by the garbage collector,
+    which may have finalized its self-pipe socket first: "Exception ignored in BaseEventLoop.__del__
+    ... Invalid file descriptor: -1" on stderr (seen as ``nbsched run`` exited after a SIGTERM)."""
+    import asyncio
+
+    try:
+        return fn(*args)
+    finally:
+        try:
+            loop = asyncio.get_event_loop_policy().get_event_loop()
+        except RuntimeError:  # none was made here
+            loop = None
+        if loop is not None and not loop.is_running() and not loop.is_closed():
+            loop.close()
+        asyncio.set_event_loop(None)
+
+
 _context: Any = None
 _context_lock = threading.Lock()
 

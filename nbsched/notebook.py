@@ -50,6 +50,22 @@ class TaskOutcome:
         return self.error is None and self.stopped is None
 
 
+def import_engine() -> None:
+    """Import, in this thread, what executing a task imports. Worker threads starting at once
+    would import papermill, nbclient and jupyter_client concurrently, and a first import of
+    jupyter_client's circular modules in two threads can fail ("cannot import name
+    'AsyncKernelManager' from partially initialized module": seen, under load)."""
+    import jupyter_client.manager  # noqa: F401
+    import jupyter_core.utils  # noqa: F401
+    import papermill.clientwrap  # noqa: F401
+    import papermill.engines  # noqa: F401
+    import zmq.asyncio  # noqa: F401
+
+    import nbsched.fork_server  # noqa: F401
+
+    _register_engine()
+
+
 def execute_task(request: TaskRequest, handle: KernelHandle, kernels: Any = None) -> TaskOutcome:
     """Run the notebook; never raises for a notebook's own failure, it is in the outcome."""
     import papermill
