@@ -2,7 +2,8 @@
 
 1. 10,000 cron schedules: time to validate them and compute their first fire, to store them,
    and for a scheduler to load them into its heap;
-2. CPU used by an idle `nbsched serve` holding those 10,000 schedules, over 10 s;
+2. CPU used by an idle `nbsched serve` holding those 10,000 schedules, over 10 s (none of them
+   fires this month or the next);
 3. fire latency (due time -> run row committed), p50/p99, for 20 interval schedules firing
    every second for 10 s, with the scheduler loop the daemon uses.
 
@@ -43,9 +44,12 @@ def project(folder: Path) -> Service:
     return service
 
 
-def random_cron(rng: random.Random) -> str:
+def random_cron(rng: random.Random, quiet_months: set[int]) -> str:
+    """A cron that never fires in ``quiet_months``: 10,000 daily crons fire about 7 times a
+    minute, and one that fired inside the idle measurement ran a notebook there (seen: 5% CPU)."""
+    month = rng.choice([m for m in range(1, 13) if m not in quiet_months])
     return (f"{rng.randrange(60)} {rng.randrange(24)} {rng.choice(['*', rng.randrange(1, 29)])} "
-            f"{rng.choice(['*', rng.randrange(1, 13)])} {rng.choice(['*', '1-5', rng.randrange(7)])}")
+            f"{month} {rng.choice(['*', '1-5', rng.randrange(7)])}")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -68,7 +72,8 @@ def main() -> None:
     zones = ["UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata"]
     now = utcnow()
     start = time.perf_counter()
-    wanted = [schedule_fields({"cron": random_cron(rng), "timezone": rng.choice(zones)}, now=now)
+    quiet = {now.month, now.month % 12 + 1}  # this month and the next: the measurements' time
+    wanted = [schedule_fields({"cron": random_cron(rng, quiet), "timezone": rng.choice(zones)}, now=now)
               for _ in range(args.schedules)]
     rows.append((f"validate + first fire of {args.schedules:,} cron schedules", f"{time.perf_counter() - start:.2f} s"))
     start = time.perf_counter()
