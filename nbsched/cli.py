@@ -29,7 +29,7 @@ def _executor_option(command: Any) -> Any:
         def apply(ctx: click.Context, param: click.Parameter, value: Any) -> None:
             from dataclasses import replace
 
-            if value is None:
+            if value is None or value == ():  # not given (a flag's None, a repeatable option's ())
                 return
             try:
                 ctx.obj.config = replace(ctx.obj.config, **{field: value})
@@ -46,8 +46,7 @@ def _executor_option(command: Any) -> Any:
                            help="Local executor: fork kernels from a process that has ipykernel imported, "
                                 "instead of starting a new Python each time [default: on].")(command)
     command = click.option("--kernel-preload", "kernel_preload", multiple=True, metavar="MODULE",
-                           expose_value=False, callback=lambda ctx, param, value: value and setting(
-                               "kernel_preload")(ctx, param, tuple(value)),
+                           expose_value=False, callback=setting("kernel_preload"),
                            help="With --kernel-fork: a module the fork server imports once for every "
                                 "kernel (repeatable).")(command)
     return click.option("--executor", envvar="NBSCHED_EXECUTOR", metavar="KIND", expose_value=False,
