@@ -160,6 +160,7 @@ def table(title: str, rounds: dict[str, list[Round]], workers: dict[str, int]) -
 
 def kernel_start_cpu(repeat: int) -> None:
     """CPU seconds of a kernel process from launch until it answers, the usual way and forked."""
+    from bench_scheduler import cpu_seconds  # this folder is on sys.path when run as a script
     from nbsched.fork_server import ForkServer
     from nbsched.kernels import connect, start_kernel, stop_kernel
 
@@ -167,8 +168,7 @@ def kernel_start_cpu(repeat: int) -> None:
         start = time.perf_counter()
         kernel = connect(start_kernel("python3", WORK, server), 60)  # as nbsched does
         wall = time.perf_counter() - start
-        stat = Path(f"/proc/{kernel.km.provisioner.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        cpu = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+        cpu = cpu_seconds(kernel.km.provisioner.pid)
         kernel.kc.stop_channels()
         stop_kernel(kernel.km)
         return cpu, wall
