@@ -178,7 +178,12 @@ def _schemas() -> dict[str, Schema]:
                     cell=_nullable(_obj(["index", "count", "source"], doc="while running: the cell executing now "
                                         "(1-based, of all the output notebook's cells), and its code in one line",
                                         index=_int(), count=_int(), source=_str())),
-                    host=_nullable(_str()), started_at=_time(nullable=True), ended_at=_time(nullable=True))
+                    host=_nullable(_str()), started_at=_time(nullable=True), ended_at=_time(nullable=True),
+                    tries=_array(_ref("TaskTry"), "every try of the task, oldest first"))
+    task_try = _all(try_number=_int(), state=_enum([s.value for s in TaskState], "running, or how the try ended"),
+                    runner=_str("the runner that claimed it (host:pid:token)"),
+                    host=_nullable(_str("where it ran")), error=_nullable(_str()), started_at=_time(),
+                    ended_at=_time(nullable=True))
     run = _all(run_id=_str(), pipeline=_str(), pipeline_version=_int(), state=_enum([s.value for s in RunState]),
                params=_map("the run's parameter overrides"), logical_date=_time("the fire time the run stands for"),
                trigger=_str("what created it: manual, schedule, backfill ..."),
@@ -203,6 +208,7 @@ def _schemas() -> dict[str, Schema]:
     return {
         "Error": _all(error=_str("short code, e.g. not_found"), message=_str("one line for a person")),
         "TaskRun": task_run,
+        "TaskTry": task_try,
         "Run": run,
         "Schedule": schedule,
         "Pipeline": pipeline,

@@ -379,6 +379,7 @@ def _state(value: str) -> str:
 
 
 def _print_run(r: Any) -> None:
+    from nbsched.dag import TaskState
     from nbsched.report import cell_label
 
     params = ", ".join(f"{k}={v!r}" for k, v in r.params.items()) or "-"
@@ -388,10 +389,16 @@ def _print_run(r: Any) -> None:
              _rel(t.output_path) if t.output_path else "-"] for name, t in r.tasks.items()]
     _table(["TASK", "STATE", "TRIES", "DURATION", "OUTPUT"], rows)
     for name, t in r.tasks.items():
-        if t.error and t.state.value in ("failed", "up_for_retry"):
+        if t.error and t.state in (TaskState.FAILED, TaskState.UP_FOR_RETRY):
             click.echo(f"  {name}: {t.error}")
-        elif t.cell and t.state.value == "running":
+        elif t.cell and t.state is TaskState.RUNNING:
             click.echo(f"  {name}: at {cell_label(t.cell)}")
+    retried = [(name, a) for name, t in r.tasks.items() if len(t.tries) > 1 for a in t.tries]
+    if retried:  # what each try did: where it ran, who ran it, how it ended
+        click.echo("tries:")
+        _table(["  TASK", "TRY", "STATE", "DURATION", "HOST", "RUNNER", "ERROR"],
+               [[f"  {name}", str(a.try_number), _state(a.state.value), _duration(a.started_at, a.ended_at),
+                 a.host or "-", a.runner, a.error or ""] for name, a in retried])
 
 
 def _overrides(params: tuple[str, ...]) -> dict[str, Any]:

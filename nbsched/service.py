@@ -204,7 +204,7 @@ class Service:
             if on_created is not None:
                 on_created(run_id, spec)
             runner.run([run_id])
-        return self.store.get_run(run_id)
+        return self.store.get_run(run_id, with_tries=True)
 
     def trigger(self, pipeline: str, params: Mapping[str, Any] | None = None,
                 logical_date: datetime | None = None) -> str:
@@ -257,7 +257,7 @@ class Service:
             for run_id in run_ids:
                 self.store.set_run_owner(run_id, runner.id)
             runner.run(run_ids)
-        return [self.store.get_run(r) for r in run_ids]
+        return [self.store.get_run(r, with_tries=True) for r in run_ids]
 
     def cancel(self, run_id: str) -> RunRecord:
         run = self.store.get_run(run_id)
@@ -276,13 +276,13 @@ class Service:
         return tasks
 
     def get_run(self, run_id: str) -> RunRecord:
-        return self.store.get_run(run_id)
+        return self.store.get_run(run_id, with_tries=True)
 
     def list_runs(self, *, pipeline: str | None = None, state: str | None = None, limit: int = 20,
                   since: datetime | None = None, until: datetime | None = None,
                   before: tuple[datetime, str] | None = None) -> list[RunRecord]:
         return self.store.list_runs(pipeline=pipeline, state=RunState(state) if state else None, limit=limit,
-                                    since=since, until=until, before=before)
+                                    since=since, until=until, before=before, with_tries=True)
 
     def task_output(self, run_id: str, task: str) -> tuple[RunRecord, Any]:
         run = self.store.get_run(run_id)
@@ -580,6 +580,9 @@ def run_view(run: RunRecord) -> dict[str, Any]:
                 "host": t.host,
                 "started_at": _iso(t.started_at),
                 "ended_at": _iso(t.ended_at),
+                "tries": [{"try_number": a.try_number, "state": a.state.value, "runner": a.runner, "host": a.host,
+                           "error": a.error, "started_at": _iso(a.started_at), "ended_at": _iso(a.ended_at)}
+                          for a in t.tries],
             }
             for name, t in run.tasks.items()
         },

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import NBSCHED, nbsched, write_notebook, write_yaml
+from conftest import NBSCHED, nbsched, run_json, write_notebook, write_yaml
 
 
 def _start_sleeping_run(project: Path) -> subprocess.Popen[str]:
@@ -90,6 +90,26 @@ def test_runs_and_show_list_what_ran(project):
     assert len(runs) == 1 and runs[0]["pipeline"] == "listed" and runs[0]["trigger"] == "manual"
     shown = nbsched("show", runs[0]["run_id"], cwd=project, check=True).stdout
     assert runs[0]["run_id"] in shown and "one" in shown
+
+
+def test_show_lists_what_each_try_did(project):
+    write_notebook(project / "once.ipynb", "if nbsched_try == 1:\n    raise RuntimeError('first try fails')",
+                   params="nbsched_try = 0\nupstream = {}")
+    write_yaml(project / "pipeline.yaml", "name: twice\ntasks:\n  once: {notebook: once.ipynb, retries: 1}\n")
+    code, run = run_json("pipeline.yaml", cwd=project)
+    assert code == 0
+    tries = run["tasks"]["once"]["tries"]
+    assert [(t["try_number"], t["state"]) for t in tries] == [(1, "up_for_retry"), (2, "success")]
+    assert "RuntimeError: first try fails" in tries[0]["error"] and tries[1]["error"] is None
+    assert all(t["host"] and t["runner"] and t["started_at"] and t["ended_at"] for t in tries)
+
+    shown = nbsched("show", run["run_id"], cwd=project, check=True).stdout
+    lines = [line.split() for line in shown.splitlines()]
+    assert ["TASK", "TRY", "STATE", "DURATION", "HOST", "RUNNER", "ERROR"] in lines
+    first = next(line for line in lines if line[:3] == ["once", "1", "up_for_retry"])
+    assert first[4] == tries[0]["host"] and first[5] == tries[0]["runner"]
+    assert "RuntimeError: first try fails" in " ".join(first)
+    assert any(line[:3] == ["once", "2", "success"] for line in lines)
 
 
 def test_show_unknown_run_is_one_line_and_exit_2(project):

@@ -68,13 +68,18 @@ def test_a_database_made_before_migrations_is_upgraded_and_keeps_its_runs(db_url
          """INSERT INTO runs (id, pipeline, pipeline_version, params, logical_date, trigger, state, created_at)
             VALUES ('20261101T060000-abcdef', 'old', 1, '{"region": "eu"}', '2026-11-01 06:00:00',
                     'manual', 'success', '2026-11-01 06:00:00')""",
-         """INSERT INTO task_runs (run_id, task, position, state, try_number, max_tries, outputs, updated_at)
-            VALUES ('20261101T060000-abcdef', 'only', 0, 'success', 1, 1, '{"rows": 3}', '2026-11-01 06:00:05')""")
+         """INSERT INTO task_runs (run_id, task, position, state, owner, try_number, max_tries, host, outputs,
+                                   started_at, ended_at, updated_at)
+            VALUES ('20261101T060000-abcdef', 'only', 0, 'success', 'r1', 1, 1, 'h1', '{"rows": 3}',
+                    '2026-11-01 06:00:01', '2026-11-01 06:00:05', '2026-11-01 06:00:05')""")
     store = SqlStore(db_url)
     try:
-        run = store.get_run("20261101T060000-abcdef")
+        run = store.get_run("20261101T060000-abcdef", with_tries=True)
         assert run.state.value == "success" and run.params == {"region": "eu"}
         assert run.tasks["only"].outputs == {"rows": 3} and run.tasks["only"].cell is None
+        # the task's last try is kept as its first row of tries
+        (only,) = run.tasks["only"].tries
+        assert (only.try_number, only.state.value, only.runner, only.host) == (1, "success", "r1", "h1")
     finally:
         store.close()
     assert _revision(db_url) == HEAD and _differences(db_url) == []

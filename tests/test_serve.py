@@ -97,6 +97,10 @@ tasks:
     assert run["tasks"]["after"]["state"] == "success"
     assert "stopped heartbeating" in log
     assert len(_runs(project)) == 1
+    # the first try, whose runner died with it, is kept with who ran it and why it ended
+    first_try, second_try = run["tasks"]["slow"]["tries"]
+    assert first_try["runner"].split(":")[1] == str(first.pid) and "stopped heartbeating" in first_try["error"]
+    assert first_try["state"] == "up_for_retry" and second_try["state"] == "success"
 
 
 def test_sigterm_lets_a_running_task_finish_within_the_grace(project):

@@ -413,6 +413,8 @@ async def test_a_triggered_run_executes_in_the_server_with_its_params(api, jp_fe
     assert run["params"] == {"region": "east"} and run["trigger"] == "manual"
     task = run["tasks"]["report"]
     assert task["state"] == "success" and task["outputs"] == {"region": "east"}
+    (only_try,) = task["tries"]  # run by the server's own runner
+    assert only_try["state"] == "success" and only_try["runner"] == health["runner"] and only_try["error"] is None
     # the output notebook is where JupyterLab can open it (not in a hidden folder)
     where = Path(task["output_path"]).relative_to(jp_root_dir.resolve())
     assert where.parts[:3] == ("nbsched-runs", "hello", run_id)

@@ -106,6 +106,43 @@ def test_tasks_of_a_runner_that_stopped_heartbeating_are_reaped(store):
     assert not store.heartbeat("dead")
 
 
+def test_every_try_keeps_its_row_with_runner_host_times_and_error(store):
+    run_id = _queued(store)
+    store.register_runner("a", "serve", 1)
+    store.claim_tasks("a", 1)
+    running = store.get_run(run_id, with_tries=True).tasks["extract"].tries
+    assert [(t.try_number, t.state, t.runner, t.ended_at) for t in running] == [(1, TaskState.RUNNING, "a", None)]
+    assert running[0].host and running[0].started_at is not None
+    store.finish_task(run_id, "extract", owner="a", try_number=1, state=TaskState.UP_FOR_RETRY, error="boom 1")
+    store.set_task_state(run_id, "extract", TaskState.QUEUED, try_number=2, owner=None)
+    store.claim_tasks("b", 1)  # the second try dies with its runner, before it reported anything
+    with store._write() as s, s.begin():
+        s.execute(update(TaskRunRow).values(updated_at=datetime(2020, 1, 1, tzinfo=timezone.utc)))
+    ((_, orphan),) = store.reap_dead_runners(lease=60)
+    store.finish_task(run_id, "extract", owner="b", try_number=2, state=TaskState.UP_FOR_RETRY,
+                      error="its runner b stopped heartbeating")
+    store.set_task_state(run_id, "extract", TaskState.QUEUED, try_number=3, owner=None)
+    store.claim_tasks("c", 1)
+    store.cancel_run(run_id, "cancelled by user")
+
+    tries = store.get_run(run_id, with_tries=True).tasks["extract"].tries
+    assert [(t.try_number, t.state, t.runner, t.error) for t in tries] == [
+        (1, TaskState.UP_FOR_RETRY, "a", "boom 1"),
+        (2, TaskState.UP_FOR_RETRY, "b", "its runner b stopped heartbeating"),
+        (3, TaskState.CANCELLED, "c", "cancelled by user")]
+    assert all(t.ended_at is not None and t.ended_at >= t.started_at for t in tries)
+    assert store.get_run(run_id).tasks["extract"].tries == ()  # the runner's reads skip them
+    assert [len(r.tasks["extract"].tries) for r in store.list_runs(with_tries=True)] == [3]
+
+
+def test_a_stale_result_changes_no_try(store):
+    run_id = _queued(store)
+    store.claim_tasks("a", 1)
+    assert not store.finish_task(run_id, "extract", owner="intruder", try_number=1, state=TaskState.SUCCESS)
+    (only,) = store.get_run(run_id, with_tries=True).tasks["extract"].tries
+    assert only.state is TaskState.RUNNING and only.runner == "a"
+
+
 def test_max_active_runs_holds_further_runs_queued(store):
     first, second = (_run(store, max_active_runs=1) for _ in range(2))
     assert store.start_run(first)
@@ -149,6 +186,20 @@ def test_list_runs_filters_and_orders_newest_first(store):
     assert [r.id for r in store.list_runs(state=RunState.SUCCESS)] == [ids[0]]
     assert store.list_runs(pipeline="other") == []
     assert len(store.list_runs(limit=2)) == 2
+
+
+def test_the_newest_runs_are_read_by_index_not_by_sorting_every_run(tmp_path):
+    store = SqlStore(f"sqlite:///{tmp_path / 'nbsched.db'}")
+    try:
+        with store.engine.connect() as conn:
+            conn.exec_driver_sql("ANALYZE")
+            plans = {}
+            for name, where in (("all", ""), ("by pipeline", "WHERE pipeline = 'p' ")):
+                plans[name] = " ".join(row[-1] for row in conn.exec_driver_sql(
+                    f"EXPLAIN QUERY PLAN SELECT * FROM runs {where}ORDER BY created_at DESC, id DESC LIMIT 20"))
+    finally:
+        store.close()
+    assert all("TEMP B-TREE" not in plan for plan in plans.values()), plans
 
 
 def test_unknown_run_is_not_found(store):

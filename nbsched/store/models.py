@@ -86,7 +86,9 @@ class RunnerRow(Base):
 
 class RunRow(Base):
     __tablename__ = "runs"
-    __table_args__ = (Index("ix_runs_pipeline_created", "pipeline", "created_at"),
+    # the lists of runs, newest first, read in index order: all runs, and a pipeline's
+    __table_args__ = (Index("ix_runs_pipeline_created", "pipeline", "created_at", "id"),
+                      Index("ix_runs_created", "created_at", "id"),
                       Index("ix_runs_state", "state"),
                       UniqueConstraint("schedule_id", "logical_date", name="uq_runs_schedule_logical_date"))
 
@@ -130,3 +132,23 @@ class TaskRunRow(Base):
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     next_try_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class TaskTryRow(Base):
+    """One try of a task, kept when the task moves on to its next (Airflow's task-instance
+    history): written when a runner claims the try and when the try ends, in the transactions
+    that change the task, so a try that died before its kernel answered leaves its row too."""
+
+    __tablename__ = "task_tries"
+    __table_args__ = (UniqueConstraint("run_id", "task", "try_number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    task: Mapped[str] = mapped_column(String(200))
+    try_number: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(32))  # running, then the state the task took when it ended
+    runner: Mapped[str] = mapped_column(String(64))
+    host: Mapped[str | None] = mapped_column(String(255))
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -10,6 +10,19 @@ from nbsched.dag import RunState, TaskState
 
 
 @dataclass(frozen=True, kw_only=True)
+class TaskTryRecord:
+    """One try of a task: who ran it where, when, and how it ended."""
+
+    try_number: int
+    state: TaskState  # RUNNING while it runs
+    runner: str
+    host: str | None
+    error: str | None
+    started_at: datetime
+    ended_at: datetime | None
+
+
+@dataclass(frozen=True, kw_only=True)
 class TaskRunRecord:
     task: str
     state: TaskState
@@ -26,6 +39,7 @@ class TaskRunRecord:
     started_at: datetime | None
     ended_at: datetime | None
     next_try_at: datetime | None
+    tries: tuple[TaskTryRecord, ...] = ()  # oldest first; read only when asked for (``with_tries``)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -23,8 +23,8 @@ from nbsched.dag import RunState, TaskState
 from nbsched.errors import ConfigError, NotFound
 from nbsched.store import schema
 from nbsched.store.locks import serialize
-from nbsched.store.models import PipelineRow, RunnerRow, RunRow, TaskRunRow
-from nbsched.store.records import ClaimedTask, PipelineRecord, RunRecord, TaskRunRecord
+from nbsched.store.models import PipelineRow, RunnerRow, RunRow, TaskRunRow, TaskTryRow
+from nbsched.store.records import ClaimedTask, PipelineRecord, RunRecord, TaskRunRecord, TaskTryRecord
 from nbsched.store.schedules import ScheduleStore
 
 HOST = socket.gethostname()
@@ -204,6 +204,9 @@ class SqlStore(ScheduleStore):
             s.execute(update(TaskRunRow).where(TaskRunRow.run_id == run_id, TaskRunRow.state.in_(open_states))
                       .values(state=TaskState.CANCELLED.value, error=error, ended_at=now, updated_at=now,
                               cell=None))
+            s.execute(update(TaskTryRow).where(TaskTryRow.run_id == run_id,
+                                               TaskTryRow.state == TaskState.RUNNING.value)
+                      .values(state=TaskState.CANCELLED.value, error=error, ended_at=now))
             return True
 
     def retry_run(self, run_id: str, tries: Mapping[str, int]) -> list[str]:
@@ -250,6 +253,8 @@ class SqlStore(ScheduleStore):
                     state=TaskState.RUNNING.value, owner=runner_id, host=HOST, started_at=now, ended_at=None,
                     updated_at=now)).rowcount
                 if ok:
+                    s.add(TaskTryRow(run_id=row.run_id, task=row.task, try_number=row.try_number,
+                                     state=TaskState.RUNNING.value, runner=runner_id, host=HOST, started_at=now))
                     claimed.append(ClaimedTask(run_id=row.run_id, task=row.task, try_number=row.try_number))
         return claimed
 
@@ -259,10 +264,17 @@ class SqlStore(ScheduleStore):
         past its lease must not overwrite what the retry did)."""
         now = utcnow()
         with self._write() as s, s.begin():
-            return s.execute(update(TaskRunRow).where(
-                TaskRunRow.run_id == run_id, TaskRunRow.task == task, TaskRunRow.owner == owner,
-                TaskRunRow.try_number == try_number, TaskRunRow.state == TaskState.RUNNING.value)
-                .values(state=state.value, ended_at=now, updated_at=now, cell=None, **fields)).rowcount == 1
+            if not s.execute(update(TaskRunRow).where(
+                    TaskRunRow.run_id == run_id, TaskRunRow.task == task, TaskRunRow.owner == owner,
+                    TaskRunRow.try_number == try_number, TaskRunRow.state == TaskState.RUNNING.value)
+                    .values(state=state.value, ended_at=now, updated_at=now, cell=None, **fields)).rowcount:
+                return False
+            ended = {"state": state.value, "ended_at": now, "error": fields.get("error")}
+            if fields.get("host"):
+                ended["host"] = fields["host"]  # where it ran, when not here (a Dask worker)
+            s.execute(update(TaskTryRow).where(TaskTryRow.run_id == run_id, TaskTryRow.task == task,
+                                               TaskTryRow.try_number == try_number).values(**ended))
+            return True
 
     def record_cells(self, owner: str, cells: Iterable[tuple[str, str, int, dict[str, Any]]]) -> None:
         """Note the cell each of ``owner``'s running tries is on: ``(run, task, try, cell)``,
@@ -315,20 +327,21 @@ class SqlStore(ScheduleStore):
                       .values(owner=None))
             return [(t.run_id, _task_record(t)) for t in orphans]
 
-    def get_run(self, run_id: str) -> RunRecord:
+    def get_run(self, run_id: str, *, with_tries: bool = False) -> RunRecord:
+        """A run and its tasks; ``with_tries``: each task's tries too (for people, not the runner)."""
         with self._session() as s:
             row = s.get(RunRow, run_id)
             if row is None:
                 raise NotFound(f"run '{run_id}' not found")
             tasks = s.scalars(select(TaskRunRow).where(TaskRunRow.run_id == run_id)
                               .order_by(TaskRunRow.position)).all()
-            return _run_record(row, tasks)
+            return _run_record(row, tasks, _tries(s, [run_id]) if with_tries else {})
 
     def list_runs(self, *, pipeline: str | None = None, state: RunState | None = None,
                   states: Iterable[RunState] | None = None, ids: Iterable[str] | None = None,
                   unowned: bool = False, limit: int | None = 20, oldest_first: bool = False,
                   since: datetime | None = None, until: datetime | None = None,
-                  before: tuple[datetime, str] | None = None) -> list[RunRecord]:
+                  before: tuple[datetime, str] | None = None, with_tries: bool = False) -> list[RunRecord]:
         """Runs, newest first (or oldest first); ``before`` (created_at, id) continues a page."""
         with self._session() as s:
             order = (RunRow.created_at, RunRow.id) if oldest_first else (RunRow.created_at.desc(), RunRow.id.desc())
@@ -356,7 +369,8 @@ class SqlStore(ScheduleStore):
                 for t in s.scalars(select(TaskRunRow).where(TaskRunRow.run_id.in_(list(by_run)))
                                    .order_by(TaskRunRow.position)):
                     by_run[t.run_id].append(t)
-            return [_run_record(r, by_run[r.id]) for r in rows]
+            tries = _tries(s, list(by_run)) if with_tries and rows else {}
+            return [_run_record(r, by_run[r.id], tries) for r in rows]
 
 
 def _pipeline_record(row: PipelineRow) -> PipelineRecord:
@@ -364,20 +378,33 @@ def _pipeline_record(row: PipelineRow) -> PipelineRecord:
                           created_at=row.created_at)
 
 
-def _task_record(t: TaskRunRow) -> TaskRunRecord:
+def _tries(s: Any, run_ids: list[str]) -> dict[tuple[str, str], tuple[TaskTryRecord, ...]]:
+    """The tries of these runs' tasks, by (run, task), oldest first."""
+    out: dict[tuple[str, str], list[TaskTryRecord]] = {}
+    for t in s.scalars(select(TaskTryRow).where(TaskTryRow.run_id.in_(run_ids))
+                       .order_by(TaskTryRow.run_id, TaskTryRow.task, TaskTryRow.try_number)):
+        out.setdefault((t.run_id, t.task), []).append(TaskTryRecord(
+            try_number=t.try_number, state=TaskState(t.state), runner=t.runner, host=t.host, error=t.error,
+            started_at=t.started_at, ended_at=t.ended_at))
+    return {key: tuple(tries) for key, tries in out.items()}
+
+
+def _task_record(t: TaskRunRow, tries: tuple[TaskTryRecord, ...] = ()) -> TaskRunRecord:
     return TaskRunRecord(
         task=t.task, state=TaskState(t.state), try_number=t.try_number, max_tries=t.max_tries, owner=t.owner,
         host=t.host, error=t.error, output_path=t.output_path, outputs=t.outputs or {}, branch=t.branch,
-        cell=t.cell, queued_at=t.queued_at, started_at=t.started_at, ended_at=t.ended_at, next_try_at=t.next_try_at)
+        cell=t.cell, queued_at=t.queued_at, started_at=t.started_at, ended_at=t.ended_at, next_try_at=t.next_try_at,
+        tries=tries)
 
 
-def _run_record(row: RunRow, tasks: Iterable[TaskRunRow]) -> RunRecord:
+def _run_record(row: RunRow, tasks: Iterable[TaskRunRow],
+                tries: Mapping[tuple[str, str], tuple[TaskTryRecord, ...]] | None = None) -> RunRecord:
     return RunRecord(
         id=row.id, pipeline=row.pipeline, pipeline_version=row.pipeline_version, params=row.params or {},
         logical_date=row.logical_date, trigger=row.trigger, schedule_id=row.schedule_id,
         max_active_runs=row.max_active_runs, owner=row.owner, state=RunState(row.state), host=row.host,
         error=row.error, created_at=row.created_at, started_at=row.started_at, ended_at=row.ended_at,
-        tasks={t.task: _task_record(t) for t in tasks},
+        tasks={t.task: _task_record(t, (tries or {}).get((row.id, t.task), ())) for t in tasks},
     )
 
 
