@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,9 @@ class NbschedApp(ExtensionApp):
     lease = Float(60.0, config=True, help="Seconds after which a silent runner is presumed dead.")
     poll = Float(1.0, config=True, help="Seconds between looks for changes made by other processes.")
     grace = Float(10.0, config=True, help="On shutdown, seconds running tasks may finish before being cancelled.")
+    db_patience = Float(10.0, config=True,
+                        help="Seconds a REST request waits for a database that is down or busy before it answers "
+                             "503 (the background daemon waits until the database is back).")
 
     def initialize_settings(self) -> None:
         from nbsched.daemon import DaemonOptions
@@ -63,7 +67,9 @@ class NbschedApp(ExtensionApp):
                                     kernel_preload=self.kernel_preload)
         except ConfigError as exc:
             raise ValueError(f"NbschedApp.executor: {exc}") from None
-        self.service = Service(config)
+        # a request waits this long for a database that is down, then answers 503; the daemon
+        # thread waits as long as it takes
+        self.service = Service(replace(config, db_patience=self.db_patience))
         # Kernels inherit the server's environment: magics and panels in its notebooks then use
         # this server's database and outputs, whatever they are configured to be.
         self._environ = {k: os.environ.get(k) for k in _KERNEL_ENV}

@@ -19,11 +19,14 @@ from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from tornado import web
 
 from nbsched import __version__
-from nbsched.errors import ConfigError, Conflict, NbschedError, NotFound, ScheduleError, SpecError
+from nbsched.errors import (ConfigError, Conflict, DatabaseError, DatabaseUnavailable, NbschedError, NotFound,
+                            ScheduleError, SpecError)
 
 API = r"/nbsched/api/v1"
 _STATUS = ((NotFound, 404, "not_found"), (Conflict, 409, "conflict"), (SpecError, 422, "invalid_spec"),
-           (ScheduleError, 422, "invalid_schedule"), (ConfigError, 422, "invalid"))
+           (ScheduleError, 422, "invalid_schedule"), (ConfigError, 422, "invalid"),
+           (DatabaseUnavailable, 503, "database_unavailable"), (DatabaseError, 503, "database_error"))
+RETRY_AFTER = "10"  # seconds, told to a client the database made wait (503)
 
 
 class ApiError(web.HTTPError):
@@ -88,6 +91,8 @@ class BaseHandler(APIHandler):
             message = (exc.log_message % exc.args if exc.log_message and exc.args else exc.log_message) or reason
         else:
             code, message = "internal_error", "internal server error (details are in the server log)"
+        if status_code == 503:
+            self.set_header("Retry-After", RETRY_AFTER)
         self.finish(json.dumps({"error": code, "message": message}))
 
 

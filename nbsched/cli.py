@@ -284,6 +284,9 @@ def serve(service: Any, workers: int | None, lease: str, grace: str, poll: str, 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("papermill").setLevel(logging.CRITICAL)
     options = DaemonOptions(workers=workers, scheduler=not no_scheduler, **durations)
+    from dataclasses import replace
+
+    service.config = replace(service.config, db_patience=None)  # a daemon starts on a database that is away too
     daemon = service.daemon(options)
 
     def stop(signum: int, frame: Any) -> None:

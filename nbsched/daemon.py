@@ -55,7 +55,8 @@ class Daemon:
         log.info("serving: runner %s, %d worker(s), lease %gs, scheduler %s", self.runner.id,
                  self.runner.executor.workers, self.options.lease, "on" if self.scheduler else "off")
         try:
-            with self.runner:
+            # a daemon waits out a lost database: its calls retry until it is back (store/retry.py)
+            with store.patient(self.runner.keep_time), self.runner:
                 while not self._stopping:
                     if self.scheduler is not None:
                         self.scheduler.fire_due(utcnow())

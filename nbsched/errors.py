@@ -29,3 +29,12 @@ class NotFound(NbschedError, LookupError):
 
 class Conflict(NbschedError):
     """The request conflicts with the current state (e.g. cancelling a finished run)."""
+
+
+class DatabaseError(NbschedError):
+    """The database refused a transaction for a reason waiting does not mend (a corrupted or
+    read-only file, a missing database, bad credentials)."""
+
+
+class DatabaseUnavailable(DatabaseError):
+    """The database stayed down or busy for longer than the caller waits."""

@@ -89,6 +89,7 @@ class Runner:
         self._next_heartbeat = 0.0
         self._next_reap = 0.0
         self._next_check = 0.0
+        self._seen_back_at = float("-inf")  # the store's last recovery from an outage this runner handled
 
     # -- lifecycle ------------------------------------------------------------------------
     def __enter__(self) -> Runner:
@@ -129,9 +130,9 @@ class Runner:
                     return
                 self.wait(wake)
         except KeyboardInterrupt:
+            self.stop_all(CANCELLED)  # the kernels first: they stop even while the database is away
             for run_id in mine:
                 self.cancel_run(run_id)
-            self.stop_all(CANCELLED)
             self.drain()
 
     def cancel_run(self, run_id: str, reason: str = "cancelled") -> bool:
@@ -152,7 +153,9 @@ class Runner:
             if not self.store.heartbeat(self.id):  # declared dead while paused: start anew
                 log.warning("runner %s was presumed dead by another runner; re-registering", self.id)
                 self.store.register_runner(self.id, self.kind, os.getpid())
-        if now >= self._next_reap:
+        # after an outage, every runner's heartbeat is stale: give the others a lease to heartbeat
+        # again before judging them, so an outage alone retries nobody's tries
+        if now >= self._next_reap and now >= self.store.patience.back_at + self.lease:
             self._next_reap = now + self.lease / 2
             self._reap()
         if now >= self._next_check:
@@ -188,6 +191,11 @@ class Runner:
                 event = self.events.get_nowait()
             except queue.Empty:
                 return
+
+    def keep_time(self) -> None:
+        """Stop the tries past their timeout now (called while the database is away, when the
+        loop cannot turn)."""
+        self._enforce_deadlines(time.monotonic())
 
     def stop_all(self, reason: str) -> None:
         for r in self._running.values():
@@ -345,13 +353,21 @@ class Runner:
 
     def _stop_revoked(self) -> None:
         """Stop tries the database no longer has running under this runner (run cancelled
-        elsewhere, or this runner presumed dead and the try handed to another)."""
-        if not self._running:
+        elsewhere, or this runner presumed dead and the try handed to another); after an outage,
+        put back the tries it holds but never started."""
+        outage_ended = self.store.patience.back_at != self._seen_back_at
+        if not self._running and not outage_ended:
             return
+        self._seen_back_at = self.store.patience.back_at
         still = self.store.owned_tasks_still_running(self.id)
         for (run_id, task), r in self._running.items():
             if (run_id, task, r.try_number) not in still:
                 r.attempt.stop(CANCELLED)
+        mine = {(run_id, task, r.try_number) for (run_id, task), r in self._running.items()}
+        for run_id, task, try_number in still - mine:  # claimed as the connection was lost: never started
+            if self.store.release_claim(run_id, task, owner=self.id, try_number=try_number):
+                log.info("task %s of run %s: try %d was claimed but never started; queued again",
+                         task, run_id, try_number)
 
     def _reap(self) -> None:
         """Fail or retry the tasks of runners that stopped heartbeating (their host died)."""

@@ -48,6 +48,9 @@ class Config:
     kernel_pool: bool = True  # local kernels started ahead of need (each still used for one task)
     kernel_fork: bool = True  # local kernels forked from a process with ipykernel imported
     kernel_preload: tuple[str, ...] = ()  # modules that process imports too (with kernel_fork)
+    # seconds a command waits for a database that is down or busy before it gives up in one line
+    # (None: forever, as `serve` does); daemons and foreground runs wait forever whatever this says
+    db_patience: float | None = 60.0
 
     def __post_init__(self) -> None:
         from nbsched.executors import executor_address
@@ -100,7 +103,7 @@ class Service:
     @property
     def store(self) -> SqlStore:
         if self._store is None:
-            self._store = SqlStore(self.config.db_url)
+            self._store = SqlStore(self.config.db_url, patience=self.config.db_patience)
         return self._store
 
     def close(self) -> None:
@@ -390,7 +393,8 @@ class Service:
         executor = make_executor(self.config.executor, workers or self.config.workers, **self.config.kernels)
         runner = Runner(self.store, executor, self.config.runs_dir, spec_loader=self.spec_of, listener=listener)
         try:
-            with runner:
+            # a foreground run waits out a lost database too, its kernels running meanwhile
+            with self.store.patient(runner.keep_time), runner:
                 yield runner
         finally:
             executor.shutdown()

@@ -111,3 +111,58 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         (tmp_path / "state").mkdir(exist_ok=True)
         return f"sqlite:///{tmp_path / 'state' / 'nbsched.db'}"
     return request.getfixturevalue("pg_url")
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of the test's own (initdb + pg_ctl on a free port, run as the postgres
+    user, since the tests run as root), to stop and start as a real outage; never the machine's own."""
+
+    def __init__(self) -> None:
+        import glob
+        import shutil
+        import socket
+        import tempfile
+
+        self.bin = Path(sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1])
+        self.dir = Path(tempfile.mkdtemp(prefix="nbsched-pg-"))
+        shutil.chown(self.dir, "postgres")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        self._as_postgres(self.bin / "initdb", "-U", "postgres", "--auth=trust", "-N", "-D", self.dir / "data")
+        self.start()
+
+    def _as_postgres(self, *cmd: Any) -> None:
+        import shlex
+
+        line = " ".join(shlex.quote(str(c)) for c in cmd)
+        proc = subprocess.run(["su", "postgres", "-s", "/bin/sh", "-c", line], capture_output=True, text=True,
+                              timeout=60)
+        if proc.returncode != 0:
+            raise AssertionError(f"{line}: {proc.stdout}{proc.stderr}")
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._as_postgres(self.bin / "pg_ctl", "-D", self.dir / "data", "-l", self.dir / "server.log",
+                          "-o", options, "-w", "start")
+
+    def stop(self) -> None:
+        """``pg_ctl stop -m fast``: every connection is cut, as in an outage."""
+        self._as_postgres(self.bin / "pg_ctl", "-D", self.dir / "data", "-m", "fast", "-w", "stop")
+
+    def destroy(self) -> None:
+        import shutil
+
+        try:
+            self._as_postgres(self.bin / "pg_ctl", "-D", self.dir / "data", "-m", "immediate", "-w", "stop")
+        except AssertionError:
+            pass  # it was stopped already
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def private_postgres() -> Any:
+    cluster = PrivatePostgres()
+    yield cluster
+    cluster.destroy()

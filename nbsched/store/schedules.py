@@ -14,6 +14,7 @@ from nbsched.errors import NotFound
 from nbsched.store.locks import serialize
 from nbsched.store.models import CounterRow, ScheduleRow
 from nbsched.store.records import ScheduleRecord
+from nbsched.store.retry import retried
 
 SCHEDULES = "schedules"
 _SAME = ("trigger", "params", "catchup", "misfire_grace", "max_active_runs")  # what makes two spec schedules one
@@ -25,6 +26,7 @@ class ScheduleStore:
     _session: Any
     _write: Any
 
+    @retried
     def add_schedule(self, *, pipeline: str, trigger: Mapping[str, Any], params: Mapping[str, Any],
                      catchup: bool, misfire_grace: float, max_active_runs: int, origin: str,
                      next_fire_at: datetime | None, enabled: bool = True) -> int:
@@ -38,6 +40,7 @@ class ScheduleStore:
             s.flush()
             return row.id
 
+    @retried
     def get_schedule(self, schedule_id: int) -> ScheduleRecord:
         with self._session() as s:
             row = s.get(ScheduleRow, schedule_id)
@@ -45,6 +48,7 @@ class ScheduleStore:
                 raise NotFound(f"schedule {schedule_id} not found")
             return _record(row)
 
+    @retried
     def list_schedules(self, *, pipeline: str | None = None, enabled_only: bool = False) -> list[ScheduleRecord]:
         with self._session() as s:
             q = select(ScheduleRow).order_by(ScheduleRow.id)
@@ -54,6 +58,7 @@ class ScheduleStore:
                 q = q.where(ScheduleRow.enabled.is_(True))
             return [_record(r) for r in s.scalars(q)]
 
+    @retried
     def update_schedule(self, schedule_id: int, *, user_change: bool = True,
                         expect_next_fire_at: Any = ..., **fields: Any) -> bool:
         """Change a schedule. A scheduler moving ``next_fire_at`` passes the value it read, so two
@@ -68,6 +73,7 @@ class ScheduleStore:
                 _bump(s)
             return changed
 
+    @retried
     def delete_schedule(self, schedule_id: int) -> bool:
         with self._write() as s, s.begin():
             gone = s.execute(delete(ScheduleRow).where(ScheduleRow.id == schedule_id)).rowcount == 1
@@ -75,6 +81,7 @@ class ScheduleStore:
                 _bump(s)
             return gone
 
+    @retried
     def sync_spec_schedules(self, pipeline: str, wanted: Iterable[Mapping[str, Any]]) -> list[int]:
         """Make the pipeline's spec-owned schedules equal ``wanted`` (rows as dicts). Unchanged
         ones keep their id and fire times; schedules added from the CLI are left alone."""
@@ -98,6 +105,7 @@ class ScheduleStore:
             _bump(s)
             return ids
 
+    @retried
     def counter(self, name: str = SCHEDULES) -> int:
         with self._session() as s:
             return s.scalar(select(CounterRow.value).where(CounterRow.name == name)) or 0

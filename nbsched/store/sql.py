@@ -7,15 +7,14 @@ write that lost a race changes nothing and says so (returns False).
 from __future__ import annotations
 
 import secrets
-import time
 import socket
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from sqlalchemy import create_engine, delete, event, func, or_, select, update
+from sqlalchemy import DateTime, create_engine, delete, event, func, or_, select, update
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
+from sqlalchemy.exc import ArgumentError, IntegrityError
 from sqlalchemy.orm import sessionmaker
 
 from nbsched.clock import utcnow
@@ -23,11 +22,13 @@ from nbsched.dag import RunState, TaskState
 from nbsched.errors import ConfigError, NotFound
 from nbsched.store import schema
 from nbsched.store.locks import serialize
+from nbsched.store.retry import Patience, retried
 from nbsched.store.models import PipelineRow, RunnerRow, RunRow, TaskRunRow, TaskTryRow
 from nbsched.store.records import ClaimedTask, PipelineRecord, RunRecord, TaskRunRecord, TaskTryRecord
 from nbsched.store.schedules import ScheduleStore
 
 HOST = socket.gethostname()
+SQLITE_BUSY_TIMEOUT = 5.0  # seconds
 
 
 def new_run_id(now: datetime) -> str:
@@ -36,29 +37,34 @@ def new_run_id(now: datetime) -> str:
 
 
 class SqlStore(ScheduleStore):
-    def __init__(self, url: str) -> None:
+    """``patience``: seconds a call waits for a database that is down or busy before it raises
+    ``DatabaseUnavailable`` (None: forever); ``patient()`` makes the calls of one thread wait
+    forever (daemons and foreground runs: see ``retry.py``)."""
+
+    def __init__(self, url: str, *, patience: float | None = 60.0) -> None:
         self.url = url
         try:
             self.engine: Engine = _make_engine(url)
         except (ArgumentError, ImportError) as exc:
             raise ConfigError(f"database URL {url!r}: {exc}") from None
+        self.patience = Patience(self.engine.url.render_as_string(hide_password=True), self.engine.dialect.name,
+                                 patience)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(self.engine.execution_options(nbsched_write=True), expire_on_commit=False)
-        for attempt in range(5):
-            try:
-                schema.prepare(self.engine, url)
-                break
-            except OperationalError as exc:
-                # SQLite may answer "locked" at once (without waiting) while another process
-                # writes in WAL mode: a short pause and another try, then give up clearly.
-                if "locked" not in str(exc.orig) or attempt == 4:
-                    raise ConfigError(f"database {url!r}: cannot open: {exc.orig}") from None
-                time.sleep(0.2 * (attempt + 1))
+        # SQLite may answer "locked" at once, without waiting, while another process switches a new
+        # file to WAL or migrates it: that waits like any busy transaction
+        self.patience.run(schema.prepare, self.engine, url)
+
+    def patient(self, while_waiting: Any = None) -> Any:
+        """Within it, this thread's calls wait for the database for as long as it takes, calling
+        ``while_waiting()`` between tries."""
+        return self.patience.patient(None, while_waiting=while_waiting)
 
     def close(self) -> None:
         self.engine.dispose()
 
     # -- pipelines --------------------------------------------------------------------
+    @retried
     def save_pipeline(self, name: str, spec: dict[str, Any], source_path: str | None) -> int:
         """Store ``spec`` as the pipeline's newest version unless it equals the current one."""
         with self._write() as s, s.begin():
@@ -72,6 +78,7 @@ class SqlStore(ScheduleStore):
                               created_at=utcnow()))
             return version
 
+    @retried
     def get_pipeline(self, name: str, version: int | None = None) -> PipelineRecord:
         with self._session() as s:
             q = select(PipelineRow).where(PipelineRow.name == name)
@@ -81,6 +88,7 @@ class SqlStore(ScheduleStore):
                 raise NotFound(f"pipeline '{name}'" + (f" version {version}" if version else "") + " not found")
             return _pipeline_record(row)
 
+    @retried
     def list_pipelines(self) -> list[PipelineRecord]:
         """The newest version of every pipeline, by name."""
         with self._session() as s:
@@ -91,11 +99,13 @@ class SqlStore(ScheduleStore):
                 .order_by(PipelineRow.name))
             return [_pipeline_record(r) for r in rows]
 
+    @retried
     def pipeline_versions(self, name: str) -> list[PipelineRecord]:
         with self._session() as s:
             return [_pipeline_record(r) for r in s.scalars(
                 select(PipelineRow).where(PipelineRow.name == name).order_by(PipelineRow.version))]
 
+    @retried
     def delete_pipeline(self, name: str) -> bool:
         """Forget a pipeline's versions and schedules; its past runs stay readable."""
         from nbsched.store.models import ScheduleRow
@@ -117,24 +127,30 @@ class SqlStore(ScheduleStore):
         Returns None when the schedule already has a run for ``logical_date``: the UNIQUE
         (schedule_id, logical_date) constraint makes racing schedulers create it once.
         """
+        run_id = run_id or new_run_id(utcnow())  # chosen once: a retry after a lost commit finds it
+        return self.patience.run(self._insert_run, run_id, dict(pipeline=pipeline, pipeline_version=version,
+                                 params=dict(params), logical_date=logical_date, trigger=trigger,
+                                 schedule_id=schedule_id, max_active_runs=max_active_runs, owner=owner), tasks)
+
+    def _insert_run(self, run_id: str, fields: dict[str, Any], tasks: Mapping[str, int]) -> str | None:
         now = utcnow()
-        run_id = run_id or new_run_id(now)
         try:
             with self._write() as s, s.begin():
-                s.add(RunRow(id=run_id, pipeline=pipeline, pipeline_version=version, params=dict(params),
-                             logical_date=logical_date, trigger=trigger, state=RunState.QUEUED.value,
-                             schedule_id=schedule_id, max_active_runs=max_active_runs, owner=owner,
-                             created_at=now))
+                s.add(RunRow(id=run_id, state=RunState.QUEUED.value, created_at=now, **fields))
                 s.flush()
                 s.add_all(TaskRunRow(run_id=run_id, task=name, position=i, state=TaskState.PENDING.value,
                                      try_number=0, max_tries=tries, outputs={}, updated_at=now)
                           for i, (name, tries) in enumerate(tasks.items()))
         except IntegrityError:
-            if schedule_id is None:
-                raise
-            return None
+            if fields["schedule_id"] is not None:
+                return None  # that schedule's run for that date exists
+            with self._session() as s:
+                if s.get(RunRow, run_id) is None:
+                    raise
+            return run_id  # an earlier attempt committed before its connection was lost
         return run_id
 
+    @retried
     def start_run(self, run_id: str) -> bool:
         """queued -> running, unless its pipeline already has ``max_active_runs`` running runs."""
         with self._write() as s, s.begin():
@@ -150,6 +166,7 @@ class SqlStore(ScheduleStore):
             run.state, run.started_at, run.host = RunState.RUNNING.value, utcnow(), HOST
             return True
 
+    @retried
     def set_run_state(self, run_id: str, state: RunState, *, expect: Iterable[RunState] | None = None,
                       **fields: Any) -> bool:
         values: dict[str, Any] = {"state": state.value, **fields}
@@ -164,6 +181,7 @@ class SqlStore(ScheduleStore):
         with self._write() as s, s.begin():
             return s.execute(q.values(**values)).rowcount == 1
 
+    @retried
     def set_task_state(self, run_id: str, task: str, state: TaskState, *,
                        expect: Iterable[TaskState] | None = None, **fields: Any) -> bool:
         """One transition of one task, guarded by the states it may leave."""
@@ -183,6 +201,7 @@ class SqlStore(ScheduleStore):
         with self._write() as s, s.begin():
             return s.execute(q.values(**values)).rowcount == 1
 
+    @retried
     def set_run_owner(self, run_id: str, owner: str | None) -> bool:
         """Keep a queued or running run to one foreground runner (None: any daemon may take it)."""
         with self._write() as s, s.begin():
@@ -190,6 +209,7 @@ class SqlStore(ScheduleStore):
                 RunRow.id == run_id, RunRow.state.in_([RunState.QUEUED.value, RunState.RUNNING.value]))
                 .values(owner=owner)).rowcount == 1
 
+    @retried
     def cancel_run(self, run_id: str, error: str) -> bool:
         """End a queued or running run ``cancelled`` with every unfinished task, in one transaction.
         Runners executing its tasks notice and stop their kernels."""
@@ -209,6 +229,7 @@ class SqlStore(ScheduleStore):
                       .values(state=TaskState.CANCELLED.value, error=error, ended_at=now))
             return True
 
+    @retried
     def retry_run(self, run_id: str, tries: Mapping[str, int]) -> list[str]:
         """Re-queue a finished run's failed, upstream_failed and cancelled tasks; each gets
         ``tries[task]`` more tries. Returns the tasks reset."""
@@ -230,6 +251,7 @@ class SqlStore(ScheduleStore):
             return names
 
     # -- claiming and fencing ---------------------------------------------------------------
+    @retried
     def claim_tasks(self, runner_id: str, limit: int, run_ids: Iterable[str] | None = None) -> list[ClaimedTask]:
         """Atomically take up to ``limit`` queued tasks of running runs: those of ``run_ids`` (a
         foreground run) or, without it, of runs no foreground process keeps to itself.
@@ -251,13 +273,29 @@ class SqlStore(ScheduleStore):
                 ok = s.execute(update(TaskRunRow).where(
                     TaskRunRow.id == row.id, TaskRunRow.state == TaskState.QUEUED.value).values(
                     state=TaskState.RUNNING.value, owner=runner_id, host=HOST, started_at=now, ended_at=None,
-                    updated_at=now)).rowcount
+                    updated_at=self._clock())).rowcount  # the reaper's guard for a try no heartbeat covers yet
                 if ok:
                     s.add(TaskTryRow(run_id=row.run_id, task=row.task, try_number=row.try_number,
                                      state=TaskState.RUNNING.value, runner=runner_id, host=HOST, started_at=now))
                     claimed.append(ClaimedTask(run_id=row.run_id, task=row.task, try_number=row.try_number))
         return claimed
 
+    @retried
+    def release_claim(self, run_id: str, task: str, *, owner: str, try_number: int) -> bool:
+        """Put back a try this runner holds but never started (its claim committed while the
+        connection was lost, so the runner never heard of it): queued again, for any runner."""
+        with self._write() as s, s.begin():
+            if not s.execute(update(TaskRunRow).where(
+                    TaskRunRow.run_id == run_id, TaskRunRow.task == task, TaskRunRow.owner == owner,
+                    TaskRunRow.try_number == try_number, TaskRunRow.state == TaskState.RUNNING.value)
+                    .values(state=TaskState.QUEUED.value, owner=None, started_at=None, updated_at=utcnow())
+                    ).rowcount:
+                return False
+            s.execute(delete(TaskTryRow).where(TaskTryRow.run_id == run_id, TaskTryRow.task == task,
+                                               TaskTryRow.try_number == try_number))
+            return True
+
+    @retried
     def finish_task(self, run_id: str, task: str, *, owner: str, try_number: int, state: TaskState,
                     **fields: Any) -> bool:
         """Record how a try ended, only if this runner still owns that very try (a runner paused
@@ -276,6 +314,7 @@ class SqlStore(ScheduleStore):
                                                TaskTryRow.try_number == try_number).values(**ended))
             return True
 
+    @retried
     def record_cells(self, owner: str, cells: Iterable[tuple[str, str, int, dict[str, Any]]]) -> None:
         """Note the cell each of ``owner``'s running tries is on: ``(run, task, try, cell)``,
         in one transaction; fenced like ``finish_task``."""
@@ -286,6 +325,7 @@ class SqlStore(ScheduleStore):
                     TaskRunRow.try_number == try_number, TaskRunRow.state == TaskState.RUNNING.value)
                     .values(cell=cell))
 
+    @retried
     def owned_tasks_still_running(self, runner_id: str) -> set[tuple[str, str, int]]:
         """(run, task, try) of the tasks this runner owns that the database still has running."""
         with self._session() as s:
@@ -294,25 +334,37 @@ class SqlStore(ScheduleStore):
             return {(r, t, n) for r, t, n in rows}
 
     # -- runners: liveness ------------------------------------------------------------------
+    def _clock(self) -> Any:
+        """Now, by the clock leases are judged by: the database's, so that runners on machines
+        whose clocks disagree judge each other by one clock (a SQLite file is on this machine)."""
+        if self.engine.dialect.name == "postgresql":
+            return func.timezone("UTC", func.now(), type_=DateTime)
+        return utcnow()
+
+    @retried
     def register_runner(self, runner_id: str, kind: str, pid: int) -> None:
         now = utcnow()
         with self._write() as s, s.begin():
-            s.merge(RunnerRow(id=runner_id, host=HOST, pid=pid, kind=kind, started_at=now, heartbeat_at=now))
+            s.execute(delete(RunnerRow).where(RunnerRow.id == runner_id))  # again, after it was presumed dead
+            s.add(RunnerRow(id=runner_id, host=HOST, pid=pid, kind=kind, started_at=now, heartbeat_at=self._clock()))
 
+    @retried
     def heartbeat(self, runner_id: str) -> bool:
         """False when another runner has declared this one dead (its row is gone)."""
         with self._write() as s, s.begin():
             return s.execute(update(RunnerRow).where(RunnerRow.id == runner_id)
-                             .values(heartbeat_at=utcnow())).rowcount == 1
+                             .values(heartbeat_at=self._clock())).rowcount == 1
 
+    @retried
     def unregister_runner(self, runner_id: str) -> None:
         with self._write() as s, s.begin():
             s.execute(delete(RunnerRow).where(RunnerRow.id == runner_id))
 
+    @retried
     def reap_dead_runners(self, lease: float) -> list[tuple[str, TaskRunRecord]]:
         """Forget runners whose heartbeat is older than ``lease`` seconds; release the runs they
         kept to themselves; return the (run_id, task record) of the tasks they left running."""
-        cutoff = utcnow() - timedelta(seconds=lease)
+        cutoff = self._clock() - timedelta(seconds=lease)
         with self._write() as s, s.begin():
             dead = list(s.scalars(select(RunnerRow.id).where(RunnerRow.heartbeat_at < cutoff)))
             if dead:
@@ -327,6 +379,7 @@ class SqlStore(ScheduleStore):
                       .values(owner=None))
             return [(t.run_id, _task_record(t)) for t in orphans]
 
+    @retried
     def get_run(self, run_id: str, *, with_tries: bool = False) -> RunRecord:
         """A run and its tasks; ``with_tries``: each task's tries too (for people, not the runner)."""
         with self._session() as s:
@@ -337,6 +390,7 @@ class SqlStore(ScheduleStore):
                               .order_by(TaskRunRow.position)).all()
             return _run_record(row, tasks, _tries(s, [run_id]) if with_tries else {})
 
+    @retried
     def list_runs(self, *, pipeline: str | None = None, state: RunState | None = None,
                   states: Iterable[RunState] | None = None, ids: Iterable[str] | None = None,
                   unowned: bool = False, limit: int | None = 20, oldest_first: bool = False,
@@ -413,10 +467,15 @@ def _make_engine(url: str) -> Engine:
         path = url.split("///", 1)[1] if "///" in url else ""
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30})
+        # SQLite waits for another writer's lock this long in one try; longer waits are retries
+        # (retry.py), bounded by the caller's patience rather than by this
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT})
         _sqlite_setup(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    # a server that does not answer (stopped, partitioned) fails a connection in 10 s, which is
+    # then retried like a refused one, rather than hanging on the operating system's timeout
+    args = {} if "connect_timeout" in url else {"connect_timeout": 10}
+    return create_engine(url, pool_pre_ping=True, connect_args=args)
 
 
 def _sqlite_setup(engine: Engine) -> None:
@@ -424,7 +483,7 @@ def _sqlite_setup(engine: Engine) -> None:
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT * 1000)}")
         # WAL: readers in other processes see runs as they go. Switching needs a lock, so only
         # the first connection to a new database does it (it stays WAL in the file).
         if cur.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":

@@ -1,0 +1,177 @@
+"""Riding out a lost or busy database: each store transaction is retried with backoff (tenacity),
+as Airflow's ``run_with_db_retries`` and APScheduler's data stores do.
+
+A transaction that failed because the database went away (a refused or cut connection, a server
+starting up or shutting down), was busy (SQLite's write lock held past its busy timeout, a
+PostgreSQL serialization failure or deadlock) or, for the patient, had a full disk, is run again,
+from its start, after a wait that grows to 2 s. Daemons and foreground runs are patient (they wait
+for as long as it takes, keeping their kernels running); one-off commands and REST requests wait
+a bounded time and then raise ``DatabaseUnavailable``. Any other database error (a corrupted or
+read-only file, a missing database, bad credentials) is a one-line ``DatabaseError`` at once.
+Patient callers log one line when the database goes and one when it is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, TypeVar
+
+import tenacity
+from sqlalchemy.exc import DatabaseError as SADatabaseError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+from nbsched.errors import DatabaseError, DatabaseUnavailable
+
+log = logging.getLogger("nbsched.store")
+
+T = TypeVar("T")
+
+OUTAGE, BUSY, FULL = "unreachable", "busy", "full"
+# a PostgreSQL server that answered, but will not take us: no waiting makes that right
+_REFUSED = ("does not exist", "authentication failed", "pg_hba.conf", "permission denied", "password")
+_RETRY_SQLSTATES = {"40001": BUSY, "40P01": BUSY, "55P03": BUSY}  # serialization, deadlock, lock timeout
+
+
+def kind_of(exc: BaseException, dialect: str) -> str | None:
+    """OUTAGE, BUSY or FULL when waiting may help; None when it cannot."""
+    if not isinstance(exc, DBAPIError):
+        return None
+    if exc.connection_invalidated:
+        return OUTAGE
+    if not isinstance(exc, (OperationalError, InterfaceError)):
+        return None
+    text = str(exc.orig).lower()
+    if dialect == "sqlite":
+        if "locked" in text or "busy" in text:
+            return BUSY
+        return FULL if "disk is full" in text else None
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if sqlstate in _RETRY_SQLSTATES:
+        return _RETRY_SQLSTATES[sqlstate]
+    return None if any(word in text for word in _REFUSED) else OUTAGE
+
+
+def reason(exc: BaseException) -> str:
+    """The driver's own message, on one line."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+class Patience:
+    """How long this store's callers wait for a database that is down or busy: ``seconds`` by
+    default, None (forever) inside ``patient()`` (per thread: a Jupyter server's daemon thread is
+    patient, its request threads are not)."""
+
+    def __init__(self, shown_url: str, dialect: str, seconds: float | None) -> None:
+        self.shown_url = shown_url
+        self.dialect = dialect
+        self.seconds = seconds
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._down: tuple[str, float] | None = None  # (kind, since when: monotonic)
+        self.back_at = float("-inf")  # when the database last came back (monotonic)
+
+    @contextmanager
+    def patient(self, seconds: float | None = None, *,
+                while_waiting: Callable[[], None] | None = None) -> Iterator[None]:
+        """This thread's calls wait ``seconds`` (None: forever); ``while_waiting`` is called
+        before each wait (a runner keeps its tasks' timeouts while the database is away)."""
+        before = (getattr(self._local, "seconds", self.seconds), getattr(self._local, "while_waiting", None))
+        self._local.seconds, self._local.while_waiting = seconds, while_waiting
+        try:
+            yield
+        finally:
+            self._local.seconds, self._local.while_waiting = before
+
+    @property
+    def waiting(self) -> float | None:
+        return getattr(self._local, "seconds", self.seconds)
+
+    def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` (one transaction), again while the database is down or busy."""
+        seconds = self.waiting
+        patient = seconds is None
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(lambda exc: self._worth_waiting(exc, patient)),
+            stop=tenacity.stop_never if patient else tenacity.stop_after_delay(seconds),
+            wait=tenacity.wait_exponential_jitter(multiplier=0.05, max=2.0, jitter=0.2),
+            before_sleep=lambda state: self._waiting(state, patient),
+            sleep=self._sleep, reraise=True)
+        try:
+            result = retrying(fn, *args, **kwargs)
+        except (OperationalError, InterfaceError) as exc:
+            raise self._error(exc, seconds) from None
+        except SADatabaseError as exc:
+            if type(exc) is not SADatabaseError:  # integrity, programming ...: the caller's to handle
+                raise
+            raise self._error(exc, seconds) from None
+        if self._down is not None:
+            self._back(patient)
+        return result
+
+    def _sleep(self, seconds: float) -> None:
+        hook = getattr(self._local, "while_waiting", None)
+        if hook is not None:
+            hook()
+        time.sleep(seconds)
+
+    def _worth_waiting(self, exc: BaseException, patient: bool) -> bool:
+        kind = kind_of(exc, self.dialect)
+        return kind in (OUTAGE, BUSY) or (kind == FULL and patient)
+
+    def _waiting(self, state: tenacity.RetryCallState, patient: bool) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        kind = kind_of(exc, self.dialect) if exc is not None else None
+        if kind is None or (kind == BUSY and state.seconds_since_start < 10):
+            return  # a busy SQLite file for a moment is normal: no line for it
+        with self._lock:
+            if self._down is not None:
+                return
+            self._down = (kind, time.monotonic() - state.seconds_since_start)
+        level = logging.WARNING if patient else logging.INFO
+        log.log(level, "database %s %s (%s); retrying", self.shown_url, kind, reason(exc))
+
+    def _back(self, patient: bool) -> None:
+        with self._lock:
+            if self._down is None:
+                return
+            (kind, since), self._down = self._down, None
+            self.back_at = time.monotonic()
+        what = "reachable again" if kind == OUTAGE else "writable again"
+        log.log(logging.WARNING if patient else logging.INFO, "database %s %s after %.1fs", self.shown_url,
+                what, self.back_at - since)
+
+    def _error(self, exc: BaseException, seconds: float | None) -> DatabaseError:
+        kind = kind_of(exc, self.dialect)
+        if kind in (OUTAGE, BUSY) and seconds is not None:
+            hint = ("other processes hold its write lock" if kind == BUSY else "is it running?")
+            return DatabaseUnavailable(f"database {self.shown_url}: {kind} for {seconds:g}s "
+                                       f"({reason(exc)}); {hint}")
+        if kind == FULL:
+            return DatabaseUnavailable(f"database {self.shown_url}: the disk is full ({reason(exc)})")
+        return DatabaseError(f"database {self.shown_url}: {reason(exc)}{self._why(exc)}")
+
+    def _why(self, exc: BaseException) -> str:
+        """SQLite's "unable to open database file" of a file on a read-only disk, said plainly."""
+        import os
+        from pathlib import Path
+
+        if self.dialect != "sqlite" or "unable to open" not in reason(exc) or "///" not in self.shown_url:
+            return ""
+        folder = Path(self.shown_url.split("///", 1)[1]).parent
+        return f" (its folder {folder} is read-only)" if folder.is_dir() and not os.access(folder, os.W_OK) else ""
+
+
+def retried(method: Callable[..., T]) -> Callable[..., T]:
+    """A store method that is one transaction, run under the store's ``Patience``."""
+    from functools import wraps
+
+    @wraps(method)
+    def call(self: Any, *args: Any, **kwargs: Any) -> T:
+        return self.patience.run(method, self, *args, **kwargs)
+
+    return call

@@ -1,0 +1,289 @@
+"""Real database faults: a PostgreSQL of the test's own stopped and started under running daemons
+and a foreground run, a SQLite file contended by a hundred commands and three daemons, a database
+file that is corrupted, read-only or on a full disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from conftest import NBSCHED, nbsched, wait_for, write_notebook, write_yaml
+
+UNREACHABLE = "unreachable"
+BACK = "reachable again"
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("NBSCHED_")}
+
+
+def _serve(project: Path, name: str, db: str, *args: str) -> subprocess.Popen[bytes]:
+    log = open(project / f"{name}.log", "wb")
+    return subprocess.Popen([*NBSCHED, "--db", db, "serve", "--poll", "0.2s", *args], cwd=project, env=_env(),
+                            stdout=log, stderr=subprocess.STDOUT)
+
+
+def _stop(proc: subprocess.Popen[bytes], timeout: float = 60) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _runs(project: Path, db: str) -> list[dict]:
+    return json.loads(nbsched("--db", db, "runs", "--json", "-n", "1000", cwd=project, check=True).stdout)
+
+
+def _ticker(project: Path, every: str, max_active_runs: int) -> None:
+    # every execution of the notebook that gets past its sleep leaves one line: run, try
+    write_notebook(project / "tick.ipynb", "import time\ntime.sleep(1)",
+                   "with open('executions.txt', 'a') as f:\n    f.write(f'{nbsched_run_id} {nbsched_try}\\n')",
+                   params="nbsched_run_id = ''\nnbsched_try = 0\nupstream = {}")
+    write_yaml(project / "pipeline.yaml", f"""
+name: ticker
+defaults: {{retries: 2, retry_delay: 0s}}
+tasks:
+  tick: {{notebook: tick.ipynb}}
+schedules:
+  - {{every: {every}, catchup: true, max_active_runs: {max_active_runs}}}
+""")
+
+
+@pytest.mark.slow
+def test_two_daemons_ride_out_a_30s_postgresql_outage(project, private_postgres):
+    db = private_postgres.url
+    _ticker(project, "2s", 2)
+    nbsched("--db", db, "register", "pipeline.yaml", cwd=project, check=True)
+    daemons = [_serve(project, f"serve{i}", db, "--workers", "1", "--lease", "10s", "--grace", "10s")
+               for i in range(2)]
+    try:
+        # the outage starts while a notebook sleeps (its kernel goes on) and runs are queued
+        wait_for(lambda: (project / "executions.txt").exists() and _sleeping_tasks(db), 60,
+                 "a notebook to sleep after the first run", every=0.05)
+        private_postgres.stop()
+        time.sleep(30)
+        assert [d.poll() for d in daemons] == [None, None], "a daemon exited during the outage"
+        private_postgres.start()
+        # back: the fires missed meanwhile are made (catchup) and every run ends
+        wait_for(lambda: len(_runs(project, db)) >= 20, 120, "the missed fires to be made", every=0.5)
+        nbsched("--db", db, "schedule", "pause", "1", cwd=project, check=True)
+        wait_for(lambda: all(r["state"] in ("success", "failed", "cancelled") for r in _runs(project, db)),
+                 180, "every run to finish", every=0.5)
+        assert [d.poll() for d in daemons] == [None, None]
+    finally:
+        codes = [_stop(d) for d in daemons]
+    logs = [(project / f"serve{i}.log").read_text() for i in range(2)]
+    assert codes == [0, 0], (codes, logs)
+    for log in logs:  # one line each way, no traceback
+        assert "Traceback" not in log, log
+        assert sum(UNREACHABLE in line for line in log.splitlines()) == 1, log
+        assert sum(BACK in line for line in log.splitlines()) == 1, log
+
+    runs = _runs(project, db)
+    assert all(r["state"] == "success" for r in runs), [(r["run_id"], r["state"], r["error"]) for r in runs]
+    dates = sorted(datetime.fromisoformat(r["logical_date"]) for r in runs)
+    assert len(set(dates)) == len(dates)  # each logical date once ...
+    assert all(b - a == timedelta(seconds=2) for a, b in zip(dates, dates[1:]))  # ... and none missed
+    executions = (project / "executions.txt").read_text().split("\n")[:-1]
+    assert len(executions) == len(set(executions)) == len(runs)  # every run's notebook ran once
+    assert all(r["tasks"]["tick"]["try_number"] == 1 for r in runs)  # no try was presumed dead
+
+
+def _sleeping_tasks(url: str) -> int:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        n = conn.execute(text("SELECT count(*) FROM task_runs WHERE state = 'running' "
+                              "AND CAST(cell AS TEXT) LIKE '%time.sleep%'")).scalar()
+    engine.dispose()
+    return n
+
+
+@pytest.mark.slow
+def test_a_foreground_run_rides_out_a_postgresql_restart(project, private_postgres):
+    write_notebook(project / "slow.ipynb", "import pathlib, time\npathlib.Path('started').touch()\ntime.sleep(8)")
+    write_notebook(project / "after.ipynb", "x = 1")
+    write_yaml(project / "pipeline.yaml", """
+name: patient
+tasks:
+  slow: {notebook: slow.ipynb}
+  after: {notebook: after.ipynb, upstream: [slow]}
+""")
+    proc = subprocess.Popen([*NBSCHED, "--db", private_postgres.url, "run", "pipeline.yaml", "--json"],
+                            cwd=project, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: (project / "started").exists() or proc.poll() is not None, 60, "the first notebook")
+        private_postgres.stop()
+        time.sleep(4)
+        private_postgres.start()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    run = json.loads(out)
+    assert run["state"] == "success" and all(t["try_number"] == 1 for t in run["tasks"].values())
+    assert "Traceback" not in err
+    assert sum(UNREACHABLE in line for line in err.splitlines()) == 1, err
+    assert sum(BACK in line for line in err.splitlines()) == 1, err
+
+
+@pytest.mark.slow
+def test_a_hundred_triggers_at_once_on_sqlite_beside_three_daemons(project):
+    write_notebook(project / "ok.ipynb", "x = 1")
+    write_yaml(project / "pipeline.yaml", "name: busy\ntasks:\n  ok: {notebook: ok.ipynb}\n")
+    db_file = project / ".nbsched" / "nbsched.db"
+    db = f"sqlite:///{db_file}"
+    nbsched("register", "pipeline.yaml", cwd=project, check=True)
+    daemons = [_serve(project, f"serve{i}", db, "--workers", "1", "--no-scheduler") for i in range(3)]
+    # a writer that holds the file's lock for 40 s (as one SIGSTOPped mid-transaction would), from
+    # before the triggers start: they wait for it, and for each other, and the daemons do too
+    holder = sqlite3.connect(db_file, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(40, holder.commit)
+    release.start()
+    try:
+        def trigger(_: int) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([*NBSCHED, "trigger", "busy"], cwd=project, env=_env(), capture_output=True,
+                                  text=True, timeout=300)
+
+        with ThreadPoolExecutor(100) as pool:
+            results = list(pool.map(trigger, range(100)))
+    finally:
+        release.join()
+        holder.close()
+        codes = [_stop(d) for d in daemons]
+    for r in results:  # queued, or one line and exit 2; never a traceback
+        assert r.returncode in (0, 2) and "Traceback" not in r.stderr, r.stderr
+        if r.returncode == 2:
+            assert len(r.stderr.strip().splitlines()) == 1 and "busy" in r.stderr, r.stderr
+    queued = {r.stdout.strip() for r in results if r.returncode == 0}
+    assert queued == {r["run_id"] for r in _runs(project, db)}
+    assert len(queued) == 100, [r.stderr for r in results if r.returncode]  # a busy file waits, it does not fail
+    assert codes == [0, 0, 0] or all(c in (0, 3) for c in codes)
+
+
+def test_a_corrupted_database_file_is_one_line(project):
+    (project / ".nbsched").mkdir()
+    (project / ".nbsched" / "nbsched.db").write_bytes(b"this is not a database" * 100)
+    for args in (["runs"], ["trigger", "x"], ["schedule", "list"]):
+        proc = nbsched(*args, cwd=project)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip().splitlines() == [
+            f"Error: database sqlite:///{project / '.nbsched' / 'nbsched.db'}: file is not a database"], proc.stderr
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A tmpfs of its own: filled, or remounted read-only, as a real disk would be."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_database_on_a_read_only_disk_is_one_line(project, small_disk):
+    write_notebook(project / "ok.ipynb", "x = 1")
+    write_yaml(project / "pipeline.yaml", "name: frozen\ntasks:\n  ok: {notebook: ok.ipynb}\n")
+    home = ("--home", str(small_disk))
+    nbsched(*home, "register", "pipeline.yaml", cwd=project, check=True)
+    run_id = nbsched(*home, "trigger", "frozen", cwd=project, check=True).stdout.strip()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+
+    for args in (["runs"], ["trigger", "frozen"], ["cancel", run_id], ["register", "pipeline.yaml"]):
+        proc = nbsched(*home, *args, cwd=project)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        (line,) = proc.stderr.strip().splitlines()
+        assert line.startswith(f"Error: database sqlite:///{small_disk}/nbsched.db: ") and "read-only" in line, line
+
+
+def test_a_full_disk_is_one_line_and_loses_nothing(project, small_disk):
+    write_notebook(project / "ok.ipynb", "x = 1")
+    write_yaml(project / "pipeline.yaml", "name: full\ntasks:\n  ok: {notebook: ok.ipynb}\n")
+    home = ("--home", str(small_disk))
+    nbsched(*home, "register", "pipeline.yaml", cwd=project, check=True)
+    first = nbsched(*home, "trigger", "full", cwd=project, check=True).stdout.strip()
+    filler = small_disk / "filler"
+    subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], capture_output=True)  # until the disk is full
+    proc = nbsched(*home, "trigger", "full", cwd=project, timeout=120)
+    filler.unlink()
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "full" in proc.stderr, proc.stderr
+    runs = json.loads(nbsched(*home, "runs", "--json", cwd=project, check=True).stdout)
+    assert [r["run_id"] for r in runs] == [first]  # what was queued before is there, nothing half-written
+
+
+def test_a_command_waits_for_a_busy_file_only_as_long_as_its_patience(tmp_path):
+    from nbsched.errors import DatabaseUnavailable
+    from nbsched.store import SqlStore
+
+    url = f"sqlite:///{tmp_path / 'nbsched.db'}"
+    SqlStore(url).close()
+    holder = sqlite3.connect(tmp_path / "nbsched.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process's write lock, never released in time
+    store = SqlStore(url, patience=1)
+    try:
+        assert store.list_runs() == []  # readers are not held up by a writer (WAL)
+        with pytest.raises(DatabaseUnavailable, match=r"^database sqlite:///.*: busy for 1s \(database is locked\); "
+                                                      r"other processes hold its write lock$"):
+            store.register_runner("r", "run", 1)
+        holder.commit()
+        store.register_runner("r", "run", 1)  # free again: it goes through
+        assert store.heartbeat("r")
+    finally:
+        holder.close()
+        store.close()
+
+
+def test_a_database_that_refuses_us_is_one_line_at_once(project):
+    started = time.monotonic()
+    proc = nbsched("--db", "postgresql+psycopg://postgres@127.0.0.1:5432/nbsched_no_such_db", "runs", cwd=project)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert 'database "nbsched_no_such_db" does not exist' in line, line
+    assert time.monotonic() - started < 30  # waiting cannot mend it, so nothing waits
+
+
+@pytest.mark.slow
+def test_a_task_times_out_on_time_while_the_database_is_away(project, private_postgres):
+    write_notebook(project / "stuck.ipynb",
+                   "import os, pathlib, time\npathlib.Path('kernel.pid').write_text(str(os.getpid()))",
+                   "time.sleep(120)")
+    write_yaml(project / "pipeline.yaml", "name: stuck\ntasks:\n  stuck: {notebook: stuck.ipynb, timeout: 3s}\n")
+    proc = subprocess.Popen([*NBSCHED, "--db", private_postgres.url, "run", "pipeline.yaml", "--json"],
+                            cwd=project, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        pid = int(wait_for(lambda: (project / "kernel.pid").exists() and (project / "kernel.pid").read_text(),
+                           60, "the kernel"))
+        private_postgres.stop()
+        # the kernel is stopped at its timeout although the runner cannot record it yet
+        wait_for(lambda: not Path(f"/proc/{pid}").exists() or "zombie" in _status(pid), 30,
+                 "the kernel to be stopped at its timeout")
+        private_postgres.start()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    run = json.loads(out)
+    assert proc.returncode == 1 and run["state"] == "failed", err
+    assert run["tasks"]["stuck"]["error"].startswith("timed out after 3s"), run["tasks"]["stuck"]
+
+
+def _status(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().lower()
+    except OSError:
+        return "zombie"
