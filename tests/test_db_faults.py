@@ -287,3 +287,43 @@ def _status(pid: int) -> str:
         return Path(f"/proc/{pid}/status").read_text().lower()
     except OSError:
         return "zombie"
+
+
+class _NoExecutor:
+    """An executor that must not be used: the runner below only does its housekeeping."""
+
+    workers = 1
+
+    def submit(self, *args: object) -> None:
+        raise AssertionError("nothing should be executed")
+
+    def prepare(self, kernel_names: object) -> None:
+        pass
+
+
+def test_a_claim_whose_commit_was_lost_with_the_connection_is_put_back(tmp_path):
+    from nbsched.dag import TaskState
+    from nbsched.runner import Runner
+    from nbsched.store import SqlStore
+    from nbsched.store.sql import utcnow
+
+    store = SqlStore(f"sqlite:///{tmp_path / 'nbsched.db'}")
+    runner = Runner(store, _NoExecutor(), tmp_path, spec_loader=lambda run: None, poll=0)  # type: ignore[arg-type]
+    runner.claiming = False
+    try:
+        run_id = store.create_run(pipeline="p", version=1, params={}, logical_date=utcnow(), trigger="manual",
+                                  tasks={"t": 1})
+        store.start_run(run_id)
+        store.set_task_state(run_id, "t", TaskState.QUEUED, try_number=1)
+        with runner:
+            store.claim_tasks(runner.id, 1)  # committed, but the answer never reached the runner
+            runner.step([])
+            assert store.get_run(run_id).tasks["t"].state is TaskState.RUNNING  # no outage: nothing to mend
+            store.patience.back_at = time.monotonic()  # the database came back after an outage
+            runner.step([])
+        task = store.get_run(run_id, with_tries=True).tasks["t"]
+        assert task.state is TaskState.QUEUED and task.owner is None and task.try_number == 1
+        assert task.tries == ()  # the try never started
+        assert [c.try_number for c in store.claim_tasks("another", 1)] == [1]
+    finally:
+        store.close()
