@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from nbsched.clock import utcnow
 from nbsched.dag import RunState
+from nbsched.errors import DatabaseUnavailable
 from nbsched.runner import Runner
 from nbsched.scheduler import Scheduler
 
@@ -40,8 +41,10 @@ class Daemon:
         self._stopping = False
 
     def stop(self) -> None:
-        """Stop firing and claiming, let running tasks finish; safe from a signal handler."""
+        """Stop firing and claiming, let running tasks finish; safe from a signal handler. With
+        the database away, wait for it the grace period, then stop without it."""
         self._stopping = True
+        self.runner.abandon_at = time.monotonic() + self.options.grace
         self.runner.wake()
 
     def wake(self) -> None:
@@ -70,6 +73,11 @@ class Daemon:
                         wake = until if wake is None else min(wake, until)
                     self.runner.wait(wake)
                 return self._shutdown()
+        except DatabaseUnavailable as exc:
+            if not self._stopping:
+                raise
+            log.warning("stopped: %s", exc)
+            return EXIT_CANCELLED_TASKS
         finally:
             self.runner.executor.shutdown()  # its threads, or its Dask client and cluster
 

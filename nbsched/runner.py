@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable
 
 from nbsched.clock import utcnow
 from nbsched.dag import Decision, RunState, TaskState, decide, downstream_of
-from nbsched.errors import NbschedError
+from nbsched.errors import DatabaseUnavailable, NbschedError
 from nbsched.executors.base import Executor, Finished, TaskAttempt
 from nbsched.notebook import TaskOutcome, TaskRequest, kernel_for
 from nbsched.params import task_parameters
@@ -36,6 +36,7 @@ from nbsched.store.sql import HOST
 log = logging.getLogger("nbsched.runner")
 
 CANCELLED = "cancelled"
+ABANDON_AFTER = 10.0  # seconds a cancelled foreground run waits for a lost database to record it
 
 # (run_id, task, new state, detail) after each transition this runner makes, for progress displays
 Listener = Callable[[str, str, TaskState, "str | None"], None]
@@ -90,6 +91,8 @@ class Runner:
         self._next_reap = 0.0
         self._next_check = 0.0
         self._seen_back_at = float("-inf")  # the store's last recovery from an outage this runner handled
+        self.abandon_at: float | None = None  # monotonic: when stopping, how long to wait for a lost database
+        self._abandoned = False
 
     # -- lifecycle ------------------------------------------------------------------------
     def __enter__(self) -> Runner:
@@ -97,7 +100,8 @@ class Runner:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.store.unregister_runner(self.id)
+        if not self._abandoned:  # else the database is away: the lease will tell the others
+            self.store.unregister_runner(self.id)
 
     @property
     def busy(self) -> int:
@@ -131,6 +135,7 @@ class Runner:
                 self.wait(wake)
         except KeyboardInterrupt:
             self.stop_all(CANCELLED)  # the kernels first: they stop even while the database is away
+            self.abandon_at = time.monotonic() + ABANDON_AFTER
             for run_id in mine:
                 self.cancel_run(run_id)
             self.drain()
@@ -193,9 +198,17 @@ class Runner:
                 return
 
     def keep_time(self) -> None:
-        """Stop the tries past their timeout now (called while the database is away, when the
-        loop cannot turn)."""
-        self._enforce_deadlines(time.monotonic())
+        """Called between tries while the database is away, when the loop cannot turn: stop the
+        tries past their timeout; past ``abandon_at`` (set when asked to stop), stop every try and
+        give up waiting, leaving them to be retried by whichever runner presumes this one dead."""
+        now = time.monotonic()
+        self._enforce_deadlines(now)
+        if self.abandon_at is not None and now >= self.abandon_at:
+            running, self.abandon_at, self._abandoned = self.busy, None, True
+            self.stop_all(CANCELLED)
+            raise DatabaseUnavailable(
+                f"database {self.store.patience.shown_url}: unreachable while stopping; {running} running "
+                f"task(s) stopped, left to be retried once a runner presumes this one dead")
 
     def stop_all(self, reason: str) -> None:
         for r in self._running.values():

@@ -327,3 +327,54 @@ def test_a_claim_whose_commit_was_lost_with_the_connection_is_put_back(tmp_path)
         assert [c.try_number for c in store.claim_tasks("another", 1)] == [1]
     finally:
         store.close()
+
+
+@pytest.mark.slow
+def test_a_daemon_stopped_while_the_database_is_away_exits_and_its_task_is_retried(project, private_postgres):
+    db = private_postgres.url
+    write_notebook(project / "nap.ipynb", "import pathlib, time\npathlib.Path('napping').touch()\ntime.sleep(30)")
+    write_yaml(project / "pipeline.yaml", "name: nap\ntasks:\n  nap: {notebook: nap.ipynb, retries: 1}\n")
+    nbsched("--db", db, "register", "pipeline.yaml", cwd=project, check=True)
+    run_id = nbsched("--db", db, "trigger", "nap", cwd=project, check=True).stdout.strip()
+    first = _serve(project, "first", db, "--lease", "3s", "--grace", "2s", "--no-scheduler")
+    try:
+        wait_for(lambda: (project / "napping").exists(), 60, "the notebook to start")
+        private_postgres.stop()
+        time.sleep(2)
+        first.send_signal(signal.SIGTERM)  # it waits the grace for the database, then stops without it
+        code = first.wait(timeout=60)
+    finally:
+        first.kill()
+    log = (project / "first.log").read_text()
+    assert code == 3, log
+    assert "Traceback" not in log and "unreachable while stopping; 1 running task(s) stopped" in log, log
+    private_postgres.start()
+    second = _serve(project, "second", db, "--lease", "3s", "--grace", "0s", "--no-scheduler")
+    try:
+        wait_for(lambda: json.loads(nbsched("--db", db, "show", run_id, "--json", cwd=project, check=True).stdout)
+                 ["tasks"]["nap"]["try_number"] == 2, 60, "the task to be retried")
+    finally:
+        _stop(second)
+    run = json.loads(nbsched("--db", db, "show", run_id, "--json", cwd=project, check=True).stdout)
+    assert "stopped heartbeating" in run["tasks"]["nap"]["tries"][0]["error"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_of_a_foreground_run_while_the_database_is_away_stops_it(project, private_postgres):
+    write_notebook(project / "nap.ipynb",
+                   "import os, pathlib, time\npathlib.Path('kernel.pid').write_text(str(os.getpid()))\ntime.sleep(60)")
+    write_yaml(project / "pipeline.yaml", "name: nap\ntasks:\n  nap: {notebook: nap.ipynb}\n")
+    proc = subprocess.Popen([*NBSCHED, "--db", private_postgres.url, "run", "pipeline.yaml"], cwd=project,
+                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        pid = int(wait_for(lambda: (project / "kernel.pid").exists() and (project / "kernel.pid").read_text(),
+                           60, "the kernel"))
+        private_postgres.stop()
+        time.sleep(2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 2 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith("Error: database ") and "unreachable while stopping" in err
+    assert not Path(f"/proc/{pid}").exists() or "zombie" in _status(pid)  # its kernel was stopped
