@@ -28,6 +28,7 @@ from nbsched.store.records import ClaimedTask, PipelineRecord, RunRecord, TaskRu
 from nbsched.store.schedules import ScheduleStore
 
 HOST = socket.gethostname()
+_TAKEN = object()  # a run id already used by another run
 SQLITE_BUSY_TIMEOUT = 5.0  # seconds
 
 
@@ -119,7 +120,7 @@ class SqlStore(ScheduleStore):
 
     # -- runs -------------------------------------------------------------------------
     def create_run(self, *, pipeline: str, version: int, params: Mapping[str, Any], logical_date: datetime,
-                   trigger: str, tasks: Mapping[str, int], run_id: str | None = None,
+                   trigger: str, tasks: Mapping[str, int],
                    schedule_id: int | None = None, max_active_runs: int | None = None,
                    owner: str | None = None) -> str | None:
         """Create a queued run and its pending task runs (``tasks``: name -> max tries, in order).
@@ -127,12 +128,16 @@ class SqlStore(ScheduleStore):
         Returns None when the schedule already has a run for ``logical_date``: the UNIQUE
         (schedule_id, logical_date) constraint makes racing schedulers create it once.
         """
-        run_id = run_id or new_run_id(utcnow())  # chosen once: a retry after a lost commit finds it
-        return self.patience.run(self._insert_run, run_id, dict(pipeline=pipeline, pipeline_version=version,
-                                 params=dict(params), logical_date=logical_date, trigger=trigger,
-                                 schedule_id=schedule_id, max_active_runs=max_active_runs, owner=owner), tasks)
+        fields = dict(pipeline=pipeline, pipeline_version=version, params=dict(params), logical_date=logical_date,
+                      trigger=trigger, schedule_id=schedule_id, max_active_runs=max_active_runs, owner=owner)
+        while True:
+            # the id is chosen before the transaction, so that a retry after a commit that was lost
+            # with its connection finds the run it made rather than making a second
+            made = self.patience.run(self._insert_run, new_run_id(utcnow()), fields, tasks)
+            if made is not _TAKEN:
+                return made
 
-    def _insert_run(self, run_id: str, fields: dict[str, Any], tasks: Mapping[str, int]) -> str | None:
+    def _insert_run(self, run_id: str, fields: dict[str, Any], tasks: Mapping[str, int]) -> Any:
         now = utcnow()
         try:
             with self._write() as s, s.begin():
@@ -145,9 +150,9 @@ class SqlStore(ScheduleStore):
             if fields["schedule_id"] is not None:
                 return None  # that schedule's run for that date exists
             with self._session() as s:
-                if s.get(RunRow, run_id) is None:
-                    raise
-            return run_id  # an earlier attempt committed before its connection was lost
+                row = s.get(RunRow, run_id)
+                mine = row is not None and all(getattr(row, k) == v for k, v in fields.items() if k != "logical_date")
+            return run_id if mine else _TAKEN  # made by an earlier attempt, or another run's id: a new one
         return run_id
 
     @retried
