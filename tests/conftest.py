@@ -65,6 +65,27 @@ def nbsched(*args: str, cwd: Path, check: bool = False, timeout: float = 120) ->
     return proc
 
 
+def serve(project: Path, name: str, *args: str, db: str | None = None) -> subprocess.Popen[bytes]:
+    """``nbsched serve`` as a real process in ``project``, its output in ``<name>.log`` there."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NBSCHED_")}
+    log = open(project / f"{name}.log", "wb")
+    return subprocess.Popen([*NBSCHED, *(["--db", db] if db else []), "serve", "--poll", "0.2s", *args],
+                            cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 60) -> int:
+    """SIGTERM, as a service manager stops a daemon; its exit code (killed if it does not exit)."""
+    import signal
+
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def wait_for(predicate: Any, timeout: float, what: str, every: float = 0.1) -> Any:
     """Poll ``predicate`` until it returns something true (returned), or fail naming ``what``."""
     import time

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import NBSCHED, nbsched, wait_for, write_notebook, write_yaml
+from conftest import NBSCHED, nbsched, serve, stop, wait_for, write_notebook, write_yaml
 
 UNREACHABLE = "unreachable"
 BACK = "reachable again"
@@ -25,22 +25,6 @@ BACK = "reachable again"
 
 def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("NBSCHED_")}
-
-
-def _serve(project: Path, name: str, db: str, *args: str) -> subprocess.Popen[bytes]:
-    log = open(project / f"{name}.log", "wb")
-    return subprocess.Popen([*NBSCHED, "--db", db, "serve", "--poll", "0.2s", *args], cwd=project, env=_env(),
-                            stdout=log, stderr=subprocess.STDOUT)
-
-
-def _stop(proc: subprocess.Popen[bytes], timeout: float = 60) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
 
 
 def _runs(project: Path, db: str) -> list[dict]:
@@ -67,7 +51,7 @@ def test_two_daemons_ride_out_a_30s_postgresql_outage(project, private_postgres)
     db = private_postgres.url
     _ticker(project, "2s", 2)
     nbsched("--db", db, "register", "pipeline.yaml", cwd=project, check=True)
-    daemons = [_serve(project, f"serve{i}", db, "--workers", "1", "--lease", "10s", "--grace", "10s")
+    daemons = [serve(project, f"serve{i}", "--workers", "1", "--lease", "10s", "--grace", "10s", db=db)
                for i in range(2)]
     try:
         # the outage starts while a notebook sleeps (its kernel goes on) and runs are queued
@@ -84,7 +68,7 @@ def test_two_daemons_ride_out_a_30s_postgresql_outage(project, private_postgres)
                  180, "every run to finish", every=0.5)
         assert [d.poll() for d in daemons] == [None, None]
     finally:
-        codes = [_stop(d) for d in daemons]
+        codes = [stop(d) for d in daemons]
     logs = [(project / f"serve{i}.log").read_text() for i in range(2)]
     assert codes == [0, 0], (codes, logs)
     for log in logs:  # one line each way, no traceback
@@ -148,7 +132,7 @@ def test_a_hundred_triggers_at_once_on_sqlite_beside_three_daemons(project):
     db_file = project / ".nbsched" / "nbsched.db"
     db = f"sqlite:///{db_file}"
     nbsched("register", "pipeline.yaml", cwd=project, check=True)
-    daemons = [_serve(project, f"serve{i}", db, "--workers", "1", "--no-scheduler") for i in range(3)]
+    daemons = [serve(project, f"serve{i}", "--workers", "1", "--no-scheduler", db=db) for i in range(3)]
     # a writer that holds the file's lock for 40 s (as one SIGSTOPped mid-transaction would), from
     # before the triggers start: they wait for it, and for each other, and the daemons do too
     holder = sqlite3.connect(db_file, isolation_level=None, check_same_thread=False)
@@ -165,7 +149,7 @@ def test_a_hundred_triggers_at_once_on_sqlite_beside_three_daemons(project):
     finally:
         release.join()
         holder.close()
-        codes = [_stop(d) for d in daemons]
+        codes = [stop(d) for d in daemons]
     for r in results:  # queued, or one line and exit 2; never a traceback
         assert r.returncode in (0, 2) and "Traceback" not in r.stderr, r.stderr
         if r.returncode == 2:
@@ -336,7 +320,7 @@ def test_a_daemon_stopped_while_the_database_is_away_exits_and_its_task_is_retri
     write_yaml(project / "pipeline.yaml", "name: nap\ntasks:\n  nap: {notebook: nap.ipynb, retries: 1}\n")
     nbsched("--db", db, "register", "pipeline.yaml", cwd=project, check=True)
     run_id = nbsched("--db", db, "trigger", "nap", cwd=project, check=True).stdout.strip()
-    first = _serve(project, "first", db, "--lease", "3s", "--grace", "2s", "--no-scheduler")
+    first = serve(project, "first", "--lease", "3s", "--grace", "2s", "--no-scheduler", db=db)
     try:
         wait_for(lambda: (project / "napping").exists(), 60, "the notebook to start")
         private_postgres.stop()
@@ -349,12 +333,12 @@ def test_a_daemon_stopped_while_the_database_is_away_exits_and_its_task_is_retri
     assert code == 3, log
     assert "Traceback" not in log and "unreachable while stopping; 1 running task(s) stopped" in log, log
     private_postgres.start()
-    second = _serve(project, "second", db, "--lease", "3s", "--grace", "0s", "--no-scheduler")
+    second = serve(project, "second", "--lease", "3s", "--grace", "0s", "--no-scheduler", db=db)
     try:
         wait_for(lambda: json.loads(nbsched("--db", db, "show", run_id, "--json", cwd=project, check=True).stdout)
                  ["tasks"]["nap"]["try_number"] == 2, 60, "the task to be retried")
     finally:
-        _stop(second)
+        stop(second)
     run = json.loads(nbsched("--db", db, "show", run_id, "--json", cwd=project, check=True).stdout)
     assert "stopped heartbeating" in run["tasks"]["nap"]["tries"][0]["error"]
 

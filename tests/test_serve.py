@@ -4,35 +4,16 @@ twice, no try executed twice, no run lost."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from conftest import NBSCHED, nbsched, wait_for, write_notebook, write_yaml
+from conftest import nbsched, serve, stop, wait_for, write_notebook, write_yaml
 
 pytestmark = pytest.mark.slow
-
-
-def _serve(project: Path, name: str, *args: str, db: str | None = None) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NBSCHED_")}
-    log = open(project / f"{name}.log", "wb")
-    return subprocess.Popen([*NBSCHED, *(["--db", db] if db else []), "serve", "--poll", "0.2s", *args],
-                            cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
-def _stop(proc: subprocess.Popen[bytes], timeout: float = 60) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
 
 
 def _runs(project: Path, *db: str) -> list[dict]:
@@ -49,11 +30,11 @@ schedules:
   - {every: 1s, catchup: true, max_active_runs: 1}
 """)
     nbsched("register", "pipeline.yaml", cwd=project, check=True)
-    daemons = [_serve(project, f"serve{i}", "--workers", "1", "--grace", "0s") for i in range(2)]
+    daemons = [serve(project, f"serve{i}", "--workers", "1", "--grace", "0s") for i in range(2)]
     try:
         time.sleep(20)
     finally:
-        codes = [_stop(d) for d in daemons]
+        codes = [stop(d) for d in daemons]
     logs = [(project / f"serve{i}.log").read_text() for i in range(2)]
     assert all(c in (0, 3) for c in codes), (codes, logs)
     assert all("Traceback" not in log for log in logs), logs
@@ -77,18 +58,18 @@ tasks:
 """)
     nbsched("register", "pipeline.yaml", cwd=project, check=True)
     run_id = nbsched("trigger", "survivor", cwd=project, check=True).stdout.strip()
-    first = _serve(project, "first", "--lease", "2s", "--no-scheduler")
+    first = serve(project, "first", "--lease", "2s", "--no-scheduler")
     try:
         wait_for(lambda: _show(project, run_id)["tasks"]["slow"]["state"] == "running", 60, "the task to run",
                  every=0.3)
         first.send_signal(signal.SIGKILL)
         first.wait(10)
-        second = _serve(project, "second", "--lease", "2s", "--no-scheduler")
+        second = serve(project, "second", "--lease", "2s", "--no-scheduler")
         try:
             run = wait_for(lambda: (r := _show(project, run_id))["state"] in ("success", "failed") and r, 90,
                            "the run to finish", every=0.3)
         finally:
-            _stop(second)
+            stop(second)
     finally:
         first.kill()
     log = (project / "second.log").read_text()
@@ -108,12 +89,12 @@ def test_sigterm_lets_a_running_task_finish_within_the_grace(project):
     write_yaml(project / "pipeline.yaml", "name: graceful\ntasks:\n  short: {notebook: short.ipynb}\n")
     nbsched("register", "pipeline.yaml", cwd=project, check=True)
     run_id = nbsched("trigger", "graceful", cwd=project, check=True).stdout.strip()
-    daemon = _serve(project, "serve", "--grace", "60s", "--no-scheduler")
+    daemon = serve(project, "serve", "--grace", "60s", "--no-scheduler")
     try:
         wait_for(lambda: _show(project, run_id)["tasks"]["short"]["state"] == "running", 60, "the task to run",
                  every=0.3)
     finally:
-        code = _stop(daemon)
+        code = stop(daemon)
     assert code == 0, (project / "serve.log").read_text()
     assert _show(project, run_id)["state"] == "success"
 
@@ -123,12 +104,12 @@ def test_sigterm_cancels_what_outlives_the_grace(project):
     write_yaml(project / "pipeline.yaml", "name: impatient\ntasks:\n  long: {notebook: long.ipynb}\n")
     nbsched("register", "pipeline.yaml", cwd=project, check=True)
     run_id = nbsched("trigger", "impatient", cwd=project, check=True).stdout.strip()
-    daemon = _serve(project, "serve", "--grace", "1s", "--no-scheduler")
+    daemon = serve(project, "serve", "--grace", "1s", "--no-scheduler")
     try:
         wait_for(lambda: _show(project, run_id)["tasks"]["long"]["state"] == "running", 60, "the task to run",
                  every=0.3)
     finally:
-        code = _stop(daemon)
+        code = stop(daemon)
     assert code == 3
     run = _show(project, run_id)
     assert run["state"] == "cancelled" and run["tasks"]["long"]["state"] == "cancelled"
@@ -153,7 +134,7 @@ schedules:
 """)
     db = ("--db", pg_url)
     nbsched(*db, "register", "pipeline.yaml", cwd=project, check=True)
-    daemons = [_serve(project, f"serve{i}", "--workers", "1", "--lease", "3s", "--grace", "10s", db=pg_url)
+    daemons = [serve(project, f"serve{i}", "--workers", "1", "--lease", "3s", "--grace", "10s", db=pg_url)
                for i in range(3)]
     try:
         time.sleep(10)
@@ -169,7 +150,7 @@ schedules:
         wait_for(lambda: all(r["state"] in ("success", "failed", "cancelled") for r in _runs(project, *db)),
                  120, "every run to finish", every=0.3)
     finally:
-        codes = [_stop(d) for d in daemons[1:]]
+        codes = [stop(d) for d in daemons[1:]]
         daemons[0].kill()
     logs = [(project / f"serve{i}.log").read_text() for i in range(3)]
     assert all(c == 0 for c in codes), (codes, logs[1:])
