@@ -347,6 +347,13 @@ def run_report_html(view: Mapping[str, Any], dag: str, gantt: str,
     rows = []
     for name, t in view.get("tasks", {}).items():
         error = f'<pre class="error">{_e(t["error"])}</pre>' if t.get("error") else ""
+        earlier = [a for a in t.get("tries", []) if a["try_number"] < t.get("try_number", 0)]
+        if earlier:  # what the tries before the last did
+            error += ('<details class="tries"><summary>earlier tries</summary><ol>' + "".join(
+                f'<li data-try="{_e(a["try_number"])}">try {_e(a["try_number"])} {_badge(a["state"])} '
+                f'on {_e(a.get("host") or "?")}, {_duration(a.get("started_at"), a.get("ended_at"))}'
+                + (f'<pre class="error">{_e(a["error"])}</pre>' if a.get("error") else "") + "</li>"
+                for a in earlier) + "</ol></details>")
         outputs = f'<pre class="outputs">{_json(t["outputs"])}</pre>' if t.get("outputs") else ""
         links = "".join(f'<a href="{_e(href)}">{_e(label)}</a>' for label, href in task_links.get(name, {}).items())
         rows.append(

@@ -316,7 +316,7 @@ class Service:
         notebook, and ``index.html`` (``index.nocode.html`` with ``hide_code``) with the DAG, the
         timeline and the tasks, linking them relatively so the folder can be moved or served as is.
         Returns the index page."""
-        run = self.store.get_run(run_id)
+        run = self.store.get_run(run_id, with_tries=True)
         outputs = [Path(t.output_path).parent for t in run.tasks.values() if t.output_path]
         folder = outputs[0] if outputs else self.config.runs_dir / run.pipeline / run.id
         links: dict[str, dict[str, str]] = {}
@@ -333,7 +333,7 @@ class Service:
         """The run's report page, not written anywhere; ``task_links(task)`` gives ``{label: href}``
         for each task that has an output notebook (the REST API links its own task routes, whose
         reports are made on request)."""
-        run = self.store.get_run(run_id)
+        run = self.store.get_run(run_id, with_tries=True)
         return self._report_page(run, {n: task_links(n) for n, t in run.tasks.items() if _has_notebook(t)})
 
     def _report_page(self, run: RunRecord, links: Mapping[str, Mapping[str, str]]) -> str:

@@ -320,6 +320,19 @@ def test_run_report_of_a_failed_run(project, service):
     assert "bad input data" in (folder / "clean.nocode.html").read_text(encoding="utf-8")
 
 
+def test_run_report_shows_what_the_earlier_tries_did(project, service):
+    write_notebook(project / "flaky.ipynb", "raise ValueError(f'try {nbsched_try} failed')",
+                   params="nbsched_try = 0\nupstream = {}")
+    spec = write_yaml(project / "pipeline.yaml", "name: flaky\ntasks:\n  flaky: {notebook: flaky.ipynb, retries: 1}\n")
+    run = service.run_pipeline(spec)
+    text = service.run_report(run.id).read_text(encoding="utf-8")
+    row = re.search(r'<tr data-task="flaky".*?</tr>', text, flags=re.S).group(0)
+    final, earlier = row.split("earlier tries")
+    assert "ValueError: try 2 failed" in final and "try 1 failed" not in final
+    (first,) = re.findall(r'<li data-try="(\d+)">(.*?)</li>', earlier, flags=re.S)
+    assert first[0] == "1" and "up_for_retry" in first[1] and "ValueError: try 1 failed" in first[1]
+
+
 def test_report_of_a_queued_run_and_of_an_unknown_one(project, service):
     from nbsched.errors import NotFound
 
