@@ -548,9 +548,12 @@ def schedule_view(s: ScheduleRecord) -> dict[str, Any]:
 
 
 def _dry_render(spec: PipelineSpec, params: Mapping[str, Any], runs_dir: Path, now: datetime) -> None:
-    for task in spec.tasks.values():
-        task_parameters(spec, task, overrides=params, run_id="validate", logical_date=now,
-                        run_dir=str(runs_dir / spec.name / "validate"), upstream={})
+    from nbsched.templates import budget
+
+    with budget():  # one for the whole spec: its templates render once per task
+        for task in spec.tasks.values():
+            task_parameters(spec, task, overrides=params, run_id="validate", logical_date=now,
+                            run_dir=str(runs_dir / spec.name / "validate"), upstream={})
 
 
 def run_view(run: RunRecord) -> dict[str, Any]:

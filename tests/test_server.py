@@ -392,6 +392,26 @@ async def test_trigger_refuses_unknown_pipelines_and_bad_params(api, jp_root_dir
     assert run["tasks"]["report"]["state"] == "pending"
 
 
+def shell_template(marker: Path) -> str:
+    """A template that, rendered by a plain Jinja environment, runs a shell command creating ``marker``."""
+    return "{{ cycler.__init__.__globals__.os.popen('touch " + str(marker) + "').read() }}"
+
+
+async def test_templates_in_rest_bodies_cannot_run_code_in_the_server(api, jp_root_dir, tmp_path):
+    await register_hello(api, jp_root_dir)
+    marker = tmp_path / "PWNED"
+    evil = {"region": shell_template(marker)}
+    message = (await api("POST", "pipelines", "hello", "runs", body={"params": evil})).error(422, "invalid_spec")
+    assert message.startswith("-p region: template error in") and "unsafe" in message, message
+    message = (await api("POST", "schedules", body={"pipeline": "hello", "every": "1h", "params": evil})).error(422)
+    assert "region: template error in" in message and "unsafe" in message, message
+    big = {"region": "{{ 'x' * 10**9 }}"}
+    message = (await api("POST", "pipelines", "hello", "runs", body={"params": big})).error(422, "invalid_spec")
+    assert "'*' would make 1,000,000,000 characters (at most 1,000,000)" in message, message
+    assert not marker.exists()
+    assert (await api("GET", "runs")).data["runs"] == [] and (await api("GET", "schedules")).data["schedules"] == []
+
+
 async def test_kernels_of_the_server_are_told_its_database_and_outputs(api, jp_root_dir):
     import os
 
