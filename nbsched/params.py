@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import keyword
 from datetime import datetime
 from typing import Any, Mapping
@@ -19,8 +18,21 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     key = key.strip()
     if not sep or not key.isidentifier() or keyword.iskeyword(key):
-        raise ConfigError(f"-p {text!r}: expected key=value with a Python identifier as key")
+        raise ConfigError(f"-p {_cut(text)}: expected key=value with a Python identifier as key")
+    start = value.strip()[:2]
+    # a half-typed list must not run as a string; "{{" and "{%" open a template, never JSON
+    if start[:1] in ("[", "{") and start not in ("{{", "{%"):
+        from nbsched.bounds import loads_json
+
+        try:
+            return key, loads_json(value, f"-p {key}")
+        except SpecError as exc:
+            raise ConfigError(f"{exc} (a value that starts with '[' or '{{' must be valid JSON)") from None
     return key, _typed(value)
+
+
+def _cut(text: str, limit: int = 80) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 def _typed(value: str) -> Any:
@@ -32,12 +44,7 @@ def _typed(value: str) -> Any:
     for cast in (int, float):
         try:
             return cast(value)
-        except ValueError:
-            pass
-    if value.strip()[:1] in ("[", "{"):
-        try:
-            return json.loads(value)
-        except ValueError:
+        except ValueError:  # also an int of more digits than Python converts: it stays a string
             pass
     return value
 
@@ -85,6 +92,9 @@ def task_parameters(
 
 
 def _render(env: Any, value: Any, context: dict[str, Any], where: str) -> Any:
+    from nbsched.templates import spend
+
+    spend(3)  # walking a value costs too: a spec's params are walked once per task
     if isinstance(value, str):
         if "{{" not in value and "{%" not in value:
             return value

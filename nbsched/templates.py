@@ -70,7 +70,8 @@ def budget() -> Iterator[None]:
         _BUDGET.reset(token)
 
 
-def _spend(units: int) -> None:
+def spend(units: int) -> None:
+    """Spend from the current budget (a caller walking parameters pays for its steps too)."""
     current = _BUDGET.get()
     if current is not None:  # always set while rendering; compile-time constant folding may run outside
         current.spend(units)
@@ -93,7 +94,7 @@ def _check(size: int, what: str) -> None:
     """Refuse an operation from the size of what it would make, before it makes it."""
     if size > MAX_RENDERED:
         raise SecurityError(f"{what} would make {size:,} characters (at most {MAX_RENDERED:,})")
-    _spend(size)
+    spend(size)
 
 
 def _check_int(digits: int, what: str) -> None:
@@ -196,7 +197,7 @@ def _metered_filter(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
                 args = (*args[:1], *values) if passes is not None else values
             _check(estimate(*values, **kwargs), f"the '{name}' filter")
         result = fn(*args, **kwargs)
-        _spend(_STEP + (_size(result) if isinstance(result, (str, list)) else 0))
+        spend(_STEP + (_size(result) if isinstance(result, (str, list)) else 0))
         return result
 
     return metered
@@ -250,7 +251,7 @@ class ParamsEnvironment(SandboxedEnvironment):
         return super().call_binop(context, operator, left, right)
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
-        _spend(_CALL)
+        spend(_CALL)
         method = getattr(__obj, "__wrapped__", __obj)  # the sandbox hands out str.format wrapped
         owner, name = getattr(method, "__self__", None), getattr(method, "__name__", "")
         if isinstance(owner, str) and name in _STR_METHODS:
@@ -265,12 +266,12 @@ class ParamsEnvironment(SandboxedEnvironment):
     def getitem(self, obj: Any, argument: Any) -> Any:
         result = super().getitem(obj, argument)
         if isinstance(result, (str, list)):
-            _spend(len(result))  # slices copy
+            spend(len(result))  # slices copy
         return result
 
     def nbsched_steps(self, items: Any) -> Iterator[Any]:
         for item in items:
-            _spend(_STEP)
+            spend(_STEP)
             yield item
 
     def nbsched_concat(self, parts: list[Any]) -> str:
@@ -284,7 +285,7 @@ class ParamsEnvironment(SandboxedEnvironment):
     def render(self, source: str, context: Mapping[str, Any]) -> str:
         """Render ``source``; its output stops at :data:`MAX_RENDERED` characters."""
         with budget():
-            _spend(_RENDER + len(source))
+            spend(_RENDER + len(source))
             out, size = [], 0
             # sources as long as a whole spec are not kept: the cache is for the small ones, rendered per task
             template = self._compiled(source) if len(source) <= 10_000 else self._compile_template(source)
@@ -292,7 +293,7 @@ class ParamsEnvironment(SandboxedEnvironment):
                 size += len(chunk)
                 if size > MAX_RENDERED:
                     raise SecurityError(f"the rendered value is over {MAX_RENDERED:,} characters")
-                _spend(len(chunk))
+                spend(len(chunk))
                 out.append(chunk)
             return "".join(out)
 

@@ -28,15 +28,28 @@ LOGICAL_DATE = datetime(2026, 3, 14, 6, 30, tzinfo=timezone.utc)
     pytest.param("s=", ("s", ""), id="empty-string"),
     pytest.param("l=[1,2]", ("l", [1, 2]), id="json-list"),
     pytest.param('m={"a": 1}', ("m", {"a": 1}), id="json-object"),
-    pytest.param("l=[not json", ("l", "[not json"), id="broken-json-stays-string"),
     pytest.param("d=2026-01-01", ("d", "2026-01-01"), id="date-stays-string"),
     pytest.param("q=a=b", ("q", "a=b"), id="value-with-equals"),
+    pytest.param("d={{ logical_date | ds }}", ("d", "{{ logical_date | ds }}"), id="template"),
+    pytest.param("d={% if true %}1{% endif %}", ("d", "{% if true %}1{% endif %}"), id="template-statement"),
     pytest.param(" k =v", ("k", "v"), id="key-spaces-trimmed"),
 ])
 def test_parse_override_types_the_value(text: str, expected: tuple[str, Any]) -> None:
     key, value = parse_override(text)
     assert (key, value) == expected
     assert type(value) is type(expected[1])  # 5 is an int, not "5"; True is a bool, not 1
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    pytest.param("x=[1,2", "-p x: not JSON: Expecting ',' delimiter: line 1 column 5 (char 4)", id="unclosed-list"),
+    pytest.param("x={a: 1}", "-p x: not JSON: Expecting property name enclosed in double quotes", id="not-json-object"),
+    pytest.param("x=" + "[" * 5000 + "]" * 5000, "-p x: nested deeper than 100 levels", id="too-deep"),
+])
+def test_parse_override_refuses_a_value_that_looks_like_json_and_is_not(text: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_override(text)
+    assert str(exc.value).startswith(problem), str(exc.value)
+    assert str(exc.value).endswith("(a value that starts with '[' or '{' must be valid JSON)")
 
 
 @pytest.mark.parametrize("text", ["novalue", "=1", "1x=2", "a-b=1", "my key=1", "class=1"])
