@@ -19,6 +19,7 @@ from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from tornado import web
 
 from nbsched import __version__
+from nbsched.bounds import MAX_SPEC_BYTES, loads_json
 from nbsched.errors import ConfigError, Conflict, NbschedError, NotFound, ScheduleError, SpecError
 
 API = r"/nbsched/api/v1"
@@ -55,20 +56,25 @@ class BaseHandler(APIHandler):
 
     @cached_property
     def body(self) -> dict[str, Any]:
-        if not self.request.body:
+        raw = self.request.body
+        if not raw:
             return {}
+        if len(raw) > MAX_SPEC_BYTES:  # an inline spec is bounded as a spec file is
+            raise ApiError(413, "too_large", f"request body of {len(raw):,} bytes: at most {MAX_SPEC_BYTES:,} (1 MB)")
         try:
-            data = json.loads(self.request.body)
-        except ValueError as exc:
-            raise ApiError(400, "bad_json", f"request body is not JSON: {exc}") from None
+            data = loads_json(raw, "request body")  # nesting bounded before parsing (no RecursionError)
+        except SpecError as exc:
+            raise ApiError(400, "bad_json", str(exc)) from None
         if not isinstance(data, dict):
             raise ApiError(400, "bad_json", f"request body must be a JSON object, got {type(data).__name__}")
         return data
 
     def field(self, name: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
-        value = self.body.get(name, default)
-        if value is None or value is default:
-            return value
+        """``body[name]`` if it is of ``kind``; ``default`` when absent. An explicit null is not
+        absent: it is refused like any other value of the wrong type."""
+        if name not in self.body:
+            return default
+        value = self.body[name]
         kinds = kind if isinstance(kind, tuple) else (kind,)
         if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
             raise ApiError(400, "bad_request", f"body.{name}: expected {_kind(kind)}, got {json.dumps(value)}")
@@ -88,7 +94,16 @@ class BaseHandler(APIHandler):
             message = (exc.log_message % exc.args if exc.log_message and exc.args else exc.log_message) or reason
         else:
             code, message = "internal_error", "internal server error (details are in the server log)"
+        if status_code == 405:  # RFC 9110: a 405 says which methods the resource has
+            self.set_header("Allow", ", ".join(allowed_methods(type(self))))
         self.finish(json.dumps({"error": code, "message": message}))
+
+
+def allowed_methods(cls: type) -> list[str]:
+    """The HTTP methods a handler class answers: those it defines over tornado's 405 stubs, and
+    OPTIONS (jupyter-server's CORS preflight)."""
+    return [m.upper() for m in ("get", "head", "post", "put", "patch", "delete", "options")
+            if getattr(cls, m) is not getattr(web.RequestHandler, m)]
 
 
 def _kind(kind: type | tuple[type, ...]) -> str:
@@ -152,10 +167,14 @@ class PipelinesHandler(BaseHandler):
         if (path is None) == (spec is None):
             raise ApiError(400, "bad_request", 'give exactly one of "path" (a file under the server root) or "spec"')
         if path is not None:
+            if not path.strip():  # it resolved to the root itself, and registered the root's pipeline.yaml
+                raise ApiError(400, "bad_request", 'body.path: empty; give a file under the server root, '
+                                                   'e.g. "pipeline.yaml"')
             target = confined(self.root, path)
             if not target.exists():
                 raise ApiError(404, "not_found", f"path {path!r} not found under the server root")
-            result = await self.call(self.service.register, target, confine_to=self.root)
+            # errors name the file as the client wrote it, never by the server's absolute path
+            result = await self.call(self.service.register, target, confine_to=self.root, shown=path)
         else:
             folder = confined(self.root, self.field("dir", str, ".") or ".")
             result = await self.call(self.service.register_spec, spec, folder, confine_to=self.root)
@@ -375,15 +394,19 @@ class TaskOutputHandler(BaseHandler):
 def confined(root: Path, relative: str) -> Path:
     """``relative`` resolved under ``root`` (symlinks followed); refuses what leaves it.
     Compares resolved paths with ``is_relative_to``: a prefix test would let ``root2/`` pass."""
+    shown = repr(relative if len(relative) <= 100 else relative[:100] + "...")
     if Path(relative).is_absolute() or relative.startswith("~"):
-        raise ApiError(422, "path_outside_root", f"path {relative!r}: give a path relative to the server root")
+        raise ApiError(422, "path_outside_root", f"path {shown}: give a path relative to the server root")
     try:
         resolved = (root / relative).resolve()
         resolved.exists()  # a name the file system refuses (NUL byte, too long, bad encoding) fails here
-    except (ValueError, OSError) as exc:
-        raise ApiError(400, "bad_path", f"path {relative!r}: {exc}") from None
+    except (ValueError, OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python 3.11)
+        # the reason only: an OSError's text holds the server's absolute path
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else \
+            "a symlink loop" if isinstance(exc, RuntimeError) else str(exc).split(":")[0]
+        raise ApiError(400, "bad_path", f"path {shown}: {reason}") from None
     if not resolved.is_relative_to(root):
-        raise ApiError(422, "path_outside_root", f"path {relative!r} leaves the server root")
+        raise ApiError(422, "path_outside_root", f"path {shown} leaves the server root")
     return resolved
 
 

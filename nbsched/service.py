@@ -22,7 +22,7 @@ from nbsched.report import dag_svg, gantt_svg, run_report_html
 from nbsched.runner import Runner
 from nbsched.scheduler import Scheduler, schedule_trigger
 from nbsched.spec import (MAX_ACTIVE_RUNS, SCHEDULE_KEYS, PipelineSpec, check_notebooks, confine_notebooks, load_pipeline,
-                          parse_duration, parse_pipeline)
+                          parse_duration, parse_pipeline, spec_file)
 from nbsched.store import PipelineRecord, RunRecord, ScheduleRecord, SqlStore
 from nbsched.triggers import get_zone, trigger_from_fields
 
@@ -121,7 +121,7 @@ class Service:
             for i, sched in enumerate(spec.schedules):
                 schedule_fields(sched.fields, now=now, where=f"schedules[{i}]")
         except (SpecError, ScheduleError) as exc:
-            raise SpecError(f"{shown or path}: {exc}") from None
+            raise SpecError(f"{spec_file(path, shown)[1]}: {exc}") from None
         return spec
 
     def register(self, path: str | Path, *, now: datetime | None = None, confine_to: Path | None = None,

@@ -305,11 +305,7 @@ def load_pipeline(path: str | Path, *, root: Path | None = None, shown: str | No
     """Load a ``pipeline.yaml`` or a single ``.ipynb`` (a one-task pipeline) and check its notebooks.
     With ``root``, every notebook must lie inside it, checked before any notebook is read.
     Errors name the file as ``shown`` (default: as given)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "pipeline.yaml"
-        shown = f"{shown.rstrip('/')}/pipeline.yaml" if shown else None
-    shown = shown or str(path)  # errors name the file as the user wrote it
+    path, shown = spec_file(path, shown)
     if not path.is_file():
         raise SpecError(f"{shown}: file not found")
     resolved = path.resolve()
@@ -323,6 +319,15 @@ def load_pipeline(path: str | Path, *, root: Path | None = None, shown: str | No
         spec = confine_notebooks(spec, root, shown)
     warnings = check_notebooks(spec, source=shown)
     return replace(spec, source=resolved, warnings=tuple(warnings))
+
+
+def spec_file(path: str | Path, shown: str | None = None) -> tuple[Path, str]:
+    """The spec file ``path`` names (a folder's ``pipeline.yaml``), and how errors name it: as
+    the user wrote it (``shown``, else ``path``), never made absolute."""
+    path = Path(path)
+    if path.is_dir():
+        return path / "pipeline.yaml", f"{(shown or str(path)).rstrip('/')}/pipeline.yaml"
+    return path, shown or str(path)
 
 
 def confine_notebooks(spec: PipelineSpec, root: Path, source: str) -> PipelineSpec:
@@ -351,6 +356,8 @@ def _problem(exc: BaseException) -> str:
     """What went wrong, without the file's full path (messages reach REST clients)."""
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
+    if isinstance(exc, RuntimeError):  # pathlib's "Symlink loop from '<absolute path>'" (Python 3.11)
+        return "a symlink loop"
     return " ".join(str(exc).split())[:200] or type(exc).__name__
 
 
@@ -361,7 +368,11 @@ def check_notebooks(spec: PipelineSpec, *, source: str) -> list[str]:
     for task in spec.tasks.values():
         field_path = f"tasks.{task.name}.notebook"
         rel = os.path.relpath(task.notebook, spec.base_dir)  # as written: never the machine's absolute path
-        if not task.notebook.is_file():
+        try:
+            found = task.notebook.is_file()
+        except OSError as exc:  # a name the file system refuses (too long): not "not found"
+            raise SpecError(f"{source}: {field_path}: cannot be read ({_problem(exc)})") from None
+        if not found:
             raise SpecError(f"{source}: {field_path}: notebook not found: {rel}")
         try:
             text = task.notebook.read_text(encoding="utf-8")
