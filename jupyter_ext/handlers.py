@@ -80,6 +80,14 @@ class BaseHandler(APIHandler):
             raise ApiError(400, "bad_request", f"body.{name}: expected {_kind(kind)}, got {json.dumps(value)}")
         return value
 
+    def query(self, *names: str) -> None:
+        """Refuse query parameters other than ``names`` (and Jupyter's own ``token`` and ``_xsrf``):
+        a misspelt filter must not silently list everything."""
+        unknown = sorted(set(self.request.query_arguments) - {*names, "token", "_xsrf"})
+        if unknown:
+            known = ", ".join(names) or "none"
+            raise ApiError(400, "bad_request", f"unknown query parameter {unknown[0][:100]!r} (known: {known})")
+
     def reply(self, data: Any, status: int = 200) -> None:
         self.set_status(status)
         self.finish(json.dumps(data))
@@ -167,7 +175,7 @@ class PipelinesHandler(BaseHandler):
         if (path is None) == (spec is None):
             raise ApiError(400, "bad_request", 'give exactly one of "path" (a file under the server root) or "spec"')
         if path is not None:
-            if not path.strip():  # it resolved to the root itself, and registered the root's pipeline.yaml
+            if not path:  # it resolved to the root itself, and registered the root's pipeline.yaml
                 raise ApiError(400, "bad_request", 'body.path: empty; give a file under the server root, '
                                                    'e.g. "pipeline.yaml"')
             target = confined(self.root, path)
@@ -211,6 +219,7 @@ class SchedulesHandler(BaseHandler):
     async def get(self) -> None:
         from nbsched.service import schedule_view
 
+        self.query("pipeline")
         schedules = await self.call(self.service.list_schedules, self.get_query_argument("pipeline", None))
         self.reply({"schedules": [schedule_view(s) for s in schedules]})
 
@@ -266,6 +275,7 @@ class RunsHandler(BaseHandler):
     async def get(self) -> None:
         from nbsched.service import run_view
 
+        self.query("pipeline", "state", "limit", "cursor", "since", "until")
         state = self.get_query_argument("state", None)
         if state not in (None, "queued", "running", "success", "failed", "cancelled"):
             raise ApiError(400, "bad_request", f"state {state!r}: use queued, running, success, failed or cancelled")
@@ -314,7 +324,9 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     except ValueError:
         when = None
     if when is None or when.tzinfo is None:  # the API's cursors carry a zone; the store refuses naive times
-        raise ApiError(400, "bad_request", f"cursor {cursor!r} is not one this API gave out")
+        # 422, not 400: any string is a well-formed cursor (the document cannot say more of an
+        # opaque token); this one just is not one the API gave out
+        raise ApiError(422, "invalid_cursor", f"cursor {cursor[:100]!r} is not one this API gave out")
     return when, run_id
 
 
