@@ -80,6 +80,14 @@ class BaseHandler(APIHandler):
             raise ApiError(400, "bad_request", f"body.{name}: expected {_kind(kind)}, got {json.dumps(value)}")
         return value
 
+    def fields(self) -> dict[str, Any]:
+        """The body as a schedule's fields: none of them may be null (a null ``params`` was taken
+        as no params, a null ``enabled`` as enabled)."""
+        nulls = [k for k, v in self.body.items() if v is None]
+        if nulls:
+            raise ApiError(400, "bad_request", f"body.{nulls[0][:100]}: null is not a value (leave the field out)")
+        return dict(self.body)
+
     def query(self, *names: str) -> None:
         """Refuse query parameters other than ``names`` (and Jupyter's own ``token`` and ``_xsrf``):
         a misspelt filter must not silently list everything."""
@@ -228,7 +236,7 @@ class SchedulesHandler(BaseHandler):
     async def post(self) -> None:
         from nbsched.service import schedule_view
 
-        fields = dict(self.body)
+        fields = self.fields()
         pipeline = fields.pop("pipeline", None)
         if not isinstance(pipeline, str):
             raise ApiError(400, "bad_request", 'body.pipeline: the name of a registered pipeline is required')
@@ -248,7 +256,7 @@ class ScheduleHandler(BaseHandler):
     async def patch(self, schedule_id: str) -> None:
         from nbsched.service import schedule_view
 
-        updated = await self.call(self.service.update_schedule, _int_id(schedule_id, "schedule"), self.body)
+        updated = await self.call(self.service.update_schedule, _int_id(schedule_id, "schedule"), self.fields())
         self.reply(schedule_view(updated))
 
     @web.authenticated

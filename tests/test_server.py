@@ -884,8 +884,14 @@ async def test_null_and_empty_fields_are_refused_not_taken_as_absent(api, jp_roo
     assert "body.spec" in (await api("POST", "pipelines", body={"spec": None})).error(400, "bad_request")
     assert "body.spec" in (await api("POST", "pipelines", body={"spec": None, "path": "pipeline.yaml"})).error(400)
     assert "body.params" in (await api("POST", "pipelines", "hello", "runs", body={"params": None})).error(400)
+    schedule = {"pipeline": "hello", "every": "1h", "params": None}
+    assert "body.params: null" in (await api("POST", "schedules", body=schedule)).error(400, "bad_request")
+    sid = str((await api("POST", "schedules", body={"pipeline": "hello", "every": "1h"})).data["id"])
+    assert "body.enabled: null" in (await api("PATCH", "schedules", sid, body={"enabled": None})).error(400)
+    assert (await api("GET", "schedules", sid)).data["enabled"] is True
     assert [p["name"] for p in (await api("GET", "pipelines")).data["pipelines"]] == ["hello"]
     assert (await api("GET", "runs")).data["runs"] == []
+    assert len((await api("GET", "schedules")).data["schedules"]) == 1
 
 
 async def test_an_unsupported_method_is_a_405_that_says_what_is_allowed(jp_fetch):
