@@ -53,6 +53,8 @@ class _Budget:
                                 f"a budget of {MAX_WORK:,} allows: a loop or recursion that does not end?)")
 
 
+# The budget of the render in progress: Jinja calls the hooks below without a handle on the render,
+# and the server renders in several threads at once (a context variable is per thread and task).
 _BUDGET: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar("nbsched_template_budget", default=None)
 
 
