@@ -19,6 +19,7 @@ from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from tornado import web
 
 from nbsched import __version__
+from nbsched.bounds import MAX_SPEC_BYTES, loads_json
 from nbsched.errors import (ConfigError, Conflict, DatabaseError, DatabaseUnavailable, NbschedError, NotFound,
                             ScheduleError, SpecError)
 
@@ -58,24 +59,45 @@ class BaseHandler(APIHandler):
 
     @cached_property
     def body(self) -> dict[str, Any]:
-        if not self.request.body:
+        raw = self.request.body
+        if not raw:
             return {}
+        if len(raw) > MAX_SPEC_BYTES:  # an inline spec is bounded as a spec file is
+            raise ApiError(413, "too_large", f"request body of {len(raw):,} bytes: at most {MAX_SPEC_BYTES:,} (1 MB)")
         try:
-            data = json.loads(self.request.body)
-        except ValueError as exc:
-            raise ApiError(400, "bad_json", f"request body is not JSON: {exc}") from None
+            data = loads_json(raw, "request body")  # nesting bounded before parsing (no RecursionError)
+        except SpecError as exc:
+            raise ApiError(400, "bad_json", str(exc)) from None
         if not isinstance(data, dict):
             raise ApiError(400, "bad_json", f"request body must be a JSON object, got {type(data).__name__}")
         return data
 
     def field(self, name: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
-        value = self.body.get(name, default)
-        if value is None or value is default:
-            return value
+        """``body[name]`` if it is of ``kind``; ``default`` when absent. An explicit null is not
+        absent: it is refused like any other value of the wrong type."""
+        if name not in self.body:
+            return default
+        value = self.body[name]
         kinds = kind if isinstance(kind, tuple) else (kind,)
         if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
             raise ApiError(400, "bad_request", f"body.{name}: expected {_kind(kind)}, got {json.dumps(value)}")
         return value
+
+    def fields(self) -> dict[str, Any]:
+        """The body as a schedule's fields: none of them may be null (a null ``params`` was taken
+        as no params, a null ``enabled`` as enabled)."""
+        nulls = [k for k, v in self.body.items() if v is None]
+        if nulls:
+            raise ApiError(400, "bad_request", f"body.{nulls[0][:100]}: null is not a value (leave the field out)")
+        return dict(self.body)
+
+    def query(self, *names: str) -> None:
+        """Refuse query parameters other than ``names`` (and Jupyter's own ``token`` and ``_xsrf``):
+        a misspelt filter must not silently list everything."""
+        unknown = sorted(set(self.request.query_arguments) - {*names, "token", "_xsrf"})
+        if unknown:
+            known = ", ".join(names) or "none"
+            raise ApiError(400, "bad_request", f"unknown query parameter {unknown[0][:100]!r} (known: {known})")
 
     def reply(self, data: Any, status: int = 200) -> None:
         self.set_status(status)
@@ -93,7 +115,16 @@ class BaseHandler(APIHandler):
             code, message = "internal_error", "internal server error (details are in the server log)"
         if status_code == 503:
             self.set_header("Retry-After", RETRY_AFTER)
+        if status_code == 405:  # RFC 9110: a 405 says which methods the resource has
+            self.set_header("Allow", ", ".join(allowed_methods(type(self))))
         self.finish(json.dumps({"error": code, "message": message}))
+
+
+def allowed_methods(cls: type) -> list[str]:
+    """The HTTP methods a handler class answers: those it defines over tornado's 405 stubs, and
+    OPTIONS (jupyter-server's CORS preflight)."""
+    return [m.upper() for m in ("get", "head", "post", "put", "patch", "delete", "options")
+            if getattr(cls, m) is not getattr(web.RequestHandler, m)]
 
 
 def _kind(kind: type | tuple[type, ...]) -> str:
@@ -157,10 +188,14 @@ class PipelinesHandler(BaseHandler):
         if (path is None) == (spec is None):
             raise ApiError(400, "bad_request", 'give exactly one of "path" (a file under the server root) or "spec"')
         if path is not None:
+            if not path:  # it resolved to the root itself, and registered the root's pipeline.yaml
+                raise ApiError(400, "bad_request", 'body.path: empty; give a file under the server root, '
+                                                   'e.g. "pipeline.yaml"')
             target = confined(self.root, path)
             if not target.exists():
                 raise ApiError(404, "not_found", f"path {path!r} not found under the server root")
-            result = await self.call(self.service.register, target, confine_to=self.root)
+            # errors name the file as the client wrote it, never by the server's absolute path
+            result = await self.call(self.service.register, target, confine_to=self.root, shown=path)
         else:
             folder = confined(self.root, self.field("dir", str, ".") or ".")
             result = await self.call(self.service.register_spec, spec, folder, confine_to=self.root)
@@ -197,6 +232,7 @@ class SchedulesHandler(BaseHandler):
     async def get(self) -> None:
         from nbsched.service import schedule_view
 
+        self.query("pipeline")
         schedules = await self.call(self.service.list_schedules, self.get_query_argument("pipeline", None))
         self.reply({"schedules": [schedule_view(s) for s in schedules]})
 
@@ -205,7 +241,7 @@ class SchedulesHandler(BaseHandler):
     async def post(self) -> None:
         from nbsched.service import schedule_view
 
-        fields = dict(self.body)
+        fields = self.fields()
         pipeline = fields.pop("pipeline", None)
         if not isinstance(pipeline, str):
             raise ApiError(400, "bad_request", 'body.pipeline: the name of a registered pipeline is required')
@@ -225,7 +261,7 @@ class ScheduleHandler(BaseHandler):
     async def patch(self, schedule_id: str) -> None:
         from nbsched.service import schedule_view
 
-        updated = await self.call(self.service.update_schedule, _int_id(schedule_id, "schedule"), self.body)
+        updated = await self.call(self.service.update_schedule, _int_id(schedule_id, "schedule"), self.fields())
         self.reply(schedule_view(updated))
 
     @web.authenticated
@@ -252,6 +288,7 @@ class RunsHandler(BaseHandler):
     async def get(self) -> None:
         from nbsched.service import run_view
 
+        self.query("pipeline", "state", "limit", "cursor", "since", "until")
         state = self.get_query_argument("state", None)
         if state not in (None, "queued", "running", "success", "failed", "cancelled"):
             raise ApiError(400, "bad_request", f"state {state!r}: use queued, running, success, failed or cancelled")
@@ -300,7 +337,9 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     except ValueError:
         when = None
     if when is None or when.tzinfo is None:  # the API's cursors carry a zone; the store refuses naive times
-        raise ApiError(400, "bad_request", f"cursor {cursor!r} is not one this API gave out")
+        # 422, not 400: any string is a well-formed cursor (the document cannot say more of an
+        # opaque token); this one just is not one the API gave out
+        raise ApiError(422, "invalid_cursor", f"cursor {cursor[:100]!r} is not one this API gave out")
     return when, run_id
 
 
@@ -380,15 +419,19 @@ class TaskOutputHandler(BaseHandler):
 def confined(root: Path, relative: str) -> Path:
     """``relative`` resolved under ``root`` (symlinks followed); refuses what leaves it.
     Compares resolved paths with ``is_relative_to``: a prefix test would let ``root2/`` pass."""
+    shown = repr(relative if len(relative) <= 100 else relative[:100] + "...")
     if Path(relative).is_absolute() or relative.startswith("~"):
-        raise ApiError(422, "path_outside_root", f"path {relative!r}: give a path relative to the server root")
+        raise ApiError(422, "path_outside_root", f"path {shown}: give a path relative to the server root")
     try:
         resolved = (root / relative).resolve()
         resolved.exists()  # a name the file system refuses (NUL byte, too long, bad encoding) fails here
-    except (ValueError, OSError) as exc:
-        raise ApiError(400, "bad_path", f"path {relative!r}: {exc}") from None
+    except (ValueError, OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python 3.11)
+        # the reason only: an OSError's text holds the server's absolute path
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else \
+            "a symlink loop" if isinstance(exc, RuntimeError) else str(exc).split(":")[0]
+        raise ApiError(400, "bad_path", f"path {shown}: {reason}") from None
     if not resolved.is_relative_to(root):
-        raise ApiError(422, "path_outside_root", f"path {relative!r} leaves the server root")
+        raise ApiError(422, "path_outside_root", f"path {shown} leaves the server root")
     return resolved
 
 

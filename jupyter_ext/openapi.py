@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from nbsched.bounds import MAX_SPEC_BYTES
 from nbsched.dag import RunState, TaskState, TriggerRule
+from nbsched.spec import MAX_ACTIVE_RUNS, MAX_PATH, MAX_RETRIES, MAX_TASKS
 
 Schema = dict[str, Any]
 
@@ -18,8 +20,14 @@ _ERRORS = {
     403: "No valid token, or the user may not use nbsched",
     404: "No such pipeline, schedule, run, task, output or path",
     409: "Conflicts with the current state",
-    422: "Invalid pipeline spec, schedule or parameters (or a path outside the server root)",
+    413: f"The request body is over {MAX_SPEC_BYTES:,} bytes",
+    422: "Invalid pipeline spec, schedule or parameters (or a path outside the server root, or a cursor "
+         "this API did not give out)",
+    503: "The database is unreachable or busy (or refuses, e.g. a read-only file); retry after Retry-After seconds",
 }
+# a path the file system takes: not empty (that was the server's root), no NUL, and no name of
+# over 255 bytes (63 characters are under 255 bytes in any UTF-8)
+_PATH = {"minLength": 1, "maxLength": MAX_PATH, "pattern": r"^(?:[^/\u0000]{1,63}/*)+$"}
 _DURATION = "seconds, or a duration like '30s', '10m', '1h30m'"
 
 
@@ -114,7 +122,8 @@ def _op(op_id: str, summary: str, ok: Schema, *errors: int, ok_status: int = 200
         params: list[Schema] | None = None) -> Schema:
     """One operation: its success response, 403 and the listed error statuses (all ``Error``)."""
     responses: Schema = {str(ok_status): ok}
-    for status in sorted({403, *errors}):
+    # every route but the server's own (health, version, this document) reads the database
+    for status in sorted({403, *errors, *(() if tag == "server" else (503,))}):
         responses[str(status)] = _json(_ref("Error"), _ERRORS[status])
     op: Schema = {"operationId": op_id, "summary": summary, "tags": [tag], "responses": responses}
     if body is not None:
@@ -144,27 +153,27 @@ def _schedule_fields() -> dict[str, Schema]:
         "params": _map("run parameters (override the pipeline's)"),
         "catchup": _bool("create every missed run (true) or only the latest (false, the default)"),
         "misfire_grace": _str_or_number(f"how late a fire may still run: {_DURATION}"),
-        "max_active_runs": _int("runs of this schedule active at once", minimum=1),
+        "max_active_runs": _int("runs of this schedule active at once", minimum=1, maximum=MAX_ACTIVE_RUNS),
         "enabled": _bool("fires (true, the default) or is paused"),
     }
 
 
 def _pipeline_spec_schemas() -> dict[str, Schema]:
     policy = {
-        "retries": _int(minimum=0), "retry_delay": _str_or_number(_DURATION),
+        "retries": _int(minimum=0, maximum=MAX_RETRIES), "retry_delay": _str_or_number(_DURATION),
         "retry_exponential_backoff": _bool(), "max_retry_delay": _str_or_number(_DURATION),
         "timeout": _str_or_number(_DURATION), "kernel": _str("kernel name"),
     }
     task = _obj(["notebook"], closed=True, doc="A task: one notebook run",
-                notebook=_str("notebook path, relative to the spec's folder"), description=_str(),
+                notebook=_str("notebook path, relative to the spec's folder", maxLength=MAX_PATH), description=_str(),
                 params=_map("task parameters"), upstream=_strings("tasks this one waits for"),
                 trigger_rule=_enum([r.value for r in TriggerRule]), **policy)
     spec = _obj(["name", "tasks"], closed=True, doc="A pipeline spec, as in pipeline.yaml",
-                name=_str("unique key", pattern="^[a-z0-9][a-z0-9_-]*$"), description=_str(),
+                name=_str("unique key", pattern="^[a-z0-9][a-z0-9_-]{0,99}$"), description=_str(),
                 params=_map("pipeline parameters (Jinja-templated)"),
                 defaults=_obj(closed=True, doc="defaults of every task", **policy),
-                tasks=_map("tasks by name: a task, or just its notebook path",
-                           {"anyOf": [_str(), _ref("TaskSpec")]}),
+                tasks={**_map("tasks by name: a task, or just its notebook path",
+                              {"anyOf": [_str(), _ref("TaskSpec")]}), "minProperties": 1, "maxProperties": MAX_TASKS},
                 schedules=_array(_ref("ScheduleFields")))
     return {"PipelineSpec": spec, "TaskSpec": task}
 
@@ -226,11 +235,14 @@ def _paths() -> dict[str, Schema]:
     ok_schedule, ok_run = _json(_ref("Schedule")), _json(_ref("Run"))
     no_body = {"description": "Done, no content"}
     hide_code = _query("hide_code", _str(), "1, true or yes: leave out the code cells")
-    register = _obj(
+    register = {**_obj(
         doc='Exactly one of "path" or "spec"',
-        path=_str("a pipeline.yaml or .ipynb, relative to the server root"),
+        path=_str("a pipeline.yaml or .ipynb (or a folder with a pipeline.yaml), relative to the server root",
+                  **_PATH),
         spec=_ref("PipelineSpec"),
-        dir=_str('with "spec": the folder, relative to the server root, its notebook paths are relative to'))
+        dir=_str('with "spec": the folder, relative to the server root, its notebook paths are relative to',
+                 **_PATH)),
+        "oneOf": [{"required": ["path"]}, {"required": ["spec"]}]}
     run_filters = [
         _query("pipeline", _str(), "only this pipeline's runs"),
         _query("state", _enum([s.value for s in RunState]), "only runs in this state"),
@@ -249,7 +261,7 @@ def _paths() -> dict[str, Schema]:
             "get": _op("listPipelines", "Registered pipelines (newest versions)",
                        _json(_all(pipelines=_array(_ref("Pipeline")))), tag="pipelines"),
             "post": _op("registerPipeline", "Register a pipeline from a file under the root, or from a spec",
-                        _json(_ref("PipelineDetail"), "Registered"), 400, 404, 422, ok_status=201,
+                        _json(_ref("PipelineDetail"), "Registered"), 400, 404, 413, 422, ok_status=201,
                         body=register, tag="pipelines"),
         },
         "/pipelines/{name}": {
@@ -261,20 +273,20 @@ def _paths() -> dict[str, Schema]:
         },
         "/pipelines/{name}/runs": {
             "parameters": [name],
-            "post": _op("triggerRun", "Queue a run now", _json(_all(run_id=_str()), "Queued"), 400, 404, 422,
+            "post": _op("triggerRun", "Queue a run now", _json(_all(run_id=_str()), "Queued"), 400, 404, 413, 422,
                         ok_status=201, body=_obj(params=_map("parameter overrides")), body_required=False,
                         tag="pipelines"),
         },
         "/schedules": {
-            "get": _op("listSchedules", "Schedules", _json(_all(schedules=_array(_ref("Schedule")))),
+            "get": _op("listSchedules", "Schedules", _json(_all(schedules=_array(_ref("Schedule")))), 400,
                        params=[_query("pipeline", _str(), "only this pipeline's schedules")], tag="schedules"),
             "post": _op("createSchedule", "Add a schedule to a pipeline", _json(_ref("Schedule"), "Created"),
-                        400, 404, 422, ok_status=201, body=_ref("ScheduleCreate"), tag="schedules"),
+                        400, 404, 413, 422, ok_status=201, body=_ref("ScheduleCreate"), tag="schedules"),
         },
         "/schedules/{id}": {
             "parameters": [schedule_id],
             "get": _op("getSchedule", "One schedule", ok_schedule, 404, tag="schedules"),
-            "patch": _op("updateSchedule", "Change some of a schedule's fields", ok_schedule, 400, 404, 422,
+            "patch": _op("updateSchedule", "Change some of a schedule's fields", ok_schedule, 400, 404, 413, 422,
                          body=_ref("ScheduleFields"), body_required=False, tag="schedules"),
             "delete": _op("deleteSchedule", "Remove a schedule", no_body, 404, ok_status=204, tag="schedules"),
         },
@@ -285,7 +297,7 @@ def _paths() -> dict[str, Schema]:
             "resumeSchedule", "Fire again", ok_schedule, 404, 422, tag="schedules")},
         "/runs": {"get": _op("listRuns", "Runs, newest first, a page at a time", _json(_all(
             runs=_array(_ref("Run")), next_cursor=_nullable(_str("cursor of the next page; null on the last")))),
-            400, params=run_filters, tag="runs")},
+            400, 422, params=run_filters, tag="runs")},
         "/runs/{run_id}": {"parameters": [run_id], "get": _op(
             "getRun", "One run with its tasks", ok_run, 404, tag="runs")},
         "/runs/{run_id}/cancel": {"parameters": [run_id], "post": _op(

@@ -137,17 +137,12 @@ class NbschedMagics(Magics):
         raise ValueError(f"cannot read '%nbsched {' '.join(argv)}' (try %nbsched help)")
 
     def _register_cell(self, name: str, cell: str) -> Any:
-        import yaml
+        from nbsched.bounds import load_yaml
 
         if not name:
             raise ValueError("%%nbsched_pipeline needs a pipeline name: %%nbsched_pipeline NAME")
-        try:
-            data = yaml.safe_load(cell) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark else ""
-            raise ValueError(f"%%nbsched_pipeline {name}: invalid YAML{where}: "
-                             f"{getattr(exc, 'problem', None) or exc}") from None
+        # the cell is bounded as a spec file is: its size, its depth, its aliases, duplicate keys
+        data = load_yaml(cell, f"%%nbsched_pipeline {name}") or {}
         if not isinstance(data, dict):
             raise ValueError(f"%%nbsched_pipeline {name}: the cell must be a YAML mapping (tasks: ...)")
         if "name" in data and data["name"] != name:

@@ -173,8 +173,13 @@ def kernel_for(notebook: Path, kernel: str | None = None) -> str:
 
 
 def _kernelspec_name(path: Path) -> str | None:
+    from nbsched.bounds import json_depth_ok
+
     try:
-        return json.loads(path.read_text(encoding="utf-8"))["metadata"]["kernelspec"]["name"]
+        text = path.read_text(encoding="utf-8")
+        if not json_depth_ok(text):  # json.loads would end in a RecursionError (the runner reads this)
+            return None
+        return json.loads(text)["metadata"]["kernelspec"]["name"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import keyword
 from datetime import datetime
 from typing import Any, Mapping
@@ -19,8 +18,21 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     key = key.strip()
     if not sep or not key.isidentifier() or keyword.iskeyword(key):
-        raise ConfigError(f"-p {text!r}: expected key=value with a Python identifier as key")
+        raise ConfigError(f"-p {_cut(text)}: expected key=value with a Python identifier as key")
+    start = value.strip()[:2]
+    # a half-typed list must not run as a string; "{{" and "{%" open a template, never JSON
+    if start[:1] in ("[", "{") and start not in ("{{", "{%"):
+        from nbsched.bounds import loads_json
+
+        try:
+            return key, loads_json(value, f"-p {key}")
+        except SpecError as exc:
+            raise ConfigError(f"{exc} (a value that starts with '[' or '{{' must be valid JSON)") from None
     return key, _typed(value)
+
+
+def _cut(text: str, limit: int = 80) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 def _typed(value: str) -> Any:
@@ -32,12 +44,7 @@ def _typed(value: str) -> Any:
     for cast in (int, float):
         try:
             return cast(value)
-        except ValueError:
-            pass
-    if value.strip()[:1] in ("[", "{"):
-        try:
-            return json.loads(value)
-        except ValueError:
+        except ValueError:  # also an int of more digits than Python converts: it stays a string
             pass
     return value
 
@@ -69,8 +76,11 @@ def task_parameters(
         "pipeline": spec.name,
         "run_dir": run_dir,
     }
-    env = _environment()
-    rendered = {k: _render(env, v, context, origin[k]) for k, v in merged.items()}
+    from nbsched.templates import budget, environment
+
+    env = environment()
+    with budget():  # one budget for all of a task's parameters (and all tasks of a dry run)
+        rendered = {k: _render(env, v, context, origin[k]) for k, v in merged.items()}
     return {
         **rendered,
         "nbsched_run_id": run_id,
@@ -82,15 +92,16 @@ def task_parameters(
 
 
 def _render(env: Any, value: Any, context: dict[str, Any], where: str) -> Any:
+    from nbsched.templates import spend
+
+    spend(3)  # walking a value costs too: a spec's params are walked once per task
     if isinstance(value, str):
         if "{{" not in value and "{%" not in value:
             return value
-        import jinja2
-
         try:
-            return env.from_string(value).render(context)
-        except jinja2.TemplateError as exc:
-            raise SpecError(f"{where}: template error in {value!r}: {exc}") from None
+            return env.render(value, context)
+        except Exception as exc:  # noqa: BLE001 - a template is the user's code: any failure is theirs to fix
+            raise SpecError(f"{where}: template error in {_shown(value)}: {_one_line(exc)}") from None
     if isinstance(value, list):
         return [_render(env, v, context, f"{where}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, dict):
@@ -98,11 +109,15 @@ def _render(env: Any, value: Any, context: dict[str, Any], where: str) -> Any:
     return value
 
 
-def _environment() -> Any:
+def _shown(template: str, limit: int = 80) -> str:
+    """The template in a message: quoted on one line, and cut when long (it may be megabytes)."""
+    return repr(template if len(template) <= limit else template[:limit] + "...")
+
+
+def _one_line(exc: BaseException) -> str:
     import jinja2
 
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
-    env.filters["ds"] = lambda d: d.strftime("%Y-%m-%d")
-    env.filters["ds_nodash"] = lambda d: d.strftime("%Y%m%d")
-    env.filters["ts"] = lambda d: d.isoformat()
-    return env
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if not isinstance(exc, jinja2.TemplateError):  # ZeroDivisionError, TypeError ...: say which
+        text = f"{type(exc).__name__}: {text}"
+    return text if len(text) <= 300 else text[:300] + "..."

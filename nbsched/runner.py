@@ -29,7 +29,7 @@ from nbsched.errors import DatabaseUnavailable, NbschedError
 from nbsched.executors.base import Executor, Finished, TaskAttempt
 from nbsched.notebook import TaskOutcome, TaskRequest, kernel_for
 from nbsched.params import task_parameters
-from nbsched.spec import PipelineSpec
+from nbsched.spec import PipelineSpec, TaskSpec, confined_notebook
 from nbsched.store import RunRecord, SqlStore
 from nbsched.store.sql import HOST
 
@@ -299,11 +299,12 @@ class Runner:
                 shutil.move(output_path, output_path.with_name(f"{claim.task}.try{claim.try_number - 1}.ipynb"))
             try:
                 parameters = self._parameters(run, spec, claim.task, claim.try_number)
+                notebook = self._notebook(spec, task)
             except NbschedError as exc:
                 self._finish(run.id, claim.task, claim.try_number, TaskState.FAILED, error=str(exc))
                 continue
             request = TaskRequest(run_id=run.id, task=claim.task, try_number=claim.try_number,
-                                  notebook=task.notebook, output_path=output_path, parameters=parameters,
+                                  notebook=notebook, output_path=output_path, parameters=parameters,
                                   kernel=task.kernel, resources=task.resources)
             deadline = time.monotonic() + task.timeout if task.timeout else None
             self._running[(run.id, claim.task)] = _Running(self.executor.submit(request, self.events),
@@ -411,8 +412,22 @@ class Runner:
         pipeline version, not once per run)."""
         key = (run.pipeline, run.pipeline_version)
         if key not in self._kernel_names:
-            self._kernel_names[key] = {kernel_for(t.notebook, t.kernel) for t in self._spec(run).tasks.values()}
+            spec, names = self._spec(run), set()
+            for t in spec.tasks.values():
+                try:
+                    names.add(kernel_for(self._notebook(spec, t), t.kernel))
+                except NbschedError:  # not read: its try fails when it is claimed
+                    names.add(t.kernel or "python3")
+            self._kernel_names[key] = names
         return self._kernel_names[key]
+
+    @staticmethod
+    def _notebook(spec: PipelineSpec, task: TaskSpec) -> Path:
+        """The notebook a try reads: for a pipeline with a root (registered through the server),
+        resolved and checked inside it now, before any executor reads it, since a file may have
+        become a symlink out of the root after it was registered. The executor gets the resolved
+        path, so what was checked is what runs."""
+        return task.notebook if spec.root is None else confined_notebook(task, spec.root)
 
     def _output_path(self, run: RunRecord, task: str) -> Path:
         return self.runs_dir / run.pipeline / run.id / f"{task}.ipynb"

@@ -21,7 +21,8 @@ from nbsched.params import task_parameters
 from nbsched.report import dag_svg, gantt_svg, run_report_html
 from nbsched.runner import Runner
 from nbsched.scheduler import Scheduler, schedule_trigger
-from nbsched.spec import SCHEDULE_KEYS, PipelineSpec, check_notebooks, load_pipeline, parse_duration, parse_pipeline
+from nbsched.spec import (MAX_ACTIVE_RUNS, SCHEDULE_KEYS, PipelineSpec, check_notebooks, confine_notebooks, load_pipeline,
+                          parse_duration, parse_pipeline, spec_file)
 from nbsched.store import PipelineRecord, RunRecord, ScheduleRecord, SqlStore
 from nbsched.triggers import get_zone, trigger_from_fields
 
@@ -111,25 +112,27 @@ class Service:
             self._store.close()
 
     # -- pipelines ------------------------------------------------------------------------
-    def validate(self, path: str | Path, params: Mapping[str, Any] | None = None) -> PipelineSpec:
-        """Load and check a spec, its notebooks, its schedules and its parameter templates."""
-        spec = load_pipeline(path)
+    def validate(self, path: str | Path, params: Mapping[str, Any] | None = None, *, confine_to: Path | None = None,
+                 shown: str | None = None) -> PipelineSpec:
+        """Load and check a spec, its notebooks, its schedules and its parameter templates. With
+        ``confine_to``, every notebook must lie inside that folder (checked before one is read);
+        errors name the file as ``shown`` (default: ``path``)."""
+        spec = load_pipeline(path, root=confine_to, shown=shown)
         now = utcnow()
         try:
             _dry_render(spec, params or {}, self.config.runs_dir, now)
             for i, sched in enumerate(spec.schedules):
                 schedule_fields(sched.fields, now=now, where=f"schedules[{i}]")
         except (SpecError, ScheduleError) as exc:
-            raise SpecError(f"{path}: {exc}") from None
+            raise SpecError(f"{spec_file(path, shown)[1]}: {exc}") from None
         return spec
 
-    def register(self, path: str | Path, *, now: datetime | None = None,
-                 confine_to: Path | None = None) -> tuple[PipelineSpec, int, list[int]]:
+    def register(self, path: str | Path, *, now: datetime | None = None, confine_to: Path | None = None,
+                 shown: str | None = None) -> tuple[PipelineSpec, int, list[int]]:
         """Store the spec as the pipeline's newest version and make its ``schedules:`` current.
         Returns the spec, its version and the ids of its schedules. With ``confine_to``, every
-        notebook must lie inside that folder."""
-        spec = self.validate(path)
-        _confine(spec, confine_to, str(path))
+        notebook must lie inside that folder, now and whenever a try reads it."""
+        spec = self.validate(path, confine_to=confine_to, shown=shown)
         version = self._save(spec)
         now = now or utcnow()
         rows = [schedule_fields(s.fields, now=now) for s in spec.schedules]
@@ -142,7 +145,8 @@ class Service:
         """Register a spec given as data (not a file); notebook paths are relative to ``base_dir``."""
         try:
             spec = parse_pipeline(data, base_dir=Path(base_dir).resolve(), source=source)
-            _confine(spec, confine_to, source)
+            if confine_to is not None:
+                spec = confine_notebooks(spec, confine_to, source)  # before any notebook is read
             spec = replace(spec, warnings=tuple(check_notebooks(spec, source=source)))
             now = now or utcnow()
             _dry_render(spec, {}, self.config.runs_dir, now)
@@ -175,8 +179,12 @@ class Service:
         self._changed()
 
     def _save(self, spec: PipelineSpec) -> int:
-        return self.store.save_pipeline(spec.name, {"raw": spec.raw, "base_dir": str(spec.base_dir)},
-                                        str(spec.source) if spec.source else None)
+        # "root": the folder the runner confines each try's notebook to. A pipeline registered
+        # through the server has the server's root (its notebooks are files of the server, and a
+        # file may be swapped for a symlink after registering); one the CLI or a notebook registered
+        # has none: those are the user's own files, run with the user's own rights.
+        snapshot = {"raw": spec.raw, "base_dir": str(spec.base_dir), "root": str(spec.root) if spec.root else None}
+        return self.store.save_pipeline(spec.name, snapshot, str(spec.source) if spec.source else None)
 
     def pipeline_spec_for_run(self, run_id: str) -> PipelineSpec:
         return self.spec_of(self.store.get_run(run_id))
@@ -188,8 +196,8 @@ class Service:
     def _spec(self, pipeline: str, version: int | None = None) -> PipelineSpec:
         record = self.store.get_pipeline(pipeline, version)
         snap = record.spec
-        return parse_pipeline(snap["raw"], base_dir=Path(snap["base_dir"]),
-                              source=f"{record.name} v{record.version}")
+        spec = parse_pipeline(snap["raw"], base_dir=Path(snap["base_dir"]), source=f"{record.name} v{record.version}")
+        return replace(spec, root=Path(snap["root"])) if snap.get("root") else spec
 
     # -- runs -----------------------------------------------------------------------------
     def run_pipeline(self, path: str | Path, *, params: Mapping[str, Any] | None = None,
@@ -294,16 +302,22 @@ class Service:
         return run, run.tasks[task]
 
     def task_notebook(self, run_id: str, task: str) -> Path:
-        """The executed notebook of a task's last try."""
+        """The executed notebook of a task's last try. Only ever a file in the runs folder: the
+        path comes from the database, and the file may have become a symlink since it was written."""
         _, t = self.task_output(run_id, task)
         if not t.output_path or not Path(t.output_path).is_file():
             raise NotFound(f"task '{task}' of run '{run_id}' has no output notebook (it is {t.state.value})")
-        return Path(t.output_path)
+        notebook = Path(t.output_path).resolve()
+        if not notebook.is_relative_to(self.config.runs_dir.resolve()):
+            raise NotFound(f"task '{task}' of run '{run_id}': its output notebook is not in the runs folder")
+        return notebook
 
     def task_report(self, run_id: str, task: str, *, hide_code: bool = False) -> Path:
         """The task's HTML report (nbconvert), made on first request and kept beside the notebook."""
         notebook = self.task_notebook(run_id, task)
         html = notebook.with_suffix(".nocode.html" if hide_code else ".html")
+        if html.is_symlink():  # it is written here and served: never through a link out of the folder
+            html.unlink()
         if not html.exists() or html.stat().st_mtime < notebook.stat().st_mtime:
             from nbconvert import HTMLExporter
 
@@ -460,8 +474,9 @@ def schedule_fields(fields: Mapping[str, Any], *, now: datetime, where: str = "s
     except ValueError as exc:
         raise ScheduleError(f"{where}.misfire_grace: {exc}") from None
     max_active = fields.get("max_active_runs", 1)
-    if isinstance(max_active, bool) or not isinstance(max_active, int) or max_active < 1:
-        raise ScheduleError(f"{where}.max_active_runs: expected a whole number >= 1, got {max_active!r}")
+    if isinstance(max_active, bool) or not isinstance(max_active, int) or not 1 <= max_active <= MAX_ACTIVE_RUNS:
+        raise ScheduleError(f"{where}.max_active_runs: expected a whole number from 1 to {MAX_ACTIVE_RUNS:,}, "
+                            f"got {max_active!r}")
     for key in ("catchup", "enabled"):
         if not isinstance(fields.get(key, False), bool):
             raise ScheduleError(f"{where}.{key}: expected true or false, got {fields[key]!r}")
@@ -488,14 +503,6 @@ def _when(value: str | datetime, zone: Any, option: str, *, end_of_day: bool = F
     else:
         when = value
     return when if when.tzinfo is not None else when.replace(tzinfo=zone)
-
-
-def _confine(spec: PipelineSpec, root: Path | None, source: str) -> None:
-    if root is None:
-        return
-    for task in spec.tasks.values():
-        if not task.notebook.resolve().is_relative_to(root):
-            raise SpecError(f"{source}: tasks.{task.name}.notebook: outside the server root")
 
 
 def pipeline_view(service: Service, name: str) -> dict[str, Any]:
@@ -552,9 +559,12 @@ def schedule_view(s: ScheduleRecord) -> dict[str, Any]:
 
 
 def _dry_render(spec: PipelineSpec, params: Mapping[str, Any], runs_dir: Path, now: datetime) -> None:
-    for task in spec.tasks.values():
-        task_parameters(spec, task, overrides=params, run_id="validate", logical_date=now,
-                        run_dir=str(runs_dir / spec.name / "validate"), upstream={})
+    from nbsched.templates import budget
+
+    with budget():  # one for the whole spec: its templates render once per task
+        for task in spec.tasks.values():
+            task_parameters(spec, task, overrides=params, run_id="validate", logical_date=now,
+                            run_dir=str(runs_dir / spec.name / "validate"), upstream={})
 
 
 def run_view(run: RunRecord) -> dict[str, Any]:

@@ -10,16 +10,26 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from nbsched.bounds import check_depth, json_depth_ok, load_yaml, read_spec_text
 from nbsched.dag import TriggerRule, topological_order
 from nbsched.errors import CycleError, SpecError
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,99}")  # whole names only (fullmatch): "$" let "a\n" in
+# Bounds on a spec's numbers and counts: sane values, and values that time arithmetic, the
+# database's integers and the file system can hold (10**30 retries used to fail at run time).
+MAX_RETRIES = 100
+MAX_ACTIVE_RUNS = 1000  # a schedule's runs active at once
+MAX_DURATION = 3650 * 86400.0  # ten years: a date that far ahead is still a date
+MAX_TASKS = 1000
+MAX_SCHEDULES = 100
+MAX_PATH = 1024  # characters of a notebook path
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -52,8 +62,10 @@ class TaskSpec:
         return self.retries + 1
 
     def retry_wait(self, try_number: int) -> float:
-        """Seconds to wait before the try after ``try_number`` (Airflow's backoff: delay * 2**(n-1))."""
-        wait = self.retry_delay * (2 ** (try_number - 1) if self.retry_exponential_backoff else 1)
+        """Seconds to wait before the try after ``try_number`` (Airflow's backoff: delay * 2**(n-1)),
+        never more than a duration may be (a hundred doublings would overflow a date)."""
+        doublings = min(try_number - 1, 64) if self.retry_exponential_backoff else 0
+        wait = min(self.retry_delay * 2 ** doublings, MAX_DURATION)
         return min(wait, self.max_retry_delay) if self.max_retry_delay is not None else wait
 
 
@@ -72,6 +84,9 @@ class PipelineSpec:
     description: str = ""
     schedules: tuple[ScheduleSpec, ...] = ()
     base_dir: Path
+    # the folder every notebook must stay in whenever it is read (see confine_notebooks); None
+    # for a spec of the user's own files, which may name any notebook the user can read
+    root: Path | None = None
     source: Path | None = None
     raw: dict[str, Any] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
@@ -88,7 +103,7 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, (int, float)):
         if value < 0 or not math.isfinite(value):
             raise ValueError(f"bad duration {value!r}: negative" if value < 0 else f"bad duration {value!r}")
-        return float(value)
+        return _bounded_duration(value, value)
     text = str(value).strip().replace(" ", "")
     pos, total = 0, 0.0
     for m in _DURATION_RE.finditer(text):
@@ -98,7 +113,13 @@ def parse_duration(value: Any) -> float:
         pos = m.end()
     if not text or pos != len(text):
         raise ValueError(f"bad duration {value!r} (use e.g. 30s, 10m, 1h30m)")
-    return total
+    return _bounded_duration(total, value)
+
+
+def _bounded_duration(seconds: float, value: Any) -> float:
+    if seconds > MAX_DURATION:
+        raise ValueError(f"bad duration {value!r}: longer than {MAX_DURATION / 86400:.0f} days")
+    return float(seconds)
 
 
 class _Where:
@@ -108,6 +129,7 @@ class _Where:
         self.source = source
 
     def error(self, path: str, problem: str, cls: type[SpecError] = SpecError) -> SpecError:
+        path = _one_line(path)  # a key may hold a newline: the message stays one line
         return cls(f"{self.source}: {path}: {problem}" if path else f"{self.source}: {problem}")
 
     def mapping(self, value: Any, path: str) -> dict[str, Any]:
@@ -127,9 +149,10 @@ class _Where:
                 raise self.error(f"{path}.{key}" if path else key, f"unknown key{hint}")
 
     def name(self, value: Any, path: str, what: str) -> str:
-        if not isinstance(value, str) or not NAME_RE.match(value):
-            raise self.error(path, f"bad {what} name {value!r}: use lower-case letters, digits, '_' "
-                                   "and '-', starting with a letter or digit")
+        if not isinstance(value, str) or not NAME_RE.fullmatch(value):
+            shown = repr(value[:100] + "...") if isinstance(value, str) and len(value) > 100 else repr(value)
+            raise self.error(path, f"bad {what} name {shown}: use lower-case letters, digits, '_' "
+                                   "and '-', starting with a letter or digit, at most 100 characters")
         return value
 
     def convert(self, value: Any, path: str, fn: Callable[[Any], Any]) -> Any:
@@ -137,6 +160,12 @@ class _Where:
             return fn(value)
         except (TypeError, ValueError) as exc:
             raise self.error(path, str(exc)) from None
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    """``text`` with its control characters escaped (``\\n``), and cut when long."""
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
+    return shown + "..." if len(text) > limit else shown
 
 
 def _did_you_mean(word: str, choices: Any) -> str:
@@ -149,8 +178,8 @@ def _policy(where: _Where, raw: Mapping[str, Any], path: str, base: Mapping[str,
     out = dict(base)
     if "retries" in raw:
         r = raw["retries"]
-        if isinstance(r, bool) or not isinstance(r, int) or r < 0:
-            raise where.error(f"{path}.retries", f"expected a whole number >= 0, got {r!r}")
+        if isinstance(r, bool) or not isinstance(r, int) or not 0 <= r <= MAX_RETRIES:
+            raise where.error(f"{path}.retries", f"expected a whole number from 0 to {MAX_RETRIES}, got {r!r}")
         out["retries"] = r
     for key in ("retry_delay", "max_retry_delay", "timeout"):
         if key in raw:
@@ -169,7 +198,7 @@ def _policy(where: _Where, raw: Mapping[str, Any], path: str, base: Mapping[str,
     if "resources" in raw:
         resources = where.mapping(raw["resources"], f"{path}.resources")
         for key, amount in resources.items():
-            if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount <= 0:
+            if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not 0 < amount < math.inf:
                 raise where.error(f"{path}.resources.{key}", f"expected a number > 0, got {amount!r}")
         out["resources"] = dict(resources)
     return out
@@ -190,6 +219,7 @@ def _upstream(where: _Where, value: Any, path: str) -> tuple[str, ...]:
 def parse_pipeline(data: Any, *, base_dir: Path, source: str = "<pipeline>") -> PipelineSpec:
     """Validate a spec mapping (as loaded from YAML). Pure: no file is read."""
     where = _Where(source)
+    check_depth(data, source)  # data given as data (REST, magics, Python) is bounded like a YAML file
     raw = where.mapping(data, "")
     where.known(raw, PIPELINE_KEYS, "")
     if "name" not in raw:
@@ -203,6 +233,8 @@ def parse_pipeline(data: Any, *, base_dir: Path, source: str = "<pipeline>") -> 
     tasks_raw = where.mapping(raw.get("tasks"), "tasks")
     if not tasks_raw:
         raise where.error("tasks", "missing or empty (a pipeline needs at least one task)")
+    if len(tasks_raw) > MAX_TASKS:
+        raise where.error("tasks", f"{len(tasks_raw):,} tasks (at most {MAX_TASKS:,})")
     tasks: dict[str, TaskSpec] = {}
     for task_name, task_raw in tasks_raw.items():
         path = f"tasks.{task_name}"
@@ -214,6 +246,9 @@ def parse_pipeline(data: Any, *, base_dir: Path, source: str = "<pipeline>") -> 
         notebook = task_raw.get("notebook")
         if not isinstance(notebook, str) or not notebook:
             raise where.error(f"{path}.notebook", "missing (the path of the task's notebook)")
+        if len(notebook) > MAX_PATH or "\0" in notebook:  # the file system refuses both, with a traceback
+            raise where.error(f"{path}.notebook", f"a path of {len(notebook):,} characters (at most {MAX_PATH:,})"
+                              if len(notebook) > MAX_PATH else "the path contains a NUL character")
         rule = task_raw.get("trigger_rule", TriggerRule.ALL_SUCCESS.value)
         if not isinstance(rule, str):
             raise where.error(f"{path}.trigger_rule", f"expected a trigger rule name, got {rule!r}")
@@ -246,6 +281,8 @@ def parse_pipeline(data: Any, *, base_dir: Path, source: str = "<pipeline>") -> 
     schedules_raw = raw.get("schedules") or []
     if not isinstance(schedules_raw, list):
         raise where.error("schedules", f"expected a list, got {type(schedules_raw).__name__}")
+    if len(schedules_raw) > MAX_SCHEDULES:
+        raise where.error("schedules", f"{len(schedules_raw):,} schedules (at most {MAX_SCHEDULES})")
     schedules = []
     for i, s in enumerate(schedules_raw):
         s = where.mapping(s, f"schedules[{i}]")
@@ -264,39 +301,64 @@ def parse_pipeline(data: Any, *, base_dir: Path, source: str = "<pipeline>") -> 
     )
 
 
-def load_pipeline(path: str | Path) -> PipelineSpec:
-    """Load a ``pipeline.yaml`` or a single ``.ipynb`` (a one-task pipeline) and check its notebooks."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "pipeline.yaml"
-    shown = str(path)  # errors name the file as the user wrote it
+def load_pipeline(path: str | Path, *, root: Path | None = None, shown: str | None = None) -> PipelineSpec:
+    """Load a ``pipeline.yaml`` or a single ``.ipynb`` (a one-task pipeline) and check its notebooks.
+    With ``root``, every notebook must lie inside it, checked before any notebook is read.
+    Errors name the file as ``shown`` (default: as given)."""
+    path, shown = spec_file(path, shown)
     if not path.is_file():
         raise SpecError(f"{shown}: file not found")
     resolved = path.resolve()
     if path.suffix == ".ipynb":
-        stem = re.sub(r"[^a-z0-9_-]+", "-", path.stem.lower()).strip("-_") or "notebook"
+        stem = re.sub(r"[^a-z0-9_-]+", "-", path.stem.lower()).strip("-_")[:100] or "notebook"
         data: Any = {"name": stem, "tasks": {stem: {"notebook": path.name}}}
     else:
-        data = _read_yaml(path, shown)
+        data = load_yaml(read_spec_text(path, shown), shown)
     spec = parse_pipeline(data, base_dir=resolved.parent, source=shown)
+    if root is not None:
+        spec = confine_notebooks(spec, root, shown)
     warnings = check_notebooks(spec, source=shown)
     return replace(spec, source=resolved, warnings=tuple(warnings))
 
 
-def _read_yaml(path: Path, shown: str) -> Any:
-    import yaml
+def spec_file(path: str | Path, shown: str | None = None) -> tuple[Path, str]:
+    """The spec file ``path`` names (a folder's ``pipeline.yaml``), and how errors name it: as
+    the user wrote it (``shown``, else ``path``), never made absolute."""
+    path = Path(path)
+    if path.is_dir():
+        return path / "pipeline.yaml", f"{(shown or str(path)).rstrip('/')}/pipeline.yaml"
+    return path, shown or str(path)
 
+
+def confine_notebooks(spec: PipelineSpec, root: Path, source: str) -> PipelineSpec:
+    """The spec, bound to ``root``: each notebook must resolve inside it. Checked on the paths
+    alone, before a notebook is read, and with the same answer for every path outside (one
+    that exists or not, a notebook or not): the answer must not tell what is there."""
+    for task in spec.tasks.values():
+        confined_notebook(task, root, source)
+    return replace(spec, root=root)
+
+
+def confined_notebook(task: TaskSpec, root: Path, source: str = "") -> Path:
+    """The task's notebook resolved (symlinks followed) when it lies inside ``root``; the runner
+    asks again before each try, since a file may become a symlink after it was registered."""
+    where = f"{source}: tasks.{task.name}.notebook" if source else f"tasks.{task.name}.notebook"
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"{shown}: cannot read: {exc}") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecError(f"{shown}{at}: invalid YAML: {problem}") from None
+        resolved = task.notebook.resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # too long, a symlink loop (RuntimeError on 3.11)
+        raise SpecError(f"{where}: cannot be resolved ({_problem(exc)})") from None
+    if not resolved.is_relative_to(root):  # resolved paths, never a prefix test (root2/ would pass)
+        raise SpecError(f"{where}: outside the server root")
+    return resolved
+
+
+def _problem(exc: BaseException) -> str:
+    """What went wrong, without the file's full path (messages reach REST clients)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    if isinstance(exc, RuntimeError):  # pathlib's "Symlink loop from '<absolute path>'" (Python 3.11)
+        return "a symlink loop"
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
 
 
 def check_notebooks(spec: PipelineSpec, *, source: str) -> list[str]:
@@ -305,16 +367,22 @@ def check_notebooks(spec: PipelineSpec, *, source: str) -> list[str]:
     warnings = []
     for task in spec.tasks.values():
         field_path = f"tasks.{task.name}.notebook"
-        rel = task.notebook.relative_to(spec.base_dir) if task.notebook.is_relative_to(spec.base_dir) \
-            else task.notebook
-        if not task.notebook.is_file():
+        rel = os.path.relpath(task.notebook, spec.base_dir)  # as written: never the machine's absolute path
+        try:
+            found = task.notebook.is_file()
+        except OSError as exc:  # a name the file system refuses (too long): not "not found"
+            raise SpecError(f"{source}: {field_path}: cannot be read ({_problem(exc)})") from None
+        if not found:
             raise SpecError(f"{source}: {field_path}: notebook not found: {rel}")
         try:
-            nb = json.loads(task.notebook.read_text(encoding="utf-8"))
+            text = task.notebook.read_text(encoding="utf-8")
+            if not json_depth_ok(text):  # json.loads would end in a RecursionError
+                raise ValueError("nested deeper than 100 levels")
+            nb = json.loads(text)
             has_parameters = any("parameters" in ((c.get("metadata") or {}).get("tags") or [])
                                  for c in nb["cells"])
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise SpecError(f"{source}: {field_path}: {rel} is not a valid notebook ({exc})") from None
+            raise SpecError(f"{source}: {field_path}: {rel} is not a valid notebook ({_problem(exc)})") from None
         if (spec.params or task.params) and not has_parameters:
             warnings.append(f"{source}: {field_path}: {rel} has no cell tagged 'parameters'; "
                             "parameters are injected at the top of the notebook")

@@ -85,7 +85,7 @@ def test_a_bad_cell_is_one_line(shell, project, capsys):
     shell.run_cell("%%nbsched_pipeline broken\ntasks:\n  a: {notebook: missing.ipynb}\n")
     assert _one_line(capsys) == "nbsched: broken: tasks.a.notebook: notebook not found: missing.ipynb"
     shell.run_cell("%%nbsched_pipeline broken\ntasks: [unclosed\n")
-    assert _one_line(capsys).startswith("nbsched: %%nbsched_pipeline broken: invalid YAML")
+    assert _one_line(capsys).startswith("nbsched: %%nbsched_pipeline broken:2:1: invalid YAML: ")
 
 
 def test_magics_find_the_servers_nbsched_folder_above_the_notebook(shell, project):

@@ -28,15 +28,28 @@ LOGICAL_DATE = datetime(2026, 3, 14, 6, 30, tzinfo=timezone.utc)
     pytest.param("s=", ("s", ""), id="empty-string"),
     pytest.param("l=[1,2]", ("l", [1, 2]), id="json-list"),
     pytest.param('m={"a": 1}', ("m", {"a": 1}), id="json-object"),
-    pytest.param("l=[not json", ("l", "[not json"), id="broken-json-stays-string"),
     pytest.param("d=2026-01-01", ("d", "2026-01-01"), id="date-stays-string"),
     pytest.param("q=a=b", ("q", "a=b"), id="value-with-equals"),
+    pytest.param("d={{ logical_date | ds }}", ("d", "{{ logical_date | ds }}"), id="template"),
+    pytest.param("d={% if true %}1{% endif %}", ("d", "{% if true %}1{% endif %}"), id="template-statement"),
     pytest.param(" k =v", ("k", "v"), id="key-spaces-trimmed"),
 ])
 def test_parse_override_types_the_value(text: str, expected: tuple[str, Any]) -> None:
     key, value = parse_override(text)
     assert (key, value) == expected
     assert type(value) is type(expected[1])  # 5 is an int, not "5"; True is a bool, not 1
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    pytest.param("x=[1,2", "-p x: not JSON: Expecting ',' delimiter: line 1 column 5 (char 4)", id="unclosed-list"),
+    pytest.param("x={a: 1}", "-p x: not JSON: Expecting property name enclosed in double quotes", id="not-json-object"),
+    pytest.param("x=" + "[" * 5000 + "]" * 5000, "-p x: nested deeper than 100 levels", id="too-deep"),
+])
+def test_parse_override_refuses_a_value_that_looks_like_json_and_is_not(text: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_override(text)
+    assert str(exc.value).startswith(problem), str(exc.value)
+    assert str(exc.value).endswith("(a value that starts with '[' or '{' must be valid JSON)")
 
 
 @pytest.mark.parametrize("text", ["novalue", "=1", "1x=2", "a-b=1", "my key=1", "class=1"])
@@ -170,3 +183,87 @@ def test_a_parameter_named_like_a_builtin_is_refused(tmp_path: Path, name: str, 
         params_of(spec, "t", overrides=overrides)
     field = {"pipeline": f"params.{name}", "task": f"tasks.t.params.{name}", "override": f"-p {name}"}[where]
     assert str(exc.value) == f"{field}: '{name}' is set by nbsched and cannot be a parameter"
+
+
+# -- hostile templates: the sandbox, and bounds on what a template may make ------------------------
+ESCAPES = [
+    pytest.param("{{ cycler.__init__.__globals__.os.popen('id').read() }}", id="cycler-globals"),
+    pytest.param("{{ run_id.__class__.__mro__[1].__subclasses__() }}", id="str-subclasses"),
+    pytest.param("{{ logical_date.__class__ }}", id="datetime-class"),
+    pytest.param("{{ params.items.__self__ }}", id="method-self"),
+    pytest.param("{{ lipsum.__globals__['os'] }}", id="lipsum-globals"),
+]
+
+
+@pytest.mark.parametrize("template", ESCAPES)
+def test_a_template_cannot_reach_python_internals(tmp_path: Path, template: str) -> None:
+    spec = make_spec({"name": "demo", "tasks": {"t": {"notebook": "t.ipynb", "params": {"x": template}}}}, tmp_path)
+    with pytest.raises(SpecError) as exc:
+        params_of(spec, "t")
+    message = str(exc.value)
+    assert message.startswith("tasks.t.params.x: template error in "), message
+    assert "unsafe" in message or "undefined" in message, message
+    assert "\n" not in message
+
+
+@pytest.mark.timeout(60)  # before the bound, each of these built a gigabyte or ran for hours
+@pytest.mark.parametrize(("template", "problem"), [
+    pytest.param("{{ 'x' * 10**9 }}", "'*' would make 1,000,000,000 characters (at most 1,000,000)", id="repeat"),
+    pytest.param("{{ ['x'] * 10**9 }}", "'*' would make", id="repeat-list"),
+    pytest.param("{{ 7 ** (10 ** 12) }}", "digits (at most 4,300)", id="power"),
+    pytest.param("{{ 'x'.ljust(10**9) }}", "str.ljust would make", id="str-method"),
+    pytest.param("{{ '{:>1000000000}'.format(1) }}", "str.format would make", id="format-width"),
+    pytest.param("{{ '%1000000000d' % 1 }}", "'%' would make", id="printf-width"),
+    pytest.param("{{ 'x' | center(10**9) }}", "the 'center' filter would make", id="filter"),
+    pytest.param("{% set s = 'x' * 999999 %}{{ s ~ s }}", "'~' would make 1,999,998 characters", id="concat"),
+    pytest.param("{% set s = 'x' * 999999 %}{{ [s, s] | join }}", "the 'join' filter would make", id="join"),
+    pytest.param("{% set s = 'x' * 999999 %}{% for i in range(2) %}{{ s }}{% endfor %}",
+                 "the rendered value is over 1,000,000 characters", id="output"),
+    pytest.param("{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}",
+                 "too much work", id="nested-loops"),
+    pytest.param("{% macro f(n) %}{{ f(n) }}{{ f(n) }}{% endmacro %}{{ f(1) }}", "template error", id="recursion"),
+    pytest.param("{% macro f(n) %}{% if n %}{{ f(n-1) }}{{ f(n-1) }}{% endif %}{% endmacro %}{{ f(60) }}",
+                 "too much work", id="exponential-macro"),
+])
+def test_a_template_may_not_make_too_much(tmp_path: Path, template: str, problem: str) -> None:
+    spec = make_spec({"name": "demo", "tasks": {"t": {"notebook": "t.ipynb", "params": {"x": template}}}}, tmp_path)
+    with pytest.raises(SpecError) as exc:
+        params_of(spec, "t")
+    message = str(exc.value)
+    assert message.startswith("tasks.t.params.x: template error in "), message
+    assert problem in message, message
+    assert "\n" not in message and len(message) < 500
+
+
+def test_templates_share_one_budget_so_many_params_cannot_add_up(tmp_path: Path) -> None:
+    # each value alone is fine (under 1 MB); a thousand of them are not
+    big = {f"p{i}": "{{ 'x' * 999999 }}" for i in range(100)}
+    spec = make_spec({"name": "demo", "params": big, "tasks": {"t": "t.ipynb"}}, tmp_path)
+    with pytest.raises(SpecError, match="too much work"):
+        params_of(spec, "t")
+
+
+def test_ordinary_templates_still_render(tmp_path: Path) -> None:
+    spec = make_spec({"name": "demo", "params": {
+        "when": "{{ logical_date.strftime('%Y/%m') }}", "tag": "{{ pipeline ~ '-' ~ task }}",
+        "list": "{% for i in range(3) %}{{ loop.index }}{% if not loop.last %},{% endif %}{% endfor %}",
+        "padded": "{{ '%05d' % 42 }}|{{ '{:>4}'.format('ab') }}", "upper": "{{ 'a,b' | replace(',', '-') | upper }}",
+        "line": "{{ '=' * 20 }}"}, "tasks": {"t": "t.ipynb"}}, tmp_path)
+    got = params_of(spec, "t")
+    assert (got["when"], got["tag"], got["list"]) == ("2026/03", "demo-t", "1,2,3")
+    assert (got["padded"], got["upper"], got["line"]) == ("00042|  ab", "A-B", "=" * 20)
+
+
+@pytest.mark.parametrize("template", ["{{ run_id | ds }}", "{{ 5 | ds_nodash }}", "{{ task | ts }}"])
+def test_date_filters_on_something_else_are_a_spec_error(tmp_path: Path, template: str) -> None:
+    spec = make_spec({"name": "demo", "tasks": {"t": {"notebook": "t.ipynb", "params": {"x": template}}}}, tmp_path)
+    with pytest.raises(SpecError, match=r"^tasks\.t\.params\.x: template error in .*expects a date"):
+        params_of(spec, "t")
+
+
+def test_a_failing_expression_is_a_spec_error_not_a_traceback(tmp_path: Path) -> None:
+    spec = make_spec({"name": "demo", "tasks": {"t": {"notebook": "t.ipynb", "params": {"x": "{{ 1 / 0 }}"}}}},
+                     tmp_path)
+    with pytest.raises(SpecError, match=r"^tasks\.t\.params\.x: template error in '\{\{ 1 / 0 \}\}': "
+                                        r"ZeroDivisionError: division by zero$"):
+        params_of(spec, "t")

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import Future
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import nbformat
 
 from conftest import run_json, write_notebook, write_yaml
 from nbsched.dag import RunState, TaskState
+from nbsched.executors.base import Executor
+from nbsched.notebook import TaskOutcome, TaskRequest
 
 SLEEP = "import time\ntime.sleep({})"
 
@@ -261,3 +265,74 @@ def test_a_running_task_shows_the_cell_its_notebook_is_on(project, service):
     # counted as JupyterLab counts: every cell of the output notebook, the injected parameters too
     assert seen == (TaskState.RUNNING, {"index": position, "count": len(nb.cells), "source": "time.sleep(4)"})
     assert run.state is RunState.SUCCESS and run.tasks["slow"].cell is None
+
+
+class RecordingExecutor(Executor):
+    """Records what it is handed and finishes each try at once, successfully: whatever executor
+    is configured, the runner decides which notebook a try may read."""
+
+    workers = 2
+
+    def __init__(self) -> None:
+        self.requests: list[TaskRequest] = []
+
+    def _spawn(self, fn: Any, *args: Any) -> Future[Any]:
+        fn(*args)
+        done: Future[Any] = Future()
+        done.set_result(None)
+        return done
+
+    def execute(self, request: TaskRequest, handle: Any) -> TaskOutcome:
+        self.requests.append(request)
+        return TaskOutcome(output_path=request.output_path)
+
+
+def run_with(service, executor, run_id):
+    from nbsched.runner import Runner
+
+    runner = Runner(service.store, executor, service.config.runs_dir, spec_loader=service.spec_of, poll=0.05)
+    with runner:
+        service.store.set_run_owner(run_id, runner.id)
+        runner.run([run_id])
+    return service.get_run(run_id)
+
+
+def test_a_notebook_swapped_for_a_symlink_out_of_the_root_is_not_handed_to_any_executor(project, service):
+    root = project / "root"
+    write_notebook(root / "swap.ipynb", "x = 1")
+    outside = write_notebook(project / "elsewhere" / "secret.ipynb", "open('PWNED', 'w')")
+    service.register_spec({"name": "swap", "tasks": {"t": "swap.ipynb"}}, root, confine_to=root)
+    assert service.store.get_pipeline("swap").spec["root"] == str(root)
+
+    (root / "swap.ipynb").unlink()
+    (root / "swap.ipynb").symlink_to(outside)  # after registering
+    executor = RecordingExecutor()
+    run = run_with(service, executor, service.trigger("swap"))
+
+    assert executor.requests == []
+    assert run.state is RunState.FAILED
+    assert run.tasks["t"].state is TaskState.FAILED
+    assert run.tasks["t"].error == "tasks.t.notebook: outside the server root"
+
+
+def test_a_try_gets_the_checked_notebook_resolved(project, service):
+    root = project / "root"
+    real = write_notebook(root / "sub" / "real.ipynb", "x = 1")
+    (root / "link.ipynb").symlink_to(real)  # a symlink that stays inside the root is fine
+    service.register_spec({"name": "inside", "tasks": {"t": "link.ipynb"}}, root, confine_to=root)
+    executor = RecordingExecutor()
+    run = run_with(service, executor, service.trigger("inside"))
+    assert run.state is RunState.SUCCESS
+    [request] = executor.requests
+    assert request.notebook == real.resolve()  # what was checked is what the executor reads
+
+
+def test_a_pipeline_of_the_users_own_files_has_no_root(project, service):
+    # registered from the CLI (the user's own files, run with the user's rights): a symlink anywhere is followed
+    write_notebook(project / "elsewhere" / "shared.ipynb", "x = 1")
+    (project / "mine.ipynb").symlink_to(project / "elsewhere" / "shared.ipynb")
+    write_yaml(project / "pipeline.yaml", "name: mine\ntasks: {t: mine.ipynb}\n")
+    service.register(project / "pipeline.yaml")
+    assert service.store.get_pipeline("mine").spec["root"] is None
+    executor = RecordingExecutor()
+    assert run_with(service, executor, service.trigger("mine")).state is RunState.SUCCESS

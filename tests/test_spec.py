@@ -104,11 +104,11 @@ MISTAKES = [
                  id="bad-default-duration"),
     pytest.param("name: demo\ntasks:\n  Bad Name: {notebook: extract.ipynb}\n",
                  "pipeline.yaml: tasks.Bad Name: bad task name 'Bad Name': use lower-case letters, digits, "
-                 "'_' and '-', starting with a letter or digit",
+                 "'_' and '-', starting with a letter or digit, at most 100 characters",
                  id="bad-task-name"),
     pytest.param("name: Daily Sales\n" + TASKS,
                  "pipeline.yaml: name: bad pipeline name 'Daily Sales': use lower-case letters, digits, "
-                 "'_' and '-', starting with a letter or digit",
+                 "'_' and '-', starting with a letter or digit, at most 100 characters",
                  id="bad-pipeline-name"),
     pytest.param("name: demo\ntasks:\n  extract: {notebook: extract.ipynb, trigger_rule: all_sucess}\n",
                  "pipeline.yaml: tasks.extract.trigger_rule: unknown trigger rule 'all_sucess' "
@@ -121,10 +121,10 @@ MISTAKES = [
                  "pipeline.yaml:4:8: invalid YAML: expected ',' or '}', but got ':'",
                  id="invalid-yaml"),
     pytest.param("name: demo\ntasks:\n  extract: {notebook: extract.ipynb, retries: -1}\n",
-                 "pipeline.yaml: tasks.extract.retries: expected a whole number >= 0, got -1",
+                 "pipeline.yaml: tasks.extract.retries: expected a whole number from 0 to 100, got -1",
                  id="negative-retries"),
     pytest.param("name: demo\ntasks:\n  extract: {notebook: extract.ipynb, retries: 1.5}\n",
-                 "pipeline.yaml: tasks.extract.retries: expected a whole number >= 0, got 1.5",
+                 "pipeline.yaml: tasks.extract.retries: expected a whole number from 0 to 100, got 1.5",
                  id="fractional-retries"),
     pytest.param(TASKS,
                  "pipeline.yaml: name: missing (every pipeline needs a name)",
