@@ -383,6 +383,7 @@ class RunReportHandler(BaseHandler):
     @web.authenticated
     @authorized
     async def get(self, run_id: str) -> None:
+        self.query("hide_code")
         query = "?hide_code=1" if _hide_code(self) else ""
 
         def links(task: str) -> dict[str, str]:
@@ -404,6 +405,8 @@ class TaskOutputHandler(BaseHandler):
     @web.authenticated
     @authorized
     async def get(self, run_id: str, task: str, what: str) -> None:
+        if what == "report":
+            self.query("hide_code")
         if what == "outputs":
             _, record = await self.call(self.service.task_output, run_id, task)
             self.reply({"run_id": run_id, "task": task, "outputs": record.outputs})

@@ -307,12 +307,13 @@ def _paths() -> dict[str, Schema]:
             _json(_all(run_id=_str(), tasks=_strings("the re-queued tasks"))), 404, 409, tag="runs")},
         "/runs/{run_id}/report": {"parameters": [run_id], "get": _op(
             "getRunReport", "The run's HTML report: its DAG, timeline and tasks, linking each task's report",
-            _html(), 404, params=[hide_code], tag="runs")},
+            _html(), 400, 404, params=[hide_code], tag="runs")},
         "/runs/{run_id}/tasks/{task}/notebook": {"parameters": [run_id, task], "get": _op(
             "getTaskNotebook", "The executed notebook of the task's last try",
             _content("application/x-ipynb+json", _map()), 404, tag="runs")},
         "/runs/{run_id}/tasks/{task}/report": {"parameters": [run_id, task], "get": _op(
-            "getTaskReport", "The task's HTML report (nbconvert)", _html(), 404, params=[hide_code], tag="runs")},
+            "getTaskReport", "The task's HTML report (nbconvert)", _html(), 400, 404, params=[hide_code],
+            tag="runs")},
         "/runs/{run_id}/tasks/{task}/outputs": {"parameters": [run_id, task], "get": _op(
             "getTaskOutputs", "What the task recorded with nbsched.record",
             _json(_all(run_id=_str(), task=_str(), outputs=_map())), 404, tag="runs")},

@@ -916,3 +916,7 @@ async def test_a_misspelt_query_parameter_is_refused_not_ignored(api, jp_root_di
     assert message.startswith("unknown query parameter 'pipline' (known: pipeline, state")
     (await api("GET", "schedules", params={"pipelin": "x"})).error(400, "bad_request")
     assert len((await api("GET", "runs", params={"pipeline": "hello"})).data["runs"]) == 1
+    run_id = (await api("GET", "runs")).data["runs"][0]["run_id"]  # the reports take hide_code, and only it
+    message = (await api("GET", "runs", run_id, "report", params={"hide_cod": "1"})).error(400, "bad_request")
+    assert "'hide_cod' (known: hide_code" in message
+    (await api("GET", "runs", run_id, "tasks", "report", "report", params={"hidecode": "1"})).error(400)
