@@ -18,7 +18,8 @@ Schema = dict[str, Any]
 _ERRORS = {
     400: "Malformed request: the body is not a JSON object, a field has the wrong type, or a query parameter is bad",
     403: "No valid token, or the user may not use nbsched",
-    404: "No such pipeline, schedule, run, task, output or path",
+    404: "No such pipeline, schedule, run, task, output or path (or a request from an Origin the server does not "
+         "allow, which Jupyter answers 404)",
     409: "Conflicts with the current state",
     413: f"The request body is over {MAX_SPEC_BYTES:,} bytes",
     422: "Invalid pipeline spec, schedule or parameters (or a path outside the server root, or a cursor "
@@ -122,8 +123,9 @@ def _op(op_id: str, summary: str, ok: Schema, *errors: int, ok_status: int = 200
         params: list[Schema] | None = None) -> Schema:
     """One operation: its success response, 403 and the listed error statuses (all ``Error``)."""
     responses: Schema = {str(ok_status): ok}
-    # every route but the server's own (health, version, this document) reads the database
-    for status in sorted({403, *errors, *(() if tag == "server" else (503,))}):
+    # every route but the server's own (health, version, this document) reads the database; and
+    # Jupyter answers 404 to any request from a foreign Origin (its check_origin)
+    for status in sorted({403, 404, *errors, *(() if tag == "server" else (503,))}):
         responses[str(status)] = _json(_ref("Error"), _ERRORS[status])
     op: Schema = {"operationId": op_id, "summary": summary, "tags": [tag], "responses": responses}
     if body is not None:

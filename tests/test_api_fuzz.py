@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from schemathesis import GenerationMode
 from schemathesis.config import SchemathesisConfig
 from schemathesis.specs.openapi.checks import ignored_auth
@@ -87,6 +87,9 @@ def test_every_operation_conforms_and_never_fails(live_server, mode):
         @given(case=operation.as_strategy(generation_mode=mode))
         @settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
         def check(case):
+            # requests sends no key at all for a query value that is an empty list or mapping, so
+            # such an "invalid" extra parameter never reaches the server (seen: a flaky ST201)
+            assume(not (case.query and any(v in ([], {}) for v in case.query.values())))
             # ignored_auth expects 401 where Jupyter answers 403 (test_server.py checks 403 on every route);
             # valid requests must be accepted (ACCEPTED), invalid ones refused (400, 404, 413, 422 ...)
             case.call_and_validate(base_url=base, headers=headers, excluded_checks=[ignored_auth])
