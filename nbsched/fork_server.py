@@ -15,13 +15,16 @@ the usual way.
 
 The server watches its children with pidfds (it reaps them and reports their exit status and
 CPU time) and its socket to the parent: when the parent goes away, it kills its kernels' process
-groups and exits.
+groups and exits, silently. Each kernel also watches the parent itself, not the server: a kernel
+is the server's child, so a notebook can kill the server (``os.kill(os.getppid(), 9)``); the
+kernels it forked then carry on, watched by the parent, and die with the parent all the same.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import select
 import selectors
 import signal
 import socket
@@ -51,6 +54,7 @@ def serve(fd: int, preload: list[str]) -> None:
     if sys.path and sys.path[0] in ("", os.getcwd()):
         del sys.path[0]  # as ipykernel_launcher does; the kernel puts '' back in its own folder
     sock = socket.socket(fileno=fd)
+    parent = os.getppid()  # nbsched's process, which every kernel watches
     before = dict(os.environ)
     try:
         import importlib
@@ -69,17 +73,27 @@ def serve(fd: int, preload: list[str]) -> None:
     set_by_imports = {k: v for k, v in os.environ.items() if before.get(k) != v}
     _send(sock, {"ready": os.getpid()})
 
+    children: dict[int, int] = {}  # pidfd -> pid
+    try:
+        _serve_forks(sock, parent, set_by_imports, children)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the parent went away while it was being told something (kill -9): as below
+    # the parent is gone: so are its kernels (they would notice, this is at once)
+    for pid in children.values():
+        _killpg(pid)
+
+
+def _serve_forks(sock: socket.socket, parent: int, set_by_imports: dict[str, str],
+                 children: dict[int, int]) -> None:
+    """Fork a kernel for each request, report each one's exit; return when the parent is gone."""
     sel = selectors.DefaultSelector()
     sel.register(sock, selectors.EVENT_READ)
-    children: dict[int, int] = {}  # pidfd -> pid
     buf = b""
     while True:
         for key, _ in sel.select():
             if key.fileobj is sock:
                 data = sock.recv(1 << 16)
-                if not data:  # the parent is gone: so are its kernels
-                    for pid in children.values():
-                        _killpg(pid)
+                if not data:
                     return
                 buf += data
                 while b"\n" in buf:
@@ -91,7 +105,7 @@ def serve(fd: int, preload: list[str]) -> None:
                         _send(sock, {"id": request["id"], "error": f"cannot fork a kernel: {exc}"})
                         continue
                     if pid == 0:
-                        _run_kernel(request, set_by_imports)  # never returns
+                        _run_kernel(request, set_by_imports, parent)  # never returns
                     pidfd = os.pidfd_open(pid)
                     children[pidfd] = pid
                     sel.register(pidfd, selectors.EVENT_READ)
@@ -106,7 +120,7 @@ def serve(fd: int, preload: list[str]) -> None:
                              "cpu": usage.ru_utime + usage.ru_stime})
 
 
-def _run_kernel(request: dict[str, Any], set_by_imports: dict[str, str]) -> None:
+def _run_kernel(request: dict[str, Any], set_by_imports: dict[str, str], parent: int) -> None:
     """In the forked child: become the kernel the manager asked for, then exit."""
     code: Any = 1
     try:
@@ -125,13 +139,14 @@ def _run_kernel(request: dict[str, Any], set_by_imports: dict[str, str]) -> None
         os.environ.clear()
         os.environ.update({**set_by_imports, **request["env"]})
         _reseed()
+        _die_with(parent)
         import ipykernel_launcher
         from ipykernel import kernelapp
 
-        # the class read JPY_PARENT_PID when the server imported it; the parent to watch is the
-        # server, which outlives its kernels only while nbsched is there
-        sys.argv = [ipykernel_launcher.__file__, *request["argv"],
-                    f"--IPKernelApp.parent_handle={os.getppid()}"]
+        # ipykernel's own watch of its parent (the server; the class read JPY_PARENT_PID when the
+        # server imported it) is off, as for a parent that never exits (1, init: 0 would also print
+        # the connection details): the kernel watches nbsched's process instead (_die_with)
+        sys.argv = [ipykernel_launcher.__file__, *request["argv"], "--IPKernelApp.parent_handle=1"]
         kernelapp.launch_new_instance()
         code = 0
     except SystemExit as exc:
@@ -149,6 +164,22 @@ def _run_kernel(request: dict[str, Any], set_by_imports: dict[str, str]) -> None
             sys.stderr.flush()
         finally:
             os._exit(code)
+
+
+def _die_with(parent: int) -> None:
+    """In a kernel: kill its process group (it, and what it started) when nbsched's process
+    exits, whether or not the fork server is still there to do it."""
+    try:
+        pidfd = os.pidfd_open(parent)  # close-on-exec: not passed to what the kernel starts
+    except ProcessLookupError:
+        _killpg(os.getpid())
+        raise
+
+    def watch() -> None:
+        select.select([pidfd], [], [])
+        _killpg(os.getpid())
+
+    threading.Thread(target=watch, name="nbsched-parent-watch", daemon=True).start()
 
 
 def _reseed() -> None:
@@ -176,7 +207,8 @@ class ForkServerError(RuntimeError):
 
 
 class ForkedProcess:
-    """A forked kernel as jupyter_client sees a ``Popen``: pid, poll, wait, signals."""
+    """A forked kernel as jupyter_client sees a ``Popen``: pid, poll, wait, signals. One that
+    outlived its server exits with an unknown status (only a parent learns it): 1 here."""
 
     stdin = stdout = stderr = None
 
@@ -240,6 +272,7 @@ class ForkServer:
         first = self._file.readline()
         hello = json.loads(first) if first else {"error": "the fork server exited at start"}
         if "error" in hello:
+            self._file.close()
             self.close()
             raise ForkServerError(hello["error"])
         self._reader = threading.Thread(target=self._read, name="nbsched-fork-server", daemon=True)
@@ -251,8 +284,11 @@ class ForkServer:
                 raise ForkServerError("the fork server is closed")
             self._next += 1
             ident = self._next
-        with self._lock:
-            _send(self._sock, {"id": ident, "argv": argv, "cwd": cwd, "env": env})
+        try:
+            with self._lock:
+                _send(self._sock, {"id": ident, "argv": argv, "cwd": cwd, "env": env})
+        except OSError:  # killed, and this process has not read its end yet
+            raise ForkServerError("the fork server went away") from None
         with self._cond:
             while ident not in self._replies and not self._closed:
                 self._cond.wait()
@@ -262,6 +298,10 @@ class ForkServer:
             if "error" in reply:
                 raise ForkServerError(reply["error"])
             pid = reply["pid"]
+            if self._closed:  # forked, but the server went away before it could be watched here
+                _killpg(pid)  # its group, if it has made it its own yet
+                ForkedProcess(pid).kill()
+                raise ForkServerError("the fork server went away")
             process = self._live[pid] = ForkedProcess(pid)
             early = self._early.pop(pid, None)
         if early is not None:
@@ -301,14 +341,27 @@ class ForkServer:
                         self._cond.notify_all()
         except (OSError, ValueError):
             pass
-        # the server is gone: its kernels can no longer be watched (it killed them, or died)
+        self._file.close()  # the socket's last reference: its descriptor is released now, not by the GC
+        # the server is gone: closed (it killed its kernels) or killed (they carry on; a task's
+        # notebook may have done it, and the others must not fail for it); watched here now
         with self._cond:
-            self._closed = True
-            live, self._live = self._live, {}
+            self._closed = True  # from now on, spawn() registers no kernel (see there)
+            orphans = list(self._live.values())
             self._cond.notify_all()
-        for process in live.values():
-            _killpg(process.pid)
-            process._exit(-signal.SIGKILL, None)
+        self._watch_orphans(orphans)
+
+    def _watch_orphans(self, orphans: list[ForkedProcess]) -> None:
+        with selectors.DefaultSelector() as sel:
+            for process in orphans:
+                try:
+                    sel.register(os.pidfd_open(process.pid), selectors.EVENT_READ, process)
+                except ProcessLookupError:
+                    self._exited({"exit": process.pid, "code": 1, "cpu": None})
+            while sel.get_map():
+                for key, _ in sel.select():
+                    sel.unregister(key.fd)
+                    os.close(key.fd)
+                    self._exited({"exit": key.data.pid, "code": 1, "cpu": None})
 
     def _exited(self, message: dict[str, Any]) -> None:
         with self._cond:

@@ -1,11 +1,14 @@
 """``KernelPool``: kernels started and connected ahead of need, each used for one task only.
 
 Starting a kernel, not the notebooks' work, dominates small pipelines. The pool keeps up to
-``size`` kernels waiting, for the kernel names asked for, each started and seen answering. A
+``size`` kernels waiting, for the kernel names asked for, each started and seen answering, and
+never more than the tasks that will still ask for them (``prepare`` says how many): no kernel is
+started that no task will use (a one-task run gets one, whatever the workers). A
 task takes one and connects its client in its own thread, the kernel's first answer being to a
 silent ``os.chdir`` to the task's folder; it runs that one notebook and is shut down in the
 background while a replacement starts: no state passes from task to task, as with a fresh
-kernel per task. Kernels nobody asked for in ``idle`` seconds are shut down.
+kernel per task. When nobody has asked for a kernel in ``idle`` seconds, the waiting kernels no
+task will ask for are shut down.
 """
 
 from __future__ import annotations
@@ -17,9 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Iterator, Mapping
 
-from nbsched.kernels import Kernel, Launcher, connect, in_own_loop, stop_kernel
+from nbsched.kernels import Kernel, Launcher, connect, in_own_loop, is_alive, stop_kernel
 
 log = logging.getLogger("nbsched.kernels")
 
@@ -35,6 +38,7 @@ class KernelPool:
         self._cond = threading.Condition()
         self._ready: dict[str, list[Kernel]] = {}
         self._starting: dict[str, int] = {}
+        self._wanted: dict[str, int] = {}  # tasks that will still ask, by kernel name
         self._failed: set[str] = set()  # names whose start failed: started on demand only, where it fails loudly
         self._used_at = time.monotonic()
         self._closed = threading.Event()
@@ -48,16 +52,17 @@ class KernelPool:
         self._drainer.start()
 
     # -- the seam -------------------------------------------------------------------------------
-    def prepare(self, kernel_names: Iterable[str]) -> None:
-        """Start kernels for these names now, ahead of the tasks that will ask for them."""
+    def prepare(self, kernels: Mapping[str, int]) -> None:
+        """Tasks will ask for these kernels (name: how many tasks, all that will still ask; what
+        was said before is replaced): start them now, ahead of need."""
         with self._cond:
-            self._used_at = time.monotonic()
-        for name in kernel_names:
+            self._wanted = {name: count for name, count in kernels.items() if count > 0}
+        for name in kernels:
             self._refill(name)
 
     @contextmanager
     def kernel(self, kernel_name: str, cwd: Path) -> Iterator[Kernel]:
-        waiting = self._take(kernel_name)
+        waiting = self._take_alive(kernel_name)
         self._refill(kernel_name)
         if waiting is None:  # none waiting: start one here, as FreshKernels would
             kernel = connect(self.launcher.start(kernel_name, cwd), self.startup_timeout)
@@ -88,11 +93,24 @@ class KernelPool:
             return {name: len(kernels) for name, kernels in self._ready.items() if kernels}
 
     # -- inside ---------------------------------------------------------------------------------
+    def _take_alive(self, name: str) -> Kernel | None:
+        """A waiting kernel that is still there: one that died waiting (killed by the OOM killer,
+        or by a task's notebook) is dropped rather than handed to a task, which would wait for
+        its answer until the start-up timeout and fail without running a cell."""
+        while (kernel := self._take(name)) is not None:
+            if is_alive(kernel.km):
+                return kernel
+            log.warning("kernel pool: a waiting %s kernel (pid %s) had exited; dropped", name,
+                        getattr(kernel.km.provisioner, "pid", "?"))
+            self._retire(kernel, used=False)
+        return None
+
     def _take(self, name: str) -> Kernel | None:
         """A waiting kernel; if one is being started, wait for it rather than start another."""
         deadline = time.monotonic() + self.startup_timeout
         with self._cond:
             self._used_at = time.monotonic()
+            self._wanted[name] = max(0, self._wanted.get(name, 0) - 1)  # a task asks: one fewer to come
             while not self._ready.get(name) and self._starting.get(name) and time.monotonic() < deadline:
                 self._cond.wait(timeout=deadline - time.monotonic())
             ready = self._ready.get(name)
@@ -104,7 +122,8 @@ class KernelPool:
                 return
             total = sum(map(len, self._ready.values())) + sum(self._starting.values())
             mine = len(self._ready.get(name, ())) + self._starting.get(name, 0)
-            for _ in range(max(0, min(self.size - mine, self.size - total))):
+            wanted = min(self.size, self._wanted.get(name, 0))
+            for _ in range(max(0, min(wanted - mine, self.size - total))):
                 self._starting[name] = self._starting.get(name, 0) + 1
                 self._starter.submit(in_own_loop, self._start_waiting, name)
 
@@ -141,10 +160,15 @@ class KernelPool:
     def _drain_when_idle(self) -> None:
         while not self._closed.wait(min(self.idle / 2, 5.0)):
             with self._cond:
-                if time.monotonic() - self._used_at < self.idle or not any(self._ready.values()):
+                if time.monotonic() - self._used_at < self.idle:
                     continue
-                idle = [k for kernels in self._ready.values() for k in kernels]
-                self._ready.clear()
+                idle = []  # the kernels no task will ask for (those of tasks still to come wait on)
+                for name, kernels in self._ready.items():
+                    keep = self._wanted.get(name, 0)
+                    idle += kernels[keep:]
+                    del kernels[keep:]
+            if not idle:
+                continue
             log.info("kernel pool: %d idle kernel(s) shut down", len(idle))
             for kernel in idle:
                 self._retire(kernel, used=False)

@@ -16,7 +16,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 log = logging.getLogger("nbsched.kernels")
 
@@ -31,6 +31,7 @@ class KernelHandle:
         self.cell_index: int | None = None  # of the code cell executing now, in the output notebook
         self.cell_source: str = ""
         self.cell_count: int = 0
+        self.cell_error: tuple[str, str] | None = None  # (ename, evalue) the kernel replied for a failed cell
 
     def attach(self, km: Any) -> None:
         provisioner = getattr(km, "provisioner", None)
@@ -51,6 +52,10 @@ class KernelHandle:
             return  # nbclient announces markdown and empty cells too; they take no time
         self.cell_index = cell_index
         self.cell_source = cell.get("source", "")
+
+    def cell_failed(self, execute_reply: dict[str, Any], **_: Any) -> None:
+        content = execute_reply.get("content") or {}
+        self.cell_error = (str(content.get("ename") or ""), str(content.get("evalue") or ""))
 
     def _kill(self) -> None:
         if self._pgid is None:
@@ -147,13 +152,19 @@ class Launcher:
             return self._server
 
 
+def is_alive(km: Any) -> bool:
+    from jupyter_core.utils import run_sync
+
+    return bool(run_sync(km.is_alive)())
+
+
 def stop_kernel(km: Any, *, now: bool = False) -> None:
     """Shut a kernel down gracefully (``now``: kill it, for one that never ran a task's code);
     its clients' channels must be stopped first (with them open, a graceful shutdown can wait
     seconds for a reply that never comes)."""
     from jupyter_core.utils import run_sync
 
-    if run_sync(km.is_alive)():
+    if is_alive(km):
         run_sync(km.shutdown_kernel)(now=now)
     else:
         run_sync(km.cleanup_resources)()
@@ -169,7 +180,12 @@ def connect(km: Any, timeout: float, *, cwd: Path | None = None) -> Kernel:
     from jupyter_core.utils import run_sync
 
     kc = km.client(context=_client_context())
-    kc.start_channels()
+    # no heartbeat channel: the client asks its manager whether the kernel lives (nbclient's
+    # check). And jupyter_client's heartbeat thread, stopped before it has set itself running
+    # (a pooled kernel's client is stopped right after it connects; a busy process starts the
+    # thread late), loops making a socket and dropping it, as fast as it can, until the ZeroMQ
+    # context runs out of sockets: "Too many open files" for every client of the context.
+    kc.start_channels(hb=False)
     try:
         run_sync(_answered)(kc, timeout, _chdir_code(cwd) if cwd else None)
     except BaseException:
@@ -270,7 +286,7 @@ class FreshKernels:
             kernel.kc.stop_channels()
             stop_kernel(kernel.km)
 
-    def prepare(self, kernel_names: Iterable[str]) -> None:
+    def prepare(self, kernels: Mapping[str, int]) -> None:
         """Nothing to do ahead of need."""
 
     def close(self) -> None:

@@ -199,13 +199,15 @@ def test_the_pool_has_kernels_waiting_and_drains_them_when_idle(tmp_path):
 
     pool = KernelPool(2, idle=6.0, launcher=Launcher(fork=True))
     try:
-        pool.prepare({"python3"})
+        pool.prepare({"python3": 5})
         wait_for(lambda: pool.waiting == {"python3": 2}, 60, "two kernels waiting")
         with pool.kernel("python3", tmp_path) as kernel:
             assert kernel.kc is not None and kernel.km.has_kernel
             pid = kernel.km.provisioner.pid
         wait_for(lambda: _state(pid) == "gone", 15, "the used kernel to be shut down")
-        wait_for(lambda: not pool.waiting, 30, "the idle kernels to be shut down")  # nobody asks
+        wait_for(lambda: pool.waiting == {"python3": 2}, 60, "a replacement, for the tasks still to come")
+        pool.prepare({})  # they will not come (their run failed)
+        wait_for(lambda: not pool.waiting, 30, "the idle kernels to be shut down")
     finally:
         pool.close()
 
@@ -230,3 +232,130 @@ def test_a_fork_server_that_dies_is_replaced(tmp_path, caplog):
             stop_kernel(second)
     finally:
         launcher.close()
+
+
+def test_a_notebook_that_kills_the_fork_server_fails_no_other_task(project):
+    """A forked kernel's parent is the fork server: ``os.kill(os.getppid(), 9)`` kills it. The
+    kernels it forked (running a task, or waiting in the pool) carry on, the next ones come from
+    a new server, and every task ends as its own notebook decides."""
+    write_notebook(project / "killer.ipynb", "import os, signal\nserver = os.getppid()\nos.kill(server, signal.SIGKILL)",
+                   "import time, nbsched\ntime.sleep(0.5)\nnbsched.record('killed', server)")
+    write_notebook(project / "innocent.ipynb", "import os, time, nbsched\ntime.sleep(2)\nnbsched.record('pid', os.getpid())")
+    spec = write_yaml(project / "pipeline.yaml", "name: killer\ndefaults: {retries: 0}\ntasks:\n"
+                      "  killer: {notebook: killer.ipynb}\n"
+                      + "".join(f"  innocent{i}: {{notebook: innocent.ipynb}}\n" for i in range(4)))
+    service = Service(Config.resolve(project=project, workers=2))
+    try:
+        run = service.run_pipeline(spec)
+    finally:
+        service.close()
+
+    assert {n: (t.state.value, t.error) for n, t in run.tasks.items()} == {
+        n: ("success", None) for n in ["killer", *(f"innocent{i}" for i in range(4))]}
+    assert _state(run.tasks["killer"].outputs["killed"]) in ("gone", "Z")  # it did kill the server
+    # one of them ran beside the killer, in a kernel of the server it killed
+    first = run.tasks["innocent0"]
+    assert first.started_at < run.tasks["killer"].ended_at
+
+
+@pytest.mark.parametrize("fork", [False, True], ids=["usual", "forked"])
+def test_a_waiting_kernel_that_died_is_not_handed_to_a_task(tmp_path, fork):
+    from jupyter_core.utils import run_sync
+
+    from nbsched.kernel_pool import KernelPool
+    from nbsched.kernels import Launcher
+
+    pool = KernelPool(2, launcher=Launcher(fork=fork))
+    try:
+        pool.prepare({"python3": 2})
+        wait_for(lambda: pool.waiting == {"python3": 2}, 60, "two kernels waiting")
+        for kernels in pool._ready.values():
+            for waiting in kernels:  # as the OOM killer would
+                os.kill(waiting.km.provisioner.pid, signal.SIGKILL)
+                wait_for(lambda: not run_sync(waiting.km.is_alive)(), 10, "the kernel to be seen dead")
+        with pool.kernel("python3", tmp_path) as kernel:
+            reply = run_sync(kernel.kc.execute_interactive)("import os; os.getcwd()", timeout=30)
+            assert reply["content"]["status"] == "ok"
+    finally:
+        pool.close()
+
+
+HOLDER = ("import sys, time; from pathlib import Path\n"
+          "from nbsched.fork_server import ForkServer\nfrom nbsched.kernels import start_kernel\n"
+          "server = ForkServer()\nkms = [start_kernel('python3', Path(sys.argv[1]), server) for _ in range(2)]\n"
+          "print(server.process.pid, *(km.provisioner.pid for km in kms), flush=True)\ntime.sleep(600)\n")
+
+
+def test_a_fork_server_whose_parent_is_killed_exits_silently_with_its_kernels(tmp_path):
+    """kill -9 of nbsched while the server had something to tell it (a kernel's exit, unread):
+    the server's next read is refused ('Connection reset by peer'), which printed a traceback
+    into nbsched's log and left the other kernels to notice on their own."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        server_pid, gone_pid, kernel_pid = map(int, proc.stdout.readline().split())
+        proc.send_signal(signal.SIGSTOP)  # it reads nothing more
+        os.kill(gone_pid, signal.SIGKILL)  # its exit is written to nbsched's socket, unread
+        wait_for(lambda: _state(gone_pid) == "gone", 10, "the server to reap the kernel")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    _, stderr = proc.communicate(timeout=30)  # the server and kernels write there too: until all exit
+    assert "Traceback" not in stderr and "Error" not in stderr, stderr
+    assert _state(kernel_pid) in ("gone", "Z") and _state(server_pid) in ("gone", "Z")
+
+
+def test_kernels_of_a_killed_fork_server_still_die_with_nbsched(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        server_pid, *kernels = map(int, proc.stdout.readline().split())
+        os.kill(server_pid, signal.SIGKILL)
+        time.sleep(1.5)  # ipykernel checks its parent every second: had it watched the server, it would have gone
+        assert [_state(pid) for pid in kernels] == ["S", "S"]  # the server's kernels carry on without it
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    wait_for(lambda: all(_state(pid) in ("gone", "Z") for pid in kernels), 15, "the kernels to exit with nbsched")
+
+
+def test_kernel_clients_stopped_at_once_in_a_busy_process_leave_no_sockets(tmp_path):
+    """The pool stops a waiting kernel's client as soon as the kernel has answered. With the
+    process busy (here: encoding a 30 MB output as JSON, as saving a notebook does), a client's
+    heartbeat thread was stopped before it had set itself running, and then made ZeroMQ sockets
+    as fast as it could until there were none left: 'ZMQError: Too many open files' for every
+    client (seen in a daemon after large outputs)."""
+    import json
+    import threading
+
+    from nbsched.executors.local import FILES_BESIDES, FILES_PER_WORKER
+    from nbsched.kernel_pool import KernelPool
+    from nbsched.kernels import Launcher
+
+    busy, peak = threading.Event(), [0]
+    output = "x" * 30_000_000
+
+    def save_big_notebooks() -> None:
+        while busy.is_set():
+            json.dumps(output)
+
+    def count_files() -> None:
+        while busy.is_set():
+            peak[0] = max(peak[0], len(os.listdir("/proc/self/fd")))
+            time.sleep(0.01)
+
+    pool = KernelPool(3, launcher=Launcher(fork=True))
+    busy.set()
+    threads = [threading.Thread(target=save_big_notebooks, daemon=True), threading.Thread(target=count_files, daemon=True)]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in range(15):
+            pool.prepare({"python3": 10})
+            with pool.kernel("python3", tmp_path):
+                pass
+    finally:
+        busy.clear()
+        for thread in threads:
+            thread.join()
+        pool.close()
+    assert peak[0] <= FILES_BESIDES + 3 * FILES_PER_WORKER  # what nbsched budgets for 2 workers

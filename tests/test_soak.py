@@ -1,0 +1,116 @@
+"""A daemon that runs for long: 2,000 tasks through one ``nbsched serve``, and what it holds open
+does not grow (open files, ZeroMQ sockets, threads, kernel connection files, the fork server's
+descriptors)."""
+
+from __future__ import annotations
+
+import collections
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import NBSCHED, wait_for, write_notebook, write_yaml
+from nbsched.dag import RunState
+from nbsched.executors.local import FILES_BESIDES, FILES_PER_WORKER
+from nbsched.service import Config, Service
+
+TASKS_PER_RUN = 10
+RUNS_PER_BATCH = 10  # 100 tasks a batch
+BATCHES = 20
+WORKERS = 2
+
+
+def held(pid: int) -> dict[str, int]:
+    """What a process holds: its descriptors by kind (ZeroMQ's are its TCP sockets, and the
+    eventfds of their mailboxes and its contexts), and its threads."""
+    kinds: collections.Counter[str] = collections.Counter()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        kinds["socket" if target.startswith("socket:") else target.split("]")[0] + "]"
+              if target.startswith("anon_inode:") else "file"] += 1
+    return {"fds": sum(kinds.values()), **kinds, "threads": len(os.listdir(f"/proc/{pid}/task"))}
+
+
+def _children(task: Path) -> list[str]:
+    """A thread's child processes; none for a thread that ended while we looked."""
+    try:
+        return (task / "children").read_text().split()
+    except FileNotFoundError:
+        return []
+
+
+def settled(pid: int) -> dict[str, int]:
+    """``held`` once it stops changing (kernels are shut down in the background)."""
+    last = held(pid)
+    for _ in range(20):
+        time.sleep(0.5)
+        now = held(pid)
+        if now == last:
+            break
+        last = now
+    return last
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_a_daemon_running_2000_tasks_holds_no_more_open_than_after_300(project):
+    write_notebook(project / "trivial.ipynb", "x = 1")
+    write_yaml(project / "pipeline.yaml", "name: soak\ntasks:\n" + "".join(
+        f"  t{i}: {{notebook: trivial.ipynb}}\n" for i in range(TASKS_PER_RUN)))
+    runtime = project / "runtime"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("NBSCHED_")}, "JUPYTER_RUNTIME_DIR": str(runtime)}
+    service = Service(Config.resolve(project=project))
+    service.register(project / "pipeline.yaml")
+    log = (project / "serve.log").open("wb")
+    daemon = subprocess.Popen([*NBSCHED, "serve", "-w", str(WORKERS), "--no-scheduler", "--poll", "200ms"],
+                              cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT)
+    peak: dict[int, int] = {}  # batch: most descriptors held while it ran
+    batch = 0
+    running = threading.Event()
+    running.set()
+
+    def watch() -> None:
+        while running.is_set():
+            try:
+                peak[batch] = max(peak.get(batch, 0), len(os.listdir(f"/proc/{daemon.pid}/fd")))
+            except OSError:
+                pass
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    samples = []
+    try:
+        for batch in range(BATCHES):  # noqa: B007 - the watcher reads it
+            ids = [service.trigger("soak") for _ in range(RUNS_PER_BATCH)]
+            wait_for(lambda: all(r.state.finished for r in service.store.list_runs(ids=ids, limit=None)), 300,
+                     f"batch {batch} to finish")
+            runs = service.store.list_runs(ids=ids, limit=None)
+            assert all(r.state is RunState.SUCCESS for r in runs), [r.error for r in runs]
+            # its children (the fork server; a thread of its own started it): kernels are the server's
+            server = [int(c) for t in Path(f"/proc/{daemon.pid}/task").iterdir() for c in _children(t)]
+            assert len(server) == 1, server
+            if batch in (2, BATCHES - 1):  # after 300 tasks, and at the end
+                samples.append({**settled(daemon.pid), "server fds": len(os.listdir(f"/proc/{server[0]}/fd")),
+                                "connection files": len(list(runtime.glob("kernel-*.json")))})
+    finally:
+        running.clear()
+        watcher.join()
+        daemon.terminate()
+        daemon.wait(60)
+        log.close()
+    after_300, at_end = samples
+    report = f"after 300 tasks {after_300}, after {BATCHES * 100}: {at_end}, peaks {peak}"
+    print(report)
+    assert at_end["connection files"] == 0, report
+    for key in ("fds", "socket", "anon_inode:[eventfd]", "threads", "server fds"):
+        assert at_end.get(key, 0) <= after_300.get(key, 0) + 2, (key, report)  # noise, not growth
+    assert max(peak.values()) <= FILES_BESIDES + (WORKERS + 1) * FILES_PER_WORKER, report  # within its budget
