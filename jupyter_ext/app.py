@@ -53,6 +53,12 @@ class NbschedApp(ExtensionApp):
                         help="Seconds a REST request waits for a database that is down or busy before it answers "
                              "503 (the background daemon waits until the database is back).")
 
+    # set by initialize_settings; None when a bad setting failed it (the server goes on without
+    # the extension, and must still start and stop: SIGTERM left it running)
+    service: Any = None
+    daemon: Any = None
+    _task: asyncio.Future[Any] | None = None
+
     def initialize_settings(self) -> None:
         from nbsched.daemon import DaemonOptions
         from nbsched.service import Config, Service
@@ -66,7 +72,7 @@ class NbschedApp(ExtensionApp):
                                     kernel_pool=self.kernel_pool, kernel_fork=self.kernel_fork,
                                     kernel_preload=self.kernel_preload)
         except ConfigError as exc:
-            raise ValueError(f"NbschedApp.executor: {exc}") from None
+            raise ValueError(f"NbschedApp.{exc}") from None  # "NbschedApp.workers 100000: at most 256 ..."
         # a request waits this long for a database that is down, then answers 503; the daemon
         # thread waits as long as it takes
         self.service = Service(replace(config, db_patience=self.db_patience))
@@ -104,7 +110,8 @@ class NbschedApp(ExtensionApp):
             self.daemon.stop()
             await self._task
             self._task = None
-        self.service.close()
+        if self.service is not None:
+            self.service.close()
         for key, value in getattr(self, "_environ", {}).items():
             if value is None:
                 os.environ.pop(key, None)

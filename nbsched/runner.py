@@ -18,6 +18,7 @@ import queue
 import secrets
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -44,6 +45,7 @@ SpecLoader = Callable[[RunRecord], PipelineSpec]
 
 
 _BLOCKED = object()
+_WAITING = (TaskState.PENDING, TaskState.QUEUED, TaskState.UP_FOR_RETRY)  # tasks that will still ask for a kernel
 
 
 class _Wake:
@@ -85,7 +87,8 @@ class Runner:
         self.claiming = True
         self._running: dict[tuple[str, str], _Running] = {}
         self._specs: dict[tuple[str, int], PipelineSpec] = {}
-        self._kernel_names: dict[tuple[str, int], set[str]] = {}
+        self._kernel_names: dict[tuple[str, int], dict[str, str]] = {}
+        self._waiting: Counter[str] = Counter()  # kernels the tasks waiting to run will ask for, this step
         self._cancel_requested = False
         self._next_heartbeat = 0.0
         self._next_reap = 0.0
@@ -139,6 +142,16 @@ class Runner:
             for run_id in mine:
                 self.cancel_run(run_id)
             self.drain()
+        except BaseException as exc:
+            # nbsched's own failure (a listener's, the store's), not a task's: the runs end
+            # cancelled with the reason, rather than stay "running" with nobody to end them
+            self.listener = None  # it may be what failed; it would fail the clean-up too
+            self.abandon_at = time.monotonic() + ABANDON_AFTER  # the store may be what failed
+            for run_id in mine:
+                self.cancel_run(run_id, f"cancelled: the runner failed: {type(exc).__name__}: {exc}")
+            self.stop_all(CANCELLED)
+            self.drain()
+            raise
 
     def cancel_run(self, run_id: str, reason: str = "cancelled") -> bool:
         if not self.store.cancel_run(run_id, reason):
@@ -170,6 +183,7 @@ class Runner:
         self._enforce_deadlines(now)
         wake: list[float] = [r.deadline - now for r in self._running.values() if r.deadline is not None]
         full: set[str] = set()  # pipelines at their max_active_runs: their other queued runs wait
+        self._waiting = Counter()
         for run in runs:
             if run.state is RunState.QUEUED and run.pipeline in full:
                 continue
@@ -178,6 +192,8 @@ class Runner:
                 full.add(run.pipeline)
             elif due is not None and due is not _BLOCKED:
                 wake.append(due)
+        # kernels ahead of need for the tasks that will run (none once claiming stops)
+        self.executor.prepare(self._waiting if self.claiming else {})
         if self.claiming:
             self._claim(only)
         return min(wake, default=None)
@@ -231,7 +247,6 @@ class Runner:
                 return _BLOCKED  # max_active_runs reached, or another runner started it
             run = self.store.get_run(run.id)
             log.info("run %s of %s started (%s)", run.id, run.pipeline, run.trigger)
-            self.executor.prepare(self._kernels(run))
         if run.state is not RunState.RUNNING:
             return None
         spec = self._spec(run)
@@ -262,6 +277,8 @@ class Runner:
                                          error="an upstream task failed")
             elif decision is Decision.RUN:
                 states[name] = self._queue(run, spec, name, TaskState.PENDING)
+        kernel_of = self._kernels(run)
+        self._waiting.update(kernel_of[n] for n, s in states.items() if s in _WAITING)
         if all(s.finished for s in states.values()):
             failed = any(s in (TaskState.FAILED, TaskState.UPSTREAM_FAILED) for s in states.values())
             cancelled = any(s is TaskState.CANCELLED for s in states.values())
@@ -407,17 +424,17 @@ class Runner:
             self._specs[key] = self.spec_loader(run)
         return self._specs[key]
 
-    def _kernels(self, run: RunRecord) -> set[str]:
-        """The kernel names a run's tasks need (reading each notebook's kernelspec once per
-        pipeline version, not once per run)."""
+    def _kernels(self, run: RunRecord) -> dict[str, str]:
+        """The kernel name each of a run's tasks needs (reading each notebook's kernelspec once
+        per pipeline version, not once per run)."""
         key = (run.pipeline, run.pipeline_version)
         if key not in self._kernel_names:
-            spec, names = self._spec(run), set()
-            for t in spec.tasks.values():
+            spec, names = self._spec(run), {}
+            for n, t in spec.tasks.items():
                 try:
-                    names.add(kernel_for(self._notebook(spec, t), t.kernel))
+                    names[n] = kernel_for(self._notebook(spec, t), t.kernel)
                 except NbschedError:  # not read: its try fails when it is claimed
-                    names.add(t.kernel or "python3")
+                    names[n] = t.kernel or "python3"
             self._kernel_names[key] = names
         return self._kernel_names[key]
 

@@ -54,9 +54,16 @@ class Config:
     db_patience: float | None = 60.0
 
     def __post_init__(self) -> None:
-        from nbsched.executors import executor_address
+        from nbsched.executors import check_workers, executor_address
 
-        executor_address(self.executor)  # a ConfigError names what is wrong, before anything starts
+        # a ConfigError names what is wrong, before anything starts
+        executor_address(self.executor)
+        if self.workers is not None:
+            check_workers(self.executor, self.workers)
+
+    def with_workers(self, workers: int | None) -> Config:
+        """This config with another worker count (checked), or itself for None."""
+        return self if workers is None else replace(self, workers=workers)
 
     @property
     def kernels(self) -> dict[str, Any]:
@@ -207,9 +214,9 @@ class Service:
         """Run a pipeline here and now, to its end (or Ctrl-C). Returns the finished run."""
         overrides = dict(params or {})
         spec = self.validate(path, overrides)  # a bad spec or override fails here, before a run exists
-        version = self._save(spec)
         now = utcnow()
-        with self._foreground(workers, listener) as runner:
+        with self._foreground(workers, listener) as runner:  # so do bad settings: before a version is saved
+            version = self._save(spec)
             run_id = self._create_run(spec, version, overrides, logical_date or now, "manual", owner=runner.id)
             assert run_id is not None
             if on_created is not None:
@@ -404,7 +411,8 @@ class Service:
     def _foreground(self, workers: int | None, listener: Callable[..., None] | None) -> Iterator[Runner]:
         from nbsched.executors import make_executor
 
-        executor = make_executor(self.config.executor, workers or self.config.workers, **self.config.kernels)
+        config = self.config.with_workers(workers)
+        executor = make_executor(config.executor, config.workers, **config.kernels)
         runner = Runner(self.store, executor, self.config.runs_dir, spec_loader=self.spec_of, listener=listener)
         try:
             # a foreground run waits out a lost database too, its kernels running meanwhile
@@ -447,7 +455,8 @@ class Service:
     def daemon(self, options: DaemonOptions) -> Daemon:
         from nbsched.executors import make_executor
 
-        executor = make_executor(self.config.executor, options.workers, **self.config.kernels)
+        config = self.config.with_workers(options.workers)
+        executor = make_executor(config.executor, config.workers, **config.kernels)
         runner = Runner(self.store, executor, self.config.runs_dir, spec_loader=self.spec_of, kind="serve",
                         lease=options.lease, poll=options.poll)
         scheduler = Scheduler(self.store, self._run_for_schedule) if options.scheduler else None

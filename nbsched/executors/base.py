@@ -6,7 +6,7 @@ import queue
 from abc import ABC, abstractmethod
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from nbsched.kernels import KernelHandle
 from nbsched.notebook import TaskOutcome, TaskRequest, cell_progress
@@ -67,8 +67,9 @@ class Executor(ABC):
     def execute(self, request: TaskRequest, handle: KernelHandle) -> TaskOutcome:
         """Run one try of a task, on the worker."""
 
-    def prepare(self, kernel_names: set[str]) -> None:
-        """A run that needs these kernels has started: get them ready, if this executor can."""
+    def prepare(self, kernels: Mapping[str, int]) -> None:
+        """The tasks waiting to run will ask for these kernels (name: how many tasks, the
+        runner's whole count each time): have them ready, if this executor can."""
 
     def shutdown(self) -> None:
         """Release workers; called once the runner is done."""

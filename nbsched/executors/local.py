@@ -9,8 +9,9 @@ per task).
 from __future__ import annotations
 
 import os
+import resource
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from nbsched.executors.base import Executor
 from nbsched.kernel_pool import KernelPool
@@ -18,10 +19,42 @@ from nbsched.kernels import FreshKernels, KernelHandle, Launcher, in_own_loop
 from nbsched.notebook import TaskOutcome, TaskRequest, execute_task, import_engine
 
 
+# A worker is a kernel process running a task and, with the pool, one waiting (23-38 MiB each):
+# 256 workers are 512 kernels, 12-19 GiB, more than one machine runs well; beyond, a Dask cluster.
+MAX_WORKERS = 256
+# open files of nbsched's own process for one worker: its task's client (5 ZeroMQ sockets and
+# their mailboxes) and its waiting kernel's manager (a ZeroMQ context, the control socket):
+# 23-25 measured, 32 allowed; and what the process needs besides (database, logs, imports)
+FILES_PER_WORKER = 32
+FILES_BESIDES = 128
+
+
+def max_workers() -> tuple[int, str]:
+    """The most workers, and why: as many as this process can hold open files for (its hard
+    limit, ``ulimit -Hn``; the soft one is raised as far as needed), never more than
+    ``MAX_WORKERS``. Beyond its open files, libzmq aborts the process (SIGABRT, "Too many open
+    files (src/epoll.cpp:38)") when a kernel's socket cannot be made."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY or (hard - FILES_BESIDES) // FILES_PER_WORKER >= MAX_WORKERS:
+        return MAX_WORKERS, "each runs a kernel and has one waiting; for more, use a Dask cluster"
+    return (max(1, (hard - FILES_BESIDES) // FILES_PER_WORKER),
+            f"this process may open {hard} files (ulimit -Hn), {FILES_PER_WORKER} a worker")
+
+
+def _allow_open_files(workers: int) -> None:
+    """Raise the soft limit on open files (often 1024) as far as ``workers`` need."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = FILES_BESIDES + workers * FILES_PER_WORKER
+    if soft != resource.RLIM_INFINITY and soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need if hard == resource.RLIM_INFINITY else min(need, hard), hard))
+
+
 class LocalExecutor(Executor):
     def __init__(self, workers: int | None = None, kernels: Any = None, *, pool: bool = False,
                  fork: bool = False, preload: tuple[str, ...] = ()) -> None:
-        self.workers = workers or os.cpu_count() or 1
+        # the count is checked where it is set (Config); the default, the cores, within bounds too
+        self.workers = workers or min(os.cpu_count() or 1, max_workers()[0])
+        _allow_open_files(self.workers)
         import_engine()  # before any of the threads below imports it
         launcher = Launcher(fork, preload)
         # a kernel waiting for each worker, and one for the task after
@@ -35,8 +68,8 @@ class LocalExecutor(Executor):
     def execute(self, request: TaskRequest, handle: KernelHandle) -> TaskOutcome:
         return execute_task(request, handle, self.kernels)
 
-    def prepare(self, kernel_names: set[str]) -> None:
-        self.kernels.prepare(kernel_names)
+    def prepare(self, kernels: Mapping[str, int]) -> None:
+        self.kernels.prepare(kernels)
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True)
