@@ -20,6 +20,11 @@ from nbsched.params import BUILTINS
 
 ENGINE_NAME = "nbsched"
 SAVE_EVERY = 1.0  # seconds between writes of a running notebook's output (progress for the curious)
+# nbclient waits this long for a cell's output once the kernel has replied (its default, 4 s, and
+# papermill's raise_on_iopub_timeout failed tasks whose tens of MB of output took longer to take
+# in): only the task's timeout stops a task on time; a kernel that dies meanwhile is noticed
+# within a second (nbclient polls it)
+OUTPUT_WAIT = 10**9
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,7 +78,8 @@ def execute_task(request: TaskRequest, handle: KernelHandle, kernels: Any = None
 
     _register_engine()
     request.output_path.parent.mkdir(parents=True, exist_ok=True)
-    kernel = kernel_for(request.notebook, request.kernel)
+    metadata = _metadata(request.notebook)
+    kernel = request.kernel or _kernelspec_name(metadata) or "python3"
     outcome = TaskOutcome(output_path=request.output_path)
     try:
         papermill.execute_notebook(
@@ -82,13 +88,19 @@ def execute_task(request: TaskRequest, handle: KernelHandle, kernels: Any = None
             parameters=request.parameters,
             engine_name=ENGINE_NAME,
             kernel_name=kernel,
+            language=None if _has_language(metadata) else kernel_language(kernel),
             progress_bar=False,
             nbsched_handle=handle,
             nbsched_kernels=kernels or FreshKernels(),
             nbsched_cwd=request.notebook.parent,
         )
     except PapermillExecutionError as exc:
-        outcome.error = f"{exc.ename}: {_first_line(exc.evalue)} ({_cell_label(exc.cell_index, exc.source)})"
+        ename, evalue = exc.ename, exc.evalue
+        if ename == "CellExecutionError" and not evalue and handle.cell_error is not None:
+            # no error output reached the notebook (the kernel could not show its traceback):
+            # papermill names none, the kernel's reply does
+            ename, evalue = handle.cell_error
+        outcome.error = f"{_error_line(ename, evalue)} ({_cell_label(exc.cell_index, exc.source)})"
     except Exception as exc:  # kernel died, was stopped, or never started
         if handle.stop_reason is not None:
             outcome.stopped = handle.stop_reason
@@ -96,6 +108,8 @@ def execute_task(request: TaskRequest, handle: KernelHandle, kernels: Any = None
             _mark_stopped_cell(request.output_path, handle, outcome.error)
         else:
             outcome.error = f"{type(exc).__name__}: {_first_line(str(exc)) or 'kernel failed'}"
+            if handle.cell_index is not None:  # the kernel died in a cell: which one
+                outcome.error += f" ({_cell_label(handle.cell_index, handle.cell_source)})"
     outcome.outputs, outcome.branch = read_recorded(request.output_path)
     return outcome
 
@@ -116,6 +130,12 @@ def read_recorded(path: Path) -> tuple[dict[str, Any], list[str] | None]:
             if BRANCH_MIME in data:
                 branch = list(data[BRANCH_MIME]["tasks"])
     return outputs, branch
+
+
+def _error_line(ename: str, evalue: str) -> str:
+    """``ValueError: bad input``; an exception without a message (``MemoryError``) by its name."""
+    value = _first_line(evalue)
+    return f"{ename}: {value}" if value else ename
 
 
 def _first_line(text: str) -> str:
@@ -169,19 +189,38 @@ def _mark_stopped_cell(path: Path, handle: KernelHandle, message: str) -> None:
 def kernel_for(notebook: Path, kernel: str | None = None) -> str:
     """The kernel a task's notebook runs in: the task's ``kernel``, else the notebook's own
     kernelspec, else ``python3``."""
-    return kernel or _kernelspec_name(notebook) or "python3"
+    return kernel or _kernelspec_name(_metadata(notebook)) or "python3"
 
 
-def _kernelspec_name(path: Path) -> str | None:
+def kernel_language(kernel: str) -> str | None:
+    """The language of a kernel (its kernelspec's), which papermill writes the parameters in
+    when the notebook does not say (a notebook without ``kernelspec`` or ``language_info``)."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    return KernelSpecManager().get_kernel_spec(kernel).language or None
+
+
+def _metadata(path: Path) -> dict[str, Any]:
     from nbsched.bounds import json_depth_ok
 
     try:
         text = path.read_text(encoding="utf-8")
         if not json_depth_ok(text):  # json.loads would end in a RecursionError (the runner reads this)
-            return None
-        return json.loads(text)["metadata"]["kernelspec"]["name"]
+            return {}
+        metadata = json.loads(text)["metadata"]
     except (OSError, ValueError, KeyError, TypeError):
-        return None
+        return {}
+    return metadata if isinstance(metadata, dict) else {}
+
+
+def _kernelspec_name(metadata: dict[str, Any]) -> str | None:
+    name = (metadata.get("kernelspec") or {}).get("name")
+    return name if isinstance(name, str) and name else None
+
+
+def _has_language(metadata: dict[str, Any]) -> bool:
+    """Whether papermill finds the notebook's language in it (where it looks)."""
+    return bool((metadata.get("language_info") or {}).get("name") or (metadata.get("kernelspec") or {}).get("language"))
 
 
 def _register_engine() -> None:
@@ -239,8 +278,9 @@ def _engine_class() -> type:
                 client = PapermillNotebookClient(
                     nb_man, km=kernel.km, kernel_name=kernel_name, timeout=execution_timeout,
                     startup_timeout=start_timeout, log=logger, log_output=log_output,
-                    stdout_file=stdout_file, stderr_file=stderr_file,
-                    on_cell_start=nbsched_handle.cell_started, **kwargs)
+                    stdout_file=stdout_file, stderr_file=stderr_file, iopub_timeout=OUTPUT_WAIT,
+                    on_cell_start=nbsched_handle.cell_started, on_cell_error=nbsched_handle.cell_failed,
+                    **kwargs)
                 # nbclient's __init__ resets kc: given here, its own connect and 0.2 s wait are skipped
                 client.kc, kernel.kc.allow_stdin = kernel.kc, False
                 return client.execute()
