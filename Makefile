@@ -16,8 +16,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/nbsched run sample_notebooks/pipeline.yaml -p n_rows=5000 --report
 
+# Two at once (most tests wait on kernels, processes and databases more than they compute), then
+# the few that load the whole machine or are timed against it, alone.
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist worksteal -m "not serial"
+	$(BIN)/python -m pytest -m serial
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_pipeline.py

@@ -27,7 +27,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from conftest import nbsched, write_notebook
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.serial]  # JupyterLab and Chromium want the machine
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_notebooks"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"

@@ -126,6 +126,7 @@ tasks:
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # a hundred processes starting at once starve whatever runs beside them
 def test_a_hundred_triggers_at_once_on_sqlite_beside_three_daemons(project):
     write_notebook(project / "ok.ipynb", "x = 1")
     write_yaml(project / "pipeline.yaml", "name: busy\ntasks:\n  ok: {notebook: ok.ipynb}\n")

@@ -318,44 +318,48 @@ def test_kernels_of_a_killed_fork_server_still_die_with_nbsched(tmp_path):
     wait_for(lambda: all(_state(pid) in ("gone", "Z") for pid in kernels), 15, "the kernels to exit with nbsched")
 
 
-def test_kernel_clients_stopped_at_once_in_a_busy_process_leave_no_sockets(tmp_path):
-    """The pool stops a waiting kernel's client as soon as the kernel has answered. With the
-    process busy (here: encoding a 30 MB output as JSON, as saving a notebook does), a client's
-    heartbeat thread was stopped before it had set itself running, and then made ZeroMQ sockets
-    as fast as it could until there were none left: 'ZMQError: Too many open files' for every
-    client (seen in a daemon after large outputs)."""
-    import json
+def test_kernel_clients_stopped_before_their_threads_ran_leave_no_sockets(tmp_path, monkeypatch):
+    """The pool stops a waiting kernel's client as soon as the kernel has answered. In a busy
+    process (seen: a daemon encoding tens of MB of output as JSON), a client thread can first
+    run after that: jupyter_client's heartbeat thread, stopped before it had set itself running,
+    then made ZeroMQ sockets as fast as it could until there were none left: 'ZMQError: Too many
+    open files' for every client (seen in a daemon after large outputs). Here every client
+    thread starts 0.3 s late, as a busy process makes them."""
     import threading
+
+    from jupyter_client import channels
 
     from nbsched.executors.local import FILES_BESIDES, FILES_PER_WORKER
     from nbsched.kernel_pool import KernelPool
     from nbsched.kernels import Launcher
 
-    busy, peak = threading.Event(), [0]
-    output = "x" * 30_000_000
+    for thread_class in (channels.HBChannel, channels.ZMQSocketChannel):
+        if hasattr(thread_class, "run"):
+            late = thread_class.run
 
-    def save_big_notebooks() -> None:
-        while busy.is_set():
-            json.dumps(output)
+            def run(self, _late=late):
+                time.sleep(0.3)
+                _late(self)
+
+            monkeypatch.setattr(thread_class, "run", run)
+    done, peak = threading.Event(), [0]
 
     def count_files() -> None:
-        while busy.is_set():
+        while not done.is_set():
             peak[0] = max(peak[0], len(os.listdir("/proc/self/fd")))
             time.sleep(0.01)
 
+    counter = threading.Thread(target=count_files, daemon=True)
     pool = KernelPool(3, launcher=Launcher(fork=True))
-    busy.set()
-    threads = [threading.Thread(target=save_big_notebooks, daemon=True), threading.Thread(target=count_files, daemon=True)]
-    for thread in threads:
-        thread.start()
+    counter.start()
     try:
-        for _ in range(15):
+        for _ in range(5):
             pool.prepare({"python3": 10})
             with pool.kernel("python3", tmp_path):
                 pass
+        time.sleep(1.0)  # what the late threads do once they run
     finally:
-        busy.clear()
-        for thread in threads:
-            thread.join()
+        done.set()
+        counter.join()
         pool.close()
     assert peak[0] <= FILES_BESIDES + 3 * FILES_PER_WORKER  # what nbsched budgets for 2 workers

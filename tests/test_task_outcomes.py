@@ -14,6 +14,7 @@ from nbsched.dag import RunState, TaskState
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # 800 MB of output through eight kernels at once: the whole machine
 def test_tasks_printing_tens_of_mb_at_once_wait_for_their_output_as_long_as_it_takes(project):
     """nbclient waits 4 s for a cell's output once the kernel has replied; with eight tasks each
     printing 2 x 50 MB at once, nbsched's process needs longer than that to take it all in (the
