@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from nbsched.bounds import MAX_SPEC_BYTES
-from nbsched.dag import RunState, TaskState, TriggerRule
+from nbsched.dag import TriggerRule
 from nbsched.spec import MAX_ACTIVE_RUNS, MAX_PATH, MAX_RETRIES, MAX_TASKS
+from nbsched.states import RunState, TaskState
 
 Schema = dict[str, Any]
 

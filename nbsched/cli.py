@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 import click
 
 from nbsched.errors import NbschedError
+from nbsched.states import RunState, TaskState
 
 
 class UserError(click.ClickException):
@@ -127,7 +128,7 @@ def run(service: Any, path: str, params: tuple[str, ...], workers: int | None, a
         click.echo(f"outputs: {_rel(service.config.runs_dir / record.pipeline / record.id)}")
         if report is not None:
             click.echo(f"report:  {_rel(report)}")
-    sys.exit(0 if record.state.value == "success" else 1)
+    sys.exit(0 if record.state is RunState.SUCCESS else 1)
 
 
 @cli.command()
@@ -149,7 +150,7 @@ def runs(service: Any, pipeline: str | None, state: str | None, limit: int, as_j
         return
     rows = []
     for r in records:
-        done = sum(t.state.value in ("success", "skipped") for t in r.tasks.values())
+        done = sum(t.state in (TaskState.SUCCESS, TaskState.SKIPPED) for t in r.tasks.values())
         rows.append([r.id, r.pipeline, _state(r.state.value), r.trigger, _local(r.started_at or r.created_at),
                      _duration(r.started_at, r.ended_at), f"{done}/{len(r.tasks)}"])
     _table(["RUN", "PIPELINE", "STATE", "TRIGGER", "STARTED", "DURATION", "TASKS OK"], rows)
@@ -228,7 +229,7 @@ def backfill(service: Any, pipeline: str, start: str, end: str, schedule_id: int
         records = service.run_queued(created, workers=workers)
         for record in records:
             click.echo(f"{record.id}  {_local(record.logical_date)}  {_state(record.state.value)}")
-        sys.exit(0 if all(r.state.value == "success" for r in records) else 1)
+        sys.exit(0 if all(r.state is RunState.SUCCESS for r in records) else 1)
 
 
 @cli.command()
@@ -252,7 +253,7 @@ def retry(service: Any, run_id: str, run_here: bool) -> None:
     if run_here:
         (record,) = service.run_queued([run_id])
         _print_run(record)
-        sys.exit(0 if record.state.value == "success" else 1)
+        sys.exit(0 if record.state is RunState.SUCCESS else 1)
 
 
 @cli.command()
@@ -382,7 +383,6 @@ def _state(value: str) -> str:
 
 
 def _print_run(r: Any) -> None:
-    from nbsched.dag import TaskState
     from nbsched.report import cell_label
 
     params = ", ".join(f"{k}={v!r}" for k, v in r.params.items()) or "-"

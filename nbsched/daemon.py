@@ -12,10 +12,10 @@ import time
 from dataclasses import dataclass
 
 from nbsched.clock import utcnow
-from nbsched.dag import RunState
 from nbsched.errors import DatabaseUnavailable
 from nbsched.runner import Runner
 from nbsched.scheduler import Scheduler
+from nbsched.states import RunState, StopReason
 
 log = logging.getLogger("nbsched.serve")
 
@@ -44,7 +44,7 @@ class Daemon:
         """Stop firing and claiming, let running tasks finish; safe from a signal handler. With
         the database away, wait for it the grace period, then stop without it."""
         self._stopping = True
-        self.runner.abandon_at = time.monotonic() + self.options.grace
+        self.runner.abandon_at = self.runner.clock.monotonic() + self.options.grace
         self.runner.wake()
 
     def wake(self) -> None:
@@ -97,7 +97,7 @@ class Daemon:
             return EXIT_OK
         for run_id in runner.running_run_ids:
             runner.cancel_run(run_id, "cancelled: nbsched serve stopped")
-        runner.stop_all("cancelled")
+        runner.stop_all(StopReason.CANCELLED)
         runner.drain()
         log.warning("stopped; tasks still running after the grace period were cancelled")
         return EXIT_CANCELLED_TASKS

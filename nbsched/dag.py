@@ -1,4 +1,4 @@
-"""States, trigger rules and dependency order: pure functions over plain data."""
+"""Trigger rules and dependency order: pure functions over plain data."""
 
 from __future__ import annotations
 
@@ -8,39 +8,8 @@ from enum import Enum
 from typing import Iterable, Mapping
 
 from nbsched.errors import CycleError
+from nbsched.states import TaskState
 
-
-class RunState(str, Enum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCESS = "success"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def finished(self) -> bool:
-        return self in (RunState.SUCCESS, RunState.FAILED, RunState.CANCELLED)
-
-
-class TaskState(str, Enum):
-    PENDING = "pending"
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCESS = "success"
-    FAILED = "failed"
-    UP_FOR_RETRY = "up_for_retry"
-    SKIPPED = "skipped"
-    UPSTREAM_FAILED = "upstream_failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def finished(self) -> bool:
-        return self in _FINISHED
-
-
-_FINISHED = frozenset(
-    {TaskState.SUCCESS, TaskState.FAILED, TaskState.SKIPPED, TaskState.UPSTREAM_FAILED, TaskState.CANCELLED}
-)
 _FAILED = frozenset({TaskState.FAILED, TaskState.UPSTREAM_FAILED})
 
 

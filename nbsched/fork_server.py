@@ -13,8 +13,8 @@ the connection file and builds the command and environment as usual; only the pr
 from a fork instead of ``Popen``. Kernelspecs that are not this interpreter's ipykernel start
 the usual way.
 
-The server watches its children with pidfds (it reaps them and reports their exit status and
-CPU time) and its socket to the parent: when the parent goes away, it kills its kernels' process
+The server watches its children with pidfds (it reaps them and reports their exit status) and
+its socket to the parent: when the parent goes away, it kills its kernels' process
 groups and exits, silently. Each kernel also watches the parent itself, not the server: a kernel
 is the server's child, so a notebook can kill the server (``os.kill(os.getppid(), 9)``); the
 kernels it forked then carry on, watched by the parent, and die with the parent all the same.
@@ -115,9 +115,8 @@ def _serve_forks(sock: socket.socket, parent: int, set_by_imports: dict[str, str
                 pid = children.pop(pidfd)
                 sel.unregister(pidfd)
                 os.close(pidfd)
-                _, status, usage = os.wait4(pid, 0)
-                _send(sock, {"exit": pid, "code": os.waitstatus_to_exitcode(status),
-                             "cpu": usage.ru_utime + usage.ru_stime})
+                _, status = os.waitpid(pid, 0)
+                _send(sock, {"exit": pid, "code": os.waitstatus_to_exitcode(status)})
 
 
 def _run_kernel(request: dict[str, Any], set_by_imports: dict[str, str], parent: int) -> None:
@@ -215,7 +214,6 @@ class ForkedProcess:
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.returncode: int | None = None
-        self.cpu: float | None = None  # user + system seconds, once it has exited
         self._exited = threading.Event()
 
     def poll(self) -> int | None:
@@ -240,8 +238,8 @@ class ForkedProcess:
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)
 
-    def _exit(self, code: int, cpu: float | None) -> None:
-        self.returncode, self.cpu = code, cpu
+    def _exit(self, code: int) -> None:
+        self.returncode = code
         self._exited.set()
 
 
@@ -356,12 +354,12 @@ class ForkServer:
                 try:
                     sel.register(os.pidfd_open(process.pid), selectors.EVENT_READ, process)
                 except ProcessLookupError:
-                    self._exited({"exit": process.pid, "code": 1, "cpu": None})
+                    self._exited({"exit": process.pid, "code": 1})
             while sel.get_map():
                 for key, _ in sel.select():
                     sel.unregister(key.fd)
                     os.close(key.fd)
-                    self._exited({"exit": key.data.pid, "code": 1, "cpu": None})
+                    self._exited({"exit": key.data.pid, "code": 1})
 
     def _exited(self, message: dict[str, Any]) -> None:
         with self._cond:
@@ -369,7 +367,7 @@ class ForkServer:
             if process is None:
                 self._early[message["exit"]] = message
                 return
-        process._exit(message["code"], message["cpu"])
+        process._exit(message["code"])
 
 
 def forks(cmd: list[str]) -> bool:

@@ -13,12 +13,22 @@ import os
 import signal
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Protocol, TypeVar
+
+from nbsched.states import StopReason
+
+if TYPE_CHECKING:  # jupyter_client costs a tenth of a second to import: only where kernels start
+    from jupyter_client.asynchronous.client import AsyncKernelClient
+    from jupyter_client.manager import AsyncKernelManager
+
+    from nbsched.fork_server import ForkServer
 
 log = logging.getLogger("nbsched.kernels")
+
+T = TypeVar("T")
 
 
 class KernelHandle:
@@ -27,24 +37,26 @@ class KernelHandle:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pgid: int | None = None
-        self.stop_reason: str | None = None
+        self.stop_reason: StopReason | None = None
+        self.stop_message = ""  # the reason as shown: "timed out after 2m"
         self.cell_index: int | None = None  # of the code cell executing now, in the output notebook
         self.cell_source: str = ""
         self.cell_count: int = 0
         self.cell_error: tuple[str, str] | None = None  # (ename, evalue) the kernel replied for a failed cell
 
-    def attach(self, km: Any) -> None:
+    def attach(self, km: AsyncKernelManager) -> None:
         provisioner = getattr(km, "provisioner", None)
         with self._lock:
             self._pgid = getattr(provisioner, "pgid", None) or getattr(provisioner, "pid", None)
             if self.stop_reason is not None:
                 self._kill()
 
-    def stop(self, reason: str) -> None:
-        """Kill the kernel (and anything it spawned) now; the first reason given wins."""
+    def stop(self, reason: StopReason, message: str | None = None) -> None:
+        """Kill the kernel (and anything it spawned) now; the first reason given wins.
+        ``message``: the reason as shown, when the reason's own word says too little."""
         with self._lock:
             if self.stop_reason is None:
-                self.stop_reason = reason
+                self.stop_reason, self.stop_message = reason, message or reason.value
             self._kill()
 
     def cell_started(self, cell: Any, cell_index: int, **_: Any) -> None:
@@ -71,11 +83,24 @@ class Kernel:
     """A kernel for one task: its manager, and a client connected and seen answering, in the
     thread that will use it (None only while a pooled kernel waits)."""
 
-    km: Any
-    kc: Any = None
+    km: AsyncKernelManager
+    kc: AsyncKernelClient | None = None
 
 
-def start_kernel(kernel_name: str, cwd: Path, server: Any = None) -> Any:
+class KernelSource(Protocol):
+    """Where a task gets its kernel: ``FreshKernels``, or ``KernelPool`` (kernels started ahead of need)."""
+
+    def kernel(self, kernel_name: str, cwd: Path) -> AbstractContextManager[Kernel]:
+        """A kernel for one task, its client connected; shut down when the task is done."""
+
+    def prepare(self, kernels: Mapping[str, int]) -> None:
+        """The tasks still to run will ask for these kernels (name: how many)."""
+
+    def close(self) -> None:
+        """Shut down every kernel it started."""
+
+
+def start_kernel(kernel_name: str, cwd: Path, server: ForkServer | None = None) -> AsyncKernelManager:
     """A started kernel manager (AsyncKernelManager, driven with ``run_sync`` from any thread);
     its process forked by ``server`` (a ``ForkServer``) when it is this Python's ipykernel."""
     import uuid
@@ -108,10 +133,10 @@ class Launcher:
         self.fork = fork
         self.preload = tuple(preload)
         self._lock = threading.Lock()
-        self._server: Any = None
+        self._server: ForkServer | None = None
         self._failed = False
 
-    def start(self, kernel_name: str, cwd: Path) -> Any:
+    def start(self, kernel_name: str, cwd: Path) -> AsyncKernelManager:
         server = self._fork_server()
         if server is None:
             return start_kernel(kernel_name, cwd)
@@ -132,7 +157,7 @@ class Launcher:
         if server is not None:
             server.close()
 
-    def _fork_server(self) -> Any:
+    def _fork_server(self) -> ForkServer | None:
         if not self.fork:
             return None
         with self._lock:
@@ -152,13 +177,13 @@ class Launcher:
             return self._server
 
 
-def is_alive(km: Any) -> bool:
+def is_alive(km: AsyncKernelManager) -> bool:
     from jupyter_core.utils import run_sync
 
     return bool(run_sync(km.is_alive)())
 
 
-def stop_kernel(km: Any, *, now: bool = False) -> None:
+def stop_kernel(km: AsyncKernelManager, *, now: bool = False) -> None:
     """Shut a kernel down gracefully (``now``: kill it, for one that never ran a task's code);
     its clients' channels must be stopped first (with them open, a graceful shutdown can wait
     seconds for a reply that never comes)."""
@@ -170,7 +195,7 @@ def stop_kernel(km: Any, *, now: bool = False) -> None:
         run_sync(km.cleanup_resources)()
 
 
-def connect(km: Any, timeout: float, *, cwd: Path | None = None) -> Kernel:
+def connect(km: AsyncKernelManager, timeout: float, *, cwd: Path | None = None) -> Kernel:
     """A client with its channels open and the kernel seen answering: ready once the kernel's
     reply and its idle status (so IOPub is subscribed) are in, without ``wait_for_ready``'s fixed
     0.2 s wait for stray IOPub messages. ``cwd``: the request answered is a silent move to that
@@ -195,7 +220,7 @@ def connect(km: Any, timeout: float, *, cwd: Path | None = None) -> Kernel:
     return Kernel(km, kc)
 
 
-async def _answered(kc: Any, timeout: float, code: str | None) -> None:
+async def _answered(kc: AsyncKernelClient, timeout: float, code: str | None) -> None:
     deadline = time.monotonic() + timeout
     # the SUB socket may join after the kernel's first status: ask again until IOPub brings one
     while True:
@@ -231,7 +256,7 @@ def _chdir_code(cwd: Path) -> str:
     return f"import os as __nbsched_os\n__nbsched_os.chdir({os.fspath(cwd)!r})\ndel __nbsched_os"
 
 
-def in_own_loop(fn: Any, *args: Any) -> Any:
+def in_own_loop(fn: Callable[..., T], *args: Any) -> T:
     """``fn(*args)`` in a worker thread, then close the event loop jupyter_core's ``run_sync``
     made for the thread. Left open, a finished thread's loop is closed by the garbage collector,
     which may have finalized its self-pipe socket first: "Exception ignored in BaseEventLoop.__del__
@@ -283,7 +308,8 @@ class FreshKernels:
         try:
             yield kernel
         finally:
-            kernel.kc.stop_channels()
+            if kernel.kc is not None:
+                kernel.kc.stop_channels()
             stop_kernel(kernel.km)
 
     def prepare(self, kernels: Mapping[str, int]) -> None:

@@ -16,6 +16,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from nbsched.errors import NbschedError
 from nbsched.report import STATE_COLOURS
 from nbsched.service import Config, Service, describe_schedule, run_view
+from nbsched.states import TaskState
 
 USAGE = """usage:
   %nbsched run PATH [-p key=value ...]       run a pipeline (or notebook) now
@@ -109,7 +110,7 @@ class NbschedMagics(Magics):
         if command == "runs" and len(positional) <= 1:
             runs = svc.list_runs(pipeline=positional[0] if positional else None, limit=20)
             rows = [[r.id, r.pipeline, r.state.value, r.trigger, r.logical_date.isoformat(timespec="seconds"),
-                     sum(t.state.value in ("success", "skipped") for t in r.tasks.values()), len(r.tasks)]
+                     sum(t.state in (TaskState.SUCCESS, TaskState.SKIPPED) for t in r.tasks.values()), len(r.tasks)]
                     for r in runs]
             return Table("runs", ["run", "pipeline", "state", "trigger", "logical date", "tasks ok", "tasks"],
                          rows, state_column=2)

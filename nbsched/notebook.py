@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from nbsched._record import BRANCH_MIME, RECORD_MIME
-from nbsched.kernels import FreshKernels, KernelHandle
+from nbsched.failures import TaskFailure, cell_label, code_line, first_line
+from nbsched.kernels import FreshKernels, KernelHandle, KernelSource
 from nbsched.params import BUILTINS
+from nbsched.states import StopReason
 
 ENGINE_NAME = "nbsched"
 SAVE_EVERY = 1.0  # seconds between writes of a running notebook's output (progress for the curious)
@@ -41,18 +43,39 @@ class TaskRequest:
 
 @dataclass(kw_only=True)
 class TaskOutcome:
-    """What one try of a task produced. ``error`` is None on success."""
+    """What one try of a task produced. ``error`` is None on success; ``failure`` is the error
+    as data when the notebook raised it (or its kernel died under it)."""
 
     error: str | None = None
-    stopped: str | None = None  # "timeout" or "cancel" when the kernel was stopped on purpose
+    failure: TaskFailure | None = None
+    stopped: StopReason | None = None  # why the runner stopped the try, if it did
     outputs: dict[str, Any] = field(default_factory=dict)
     branch: list[str] | None = None
     output_path: Path | None = None
     host: str | None = None  # where it ran, when not on the runner's machine (a Dask worker)
 
-    @property
-    def ok(self) -> bool:
-        return self.error is None and self.stopped is None
+    @classmethod
+    def failed(cls, failure: TaskFailure, **fields: Any) -> TaskOutcome:
+        return cls(error=str(failure), failure=failure, **fields)
+
+    @classmethod
+    def stopped_by(cls, handle: KernelHandle, **fields: Any) -> TaskOutcome:
+        """The outcome of a try stopped before it ran a cell, or while it was waiting."""
+        assert handle.stop_reason is not None
+        return cls(stopped=handle.stop_reason, error=handle.stop_message, **fields)
+
+    def to_json(self) -> dict[str, Any]:
+        """What crosses to the runner from elsewhere (a Dask worker), in plain data."""
+        return {"error": self.error, "failure": self.failure.to_json() if self.failure else None,
+                "stopped": self.stopped.value if self.stopped else None, "outputs": self.outputs,
+                "branch": self.branch, "host": self.host}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], **fields: Any) -> TaskOutcome:
+        failure, stopped = data.get("failure"), data.get("stopped")
+        return cls(error=data.get("error"), failure=TaskFailure.from_json(failure) if failure else None,
+                   stopped=StopReason(stopped) if stopped else None, outputs=data.get("outputs") or {},
+                   branch=data.get("branch"), host=data.get("host"), **fields)
 
 
 def import_engine() -> None:
@@ -71,7 +94,7 @@ def import_engine() -> None:
     _register_engine()
 
 
-def execute_task(request: TaskRequest, handle: KernelHandle, kernels: Any = None) -> TaskOutcome:
+def execute_task(request: TaskRequest, handle: KernelHandle, kernels: KernelSource | None = None) -> TaskOutcome:
     """Run the notebook; never raises for a notebook's own failure, it is in the outcome."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -100,16 +123,19 @@ def execute_task(request: TaskRequest, handle: KernelHandle, kernels: Any = None
             # no error output reached the notebook (the kernel could not show its traceback):
             # papermill names none, the kernel's reply does
             ename, evalue = handle.cell_error
-        outcome.error = f"{_error_line(ename, evalue)} ({_cell_label(exc.cell_index, exc.source)})"
+        outcome = TaskOutcome.failed(TaskFailure(ename=ename, evalue=first_line(evalue), cell=exc.cell_index + 1,
+                                                 source=code_line(exc.source)), output_path=request.output_path)
     except Exception as exc:  # kernel died, was stopped, or never started
         if handle.stop_reason is not None:
             outcome.stopped = handle.stop_reason
             outcome.error = _stopped_message(handle)
             _mark_stopped_cell(request.output_path, handle, outcome.error)
-        else:
-            outcome.error = f"{type(exc).__name__}: {_first_line(str(exc)) or 'kernel failed'}"
-            if handle.cell_index is not None:  # the kernel died in a cell: which one
-                outcome.error += f" ({_cell_label(handle.cell_index, handle.cell_source)})"
+        else:  # the kernel died in a cell (which one), or before any
+            dead_in = handle.cell_index
+            outcome = TaskOutcome.failed(TaskFailure(
+                ename=type(exc).__name__, evalue=first_line(str(exc)) or "kernel failed",
+                cell=None if dead_in is None else dead_in + 1, source=code_line(handle.cell_source)),
+                output_path=request.output_path)
     outcome.outputs, outcome.branch = read_recorded(request.output_path)
     return outcome
 
@@ -132,33 +158,12 @@ def read_recorded(path: Path) -> tuple[dict[str, Any], list[str] | None]:
     return outputs, branch
 
 
-def _error_line(ename: str, evalue: str) -> str:
-    """``ValueError: bad input``; an exception without a message (``MemoryError``) by its name."""
-    value = _first_line(evalue)
-    return f"{ename}: {value}" if value else ename
-
-
-def _first_line(text: str) -> str:
-    text = (text or "").strip()
-    return text.splitlines()[0] if text else ""
-
-
-def _cell_label(index: int, source: str) -> str:
-    """``cell 4: import time; time.sleep(60)`` — the position as shown in the output notebook."""
-    return f"cell {index + 1}: {_code_line(source)}"
-
-
-def _code_line(source: str) -> str:
-    code = "; ".join(line.strip() for line in (source or "").splitlines() if line.strip())
-    return code[:77] + "..." if len(code) > 80 else code
-
-
 def cell_progress(handle: KernelHandle) -> dict[str, Any] | None:
     """The cell a running notebook is on, ``{"index": 4, "count": 9, "source": "..."}``
     (1-based, counting every cell of the output notebook, as JupyterLab shows it)."""
     if handle.cell_index is None:
         return None
-    return {"index": handle.cell_index + 1, "count": handle.cell_count, "source": _code_line(handle.cell_source)}
+    return {"index": handle.cell_index + 1, "count": handle.cell_count, "source": code_line(handle.cell_source)}
 
 
 def show_cell(handle: KernelHandle, cell: dict[str, Any]) -> None:
@@ -168,8 +173,8 @@ def show_cell(handle: KernelHandle, cell: dict[str, Any]) -> None:
 
 def _stopped_message(handle: KernelHandle) -> str:
     if handle.cell_index is None:
-        return f"{handle.stop_reason} (before the first cell)"
-    return f"{handle.stop_reason} ({_cell_label(handle.cell_index, handle.cell_source)})"
+        return f"{handle.stop_message} (before the first cell)"
+    return f"{handle.stop_message} ({cell_label(handle.cell_index + 1, code_line(handle.cell_source))})"
 
 
 def _mark_stopped_cell(path: Path, handle: KernelHandle, message: str) -> None:

@@ -7,7 +7,7 @@ later write of that try is fenced by its owner and try number.
 
 A runner sleeps on one queue of executor events; it wakes early only for the next
 retry or timeout, and every ``poll`` seconds to notice work and cancellations that
-other processes wrote.
+other processes wrote. It reads the time from the ``Clock`` it is given, so tests move it by hand.
 """
 
 from __future__ import annotations
@@ -17,46 +17,40 @@ import os
 import queue
 import secrets
 import shutil
-import time
 from collections import Counter
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from nbsched.clock import utcnow
-from nbsched.dag import Decision, RunState, TaskState, decide, downstream_of
+from nbsched.clock import SYSTEM_CLOCK, Clock
+from nbsched.dag import Decision, decide, downstream_of
 from nbsched.errors import DatabaseUnavailable, NbschedError
-from nbsched.executors.base import Executor, Finished, TaskAttempt
+from nbsched.executors.base import Executor, Finished, Message, TaskAttempt, Wake
 from nbsched.notebook import TaskOutcome, TaskRequest, kernel_for
 from nbsched.params import task_parameters
 from nbsched.spec import PipelineSpec, TaskSpec, confined_notebook
+from nbsched.states import RunState, StopReason, TaskState
 from nbsched.store import RunRecord, SqlStore
 from nbsched.store.sql import HOST
 
 log = logging.getLogger("nbsched.runner")
 
-CANCELLED = "cancelled"
 ABANDON_AFTER = 10.0  # seconds a cancelled foreground run waits for a lost database to record it
 
 # (run_id, task, new state, detail) after each transition this runner makes, for progress displays
 Listener = Callable[[str, str, TaskState, "str | None"], None]
 SpecLoader = Callable[[RunRecord], PipelineSpec]
 
-
-_BLOCKED = object()
 _WAITING = (TaskState.PENDING, TaskState.QUEUED, TaskState.UP_FOR_RETRY)  # tasks that will still ask for a kernel
-
-
-class _Wake:
-    """Queue message that only wakes the loop (cancel requests, schedule changes)."""
+_FAILED = (TaskState.FAILED, TaskState.UPSTREAM_FAILED)
 
 
 @dataclass
 class _Running:
     attempt: TaskAttempt
     try_number: int
-    deadline: float | None
+    deadline: float | None  # by the monotonic clock
     timeout: float | None
     cell: dict[str, Any] | None = None  # as last written to the store
 
@@ -73,7 +67,7 @@ def format_seconds(seconds: float) -> str:
 class Runner:
     def __init__(self, store: SqlStore, executor: Executor, runs_dir: Path, *, spec_loader: SpecLoader,
                  kind: str = "run", lease: float = 60.0, poll: float = 1.0,
-                 listener: Listener | None = None) -> None:
+                 listener: Listener | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
         self.store = store
         self.executor = executor
         self.runs_dir = Path(runs_dir)
@@ -82,14 +76,14 @@ class Runner:
         self.lease = lease
         self.poll = poll
         self.listener = listener
+        self.clock = clock
         self.id = f"{HOST}:{os.getpid()}:{secrets.token_hex(3)}"
-        self.events: queue.Queue[Any] = queue.Queue()
+        self.events: queue.Queue[Message] = queue.Queue()
         self.claiming = True
         self._running: dict[tuple[str, str], _Running] = {}
         self._specs: dict[tuple[str, int], PipelineSpec] = {}
         self._kernel_names: dict[tuple[str, int], dict[str, str]] = {}
         self._waiting: Counter[str] = Counter()  # kernels the tasks waiting to run will ask for, this step
-        self._cancel_requested = False
         self._next_heartbeat = 0.0
         self._next_reap = 0.0
         self._next_check = 0.0
@@ -102,7 +96,7 @@ class Runner:
         self.store.register_runner(self.id, self.kind, os.getpid())
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         if not self._abandoned:  # else the database is away: the lease will tell the others
             self.store.unregister_runner(self.id)
 
@@ -116,29 +110,22 @@ class Runner:
 
     def wake(self) -> None:
         """Wake the loop now; safe from any thread."""
-        self.events.put(_Wake())
-
-    def cancel(self) -> None:
-        """Ask a foreground ``run`` to cancel its runs; safe from any thread or signal handler."""
-        self._cancel_requested = True
-        self.wake()
+        self.events.put(Wake())
 
     # -- foreground: run given runs to their end ---------------------------------------------
     def run(self, run_ids: Iterable[str]) -> None:
         """Execute ``run_ids`` (created with ``owner=self.id``) until each has finished.
-        Ctrl-C (KeyboardInterrupt) or ``cancel()`` cancels them."""
+        Ctrl-C (KeyboardInterrupt) cancels them."""
         mine = list(run_ids)
         try:
             while True:
-                if self._cancel_requested:
-                    raise KeyboardInterrupt
                 wake = self.step(self.store.list_runs(ids=mine, limit=None), only=mine)
                 if not self._running and all(r.state.finished for r in self.store.list_runs(ids=mine, limit=None)):
                     return
                 self.wait(wake)
         except KeyboardInterrupt:
-            self.stop_all(CANCELLED)  # the kernels first: they stop even while the database is away
-            self.abandon_at = time.monotonic() + ABANDON_AFTER
+            self.stop_all(StopReason.CANCELLED)  # the kernels first: they stop even while the database is away
+            self.abandon_at = self.clock.monotonic() + ABANDON_AFTER
             for run_id in mine:
                 self.cancel_run(run_id)
             self.drain()
@@ -146,10 +133,10 @@ class Runner:
             # nbsched's own failure (a listener's, the store's), not a task's: the runs end
             # cancelled with the reason, rather than stay "running" with nobody to end them
             self.listener = None  # it may be what failed; it would fail the clean-up too
-            self.abandon_at = time.monotonic() + ABANDON_AFTER  # the store may be what failed
+            self.abandon_at = self.clock.monotonic() + ABANDON_AFTER  # the store may be what failed
             for run_id in mine:
                 self.cancel_run(run_id, f"cancelled: the runner failed: {type(exc).__name__}: {exc}")
-            self.stop_all(CANCELLED)
+            self.stop_all(StopReason.CANCELLED)
             self.drain()
             raise
 
@@ -165,7 +152,7 @@ class Runner:
     def step(self, runs: list[RunRecord], only: list[str] | None = None) -> float | None:
         """Housekeeping, then move ``runs`` forward and start what may start. Returns the
         seconds until the next timed event (retry due, task timeout), if any."""
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self.lease / 4
             if not self.store.heartbeat(self.id):  # declared dead while paused: start anew
@@ -185,12 +172,16 @@ class Runner:
         full: set[str] = set()  # pipelines at their max_active_runs: their other queued runs wait
         self._waiting = Counter()
         for run in runs:
-            if run.state is RunState.QUEUED and run.pipeline in full:
-                continue
-            due = self._advance(run)
-            if run.state is RunState.QUEUED and run.max_active_runs and due is _BLOCKED:
-                full.add(run.pipeline)
-            elif due is not None and due is not _BLOCKED:
+            if run.state is RunState.QUEUED:
+                if run.pipeline in full:
+                    continue
+                started = self._start(run)
+                if started is None:
+                    if run.max_active_runs:
+                        full.add(run.pipeline)
+                    continue
+                run = started
+            if run.state is RunState.RUNNING and (due := self._advance(run)) is not None:
                 wake.append(due)
         # kernels ahead of need for the tasks that will run (none once claiming stops)
         self.executor.prepare(self._waiting if self.claiming else {})
@@ -217,16 +208,16 @@ class Runner:
         """Called between tries while the database is away, when the loop cannot turn: stop the
         tries past their timeout; past ``abandon_at`` (set when asked to stop), stop every try and
         give up waiting, leaving them to be retried by whichever runner presumes this one dead."""
-        now = time.monotonic()
+        now = self.clock.monotonic()
         self._enforce_deadlines(now)
         if self.abandon_at is not None and now >= self.abandon_at:
             running, self.abandon_at, self._abandoned = self.busy, None, True
-            self.stop_all(CANCELLED)
+            self.stop_all(StopReason.RUNNER_LOST)
             raise DatabaseUnavailable(
                 f"database {self.store.patience.shown_url}: unreachable while stopping; {running} running "
                 f"task(s) stopped, left to be retried once a runner presumes this one dead")
 
-    def stop_all(self, reason: str) -> None:
+    def stop_all(self, reason: StopReason) -> None:
         for r in self._running.values():
             r.attempt.stop(reason)
 
@@ -240,33 +231,53 @@ class Runner:
             self._handle(event)
 
     # -- moving a run forward -------------------------------------------------------------------
-    def _advance(self, run: RunRecord) -> Any:
-        """Returns seconds until this run needs a look again, None, or _BLOCKED (could not start)."""
-        if run.state is RunState.QUEUED:
-            if not self.store.start_run(run.id):
-                return _BLOCKED  # max_active_runs reached, or another runner started it
-            run = self.store.get_run(run.id)
-            log.info("run %s of %s started (%s)", run.id, run.pipeline, run.trigger)
-        if run.state is not RunState.RUNNING:
+    def _start(self, run: RunRecord) -> RunRecord | None:
+        """A queued run, started: None when it may not start yet (its pipeline's
+        ``max_active_runs`` are running) or another runner started it."""
+        if not self.store.start_run(run.id):
             return None
+        run = self.store.get_run(run.id)
+        log.info("run %s of %s started (%s)", run.id, run.pipeline, run.trigger)
+        return run
+
+    def _advance(self, run: RunRecord) -> float | None:
+        """Move a running run's tasks on as far as they go now, and end the run once they all
+        have. Returns the seconds until it needs a look again (its next retry), if it does."""
         spec = self._spec(run)
         states = {n: t.state for n, t in run.tasks.items()}
+        wake = self._release_retries(run, spec, states, self.clock.now())
+        self._settle(run, spec, states)
+        kernel_of = self._kernels(run)
+        self._waiting.update(kernel_of[n] for n, s in states.items() if s in _WAITING)
+        if all(s.finished for s in states.values()):
+            self._end(run, states)
+        return wake
+
+    def _release_retries(self, run: RunRecord, spec: PipelineSpec, states: dict[str, TaskState],
+                         now: datetime) -> float | None:
+        """Queue the tasks whose retry is due; returns the seconds until the next one is."""
+        wake: list[float] = []
+        for name, state in states.items():
+            if state is not TaskState.UP_FOR_RETRY:
+                continue
+            due = run.tasks[name].next_try_at
+            if due is not None and due > now:
+                wake.append((due - now).total_seconds())
+            else:
+                states[name] = self._queue(run, spec, name, TaskState.UP_FOR_RETRY)
+        return min(wake, default=None)
+
+    def _settle(self, run: RunRecord, spec: PipelineSpec, states: dict[str, TaskState]) -> None:
+        """Decide each waiting task by its trigger rule and the branches taken upstream: queue
+        it, skip it, or fail it for its upstream; in topological order, so a chain of skips
+        settles in one pass."""
         downstream = downstream_of({t.name: t.upstream for t in spec.tasks.values()})
         not_chosen = {d for n, t in run.tasks.items() if t.state is TaskState.SUCCESS and t.branch is not None
                       for d in downstream[n] if d not in t.branch}
-        now = utcnow()
-        wake: list[float] = []
-        for name in spec.order:  # topological order settles chains of skips in one pass
-            task, state = spec.tasks[name], states[name]
-            if state is TaskState.UP_FOR_RETRY:
-                due = run.tasks[name].next_try_at
-                if due is not None and due > now:
-                    wake.append((due - now).total_seconds())
-                    continue
-                states[name] = self._queue(run, spec, name, TaskState.UP_FOR_RETRY)
+        for name in spec.order:
+            if states[name] is not TaskState.PENDING:
                 continue
-            if state is not TaskState.PENDING:
-                continue
+            task = spec.tasks[name]
             decision = Decision.SKIP if name in not_chosen else \
                 decide(task.trigger_rule, [states[u] for u in task.upstream])
             if decision is Decision.SKIP:
@@ -277,15 +288,14 @@ class Runner:
                                          error="an upstream task failed")
             elif decision is Decision.RUN:
                 states[name] = self._queue(run, spec, name, TaskState.PENDING)
-        kernel_of = self._kernels(run)
-        self._waiting.update(kernel_of[n] for n, s in states.items() if s in _WAITING)
-        if all(s.finished for s in states.values()):
-            failed = any(s in (TaskState.FAILED, TaskState.UPSTREAM_FAILED) for s in states.values())
-            cancelled = any(s is TaskState.CANCELLED for s in states.values())
-            final = RunState.CANCELLED if cancelled else RunState.FAILED if failed else RunState.SUCCESS
-            if self.store.set_run_state(run.id, final, expect=[RunState.RUNNING]):
-                log.info("run %s of %s ended %s", run.id, run.pipeline, final.value)
-        return min(wake, default=None)
+
+    def _end(self, run: RunRecord, states: dict[str, TaskState]) -> None:
+        """End a run whose tasks have all finished: cancelled if one was, failed if one failed."""
+        ended = set(states.values())
+        final = (RunState.CANCELLED if TaskState.CANCELLED in ended else
+                 RunState.FAILED if ended.intersection(_FAILED) else RunState.SUCCESS)
+        if self.store.set_run_state(run.id, final, expect=[RunState.RUNNING]):
+            log.info("run %s of %s ended %s", run.id, run.pipeline, final)
 
     def _queue(self, run: RunRecord, spec: PipelineSpec, name: str, leaving: TaskState) -> TaskState:
         try:  # a template that cannot render fails the task now rather than in the kernel
@@ -294,7 +304,7 @@ class Runner:
             return self._set(run.id, name, TaskState.FAILED, leaving, error=str(exc),
                              try_number=run.tasks[name].try_number + 1)
         return self._set(run.id, name, TaskState.QUEUED, leaving, try_number=run.tasks[name].try_number + 1,
-                         output_path=str(self._output_path(run, name)), error=None, owner=None)
+                         output_path=str(self._output_path(run, name)), error=None, failure=None, owner=None)
 
     def _set(self, run_id: str, name: str, state: TaskState, leaving: TaskState, detail: str | None = None,
              **fields: Any) -> TaskState:
@@ -323,12 +333,12 @@ class Runner:
             request = TaskRequest(run_id=run.id, task=claim.task, try_number=claim.try_number,
                                   notebook=notebook, output_path=output_path, parameters=parameters,
                                   kernel=task.kernel, resources=task.resources)
-            deadline = time.monotonic() + task.timeout if task.timeout else None
+            deadline = self.clock.monotonic() + task.timeout if task.timeout else None
             self._running[(run.id, claim.task)] = _Running(self.executor.submit(request, self.events),
                                                            claim.try_number, deadline, task.timeout)
             self._notify(run.id, claim.task, TaskState.RUNNING, None)
 
-    def _handle(self, event: Any) -> None:
+    def _handle(self, event: Message) -> None:
         if isinstance(event, Finished):
             self._on_finished(event)
 
@@ -339,29 +349,33 @@ class Runner:
         run = self.store.get_run(event.run_id)
         spec = self._spec(run)
         task, outcome = spec.tasks[event.task], event.outcome
+        if outcome.stopped is StopReason.RUNNER_LOST:  # the task is no longer this runner's to record
+            _dropped(run.id, event.task, event.try_number)
+            return
         fields: dict[str, Any] = {"outputs": outcome.outputs}
         if outcome.host is not None:
             fields["host"] = outcome.host
-        if outcome.stopped == CANCELLED:
+        if outcome.stopped is StopReason.CANCELLED:
             self._finish(run.id, event.task, event.try_number, TaskState.CANCELLED, error="run cancelled", **fields)
             return
         error = outcome.error or _branch_error(spec, event.task, outcome)
         if error is None:
             self._finish(run.id, event.task, event.try_number, TaskState.SUCCESS, error=None,
                          branch=outcome.branch, **fields)
-        elif event.try_number < run.tasks[event.task].max_tries:
+            return
+        fields.update(error=error, failure=outcome.failure)
+        if event.try_number < run.tasks[event.task].max_tries:
             wait = task.retry_wait(event.try_number)
-            self._finish(run.id, event.task, event.try_number, TaskState.UP_FOR_RETRY, error=error,
-                         next_try_at=utcnow() + timedelta(seconds=wait), **fields)
+            self._finish(run.id, event.task, event.try_number, TaskState.UP_FOR_RETRY,
+                         next_try_at=self.clock.now() + timedelta(seconds=wait), **fields)
         else:
-            self._finish(run.id, event.task, event.try_number, TaskState.FAILED, error=error, **fields)
+            self._finish(run.id, event.task, event.try_number, TaskState.FAILED, **fields)
 
     def _finish(self, run_id: str, name: str, try_number: int, state: TaskState, **fields: Any) -> None:
         if self.store.finish_task(run_id, name, owner=self.id, try_number=try_number, state=state, **fields):
             self._notify(run_id, name, state, fields.get("error"))
         else:
-            log.info("task %s of run %s: try %d was taken from this runner; its result is dropped",
-                     name, run_id, try_number)
+            _dropped(run_id, name, try_number)
 
     def _record_cells(self) -> None:
         """Write which cell each running notebook is on, for progress displays: at most once
@@ -380,7 +394,7 @@ class Runner:
         for r in self._running.values():
             if r.deadline is not None and now >= r.deadline:
                 r.deadline = None
-                r.attempt.stop(f"timed out after {format_seconds(r.timeout or 0)}")
+                r.attempt.stop(StopReason.TIMED_OUT, f"timed out after {format_seconds(r.timeout or 0)}")
 
     def _stop_revoked(self) -> None:
         """Stop tries the database no longer has running under this runner (run cancelled
@@ -391,9 +405,13 @@ class Runner:
             return
         self._seen_back_at = self.store.patience.back_at
         still = self.store.owned_tasks_still_running(self.id)
+        runs: dict[str, RunRecord] = {}
         for (run_id, task), r in self._running.items():
             if (run_id, task, r.try_number) not in still:
-                r.attempt.stop(CANCELLED)
+                if run_id not in runs:
+                    runs[run_id] = self.store.get_run(run_id)
+                cancelled = runs[run_id].tasks[task].state is TaskState.CANCELLED
+                r.attempt.stop(StopReason.CANCELLED if cancelled else StopReason.RUNNER_LOST)
         mine = {(run_id, task, r.try_number) for (run_id, task), r in self._running.items()}
         for run_id, task, try_number in still - mine:  # claimed as the connection was lost: never started
             if self.store.release_claim(run_id, task, owner=self.id, try_number=try_number):
@@ -409,12 +427,12 @@ class Runner:
             fields: dict[str, Any] = {"error": error}
             if t.try_number < t.max_tries:
                 state = TaskState.UP_FOR_RETRY
-                fields["next_try_at"] = utcnow() + timedelta(seconds=task.retry_wait(t.try_number))
+                fields["next_try_at"] = self.clock.now() + timedelta(seconds=task.retry_wait(t.try_number))
             else:
                 state = TaskState.FAILED
             if self.store.finish_task(run_id, t.task, owner=t.owner or "", try_number=t.try_number, state=state,
                                       **fields):
-                log.warning("task %s of run %s: %s; now %s", t.task, run_id, error, state.value)
+                log.warning("task %s of run %s: %s; now %s", t.task, run_id, error, state)
                 self._notify(run_id, t.task, state, error)
 
     # -- helpers ----------------------------------------------------------------------------------
@@ -459,6 +477,10 @@ class Runner:
     def _notify(self, run_id: str, name: str, state: TaskState, detail: str | None) -> None:
         if self.listener is not None:
             self.listener(run_id, name, state, detail)
+
+
+def _dropped(run_id: str, name: str, try_number: int) -> None:
+    log.info("task %s of run %s: try %d was taken from this runner; its result is dropped", name, run_id, try_number)
 
 
 def _branch_error(spec: PipelineSpec, name: str, outcome: TaskOutcome) -> str | None:

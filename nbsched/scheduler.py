@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 from nbsched.errors import NbschedError, NotFound
+from nbsched.states import RunTrigger
 from nbsched.store import ScheduleRecord, SqlStore
 from nbsched.triggers import Trigger, trigger_from_fields
 
@@ -25,8 +26,8 @@ log = logging.getLogger("nbsched.scheduler")
 
 CATCHUP_BATCH = 500  # runs one schedule creates per pass; a long backlog is worked off in batches
 
-# (schedule, logical_date, trigger kind) -> run id, or None when that run already exists
-CreateRun = Callable[[ScheduleRecord, datetime, str], "str | None"]
+# (schedule, logical_date, what fired it) -> run id, or None when that run already exists
+CreateRun = Callable[[ScheduleRecord, datetime, RunTrigger], "str | None"]
 
 
 def schedule_trigger(schedule: ScheduleRecord) -> Trigger:
@@ -85,11 +86,12 @@ class Scheduler:
             due.append(following)
             following = trigger.next_after(following)
         if schedule.catchup:
-            fire, kind = due, "catchup" if len(due) > 1 or now - at > _grace(schedule) else "schedule"
+            fire = due
+            kind = RunTrigger.CATCHUP if len(due) > 1 or now - at > _grace(schedule) else RunTrigger.SCHEDULE
         else:
             late = now - due[-1]
             fire = [due[-1]] if late <= _grace(schedule) else []
-            kind = "schedule"
+            kind = RunTrigger.SCHEDULE
             missed = len(due) - len(fire)
             if missed:
                 log.warning("schedule %d (%s): skipped %d missed fire(s) up to %s (%s late, misfire grace %gs)",

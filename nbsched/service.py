@@ -15,7 +15,6 @@ from urllib.parse import quote
 
 from nbsched.clock import utcnow
 from nbsched.daemon import Daemon, DaemonOptions
-from nbsched.dag import RunState
 from nbsched.errors import ConfigError, Conflict, NotFound, ScheduleError, SpecError
 from nbsched.params import task_parameters
 from nbsched.report import dag_svg, gantt_svg, run_report_html
@@ -23,6 +22,7 @@ from nbsched.runner import Runner
 from nbsched.scheduler import Scheduler, schedule_trigger
 from nbsched.spec import (MAX_ACTIVE_RUNS, SCHEDULE_KEYS, PipelineSpec, check_notebooks, confine_notebooks, load_pipeline,
                           parse_duration, parse_pipeline, spec_file)
+from nbsched.states import RunState, RunTrigger, ScheduleOrigin
 from nbsched.store import PipelineRecord, RunRecord, ScheduleRecord, SqlStore
 from nbsched.triggers import get_zone, trigger_from_fields
 
@@ -217,7 +217,8 @@ class Service:
         now = utcnow()
         with self._foreground(workers, listener) as runner:  # so do bad settings: before a version is saved
             version = self._save(spec)
-            run_id = self._create_run(spec, version, overrides, logical_date or now, "manual", owner=runner.id)
+            run_id = self._create_run(spec, version, overrides, logical_date or now, RunTrigger.MANUAL,
+                                      owner=runner.id)
             assert run_id is not None
             if on_created is not None:
                 on_created(run_id, spec)
@@ -230,7 +231,7 @@ class Service:
         spec = self._spec(pipeline)
         _dry_render(spec, params or {}, self.config.runs_dir, utcnow())
         run_id = self._create_run(spec, self.store.get_pipeline(pipeline).version, dict(params or {}),
-                                  logical_date or utcnow(), "manual")
+                                  logical_date or utcnow(), RunTrigger.MANUAL)
         assert run_id is not None
         self._changed()
         return run_id
@@ -258,7 +259,7 @@ class Service:
         created, existing = [], 0
         at = trigger.next_after(start - timedelta(microseconds=1))
         while at is not None and at <= end:
-            run_id = self._create_run(spec, version, merged, at, "backfill", schedule_id=sched.id,
+            run_id = self._create_run(spec, version, merged, at, RunTrigger.BACKFILL, schedule_id=sched.id,
                                       max_active_runs=sched.max_active_runs)
             if run_id is None:
                 existing += 1
@@ -394,14 +395,14 @@ class Service:
         return self.store.get_schedule(schedule_id)
 
     def _create_run(self, spec: PipelineSpec, version: int, params: Mapping[str, Any], logical_date: datetime,
-                    trigger: str, *, owner: str | None = None, schedule_id: int | None = None,
+                    trigger: RunTrigger, *, owner: str | None = None, schedule_id: int | None = None,
                     max_active_runs: int | None = None) -> str | None:
         return self.store.create_run(
             pipeline=spec.name, version=version, params=params, logical_date=logical_date, trigger=trigger,
             tasks={name: spec.tasks[name].max_tries for name in spec.order}, owner=owner,
             schedule_id=schedule_id, max_active_runs=max_active_runs)
 
-    def _run_for_schedule(self, schedule: ScheduleRecord, logical_date: datetime, kind: str) -> str | None:
+    def _run_for_schedule(self, schedule: ScheduleRecord, logical_date: datetime, kind: RunTrigger) -> str | None:
         spec = self._spec(schedule.pipeline)
         return self._create_run(spec, self.store.get_pipeline(schedule.pipeline).version, schedule.params,
                                 logical_date, kind, schedule_id=schedule.id,
@@ -428,7 +429,7 @@ class Service:
         now = now or utcnow()
         row = schedule_fields(fields, now=now)
         _dry_render(spec, row["params"], self.config.runs_dir, now)
-        schedule_id = self.store.add_schedule(pipeline=pipeline, origin="cli", **row)
+        schedule_id = self.store.add_schedule(pipeline=pipeline, origin=ScheduleOrigin.CLI, **row)
         self._changed()
         return self.store.get_schedule(schedule_id)
 
@@ -563,7 +564,7 @@ def schedule_view(s: ScheduleRecord) -> dict[str, Any]:
         "next_fire_local": local.isoformat() if local else None,
         "trigger": s.trigger, "params": s.params, "enabled": s.enabled,
         "catchup": s.catchup, "misfire_grace": s.misfire_grace, "max_active_runs": s.max_active_runs,
-        "origin": s.origin, "next_fire_at": _iso(s.next_fire_at), "last_fire_at": _iso(s.last_fire_at),
+        "origin": s.origin.value, "next_fire_at": _iso(s.next_fire_at), "last_fire_at": _iso(s.last_fire_at),
     }
 
 
@@ -585,7 +586,7 @@ def run_view(run: RunRecord) -> dict[str, Any]:
         "state": run.state.value,
         "params": run.params,
         "logical_date": _iso(run.logical_date),
-        "trigger": run.trigger,
+        "trigger": run.trigger.value,
         "schedule_id": run.schedule_id,
         "error": run.error,
         "created_at": _iso(run.created_at),

@@ -6,8 +6,9 @@ import itertools
 
 import pytest
 
-from nbsched.dag import Decision, TaskState, TriggerRule, decide, downstream_of, topological_order
+from nbsched.dag import Decision, TriggerRule, decide, downstream_of, topological_order
 from nbsched.errors import CycleError, SpecError
+from nbsched.states import TaskState
 
 S = TaskState.SUCCESS
 F = TaskState.FAILED

@@ -19,8 +19,8 @@ import nbformat
 import pytest
 
 from conftest import nbsched, wait_for, write_notebook, write_yaml
-from nbsched.dag import RunState, TaskState
 from nbsched.service import Config, Service
+from nbsched.states import RunState, TaskState
 
 # records where it ran: the folder, and whether a file beside the original notebook is there
 WHERE = ("import os, nbsched\nnbsched.record('cwd', os.getcwd())\nnbsched.record('sees_sibling', os.path.exists('data.csv'))\n"

@@ -287,16 +287,16 @@ class _NoExecutor:
 
 
 def test_a_claim_whose_commit_was_lost_with_the_connection_is_put_back(tmp_path):
-    from nbsched.dag import TaskState
+    from nbsched.clock import utcnow
     from nbsched.runner import Runner
+    from nbsched.states import RunTrigger, TaskState
     from nbsched.store import SqlStore
-    from nbsched.store.sql import utcnow
 
     store = SqlStore(f"sqlite:///{tmp_path / 'nbsched.db'}")
     runner = Runner(store, _NoExecutor(), tmp_path, spec_loader=lambda run: None, poll=0)  # type: ignore[arg-type]
     runner.claiming = False
     try:
-        run_id = store.create_run(pipeline="p", version=1, params={}, logical_date=utcnow(), trigger="manual",
+        run_id = store.create_run(pipeline="p", version=1, params={}, logical_date=utcnow(), trigger=RunTrigger.MANUAL,
                                   tasks={"t": 1})
         store.start_run(run_id)
         store.set_task_state(run_id, "t", TaskState.QUEUED, try_number=1)

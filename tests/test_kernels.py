@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from conftest import wait_for, write_notebook, write_yaml
-from nbsched.dag import RunState
 from nbsched.notebook import read_recorded
 from nbsched.service import Config, Service
+from nbsched.states import RunState
 
 MODES = {
     "fresh": {"kernel_pool": False, "kernel_fork": False},

@@ -11,9 +11,9 @@ from typing import Any
 import nbformat
 
 from conftest import run_json, write_notebook, write_yaml
-from nbsched.dag import RunState, TaskState
 from nbsched.executors.base import Executor
 from nbsched.notebook import TaskOutcome, TaskRequest
+from nbsched.states import RunState, TaskState
 
 SLEEP = "import time\ntime.sleep({})"
 

@@ -8,9 +8,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from conftest import write_notebook, write_yaml
-from nbsched.dag import RunState
 from nbsched.scheduler import Scheduler
 from nbsched.service import Config, Service
+from nbsched.states import RunState
 
 UTC = timezone.utc
 T0 = datetime(2026, 11, 2, 5, 0, tzinfo=UTC)  # a Monday

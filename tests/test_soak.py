@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from conftest import NBSCHED, wait_for, write_notebook, write_yaml
-from nbsched.dag import RunState
 from nbsched.executors.local import FILES_BESIDES, FILES_PER_WORKER
 from nbsched.service import Config, Service
+from nbsched.states import RunState
 
 TASKS_PER_RUN = 10
 RUNS_PER_BATCH = 10  # 100 tasks a batch

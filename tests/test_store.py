@@ -11,8 +11,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import update
 
-from nbsched.dag import RunState, TaskState
 from nbsched.errors import ConfigError, NotFound
+from nbsched.states import IllegalTransition, RunState, RunTrigger, TaskState
 from nbsched.store import SqlStore
 from nbsched.store.models import RunnerRow, TaskRunRow
 
@@ -25,7 +25,7 @@ def store(db_url):
 
 
 def _run(store, **kw):
-    return store.create_run(pipeline="p", version=1, params={"a": 1}, trigger="manual",
+    return store.create_run(pipeline="p", version=1, params={"a": 1}, trigger=RunTrigger.MANUAL,
                             logical_date=datetime(2026, 3, 29, 1, 30, tzinfo=timezone(timedelta(hours=1))),
                             tasks={"extract": 2, "load": 1}, **kw)
 
@@ -51,14 +51,27 @@ def test_a_transition_from_the_wrong_state_changes_nothing(store):
 
 
 def test_cancel_run_ends_unfinished_tasks_and_leaves_finished_ones(store):
-    run_id = _run(store)
-    store.set_task_state(run_id, "extract", TaskState.SUCCESS)
+    run_id = _queued(store)
+    store.claim_tasks("r", 1)
+    store.finish_task(run_id, "extract", owner="r", try_number=1, state=TaskState.SUCCESS)
     assert store.cancel_run(run_id, "cancelled by alice")
     run = store.get_run(run_id)
     assert run.state is RunState.CANCELLED and run.error == "cancelled by alice"
     assert run.tasks["extract"].state is TaskState.SUCCESS
     assert run.tasks["load"].state is TaskState.CANCELLED and run.tasks["load"].error == "cancelled by alice"
     assert not store.cancel_run(run_id, "again")  # a finished run cannot be cancelled
+
+
+def test_a_transition_the_table_does_not_hold_is_refused(store):
+    run_id = _run(store)
+    assert not store.set_task_state(run_id, "extract", TaskState.SUCCESS)  # no try ran
+    assert not store.set_run_state(run_id, RunState.SUCCESS)  # never started
+    with pytest.raises(IllegalTransition, match="pending -> success"):
+        store.set_task_state(run_id, "extract", TaskState.SUCCESS, expect=[TaskState.PENDING])
+    with pytest.raises(IllegalTransition, match="running -> pending"):
+        store.finish_task(run_id, "extract", owner="r", try_number=1, state=TaskState.PENDING)
+    run = store.get_run(run_id)
+    assert run.state is RunState.QUEUED and run.tasks["extract"].state is TaskState.PENDING
 
 
 def _queued(store, owner=None):
@@ -181,6 +194,7 @@ def test_pipeline_versions_only_change_with_the_spec(store):
 
 def test_list_runs_filters_and_orders_newest_first(store):
     ids = [_run(store) for _ in range(3)]
+    store.start_run(ids[0])
     store.set_run_state(ids[0], RunState.SUCCESS)
     assert [r.id for r in store.list_runs()] == ids[::-1]
     assert [r.id for r in store.list_runs(state=RunState.SUCCESS)] == [ids[0]]
@@ -253,7 +267,7 @@ def _at_once(db_url, n, work):
 def test_runners_claiming_at_once_take_each_task_once(store, db_url):
     run_ids = []
     for _ in range(10):
-        run_id = store.create_run(pipeline="p", version=1, params={}, trigger="manual",
+        run_id = store.create_run(pipeline="p", version=1, params={}, trigger=RunTrigger.MANUAL,
                                   logical_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
                                   tasks={f"t{i}": 1 for i in range(4)})
         store.start_run(run_id)

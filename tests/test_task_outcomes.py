@@ -10,7 +10,7 @@ import nbformat
 import pytest
 
 from conftest import write_notebook, write_yaml
-from nbsched.dag import RunState, TaskState
+from nbsched.states import RunState, TaskState
 
 
 @pytest.mark.slow

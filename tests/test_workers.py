@@ -10,9 +10,9 @@ import subprocess
 import pytest
 
 from conftest import NBSCHED, nbsched, write_notebook, write_yaml
-from nbsched.dag import RunState, TaskState
 from nbsched.errors import ConfigError
 from nbsched.service import Config, Service
+from nbsched.states import RunState, TaskState
 
 # what a task sees of the kernels around it: the fork server's children (with --kernel-fork,
 # every kernel is one), once the pool has had time to start what it would

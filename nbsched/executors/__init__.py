@@ -46,6 +46,6 @@ def make_executor(name: str, workers: int | None = None, *, pool: bool = False, 
     kind, address = executor_address(name)
     if kind == "local":
         return LocalExecutor(workers, pool=pool, fork=fork, preload=preload)
-    from nbsched.executors.cluster import DaskExecutor
+    from nbsched.executors.dask import DaskExecutor
 
     return DaskExecutor(address, workers, fork=fork)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import queue
 from abc import ABC, abstractmethod
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from nbsched.kernels import KernelHandle
 from nbsched.notebook import TaskOutcome, TaskRequest, cell_progress
+from nbsched.states import StopReason
 
 
 @dataclass(frozen=True)
@@ -20,16 +20,22 @@ class Finished:
     outcome: TaskOutcome
 
 
+class Wake:
+    """Queue message that only wakes the runner's loop (cancel requests, schedule changes)."""
+
+
+Message = Finished | Wake  # what a runner's queue carries
+
+
 class TaskAttempt:
     """One submitted try; ``stop`` ends it early (timeout, cancel) wherever it is."""
 
     def __init__(self, request: TaskRequest) -> None:
         self.request = request
         self.handle = KernelHandle()
-        self.future: Future[Any] | None = None
 
-    def stop(self, reason: str) -> None:
-        self.handle.stop(reason)
+    def stop(self, reason: StopReason, message: str | None = None) -> None:
+        self.handle.stop(reason, message)
 
     def cell(self) -> dict[str, Any] | None:
         """The cell the notebook is executing now, if it has started one."""
@@ -41,17 +47,17 @@ class Executor(ABC):
 
     workers: int  # tries it runs at once
 
-    def submit(self, request: TaskRequest, events: queue.Queue[Any]) -> TaskAttempt:
+    def submit(self, request: TaskRequest, events: queue.Queue[Message]) -> TaskAttempt:
         attempt = TaskAttempt(request)
-        attempt.future = self._spawn(self._run, attempt, events)
+        self._spawn(self._run, attempt, events)
         return attempt
 
-    def _run(self, attempt: TaskAttempt, events: queue.Queue[Any]) -> None:
+    def _run(self, attempt: TaskAttempt, events: queue.Queue[Message]) -> None:
         request = attempt.request
         outcome = TaskOutcome(error="executor failed before the task ran")
         try:
             if attempt.handle.stop_reason is not None:  # stopped while waiting for a worker
-                outcome = TaskOutcome(stopped=attempt.handle.stop_reason, error=attempt.handle.stop_reason)
+                outcome = TaskOutcome.stopped_by(attempt.handle)
                 return
             outcome = self.execute(request, attempt.handle)
         except BaseException as exc:  # the task failed, not the runner: report it as the task's error
@@ -60,8 +66,9 @@ class Executor(ABC):
             events.put(Finished(request.run_id, request.task, request.try_number, outcome))
 
     @abstractmethod
-    def _spawn(self, fn: Callable[..., None], *args: Any) -> Future[Any]:
-        """Start ``fn(*args)`` on a worker."""
+    def _spawn(self, fn: Callable[[TaskAttempt, queue.Queue[Message]], None], attempt: TaskAttempt,
+               events: queue.Queue[Message]) -> None:
+        """Start ``fn(attempt, events)`` on a worker."""
 
     @abstractmethod
     def execute(self, request: TaskRequest, handle: KernelHandle) -> TaskOutcome:

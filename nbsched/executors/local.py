@@ -9,13 +9,14 @@ per task).
 from __future__ import annotations
 
 import os
+import queue
 import resource
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Mapping
 
-from nbsched.executors.base import Executor
+from nbsched.executors.base import Executor, Message, TaskAttempt
 from nbsched.kernel_pool import KernelPool
-from nbsched.kernels import FreshKernels, KernelHandle, Launcher, in_own_loop
+from nbsched.kernels import FreshKernels, KernelHandle, KernelSource, Launcher, in_own_loop
 from nbsched.notebook import TaskOutcome, TaskRequest, execute_task, import_engine
 
 
@@ -50,7 +51,7 @@ def _allow_open_files(workers: int) -> None:
 
 
 class LocalExecutor(Executor):
-    def __init__(self, workers: int | None = None, kernels: Any = None, *, pool: bool = False,
+    def __init__(self, workers: int | None = None, kernels: KernelSource | None = None, *, pool: bool = False,
                  fork: bool = False, preload: tuple[str, ...] = ()) -> None:
         # the count is checked where it is set (Config); the default, the cores, within bounds too
         self.workers = workers or min(os.cpu_count() or 1, max_workers()[0])
@@ -58,12 +59,13 @@ class LocalExecutor(Executor):
         import_engine()  # before any of the threads below imports it
         launcher = Launcher(fork, preload)
         # a kernel waiting for each worker, and one for the task after
-        self.kernels = kernels or (KernelPool(self.workers + 1, launcher=launcher) if pool
+        self.kernels: KernelSource = kernels or (KernelPool(self.workers + 1, launcher=launcher) if pool
                                    else FreshKernels(launcher=launcher))
         self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="nbsched-task")
 
-    def _spawn(self, fn: Callable[..., None], *args: Any) -> Future[Any]:
-        return self._pool.submit(in_own_loop, fn, *args)
+    def _spawn(self, fn: Callable[[TaskAttempt, queue.Queue[Message]], None], attempt: TaskAttempt,
+               events: queue.Queue[Message]) -> None:
+        self._pool.submit(in_own_loop, fn, attempt, events)
 
     def execute(self, request: TaskRequest, handle: KernelHandle) -> TaskOutcome:
         return execute_task(request, handle, self.kernels)

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from enum import Enum
 from typing import Any
 
 from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, TypeDecorator,
                         UniqueConstraint)
+from sqlalchemy import Enum as SqlEnum
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from nbsched.failures import TaskFailure
+from nbsched.states import RunState, RunTrigger, ScheduleOrigin, TaskState
 
 
 class UTCDateTime(TypeDecorator):
@@ -25,6 +30,26 @@ class UTCDateTime(TypeDecorator):
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         return value.replace(tzinfo=timezone.utc) if value is not None else None
+
+
+class FailureJSON(TypeDecorator):
+    """A ``TaskFailure`` in and out, kept as a JSON object."""
+
+    impl = JSON
+    cache_ok = True
+
+    def process_bind_param(self, value: TaskFailure | None, dialect: Any) -> dict[str, Any] | None:
+        return value.to_json() if value is not None else None
+
+    def process_result_value(self, value: dict[str, Any] | None, dialect: Any) -> TaskFailure | None:
+        return TaskFailure.from_json(value) if value is not None else None
+
+
+def _words(enum: type[Enum], length: int) -> SqlEnum:
+    """An enum kept as its lowercase value in the VARCHAR(``length``) that held the bare string
+    before (no CHECK constraint: no migration, and a database written before reads the same)."""
+    return SqlEnum(enum, native_enum=False, create_constraint=False, length=length,
+                   values_callable=lambda members: [m.value for m in members])
 
 
 class Base(DeclarativeBase):
@@ -55,7 +80,7 @@ class ScheduleRow(Base):
     catchup: Mapped[bool] = mapped_column(Boolean, default=False)
     misfire_grace: Mapped[float] = mapped_column(Float)
     max_active_runs: Mapped[int] = mapped_column(Integer)
-    origin: Mapped[str] = mapped_column(String(16))  # "spec" (owned by pipeline.yaml) or "cli"
+    origin: Mapped[ScheduleOrigin] = mapped_column(_words(ScheduleOrigin, 16))
     next_fire_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_fire_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -97,11 +122,11 @@ class RunRow(Base):
     pipeline_version: Mapped[int] = mapped_column(Integer)
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
     logical_date: Mapped[datetime] = mapped_column(UTCDateTime)
-    trigger: Mapped[str] = mapped_column(String(32))
+    trigger: Mapped[RunTrigger] = mapped_column(_words(RunTrigger, 32))
     schedule_id: Mapped[int | None] = mapped_column(Integer)
     max_active_runs: Mapped[int | None] = mapped_column(Integer)
     owner: Mapped[str | None] = mapped_column(String(64))  # a foreground `nbsched run` keeps its run to itself
-    state: Mapped[str] = mapped_column(String(32))
+    state: Mapped[RunState] = mapped_column(_words(RunState, 32))
     host: Mapped[str | None] = mapped_column(String(255))
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -117,12 +142,13 @@ class TaskRunRow(Base):
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     task: Mapped[str] = mapped_column(String(200))
     position: Mapped[int] = mapped_column(Integer)  # topological order, for display
-    state: Mapped[str] = mapped_column(String(32))
+    state: Mapped[TaskState] = mapped_column(_words(TaskState, 32))
     owner: Mapped[str | None] = mapped_column(String(64))  # the runner executing the current try
     try_number: Mapped[int] = mapped_column(Integer, default=0)
     max_tries: Mapped[int] = mapped_column(Integer)
     host: Mapped[str | None] = mapped_column(String(255))
-    error: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)  # one line, shown as it is
+    failure: Mapped[TaskFailure | None] = mapped_column(FailureJSON)  # the error as data, when the notebook raised
     output_path: Mapped[str | None] = mapped_column(Text)
     outputs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     branch: Mapped[list[str] | None] = mapped_column(JSON)
@@ -146,9 +172,10 @@ class TaskTryRow(Base):
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     task: Mapped[str] = mapped_column(String(200))
     try_number: Mapped[int] = mapped_column(Integer)
-    state: Mapped[str] = mapped_column(String(32))  # running, then the state the task took when it ended
+    state: Mapped[TaskState] = mapped_column(_words(TaskState, 32))  # running, then the state the task took
     runner: Mapped[str] = mapped_column(String(64))
     host: Mapped[str | None] = mapped_column(String(255))
     error: Mapped[str | None] = mapped_column(Text)
+    failure: Mapped[TaskFailure | None] = mapped_column(FailureJSON)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

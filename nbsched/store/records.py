@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from nbsched.dag import RunState, TaskState
+from nbsched.failures import TaskFailure
+from nbsched.states import RunState, RunTrigger, ScheduleOrigin, TaskState
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -20,6 +21,7 @@ class TaskTryRecord:
     error: str | None
     started_at: datetime
     ended_at: datetime | None
+    failure: TaskFailure | None = None  # the error as data, when the notebook raised it
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,6 +33,7 @@ class TaskRunRecord:
     owner: str | None
     host: str | None
     error: str | None
+    failure: TaskFailure | None
     output_path: str | None
     outputs: dict[str, Any]
     branch: list[str] | None
@@ -49,7 +52,7 @@ class RunRecord:
     pipeline_version: int
     params: dict[str, Any]
     logical_date: datetime
-    trigger: str
+    trigger: RunTrigger
     schedule_id: int | None
     max_active_runs: int | None
     owner: str | None
@@ -81,7 +84,7 @@ class ScheduleRecord:
     catchup: bool
     misfire_grace: float
     max_active_runs: int
-    origin: str
+    origin: ScheduleOrigin
     next_fire_at: datetime | None
     last_fire_at: datetime | None
     created_at: datetime

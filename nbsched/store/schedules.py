@@ -9,10 +9,11 @@ from typing import Any, Iterable, Mapping
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from nbsched.clock import utcnow
+from nbsched.clock import Clock
 from nbsched.errors import NotFound
 from nbsched.store.locks import serialize
 from nbsched.store.models import CounterRow, ScheduleRow
+from nbsched.states import ScheduleOrigin
 from nbsched.store.records import ScheduleRecord
 from nbsched.store.retry import retried
 
@@ -21,16 +22,17 @@ _SAME = ("trigger", "params", "catchup", "misfire_grace", "max_active_runs")  # 
 
 
 class ScheduleStore:
-    """Mixin of ``SqlStore``: needs ``_session`` and ``_write``."""
+    """Mixin of ``SqlStore``: needs ``_session``, ``_write`` and ``clock``."""
 
     _session: Any
     _write: Any
+    clock: Clock
 
     @retried
     def add_schedule(self, *, pipeline: str, trigger: Mapping[str, Any], params: Mapping[str, Any],
-                     catchup: bool, misfire_grace: float, max_active_runs: int, origin: str,
+                     catchup: bool, misfire_grace: float, max_active_runs: int, origin: ScheduleOrigin,
                      next_fire_at: datetime | None, enabled: bool = True) -> int:
-        now = utcnow()
+        now = self.clock.now()
         with self._write() as s, s.begin():
             row = ScheduleRow(pipeline=pipeline, trigger=dict(trigger), params=dict(params), enabled=enabled,
                               catchup=catchup, misfire_grace=misfire_grace, max_active_runs=max_active_runs,
@@ -68,7 +70,7 @@ class ScheduleStore:
             q = q.where(ScheduleRow.next_fire_at == expect_next_fire_at if expect_next_fire_at is not None
                         else ScheduleRow.next_fire_at.is_(None))
         with self._write() as s, s.begin():
-            changed = s.execute(q.values(updated_at=utcnow(), **fields)).rowcount == 1
+            changed = s.execute(q.values(updated_at=self.clock.now(), **fields)).rowcount == 1
             if changed and user_change:
                 _bump(s)
             return changed
@@ -85,10 +87,10 @@ class ScheduleStore:
     def sync_spec_schedules(self, pipeline: str, wanted: Iterable[Mapping[str, Any]]) -> list[int]:
         """Make the pipeline's spec-owned schedules equal ``wanted`` (rows as dicts). Unchanged
         ones keep their id and fire times; schedules added from the CLI are left alone."""
-        now = utcnow()
+        now = self.clock.now()
         with self._write() as s, s.begin():
             existing = list(s.scalars(select(ScheduleRow).where(
-                ScheduleRow.pipeline == pipeline, ScheduleRow.origin == "spec")))
+                ScheduleRow.pipeline == pipeline, ScheduleRow.origin == ScheduleOrigin.SPEC)))
             ids = []
             for fields in wanted:
                 match = next((r for r in existing if all(getattr(r, k) == fields[k] for k in _SAME)), None)
@@ -96,7 +98,7 @@ class ScheduleStore:
                     existing.remove(match)
                     ids.append(match.id)
                     continue
-                row = ScheduleRow(pipeline=pipeline, origin="spec", created_at=now, updated_at=now, **fields)
+                row = ScheduleRow(pipeline=pipeline, origin=ScheduleOrigin.SPEC, created_at=now, updated_at=now, **fields)
                 s.add(row)
                 s.flush()
                 ids.append(row.id)

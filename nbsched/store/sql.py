@@ -1,7 +1,8 @@
 """``SqlStore``: pipelines, runs and task runs in SQLite (default) or any SQLAlchemy database.
 
-Every state change is one short transaction guarded by the state it leaves, so a
-write that lost a race changes nothing and says so (returns False).
+Every state change is one short transaction guarded by the states it may leave, taken from the
+transition tables of ``nbsched.states``: a write that lost a race changes nothing and says so
+(returns False), and one the tables do not allow cannot be written.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, IntegrityError
 from sqlalchemy.orm import sessionmaker
 
-from nbsched.clock import utcnow
-from nbsched.dag import RunState, TaskState
+from nbsched.clock import SYSTEM_CLOCK, Clock
 from nbsched.errors import ConfigError, NotFound
+from nbsched.states import RUN, TASK, RunState, RunTrigger, TaskState
 from nbsched.store import schema
 from nbsched.store.locks import serialize
 from nbsched.store.retry import Patience, retried
@@ -29,6 +30,8 @@ from nbsched.store.schedules import ScheduleStore
 
 HOST = socket.gethostname()
 _TAKEN = object()  # a run id already used by another run
+_RUNNING = (TaskState.RUNNING,)  # a try's own writes leave only this state
+_UNFINISHED_RUN = [state for state in RunState if not state.finished]
 SQLITE_BUSY_TIMEOUT = 5.0  # seconds
 
 
@@ -40,10 +43,11 @@ def new_run_id(now: datetime) -> str:
 class SqlStore(ScheduleStore):
     """``patience``: seconds a call waits for a database that is down or busy before it raises
     ``DatabaseUnavailable`` (None: forever); ``patient()`` makes the calls of one thread wait
-    forever (daemons and foreground runs: see ``retry.py``)."""
+    forever (daemons and foreground runs: see ``retry.py``). ``clock`` stamps what it writes."""
 
-    def __init__(self, url: str, *, patience: float | None = 60.0) -> None:
+    def __init__(self, url: str, *, patience: float | None = 60.0, clock: Clock = SYSTEM_CLOCK) -> None:
         self.url = url
+        self.clock = clock
         try:
             self.engine: Engine = _make_engine(url)
         except (ArgumentError, ImportError) as exc:
@@ -76,7 +80,7 @@ class SqlStore(ScheduleStore):
                 return latest.version
             version = (latest.version + 1) if latest else 1
             s.add(PipelineRow(name=name, version=version, spec=spec, source_path=source_path,
-                              created_at=utcnow()))
+                              created_at=self.clock.now()))
             return version
 
     @retried
@@ -120,7 +124,7 @@ class SqlStore(ScheduleStore):
 
     # -- runs -------------------------------------------------------------------------
     def create_run(self, *, pipeline: str, version: int, params: Mapping[str, Any], logical_date: datetime,
-                   trigger: str, tasks: Mapping[str, int],
+                   trigger: RunTrigger, tasks: Mapping[str, int],
                    schedule_id: int | None = None, max_active_runs: int | None = None,
                    owner: str | None = None) -> str | None:
         """Create a queued run and its pending task runs (``tasks``: name -> max tries, in order).
@@ -133,17 +137,17 @@ class SqlStore(ScheduleStore):
         while True:
             # the id is chosen before the transaction, so that a retry after a commit that was lost
             # with its connection finds the run it made rather than making a second
-            made = self.patience.run(self._insert_run, new_run_id(utcnow()), fields, tasks)
+            made = self.patience.run(self._insert_run, new_run_id(self.clock.now()), fields, tasks)
             if made is not _TAKEN:
                 return made
 
     def _insert_run(self, run_id: str, fields: dict[str, Any], tasks: Mapping[str, int]) -> Any:
-        now = utcnow()
+        now = self.clock.now()
         try:
             with self._write() as s, s.begin():
-                s.add(RunRow(id=run_id, state=RunState.QUEUED.value, created_at=now, **fields))
+                s.add(RunRow(id=run_id, state=RunState.QUEUED, created_at=now, **fields))
                 s.flush()
-                s.add_all(TaskRunRow(run_id=run_id, task=name, position=i, state=TaskState.PENDING.value,
+                s.add_all(TaskRunRow(run_id=run_id, task=name, position=i, state=TaskState.PENDING,
                                      try_number=0, max_tries=tries, outputs={}, updated_at=now)
                           for i, (name, tries) in enumerate(tasks.items()))
         except IntegrityError:
@@ -160,38 +164,37 @@ class SqlStore(ScheduleStore):
         """queued -> running, unless its pipeline already has ``max_active_runs`` running runs."""
         with self._write() as s, s.begin():
             run = s.get(RunRow, run_id, with_for_update=True)
-            if run is None or run.state != RunState.QUEUED.value:
+            if run is None or run.state not in RUN.guard(RunState.RUNNING):
                 return False
             if run.max_active_runs:
                 serialize(s, f"active-runs:{run.pipeline}")  # the count below stays true until commit
                 active = s.scalar(select(func.count()).select_from(RunRow).where(
-                    RunRow.pipeline == run.pipeline, RunRow.state == RunState.RUNNING.value)) or 0
+                    RunRow.pipeline == run.pipeline, RunRow.state == RunState.RUNNING)) or 0
                 if active >= run.max_active_runs:
                     return False
-            run.state, run.started_at, run.host = RunState.RUNNING.value, utcnow(), HOST
+            run.state, run.started_at, run.host = RunState.RUNNING, self.clock.now(), HOST
             return True
 
     @retried
     def set_run_state(self, run_id: str, state: RunState, *, expect: Iterable[RunState] | None = None,
                       **fields: Any) -> bool:
-        values: dict[str, Any] = {"state": state.value, **fields}
+        """One transition of one run, from the states of ``expect`` (None: any the table allows)."""
+        values: dict[str, Any] = {"state": state, **fields}
         if state is RunState.RUNNING:
-            values.setdefault("started_at", utcnow())
+            values.setdefault("started_at", self.clock.now())
             values.setdefault("host", HOST)
         if state.finished:
-            values.setdefault("ended_at", utcnow())
-        q = update(RunRow).where(RunRow.id == run_id)
-        if expect is not None:
-            q = q.where(RunRow.state.in_([e.value for e in expect]))
+            values.setdefault("ended_at", self.clock.now())
+        q = update(RunRow).where(RunRow.id == run_id, RunRow.state.in_(RUN.guard(state, expect)))
         with self._write() as s, s.begin():
             return s.execute(q.values(**values)).rowcount == 1
 
     @retried
     def set_task_state(self, run_id: str, task: str, state: TaskState, *,
                        expect: Iterable[TaskState] | None = None, **fields: Any) -> bool:
-        """One transition of one task, guarded by the states it may leave."""
-        now = utcnow()
-        values: dict[str, Any] = {"state": state.value, "updated_at": now, **fields}
+        """One transition of one task, from the states of ``expect`` (None: any the table allows)."""
+        now = self.clock.now()
+        values: dict[str, Any] = {"state": state, "updated_at": now, **fields}
         if state is TaskState.QUEUED:
             values.setdefault("queued_at", now)
         elif state is TaskState.RUNNING:
@@ -200,9 +203,8 @@ class SqlStore(ScheduleStore):
             values.setdefault("ended_at", None)
         elif state.finished or state is TaskState.UP_FOR_RETRY:
             values.setdefault("ended_at", now)
-        q = update(TaskRunRow).where(TaskRunRow.run_id == run_id, TaskRunRow.task == task)
-        if expect is not None:
-            q = q.where(TaskRunRow.state.in_([e.value for e in expect]))
+        q = update(TaskRunRow).where(TaskRunRow.run_id == run_id, TaskRunRow.task == task,
+                                     TaskRunRow.state.in_(TASK.guard(state, expect)))
         with self._write() as s, s.begin():
             return s.execute(q.values(**values)).rowcount == 1
 
@@ -210,49 +212,48 @@ class SqlStore(ScheduleStore):
     def set_run_owner(self, run_id: str, owner: str | None) -> bool:
         """Keep a queued or running run to one foreground runner (None: any daemon may take it)."""
         with self._write() as s, s.begin():
-            return s.execute(update(RunRow).where(
-                RunRow.id == run_id, RunRow.state.in_([RunState.QUEUED.value, RunState.RUNNING.value]))
-                .values(owner=owner)).rowcount == 1
+            return s.execute(update(RunRow).where(RunRow.id == run_id, RunRow.state.in_(_UNFINISHED_RUN))
+                             .values(owner=owner)).rowcount == 1
 
     @retried
     def cancel_run(self, run_id: str, error: str) -> bool:
         """End a queued or running run ``cancelled`` with every unfinished task, in one transaction.
         Runners executing its tasks notice and stop their kernels."""
-        open_states = [t.value for t in TaskState if not t.finished]
-        now = utcnow()
+        now = self.clock.now()
         with self._write() as s, s.begin():
             done = s.execute(update(RunRow).where(
-                RunRow.id == run_id, RunRow.state.in_([RunState.QUEUED.value, RunState.RUNNING.value]))
-                .values(state=RunState.CANCELLED.value, error=error, ended_at=now)).rowcount
+                RunRow.id == run_id, RunRow.state.in_(RUN.guard(RunState.CANCELLED)))
+                .values(state=RunState.CANCELLED, error=error, ended_at=now)).rowcount
             if not done:
                 return False
-            s.execute(update(TaskRunRow).where(TaskRunRow.run_id == run_id, TaskRunRow.state.in_(open_states))
-                      .values(state=TaskState.CANCELLED.value, error=error, ended_at=now, updated_at=now,
+            s.execute(update(TaskRunRow).where(TaskRunRow.run_id == run_id,
+                                               TaskRunRow.state.in_(TASK.guard(TaskState.CANCELLED)))
+                      .values(state=TaskState.CANCELLED, error=error, failure=None, ended_at=now, updated_at=now,
                               cell=None))
-            s.execute(update(TaskTryRow).where(TaskTryRow.run_id == run_id,
-                                               TaskTryRow.state == TaskState.RUNNING.value)
-                      .values(state=TaskState.CANCELLED.value, error=error, ended_at=now))
+            s.execute(update(TaskTryRow).where(
+                TaskTryRow.run_id == run_id, TaskTryRow.state.in_(TASK.guard(TaskState.CANCELLED, _RUNNING)))
+                      .values(state=TaskState.CANCELLED, error=error, ended_at=now))
             return True
 
     @retried
     def retry_run(self, run_id: str, tries: Mapping[str, int]) -> list[str]:
         """Re-queue a finished run's failed, upstream_failed and cancelled tasks; each gets
         ``tries[task]`` more tries. Returns the tasks reset."""
-        again = [TaskState.FAILED.value, TaskState.UPSTREAM_FAILED.value, TaskState.CANCELLED.value]
-        now = utcnow()
+        now = self.clock.now()
         with self._write() as s, s.begin():
             run = s.get(RunRow, run_id)
             if run is None:
                 raise NotFound(f"run '{run_id}' not found")
-            if run.state not in (RunState.FAILED.value, RunState.CANCELLED.value):
+            if run.state not in RUN.guard(RunState.QUEUED):
                 return []
-            rows = s.scalars(select(TaskRunRow).where(TaskRunRow.run_id == run_id, TaskRunRow.state.in_(again)))
+            rows = s.scalars(select(TaskRunRow).where(TaskRunRow.run_id == run_id,
+                                                      TaskRunRow.state.in_(TASK.guard(TaskState.PENDING))))
             names = []
             for t in rows:
                 names.append(t.task)
-                t.state, t.max_tries, t.error, t.owner = TaskState.PENDING.value, t.try_number + tries.get(t.task, 1), None, None
-                t.next_try_at, t.branch, t.updated_at = None, None, now
-            run.state, run.error, run.ended_at, run.owner = RunState.QUEUED.value, None, None, None
+                t.state, t.max_tries, t.owner = TaskState.PENDING, t.try_number + tries.get(t.task, 1), None
+                t.error, t.failure, t.next_try_at, t.branch, t.updated_at = None, None, None, None, now
+            run.state, run.error, run.ended_at, run.owner = RunState.QUEUED, None, None, None
             return names
 
     # -- claiming and fencing ---------------------------------------------------------------
@@ -263,25 +264,26 @@ class SqlStore(ScheduleStore):
         PostgreSQL: FOR UPDATE SKIP LOCKED; SQLite: the write lock taken at BEGIN IMMEDIATE."""
         if limit <= 0:
             return []
+        claimable = TASK.guard(TaskState.RUNNING, [TaskState.QUEUED])
         q = (select(TaskRunRow).join(RunRow, RunRow.id == TaskRunRow.run_id)
-             .where(TaskRunRow.state == TaskState.QUEUED.value, RunRow.state == RunState.RUNNING.value)
+             .where(TaskRunRow.state.in_(claimable), RunRow.state == RunState.RUNNING)
              .order_by(TaskRunRow.queued_at, TaskRunRow.id).limit(limit)
              .with_for_update(skip_locked=True, of=TaskRunRow))
         if run_ids is not None:
             q = q.where(RunRow.id.in_(list(run_ids)), RunRow.owner == runner_id)
         else:
             q = q.where(RunRow.owner.is_(None))
-        now = utcnow()
+        now = self.clock.now()
         claimed = []
         with self._write() as s, s.begin():
             for row in s.scalars(q).all():
                 ok = s.execute(update(TaskRunRow).where(
-                    TaskRunRow.id == row.id, TaskRunRow.state == TaskState.QUEUED.value).values(
-                    state=TaskState.RUNNING.value, owner=runner_id, host=HOST, started_at=now, ended_at=None,
+                    TaskRunRow.id == row.id, TaskRunRow.state.in_(claimable)).values(
+                    state=TaskState.RUNNING, owner=runner_id, host=HOST, started_at=now, ended_at=None,
                     updated_at=self._clock())).rowcount  # the reaper's guard for a try no heartbeat covers yet
                 if ok:
                     s.add(TaskTryRow(run_id=row.run_id, task=row.task, try_number=row.try_number,
-                                     state=TaskState.RUNNING.value, runner=runner_id, host=HOST, started_at=now))
+                                     state=TaskState.RUNNING, runner=runner_id, host=HOST, started_at=now))
                     claimed.append(ClaimedTask(run_id=row.run_id, task=row.task, try_number=row.try_number))
         return claimed
 
@@ -290,11 +292,10 @@ class SqlStore(ScheduleStore):
         """Put back a try this runner holds but never started (its claim committed while the
         connection was lost, so the runner never heard of it): queued again, for any runner."""
         with self._write() as s, s.begin():
-            if not s.execute(update(TaskRunRow).where(
-                    TaskRunRow.run_id == run_id, TaskRunRow.task == task, TaskRunRow.owner == owner,
-                    TaskRunRow.try_number == try_number, TaskRunRow.state == TaskState.RUNNING.value)
-                    .values(state=TaskState.QUEUED.value, owner=None, started_at=None, updated_at=utcnow())
-                    ).rowcount:
+            if not s.execute(update(TaskRunRow).where(*_try_of(run_id, task, owner, try_number),
+                                                      TaskRunRow.state.in_(TASK.guard(TaskState.QUEUED, _RUNNING)))
+                             .values(state=TaskState.QUEUED, owner=None, started_at=None,
+                                     updated_at=self.clock.now())).rowcount:
                 return False
             s.execute(delete(TaskTryRow).where(TaskTryRow.run_id == run_id, TaskTryRow.task == task,
                                                TaskTryRow.try_number == try_number))
@@ -305,14 +306,14 @@ class SqlStore(ScheduleStore):
                     **fields: Any) -> bool:
         """Record how a try ended, only if this runner still owns that very try (a runner paused
         past its lease must not overwrite what the retry did)."""
-        now = utcnow()
+        now = self.clock.now()
+        leaving = TASK.guard(state, _RUNNING)
         with self._write() as s, s.begin():
-            if not s.execute(update(TaskRunRow).where(
-                    TaskRunRow.run_id == run_id, TaskRunRow.task == task, TaskRunRow.owner == owner,
-                    TaskRunRow.try_number == try_number, TaskRunRow.state == TaskState.RUNNING.value)
-                    .values(state=state.value, ended_at=now, updated_at=now, cell=None, **fields)).rowcount:
+            if not s.execute(update(TaskRunRow).where(*_try_of(run_id, task, owner, try_number),
+                                                      TaskRunRow.state.in_(leaving))
+                             .values(state=state, ended_at=now, updated_at=now, cell=None, **fields)).rowcount:
                 return False
-            ended = {"state": state.value, "ended_at": now, "error": fields.get("error")}
+            ended = {"state": state, "ended_at": now, "error": fields.get("error"), "failure": fields.get("failure")}
             if fields.get("host"):
                 ended["host"] = fields["host"]  # where it ran, when not here (a Dask worker)
             s.execute(update(TaskTryRow).where(TaskTryRow.run_id == run_id, TaskTryRow.task == task,
@@ -325,17 +326,15 @@ class SqlStore(ScheduleStore):
         in one transaction; fenced like ``finish_task``."""
         with self._write() as s, s.begin():
             for run_id, task, try_number, cell in cells:
-                s.execute(update(TaskRunRow).where(
-                    TaskRunRow.run_id == run_id, TaskRunRow.task == task, TaskRunRow.owner == owner,
-                    TaskRunRow.try_number == try_number, TaskRunRow.state == TaskState.RUNNING.value)
-                    .values(cell=cell))
+                s.execute(update(TaskRunRow).where(*_try_of(run_id, task, owner, try_number),
+                                                   TaskRunRow.state == TaskState.RUNNING).values(cell=cell))
 
     @retried
     def owned_tasks_still_running(self, runner_id: str) -> set[tuple[str, str, int]]:
         """(run, task, try) of the tasks this runner owns that the database still has running."""
         with self._session() as s:
             rows = s.execute(select(TaskRunRow.run_id, TaskRunRow.task, TaskRunRow.try_number).where(
-                TaskRunRow.owner == runner_id, TaskRunRow.state == TaskState.RUNNING.value)).all()
+                TaskRunRow.owner == runner_id, TaskRunRow.state == TaskState.RUNNING)).all()
             return {(r, t, n) for r, t, n in rows}
 
     # -- runners: liveness ------------------------------------------------------------------
@@ -344,11 +343,11 @@ class SqlStore(ScheduleStore):
         whose clocks disagree judge each other by one clock (a SQLite file is on this machine)."""
         if self.engine.dialect.name == "postgresql":
             return func.timezone("UTC", func.now(), type_=DateTime)
-        return utcnow()
+        return self.clock.now()
 
     @retried
     def register_runner(self, runner_id: str, kind: str, pid: int) -> None:
-        now = utcnow()
+        now = self.clock.now()
         with self._write() as s, s.begin():
             s.execute(delete(RunnerRow).where(RunnerRow.id == runner_id))  # again, after it was presumed dead
             s.add(RunnerRow(id=runner_id, host=HOST, pid=pid, kind=kind, started_at=now, heartbeat_at=self._clock()))
@@ -376,11 +375,11 @@ class SqlStore(ScheduleStore):
                 s.execute(delete(RunnerRow).where(RunnerRow.id.in_(dead)))
             live = select(RunnerRow.id)
             orphans = s.scalars(select(TaskRunRow).where(
-                TaskRunRow.state == TaskState.RUNNING.value,
+                TaskRunRow.state == TaskState.RUNNING,
                 or_(TaskRunRow.owner.is_(None), TaskRunRow.owner.not_in(live)),
                 TaskRunRow.updated_at < cutoff)).all()
             s.execute(update(RunRow).where(RunRow.owner.is_not(None), RunRow.owner.not_in(live),
-                                           RunRow.state.in_([RunState.QUEUED.value, RunState.RUNNING.value]))
+                                           RunRow.state.in_(_UNFINISHED_RUN))
                       .values(owner=None))
             return [(t.run_id, _task_record(t)) for t in orphans]
 
@@ -408,9 +407,9 @@ class SqlStore(ScheduleStore):
             if pipeline:
                 q = q.where(RunRow.pipeline == pipeline)
             if state:
-                q = q.where(RunRow.state == state.value)
+                q = q.where(RunRow.state == state)
             if states is not None:
-                q = q.where(RunRow.state.in_([x.value for x in states]))
+                q = q.where(RunRow.state.in_(list(states)))
             if ids is not None:
                 q = q.where(RunRow.id.in_(list(ids)))
             if unowned:
@@ -432,6 +431,12 @@ class SqlStore(ScheduleStore):
             return [_run_record(r, by_run[r.id], tries) for r in rows]
 
 
+def _try_of(run_id: str, task: str, owner: str, try_number: int) -> tuple[Any, ...]:
+    """The fence of a try's writes: the very try, still held by that runner."""
+    return (TaskRunRow.run_id == run_id, TaskRunRow.task == task, TaskRunRow.owner == owner,
+            TaskRunRow.try_number == try_number)
+
+
 def _pipeline_record(row: PipelineRow) -> PipelineRecord:
     return PipelineRecord(name=row.name, version=row.version, spec=row.spec, source_path=row.source_path,
                           created_at=row.created_at)
@@ -443,15 +448,15 @@ def _tries(s: Any, run_ids: list[str]) -> dict[tuple[str, str], tuple[TaskTryRec
     for t in s.scalars(select(TaskTryRow).where(TaskTryRow.run_id.in_(run_ids))
                        .order_by(TaskTryRow.run_id, TaskTryRow.task, TaskTryRow.try_number)):
         out.setdefault((t.run_id, t.task), []).append(TaskTryRecord(
-            try_number=t.try_number, state=TaskState(t.state), runner=t.runner, host=t.host, error=t.error,
+            try_number=t.try_number, state=t.state, runner=t.runner, host=t.host, error=t.error, failure=t.failure,
             started_at=t.started_at, ended_at=t.ended_at))
     return {key: tuple(tries) for key, tries in out.items()}
 
 
 def _task_record(t: TaskRunRow, tries: tuple[TaskTryRecord, ...] = ()) -> TaskRunRecord:
     return TaskRunRecord(
-        task=t.task, state=TaskState(t.state), try_number=t.try_number, max_tries=t.max_tries, owner=t.owner,
-        host=t.host, error=t.error, output_path=t.output_path, outputs=t.outputs or {}, branch=t.branch,
+        task=t.task, state=t.state, try_number=t.try_number, max_tries=t.max_tries, owner=t.owner, host=t.host,
+        error=t.error, failure=t.failure, output_path=t.output_path, outputs=t.outputs or {}, branch=t.branch,
         cell=t.cell, queued_at=t.queued_at, started_at=t.started_at, ended_at=t.ended_at, next_try_at=t.next_try_at,
         tries=tries)
 
@@ -461,7 +466,7 @@ def _run_record(row: RunRow, tasks: Iterable[TaskRunRow],
     return RunRecord(
         id=row.id, pipeline=row.pipeline, pipeline_version=row.pipeline_version, params=row.params or {},
         logical_date=row.logical_date, trigger=row.trigger, schedule_id=row.schedule_id,
-        max_active_runs=row.max_active_runs, owner=row.owner, state=RunState(row.state), host=row.host,
+        max_active_runs=row.max_active_runs, owner=row.owner, state=row.state, host=row.host,
         error=row.error, created_at=row.created_at, started_at=row.started_at, ended_at=row.ended_at,
         tasks={t.task: _task_record(t, (tries or {}).get((row.id, t.task), ())) for t in tasks},
     )

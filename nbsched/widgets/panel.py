@@ -17,11 +17,11 @@ from typing import Any
 
 import ipywidgets as w
 
-from nbsched.dag import TaskState
 from nbsched.errors import NbschedError
 from nbsched.params import parse_override
 from nbsched.report import STATE_COLOURS, cell_label
 from nbsched.service import Service, run_view
+from nbsched.states import TaskState
 
 ALL = "(all pipelines)"
 _CHOSEN = ' class="nbsched-chosen"'

@@ -7,8 +7,9 @@ the recorded values and its address, so workers need no shared disk. Beside the 
 Dask events per try, named after its key: ``-stop`` (the runner asks the worker to stop the
 kernel, a timeout or a cancel, after setting the variable ``-why``) and ``-started`` (set by
 the first execution: when Dask runs a try again after its worker died, the second execution
-refuses, so nbsched's retry policy applies and no try runs twice). Workers report the cell a notebook is on as events of the ``nbsched-cell``
-topic, which the runner's client receives as they come.
+refuses, so nbsched's retry policy applies and no try runs twice). Workers report the cell a
+notebook is on as events of the ``nbsched-cell`` topic, which the runner's client receives as
+they come.
 (Events and topics, not Variables: reading an unset Variable logs an error on the scheduler.)
 """
 
@@ -16,17 +17,19 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import tempfile
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
 from nbsched.errors import ConfigError
-from nbsched.executors.base import Executor
-from nbsched.kernels import KernelHandle
+from nbsched.executors.base import Executor, Message, TaskAttempt
+from nbsched.kernels import FreshKernels, KernelHandle, Launcher
 from nbsched.notebook import TaskOutcome, TaskRequest, show_cell
+from nbsched.states import StopReason
 
 WORKER_LOST = "its Dask worker was lost during this try"
 CELL_TOPIC = "nbsched-cell"
@@ -69,9 +72,10 @@ class DaskExecutor(Executor):
         if handle is not None and cell:
             show_cell(handle, cell)
 
-    def _spawn(self, fn: Callable[..., None], *args: Any) -> Future[Any]:
+    def _spawn(self, fn: Callable[[TaskAttempt, queue.Queue[Message]], None], attempt: TaskAttempt,
+               events: queue.Queue[Message]) -> None:
         # a thread per try in flight, waiting on its Dask future: the work happens on the cluster
-        return self._threads.submit(fn, *args)
+        self._threads.submit(fn, attempt, events)
 
     def execute(self, request: TaskRequest, handle: KernelHandle) -> TaskOutcome:
         from distributed import Event, Variable
@@ -94,12 +98,12 @@ class DaskExecutor(Executor):
                     return TaskOutcome(error=_lost(exc), output_path=request.output_path)
                 if handle.stop_reason is not None:
                     if asked_to_stop_at is None:
-                        Variable(f"{key}-why", client=self.client).set(handle.stop_reason)
+                        Variable(f"{key}-why", client=self.client).set([handle.stop_reason.value, handle.stop_message])
                         stop.set()
                         asked_to_stop_at = time.monotonic()
                     elif time.monotonic() - asked_to_stop_at > _STOP_GRACE:
                         future.cancel()
-                        return TaskOutcome(stopped=handle.stop_reason, error=handle.stop_reason)
+                        return TaskOutcome.stopped_by(handle)
         finally:
             self._handles.pop(key, None)
             for name in ("stop", "started"):
@@ -110,7 +114,7 @@ class DaskExecutor(Executor):
         if notebook is not None:
             request.output_path.parent.mkdir(parents=True, exist_ok=True)
             request.output_path.write_bytes(notebook)
-        return TaskOutcome(output_path=request.output_path, **fields)
+        return TaskOutcome.from_json(fields, output_path=request.output_path)
 
     def shutdown(self) -> None:
         self._threads.shutdown(wait=True)
@@ -119,15 +123,13 @@ class DaskExecutor(Executor):
             self._cluster.close()
 
 
-_worker_kernels: dict[bool, Any] = {}
+_worker_kernels: dict[bool, FreshKernels] = {}
 _worker_kernels_lock = threading.Lock()
 
 
-def worker_kernels(fork: bool) -> Any:
+def worker_kernels(fork: bool) -> FreshKernels:
     """The kernel source of this worker process, kept across its tasks (a fork server lives as
     long as the worker; it dies with it, and so do its kernels)."""
-    from nbsched.kernels import FreshKernels, Launcher
-
     with _worker_kernels_lock:
         if fork not in _worker_kernels:
             _worker_kernels[fork] = FreshKernels(launcher=Launcher(fork))
@@ -144,21 +146,24 @@ def run_on_worker(key: str, notebook: bytes, name: str, parameters: dict[str, An
     client, worker = get_client(), get_worker()  # bound here: the watcher thread has no task context
     started, stop = Event(f"{key}-started", client=client), Event(f"{key}-stop", client=client)
     if started.is_set():  # Dask runs it again: the worker of the first execution died
-        return {"error": WORKER_LOST}, None
+        return TaskOutcome(error=WORKER_LOST).to_json(), None
     started.set()
-    def why() -> str:  # set before the stop event, so there is a value to read
-        return str(Variable(f"{key}-why", client=client).get(timeout=10))
+    handle, done = KernelHandle(), threading.Event()
+
+    def stop_as_asked() -> None:
+        # the reason is set before the stop event, so there is one to read
+        reason, message = Variable(f"{key}-why", client=client).get(timeout=10)
+        handle.stop(StopReason(reason), message)
 
     if stop.is_set():  # stopped while it waited for a worker
-        reason = why()
-        return {"stopped": reason, "error": reason, "host": worker.address}, None
-    handle, done = KernelHandle(), threading.Event()
+        stop_as_asked()
+        return TaskOutcome.stopped_by(handle, host=worker.address).to_json(), None
 
     def watch() -> None:
         last = None
         while not done.wait(_POLL):
             if handle.stop_reason is None and stop.is_set():
-                handle.stop(why())
+                stop_as_asked()
             if (cell := cell_progress(handle)) != last:
                 worker.log_event(CELL_TOPIC, {"key": key, "cell": cell})
                 last = cell
@@ -177,8 +182,8 @@ def run_on_worker(key: str, notebook: bytes, name: str, parameters: dict[str, An
             done.set()
             watcher.join()
         executed = output.read_bytes() if output.exists() else None
-    return {"error": outcome.error, "stopped": outcome.stopped, "outputs": outcome.outputs,
-            "branch": outcome.branch, "host": worker.address}, executed
+    outcome.host = worker.address
+    return outcome.to_json(), executed
 
 
 def _probe(address: str) -> None:
