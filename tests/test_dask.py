@@ -19,6 +19,7 @@ import nbformat
 import pytest
 
 from conftest import nbsched, wait_for, write_notebook, write_yaml
+from nbsched.failures import TaskFailure
 from nbsched.service import Config, Service
 from nbsched.states import RunState, TaskState
 
@@ -135,6 +136,19 @@ def test_a_timeout_on_the_cluster_names_the_cell(project: Path, cluster: Any) ->
     service.close()
     assert run.state is RunState.FAILED
     assert run.tasks["only"].error == "timed out after 2s (cell 4: import time; time.sleep(60))"
+
+
+def test_a_failing_cell_on_the_cluster_is_named_and_kept_as_data(project: Path, cluster: Any) -> None:
+    write_notebook(project / "bad.ipynb", "x = 1", "raise ValueError('bad input')")
+    write_yaml(project / "pipeline.yaml", "name: bad\ntasks:\n  only: {notebook: bad.ipynb}\n")
+    service = _service(project, cluster.scheduler_address)
+    run = service.run_pipeline(project / "pipeline.yaml")
+    service.close()
+    task = run.tasks["only"]
+    assert task.error == "ValueError: bad input (cell 5: raise ValueError('bad input'))"
+    assert task.failure == TaskFailure(ename="ValueError", evalue="bad input", cell=5,
+                                       source="raise ValueError('bad input')")
+    assert [(t.state, t.failure) for t in task.tries] == [(TaskState.FAILED, task.failure)]
 
 
 def test_the_readme_cluster_commands_serve_on_dask_and_postgresql(project: Path, pg_url: str,

@@ -4,6 +4,7 @@ fencing, reaping, max_active_runs, cancel and timeouts, each on a real SQLite st
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import timedelta
 from pathlib import Path
@@ -14,9 +15,10 @@ import yaml
 
 from fakes import HANG, Fail, FakeClock, FakeExecutor, Succeed
 from nbsched.failures import TaskFailure
+from nbsched.notebook import TaskOutcome
 from nbsched.runner import Runner
 from nbsched.spec import PipelineSpec, parse_pipeline
-from nbsched.states import RunState, RunTrigger, TaskState
+from nbsched.states import RunState, RunTrigger, StopReason, TaskState
 from nbsched.store import RunRecord, SqlStore
 
 OPEN = [RunState.QUEUED, RunState.RUNNING]
@@ -141,6 +143,15 @@ def test_a_failure_is_stored_as_data_beside_its_line(store, pipelines, make_runn
     assert t.state is TaskState.SUCCESS and t.error is None and t.failure is None  # the retry that worked
     first = t.tries[0]
     assert first.failure == failure and first.error == str(failure) == "MemoryError (cell 7: b = bytearray(10**15))"
+
+
+@pytest.mark.parametrize("outcome", [
+    TaskOutcome.failed(TaskFailure(ename="KeyError", evalue="'x'", cell=3, source="d['x']"), outputs={"rows": 3},
+                       host="tcp://10.0.0.7:4242"),
+    TaskOutcome(stopped=StopReason.TIMED_OUT, error="timed out after 2m (cell 3: time.sleep(600))"),
+    TaskOutcome(outputs={"rows": [1, 2]}, branch=["small"])], ids=["failed", "stopped", "succeeded"])
+def test_an_outcome_sent_back_by_a_dask_worker_keeps_its_failure_and_stop_as_data(outcome):
+    assert TaskOutcome.from_json(json.loads(json.dumps(outcome.to_json()))) == outcome
 
 
 def test_a_retry_that_succeeds_ends_the_run_success_with_its_outputs(store, pipelines, make_runner, clock):

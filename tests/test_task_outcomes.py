@@ -10,6 +10,7 @@ import nbformat
 import pytest
 
 from conftest import write_notebook, write_yaml
+from nbsched.failures import TaskFailure
 from nbsched.states import RunState, TaskState
 
 
@@ -56,6 +57,8 @@ def test_a_notebook_out_of_memory_fails_with_memory_error_named(project, service
     task = run.tasks["hungry"]
     assert task.state is TaskState.FAILED
     assert task.error == f"MemoryError (cell {len(cells) + 4}: b = bytearray(10**15))"
+    assert task.failure == TaskFailure(ename="MemoryError", evalue="", cell=len(cells) + 4,
+                                       source="b = bytearray(10**15)")
 
 
 def test_a_notebook_that_raises_with_a_message_keeps_it(project, service):
@@ -65,6 +68,8 @@ def test_a_notebook_that_raises_with_a_message_keeps_it(project, service):
     run = service.run_pipeline(spec)
 
     assert run.tasks["bad"].error == "MemoryError: the cache is full (cell 4: raise MemoryError('the cache is full'))"
+    assert run.tasks["bad"].failure == TaskFailure(ename="MemoryError", evalue="the cache is full", cell=4,
+                                                   source="raise MemoryError('the cache is full')")
 
 
 def _bare_notebook(path: Path, *sources: str) -> Path:
@@ -102,3 +107,5 @@ def test_a_notebook_whose_kernel_dies_names_the_cell(project, service):
     run = service.run_pipeline(spec)
 
     assert run.tasks["dies"].error == "DeadKernelError: Kernel died (cell 5: import os; os._exit(3))"
+    assert run.tasks["dies"].failure == TaskFailure(ename="DeadKernelError", evalue="Kernel died", cell=5,
+                                                    source="import os; os._exit(3)")

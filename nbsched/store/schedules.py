@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, Iterable, Mapping
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from nbsched.clock import Clock
 from nbsched.errors import NotFound
@@ -24,8 +24,8 @@ _SAME = ("trigger", "params", "catchup", "misfire_grace", "max_active_runs")  # 
 class ScheduleStore:
     """Mixin of ``SqlStore``: needs ``_session``, ``_write`` and ``clock``."""
 
-    _session: Any
-    _write: Any
+    _session: sessionmaker[Session]
+    _write: sessionmaker[Session]
     clock: Clock
 
     @retried

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import secrets
 import socket
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
+from enum import Enum
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
-from sqlalchemy import DateTime, create_engine, delete, event, func, or_, select, update
+from sqlalchemy import ColumnElement, DateTime, create_engine, delete, event, func, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, IntegrityError
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from nbsched.clock import SYSTEM_CLOCK, Clock
 from nbsched.errors import ConfigError, NotFound
@@ -29,10 +31,15 @@ from nbsched.store.records import ClaimedTask, PipelineRecord, RunRecord, TaskRu
 from nbsched.store.schedules import ScheduleStore
 
 HOST = socket.gethostname()
-_TAKEN = object()  # a run id already used by another run
 _RUNNING = (TaskState.RUNNING,)  # a try's own writes leave only this state
 _UNFINISHED_RUN = [state for state in RunState if not state.finished]
 SQLITE_BUSY_TIMEOUT = 5.0  # seconds
+
+
+class _Taken(Enum):
+    """A run id already used by another run."""
+
+    TAKEN = "taken"
 
 
 def new_run_id(now: datetime) -> str:
@@ -60,7 +67,7 @@ class SqlStore(ScheduleStore):
         # file to WAL or migrates it: that waits like any busy transaction
         self.patience.run(schema.prepare, self.engine, url)
 
-    def patient(self, while_waiting: Any = None) -> Any:
+    def patient(self, while_waiting: Callable[[], None] | None = None) -> AbstractContextManager[None]:
         """Within it, this thread's calls wait for the database for as long as it takes, calling
         ``while_waiting()`` between tries."""
         return self.patience.patient(None, while_waiting=while_waiting)
@@ -138,10 +145,10 @@ class SqlStore(ScheduleStore):
             # the id is chosen before the transaction, so that a retry after a commit that was lost
             # with its connection finds the run it made rather than making a second
             made = self.patience.run(self._insert_run, new_run_id(self.clock.now()), fields, tasks)
-            if made is not _TAKEN:
+            if made is not _Taken.TAKEN:
                 return made
 
-    def _insert_run(self, run_id: str, fields: dict[str, Any], tasks: Mapping[str, int]) -> Any:
+    def _insert_run(self, run_id: str, fields: dict[str, Any], tasks: Mapping[str, int]) -> str | None | _Taken:
         now = self.clock.now()
         try:
             with self._write() as s, s.begin():
@@ -156,7 +163,7 @@ class SqlStore(ScheduleStore):
             with self._session() as s:
                 row = s.get(RunRow, run_id)
                 mine = row is not None and all(getattr(row, k) == v for k, v in fields.items() if k != "logical_date")
-            return run_id if mine else _TAKEN  # made by an earlier attempt, or another run's id: a new one
+            return run_id if mine else _Taken.TAKEN  # made by an earlier attempt, or another run's id: a new one
         return run_id
 
     @retried
@@ -338,7 +345,7 @@ class SqlStore(ScheduleStore):
             return {(r, t, n) for r, t, n in rows}
 
     # -- runners: liveness ------------------------------------------------------------------
-    def _clock(self) -> Any:
+    def _clock(self) -> datetime | ColumnElement[datetime]:
         """Now, by the clock leases are judged by: the database's, so that runners on machines
         whose clocks disagree judge each other by one clock (a SQLite file is on this machine)."""
         if self.engine.dialect.name == "postgresql":
@@ -431,7 +438,7 @@ class SqlStore(ScheduleStore):
             return [_run_record(r, by_run[r.id], tries) for r in rows]
 
 
-def _try_of(run_id: str, task: str, owner: str, try_number: int) -> tuple[Any, ...]:
+def _try_of(run_id: str, task: str, owner: str, try_number: int) -> tuple[ColumnElement[bool], ...]:
     """The fence of a try's writes: the very try, still held by that runner."""
     return (TaskRunRow.run_id == run_id, TaskRunRow.task == task, TaskRunRow.owner == owner,
             TaskRunRow.try_number == try_number)
@@ -442,7 +449,7 @@ def _pipeline_record(row: PipelineRow) -> PipelineRecord:
                           created_at=row.created_at)
 
 
-def _tries(s: Any, run_ids: list[str]) -> dict[tuple[str, str], tuple[TaskTryRecord, ...]]:
+def _tries(s: Session, run_ids: list[str]) -> dict[tuple[str, str], tuple[TaskTryRecord, ...]]:
     """The tries of these runs' tasks, by (run, task), oldest first."""
     out: dict[tuple[str, str], list[TaskTryRecord]] = {}
     for t in s.scalars(select(TaskTryRow).where(TaskTryRow.run_id.in_(run_ids))
