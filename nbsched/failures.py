@@ -8,9 +8,9 @@ from typing import Any, Mapping
 
 @dataclass(frozen=True, kw_only=True)
 class TaskFailure:
-    """An exception raised by a task's notebook, or its kernel dying under it (papermill's
-    ``PapermillExecutionError`` keeps the same facts). ``str()`` is the task's error:
-    ``ValueError: bad input (cell 4: raise ValueError('bad input'))``."""
+    """An exception raised in a task's notebook, or by its kernel (dead under a cell, or never
+    started: no cell then); papermill's ``PapermillExecutionError`` keeps the same facts.
+    ``str()`` is the task's error: ``ValueError: bad input (cell 4: raise ValueError('bad input'))``."""
 
     ename: str  # the exception's name
     evalue: str  # the first line of its message; "" for one without (MemoryError)

@@ -44,7 +44,7 @@ class TaskRequest:
 @dataclass(kw_only=True)
 class TaskOutcome:
     """What one try of a task produced. ``error`` is None on success; ``failure`` is the error
-    as data when the notebook raised it (or its kernel died under it)."""
+    as data when the notebook or its kernel failed (not when the runner stopped the try)."""
 
     error: str | None = None
     failure: TaskFailure | None = None
@@ -60,7 +60,8 @@ class TaskOutcome:
 
     @classmethod
     def stopped_by(cls, handle: KernelHandle, **fields: Any) -> TaskOutcome:
-        """The outcome of a try stopped before it ran a cell, or while it was waiting."""
+        """The outcome of a stopped try whose cell cannot be named: stopped while it waited for a
+        worker, or on a worker that did not answer the stop."""
         assert handle.stop_reason is not None
         return cls(stopped=handle.stop_reason, error=handle.stop_message, **fields)
 

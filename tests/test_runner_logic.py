@@ -130,7 +130,8 @@ tasks:
     assert run.state is RunState.FAILED and executor.tries("t") == [1, 2, 3]
     assert t.state is TaskState.FAILED and t.try_number == 3 and t.error == BAD_INPUT
     assert [(a.try_number, a.state, a.error) for a in t.tries] == [
-        (1, TaskState.UP_FOR_RETRY, BAD_INPUT), (2, TaskState.UP_FOR_RETRY, BAD_INPUT), (3, TaskState.FAILED, BAD_INPUT)]
+        (1, TaskState.UP_FOR_RETRY, BAD_INPUT), (2, TaskState.UP_FOR_RETRY, BAD_INPUT),
+        (3, TaskState.FAILED, BAD_INPUT)]
 
 
 def test_a_failure_is_stored_as_data_beside_its_line(store, pipelines, make_runner, clock):
@@ -355,7 +356,12 @@ def test_a_runner_that_fails_itself_ends_its_runs_cancelled_with_the_reason(stor
 
 
 def test_a_try_past_its_timeout_is_stopped_and_fails_with_the_time_it_had(store, pipelines, make_runner, clock):
-    pipelines.add("name: sleepy\ntasks:\n  nap: {notebook: n.ipynb, timeout: 2m}\n  after: {notebook: a.ipynb, upstream: [nap]}\n")
+    pipelines.add("""
+name: sleepy
+tasks:
+  nap:   {notebook: n.ipynb, timeout: 2m}
+  after: {notebook: a.ipynb, upstream: [nap]}
+""")
     run_id = pipelines.queue("sleepy")
     runner = make_runner(FakeExecutor({"nap": [HANG]}))
     turn(runner)

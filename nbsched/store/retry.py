@@ -23,6 +23,7 @@ import tenacity
 from sqlalchemy.exc import DatabaseError as SADatabaseError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from nbsched.clock import SYSTEM_CLOCK, Clock
 from nbsched.errors import DatabaseError, DatabaseUnavailable
 
 log = logging.getLogger("nbsched.store")
@@ -66,14 +67,15 @@ class Patience:
     default, None (forever) inside ``patient()`` (per thread: a Jupyter server's daemon thread is
     patient, its request threads are not)."""
 
-    def __init__(self, shown_url: str, dialect: str, seconds: float | None) -> None:
+    def __init__(self, shown_url: str, dialect: str, seconds: float | None, clock: Clock = SYSTEM_CLOCK) -> None:
         self.shown_url = shown_url
+        self.clock = clock
         self.dialect = dialect
         self.seconds = seconds
         self._local = threading.local()
         self._lock = threading.Lock()
         self._down: tuple[str, float] | None = None  # (kind, since when: monotonic)
-        self.back_at = float("-inf")  # when the database last came back (monotonic)
+        self.back_at = float("-inf")  # when the database last came back (the clock's monotonic, as runners read it)
 
     @contextmanager
     def patient(self, seconds: float | None = None, *,
@@ -150,7 +152,7 @@ class Patience:
         with self._lock:
             if self._down is not None:
                 return
-            self._down = (kind, time.monotonic() - state.seconds_since_start)
+            self._down = (kind, self.clock.monotonic() - state.seconds_since_start)
         level = logging.WARNING if patient else logging.INFO
         log.log(level, "database %s %s (%s); retrying", self.shown_url, kind, reason(exc))
 
@@ -159,7 +161,7 @@ class Patience:
             if self._down is None:
                 return
             (kind, since), self._down = self._down, None
-            self.back_at = time.monotonic()
+            self.back_at = self.clock.monotonic()
         what = "reachable again" if kind == OUTAGE else "writable again"
         log.log(logging.WARNING if patient else logging.INFO, "database %s %s after %.1fs", self.shown_url,
                 what, self.back_at - since)

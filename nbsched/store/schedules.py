@@ -98,7 +98,8 @@ class ScheduleStore:
                     existing.remove(match)
                     ids.append(match.id)
                     continue
-                row = ScheduleRow(pipeline=pipeline, origin=ScheduleOrigin.SPEC, created_at=now, updated_at=now, **fields)
+                row = ScheduleRow(pipeline=pipeline, origin=ScheduleOrigin.SPEC, created_at=now, updated_at=now,
+                                  **fields)
                 s.add(row)
                 s.flush()
                 ids.append(row.id)

@@ -60,7 +60,7 @@ class SqlStore(ScheduleStore):
         except (ArgumentError, ImportError) as exc:
             raise ConfigError(f"database URL {url!r}: {exc}") from None
         self.patience = Patience(self.engine.url.render_as_string(hide_password=True), self.engine.dialect.name,
-                                 patience)
+                                 patience, clock)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(self.engine.execution_options(nbsched_write=True), expire_on_commit=False)
         # SQLite may answer "locked" at once, without waiting, while another process switches a new
