@@ -132,8 +132,7 @@ class KernelPool:
         try:
             if not self._closed.is_set():
                 kernel = connect(self.launcher.start(name, self._home), self.startup_timeout)
-                kernel.kc.stop_channels()  # the task connects its own, in its own thread
-                kernel.kc = None
+                kernel.disconnect()  # the task connects its own, in its own thread
         except Exception as exc:  # noqa: BLE001 - a task asking for it will start it and report why
             log.warning("kernel pool: cannot start a %s kernel ahead of need: %s", name, exc)
             with self._cond:
@@ -150,8 +149,7 @@ class KernelPool:
     def _retire(self, kernel: Kernel, *, used: bool = True) -> None:
         """Shut it down off the tasks' path: gracefully if a task used it (its atexit handlers
         run), at once if it only waited."""
-        if kernel.kc is not None:
-            kernel.kc.stop_channels()
+        kernel.disconnect()
         try:
             self._stopper.submit(in_own_loop, partial(stop_kernel, kernel.km, now=not used))
         except RuntimeError:  # the pool is closed: stop it here

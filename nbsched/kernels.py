@@ -86,6 +86,12 @@ class Kernel:
     km: AsyncKernelManager
     kc: AsyncKernelClient | None = None
 
+    def disconnect(self) -> None:
+        """Close the client (its sockets belong to the thread that connected it); the kernel runs on."""
+        if self.kc is not None:
+            self.kc.stop_channels()
+            self.kc = None
+
 
 class KernelSource(Protocol):
     """Where a task gets its kernel: ``FreshKernels``, or ``KernelPool`` (kernels started ahead of need)."""
@@ -308,8 +314,7 @@ class FreshKernels:
         try:
             yield kernel
         finally:
-            if kernel.kc is not None:
-                kernel.kc.stop_channels()
+            kernel.disconnect()
             stop_kernel(kernel.km)
 
     def prepare(self, kernels: Mapping[str, int]) -> None:
