@@ -498,18 +498,17 @@ class _Progress:
         self.bar = tqdm(total=len(spec.tasks), unit="task", desc=spec.name, file=sys.stderr, leave=False,
                         disable=not sys.stderr.isatty())
 
-    def update(self, run_id: str, task: str, state: Any, detail: str | None) -> None:
+    def update(self, run_id: str, task: str, state: TaskState, detail: str | None) -> None:
         if self.bar is None:
             return
-        value = state.value
-        if value == "running":
+        if state is TaskState.RUNNING:
             self.running.add(task)
         else:
             self.running.discard(task)
         if state.finished:
             self.bar.update(1)
-        if value in ("failed", "up_for_retry"):
-            self.bar.write(f"{task}: {value}: {detail}", file=sys.stderr)
+        if state in (TaskState.FAILED, TaskState.UP_FOR_RETRY):
+            self.bar.write(f"{task}: {state.value}: {detail}", file=sys.stderr)
         self.bar.set_postfix_str(", ".join(sorted(self.running)))
 
     def close(self) -> None:
