@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-from concurrent.futures import Future
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import nbformat
 
 from conftest import run_json, write_notebook, write_yaml
-from nbsched.executors.base import Executor
-from nbsched.notebook import TaskOutcome, TaskRequest
+from fakes import FakeExecutor
 from nbsched.states import RunState, TaskState
 
 SLEEP = "import time\ntime.sleep({})"
@@ -267,27 +264,9 @@ def test_a_running_task_shows_the_cell_its_notebook_is_on(project, service):
     assert run.state is RunState.SUCCESS and run.tasks["slow"].cell is None
 
 
-class RecordingExecutor(Executor):
-    """Records what it is handed and finishes each try at once, successfully: whatever executor
-    is configured, the runner decides which notebook a try may read."""
-
-    workers = 2
-
-    def __init__(self) -> None:
-        self.requests: list[TaskRequest] = []
-
-    def _spawn(self, fn: Any, *args: Any) -> Future[Any]:
-        fn(*args)
-        done: Future[Any] = Future()
-        done.set_result(None)
-        return done
-
-    def execute(self, request: TaskRequest, handle: Any) -> TaskOutcome:
-        self.requests.append(request)
-        return TaskOutcome(output_path=request.output_path)
-
-
 def run_with(service, executor, run_id):
+    """Run ``run_id`` with ``executor``, which records what it is handed: whatever executor is
+    configured, the runner decides which notebook a try may read."""
     from nbsched.runner import Runner
 
     runner = Runner(service.store, executor, service.config.runs_dir, spec_loader=service.spec_of, poll=0.05)
@@ -306,7 +285,7 @@ def test_a_notebook_swapped_for_a_symlink_out_of_the_root_is_not_handed_to_any_e
 
     (root / "swap.ipynb").unlink()
     (root / "swap.ipynb").symlink_to(outside)  # after registering
-    executor = RecordingExecutor()
+    executor = FakeExecutor()
     run = run_with(service, executor, service.trigger("swap"))
 
     assert executor.requests == []
@@ -320,7 +299,7 @@ def test_a_try_gets_the_checked_notebook_resolved(project, service):
     real = write_notebook(root / "sub" / "real.ipynb", "x = 1")
     (root / "link.ipynb").symlink_to(real)  # a symlink that stays inside the root is fine
     service.register_spec({"name": "inside", "tasks": {"t": "link.ipynb"}}, root, confine_to=root)
-    executor = RecordingExecutor()
+    executor = FakeExecutor()
     run = run_with(service, executor, service.trigger("inside"))
     assert run.state is RunState.SUCCESS
     [request] = executor.requests
@@ -334,5 +313,5 @@ def test_a_pipeline_of_the_users_own_files_has_no_root(project, service):
     write_yaml(project / "pipeline.yaml", "name: mine\ntasks: {t: mine.ipynb}\n")
     service.register(project / "pipeline.yaml")
     assert service.store.get_pipeline("mine").spec["root"] is None
-    executor = RecordingExecutor()
+    executor = FakeExecutor()
     assert run_with(service, executor, service.trigger("mine")).state is RunState.SUCCESS
