@@ -87,9 +87,6 @@ class Transitions(Generic[S]):
     def __init__(self, table: Mapping[S, Iterable[S]]) -> None:
         self.table: dict[S, frozenset[S]] = {state: frozenset(to) for state, to in table.items()}
 
-    def allowed(self, old: S, new: S) -> bool:
-        return new in self.table[old]
-
     def sources(self, new: S) -> frozenset[S]:
         """The states from which ``new`` may be reached."""
         return frozenset(old for old, to in self.table.items() if new in to)
