@@ -11,12 +11,14 @@ import signal
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from nbsched.errors import NbschedError
-from nbsched.states import RunState, TaskState
+
+if TYPE_CHECKING:
+    from nbsched.states import TaskState
 
 
 class UserError(click.ClickException):
@@ -128,7 +130,7 @@ def run(service: Any, path: str, params: tuple[str, ...], workers: int | None, a
         click.echo(f"outputs: {_rel(service.config.runs_dir / record.pipeline / record.id)}")
         if report is not None:
             click.echo(f"report:  {_rel(report)}")
-    sys.exit(0 if record.state is RunState.SUCCESS else 1)
+    _exit_by([record])
 
 
 @cli.command()
@@ -140,6 +142,7 @@ def run(service: Any, path: str, params: tuple[str, ...], workers: int | None, a
 def runs(service: Any, pipeline: str | None, state: str | None, limit: int, as_json: bool) -> None:
     """List recent runs, newest first."""
     from nbsched.service import run_view
+    from nbsched.states import TaskState
 
     records = service.list_runs(pipeline=pipeline, state=state, limit=limit)
     if as_json:
@@ -229,7 +232,7 @@ def backfill(service: Any, pipeline: str, start: str, end: str, schedule_id: int
         records = service.run_queued(created, workers=workers)
         for record in records:
             click.echo(f"{record.id}  {_local(record.logical_date)}  {_state(record.state.value)}")
-        sys.exit(0 if all(r.state is RunState.SUCCESS for r in records) else 1)
+        _exit_by(records)
 
 
 @cli.command()
@@ -253,7 +256,7 @@ def retry(service: Any, run_id: str, run_here: bool) -> None:
     if run_here:
         (record,) = service.run_queued([run_id])
         _print_run(record)
-        sys.exit(0 if record.state is RunState.SUCCESS else 1)
+        _exit_by([record])
 
 
 @cli.command()
@@ -382,8 +385,16 @@ def _state(value: str) -> str:
     return click.style(value, fg=_COLOURS.get(value))
 
 
+def _exit_by(records: list[Any]) -> NoReturn:
+    """Exit 0 when every run succeeded, else 1 (a run failed or was cancelled)."""
+    from nbsched.states import RunState
+
+    sys.exit(0 if all(r.state is RunState.SUCCESS for r in records) else 1)
+
+
 def _print_run(r: Any) -> None:
     from nbsched.report import cell_label
+    from nbsched.states import TaskState
 
     params = ", ".join(f"{k}={v!r}" for k, v in r.params.items()) or "-"
     click.echo(f"run {r.id}  pipeline {r.pipeline} v{r.pipeline_version}  {_state(r.state.value)}  "
@@ -499,6 +510,8 @@ class _Progress:
                         disable=not sys.stderr.isatty())
 
     def update(self, run_id: str, task: str, state: TaskState, detail: str | None) -> None:
+        from nbsched.states import TaskState
+
         if self.bar is None:
             return
         if state is TaskState.RUNNING:

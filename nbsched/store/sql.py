@@ -237,8 +237,8 @@ class SqlStore(ScheduleStore):
                                                TaskRunRow.state.in_(TASK.guard(TaskState.CANCELLED)))
                       .values(state=TaskState.CANCELLED, error=error, failure=None, ended_at=now, updated_at=now,
                               cell=None))
-            s.execute(update(TaskTryRow).where(
-                TaskTryRow.run_id == run_id, TaskTryRow.state.in_(TASK.guard(TaskState.CANCELLED, _RUNNING)))
+            s.execute(update(TaskTryRow).where(TaskTryRow.run_id == run_id,
+                                               TaskTryRow.state.in_(TASK.guard(TaskState.CANCELLED, _RUNNING)))
                       .values(state=TaskState.CANCELLED, error=error, ended_at=now))
             return True
 
