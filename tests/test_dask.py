@@ -129,12 +129,12 @@ def test_cancel_stops_the_kernel_on_the_worker_and_its_future(project: Path, clu
 
 def test_a_timeout_on_the_cluster_names_the_cell(project: Path, cluster: Any) -> None:
     write_notebook(project / "slow.ipynb", "import time\ntime.sleep(60)")
-    write_yaml(project / "pipeline.yaml", "name: slow\ntasks:\n  only: {notebook: slow.ipynb, timeout: 2s}\n")
+    write_yaml(project / "pipeline.yaml", "name: slow\ntasks:\n  only: {notebook: slow.ipynb, timeout: 8s}\n")
     service = _service(project, cluster.scheduler_address)
     run = service.run_pipeline(project / "pipeline.yaml")
     service.close()
     assert run.state is RunState.FAILED
-    assert run.tasks["only"].error == "timed out after 2s (cell 4: import time; time.sleep(60))"
+    assert run.tasks["only"].error == "timed out after 8s (cell 4: import time; time.sleep(60))"
 
 
 def test_the_readme_cluster_commands_serve_on_dask_and_postgresql(project: Path, pg_url: str,
