@@ -366,8 +366,9 @@ class Service:
             order, upstream = list(run.tasks), {}
         states = {n: t.state.value for n, t in run.tasks.items()}
         times = [(n, t.state.value, t.started_at, t.ended_at) for n, t in run.tasks.items()]
-        return run_report_html(run_view(run), dag_svg(order, upstream, states),
-                               gantt_svg(times, now=run.ended_at or utcnow()), links)
+        home = self.config.home
+        return run_report_html(run_view(run), dag_svg(order, upstream, states, home=home),
+                               gantt_svg(times, now=run.ended_at or utcnow(), home=home), links, home=home)
 
     def update_schedule(self, schedule_id: int, changes: Mapping[str, Any], *,
                         now: datetime | None = None) -> ScheduleRecord:
