@@ -15,7 +15,9 @@ from typing import Any, NoReturn
 
 import click
 
+from nbsched.clock import utcnow
 from nbsched.errors import NbschedError
+from nbsched.timefmt import elapsed_between, local_time, relative, zoned_time
 
 
 class UserError(click.ClickException):
@@ -150,8 +152,8 @@ def runs(service: Any, pipeline: str | None, state: str | None, limit: int, as_j
     rows = []
     for r in records:
         done = sum(t.state.value in ("success", "skipped") for t in r.tasks.values())
-        rows.append([r.id, r.pipeline, _state(r.state.value), r.trigger, _local(r.started_at or r.created_at),
-                     _duration(r.started_at, r.ended_at), f"{done}/{len(r.tasks)}"])
+        rows.append([r.id, r.pipeline, _state(r.state.value), r.trigger, local_time(r.started_at or r.created_at),
+                     _took(r.started_at, r.ended_at), f"{done}/{len(r.tasks)}"])
     _table(["RUN", "PIPELINE", "STATE", "TRIGGER", "STARTED", "DURATION", "TASKS OK"], rows)
 
 
@@ -227,7 +229,7 @@ def backfill(service: Any, pipeline: str, start: str, end: str, schedule_id: int
     if run_here and created:
         records = service.run_queued(created, workers=workers)
         for record in records:
-            click.echo(f"{record.id}  {_local(record.logical_date)}  {_state(record.state.value)}")
+            click.echo(f"{record.id}  {local_time(record.logical_date)}  {_state(record.state.value)}")
         sys.exit(0 if all(r.state.value == "success" for r in records) else 1)
 
 
@@ -341,7 +343,7 @@ def schedule_list(service: Any, pipeline: str | None, as_json: bool) -> None:
         click.echo("no schedules — add one with: nbsched schedule add PIPELINE --cron '0 6 * * *'")
         return
     rows = [[str(s.id), s.pipeline, _describe(s), "active" if s.enabled else "paused", _next_fire(s),
-             _local(s.last_fire_at), s.origin] for s in scheds]
+             local_time(s.last_fire_at), s.origin] for s in scheds]
     _table(["ID", "PIPELINE", "TRIGGER", "STATE", "NEXT FIRE", "LAST FIRE", "FROM"], rows)
 
 
@@ -387,8 +389,8 @@ def _print_run(r: Any) -> None:
 
     params = ", ".join(f"{k}={v!r}" for k, v in r.params.items()) or "-"
     click.echo(f"run {r.id}  pipeline {r.pipeline} v{r.pipeline_version}  {_state(r.state.value)}  "
-               f"{_duration(r.started_at, r.ended_at)}  params: {params}")
-    rows = [[name, _state(t.state.value), f"{t.try_number}/{t.max_tries}", _duration(t.started_at, t.ended_at),
+               f"{_took(r.started_at, r.ended_at)}  params: {params}")
+    rows = [[name, _state(t.state.value), f"{t.try_number}/{t.max_tries}", _took(t.started_at, t.ended_at),
              _rel(t.output_path) if t.output_path else "-"] for name, t in r.tasks.items()]
     _table(["TASK", "STATE", "TRIES", "DURATION", "OUTPUT"], rows)
     for name, t in r.tasks.items():
@@ -400,7 +402,7 @@ def _print_run(r: Any) -> None:
     if retried:  # what each try did: where it ran, who ran it, how it ended
         click.echo("tries:")
         _table(["  TASK", "TRY", "STATE", "DURATION", "HOST", "RUNNER", "ERROR"],
-               [[f"  {name}", str(a.try_number), _state(a.state.value), _duration(a.started_at, a.ended_at),
+               [[f"  {name}", str(a.try_number), _state(a.state.value), _took(a.started_at, a.ended_at),
                  a.host or "-", a.runner, a.error or ""] for name, a in retried])
 
 
@@ -425,25 +427,8 @@ def _next_fire(sched: Any) -> str:
         return "paused"
     if sched.next_fire_at is None or local is None:
         return "never (done)"
-    seconds = (sched.next_fire_at - datetime.now(sched.next_fire_at.tzinfo)).total_seconds()
-    return f"{local.strftime('%Y-%m-%d %H:%M:%S %Z')} ({_relative(seconds)})"
-
-
-def _relative(seconds: float) -> str:
-    if seconds < 0:
-        return f"due {_span(-seconds)} ago"
-    return f"in {_span(seconds)}"
-
-
-def _span(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    days, hours = divmod(hours, 24)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes}m"
-    return f"{minutes}m {secs}s" if minutes else f"{secs}s"
+    seconds = (sched.next_fire_at - utcnow()).total_seconds()
+    return f"{zoned_time(local)} ({relative(seconds)})"
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> None:
@@ -452,15 +437,9 @@ def _table(headers: list[str], rows: list[list[str]]) -> None:
         click.echo("  ".join(str(c) + " " * (w - len(click.unstyle(str(c)))) for c, w in zip(row, widths)).rstrip())
 
 
-def _duration(start: datetime | None, end: datetime | None) -> str:
-    if start is None:
-        return "-"
-    seconds = ((end or datetime.now(start.tzinfo)) - start).total_seconds()
-    return f"{seconds:.1f}s" if seconds < 120 else f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
-
-
-def _local(value: datetime | None) -> str:
-    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+def _took(start: datetime | None, end: datetime | None) -> str:
+    """How long it ran, or has been running."""
+    return elapsed_between(start, end or utcnow()) or "-"
 
 
 def _rel(path: str | Path) -> str:

@@ -24,6 +24,7 @@ from nbsched.scheduler import Scheduler, schedule_trigger
 from nbsched.spec import (MAX_ACTIVE_RUNS, SCHEDULE_KEYS, PipelineSpec, check_notebooks, confine_notebooks, load_pipeline,
                           parse_duration, parse_pipeline, spec_file)
 from nbsched.store import PipelineRecord, RunRecord, ScheduleRecord, SqlStore
+from nbsched.timefmt import when
 from nbsched.triggers import get_zone, trigger_from_fields
 
 DEFAULT_HOME = ".nbsched"
@@ -249,7 +250,7 @@ class Service:
                 f"({', '.join(str(s.id) for s in schedules)})"))
         sched = schedules[0]
         zone = get_zone(sched.trigger.get("timezone", "UTC"))
-        start, end = _when(start, zone, "--start"), _when(end, zone, "--end", end_of_day=True)
+        start, end = _moment(start, zone, "--start"), _moment(end, zone, "--end", end_of_day=True)
         if end < start:
             raise ConfigError(f"backfill {pipeline}: --end {end.isoformat()} is before --start {start.isoformat()}")
         trigger = schedule_trigger(sched)
@@ -365,8 +366,9 @@ class Service:
             order, upstream = list(run.tasks), {}
         states = {n: t.state.value for n, t in run.tasks.items()}
         times = [(n, t.state.value, t.started_at, t.ended_at) for n, t in run.tasks.items()]
-        return run_report_html(run_view(run), dag_svg(order, upstream, states),
-                               gantt_svg(times, now=run.ended_at or utcnow()), links)
+        home = self.config.home
+        return run_report_html(run_view(run), dag_svg(order, upstream, states, home=home),
+                               gantt_svg(times, now=run.ended_at or utcnow(), home=home), links, home=home)
 
     def update_schedule(self, schedule_id: int, changes: Mapping[str, Any], *,
                         now: datetime | None = None) -> ScheduleRecord:
@@ -500,18 +502,11 @@ def schedule_fields(fields: Mapping[str, Any], *, now: datetime, where: str = "s
     }
 
 
-def _when(value: str | datetime, zone: Any, option: str, *, end_of_day: bool = False) -> datetime:
-    """An ISO date or date-time; naive ones are in ``zone``; a bare date as ``--end`` means its whole day."""
-    if isinstance(value, str):
-        try:
-            when = datetime.fromisoformat(value.strip())
-        except ValueError:
-            raise ConfigError(f"{option} {value!r}: not a date (use 2026-11-01 or 2026-11-01T06:00)") from None
-        if end_of_day and len(value.strip()) == 10:
-            when += timedelta(days=1, microseconds=-1)
-    else:
-        when = value
-    return when if when.tzinfo is not None else when.replace(tzinfo=zone)
+def _moment(value: str | datetime, zone: Any, option: str, *, end_of_day: bool = False) -> datetime:
+    try:
+        return when(value, zone, end_of_day=end_of_day)
+    except ValueError:
+        raise ConfigError(f"{option} {value!r}: not a date (use 2026-11-01 or 2026-11-01T06:00)") from None
 
 
 def pipeline_view(service: Service, name: str) -> dict[str, Any]:

@@ -87,7 +87,8 @@ def test_a_worker_killed_during_a_task_leads_to_a_successful_retry(project: Path
         runner = threading.Thread(target=lambda: finished.append(service.run_pipeline(project / "pipeline.yaml")))
         runner.start()
         busy = wait_for(lambda: [w for w, keys in client.processing().items() if keys], 60, "a worker to take it")
-        time.sleep(1.5)  # well into the sleeping cell
+        wait_for(lambda: (runs := service.list_runs(limit=1)) and (cell := runs[0].tasks["only"].cell)
+                 and cell["index"] == cell["count"], 60, "the first try to sleep in its last cell")
         pid = client.run(os.getpid, workers=busy)[busy[0]]
         os.kill(pid, signal.SIGKILL)
         runner.join(timeout=120)

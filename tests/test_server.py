@@ -485,7 +485,7 @@ async def test_run_report_page_links_the_task_routes(api, jp_root_dir, daemon):
     assert page.headers["Content-Type"].startswith("text/html")
     assert "sandbox" in page.headers["Content-Security-Policy"]
     html = page.body.decode()
-    assert f"hello · run {run_id} · success" in html and "&quot;&lt;east&gt;&quot;" in html
+    assert f"hello · run {run_id} · success" in html and "&#34;&lt;east&gt;&#34;" in html
     assert 'data-task="report" data-state="success"' in html and '<rect class="bar" data-task="report"' in html
     # the task links are relative to the page's URL, so they reach the task routes beside it
     page_url = "/" + "/".join((*API, "runs", run_id, "report"))
