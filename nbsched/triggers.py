@@ -32,7 +32,7 @@ from typing import Any, Mapping
 from croniter import CroniterBadDateError, croniter
 
 from nbsched.errors import ScheduleError
-from nbsched.spec import parse_duration
+from nbsched.durations import parse_duration
 
 UTC = timezone.utc
 CRON_ALIASES = ("@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually")
