@@ -160,6 +160,6 @@ class NbschedApp(ExtensionApp):
             await self._task
             self._task = None
         if self.service is not None:
-            self.service.close()
+            await asyncio.to_thread(self.service.close)
         if self._kernel_env is not None:
             self._kernel_env.close()

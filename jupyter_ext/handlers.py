@@ -36,6 +36,7 @@ _STATUS = ((NotFound, 404, "not_found"), (Conflict, 409, "conflict"), (SpecError
            (DatabaseUnavailable, 503, "database_unavailable"), (DatabaseError, 503, "database_error"))
 RETRY_AFTER = "10"  # seconds, told to a client the database made wait (503)
 Body = TypeVar("Body", RegisterPipeline, TriggerRun, CreateSchedule, ChangeSchedule)
+_R = TypeVar("_R")
 
 
 class ApiError(web.HTTPError):
@@ -61,7 +62,7 @@ class BaseHandler(ExtensionHandlerMixin, APIHandler):
     def root(self) -> Path:
         return self.app.root
 
-    async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    async def call(self, fn: Callable[..., _R], *args: Any, **kwargs: Any) -> _R:
         """Run a service call off the event loop; its errors become 4xx answers."""
         try:
             return await asyncio.to_thread(fn, *args, **kwargs)
