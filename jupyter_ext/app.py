@@ -13,7 +13,7 @@ import math
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Float, Int, List, TraitError, Unicode, validate
@@ -76,9 +76,9 @@ class NbschedApp(ExtensionApp):
     def _check_executor(self, proposal: Any) -> str:
         from nbsched.executors import check_workers, executor_address
 
-        self._refuse("executor", lambda: executor_address(proposal.value))
+        _refused(lambda: executor_address(proposal.value))
         if self.workers:
-            self._refuse("workers", lambda: check_workers(proposal.value, self.workers))
+            _refused(lambda: check_workers(proposal.value, self.workers))
         return str(proposal.value)
 
     @validate("workers")
@@ -86,7 +86,7 @@ class NbschedApp(ExtensionApp):
         from nbsched.executors import check_workers
 
         if proposal.value:  # 0: the executor's default
-            self._refuse("workers", lambda: check_workers(self.executor, proposal.value))
+            _refused(lambda: check_workers(self.executor, proposal.value))
         return int(proposal.value)
 
     @validate("lease", "poll", "grace", "db_patience")
@@ -96,15 +96,6 @@ class NbschedApp(ExtensionApp):
             bound = "> 0" if name in ("lease", "poll") else ">= 0"
             raise TraitError(f"NbschedApp.{name} {value!r}: expected a number of seconds {bound}")
         return float(value)
-
-    @staticmethod
-    def _refuse(name: str, check: Any) -> None:
-        from nbsched.errors import ConfigError
-
-        try:
-            check()
-        except ConfigError as exc:  # "workers 100000: at most 256 ..." -> "NbschedApp.workers 100000: ..."
-            raise TraitError(f"NbschedApp.{exc}") from None
 
     def _link_jupyter_server_extension(self, serverapp: Any) -> None:
         super()._link_jupyter_server_extension(serverapp)
@@ -163,3 +154,13 @@ class NbschedApp(ExtensionApp):
             await asyncio.to_thread(self.service.close)
         if self._kernel_env is not None:
             self._kernel_env.close()
+
+
+def _refused(check: Callable[[], object]) -> None:
+    """``check()``, its ConfigError a TraitError naming the setting ("NbschedApp.workers 100000: ...")."""
+    from nbsched.errors import ConfigError
+
+    try:
+        check()
+    except ConfigError as exc:
+        raise TraitError(f"NbschedApp.{exc}") from None
