@@ -12,9 +12,11 @@ from typing import Any, Callable
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
+from nbsched.config import Config
 from nbsched.errors import NbschedError
 from nbsched.render import render
-from nbsched.service import Config, Service, describe_schedule, run_view
+from nbsched.service import Service
+from nbsched.views import RunView
 
 USAGE = """usage:
   %nbsched run PATH [-p key=value ...]       run a pipeline (or notebook) now
@@ -49,10 +51,9 @@ class Table:
                       state_column=self.state_column)
 
 
-def run_table(run: Any, home: Path | None = None) -> Table:
-    view = run_view(run)
-    rows = [[name, t["state"], f'{t["try_number"]}/{t["max_tries"]}', t["error"] or "", t["output_path"] or ""]
-            for name, t in view["tasks"].items()]
+def run_table(run: RunView, home: Path | None = None) -> Table:
+    rows = [[name, t.state.value, f"{t.try_number}/{t.max_tries}", t.error or "", t.output_path or ""]
+            for name, t in run.tasks.items()]
     return Table(f"run {run.id} · {run.pipeline} v{run.pipeline_version} · {run.state.value}",
                  ["task", "state", "tries", "error", "output"], rows, state_column=1, home=home)
 
@@ -113,10 +114,10 @@ class NbschedMagics(Magics):
             fields = {k: v for k, v in options.items() if k in ("cron", "every", "at")}
             fields.update(timezone=options.get("tz", "UTC"), params=overrides)
             sched = svc.add_schedule(positional[0], fields)
-            print(f"schedule {sched.id}: {positional[0]} {describe_schedule(sched)}")
+            print(f"schedule {sched.id}: {positional[0]} {sched.description}")
             return sched.id
         if command == "schedules" and not positional:
-            rows = [[s.id, s.pipeline, describe_schedule(s), "active" if s.enabled else "paused",
+            rows = [[s.id, s.pipeline, s.description, "active" if s.enabled else "paused",
                      s.next_fire_at.isoformat(timespec="seconds") if s.next_fire_at else "-"]
                     for s in svc.list_schedules()]
             return Table("schedules", ["id", "pipeline", "trigger", "state", "next fire (UTC)"], rows,

@@ -251,7 +251,7 @@ def gantt_svg(tasks: Sequence[TaskTimes], *, now: datetime | None = None, home: 
 def run_report_html(view: Mapping[str, Any], dag: str, gantt: str,
                     task_links: Mapping[str, Mapping[str, str]], *, home: Path | None = None) -> str:
     """One run's report as a self-contained page (inline CSS, nothing fetched). ``view`` is
-    ``run_view(run)``; ``dag`` and ``gantt`` come from :func:`dag_svg` and :func:`gantt_svg`
+    ``RunView.to_json()``; ``dag`` and ``gantt`` come from :func:`dag_svg` and :func:`gantt_svg`
     and are inserted as they are; ``task_links`` maps a task to ``{label: href}`` (its report and
     notebook: files beside the page, or the REST routes), so one page shape serves both.
     ``home``: the project's nbsched folder, whose ``templates/run_report.html.j2`` may restyle it."""

@@ -1,4 +1,5 @@
-"""Lengths of time and moments written for people, and moments read from what people write.
+"""Lengths of time and moments written for people, and both read from what people write
+(``parse_duration``: ``30s``, ``10m``, ``1h30m`` in specs, schedules and flags; ``when``).
 
 Pure: no clock and no I/O; a caller that needs "now" passes it. A length of time is written one
 of four ways, each for where it is read:
@@ -12,7 +13,9 @@ of four ways, each for where it is read:
 from __future__ import annotations
 
 import math
+import re
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
+from typing import Any
 
 UTC = timezone.utc
 _MS_UNITS = (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1))
@@ -21,6 +24,38 @@ _PRECISE_BELOW = 120.0  # seconds: shorter runs are told to the tenth, where a r
 
 
 # -- lengths of time ----------------------------------------------------------------------------
+
+# written in specs, schedules and flags: ``30s``, ``10m``, ``1h30m``
+MAX_DURATION = 3650 * 86400.0  # ten years: a date that far ahead is still a date
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_PARSE_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> float:
+    """``30s``, ``10m``, ``1h30m``, ``2d``, ``500ms`` or a number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"bad duration {value!r}")
+    if isinstance(value, (int, float)):
+        if value < 0 or not math.isfinite(value):
+            raise ValueError(f"bad duration {value!r}: negative" if value < 0 else f"bad duration {value!r}")
+        return _bounded_duration(value, value)
+    text = str(value).strip().replace(" ", "")
+    pos, total = 0, 0.0
+    for m in _DURATION_RE.finditer(text):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _PARSE_UNITS[m.group(2)]
+        pos = m.end()
+    if not text or pos != len(text):
+        raise ValueError(f"bad duration {value!r} (use e.g. 30s, 10m, 1h30m)")
+    return _bounded_duration(total, value)
+
+
+def _bounded_duration(seconds: float, value: Any) -> float:
+    if seconds > MAX_DURATION:
+        raise ValueError(f"bad duration {value!r}: longer than {MAX_DURATION / 86400:.0f} days")
+    return float(seconds)
+
 
 def duration(seconds: float) -> str:
     """``900`` -> ``15m``, ``5400`` -> ``1h30m``, ``0.5`` -> ``500ms``: exact to the millisecond,

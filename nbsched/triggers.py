@@ -32,8 +32,7 @@ from typing import Any, Mapping
 from croniter import CroniterBadDateError, croniter
 
 from nbsched.errors import ScheduleError
-from nbsched.spec import parse_duration
-from nbsched.timefmt import duration, instant, offset_change, wall_clock, when
+from nbsched.timefmt import duration, instant, offset_change, parse_duration, wall_clock, when
 
 UTC = timezone.utc
 CRON_ALIASES = ("@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually")

@@ -220,7 +220,7 @@ async def test_the_server_extension_runs_notebooks_on_the_cluster(jp_fetch: Any,
                                                                  jp_root_dir: Path, cluster: Any) -> None:
     import asyncio
 
-    app = jp_serverapp.web_app.settings["nbsched_app"]
+    (app,) = jp_serverapp.extension_manager.extension_apps["jupyter_ext"]
     await app._start_jupyter_server_extension(jp_serverapp)  # as the server starts it (pytest-jupyter does not)
     try:
         write_notebook(jp_root_dir / "where.ipynb", WHERE)

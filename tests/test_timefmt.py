@@ -12,13 +12,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from nbsched.spec import parse_duration
 from nbsched.timefmt import (
     axis_label,
     duration,
     elapsed,
     elapsed_between,
     instant,
+    parse_duration,
     local_time,
     relative,
     span,

@@ -21,7 +21,7 @@ from nbsched.errors import NbschedError
 from nbsched.params import parse_override
 from nbsched.render import markup, render_macro
 from nbsched.report import cell_label, dag_svg
-from nbsched.service import Service, run_view
+from nbsched.service import Service
 
 ALL = "(all pipelines)"
 _TEMPLATE = "panel.html.j2"
@@ -37,7 +37,7 @@ class RunPanel(w.VBox):
     def __init__(self, service: Service, pipeline: str | None = None, *, refresh_every: float = 2.0,
                  limit: int = 15) -> None:
         if pipeline:
-            service.pipeline_versions(pipeline)  # an unknown name is a NotFound, before any widget exists
+            service.pipeline(pipeline)  # an unknown name is a NotFound, before any widget exists
         self.service = service
         self.limit = limit
         self.refresh_every = refresh_every
@@ -98,7 +98,8 @@ class RunPanel(w.VBox):
                 self.pipeline.value = current if current in options else ALL
             pipeline = None if self.pipeline.value == ALL else self.pipeline.value
             self.run_now.disabled = pipeline is None
-            self._runs = [run_view(r) for r in self.service.list_runs(pipeline=pipeline, limit=self.limit)]
+            # the page is drawn from the runs' JSON form, as the run report is
+            self._runs = [r.to_json() for r in self.service.list_runs(pipeline=pipeline, limit=self.limit)]
             ids = [r["run_id"] for r in self._runs]
             chosen = self.run_choice.value
             if list(self.run_choice.options) != ids:
