@@ -28,7 +28,8 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from nbsched.clock import utcnow
 from nbsched.scheduler import Scheduler
-from nbsched.service import Config, Service, schedule_fields
+from nbsched.service import Config, Service
+from nbsched.spec import schedule_fields
 
 WORK = Path(__file__).resolve().parent / ".work-scheduler"
 

@@ -9,17 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool, Float, Int, List, Unicode
+from traitlets import Bool, Float, Int, List, TraitError, Unicode, validate
 
+from jupyter_ext.contract import Contract
 from jupyter_ext.handlers import default_handlers
+from jupyter_ext.kernel_env import KernelEnvironment
 
-_KERNEL_ENV = ("NBSCHED_DB_URL", "NBSCHED_RUNS_DIR")
+if TYPE_CHECKING:
+    from nbsched.daemon import Daemon
+    from nbsched.service import Service
 
 
 class NbschedApp(ExtensionApp):
@@ -55,37 +60,72 @@ class NbschedApp(ExtensionApp):
 
     # set by initialize_settings; None when a bad setting failed it (the server goes on without
     # the extension, and must still start and stop: SIGTERM left it running)
-    service: Any = None
-    daemon: Any = None
+    service: Service | None = None
+    daemon: Daemon | None = None
     _task: asyncio.Future[Any] | None = None
+    _kernel_env: KernelEnvironment | None = None
+    # a setting refused while the extension was linked leaves its default behind: the extension
+    # then must not start with it (another database, say) as if nothing were wrong
+    _linked = False
+    root: Path  # the server's root folder: notebooks of pipelines registered through the API stay in it
+    contract: Contract
+
+    # Each check runs once every setting is in (traitlets holds cross-validation until the end of
+    # loading a config), so workers is checked against the executor set beside it.
+    @validate("executor")
+    def _check_executor(self, proposal: Any) -> str:
+        from nbsched.executors import check_workers, executor_address
+
+        _refused(lambda: executor_address(proposal.value))
+        if self.workers:
+            _refused(lambda: check_workers(proposal.value, self.workers))
+        return str(proposal.value)
+
+    @validate("workers")
+    def _check_workers(self, proposal: Any) -> int:
+        from nbsched.executors import check_workers
+
+        if proposal.value:  # 0: the executor's default
+            _refused(lambda: check_workers(self.executor, proposal.value))
+        return int(proposal.value)
+
+    @validate("lease", "poll", "grace", "db_patience")
+    def _check_seconds(self, proposal: Any) -> float:
+        name, value = proposal.trait.name, proposal.value
+        if not math.isfinite(value) or value < 0 or (value == 0 and name in ("lease", "poll")):
+            bound = "> 0" if name in ("lease", "poll") else ">= 0"
+            raise TraitError(f"NbschedApp.{name} {value!r}: expected a number of seconds {bound}")
+        return float(value)
+
+    def _link_jupyter_server_extension(self, serverapp: Any) -> None:
+        super()._link_jupyter_server_extension(serverapp)
+        self._linked = True
 
     def initialize_settings(self) -> None:
+        from nbsched import __version__
+        from nbsched.config import Config
         from nbsched.daemon import DaemonOptions
-        from nbsched.service import Config, Service
+        from nbsched.service import Service
 
-        from nbsched.errors import ConfigError
-
-        root = Path(os.path.expanduser(self.serverapp.root_dir)).resolve()
-        try:
-            config = Config.resolve(project=root, db_url=self.db_url or None, runs_dir=self.runs_dir or None,
-                                    workers=self.workers or None, executor=self.executor,
-                                    kernel_pool=self.kernel_pool, kernel_fork=self.kernel_fork,
-                                    kernel_preload=self.kernel_preload)
-        except ConfigError as exc:
-            raise ValueError(f"NbschedApp.{exc}") from None  # "NbschedApp.workers 100000: at most 256 ..."
+        if not self._linked:
+            raise ValueError("NbschedApp: not started, its settings were refused (see above)")
+        assert self.serverapp is not None  # linked
+        self.root = Path(os.path.expanduser(self.serverapp.root_dir)).resolve()
+        config = Config.resolve(project=self.root, db_url=self.db_url or None, runs_dir=self.runs_dir or None,
+                                workers=self.workers or None, executor=self.executor,
+                                kernel_pool=self.kernel_pool, kernel_fork=self.kernel_fork,
+                                kernel_preload=self.kernel_preload)
         # a request waits this long for a database that is down, then answers 503; the daemon
         # thread waits as long as it takes
         self.service = Service(replace(config, db_patience=self.db_patience))
-        # Kernels inherit the server's environment: magics and panels in its notebooks then use
-        # this server's database and outputs, whatever they are configured to be.
-        self._environ = {k: os.environ.get(k) for k in _KERNEL_ENV}
-        os.environ.update({"NBSCHED_DB_URL": config.db_url, "NBSCHED_RUNS_DIR": str(config.runs_dir)})
+        self.contract = Contract.load(__version__)
+        # magics and panels in the server's notebooks then use this server's database and
+        # outputs, whatever they are configured to be
+        self._kernel_env = KernelEnvironment(self.serverapp.kernel_manager, config.kernel_environment)
         self.service.store  # open (and create) the database now: a bad URL fails the start, loudly
         self.daemon = self.service.daemon(DaemonOptions(
             workers=config.workers, lease=self.lease, poll=self.poll, grace=self.grace,
             scheduler=self.scheduler_enabled)) if self.runner_enabled else None
-        self._task: asyncio.Future[Any] | None = None
-        self.settings.update({"nbsched_service": self.service, "nbsched_app": self, "nbsched_root": root})
         # fires, run starts and ends go to the server's log
         nbsched_log = logging.getLogger("nbsched")
         nbsched_log.setLevel(logging.INFO)
@@ -111,9 +151,16 @@ class NbschedApp(ExtensionApp):
             await self._task
             self._task = None
         if self.service is not None:
-            self.service.close()
-        for key, value in getattr(self, "_environ", {}).items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+            await asyncio.to_thread(self.service.close)
+        if self._kernel_env is not None:
+            self._kernel_env.close()
+
+
+def _refused(check: Callable[[], object]) -> None:
+    """``check()``, its ConfigError a TraitError naming the setting ("NbschedApp.workers 100000: ...")."""
+    from nbsched.errors import ConfigError
+
+    try:
+        check()
+    except ConfigError as exc:
+        raise TraitError(f"NbschedApp.{exc}") from None

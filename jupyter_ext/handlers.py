@@ -11,23 +11,32 @@ from datetime import datetime
 from functools import cached_property
 from http.client import responses
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, TypeVar, cast
 from urllib.parse import quote
 
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
+from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 
+from jupyter_ext.bodies import ChangeSchedule, CreateSchedule, RegisterPipeline, TriggerRun
+from jupyter_ext.contract import MalformedBody
 from nbsched import __version__
 from nbsched.bounds import MAX_SPEC_BYTES, loads_json
 from nbsched.errors import (ConfigError, Conflict, DatabaseError, DatabaseUnavailable, NbschedError, NotFound,
                             ScheduleError, SpecError)
+
+if TYPE_CHECKING:
+    from jupyter_ext.app import NbschedApp
+    from nbsched.service import Service
 
 API = r"/nbsched/api/v1"
 _STATUS = ((NotFound, 404, "not_found"), (Conflict, 409, "conflict"), (SpecError, 422, "invalid_spec"),
            (ScheduleError, 422, "invalid_schedule"), (ConfigError, 422, "invalid"),
            (DatabaseUnavailable, 503, "database_unavailable"), (DatabaseError, 503, "database_error"))
 RETRY_AFTER = "10"  # seconds, told to a client the database made wait (503)
+Body = TypeVar("Body", RegisterPipeline, TriggerRun, CreateSchedule, ChangeSchedule)
+_R = TypeVar("_R")
 
 
 class ApiError(web.HTTPError):
@@ -36,18 +45,24 @@ class ApiError(web.HTTPError):
         self.code, self.message = code, message
 
 
-class BaseHandler(APIHandler):
+class BaseHandler(ExtensionHandlerMixin, APIHandler):
     auth_resource = "nbsched"
 
     @property
-    def service(self) -> Any:
-        return self.settings["nbsched_service"]
+    def app(self) -> NbschedApp:
+        return cast("NbschedApp", self.extensionapp)
+
+    @property
+    def service(self) -> Service:
+        service = self.app.service
+        assert service is not None  # an app without one has no routes
+        return service
 
     @property
     def root(self) -> Path:
-        return self.settings["nbsched_root"]
+        return self.app.root
 
-    async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    async def call(self, fn: Callable[..., _R], *args: Any, **kwargs: Any) -> _R:
         """Run a service call off the event loop; its errors become 4xx answers."""
         try:
             return await asyncio.to_thread(fn, *args, **kwargs)
@@ -72,24 +87,13 @@ class BaseHandler(APIHandler):
             raise ApiError(400, "bad_json", f"request body must be a JSON object, got {type(data).__name__}")
         return data
 
-    def field(self, name: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
-        """``body[name]`` if it is of ``kind``; ``default`` when absent. An explicit null is not
-        absent: it is refused like any other value of the wrong type."""
-        if name not in self.body:
-            return default
-        value = self.body[name]
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-            raise ApiError(400, "bad_request", f"body.{name}: expected {_kind(kind)}, got {json.dumps(value)}")
-        return value
-
-    def fields(self) -> dict[str, Any]:
-        """The body as a schedule's fields: none of them may be null (a null ``params`` was taken
-        as no params, a null ``enabled`` as enabled)."""
-        nulls = [k for k, v in self.body.items() if v is None]
-        if nulls:
-            raise ApiError(400, "bad_request", f"body.{nulls[0][:100]}: null is not a value (leave the field out)")
-        return dict(self.body)
+    def parse(self, model: type[Body]) -> Body:
+        """The body as ``model``, once its operation's schema in openapi.yaml finds it well-formed."""
+        try:
+            self.app.contract.check_body(model.operation, self.body)
+        except MalformedBody as exc:
+            raise ApiError(400, "bad_request", str(exc)) from None
+        return model.from_json(self.body)
 
     def query(self, *names: str) -> None:
         """Refuse query parameters other than ``names`` (and Jupyter's own ``token`` and ``_xsrf``):
@@ -127,13 +131,6 @@ def allowed_methods(cls: type) -> list[str]:
             if getattr(cls, m) is not getattr(web.RequestHandler, m)]
 
 
-def _kind(kind: type | tuple[type, ...]) -> str:
-    names = {dict: "an object", str: "a string", int: "an integer", float: "a number", bool: "true or false",
-             list: "a list"}
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    return " or ".join(names.get(k, k.__name__) for k in kinds)
-
-
 def _int_id(text: str, what: str) -> int:
     try:
         value = int(text)
@@ -148,9 +145,9 @@ class HealthHandler(BaseHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        app = self.settings["nbsched_app"]
+        app = self.app
         self.reply({"status": "ok", "version": __version__, "scheduler": bool(app.running and app.scheduler_enabled),
-                    "runner": app.daemon.runner.id if app.running else None})
+                    "runner": app.daemon.runner.id if app.running and app.daemon else None})
 
 
 class VersionHandler(BaseHandler):
@@ -164,51 +161,38 @@ class OpenAPIHandler(BaseHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        from jupyter_ext.openapi import openapi_document
-
-        self.reply(openapi_document(__version__))
+        self.reply(self.app.contract.document)
 
 
 class PipelinesHandler(BaseHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        from nbsched.service import pipeline_view
-
         pipelines = await self.call(self.service.list_pipelines)
-        views = [await self.call(pipeline_view, self.service, p.name) for p in pipelines]
-        self.reply({"pipelines": views})
+        self.reply({"pipelines": [p.to_json() for p in pipelines]})
 
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        from nbsched.service import pipeline_detail
-
-        path, spec = self.field("path", str), self.field("spec", dict)
-        if (path is None) == (spec is None):
-            raise ApiError(400, "bad_request", 'give exactly one of "path" (a file under the server root) or "spec"')
-        if path is not None:
-            if not path:  # it resolved to the root itself, and registered the root's pipeline.yaml
-                raise ApiError(400, "bad_request", 'body.path: empty; give a file under the server root, '
-                                                   'e.g. "pipeline.yaml"')
-            target = confined(self.root, path)
-            if not target.exists():
-                raise ApiError(404, "not_found", f"path {path!r} not found under the server root")
+        request = self.parse(RegisterPipeline)
+        if request.path is not None:
+            target = await self.call(confined, self.root, request.path)
+            if not await self.call(target.exists):
+                raise ApiError(404, "not_found", f"path {request.path!r} not found under the server root")
             # errors name the file as the client wrote it, never by the server's absolute path
-            result = await self.call(self.service.register, target, confine_to=self.root, shown=path)
+            result = await self.call(self.service.register, target, confine_to=self.root, shown=request.path)
         else:
-            folder = confined(self.root, self.field("dir", str, ".") or ".")
-            result = await self.call(self.service.register_spec, spec, folder, confine_to=self.root)
-        self.reply(await self.call(pipeline_detail, self.service, result[0].name), 201)
+            folder = await self.call(confined, self.root, request.dir)
+            result = await self.call(self.service.register_spec, request.spec, folder, confine_to=self.root)
+        detail = await self.call(self.service.pipeline_detail, result[0].name)
+        self.reply(detail.to_json(), 201)
 
 
 class PipelineHandler(BaseHandler):
     @web.authenticated
     @authorized
     async def get(self, name: str) -> None:
-        from nbsched.service import pipeline_detail
-
-        self.reply(await self.call(pipeline_detail, self.service, name))
+        self.reply((await self.call(self.service.pipeline_detail, name)).to_json())
 
     @web.authenticated
     @authorized
@@ -222,47 +206,36 @@ class PipelineRunsHandler(BaseHandler):
     @web.authenticated
     @authorized
     async def post(self, name: str) -> None:
-        params = self.field("params", dict, {}) or {}
-        self.reply({"run_id": await self.call(self.service.trigger, name, params)}, 201)
+        request = self.parse(TriggerRun)
+        self.reply({"run_id": await self.call(self.service.trigger, name, request.params)}, 201)
 
 
 class SchedulesHandler(BaseHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        from nbsched.service import schedule_view
-
         self.query("pipeline")
         schedules = await self.call(self.service.list_schedules, self.get_query_argument("pipeline", None))
-        self.reply({"schedules": [schedule_view(s) for s in schedules]})
+        self.reply({"schedules": [s.to_json() for s in schedules]})
 
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        from nbsched.service import schedule_view
-
-        fields = self.fields()
-        pipeline = fields.pop("pipeline", None)
-        if not isinstance(pipeline, str):
-            raise ApiError(400, "bad_request", 'body.pipeline: the name of a registered pipeline is required')
-        self.reply(schedule_view(await self.call(self.service.add_schedule, pipeline, fields)), 201)
+        request = self.parse(CreateSchedule)
+        self.reply((await self.call(self.service.add_schedule, request.pipeline, request.fields)).to_json(), 201)
 
 
 class ScheduleHandler(BaseHandler):
     @web.authenticated
     @authorized
     async def get(self, schedule_id: str) -> None:
-        from nbsched.service import schedule_view
-
-        self.reply(schedule_view(await self.call(self.service.get_schedule, _int_id(schedule_id, "schedule"))))
+        self.reply((await self.call(self.service.get_schedule, _int_id(schedule_id, "schedule"))).to_json())
 
     @web.authenticated
     @authorized
     async def patch(self, schedule_id: str) -> None:
-        from nbsched.service import schedule_view
-
-        updated = await self.call(self.service.update_schedule, _int_id(schedule_id, "schedule"), self.fields())
-        self.reply(schedule_view(updated))
+        schedule, request = _int_id(schedule_id, "schedule"), self.parse(ChangeSchedule)
+        self.reply((await self.call(self.service.update_schedule, schedule, request.changes)).to_json())
 
     @web.authenticated
     @authorized
@@ -276,18 +249,14 @@ class ScheduleActionHandler(BaseHandler):
     @web.authenticated
     @authorized
     async def post(self, schedule_id: str, action: str) -> None:
-        from nbsched.service import schedule_view
-
         fn = self.service.pause if action == "pause" else self.service.resume
-        self.reply(schedule_view(await self.call(fn, _int_id(schedule_id, "schedule"))))
+        self.reply((await self.call(fn, _int_id(schedule_id, "schedule"))).to_json())
 
 
 class RunsHandler(BaseHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        from nbsched.service import run_view
-
         self.query("pipeline", "state", "limit", "cursor", "since", "until")
         state = self.get_query_argument("state", None)
         if state not in (None, "queued", "running", "success", "failed", "cancelled"):
@@ -298,7 +267,7 @@ class RunsHandler(BaseHandler):
                                state=state, limit=limit + 1, since=self._time_arg("since"),
                                until=self._time_arg("until"), before=_decode_cursor(cursor) if cursor else None)
         page, more = runs[:limit], len(runs) > limit
-        self.reply({"runs": [run_view(r) for r in page],
+        self.reply({"runs": [r.to_json() for r in page],
                     "next_cursor": _encode_cursor(page[-1].created_at, page[-1].id) if more else None})
 
     def _int_arg(self, name: str, default: int, low: int, high: int) -> int:
@@ -347,19 +316,15 @@ class RunHandler(BaseHandler):
     @web.authenticated
     @authorized
     async def get(self, run_id: str) -> None:
-        from nbsched.service import run_view
-
-        self.reply(run_view(await self.call(self.service.get_run, run_id)))
+        self.reply((await self.call(self.service.get_run, run_id)).to_json())
 
 
 class RunActionHandler(BaseHandler):
     @web.authenticated
     @authorized
     async def post(self, run_id: str, action: str) -> None:
-        from nbsched.service import run_view
-
         if action == "cancel":
-            self.reply(run_view(await self.call(self.service.cancel, run_id)))
+            self.reply((await self.call(self.service.cancel, run_id)).to_json())
         else:
             self.reply({"run_id": run_id, "tasks": await self.call(self.service.retry, run_id)})
 
@@ -408,15 +373,16 @@ class TaskOutputHandler(BaseHandler):
         if what == "report":
             self.query("hide_code")
         if what == "outputs":
-            _, record = await self.call(self.service.task_output, run_id, task)
-            self.reply({"run_id": run_id, "task": task, "outputs": record.outputs})
+            output = await self.call(self.service.task_output, run_id, task)
+            self.reply({"run_id": run_id, "task": task, "outputs": output.outputs})
         elif what == "notebook":
             path = await self.call(self.service.task_notebook, run_id, task)
+            content = await self.call(path.read_bytes)
             self.set_header("Content-Disposition", f'inline; filename="{task}.ipynb"')
-            self.finish(path.read_bytes(), set_content_type="application/x-ipynb+json")
+            self.finish(content, set_content_type="application/x-ipynb+json")
         else:
             path = await self.call(self.service.task_report, run_id, task, hide_code=_hide_code(self))
-            self.finish(path.read_bytes(), set_content_type="text/html; charset=UTF-8")
+            self.finish(await self.call(path.read_bytes), set_content_type="text/html; charset=UTF-8")
 
 
 def confined(root: Path, relative: str) -> Path:

@@ -11,18 +11,28 @@ import signal
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
 import click
 
+from nbsched.clock import utcnow
+from nbsched.config import environment_setting
 from nbsched.errors import NbschedError
+from nbsched.timefmt import elapsed_between, local_time, relative, zoned_time
 
 if TYPE_CHECKING:
+    from nbsched.service import Service
     from nbsched.states import TaskState
+    from nbsched.views import RunView, ScheduleView
 
 
 class UserError(click.ClickException):
     exit_code = 2
+
+
+def _environment(key: str) -> Callable[[], str | None]:
+    """An option's default: its environment variable, read when the option is not given."""
+    return lambda: environment_setting(key)
 
 
 def _executor_option(command: Any) -> Any:
@@ -52,7 +62,7 @@ def _executor_option(command: Any) -> Any:
                            expose_value=False, callback=setting("kernel_preload"),
                            help="With --kernel-fork: a module the fork server imports once for every "
                                 "kernel (repeatable).")(command)
-    return click.option("--executor", envvar="NBSCHED_EXECUTOR", metavar="KIND", expose_value=False,
+    return click.option("--executor", default=_environment("executor"), metavar="KIND", expose_value=False,
                         callback=setting("executor"), help="Where notebooks run: local (default), dask (a Dask cluster "
                                              "started here), dask://HOST:PORT (an existing one) [env NBSCHED_EXECUTOR].")(command)
 
@@ -66,18 +76,19 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--home", envvar="NBSCHED_HOME", type=click.Path(file_okay=False),
+@click.option("--home", default=_environment("home"), type=click.Path(file_okay=False),
               help="Folder for the database and run outputs (in <home>/runs) [env NBSCHED_HOME; "
                    "default: the database in ./.nbsched, outputs in ./nbsched-runs].")
-@click.option("--db", "db_url", envvar="NBSCHED_DB_URL", metavar="URL",
+@click.option("--db", "db_url", default=_environment("db_url"), metavar="URL",
               help="SQLAlchemy database URL [env NBSCHED_DB_URL; default sqlite:///<home>/nbsched.db].")
-@click.option("--runs-dir", envvar="NBSCHED_RUNS_DIR", type=click.Path(file_okay=False),
+@click.option("--runs-dir", default=_environment("runs_dir"), type=click.Path(file_okay=False),
               help="Folder for executed notebooks and reports [env NBSCHED_RUNS_DIR].")
 @click.version_option(package_name="nbsched")
 @click.pass_context
 def cli(ctx: click.Context, home: str | None, db_url: str | None, runs_dir: str | None) -> None:
     """Run and schedule pipelines of Jupyter notebooks."""
-    from nbsched.service import Config, Service
+    from nbsched.config import Config
+    from nbsched.service import Service
 
     service = Service(Config.resolve(home=home, db_url=db_url, runs_dir=runs_dir))
     ctx.obj = service
@@ -87,7 +98,7 @@ def cli(ctx: click.Context, home: str | None, db_url: str | None, runs_dir: str 
 @cli.command()
 @click.argument("path", type=click.Path())
 @click.pass_obj
-def validate(service: Any, path: str) -> None:
+def validate(service: Service, path: str) -> None:
     """Check a pipeline.yaml (or a notebook) without running it."""
     spec = service.validate(path)
     for warning in spec.warnings:
@@ -105,12 +116,10 @@ def validate(service: Any, path: str) -> None:
 @click.option("--report", "with_report", is_flag=True,
               help="Then write the run's HTML report (as `nbsched report` does) and print its path.")
 @click.pass_obj
-def run(service: Any, path: str, params: tuple[str, ...], workers: int | None, as_json: bool,
+def run(service: Service, path: str, params: tuple[str, ...], workers: int | None, as_json: bool,
         with_report: bool) -> None:
     """Run a pipeline (or one notebook) now and wait for it."""
     import logging
-
-    from nbsched.service import run_view
 
     overrides = _overrides(params)
     logging.getLogger("papermill").setLevel(logging.CRITICAL)  # task errors are reported by us
@@ -124,7 +133,7 @@ def run(service: Any, path: str, params: tuple[str, ...], workers: int | None, a
         progress.close()
     report = service.run_report(record.id) if with_report else None
     if as_json:
-        click.echo(json.dumps({**run_view(record), **({"report": str(report)} if report else {})}, indent=2))
+        click.echo(json.dumps({**record.to_json(), **({"report": str(report)} if report else {})}, indent=2))
     else:
         _print_run(record)
         click.echo(f"outputs: {_rel(service.config.runs_dir / record.pipeline / record.id)}")
@@ -139,14 +148,13 @@ def run(service: Any, path: str, params: tuple[str, ...], workers: int | None, a
 @click.option("-n", "--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 @click.pass_obj
-def runs(service: Any, pipeline: str | None, state: str | None, limit: int, as_json: bool) -> None:
+def runs(service: Service, pipeline: str | None, state: str | None, limit: int, as_json: bool) -> None:
     """List recent runs, newest first."""
-    from nbsched.service import run_view
     from nbsched.states import TaskState
 
     records = service.list_runs(pipeline=pipeline, state=state, limit=limit)
     if as_json:
-        click.echo(json.dumps([run_view(r) for r in records], indent=2))
+        click.echo(json.dumps([r.to_json() for r in records], indent=2))
         return
     if not records:
         click.echo("no runs yet — start one with: nbsched run pipeline.yaml")
@@ -154,8 +162,8 @@ def runs(service: Any, pipeline: str | None, state: str | None, limit: int, as_j
     rows = []
     for r in records:
         done = sum(t.state in (TaskState.SUCCESS, TaskState.SKIPPED) for t in r.tasks.values())
-        rows.append([r.id, r.pipeline, _state(r.state.value), r.trigger, _local(r.started_at or r.created_at),
-                     _duration(r.started_at, r.ended_at), f"{done}/{len(r.tasks)}"])
+        rows.append([r.id, r.pipeline, _state(r.state.value), r.trigger, local_time(r.started_at or r.created_at),
+                     _took(r.started_at, r.ended_at), f"{done}/{len(r.tasks)}"])
     _table(["RUN", "PIPELINE", "STATE", "TRIGGER", "STARTED", "DURATION", "TASKS OK"], rows)
 
 
@@ -163,13 +171,11 @@ def runs(service: Any, pipeline: str | None, state: str | None, limit: int, as_j
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.pass_obj
-def show(service: Any, run_id: str, as_json: bool) -> None:
+def show(service: Service, run_id: str, as_json: bool) -> None:
     """Show one run and its tasks."""
-    from nbsched.service import run_view
-
     record = service.get_run(run_id)
     if as_json:
-        click.echo(json.dumps(run_view(record), indent=2))
+        click.echo(json.dumps(record.to_json(), indent=2))
     else:
         _print_run(record)
 
@@ -179,7 +185,7 @@ def show(service: Any, run_id: str, as_json: bool) -> None:
 @click.option("--hide-code", is_flag=True, help="Leave the notebooks' code out of the task reports.")
 @click.option("--open", "open_it", is_flag=True, help="Open the report in the default browser.")
 @click.pass_obj
-def report(service: Any, run_id: str, hide_code: bool, open_it: bool) -> None:
+def report(service: Service, run_id: str, hide_code: bool, open_it: bool) -> None:
     """Write a run's HTML report (its DAG, timeline and tasks, each task's notebook as HTML); prints its path."""
     path = service.run_report(run_id, hide_code=hide_code)
     click.echo(_rel(path))
@@ -190,14 +196,14 @@ def report(service: Any, run_id: str, hide_code: bool, open_it: bool) -> None:
 @cli.command()
 @click.argument("path", type=click.Path())
 @click.pass_obj
-def register(service: Any, path: str) -> None:
+def register(service: Service, path: str) -> None:
     """Store a pipeline (a new version if it changed) and its schedules, for `serve` to run."""
     spec, version, ids = service.register(path)
     for warning in spec.warnings:
         click.echo(f"warning: {warning}", err=True)
     click.echo(f"registered {spec.name} v{version}: {len(spec.tasks)} task(s), {len(ids)} schedule(s) from the spec")
     for sched in service.list_schedules(spec.name):
-        click.echo(f"  schedule {sched.id}: {_describe(sched)}  next: {_next_fire(sched)}")
+        click.echo(f"  schedule {sched.id}: {sched.description}  next: {_next_fire(sched)}")
 
 
 @cli.command()
@@ -205,7 +211,7 @@ def register(service: Any, path: str) -> None:
 @click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="Override a parameter.")
 @click.option("--json", "as_json", is_flag=True, help='Print {"run_id": ...}.')
 @click.pass_obj
-def trigger(service: Any, pipeline: str, params: tuple[str, ...], as_json: bool) -> None:
+def trigger(service: Service, pipeline: str, params: tuple[str, ...], as_json: bool) -> None:
     """Queue a run of a registered pipeline for `nbsched serve`; prints its run id."""
     run_id = service.trigger(pipeline, _overrides(params))
     click.echo(json.dumps({"run_id": run_id}) if as_json else run_id)
@@ -221,7 +227,7 @@ def trigger(service: Any, pipeline: str, params: tuple[str, ...], as_json: bool)
 @click.option("-w", "--workers", type=click.IntRange(min=1), help="With --run: notebooks at once.")
 @_executor_option
 @click.pass_obj
-def backfill(service: Any, pipeline: str, start: str, end: str, schedule_id: int | None,
+def backfill(service: Service, pipeline: str, start: str, end: str, schedule_id: int | None,
              params: tuple[str, ...], run_here: bool, workers: int | None) -> None:
     """Create the runs a schedule would have made between two dates."""
     created, existing = service.backfill(pipeline, start, end, schedule_id=schedule_id, params=_overrides(params))
@@ -231,14 +237,14 @@ def backfill(service: Any, pipeline: str, start: str, end: str, schedule_id: int
     if run_here and created:
         records = service.run_queued(created, workers=workers)
         for record in records:
-            click.echo(f"{record.id}  {_local(record.logical_date)}  {_state(record.state.value)}")
+            click.echo(f"{record.id}  {local_time(record.logical_date)}  {_state(record.state.value)}")
         _exit_by(records)
 
 
 @cli.command()
 @click.argument("run_id")
 @click.pass_obj
-def cancel(service: Any, run_id: str) -> None:
+def cancel(service: Service, run_id: str) -> None:
     """Cancel a queued or running run; the runner executing it stops its kernels."""
     record = service.cancel(run_id)
     click.echo(f"run {record.id}: {record.state.value}")
@@ -249,7 +255,7 @@ def cancel(service: Any, run_id: str) -> None:
 @click.option("--run", "run_here", is_flag=True, help="Execute the re-queued tasks here instead of by `serve`.")
 @_executor_option
 @click.pass_obj
-def retry(service: Any, run_id: str, run_here: bool) -> None:
+def retry(service: Service, run_id: str, run_here: bool) -> None:
     """Re-queue a run's failed, upstream_failed and cancelled tasks."""
     tasks = service.retry(run_id)
     click.echo(f"run {run_id}: re-queued {', '.join(tasks)}")
@@ -270,7 +276,7 @@ def retry(service: Any, run_id: str, run_here: bool) -> None:
 @click.option("--poll", default="1s", show_default=True, help="How often to look for changes by other processes.")
 @click.option("--no-scheduler", is_flag=True, help="Only execute queued runs; fire no schedules.")
 @click.pass_obj
-def serve(service: Any, workers: int | None, lease: str, grace: str, poll: str, no_scheduler: bool) -> None:
+def serve(service: Service, workers: int | None, lease: str, grace: str, poll: str, no_scheduler: bool) -> None:
     """Fire schedules and execute queued runs until stopped (SIGTERM / Ctrl-C).
 
     Exit codes: 0 stopped cleanly, 3 stopped but tasks still running after --grace were
@@ -279,7 +285,7 @@ def serve(service: Any, workers: int | None, lease: str, grace: str, poll: str, 
     import logging
 
     from nbsched.daemon import DaemonOptions
-    from nbsched.spec import parse_duration
+    from nbsched.timefmt import parse_duration
 
     try:
         durations = {k: parse_duration(v) for k, v in (("lease", lease), ("grace", grace), ("poll", poll))}
@@ -318,7 +324,7 @@ def schedule() -> None:
 @click.option("--misfire-grace", help="How late a missed fire may still run [default 10m].")
 @click.option("--max-active-runs", type=click.IntRange(min=1), default=1, show_default=True)
 @click.pass_obj
-def schedule_add(service: Any, pipeline: str, cron: str | None, every: str | None, at: str | None, timezone: str,
+def schedule_add(service: Service, pipeline: str, cron: str | None, every: str | None, at: str | None, timezone: str,
                  params: tuple[str, ...], catchup: bool, misfire_grace: str | None, max_active_runs: int) -> None:
     """Schedule a registered pipeline."""
     fields: dict[str, Any] = {k: v for k, v in (("cron", cron), ("every", every), ("at", at)) if v is not None}
@@ -326,33 +332,31 @@ def schedule_add(service: Any, pipeline: str, cron: str | None, every: str | Non
     if misfire_grace is not None:
         fields["misfire_grace"] = misfire_grace
     sched = service.add_schedule(pipeline, fields)
-    click.echo(f"schedule {sched.id}: {pipeline} {_describe(sched)}  next: {_next_fire(sched)}")
+    click.echo(f"schedule {sched.id}: {pipeline} {sched.description}  next: {_next_fire(sched)}")
 
 
 @schedule.command("list")
 @click.option("--pipeline", help="Only this pipeline's schedules.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def schedule_list(service: Any, pipeline: str | None, as_json: bool) -> None:
+def schedule_list(service: Service, pipeline: str | None, as_json: bool) -> None:
     """List schedules with their next fire time."""
-    from nbsched.service import schedule_view
-
     scheds = service.list_schedules(pipeline)
     if as_json:
-        click.echo(json.dumps([schedule_view(s) for s in scheds], indent=2))
+        click.echo(json.dumps([s.to_json() for s in scheds], indent=2))
         return
     if not scheds:
         click.echo("no schedules — add one with: nbsched schedule add PIPELINE --cron '0 6 * * *'")
         return
-    rows = [[str(s.id), s.pipeline, _describe(s), "active" if s.enabled else "paused", _next_fire(s),
-             _local(s.last_fire_at), s.origin] for s in scheds]
+    rows = [[str(s.id), s.pipeline, s.description, "active" if s.enabled else "paused", _next_fire(s),
+             local_time(s.last_fire_at), s.origin] for s in scheds]
     _table(["ID", "PIPELINE", "TRIGGER", "STATE", "NEXT FIRE", "LAST FIRE", "FROM"], rows)
 
 
 @schedule.command("pause")
 @click.argument("schedule_id", type=int)
 @click.pass_obj
-def schedule_pause(service: Any, schedule_id: int) -> None:
+def schedule_pause(service: Service, schedule_id: int) -> None:
     """Stop firing a schedule."""
     service.pause(schedule_id)
     click.echo(f"schedule {schedule_id}: paused")
@@ -361,7 +365,7 @@ def schedule_pause(service: Any, schedule_id: int) -> None:
 @schedule.command("resume")
 @click.argument("schedule_id", type=int)
 @click.pass_obj
-def schedule_resume(service: Any, schedule_id: int) -> None:
+def schedule_resume(service: Service, schedule_id: int) -> None:
     """Fire a paused schedule again."""
     sched = service.resume(schedule_id)
     click.echo(f"schedule {schedule_id}: active, next: {_next_fire(sched)}")
@@ -370,7 +374,7 @@ def schedule_resume(service: Any, schedule_id: int) -> None:
 @schedule.command("rm")
 @click.argument("schedule_id", type=int)
 @click.pass_obj
-def schedule_rm(service: Any, schedule_id: int) -> None:
+def schedule_rm(service: Service, schedule_id: int) -> None:
     """Delete a schedule (its past runs stay)."""
     service.remove_schedule(schedule_id)
     click.echo(f"schedule {schedule_id}: removed")
@@ -385,21 +389,21 @@ def _state(value: str) -> str:
     return click.style(value, fg=_COLOURS.get(value))
 
 
-def _exit_by(records: list[Any]) -> NoReturn:
+def _exit_by(records: list[RunView]) -> NoReturn:
     """Exit 0 when every run succeeded, else 1 (a run failed or was cancelled)."""
     from nbsched.states import RunState
 
     sys.exit(0 if all(r.state is RunState.SUCCESS for r in records) else 1)
 
 
-def _print_run(r: Any) -> None:
+def _print_run(r: RunView) -> None:
     from nbsched.report import cell_label
     from nbsched.states import TaskState
 
     params = ", ".join(f"{k}={v!r}" for k, v in r.params.items()) or "-"
     click.echo(f"run {r.id}  pipeline {r.pipeline} v{r.pipeline_version}  {_state(r.state.value)}  "
-               f"{_duration(r.started_at, r.ended_at)}  params: {params}")
-    rows = [[name, _state(t.state.value), f"{t.try_number}/{t.max_tries}", _duration(t.started_at, t.ended_at),
+               f"{_took(r.started_at, r.ended_at)}  params: {params}")
+    rows = [[name, _state(t.state.value), f"{t.try_number}/{t.max_tries}", _took(t.started_at, t.ended_at),
              _rel(t.output_path) if t.output_path else "-"] for name, t in r.tasks.items()]
     _table(["TASK", "STATE", "TRIES", "DURATION", "OUTPUT"], rows)
     for name, t in r.tasks.items():
@@ -411,7 +415,7 @@ def _print_run(r: Any) -> None:
     if retried:  # what each try did: where it ran, who ran it, how it ended
         click.echo("tries:")
         _table(["  TASK", "TRY", "STATE", "DURATION", "HOST", "RUNNER", "ERROR"],
-               [[f"  {name}", str(a.try_number), _state(a.state.value), _duration(a.started_at, a.ended_at),
+               [[f"  {name}", str(a.try_number), _state(a.state.value), _took(a.started_at, a.ended_at),
                  a.host or "-", a.runner, a.error or ""] for name, a in retried])
 
 
@@ -421,40 +425,15 @@ def _overrides(params: tuple[str, ...]) -> dict[str, Any]:
     return dict(parse_override(p) for p in params)
 
 
-def _describe(sched: Any) -> str:
-    from nbsched.service import describe_schedule
-
-    return describe_schedule(sched)
-
-
-def _next_fire(sched: Any) -> str:
+def _next_fire(sched: ScheduleView) -> str:
     """In the schedule's own zone, and how far away: ``2026-12-01 06:00 CET (in 3h 12m)``."""
-    from nbsched.service import next_fire_local
-
-    local = next_fire_local(sched)
+    local = sched.next_fire_local
     if not sched.enabled:
         return "paused"
     if sched.next_fire_at is None or local is None:
         return "never (done)"
-    seconds = (sched.next_fire_at - datetime.now(sched.next_fire_at.tzinfo)).total_seconds()
-    return f"{local.strftime('%Y-%m-%d %H:%M:%S %Z')} ({_relative(seconds)})"
-
-
-def _relative(seconds: float) -> str:
-    if seconds < 0:
-        return f"due {_span(-seconds)} ago"
-    return f"in {_span(seconds)}"
-
-
-def _span(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    days, hours = divmod(hours, 24)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes}m"
-    return f"{minutes}m {secs}s" if minutes else f"{secs}s"
+    seconds = (sched.next_fire_at - utcnow()).total_seconds()
+    return f"{zoned_time(local)} ({relative(seconds)})"
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> None:
@@ -463,15 +442,9 @@ def _table(headers: list[str], rows: list[list[str]]) -> None:
         click.echo("  ".join(str(c) + " " * (w - len(click.unstyle(str(c)))) for c, w in zip(row, widths)).rstrip())
 
 
-def _duration(start: datetime | None, end: datetime | None) -> str:
-    if start is None:
-        return "-"
-    seconds = ((end or datetime.now(start.tzinfo)) - start).total_seconds()
-    return f"{seconds:.1f}s" if seconds < 120 else f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
-
-
-def _local(value: datetime | None) -> str:
-    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+def _took(start: datetime | None, end: datetime | None) -> str:
+    """How long it ran, or has been running."""
+    return elapsed_between(start, end or utcnow()) or "-"
 
 
 def _rel(path: str | Path) -> str:

@@ -6,17 +6,18 @@ notebook and as text in a terminal; a mistake prints one line, never a traceback
 
 from __future__ import annotations
 
-import html
 import shlex
 from pathlib import Path
 from typing import Any, Callable
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
+from nbsched.config import Config
 from nbsched.errors import NbschedError
-from nbsched.report import STATE_COLOURS
-from nbsched.service import Config, Service, describe_schedule, run_view
+from nbsched.render import render
+from nbsched.service import Service
 from nbsched.states import TaskState
+from nbsched.views import RunView
 
 USAGE = """usage:
   %nbsched run PATH [-p key=value ...]       run a pipeline (or notebook) now
@@ -32,10 +33,13 @@ USAGE = """usage:
 
 
 class Table:
-    """A result that shows as an HTML table in a notebook and as text in a terminal."""
+    """A result that shows as an HTML table in a notebook and as text in a terminal. ``home``: the
+    project's nbsched folder, whose ``templates/magics_table.html.j2`` may restyle it."""
 
-    def __init__(self, title: str, headers: list[str], rows: list[list[Any]], state_column: int | None = None):
+    def __init__(self, title: str, headers: list[str], rows: list[list[Any]], state_column: int | None = None,
+                 *, home: Path | None = None):
         self.title, self.headers, self.rows, self.state_column = title, headers, rows, state_column
+        self.home = home
 
     def __repr__(self) -> str:
         cells = [self.headers, *[[str(c) for c in r] for r in self.rows]]
@@ -44,24 +48,15 @@ class Table:
         return "\n".join([self.title, *lines]) if self.title else "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        def cell(i: int, value: Any) -> str:
-            text = html.escape(str(value))
-            if i == self.state_column:
-                return f'<td><span style="color:{STATE_COLOURS.get(str(value), "inherit")};font-weight:bold">{text}</span></td>'
-            return f"<td>{text}</td>"
-
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in self.headers)
-        body = "".join("<tr>" + "".join(cell(i, v) for i, v in enumerate(r)) + "</tr>" for r in self.rows)
-        caption = f"<caption>{html.escape(self.title)}</caption>" if self.title else ""
-        return f'<table class="nbsched">{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+        return render("magics_table.html.j2", self.home, title=self.title, headers=self.headers, rows=self.rows,
+                      state_column=self.state_column)
 
 
-def run_table(run: Any) -> Table:
-    view = run_view(run)
-    rows = [[name, t["state"], f'{t["try_number"]}/{t["max_tries"]}', t["error"] or "", t["output_path"] or ""]
-            for name, t in view["tasks"].items()]
+def run_table(run: RunView, home: Path | None = None) -> Table:
+    rows = [[name, t.state.value, f"{t.try_number}/{t.max_tries}", t.error or "", t.output_path or ""]
+            for name, t in run.tasks.items()]
     return Table(f"run {run.id} · {run.pipeline} v{run.pipeline_version} · {run.state.value}",
-                 ["task", "state", "tries", "error", "output"], rows, state_column=1)
+                 ["task", "state", "tries", "error", "output"], rows, state_column=1, home=home)
 
 
 @magics_class
@@ -102,7 +97,7 @@ class NbschedMagics(Magics):
         overrides = dict(parse_override(p) for p in params)
         svc = self.service
         if command == "run" and len(positional) == 1:
-            return run_table(svc.run_pipeline(positional[0], params=overrides))
+            return run_table(svc.run_pipeline(positional[0], params=overrides), svc.config.home)
         if command == "trigger" and len(positional) == 1:
             run_id = svc.trigger(positional[0], overrides)
             print(f"queued run {run_id}")
@@ -113,20 +108,21 @@ class NbschedMagics(Magics):
                      sum(t.state in (TaskState.SUCCESS, TaskState.SKIPPED) for t in r.tasks.values()), len(r.tasks)]
                     for r in runs]
             return Table("runs", ["run", "pipeline", "state", "trigger", "logical date", "tasks ok", "tasks"],
-                         rows, state_column=2)
+                         rows, state_column=2, home=svc.config.home)
         if command == "show" and len(positional) == 1:
-            return run_table(svc.get_run(positional[0]))
+            return run_table(svc.get_run(positional[0]), svc.config.home)
         if command == "schedule" and len(positional) == 1:
             fields = {k: v for k, v in options.items() if k in ("cron", "every", "at")}
             fields.update(timezone=options.get("tz", "UTC"), params=overrides)
             sched = svc.add_schedule(positional[0], fields)
-            print(f"schedule {sched.id}: {positional[0]} {describe_schedule(sched)}")
+            print(f"schedule {sched.id}: {positional[0]} {sched.description}")
             return sched.id
         if command == "schedules" and not positional:
-            rows = [[s.id, s.pipeline, describe_schedule(s), "active" if s.enabled else "paused",
+            rows = [[s.id, s.pipeline, s.description, "active" if s.enabled else "paused",
                      s.next_fire_at.isoformat(timespec="seconds") if s.next_fire_at else "-"]
                     for s in svc.list_schedules()]
-            return Table("schedules", ["id", "pipeline", "trigger", "state", "next fire (UTC)"], rows)
+            return Table("schedules", ["id", "pipeline", "trigger", "state", "next fire (UTC)"], rows,
+                         home=svc.config.home)
         if command in ("pause", "resume") and len(positional) == 1 and positional[0].isdigit():
             sched = (svc.pause if command == "pause" else svc.resume)(int(positional[0]))
             print(f"schedule {sched.id}: {'active' if sched.enabled else 'paused'}")

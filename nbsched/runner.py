@@ -33,6 +33,7 @@ from nbsched.spec import PipelineSpec, TaskSpec, confined_notebook
 from nbsched.states import RunState, StopReason, TaskState
 from nbsched.store import RunRecord, SqlStore
 from nbsched.store.sql import HOST
+from nbsched.timefmt import duration
 
 log = logging.getLogger("nbsched.runner")
 
@@ -53,15 +54,6 @@ class _Running:
     deadline: float | None  # by the monotonic clock
     timeout: float | None
     cell: dict[str, Any] | None = None  # as last written to the store
-
-
-def format_seconds(seconds: float) -> str:
-    seconds = float(seconds)
-    if seconds < 60:
-        return f"{seconds:g}s"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "") + (f"{secs}s" if secs else "")
 
 
 class Runner:
@@ -394,7 +386,7 @@ class Runner:
         for r in self._running.values():
             if r.deadline is not None and now >= r.deadline:
                 r.deadline = None
-                r.attempt.stop(StopReason.TIMED_OUT, f"timed out after {format_seconds(r.timeout or 0)}")
+                r.attempt.stop(StopReason.TIMED_OUT, f"timed out after {duration(r.timeout or 0)}")
 
     def _stop_revoked(self) -> None:
         """Stop tries the database no longer has running under this runner (run cancelled
@@ -423,7 +415,7 @@ class Runner:
         for run_id, t in self.store.reap_dead_runners(self.lease):
             run = self.store.get_run(run_id)
             task = self._spec(run).tasks[t.task]
-            error = f"its runner {t.owner} stopped heartbeating (lease {format_seconds(self.lease)})"
+            error = f"its runner {t.owner} stopped heartbeating (lease {duration(self.lease)})"
             fields: dict[str, Any] = {"error": error}
             if t.try_number < t.max_tries:
                 state = TaskState.UP_FOR_RETRY

@@ -20,6 +20,7 @@ from typing import Callable
 from nbsched.errors import NbschedError, NotFound
 from nbsched.states import RunTrigger
 from nbsched.store import ScheduleRecord, SqlStore
+from nbsched.timefmt import elapsed
 from nbsched.triggers import Trigger, trigger_from_fields
 
 log = logging.getLogger("nbsched.scheduler")
@@ -96,7 +97,7 @@ class Scheduler:
             if missed:
                 log.warning("schedule %d (%s): skipped %d missed fire(s) up to %s (%s late, misfire grace %gs)",
                             schedule.id, schedule.pipeline, missed, due[-1].isoformat(),
-                            _ago(late.total_seconds()), schedule.misfire_grace)
+                            elapsed(late.total_seconds()), schedule.misfire_grace)
         created = []
         for logical_date in fire:
             try:
@@ -122,9 +123,3 @@ class Scheduler:
 
 def _grace(schedule: ScheduleRecord) -> timedelta:
     return timedelta(seconds=schedule.misfire_grace)
-
-
-def _ago(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"

@@ -13,25 +13,29 @@ import math
 import os
 import re
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from nbsched.bounds import check_depth, json_depth_ok, load_yaml, read_spec_text
 from nbsched.dag import TriggerRule, topological_order
-from nbsched.errors import CycleError, SpecError
+from nbsched.timefmt import MAX_DURATION, parse_duration
+from nbsched.errors import CycleError, ScheduleError, SpecError
+from nbsched.triggers import trigger_from_fields
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,99}")  # whole names only (fullmatch): "$" let "a\n" in
 # Bounds on a spec's numbers and counts: sane values, and values that time arithmetic, the
 # database's integers and the file system can hold (10**30 retries used to fail at run time).
 MAX_RETRIES = 100
 MAX_ACTIVE_RUNS = 1000  # a schedule's runs active at once
-MAX_DURATION = 3650 * 86400.0  # ten years: a date that far ahead is still a date
 MAX_TASKS = 1000
 MAX_SCHEDULES = 100
 MAX_PATH = 1024  # characters of a notebook path
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+DEFAULT_MISFIRE_GRACE = 600.0  # a fire up to 10 minutes late still runs (e.g. the daemon restarted)
+# whether a schedule is valid does not depend on when it is checked: its fire times are worked out
+# from any moment (the first one, at registration, from the moment it is registered)
+_ANY_MOMENT = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
 PIPELINE_KEYS = ("name", "description", "params", "defaults", "tasks", "schedules")
 POLICY_KEYS = ("retries", "retry_delay", "retry_exponential_backoff", "max_retry_delay", "timeout", "kernel",
@@ -71,7 +75,7 @@ class TaskSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class ScheduleSpec:
-    """A schedule as written in the spec; the trigger itself is checked by the scheduler."""
+    """A schedule as written in the spec (checked by :func:`schedule_fields`)."""
 
     fields: dict[str, Any]
 
@@ -94,32 +98,6 @@ class PipelineSpec:
     @cached_property
     def order(self) -> list[str]:
         return topological_order({t.name: t.upstream for t in self.tasks.values()})
-
-
-def parse_duration(value: Any) -> float:
-    """``30s``, ``10m``, ``1h30m``, ``2d``, ``500ms`` or a number of seconds."""
-    if isinstance(value, bool):
-        raise ValueError(f"bad duration {value!r}")
-    if isinstance(value, (int, float)):
-        if value < 0 or not math.isfinite(value):
-            raise ValueError(f"bad duration {value!r}: negative" if value < 0 else f"bad duration {value!r}")
-        return _bounded_duration(value, value)
-    text = str(value).strip().replace(" ", "")
-    pos, total = 0, 0.0
-    for m in _DURATION_RE.finditer(text):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _UNITS[m.group(2)]
-        pos = m.end()
-    if not text or pos != len(text):
-        raise ValueError(f"bad duration {value!r} (use e.g. 30s, 10m, 1h30m)")
-    return _bounded_duration(total, value)
-
-
-def _bounded_duration(seconds: float, value: Any) -> float:
-    if seconds > MAX_DURATION:
-        raise ValueError(f"bad duration {value!r}: longer than {MAX_DURATION / 86400:.0f} days")
-    return float(seconds)
 
 
 class _Where:
@@ -287,6 +265,10 @@ def parse_pipeline(data: Any, *, base_dir: Path, source: str = "<pipeline>") -> 
     for i, s in enumerate(schedules_raw):
         s = where.mapping(s, f"schedules[{i}]")
         where.known(s, SCHEDULE_KEYS, f"schedules[{i}]")
+        try:
+            schedule_fields(s, now=_ANY_MOMENT, where=f"schedules[{i}]")
+        except ScheduleError as exc:
+            raise where.error("", str(exc)) from None
         schedules.append(ScheduleSpec(fields=s))
 
     return PipelineSpec(
@@ -299,6 +281,38 @@ def parse_pipeline(data: Any, *, base_dir: Path, source: str = "<pipeline>") -> 
         source=None,
         raw=raw,
     )
+
+
+def schedule_fields(fields: Mapping[str, Any], *, now: datetime, where: str = "schedule") -> dict[str, Any]:
+    """Validate a schedule's fields (a spec's ``schedules:`` entry, or a schedule added or changed
+    later); returns the store's row fields with its first fire time after ``now``."""
+    bad = [k for k in fields if k not in SCHEDULE_KEYS]
+    if bad:
+        raise ScheduleError(f"{where}.{bad[0]}: unknown key")
+    trigger = trigger_from_fields(fields, now=now.replace(microsecond=0))  # `every` anchors on a whole second
+    params = fields.get("params") or {}
+    if not isinstance(params, Mapping):
+        raise ScheduleError(f"{where}.params: expected a mapping, got {params!r}")
+    try:
+        grace = parse_duration(fields.get("misfire_grace", DEFAULT_MISFIRE_GRACE))
+    except ValueError as exc:
+        raise ScheduleError(f"{where}.misfire_grace: {exc}") from None
+    max_active = fields.get("max_active_runs", 1)
+    if isinstance(max_active, bool) or not isinstance(max_active, int) or not 1 <= max_active <= MAX_ACTIVE_RUNS:
+        raise ScheduleError(f"{where}.max_active_runs: expected a whole number from 1 to {MAX_ACTIVE_RUNS:,}, "
+                            f"got {max_active!r}")
+    for key in ("catchup", "enabled"):
+        if not isinstance(fields.get(key, False), bool):
+            raise ScheduleError(f"{where}.{key}: expected true or false, got {fields[key]!r}")
+    return {
+        "trigger": trigger.to_fields(),
+        "params": dict(params),
+        "catchup": fields.get("catchup", False),
+        "misfire_grace": grace,
+        "max_active_runs": max_active,
+        "enabled": fields.get("enabled", True),
+        "next_fire_at": trigger.next_after(now),
+    }
 
 
 def load_pipeline(path: str | Path, *, root: Path | None = None, shown: str | None = None) -> PipelineSpec:

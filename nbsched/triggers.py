@@ -26,13 +26,13 @@ import threading
 import zoneinfo
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
 from croniter import CroniterBadDateError, croniter
 
 from nbsched.errors import ScheduleError
-from nbsched.spec import parse_duration
+from nbsched.timefmt import duration, instant, offset_change, parse_duration, wall_clock, when
 
 UTC = timezone.utc
 CRON_ALIASES = ("@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually")
@@ -90,7 +90,7 @@ class CronTrigger(Trigger):
                 # the first candidate is after `after` (gap times map past it, repeats were skipped above);
                 # the loop keeps fires strictly increasing, which callers' loops rely on, whatever the zone
                 while True:
-                    fire = _instant(self._cron.get_next(datetime), zone)
+                    fire = instant(self._cron.get_next(datetime), zone)
                     if fire > after:
                         return fire
         except (CroniterBadDateError, OverflowError):  # no match within croniter's horizon, or past year 9999
@@ -135,7 +135,7 @@ class IntervalTrigger(Trigger):
             return None
 
     def describe(self) -> str:
-        return f"every {format_duration(self.every)}"
+        return f"every {duration(self.every)}"
 
     def to_fields(self) -> dict[str, Any]:
         return {"every": float(self.every), "start": self.start.isoformat(), "timezone": self.timezone}
@@ -156,7 +156,7 @@ class DateTrigger(Trigger):
         return self.at.astimezone(UTC) if self.at > _utc(after) else None
 
     def describe(self) -> str:
-        return f"at {_wall_clock(self.at.astimezone(self._zone))} ({self.timezone})"
+        return f"at {wall_clock(self.at.astimezone(self._zone))} ({self.timezone})"
 
     def to_fields(self) -> dict[str, Any]:
         return {"at": self.at.astimezone(self._zone).isoformat(), "timezone": self.timezone}
@@ -179,7 +179,7 @@ def trigger_from_fields(fields: Mapping[str, Any], *, now: datetime) -> Trigger:
     if kind == "at":
         if "start" in fields:
             raise ScheduleError("start: only an every schedule has a start")
-        return DateTrigger(at=_when(fields["at"], zone, "at"), timezone=tz)
+        return DateTrigger(at=_moment(fields, "at", zone), timezone=tz)
     value = fields["every"]
     try:
         every = parse_duration(value)
@@ -187,7 +187,7 @@ def trigger_from_fields(fields: Mapping[str, Any], *, now: datetime) -> Trigger:
         raise ScheduleError(f"every: {exc}") from None
     if every <= 0:
         raise ScheduleError(f"every {value!r}: must be longer than 0s")
-    start = _when(fields["start"], zone, "start") if "start" in fields else _utc(now)
+    start = _moment(fields, "start", zone) if "start" in fields else _utc(now)
     return IntervalTrigger(every=every, start=start, timezone=tz)
 
 
@@ -206,16 +206,6 @@ def get_zone(name: str) -> zoneinfo.ZoneInfo:
             difflib.get_close_matches(name, known, n=1)
         hint = f"did you mean '{close[0]}'?" if close else "use an IANA name like 'Europe/Paris'"
         raise ScheduleError(f"unknown timezone {name!r} ({hint})") from None
-
-
-def format_duration(seconds: float) -> str:
-    """``900`` -> ``15m``, ``5400`` -> ``1h30m``, ``0.5`` -> ``500ms``: what :func:`parse_duration` reads back."""
-    rest, parts = round(seconds * 1000), []
-    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
-        count, rest = divmod(rest, size)
-        if count:
-            parts.append(f"{count}{unit}")
-    return "".join(parts) or f"{seconds:g}s"
 
 
 def _parse_cron(expr: str) -> croniter:
@@ -254,57 +244,21 @@ def _bad_field(parts: list[str]) -> str | None:
     return None
 
 
-def _instant(local: datetime, zone: zoneinfo.ZoneInfo) -> datetime:
-    """The UTC instant of a naive wall-clock time in ``zone``: its first occurrence when the clock
-    goes back, the end of the gap when the clock jumps over it."""
-    utc = local.replace(tzinfo=zone).astimezone(UTC)
-    if utc.astimezone(zone).replace(tzinfo=None) == local:
-        return utc
-    # skipped: fold=0 reads it with the offset before the jump (an instant after the gap),
-    # fold=1 with the offset after it (an instant before the gap)
-    return _transition(zone, local.replace(tzinfo=zone, fold=1).astimezone(UTC), utc)
-
-
 def _end_of_first_pass(after: datetime, local: datetime, zone: zoneinfo.ZoneInfo) -> datetime:
     """For ``after`` in the second pass of a repeated hour: the last local second of the first pass.
     Every local time up to it already fired (at its first occurrence, before ``after``)."""
     repeat = local.replace(fold=0).utcoffset() - local.utcoffset()
-    return (_transition(zone, after - repeat, after) - _ONE_SECOND).astimezone(zone)
+    return (offset_change(zone, after - repeat, after) - _ONE_SECOND).astimezone(zone)
 
 
-def _transition(zone: zoneinfo.ZoneInfo, lo: datetime, hi: datetime) -> datetime:
-    """The instant in ``(lo, hi]`` where the zone's UTC offset changes (bisection; transitions fall on
-    whole seconds)."""
-    before = lo.astimezone(zone).utcoffset()
-    a, b = math.floor(lo.timestamp()), math.ceil(hi.timestamp())
-    while b - a > 1:
-        mid = (a + b) // 2
-        if datetime.fromtimestamp(mid, zone).utcoffset() == before:
-            a = mid
-        else:
-            b = mid
-    return datetime.fromtimestamp(b, UTC)
-
-
-def _when(value: Any, zone: zoneinfo.ZoneInfo, key: str) -> datetime:
-    """An ISO date-time string, a datetime or a date; naive ones are wall-clock time in ``zone``."""
-    if isinstance(value, datetime):
-        when = value
-    elif isinstance(value, date):
-        when = datetime.combine(value, time())
-    else:
-        try:
-            when = datetime.fromisoformat(value.strip())
-        except (AttributeError, ValueError):
-            raise ScheduleError(f"{key} {value!r}: not a date-time (use e.g. 2026-12-01T06:00)") from None
-    return _instant(when, zone) if when.utcoffset() is None else when
+def _moment(fields: Mapping[str, Any], key: str, zone: zoneinfo.ZoneInfo) -> datetime:
+    try:
+        return when(fields[key], zone)
+    except ValueError:
+        raise ScheduleError(f"{key} {fields[key]!r}: not a date-time (use e.g. 2026-12-01T06:00)") from None
 
 
 def _utc(moment: datetime) -> datetime:
     if moment.utcoffset() is None:
         raise ValueError(f"expected a timezone-aware datetime, got {moment!r}")
     return moment.astimezone(UTC)
-
-
-def _wall_clock(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M:%S" if moment.second or moment.microsecond else "%Y-%m-%d %H:%M")

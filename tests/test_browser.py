@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -19,7 +20,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import nbformat
 import pytest
@@ -170,7 +171,19 @@ def _run_all_cells_when_the_kernel_is_ready(page: Any) -> None:
     }""")
 
 
+def _eventually(page: Any, read: Callable[[], Any], expected: Any) -> None:
+    """What the server says, asked again until it is ``expected`` (the browser showed the change,
+    its store may say it a moment later)."""
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while (value := read()) != expected and time.monotonic() < deadline:
+        page.wait_for_timeout(200)  # not time.sleep: the routed requests would stall meanwhile
+    assert value == expected
+
+
 def test_the_panel_in_jupyterlab_runs_a_pipeline_and_shows_it(lab: Lab, browser: Any) -> None:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=TIMEOUT_MS)  # every assertion on the page waits, up to this long
     ARTIFACTS.mkdir(exist_ok=True)
     first = lab.api("nbsched", "api", "v1", "runs")["runs"][0]
     assert first["state"] == "success"
@@ -184,74 +197,70 @@ def test_the_panel_in_jupyterlab_runs_a_pipeline_and_shows_it(lab: Lab, browser:
 
     panel = page.locator(".nbsched-panel")
     runs = panel.locator("table.nbsched-runs tbody tr")
-    runs.first.wait_for()
-    assert page.locator(".jp-InputPrompt").first.inner_text().strip() == "[1]:"
-    assert runs.count() == 1 and runs.first.get_attribute("data-run") == first["run_id"]
-    assert runs.first.locator('[data-state="success"]').count() == 1
+    expect(runs).to_have_count(1)
+    expect(page.locator(".jp-InputPrompt").first).to_have_text("[1]:")
+    expect(runs.first).to_have_attribute("data-run", first["run_id"])
+    expect(runs.first.locator('[data-state="success"]')).to_have_count(1)
     # the run's DAG picture, its tasks coloured by state
     dag = panel.locator('svg.nbsched-dag')
-    assert dag.locator('[data-task="report"][data-state="success"]').count() == 1
+    expect(dag.locator('[data-task="report"][data-state="success"]')).to_have_count(1)
 
     panel.locator("input[placeholder^='key=value']").fill("n_rows=3000, seed=11")
     panel.get_by_role("button", name="Run now").click()
+    expect(runs).to_have_count(2)  # the new run, newest first
     newest = runs.first
-    page.wait_for_function(
-        """(old) => {
-            const row = document.querySelector('.nbsched-panel table.nbsched-runs tbody tr');
-            return row && row.dataset.run !== old && row.querySelector('[data-state="success"]');
-        }""", arg=first["run_id"], timeout=TIMEOUT_MS)
+    expect(newest).not_to_have_attribute("data-run", first["run_id"])
+    expect(newest.locator('[data-state="success"]')).to_have_count(1)
     run_id = newest.get_attribute("data-run")
-    assert runs.count() == 2
     run = lab.api("nbsched", "api", "v1", "runs", run_id)
     assert run["state"] == "success" and run["params"] == {"n_rows": 3000, "seed": 11}
     assert run["trigger"] == "manual"
     detail = panel.locator(".nbsched-detail")
-    detail.locator('svg.nbsched-dag [data-task="report"][data-state="success"]').wait_for()
-    assert panel.locator(".widget-label", has_text="5/5 done").count() == 1
+    expect(detail.locator('svg.nbsched-dag [data-task="report"][data-state="success"]')).to_have_count(1)
+    expect(panel.locator(".widget-label", has_text="5/5 done")).to_have_count(1)
     panel.screenshot(path=str(ARTIFACTS / "panel.png"))
 
     # the pipeline's schedule, paused from the panel
     panel.get_by_role("button", name="Pause schedules").click()
-    panel.get_by_role("button", name="Resume schedules").wait_for()
-    assert [s["enabled"] for s in lab.api("nbsched", "api", "v1", "schedules")["schedules"]] == [False]
+    expect(panel.get_by_role("button", name="Resume schedules")).to_be_visible()
+    _eventually(page, lambda: [s["enabled"] for s in lab.api("nbsched", "api", "v1", "schedules")["schedules"]], [False])
 
     # the report of a task, inline in the panel
     panel.locator("select").nth(2).select_option("report")
     panel.get_by_role("button", name="Show report").click()
     report_frame = page.frame_locator("iframe.nbsched-report")
-    report_frame.locator("img").first.wait_for()  # the report notebook's chart
-    assert "revenue" in report_frame.locator("body").inner_text().lower()
+    expect(report_frame.locator("img").first).to_be_visible()  # the report notebook's chart
+    expect(report_frame.locator("body")).to_contain_text(re.compile("revenue", re.IGNORECASE))
     panel.screenshot(path=str(ARTIFACTS / "panel-report.png"))
 
     # a running run: its progress names the cell its notebook is on; then Cancel stops it
     panel.locator("select").first.select_option("nap")
     panel.locator("input[placeholder^='key=value']").fill("")
     panel.get_by_role("button", name="Run now").click()
-    progress = panel.locator(".widget-label", has_text="running: nap (cell 5/5: time.sleep(120))")
-    progress.wait_for()
-    assert runs.count() == 1 and runs.first.locator('[data-state="running"]').count() == 1
+    expect(panel.locator(".widget-label", has_text="running: nap (cell 5/5: time.sleep(120))")).to_have_count(1)
+    expect(runs).to_have_count(1)
+    expect(runs.first.locator('[data-state="running"]')).to_have_count(1)
     panel.screenshot(path=str(ARTIFACTS / "panel-running.png"))
     nap_run = runs.first.get_attribute("data-run")
     panel.get_by_role("button", name="Cancel").click()
-    runs.first.locator('[data-state="cancelled"]').wait_for()
-    assert lab.api("nbsched", "api", "v1", "runs", nap_run)["tasks"]["nap"]["state"] == "cancelled"
+    expect(runs.first.locator('[data-state="cancelled"]')).to_have_count(1)
+    _eventually(page, lambda: lab.api("nbsched", "api", "v1", "runs", nap_run)["tasks"]["nap"]["state"], "cancelled")
     panel.locator("select").first.select_option("sales-demo")
-    runs.nth(1).wait_for()
+    expect(runs).to_have_count(2)
 
     # the task's link opens its output notebook in JupyterLab
     with context.expect_page() as opened:
         detail.locator('tr[data-task="report"] a').click()
     notebook = opened.value
     notebook.set_default_timeout(TIMEOUT_MS)
-    notebook.locator(".jp-Notebook .jp-Cell").first.wait_for()
-    assert notebook.locator(".lm-TabBar-tab.jp-mod-current", has_text="report.ipynb").count() == 1
-    notebook.wait_for_function(  # its injected parameters
-        "() => document.querySelector('.jp-Notebook').innerText.includes('seed = 11')")
+    expect(notebook.locator(".jp-Notebook .jp-Cell").first).to_be_visible()
+    expect(notebook.locator(".lm-TabBar-tab.jp-mod-current", has_text="report.ipynb")).to_have_count(1)
+    expect(notebook.locator(".jp-Notebook")).to_contain_text("seed = 11", use_inner_text=True)  # its parameters
     notebook.close()
 
     # the run report page the REST API serves
     page.goto(f"{lab.url}/nbsched/api/v1/runs/{run_id}/report?token={lab.token}")
-    page.locator("svg.nbsched-gantt").wait_for()
-    assert page.locator("svg.nbsched-dag [data-state='success']").count() == 5
+    expect(page.locator("svg.nbsched-gantt")).to_be_visible()
+    expect(page.locator("svg.nbsched-dag [data-state='success']")).to_have_count(5)
     page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
     context.close()

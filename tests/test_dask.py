@@ -88,7 +88,8 @@ def test_a_worker_killed_during_a_task_leads_to_a_successful_retry(project: Path
         runner = threading.Thread(target=lambda: finished.append(service.run_pipeline(project / "pipeline.yaml")))
         runner.start()
         busy = wait_for(lambda: [w for w, keys in client.processing().items() if keys], 60, "a worker to take it")
-        time.sleep(1.5)  # well into the sleeping cell
+        wait_for(lambda: (runs := service.list_runs(limit=1)) and (cell := runs[0].tasks["only"].cell)
+                 and cell["index"] == cell["count"], 60, "the first try to sleep in its last cell")
         pid = client.run(os.getpid, workers=busy)[busy[0]]
         os.kill(pid, signal.SIGKILL)
         runner.join(timeout=120)
@@ -130,12 +131,12 @@ def test_cancel_stops_the_kernel_on_the_worker_and_its_future(project: Path, clu
 
 def test_a_timeout_on_the_cluster_names_the_cell(project: Path, cluster: Any) -> None:
     write_notebook(project / "slow.ipynb", "import time\ntime.sleep(60)")
-    write_yaml(project / "pipeline.yaml", "name: slow\ntasks:\n  only: {notebook: slow.ipynb, timeout: 2s}\n")
+    write_yaml(project / "pipeline.yaml", "name: slow\ntasks:\n  only: {notebook: slow.ipynb, timeout: 8s}\n")
     service = _service(project, cluster.scheduler_address)
     run = service.run_pipeline(project / "pipeline.yaml")
     service.close()
     assert run.state is RunState.FAILED
-    assert run.tasks["only"].error == "timed out after 2s (cell 4: import time; time.sleep(60))"
+    assert run.tasks["only"].error == "timed out after 8s (cell 4: import time; time.sleep(60))"
 
 
 def test_a_failing_cell_on_the_cluster_is_named_and_kept_as_data(project: Path, cluster: Any) -> None:
@@ -233,7 +234,7 @@ async def test_the_server_extension_runs_notebooks_on_the_cluster(jp_fetch: Any,
                                                                  jp_root_dir: Path, cluster: Any) -> None:
     import asyncio
 
-    app = jp_serverapp.web_app.settings["nbsched_app"]
+    (app,) = jp_serverapp.extension_manager.extension_apps["jupyter_ext"]
     await app._start_jupyter_server_extension(jp_serverapp)  # as the server starts it (pytest-jupyter does not)
     try:
         write_notebook(jp_root_dir / "where.ipynb", WHERE)

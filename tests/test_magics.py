@@ -123,3 +123,30 @@ def test_panel_magic_shows_the_run_history_panel(shell, project, capsys):
     capsys.readouterr()
     assert shell.run_line_magic("nbsched", "panel nighty") is None
     assert _one_line(capsys) == "nbsched: pipeline 'nighty' not found"
+
+
+SCRIPT = "<script>alert(1)</script>"
+
+
+def test_a_script_in_a_name_an_error_or_a_parameter_is_text_in_a_table(shell, project):
+    from nbsched.magics import Table
+
+    write_notebook(project / "nb.ipynb", "raise ValueError(who)", params="who = ''\nupstream = {}")
+    write_yaml(project / "pipeline.yaml", "name: hostile\ntasks:\n  only: {notebook: nb.ipynb}\n")
+    ran = shell.run_line_magic("nbsched", f"run pipeline.yaml -p 'who={SCRIPT}'")
+    assert ran.rows[0][3].startswith(f"ValueError: {SCRIPT}")  # the error, as the kernel raised it
+    hostile = Table(SCRIPT, [SCRIPT, "state"], [[SCRIPT, SCRIPT], [None, "failed"]], state_column=1)
+    for html in (ran._repr_html_(), hostile._repr_html_()):
+        assert "<script" not in html.lower() and "&lt;script&gt;alert(1)&lt;/script&gt;" in html, html
+    assert "<caption>&lt;script&gt;" in hostile._repr_html_() and "<td>None</td>" in hostile._repr_html_()
+
+
+def test_a_projects_template_restyles_the_tables(shell, project):
+    templates = project / ".nbsched" / "templates"
+    templates.mkdir(parents=True)
+    (templates / "magics_table.html.j2").write_text(
+        '<table class="ours">{% for row in rows %}<tr><td>{{ row | join(" / ") }}</td></tr>{% endfor %}</table>\n')
+    write_notebook(project / "nb.ipynb", "x = 1")
+    write_yaml(project / "pipeline.yaml", "name: ours\ntasks:\n  only: {notebook: nb.ipynb}\n")
+    table = shell.run_line_magic("nbsched", "run pipeline.yaml")
+    assert table._repr_html_().startswith('<table class="ours"><tr><td>only / success / 1/1 / ')

@@ -3,7 +3,9 @@ with its task reports, from the service and from the CLI."""
 
 from __future__ import annotations
 
+import os
 import re
+import time
 import xml.etree.ElementTree as ET
 from datetime import datetime, timedelta, timezone
 from html.parser import HTMLParser
@@ -16,7 +18,8 @@ from click.testing import CliRunner
 
 from conftest import nbsched, write_notebook, write_yaml
 from nbsched.cli import cli
-from nbsched.report import STATE_COLOURS, dag_layers, dag_svg, format_seconds, gantt_svg, run_report_html, tick_step
+from nbsched.render import STATE_COLOURS
+from nbsched.report import dag_layers, dag_svg, gantt_svg, run_report_html, tick_step
 
 NS = {"s": "http://www.w3.org/2000/svg"}
 T0 = datetime(2026, 11, 28, 6, 0, tzinfo=timezone.utc)
@@ -184,11 +187,9 @@ def test_gantt_without_started_tasks():
     assert bars(svg) == {} and "no task has started" in "".join(svg.itertext())
 
 
-def test_axis_steps_and_labels():
+def test_axis_steps():
     assert tick_step(8) == 2 and tick_step(0.3) == 0.05 and tick_step(600) == 120 and tick_step(5000) == 900
     assert 3 <= 10 * 86400 / tick_step(10 * 86400) <= 6
-    assert [format_seconds(v) for v in (0, 0.5, 45, 60, 90, 3600, 5400)] == \
-        ["0s", "0.5s", "45s", "1m", "1m30s", "1h", "1h30m"]
 
 
 # -- the page (pure) ----------------------------------------------------------------------------
@@ -260,6 +261,59 @@ def test_page_escapes_everything_and_fetches_nothing():
     assert "<dd>schedule 3</dd>" in text and "2/2" in text and "75.0s" in text and "2026-11-28 06:00:00 UTC" in text
 
 
+SCRIPT = "<script>alert(1)</script>"
+
+
+def test_a_script_in_a_task_name_an_error_or_a_parameter_is_text_in_the_report():
+    name = f"t{SCRIPT}"
+    ended = (T0 + timedelta(seconds=3)).isoformat()
+    task = {"state": "failed", "try_number": 2, "max_tries": 2, "error": f"ValueError: {SCRIPT}",
+            "outputs": {SCRIPT: SCRIPT}, "started_at": T0.isoformat(), "ended_at": ended,
+            "tries": [{"try_number": 1, "state": "up_for_retry", "host": SCRIPT, "error": SCRIPT,
+                       "started_at": T0.isoformat(), "ended_at": ended}]}
+    view = {"run_id": "r1", "pipeline": "p", "pipeline_version": 1, "state": "failed", "trigger": SCRIPT,
+            "schedule_id": None, "params": {SCRIPT: SCRIPT}, "logical_date": T0.isoformat(),
+            "created_at": T0.isoformat(), "started_at": T0.isoformat(), "ended_at": ended, "error": SCRIPT,
+            "tasks": {name: task}}
+    text = run_report_html(view, dag_svg([name], {}, {name: "failed"}),
+                           gantt_svg([(name, "failed", T0, T0 + timedelta(seconds=3))]),
+                           {name: {SCRIPT: f"{name}.html"}})
+    assert "<script" not in text.lower() and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    page = Page(text)  # and a reader sees the text as it was
+    assert page.rows == {name: "failed"} and page.links == {name: {SCRIPT: f"{name}.html"}}
+    assert page.params == {SCRIPT: f'"{SCRIPT}"'}
+    assert set(boxes(page.dag)) == {name} and set(bars(page.gantt)) == {name}
+
+
+# -- a project's own templates ------------------------------------------------------------------
+
+def test_a_projects_templates_restyle_its_reports_and_are_seen_once_added(project, service):
+    service.register(failing_pipeline(project))
+    run_id = service.trigger("sales", {"region": "<west>"})
+    packaged = service.run_report(run_id).read_text(encoding="utf-8")
+    assert "data team" not in packaged
+
+    own = service.config.home / "templates"
+    own.mkdir(parents=True)
+    (own / "run_report.html.j2").write_text(
+        '{% extends "nbsched/run_report.html.j2" %}\n'
+        "{% block style %}{{ super() }}h1 { color: #0d47a1; }{% endblock %}\n"
+        "{% block footer %}<footer>by the data team, for {{ view.params.region }}</footer>{% endblock %}\n")
+    text = service.run_report(run_id).read_text(encoding="utf-8")  # this process rendered the packaged one
+    assert "h1 { color: #0d47a1; }</style>" in text and "<footer>by the data team, for &lt;west&gt;</footer>" in text
+    page = Page(text)  # the rest of the page as packaged
+    assert page.title == f"sales · run {run_id} · queued" and set(page.rows) == {"extract", "clean", "publish"}
+
+    # the pictures too, a whole file in place of the packaged one; an edit is seen at once
+    (own / "dag.svg.j2").write_text('<svg xmlns="http://www.w3.org/2000/svg" class="nbsched-dag">'
+                                    "{% for box in boxes %}<text>{{ box.name }}</text>{% endfor %}</svg>\n")
+    assert "<text>extract</text><text>clean</text>" in service.run_report(run_id).read_text(encoding="utf-8")
+    (own / "dag.svg.j2").write_text('<svg xmlns="http://www.w3.org/2000/svg" class="nbsched-dag"></svg>\n')
+    os.utime(own / "dag.svg.j2", (time.time() + 5, time.time() + 5))  # a later edit, whatever the clock's grain
+    assert '<svg xmlns="http://www.w3.org/2000/svg" class="nbsched-dag"></svg>' in \
+        service.run_report(run_id).read_text(encoding="utf-8")
+
+
 # -- a real run ---------------------------------------------------------------------------------
 
 def failing_pipeline(project: Path) -> Path:
@@ -300,7 +354,7 @@ def test_run_report_of_a_failed_run(project, service):
     assert float(timeline["clean"].get("x")) >= float(timeline["extract"].get("x"))
     assert page.params == {"region": '"<north>"'}
     text = index.read_text(encoding="utf-8")
-    assert "ValueError: bad input data" in text and "{&quot;rows&quot;: 3}" in text
+    assert "ValueError: bad input data" in text and "{&#34;rows&#34;: 3}" in text
 
     # links to each task's report and notebook, relative, to files that exist; none for publish
     assert page.links == {"extract": {"report": "extract.html", "notebook": "extract.ipynb"},

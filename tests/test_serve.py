@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -32,7 +31,7 @@ schedules:
     nbsched("register", "pipeline.yaml", cwd=project, check=True)
     daemons = [serve(project, f"serve{i}", "--workers", "1", "--grace", "0s") for i in range(2)]
     try:
-        time.sleep(20)
+        wait_for(lambda: len(_runs(project)) >= 15, 120, "15 runs, made by two daemons at once", every=1)
     finally:
         codes = [stop(d) for d in daemons]
     logs = [(project / f"serve{i}.log").read_text() for i in range(2)]
@@ -137,14 +136,17 @@ schedules:
     daemons = [serve(project, f"serve{i}", "--workers", "1", "--lease", "3s", "--grace", "10s", db=pg_url)
                for i in range(3)]
     try:
-        time.sleep(10)
+        wait_for(lambda: len(_runs(project, *db)) >= 10, 120, "10 runs, made by three daemons", every=1)
         # kill -9 one daemon while one of its notebooks sleeps (the runner notes the cell): the
         # try cannot end between the look and the kill
         wait_for(lambda: _running_tasks_of(pg_url, daemons[0].pid), 30, "the first daemon to run a task",
                  every=0.05)
         daemons[0].send_signal(signal.SIGKILL)
         daemons[0].wait(10)
-        time.sleep(20)
+        # the survivors go on making runs, and retry the try the dead one held once its lease is over
+        wait_for(lambda: len(runs := _runs(project, *db)) >= 25
+                 and any(r["tasks"]["tick"]["try_number"] >= 2 for r in runs), 120,
+                 "25 runs, and the dead daemon's try retried", every=1)
         nbsched(*db, "schedule", "pause", "1", cwd=project, check=True)
         # the survivors take over what the dead one held (after its lease) and finish every run
         wait_for(lambda: all(r["state"] in ("success", "failed", "cancelled") for r in _runs(project, *db)),

@@ -44,8 +44,7 @@ def jp_server_config() -> dict[str, Any]:
 @pytest.fixture
 def daemon(jp_serverapp: Any, jp_asyncio_loop: Any) -> Any:
     """The scheduler and runner, started as the server starts them (pytest-jupyter does not)."""
-    app = jp_serverapp.web_app.settings["nbsched_app"]
-    assert app in jp_serverapp.extension_manager.extension_apps["jupyter_ext"]
+    (app,) = jp_serverapp.extension_manager.extension_apps["jupyter_ext"]
     jp_asyncio_loop.run_until_complete(app._start_jupyter_server_extension(jp_serverapp))
     assert app.running
     yield app
@@ -412,12 +411,55 @@ async def test_templates_in_rest_bodies_cannot_run_code_in_the_server(api, jp_ro
     assert (await api("GET", "runs")).data["runs"] == [] and (await api("GET", "schedules")).data["schedules"] == []
 
 
-async def test_kernels_of_the_server_are_told_its_database_and_outputs(api, jp_root_dir):
+def told_to_kernels(root: Path) -> dict[str, str]:
+    root = root.resolve()
+    return {"NBSCHED_DB_URL": f"sqlite:///{root / '.nbsched' / 'nbsched.db'}",
+            "NBSCHED_RUNS_DIR": str(root / "nbsched-runs")}
+
+
+async def kernel_environment(serverapp: Any, kernel_id: str, names: list[str]) -> dict[str, str | None]:
+    """The variables ``names`` as code in the server's kernel ``kernel_id`` sees them."""
+    client = serverapp.kernel_manager.get_kernel(kernel_id).client()
+    client.start_channels()
+    try:
+        await client.wait_for_ready(timeout=60)
+        seen: list[str] = []
+        code = f"import json, os\nprint(json.dumps({{k: os.environ.get(k) for k in {sorted(names)!r}}}))"
+        await client.execute_interactive(code, timeout=60, output_hook=lambda msg: seen.append(
+            msg["content"].get("text", "")) if msg["msg_type"] == "stream" else None)
+    finally:
+        client.stop_channels()
+    return json.loads("".join(seen))
+
+
+async def test_kernels_of_the_server_are_told_its_database_and_outputs(jp_fetch, jp_serverapp, jp_root_dir):
+    """Through the kernel manager: the server's own environment stays as it was."""
     import os
 
-    root = jp_root_dir.resolve()
-    assert os.environ["NBSCHED_DB_URL"] == f"sqlite:///{root / '.nbsched' / 'nbsched.db'}"
-    assert os.environ["NBSCHED_RUNS_DIR"] == str(root / "nbsched-runs")
+    told = told_to_kernels(jp_root_dir)
+    reply = await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": "python3"}))
+    kernel_id = json.loads(reply.body)["id"]
+    try:
+        # what `%nbsched` and `nbsched.run` in a notebook discover
+        assert await kernel_environment(jp_serverapp, kernel_id, list(told)) == told
+    finally:
+        await jp_fetch("api", "kernels", kernel_id, method="DELETE")
+    assert all(os.environ.get(name) != value for name, value in told.items())
+
+
+async def test_a_notebook_renamed_keeps_its_kernel_told_after_a_restart(jp_fetch, jp_serverapp, jp_root_dir,
+                                                                        monkeypatch):
+    told = told_to_kernels(jp_root_dir)
+    monkeypatch.setenv("NBSCHED_DB_URL", "sqlite:////elsewhere/nbsched.db")  # what the server's shell had
+    body = {"path": "a.ipynb", "type": "notebook", "kernel": {"name": "python3"}}
+    session = json.loads((await jp_fetch("api", "sessions", method="POST", body=json.dumps(body))).body)
+    kernel_id = session["kernel"]["id"]
+    try:
+        await jp_fetch("api", "sessions", session["id"], method="PATCH", body=json.dumps({"path": "b.ipynb"}))
+        await jp_fetch("api", "kernels", kernel_id, "restart", method="POST", body="")
+        assert await kernel_environment(jp_serverapp, kernel_id, list(told)) == told
+    finally:
+        await jp_fetch("api", "sessions", session["id"], method="DELETE")
 
 
 async def test_a_triggered_run_executes_in_the_server_with_its_params(api, jp_fetch, jp_root_dir, daemon):
@@ -485,7 +527,7 @@ async def test_run_report_page_links_the_task_routes(api, jp_root_dir, daemon):
     assert page.headers["Content-Type"].startswith("text/html")
     assert "sandbox" in page.headers["Content-Security-Policy"]
     html = page.body.decode()
-    assert f"hello · run {run_id} · success" in html and "&quot;&lt;east&gt;&quot;" in html
+    assert f"hello · run {run_id} · success" in html and "&#34;&lt;east&gt;&#34;" in html
     assert 'data-task="report" data-state="success"' in html and '<rect class="bar" data-task="report"' in html
     # the task links are relative to the page's URL, so they reach the task routes beside it
     page_url = "/" + "/".join((*API, "runs", run_id, "report"))
@@ -770,7 +812,8 @@ async def test_task_outputs_are_served_only_from_the_runs_folder(api, jp_root_di
     await register_hello(api, jp_root_dir)
     run_id = await queue_run(api, "hello")
     secret = write_notebook(tmp_path / "secret.ipynb", "password = 'hunter2'")
-    service = jp_serverapp.web_app.settings["nbsched_service"]
+    (app,) = jp_serverapp.extension_manager.extension_apps["jupyter_ext"]
+    service = app.service
     runs = service.config.runs_dir
     link = runs / "hello" / run_id / "report.ipynb"
     link.parent.mkdir(parents=True)

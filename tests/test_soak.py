@@ -7,7 +7,6 @@ from __future__ import annotations
 import collections
 import os
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -47,16 +46,25 @@ def _children(task: Path) -> list[str]:
         return []
 
 
-def settled(pid: int) -> dict[str, int]:
-    """``held`` once it stops changing (kernels are shut down in the background)."""
-    last = held(pid)
-    for _ in range(20):
-        time.sleep(0.5)
-        now = held(pid)
-        if now == last:
-            break
-        last = now
-    return last
+def children(pid: int) -> list[int]:
+    """A process's child processes (those each of its threads started)."""
+    return [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in _children(t)]
+
+
+def settled(pid: int, server: int, runtime: Path) -> dict[str, int]:
+    """``held`` once the batch's kernels are gone (they are shut down in the background): the fork
+    server has no kernel left, no connection file remains, and two looks half a second apart see
+    the same (ZeroMQ closes a socket's descriptors a moment after the socket)."""
+    wait_for(lambda: not children(server) and not list(runtime.glob("kernel-*.json")), 60,
+             "the batch's kernels to be shut down")
+    looks = [held(pid)]
+
+    def unchanged() -> bool:
+        looks.append(held(pid))
+        return looks[-1] == looks[-2]
+
+    wait_for(unchanged, 30, "what the daemon holds to stop changing", every=0.5)
+    return looks[-1]
 
 
 @pytest.mark.slow
@@ -96,10 +104,11 @@ def test_a_daemon_running_2000_tasks_holds_no_more_open_than_after_300(project):
             runs = service.store.list_runs(ids=ids, limit=None)
             assert all(r.state is RunState.SUCCESS for r in runs), [r.error for r in runs]
             # its children (the fork server; a thread of its own started it): kernels are the server's
-            server = [int(c) for t in Path(f"/proc/{daemon.pid}/task").iterdir() for c in _children(t)]
+            server = children(daemon.pid)
             assert len(server) == 1, server
             if batch in (2, BATCHES - 1):  # after 300 tasks, and at the end
-                samples.append({**settled(daemon.pid), "server fds": len(os.listdir(f"/proc/{server[0]}/fd")),
+                samples.append({**settled(daemon.pid, server[0], runtime),
+                                "server fds": len(os.listdir(f"/proc/{server[0]}/fd")),
                                 "connection files": len(list(runtime.glob("kernel-*.json")))})
     finally:
         running.clear()

@@ -13,7 +13,8 @@ from nbformat.v4 import new_code_cell, new_notebook
 from nbsched.cli import cli
 from nbsched.dag import TriggerRule
 from nbsched.errors import CycleError, SpecError
-from nbsched.spec import PipelineSpec, TaskSpec, load_pipeline, parse_duration, parse_pipeline
+from nbsched.spec import PipelineSpec, TaskSpec, load_pipeline, parse_pipeline
+from nbsched.timefmt import parse_duration
 
 
 def write_notebook(path: Path, *, parameters: bool = True) -> Path:

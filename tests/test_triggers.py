@@ -19,12 +19,10 @@ from hypothesis import HealthCheck, event, given, reject, settings
 from hypothesis import strategies as st
 
 from nbsched.errors import NbschedError, ScheduleError
-from nbsched.spec import parse_duration
 from nbsched.triggers import (
     CronTrigger,
     DateTrigger,
     IntervalTrigger,
-    format_duration,
     get_zone,
     trigger_from_fields,
 )
@@ -297,14 +295,6 @@ def test_stored_fields_name_the_timezone_and_a_local_date() -> None:
     assert trigger_from_fields({"cron": "@daily"}, now=NOW).to_fields() == {"cron": "@daily", "timezone": "UTC"}
     assert trigger_from_fields({"at": "2026-07-01T08:00", "timezone": "Europe/Paris"}, now=NOW).to_fields() == \
         {"at": "2026-07-01T08:00:00+02:00", "timezone": "Europe/Paris"}
-
-
-@pytest.mark.parametrize(("seconds", "text"), [
-    (900, "15m"), (5400, "1h30m"), (90, "1m30s"), (86400, "1d"), (0.5, "500ms"), (93784.5, "1d2h3m4s500ms"),
-])
-def test_format_duration_reads_back(seconds: float, text: str) -> None:
-    assert format_duration(seconds) == text
-    assert parse_duration(text) == seconds
 
 
 def test_a_trigger_can_be_shared_by_threads() -> None:

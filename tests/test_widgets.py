@@ -132,3 +132,46 @@ def test_progress_shows_the_cell_a_running_notebook_is_on(project, service):
     finally:
         runner.join(timeout=60)
         panel.close()
+
+
+SCRIPT = "<script>alert(1)</script>"
+
+
+def test_a_script_in_a_name_an_error_or_a_message_is_text_in_the_panel(project, service):
+    write_notebook(project / "hostile.ipynb", f"raise ValueError({SCRIPT!r})", params="who = ''\nupstream = {}")
+    write_yaml(project / "hostile.yaml", "name: hostile\ntasks:\n  a: {notebook: hostile.ipynb}\n")
+    run = service.run_pipeline(project / "hostile.yaml", params={"who": SCRIPT})
+    panel = RunPanel(service, refresh_every=0)
+    panel.params.value = SCRIPT  # not key=value: the status line says so, quoting it
+    panel.run_now.click()
+    shown = {"runs": panel.runs_table.value, "detail": panel.detail.value, "status": panel.status.value}
+    assert "ValueError: &lt;script&gt;alert(1)&lt;/script&gt;" in shown["detail"]
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in shown["status"]
+
+    # every value the panel shows, hostile, straight through its template
+    from nbsched.render import render_macro
+
+    task = {"state": "running", "try_number": 1, "max_tries": 1, "error": SCRIPT, "cell": None,
+            "output_path": None, "started_at": None, "ended_at": None}
+    view = {"run_id": SCRIPT, "pipeline": SCRIPT, "state": "running", "trigger": SCRIPT, "created_at": None,
+            "started_at": None, "ended_at": None, "tasks": {SCRIPT: task}}
+    shown["pieces"] = "".join([
+        render_macro("panel.html.j2", "runs_table", runs=[view], chosen=SCRIPT, now=None),
+        render_macro("panel.html.j2", "run_detail", run=view, picture="", now=None,
+                     notebooks={SCRIPT: (SCRIPT, SCRIPT)}, cells={SCRIPT: SCRIPT}),
+        render_macro("panel.html.j2", "report_frame", page=f'"><{SCRIPT}'),
+    ])
+    for where, html in shown.items():
+        assert "<script" not in html.lower(), (where, html)
+    assert f'data-run="{run.id}"' in shown["runs"]
+
+
+def test_a_projects_template_restyles_the_panel(project, service):
+    from importlib.resources import files
+
+    own = service.config.home / "templates"
+    own.mkdir(parents=True)
+    packaged = (files("nbsched") / "html" / "panel.html.j2").read_text(encoding="utf-8")
+    (own / "panel.html.j2").write_text(packaged.replace("No runs yet.", "Nothing has run here yet."))
+    panel = RunPanel(service, refresh_every=0)
+    assert panel.runs_table.value.strip() == "<p>Nothing has run here yet.</p>"

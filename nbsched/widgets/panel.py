@@ -9,52 +9,22 @@ report their mistakes in the panel's status line instead of raising, so the pane
 
 from __future__ import annotations
 
-import html
 import os
 import threading
-from datetime import datetime
 from typing import Any
 
 import ipywidgets as w
 
+from nbsched.clock import utcnow
 from nbsched.errors import NbschedError
 from nbsched.params import parse_override
-from nbsched.report import STATE_COLOURS, cell_label
-from nbsched.service import Service, run_view
+from nbsched.render import markup, render_macro
+from nbsched.report import cell_label, dag_svg
+from nbsched.service import Service
 from nbsched.states import TaskState
 
 ALL = "(all pipelines)"
-_CHOSEN = ' class="nbsched-chosen"'
-
-# Scoped to the panel; JupyterLab's theme variables, so a dark theme stays readable.
-_STYLE = """<style>
-.nbsched-panel table { border-collapse: collapse; font-size: 12.5px; margin: 4px 0 8px; }
-.nbsched-panel th { text-align: left; font-weight: 600; padding: 3px 12px 3px 4px;
-  border-bottom: 2px solid var(--jp-border-color1, #ccc); }
-.nbsched-panel td { padding: 3px 12px 3px 4px; vertical-align: top;
-  border-bottom: 1px solid var(--jp-border-color2, #e0e0e0); }
-.nbsched-panel tr.nbsched-chosen td { background: var(--jp-layout-color2, #eeeeee); }
-.nbsched-panel a { color: var(--jp-content-link-color, #1565c0); text-decoration: underline; }
-.nbsched-panel .nbsched-cell { color: var(--jp-ui-font-color2, #616161); font-family: var(--jp-code-font-family, monospace); }
-.nbsched-panel .nbsched-error { color: #c62828; }
-</style>"""
-
-
-def _badge(state: str) -> str:
-    return (f'<span class="nbsched-state" data-state="{state}" style="color:white;background:'
-            f'{STATE_COLOURS.get(state, "#616161")};padding:1px 6px;border-radius:3px">{state}</span>')
-
-
-def _duration(view: dict[str, Any]) -> str:
-    if not view["started_at"]:
-        return "-"
-    end = datetime.fromisoformat(view["ended_at"]) if view["ended_at"] else datetime.now().astimezone()
-    return f"{(end - datetime.fromisoformat(view['started_at'])).total_seconds():.1f}s"
-
-
-def _local(iso: str | None) -> str:
-    """An ISO time as this machine's wall-clock time, to the second."""
-    return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M:%S") if iso else "-"
+_TEMPLATE = "panel.html.j2"
 
 
 def _button(description: str, icon: str, style: str = "") -> w.Button:
@@ -67,7 +37,7 @@ class RunPanel(w.VBox):
     def __init__(self, service: Service, pipeline: str | None = None, *, refresh_every: float = 2.0,
                  limit: int = 15) -> None:
         if pipeline:
-            service.pipeline_versions(pipeline)  # an unknown name is a NotFound, before any widget exists
+            service.pipeline(pipeline)  # an unknown name is a NotFound, before any widget exists
         self.service = service
         self.limit = limit
         self.refresh_every = refresh_every
@@ -88,7 +58,7 @@ class RunPanel(w.VBox):
         self.report = w.HTML()
         self.status = w.HTML()
         super().__init__(children=[
-            w.HTML(_STYLE),
+            w.HTML(render_macro(_TEMPLATE, "style", service.config.home)),
             w.HBox([self.pipeline, self.params, self.run_now, self.toggle_schedule]),
             self.runs_table,
             w.HBox([self.run_choice, self.cancel_run, self.retry_run]),
@@ -128,7 +98,8 @@ class RunPanel(w.VBox):
                 self.pipeline.value = current if current in options else ALL
             pipeline = None if self.pipeline.value == ALL else self.pipeline.value
             self.run_now.disabled = pipeline is None
-            self._runs = [run_view(r) for r in self.service.list_runs(pipeline=pipeline, limit=self.limit)]
+            # the page is drawn from the runs' JSON form, as the run report is
+            self._runs = [r.to_json() for r in self.service.list_runs(pipeline=pipeline, limit=self.limit)]
             ids = [r["run_id"] for r in self._runs]
             chosen = self.run_choice.value
             if list(self.run_choice.options) != ids:
@@ -148,8 +119,10 @@ class RunPanel(w.VBox):
                 self._say(f"refresh failed: {exc}")
 
     def _say(self, message: str) -> None:
-        self.status.value = f'<span class="nbsched-status" style="color:#c62828">nbsched: {html.escape(message)}</span>'
+        self.status.value = self._html("status", message=message)
 
+    def _html(self, piece: str, **arguments: Any) -> str:
+        return render_macro(_TEMPLATE, piece, self.service.config.home, **arguments)
 
     def close(self) -> None:
         stop = getattr(self, "_stop", None)  # close() also runs from __del__ of a half-built panel
@@ -164,24 +137,12 @@ class RunPanel(w.VBox):
             self._render_detail()
 
     def _runs_html(self) -> str:
-        if not self._runs:
-            return "<p>No runs yet.</p>"
-        chosen = self.run_choice.value
-        rows = "".join(
-            f'<tr data-run="{html.escape(r["run_id"])}"{_CHOSEN if r["run_id"] == chosen else ""}>'
-            f'<td>{html.escape(r["run_id"])}</td><td>{html.escape(r["pipeline"])}</td><td>{_badge(r["state"])}</td>'
-            f'<td>{html.escape(r["trigger"])}</td><td>{_local(r["started_at"] or r["created_at"])}</td>'
-            f'<td>{_duration(r)}</td></tr>'
-            for r in self._runs)
-        return ('<table class="nbsched-runs"><thead><tr><th>run</th><th>pipeline</th><th>state</th>'
-                f'<th>trigger</th><th>started</th><th>duration</th></tr></thead><tbody>{rows}</tbody></table>')
+        return self._html("runs_table", runs=self._runs, chosen=self.run_choice.value, now=utcnow())
 
     def _selected(self) -> dict[str, Any] | None:
         return next((r for r in self._runs if r["run_id"] == self.run_choice.value), None)
 
     def _render_detail(self) -> None:
-        from nbsched.report import dag_svg
-
         view = self._selected()
         if view is None:
             self.detail.value, self.progress.max, self.progress.value = "", 1, 0
@@ -199,17 +160,13 @@ class RunPanel(w.VBox):
         self.retry_run.disabled = view["state"] not in ("failed", "cancelled")
         spec = self.service.pipeline_spec_for_run(view["run_id"])
         picture = dag_svg(spec.order, {n: list(spec.tasks[n].upstream) for n in spec.order},
-                          {n: t["state"] for n, t in tasks.items()})
-        rows = "".join(
-            f'<tr data-task="{html.escape(n)}"><td>{html.escape(n)}</td><td>{_badge(t["state"])}</td>'
-            f'<td>{t["try_number"]}/{t["max_tries"]}</td><td>{_duration(t)}</td>'
-            f'<td>{self._note(t)}</td><td>{self._link(t["output_path"])}</td></tr>'
-            for n, t in tasks.items())
-        self.detail.value = (
-            f'<div class="nbsched-detail"><b>{html.escape(view["pipeline"])}</b> run '
-            f'{html.escape(view["run_id"])} {_badge(view["state"])}<div>{picture}</div>'
-            '<table class="nbsched-tasks"><thead><tr><th>task</th><th>state</th><th>tries</th><th>duration</th>'
-            f'<th>error / now at</th><th>notebook</th></tr></thead><tbody>{rows}</tbody></table></div>')
+                          {n: t["state"] for n, t in tasks.items()}, home=self.service.config.home)
+        # relative to the kernel's folder, so JupyterLab opens the notebook in a tab
+        notebooks = {n: (os.path.relpath(t["output_path"]), os.path.basename(t["output_path"]))
+                     for n, t in tasks.items() if t["output_path"]}
+        cells = {n: cell_label(t["cell"]) for n, t in tasks.items() if t["state"] == "running" and t["cell"]}
+        self.detail.value = self._html("run_detail", run=view, picture=markup(picture), notebooks=notebooks,
+                                       cells=cells, now=utcnow())
         names = [n for n, t in tasks.items() if t["output_path"]]
         if list(self.task_choice.options) != names:
             chosen = self.task_choice.value
@@ -221,20 +178,6 @@ class RunPanel(w.VBox):
         """A report stays only while its run and task are the chosen ones."""
         if self._report_of is not None and self._report_of != (self.run_choice.value, self.task_choice.value):
             self._report_of, self.report.value = None, ""
-
-    @staticmethod
-    def _note(task: dict[str, Any]) -> str:
-        if task["state"] == "running" and task["cell"]:
-            return f'<span class="nbsched-cell">{html.escape(cell_label(task["cell"]))}</span>'
-        return f'<span class="nbsched-error">{html.escape(task["error"])}</span>' if task["error"] else ""
-
-    @staticmethod
-    def _link(path: str | None) -> str:
-        if not path:
-            return ""
-        # relative to the kernel's folder, so JupyterLab opens the notebook in a tab
-        rel = os.path.relpath(path)
-        return f'<a href="{html.escape(rel)}" target="_blank">{html.escape(os.path.basename(path))}</a>'
 
     # -- buttons -----------------------------------------------------------------------------------
     def _guard(self, fn: Any) -> Any:
@@ -271,8 +214,5 @@ class RunPanel(w.VBox):
 
     def _on_show_report(self, _: Any) -> None:
         report = self.service.task_report(self.run_choice.value, self.task_choice.value)
-        page = html.escape(report.read_text(encoding="utf-8"))
-        # a sandboxed frame: the report's scripts and styles stay out of JupyterLab's page
-        self.report.value = (f'<iframe class="nbsched-report" sandbox="allow-scripts" srcdoc="{page}" '
-                             'style="width:100%;height:480px;border:1px solid #ddd"></iframe>')
+        self.report.value = self._html("report_frame", page=report.read_text(encoding="utf-8"))
         self._report_of = (self.run_choice.value, self.task_choice.value)

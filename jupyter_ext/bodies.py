@@ -1,0 +1,65 @@
+"""The request bodies the REST API takes, as typed models. Each is built from a body its
+operation's schema in ``openapi.yaml`` found well-formed (``Contract.check_body``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, TypeVar
+
+_B = TypeVar("_B", bound="_Body")
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Body:
+    operation: ClassVar[str]  # its operationId in openapi.yaml
+
+    @classmethod
+    def from_json(cls: type[_B], body: dict[str, Any]) -> _B:
+        """The model's fields from the body; those it leaves out keep their defaults."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in body.items() if k in names})
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegisterPipeline(_Body):
+    """A pipeline from a file under the server root (``path``) or given as data (``spec``, its
+    notebook paths relative to ``dir``)."""
+
+    operation: ClassVar[str] = "registerPipeline"
+    path: str | None = None
+    spec: dict[str, Any] | None = None
+    dir: str = "."
+
+
+@dataclass(frozen=True, kw_only=True)
+class TriggerRun(_Body):
+    """A run to queue now, with parameter overrides."""
+
+    operation: ClassVar[str] = "triggerRun"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CreateSchedule(_Body):
+    """A schedule of a registered pipeline; the other fields as in a spec's ``schedules:`` entry."""
+
+    operation: ClassVar[str] = "createSchedule"
+    pipeline: str
+    fields: dict[str, Any]
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> CreateSchedule:
+        rest = dict(body)
+        return cls(pipeline=rest.pop("pipeline"), fields=rest)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChangeSchedule(_Body):
+    """Some of a schedule's fields, changed; the others stay."""
+
+    operation: ClassVar[str] = "updateSchedule"
+    changes: dict[str, Any]
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> ChangeSchedule:
+        return cls(changes=dict(body))

@@ -1,0 +1,97 @@
+"""Where state and outputs live and how notebooks run: the one ``Config``, and the only place
+nbsched reads its environment variables (``NBSCHED_HOME``, ``NBSCHED_DB_URL``,
+``NBSCHED_RUNS_DIR``, ``NBSCHED_EXECUTOR``)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Iterable
+
+DEFAULT_HOME = ".nbsched"
+DEFAULT_RUNS = "nbsched-runs"
+_ENV = {"home": "NBSCHED_HOME", "db_url": "NBSCHED_DB_URL", "runs_dir": "NBSCHED_RUNS_DIR",
+        "executor": "NBSCHED_EXECUTOR"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """Where state and outputs live and how much runs at once.
+
+    Default layout of a project folder: the database in ``.nbsched/``, the executed notebooks and
+    reports in ``nbsched-runs/``. The outputs are kept out of the hidden folder because Jupyter
+    refuses to open hidden files (``ContentsManager.allow_hidden`` is off by default), and they are
+    what people open. An explicit ``home`` keeps both in it (outputs in ``<home>/runs``).
+    """
+
+    home: Path
+    db_url: str
+    runs_dir: Path
+    workers: int | None  # tries at once; None: the executor's own default (the cores, a cluster's threads)
+    executor: str = "local"  # local, dask, dask://HOST:PORT
+    kernel_pool: bool = True  # local kernels started ahead of need (each still used for one task)
+    kernel_fork: bool = True  # local kernels forked from a process with ipykernel imported
+    kernel_preload: tuple[str, ...] = ()  # modules that process imports too (with kernel_fork)
+    # seconds a command waits for a database that is down or busy before it gives up in one line
+    # (None: forever, as `serve` does); daemons and foreground runs wait forever whatever this says
+    db_patience: float | None = 60.0
+
+    def __post_init__(self) -> None:
+        from nbsched.executors import check_workers, executor_address
+
+        # a ConfigError names what is wrong, before anything starts
+        executor_address(self.executor)
+        if self.workers is not None:
+            check_workers(self.executor, self.workers)
+
+    def with_workers(self, workers: int | None) -> Config:
+        """This config with another worker count (checked), or itself for None."""
+        return self if workers is None else replace(self, workers=workers)
+
+    @property
+    def kernels(self) -> dict[str, Any]:
+        """How the local executor starts kernels (``make_executor``'s keywords)."""
+        return {"pool": self.kernel_pool, "fork": self.kernel_fork, "preload": self.kernel_preload}
+
+    @property
+    def kernel_environment(self) -> dict[str, str]:
+        """What a kernel's environment needs for ``discover`` in it to find this database and
+        these outputs (a Jupyter server gives it to the kernels it starts)."""
+        return {_ENV["db_url"]: self.db_url, _ENV["runs_dir"]: str(self.runs_dir)}
+
+    @classmethod
+    def resolve(cls, *, project: str | Path | None = None, home: str | Path | None = None,
+                db_url: str | None = None, runs_dir: str | Path | None = None,
+                workers: int | None = None, executor: str | None = None, kernel_pool: bool = True,
+                kernel_fork: bool = True, kernel_preload: Iterable[str] = ()) -> Config:
+        folder = Path(project or ".").absolute()
+        home_path = Path(home).absolute() if home else folder / DEFAULT_HOME
+        default_runs = home_path / "runs" if home else folder / DEFAULT_RUNS
+        return cls(
+            home=home_path,
+            db_url=db_url or f"sqlite:///{home_path / 'nbsched.db'}",
+            runs_dir=Path(runs_dir).absolute() if runs_dir else default_runs,
+            workers=workers or None,
+            executor=executor or "local",
+            kernel_pool=kernel_pool,
+            kernel_fork=kernel_fork,
+            kernel_preload=tuple(kernel_preload),
+        )
+
+    @classmethod
+    def discover(cls, start: Path) -> Config:
+        """For code running inside a project (a notebook's kernel): ``NBSCHED_HOME``,
+        ``NBSCHED_DB_URL`` and ``NBSCHED_RUNS_DIR`` (a Jupyter server with the extension sets the
+        last two for its kernels), else the project at or above ``start`` that has a ``.nbsched/``
+        folder (a Jupyter server keeps one in its root), else ``start`` itself."""
+        home = environment_setting("home")
+        project = None if home else next((d for d in (start, *start.parents) if (d / DEFAULT_HOME).is_dir()), start)
+        return cls.resolve(project=project, home=home, db_url=environment_setting("db_url"),
+                           runs_dir=environment_setting("runs_dir"))
+
+
+def environment_setting(key: str) -> str | None:
+    """The setting ``key`` (home, db_url, runs_dir or executor) as this process's environment
+    gives it; None when its variable is unset or empty."""
+    return os.environ.get(_ENV[key]) or None

@@ -1,0 +1,68 @@
+"""Run reports as files and pages: each task's executed notebook as HTML (nbconvert), and the
+run's page with its DAG, timeline and tasks (drawn by ``nbsched.report``)."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Mapping
+from urllib.parse import quote
+
+from nbsched.report import dag_svg, gantt_svg, run_report_html
+
+if TYPE_CHECKING:
+    from nbsched.spec import PipelineSpec
+    from nbsched.views import RunView, TaskView
+
+Links = Mapping[str, Mapping[str, str]]  # task -> {label: href}
+
+
+def output_notebook(task: TaskView) -> Path | None:
+    """The task's executed notebook, if it has one and the file is there."""
+    return Path(task.output_path) if task.output_path and Path(task.output_path).is_file() else None
+
+
+def task_html(notebook: Path, *, hide_code: bool = False) -> Path:
+    """The task's HTML report (nbconvert), made on first request and kept beside ``notebook``."""
+    html = notebook.with_suffix(".nocode.html" if hide_code else ".html")
+    if html.is_symlink():  # it is written here and served: never through a link out of the folder
+        html.unlink()
+    if not html.exists() or html.stat().st_mtime < notebook.stat().st_mtime:
+        from nbconvert import HTMLExporter
+
+        body, _ = HTMLExporter(exclude_input=hide_code).from_filename(str(notebook))
+        html.write_text(body, encoding="utf-8")
+    return html
+
+
+def run_page(run: RunView, spec: PipelineSpec | None, links: Links, *, now: datetime, home: Path | None = None) -> str:
+    """The run's report page; without ``spec`` (its pipeline was deleted, its runs stay) the tasks
+    are drawn without their edges. A task that has not ended is drawn up to ``now``. ``home``: the
+    project's nbsched folder, whose ``templates/`` may restyle the page."""
+    if spec is None:
+        order, upstream = list(run.tasks), {}
+    else:
+        order, upstream = spec.order, {n: list(spec.tasks[n].upstream) for n in spec.order}
+    states = {n: t.state.value for n, t in run.tasks.items()}
+    times = [(n, t.state.value, t.started_at, t.ended_at) for n, t in run.tasks.items()]
+    return run_report_html(run.to_json(), dag_svg(order, upstream, states, home=home),
+                           gantt_svg(times, now=run.ended_at or now, home=home), links, home=home)
+
+
+def write_run_report(run: RunView, spec: PipelineSpec | None, folder: Path, files: Mapping[str, tuple[Path, Path]],
+                     *, hide_code: bool, now: datetime, home: Path | None = None) -> Path:
+    """Write ``index.html`` (``index.nocode.html`` with ``hide_code``) into ``folder``, linking
+    each task's ``(report, notebook)`` relatively, so the folder can be moved or served as it is.
+    Returns the page's path."""
+    links = {name: {"report": _href(report, folder), "notebook": _href(notebook, folder)}
+             for name, (report, notebook) in files.items()}
+    folder.mkdir(parents=True, exist_ok=True)
+    index = folder / ("index.nocode.html" if hide_code else "index.html")
+    index.write_text(run_page(run, spec, links, now=now, home=home), encoding="utf-8")
+    return index
+
+
+def _href(target: Path, folder: Path) -> str:
+    """A relative URL from a page in ``folder`` to ``target``."""
+    return quote(Path(os.path.relpath(target, folder)).as_posix())

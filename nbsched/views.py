@@ -1,0 +1,191 @@
+"""What the service hands to every surface (CLI, REST API, magics, panel): runs, tasks, pipelines
+and schedules as frozen views built from the store's records. Each has ``to_json()``, the one
+JSON shape of ``--json`` output and of the REST API (``jupyter_ext/openapi.yaml`` describes it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Mapping, TypeVar
+
+from nbsched.states import RunState, RunTrigger, ScheduleOrigin, TaskState
+from nbsched.triggers import get_zone, trigger_from_fields
+
+if TYPE_CHECKING:
+    from nbsched.failures import TaskFailure
+    from nbsched.spec import PipelineSpec
+    from nbsched.store import PipelineRecord, RunRecord, ScheduleRecord, TaskRunRecord, TaskTryRecord
+
+Json = dict[str, Any]
+_V = TypeVar("_V")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TryView:
+    """One try of a task: who ran it where, when, and how it ended."""
+
+    try_number: int
+    state: TaskState  # RUNNING while it runs
+    runner: str
+    host: str | None
+    error: str | None
+    failure: TaskFailure | None
+    started_at: datetime
+    ended_at: datetime | None
+
+    @classmethod
+    def of(cls, record: TaskTryRecord) -> TryView:
+        return _copy(cls, record)
+
+    def to_json(self) -> Json:
+        return {"try_number": self.try_number, "state": self.state.value, "runner": self.runner, "host": self.host,
+                "error": self.error, "failure": _failure(self.failure), "started_at": _iso(self.started_at),
+                "ended_at": _iso(self.ended_at)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskView:
+    """A task of a run: its state, its last try's error and output, and every try."""
+
+    name: str
+    state: TaskState
+    try_number: int
+    max_tries: int
+    error: str | None
+    failure: TaskFailure | None
+    output_path: str | None
+    outputs: Mapping[str, Any]
+    cell: Mapping[str, Any] | None  # while running: the cell executing now
+    host: str | None
+    started_at: datetime | None
+    ended_at: datetime | None
+    tries: tuple[TryView, ...]
+
+    @classmethod
+    def of(cls, record: TaskRunRecord) -> TaskView:
+        return _copy(cls, record, name=record.task, tries=tuple(TryView.of(t) for t in record.tries))
+
+    def to_json(self) -> Json:
+        return {"state": self.state.value, "try_number": self.try_number, "max_tries": self.max_tries,
+                "error": self.error, "failure": _failure(self.failure), "output_path": self.output_path,
+                "outputs": self.outputs, "cell": self.cell, "host": self.host, "started_at": _iso(self.started_at), "ended_at": _iso(self.ended_at),
+                "tries": [t.to_json() for t in self.tries]}
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunView:
+    """A run of a pipeline with its tasks, in run order."""
+
+    id: str
+    pipeline: str
+    pipeline_version: int
+    state: RunState
+    params: Mapping[str, Any]
+    logical_date: datetime
+    trigger: RunTrigger  # what created it
+    schedule_id: int | None
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    tasks: Mapping[str, TaskView]
+
+    @classmethod
+    def of(cls, record: RunRecord) -> RunView:
+        return _copy(cls, record, tasks={name: TaskView.of(t) for name, t in record.tasks.items()})
+
+    def to_json(self) -> Json:
+        return {"run_id": self.id, "pipeline": self.pipeline, "pipeline_version": self.pipeline_version,
+                "state": self.state.value, "params": self.params, "logical_date": _iso(self.logical_date),
+                "trigger": self.trigger.value, "schedule_id": self.schedule_id, "error": self.error,
+                "created_at": _iso(self.created_at), "started_at": _iso(self.started_at),
+                "ended_at": _iso(self.ended_at), "tasks": {name: t.to_json() for name, t in self.tasks.items()}}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScheduleView:
+    """A schedule of a pipeline, with its next fire time in its own zone."""
+
+    id: int
+    pipeline: str
+    description: str  # ``cron 0 6 * * 1-5 (Europe/Paris) +catchup``
+    trigger: Mapping[str, Any]
+    params: Mapping[str, Any]
+    enabled: bool
+    catchup: bool
+    misfire_grace: float
+    max_active_runs: int
+    origin: ScheduleOrigin  # a spec's schedules: or one added by hand
+    next_fire_at: datetime | None
+    next_fire_local: datetime | None
+    last_fire_at: datetime | None
+
+    @classmethod
+    def of(cls, record: ScheduleRecord) -> ScheduleView:
+        trigger = trigger_from_fields(record.trigger, now=record.created_at)
+        zone = get_zone(record.trigger.get("timezone", "UTC"))
+        return _copy(cls, record, description=trigger.describe() + (" +catchup" if record.catchup else ""),
+                     next_fire_local=record.next_fire_at.astimezone(zone) if record.next_fire_at else None)
+
+    def to_json(self) -> Json:
+        return {"id": self.id, "pipeline": self.pipeline, "description": self.description,
+                "next_fire_local": _iso(self.next_fire_local), "trigger": self.trigger, "params": self.params,
+                "enabled": self.enabled, "catchup": self.catchup, "misfire_grace": self.misfire_grace,
+                "max_active_runs": self.max_active_runs, "origin": self.origin.value,
+                "next_fire_at": _iso(self.next_fire_at), "last_fire_at": _iso(self.last_fire_at)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class PipelineView:
+    """A pipeline's newest version, in short."""
+
+    name: str
+    version: int
+    source_path: str | None
+    created_at: datetime
+    schedules: int  # how many it has
+    tasks: tuple[str, ...]  # in run order
+
+    @classmethod
+    def of(cls, record: PipelineRecord, spec: PipelineSpec, schedules: int) -> PipelineView:
+        return _copy(cls, record, schedules=schedules, tasks=tuple(spec.order))
+
+    def to_json(self) -> Json:
+        return {"name": self.name, "version": self.version, "source_path": self.source_path,
+                "created_at": _iso(self.created_at), "schedules": self.schedules, "tasks": list(self.tasks)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class PipelineDetail:
+    """A pipeline with its DAG, its versions and its schedules (the REST API's pipeline resource)."""
+
+    pipeline: PipelineView
+    versions: tuple[tuple[int, datetime], ...]  # (version, created at), oldest first
+    spec: PipelineSpec  # of the newest version
+    schedule_list: tuple[ScheduleView, ...]
+
+    def to_json(self) -> Json:
+        tasks = [self.spec.tasks[name] for name in self.spec.order]
+        return {
+            **self.pipeline.to_json(),
+            "versions": [{"version": v, "created_at": _iso(at)} for v, at in self.versions],
+            "spec": self.spec.raw,
+            "dag": {"order": self.spec.order, "tasks": [
+                {"name": t.name, "notebook": str(t.notebook), "upstream": list(t.upstream),
+                 "trigger_rule": t.trigger_rule.value} for t in tasks]},
+            "schedule_list": [s.to_json() for s in self.schedule_list],
+        }
+
+
+def _copy(cls: type[_V], record: object, **given: Any) -> _V:
+    """A view of ``record``: each of its fields ``given``, or else the record's of that name."""
+    return cls(**{f.name: given[f.name] if f.name in given else getattr(record, f.name)
+                  for f in fields(cls)})  # type: ignore[arg-type]
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _failure(failure: TaskFailure | None) -> Json | None:
+    return failure.to_json() if failure is not None else None
