@@ -33,10 +33,10 @@ import shutil
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import nbformat
 import papermill
@@ -62,11 +62,13 @@ def build(layers: list[int], folder: Path) -> tuple[Path, list[list[str]]]:
     for depth, width in enumerate(layers):
         layer = [f"l{depth}_{i}" for i in range(width)]
         for name in layer:
-            nb = new_notebook(cells=[
-                new_code_cell("upstream = {}\nsize = 10000", metadata={"tags": ["parameters"]}),
-                new_code_cell("total = sum(range(size))"),
-                new_code_cell("print(total)"),
-            ])
+            nb = new_notebook(
+                cells=[
+                    new_code_cell("upstream = {}\nsize = 10000", metadata={"tags": ["parameters"]}),
+                    new_code_cell("total = sum(range(size))"),
+                    new_code_cell("print(total)"),
+                ]
+            )
             nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
             nbformat.write(nb, str(folder / f"{name}.ipynb"))
             upstream = f", upstream: [{', '.join(names[-1])}]" if names else ""
@@ -80,8 +82,13 @@ def build(layers: list[int], folder: Path) -> tuple[Path, list[list[str]]]:
 def papermill_one(folder: Path, out: Path, name: str) -> tuple[float, Path]:
     out.mkdir(exist_ok=True)
     start = time.perf_counter()
-    papermill.execute_notebook(str(folder / f"{name}.ipynb"), str(out / f"{name}.ipynb"),
-                               parameters={"size": 10000}, progress_bar=False, kernel_name="python3")
+    papermill.execute_notebook(
+        str(folder / f"{name}.ipynb"),
+        str(out / f"{name}.ipynb"),
+        parameters={"size": 10000},
+        progress_bar=False,
+        kernel_name="python3",
+    )
     return time.perf_counter() - start, out / f"{name}.ipynb"
 
 
@@ -97,7 +104,9 @@ def papermill_threads(folder: Path, names: list[list[str]], out: Path, workers: 
     return done
 
 
-def nbsched_run(spec: Path, home: Path, workers: int, executor: str = "local", **kernels: bool) -> list[tuple[float, Path]]:
+def nbsched_run(
+    spec: Path, home: Path, workers: int, executor: str = "local", **kernels: bool
+) -> list[tuple[float, Path]]:
     service = Service(Config.resolve(home=home, workers=workers, executor=executor, **kernels))
     try:
         run = service.run_pipeline(spec)
@@ -113,8 +122,12 @@ def nbsched_cli(spec: Path, home: Path, workers: int) -> list[tuple[float, Path]
     import json
     import subprocess
 
-    proc = subprocess.run([sys.executable, "-m", "nbsched", "--home", str(home), "run", str(spec), "-w",
-                           str(workers), "--json"], capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "nbsched", "--home", str(home), "run", str(spec), "-w", str(workers), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     tasks = json.loads(proc.stdout)["tasks"].values()
     return [((_time(t["ended_at"]) - _time(t["started_at"])), Path(t["output_path"])) for t in tasks]
 
@@ -152,15 +165,18 @@ def table(title: str, rounds: dict[str, list[Round]], workers: dict[str, int]) -
         task_over, slot_over = [], []
         for r in results:
             cells = [cells_time(path) for _, path in r.tasks]
-            task_over.extend(wall - c for (wall, _), c in zip(r.tasks, cells))
+            task_over.extend(wall - c for (wall, _), c in zip(r.tasks, cells, strict=True))
             slot_over.append((r.wall * workers[name] - sum(cells)) / len(r.tasks))
-        print(f"| {name} | {med:.2f} | {min(walls):.2f} | {max(walls):.2f} | {med / base:.2f}x "
-              f"| {statistics.median(task_over):.3f} | {statistics.median(slot_over):.3f} |")
+        print(
+            f"| {name} | {med:.2f} | {min(walls):.2f} | {max(walls):.2f} | {med / base:.2f}x "
+            f"| {statistics.median(task_over):.3f} | {statistics.median(slot_over):.3f} |"
+        )
 
 
 def kernel_start_cpu(repeat: int) -> None:
     """CPU seconds of a kernel process from launch until it answers, the usual way and forked."""
     from bench_scheduler import cpu_seconds  # this folder is on sys.path when run as a script
+
     from nbsched.fork_server import ForkServer
     from nbsched.kernels import connect, start_kernel, stop_kernel
 
@@ -185,7 +201,9 @@ def kernel_start_cpu(repeat: int) -> None:
     print("| start | kernel CPU s | wall to ready s |")
     print("|---|---:|---:|")
     for name, values in (("usual (a new Python)", usual), ("forked by the fork server", forked)):
-        print(f"| {name} | {statistics.median(c for c, _ in values):.3f} | {statistics.median(w for _, w in values):.3f} |")
+        print(
+            f"| {name} | {statistics.median(c for c, _ in values):.3f} | {statistics.median(w for _, w in values):.3f} |"
+        )
 
 
 def process_start(repeat: int) -> None:
@@ -199,19 +217,35 @@ def process_start(repeat: int) -> None:
         return time.perf_counter() - start
 
     def imports(code: str) -> float:
-        err = subprocess.run([sys.executable, "-X", "importtime", "-c", code], check=True,
-                             capture_output=True, text=True).stderr
-        return sum(int(line.split("|")[1]) for line in err.splitlines()
-                   if line.startswith("import time:") and line.split("|")[2].startswith(" ")
-                   and not line.split("|")[2].startswith("  ") and line.split("|")[1].strip().isdigit()) / 1e6
+        err = subprocess.run(
+            [sys.executable, "-X", "importtime", "-c", code], check=True, capture_output=True, text=True
+        ).stderr
+        return (
+            sum(
+                int(line.split("|")[1])
+                for line in err.splitlines()
+                if line.startswith("import time:")
+                and line.split("|")[2].startswith(" ")
+                and not line.split("|")[2].startswith("  ")
+                and line.split("|")[1].strip().isdigit()
+            )
+            / 1e6
+        )
 
     runner_path = "import nbsched.service, nbsched.runner, nbsched.notebook, papermill, nbformat"
     rows = [
-        ("`nbsched --help`, wall", statistics.median(wall([sys.executable, "-m", "nbsched", "--help"])
-                                                      for _ in range(repeat))),
+        (
+            "`nbsched --help`, wall",
+            statistics.median(wall([sys.executable, "-m", "nbsched", "--help"]) for _ in range(repeat)),
+        ),
         ("imports of `nbsched --help`", statistics.median(imports("import nbsched.cli") for _ in range(repeat))),
-        ("imports of `nbsched run` (as the CLI does)", statistics.median(imports(
-            "from nbsched.cli import _without_slow_format_checks as f; f(); " + runner_path) for _ in range(repeat))),
+        (
+            "imports of `nbsched run` (as the CLI does)",
+            statistics.median(
+                imports("from nbsched.cli import _without_slow_format_checks as f; f(); " + runner_path)
+                for _ in range(repeat)
+            ),
+        ),
         ("the same imports, rfc3987_syntax allowed", statistics.median(imports(runner_path) for _ in range(repeat))),
     ]
     print(f"\nProcess start (median of {repeat}; imports summed from `python -X importtime`)\n")
@@ -226,11 +260,19 @@ def machine(repeat: int) -> str:
     import jupyter_client
     import nbclient
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return (f"{os.cpu_count()} cores ({cpu}), Linux {platform.release()}, Python {platform.python_version()}, "
-            f"papermill {papermill.__version__}, nbclient {nbclient.__version__}, jupyter_client "
-            f"{jupyter_client.__version__}, ipykernel {ipykernel.__version__}; median of {repeat}")
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return (
+        f"{os.cpu_count()} cores ({cpu}), Linux {platform.release()}, Python {platform.python_version()}, "
+        f"papermill {papermill.__version__}, nbclient {nbclient.__version__}, jupyter_client "
+        f"{jupyter_client.__version__}, ipykernel {ipykernel.__version__}; median of {repeat}"
+    )
 
 
 def main() -> None:
@@ -277,17 +319,24 @@ def dask_table(w: int, repeat: int) -> None:
     layers = [1, 8, 10, 10, 8, 3]
     spec, names = build(layers, WORK / "notebooks-dask")
     started = time.perf_counter()
-    with LocalCluster(n_workers=w, threads_per_worker=1, processes=True, dashboard_address=":0",
-                      silence_logs=logging.ERROR) as cluster:
+    with LocalCluster(
+        n_workers=w, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=logging.ERROR
+    ) as cluster:
         boot = time.perf_counter() - started
-        rounds = measure({
-            SEQUENTIAL: lambda i: papermill_sequential(spec.parent, names, WORK / f"pm-dask-{i}"),
-            "nbsched, local (default)": lambda i: nbsched_run(spec, WORK / f"local-dask-{i}", w),
-            "nbsched, dask": lambda i: nbsched_run(spec, WORK / f"dask-{i}", w, cluster.scheduler_address),
-        }, repeat)
-    table(f"{sum(layers)} notebooks, layers {'-'.join(map(str, layers))}; Dask LocalCluster of {w} worker "
-          f"processes (started once, in {boot:.1f}s)", rounds, {SEQUENTIAL: 1, "nbsched, local (default)": w,
-                                                              "nbsched, dask": w})
+        rounds = measure(
+            {
+                SEQUENTIAL: lambda i: papermill_sequential(spec.parent, names, WORK / f"pm-dask-{i}"),
+                "nbsched, local (default)": lambda i: nbsched_run(spec, WORK / f"local-dask-{i}", w),
+                "nbsched, dask": lambda i: nbsched_run(spec, WORK / f"dask-{i}", w, cluster.scheduler_address),
+            },
+            repeat,
+        )
+    table(
+        f"{sum(layers)} notebooks, layers {'-'.join(map(str, layers))}; Dask LocalCluster of {w} worker "
+        f"processes (started once, in {boot:.1f}s)",
+        rounds,
+        {SEQUENTIAL: 1, "nbsched, local (default)": w, "nbsched, dask": w},
+    )
 
 
 if __name__ == "__main__":

@@ -49,8 +49,10 @@ def random_cron(rng: random.Random, quiet_months: set[int]) -> str:
     """A cron that never fires in ``quiet_months``: 10,000 daily crons fire about 7 times a
     minute, and one that fired inside the idle measurement ran a notebook there (seen: 5% CPU)."""
     month = rng.choice([m for m in range(1, 13) if m not in quiet_months])
-    return (f"{rng.randrange(60)} {rng.randrange(24)} {rng.choice(['*', rng.randrange(1, 29)])} "
-            f"{month} {rng.choice(['*', '1-5', rng.randrange(7)])}")
+    return (
+        f"{rng.randrange(60)} {rng.randrange(24)} {rng.choice(['*', rng.randrange(1, 29)])} "
+        f"{month} {rng.choice(['*', '1-5', rng.randrange(7)])}"
+    )
 
 
 def cpu_seconds(pid: int) -> float:
@@ -74,8 +76,10 @@ def main() -> None:
     now = utcnow()
     start = time.perf_counter()
     quiet = {now.month, now.month % 12 + 1}  # this month and the next: the measurements' time
-    wanted = [schedule_fields({"cron": random_cron(rng, quiet), "timezone": rng.choice(zones)}, now=now)
-              for _ in range(args.schedules)]
+    wanted = [
+        schedule_fields({"cron": random_cron(rng, quiet), "timezone": rng.choice(zones)}, now=now)
+        for _ in range(args.schedules)
+    ]
     rows.append((f"validate + first fire of {args.schedules:,} cron schedules", f"{time.perf_counter() - start:.2f} s"))
     start = time.perf_counter()
     service.store.sync_spec_schedules("bench", wanted)
@@ -92,8 +96,13 @@ def main() -> None:
 
     # 2. an idle daemon holding them
     env = {k: v for k, v in os.environ.items() if not k.startswith("NBSCHED_")}
-    daemon = subprocess.Popen([sys.executable, "-m", "nbsched", "serve", "--workers", "2"], cwd=WORK / "many",
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "nbsched", "serve", "--workers", "2"],
+        cwd=WORK / "many",
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         time.sleep(3)  # start-up and first load
         before, wall = cpu_seconds(daemon.pid), time.perf_counter()
@@ -102,7 +111,9 @@ def main() -> None:
     finally:
         daemon.terminate()
         daemon.wait(30)
-    rows.append((f"idle `nbsched serve` CPU over {args.idle:g} s", f"{used:.2f} s ({100 * used / wall:.2f}% of a core)"))
+    rows.append(
+        (f"idle `nbsched serve` CPU over {args.idle:g} s", f"{used:.2f} s ({100 * used / wall:.2f}% of a core)")
+    )
 
     # 3. fire latency of interval schedules
     service = project(WORK / "latency")
@@ -119,8 +130,12 @@ def main() -> None:
     late = sorted((r.created_at - r.logical_date) / timedelta(milliseconds=1) for r in runs)
     service.close()
     p99 = late[min(len(late) - 1, int(len(late) * 0.99))]
-    rows.append((f"fire latency, {len(late)} fires of 20 every-1s schedules",
-                 f"p50 {statistics.median(late):.1f} ms, p99 {p99:.1f} ms"))
+    rows.append(
+        (
+            f"fire latency, {len(late)} fires of 20 every-1s schedules",
+            f"p50 {statistics.median(late):.1f} ms, p99 {p99:.1f} ms",
+        )
+    )
 
     print(f"\nscheduler benchmark; {os.cpu_count()} cores, SQLite")
     width = max(len(r[0]) for r in rows)

@@ -11,9 +11,10 @@ import asyncio
 import logging
 import math
 import os
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Float, Int, List, TraitError, Unicode, validate
@@ -31,32 +32,49 @@ class NbschedApp(ExtensionApp):
     name = "nbsched"
     load_other_extensions = True
 
-    db_url = Unicode("", config=True,
-                     help="SQLAlchemy database URL; default: sqlite in .nbsched/ under the server's root_dir.")
-    runs_dir = Unicode("", config=True,
-                       help="Folder for output notebooks and reports; default: nbsched-runs under the server's "
-                            "root_dir (not hidden, so JupyterLab can open them).")
-    executor = Unicode("local", config=True,
-                       help="Where tasks run: 'local' (kernels on this machine), 'dask' (a Dask LocalCluster "
-                            "started by the server) or 'dask://HOST:PORT' (an existing Dask cluster).")
+    db_url = Unicode(
+        "", config=True, help="SQLAlchemy database URL; default: sqlite in .nbsched/ under the server's root_dir."
+    )
+    runs_dir = Unicode(
+        "",
+        config=True,
+        help="Folder for output notebooks and reports; default: nbsched-runs under the server's "
+        "root_dir (not hidden, so JupyterLab can open them).",
+    )
+    executor = Unicode(
+        "local",
+        config=True,
+        help="Where tasks run: 'local' (kernels on this machine), 'dask' (a Dask LocalCluster "
+        "started by the server) or 'dask://HOST:PORT' (an existing Dask cluster).",
+    )
     workers = Int(0, config=True, help="Notebooks executed at once; 0: the number of cores.")
-    kernel_pool = Bool(True, config=True,
-                       help="Local executor: start kernels ahead of need (each still used for one task).")
-    kernel_fork = Bool(True, config=True,
-                       help="Local executor: fork kernels from a process that has ipykernel imported.")
-    kernel_preload = List(Unicode(), [], config=True,
-                          help="With kernel_fork: modules the fork server imports once for every kernel.")
-    scheduler_enabled = Bool(True, config=True,
-                             help="Fire schedules in this server (off: only execute runs queued by others).")
-    runner_enabled = Bool(True, config=True,
-                          help="Run the scheduler and runner in this server; off: only serve the API "
-                               "(an `nbsched serve` elsewhere executes the runs).")
+    kernel_pool = Bool(
+        True, config=True, help="Local executor: start kernels ahead of need (each still used for one task)."
+    )
+    kernel_fork = Bool(
+        True, config=True, help="Local executor: fork kernels from a process that has ipykernel imported."
+    )
+    kernel_preload = List(
+        Unicode(), [], config=True, help="With kernel_fork: modules the fork server imports once for every kernel."
+    )
+    scheduler_enabled = Bool(
+        True, config=True, help="Fire schedules in this server (off: only execute runs queued by others)."
+    )
+    runner_enabled = Bool(
+        True,
+        config=True,
+        help="Run the scheduler and runner in this server; off: only serve the API "
+        "(an `nbsched serve` elsewhere executes the runs).",
+    )
     lease = Float(60.0, config=True, help="Seconds after which a silent runner is presumed dead.")
     poll = Float(1.0, config=True, help="Seconds between looks for changes made by other processes.")
     grace = Float(10.0, config=True, help="On shutdown, seconds running tasks may finish before being cancelled.")
-    db_patience = Float(10.0, config=True,
-                        help="Seconds a REST request waits for a database that is down or busy before it answers "
-                             "503 (the background daemon waits until the database is back).")
+    db_patience = Float(
+        10.0,
+        config=True,
+        help="Seconds a REST request waits for a database that is down or busy before it answers "
+        "503 (the background daemon waits until the database is back).",
+    )
 
     # set by initialize_settings; None when a bad setting failed it (the server goes on without
     # the extension, and must still start and stop: SIGTERM left it running)
@@ -111,10 +129,16 @@ class NbschedApp(ExtensionApp):
             raise ValueError("NbschedApp: not started, its settings were refused (see above)")
         assert self.serverapp is not None  # linked
         self.root = Path(os.path.expanduser(self.serverapp.root_dir)).resolve()
-        config = Config.resolve(project=self.root, db_url=self.db_url or None, runs_dir=self.runs_dir or None,
-                                workers=self.workers or None, executor=self.executor,
-                                kernel_pool=self.kernel_pool, kernel_fork=self.kernel_fork,
-                                kernel_preload=self.kernel_preload)
+        config = Config.resolve(
+            project=self.root,
+            db_url=self.db_url or None,
+            runs_dir=self.runs_dir or None,
+            workers=self.workers or None,
+            executor=self.executor,
+            kernel_pool=self.kernel_pool,
+            kernel_fork=self.kernel_fork,
+            kernel_preload=self.kernel_preload,
+        )
         # a request waits this long for a database that is down, then answers 503; the daemon
         # thread waits as long as it takes
         self.service = Service(replace(config, db_patience=self.db_patience))
@@ -122,10 +146,20 @@ class NbschedApp(ExtensionApp):
         # magics and panels in the server's notebooks then use this server's database and
         # outputs, whatever they are configured to be
         self._kernel_env = KernelEnvironment(self.serverapp.kernel_manager, config.kernel_environment)
-        self.service.store  # open (and create) the database now: a bad URL fails the start, loudly
-        self.daemon = self.service.daemon(DaemonOptions(
-            workers=config.workers, lease=self.lease, poll=self.poll, grace=self.grace,
-            scheduler=self.scheduler_enabled)) if self.runner_enabled else None
+        _ = self.service.store  # open (and create) the database now: a bad URL fails the start, loudly
+        self.daemon = (
+            self.service.daemon(
+                DaemonOptions(
+                    workers=config.workers,
+                    lease=self.lease,
+                    poll=self.poll,
+                    grace=self.grace,
+                    scheduler=self.scheduler_enabled,
+                )
+            )
+            if self.runner_enabled
+            else None
+        )
         # fires, run starts and ends go to the server's log
         nbsched_log = logging.getLogger("nbsched")
         nbsched_log.setLevel(logging.INFO)

@@ -4,9 +4,9 @@ operation's schema in ``openapi.yaml`` found well-formed (``Contract.check_body`
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
-_B = TypeVar("_B", bound="_Body")
+from typing_extensions import Self
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -14,7 +14,7 @@ class _Body:
     operation: ClassVar[str]  # its operationId in openapi.yaml
 
     @classmethod
-    def from_json(cls: type[_B], body: dict[str, Any]) -> _B:
+    def from_json(cls, body: dict[str, Any]) -> Self:
         """The model's fields from the body; those it leaves out keep their defaults."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in body.items() if k in names})

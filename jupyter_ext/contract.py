@@ -20,8 +20,14 @@ from jsonschema import Draft4Validator, ValidationError
 
 DOCUMENT = Path(__file__).with_name("openapi.yaml")
 _BODY_METHODS = ("post", "put", "patch")
-_KINDS = {"object": "an object", "string": "a string", "integer": "an integer", "number": "a number",
-          "boolean": "true or false", "array": "a list"}
+_KINDS = {
+    "object": "an object",
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "array": "a list",
+}
 
 
 class MalformedBody(ValueError):
@@ -40,7 +46,8 @@ class Contract:
                     # OpenAPI 3.0's schemas are JSON Schema draft 4's (exclusiveMinimum: true ...);
                     # references resolve within the document's components
                     self._validators[operation["operationId"]] = Draft4Validator(
-                        {"allOf": [schema], "components": document["components"]})
+                        {"allOf": [schema], "components": document["components"]}
+                    )
 
     @classmethod
     def load(cls, version: str) -> Contract:

@@ -7,11 +7,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from collections.abc import Callable
 from datetime import datetime
 from functools import cached_property
 from http.client import responses
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import quote
 
 from jupyter_server.auth.decorator import authorized
@@ -23,17 +24,31 @@ from jupyter_ext.bodies import ChangeSchedule, CreateSchedule, RegisterPipeline,
 from jupyter_ext.contract import MalformedBody
 from nbsched import __version__
 from nbsched.bounds import MAX_SPEC_BYTES, loads_json
-from nbsched.errors import (ConfigError, Conflict, DatabaseError, DatabaseUnavailable, NbschedError, NotFound,
-                            ScheduleError, SpecError)
+from nbsched.errors import (
+    ConfigError,
+    Conflict,
+    DatabaseError,
+    DatabaseUnavailable,
+    NbschedError,
+    NotFound,
+    ScheduleError,
+    SpecError,
+)
 
 if TYPE_CHECKING:
     from jupyter_ext.app import NbschedApp
     from nbsched.service import Service
 
 API = r"/nbsched/api/v1"
-_STATUS = ((NotFound, 404, "not_found"), (Conflict, 409, "conflict"), (SpecError, 422, "invalid_spec"),
-           (ScheduleError, 422, "invalid_schedule"), (ConfigError, 422, "invalid"),
-           (DatabaseUnavailable, 503, "database_unavailable"), (DatabaseError, 503, "database_error"))
+_STATUS = (
+    (NotFound, 404, "not_found"),
+    (Conflict, 409, "conflict"),
+    (SpecError, 422, "invalid_spec"),
+    (ScheduleError, 422, "invalid_schedule"),
+    (ConfigError, 422, "invalid"),
+    (DatabaseUnavailable, 503, "database_unavailable"),
+    (DatabaseError, 503, "database_error"),
+)
 RETRY_AFTER = "10"  # seconds, told to a client the database made wait (503)
 Body = TypeVar("Body", RegisterPipeline, TriggerRun, CreateSchedule, ChangeSchedule)
 _R = TypeVar("_R")
@@ -127,8 +142,11 @@ class BaseHandler(ExtensionHandlerMixin, APIHandler):
 def allowed_methods(cls: type) -> list[str]:
     """The HTTP methods a handler class answers: those it defines over tornado's 405 stubs, and
     OPTIONS (jupyter-server's CORS preflight)."""
-    return [m.upper() for m in ("get", "head", "post", "put", "patch", "delete", "options")
-            if getattr(cls, m) is not getattr(web.RequestHandler, m)]
+    return [
+        m.upper()
+        for m in ("get", "head", "post", "put", "patch", "delete", "options")
+        if getattr(cls, m) is not getattr(web.RequestHandler, m)
+    ]
 
 
 def _int_id(text: str, what: str) -> int:
@@ -146,8 +164,14 @@ class HealthHandler(BaseHandler):
     @authorized
     async def get(self) -> None:
         app = self.app
-        self.reply({"status": "ok", "version": __version__, "scheduler": bool(app.running and app.scheduler_enabled),
-                    "runner": app.daemon.runner.id if app.running and app.daemon else None})
+        self.reply(
+            {
+                "status": "ok",
+                "version": __version__,
+                "scheduler": bool(app.running and app.scheduler_enabled),
+                "runner": app.daemon.runner.id if app.running and app.daemon else None,
+            }
+        )
 
 
 class VersionHandler(BaseHandler):
@@ -263,12 +287,22 @@ class RunsHandler(BaseHandler):
             raise ApiError(400, "bad_request", f"state {state!r}: use queued, running, success, failed or cancelled")
         limit = self._int_arg("limit", 50, 1, 500)
         cursor = self.get_query_argument("cursor", None)
-        runs = await self.call(self.service.list_runs, pipeline=self.get_query_argument("pipeline", None),
-                               state=state, limit=limit + 1, since=self._time_arg("since"),
-                               until=self._time_arg("until"), before=_decode_cursor(cursor) if cursor else None)
+        runs = await self.call(
+            self.service.list_runs,
+            pipeline=self.get_query_argument("pipeline", None),
+            state=state,
+            limit=limit + 1,
+            since=self._time_arg("since"),
+            until=self._time_arg("until"),
+            before=_decode_cursor(cursor) if cursor else None,
+        )
         page, more = runs[:limit], len(runs) > limit
-        self.reply({"runs": [r.to_json() for r in page],
-                    "next_cursor": _encode_cursor(page[-1].created_at, page[-1].id) if more else None})
+        self.reply(
+            {
+                "runs": [r.to_json() for r in page],
+                "next_cursor": _encode_cursor(page[-1].created_at, page[-1].id) if more else None,
+            }
+        )
 
     def _int_arg(self, name: str, default: int, low: int, high: int) -> int:
         text = self.get_query_argument(name, None)
@@ -396,8 +430,13 @@ def confined(root: Path, relative: str) -> Path:
         resolved.exists()  # a name the file system refuses (NUL byte, too long, bad encoding) fails here
     except (ValueError, OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python 3.11)
         # the reason only: an OSError's text holds the server's absolute path
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else \
-            "a symlink loop" if isinstance(exc, RuntimeError) else str(exc).split(":")[0]
+        reason = (
+            exc.strerror
+            if isinstance(exc, OSError) and exc.strerror
+            else "a symlink loop"
+            if isinstance(exc, RuntimeError)
+            else str(exc).split(":")[0]
+        )
         raise ApiError(400, "bad_path", f"path {shown}: {reason}") from None
     if not resolved.is_relative_to(root):
         raise ApiError(422, "path_outside_root", f"path {shown} leaves the server root")
@@ -430,7 +469,14 @@ default_handlers = [
     (API + r"/runs/" + _ID.format("run_id"), RunHandler),
     (API + r"/runs/" + _ID.format("run_id") + r"/(?P<action>cancel|retry)", RunActionHandler),
     (API + r"/runs/" + _ID.format("run_id") + r"/report", RunReportHandler),
-    (API + r"/runs/" + _ID.format("run_id") + r"/tasks/" + _ID.format("task") + r"/(?P<what>notebook|report|outputs)",
-     TaskOutputHandler),
+    (
+        API
+        + r"/runs/"
+        + _ID.format("run_id")
+        + r"/tasks/"
+        + _ID.format("task")
+        + r"/(?P<what>notebook|report|outputs)",
+        TaskOutputHandler,
+    ),
     (API + r"/(?P<path>.*)", NotFoundHandler),
 ]

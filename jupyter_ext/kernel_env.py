@@ -5,7 +5,8 @@ kernel's own variables), and the server's ``os.environ`` stays as it is."""
 from __future__ import annotations
 
 import os
-from typing import Any, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from jupyter_client.multikernelmanager import MultiKernelManager
 

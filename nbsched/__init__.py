@@ -21,7 +21,8 @@ modules (papermill, SQLAlchemy) load only when a function needs them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from nbsched._record import branch, record
 from nbsched.errors import NbschedError
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from nbsched.views import RunView
 
 _T = TypeVar("_T")
-__all__ = ["NbschedError", "branch", "load_ipython_extension", "record", "run", "trigger", "__version__"]
+__all__ = ["NbschedError", "__version__", "branch", "load_ipython_extension", "record", "run", "trigger"]
 __version__ = "0.1.0"
 
 

@@ -8,7 +8,8 @@ whether the notebook ran here or on a remote worker.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 RECORD_MIME = "application/vnd.nbsched.record+json"
 BRANCH_MIME = "application/vnd.nbsched.branch+json"

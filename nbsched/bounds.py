@@ -64,7 +64,7 @@ def load_yaml(text: str, source: str) -> Any:
         loader.dispose()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _loader_class() -> type:
     """The loader, made on first use (the CLI imports PyYAML only when it reads a spec)."""
     import yaml
@@ -84,8 +84,12 @@ def _loader_class() -> type:
         def _count(self, values: int, height: int, mark: Any) -> None:
             self._nodes += values
             if self._nodes > MAX_YAML_NODES:
-                raise ComposerError(None, None, f"more than {MAX_YAML_NODES:,} values once aliases are expanded "
-                                    "(are aliases repeating aliases?)", mark)
+                raise ComposerError(
+                    None,
+                    None,
+                    f"more than {MAX_YAML_NODES:,} values once aliases are expanded (are aliases repeating aliases?)",
+                    mark,
+                )
             if self._depth + height - 1 > MAX_DEPTH:
                 raise ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels", mark)
 
@@ -110,8 +114,13 @@ def _loader_class() -> type:
                 node = super().compose_node(parent, index)
             finally:
                 self._depth -= 1
-            children = node.value if isinstance(node, yaml.SequenceNode) else \
-                [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else []
+            children = (
+                node.value
+                if isinstance(node, yaml.SequenceNode)
+                else [n for pair in node.value for n in pair]
+                if isinstance(node, yaml.MappingNode)
+                else []
+            )
             shapes = [self._shape[id(c)] for c in children]
             self._shape[id(node)] = (1 + sum(s[0] for s in shapes), 1 + max((s[1] for s in shapes), default=0))
             self._nodes += 1  # the children counted themselves
@@ -131,8 +140,12 @@ def _loader_class() -> type:
                     except TypeError:
                         continue  # unhashable: the constructor's own error says so
                     if first is not key_node:
-                        raise ConstructorError(None, None, f"duplicate key {key!r} (first on line "
-                                               f"{first.start_mark.line + 1})", key_node.start_mark)
+                        raise ConstructorError(
+                            None,
+                            None,
+                            f"duplicate key {key!r} (first on line {first.start_mark.line + 1})",
+                            key_node.start_mark,
+                        )
             return super().construct_mapping(node, deep=deep)
 
     return BoundedLoader

@@ -9,9 +9,10 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -38,6 +39,7 @@ def _environment(key: str) -> Callable[[], str | None]:
 def _executor_option(command: Any) -> Any:
     """``--executor`` and ``--kernel-pool`` for the commands that execute notebooks; they set the
     service's config."""
+
     def setting(field: str) -> Any:
         def apply(ctx: click.Context, param: click.Parameter, value: Any) -> None:
             from dataclasses import replace
@@ -48,23 +50,42 @@ def _executor_option(command: Any) -> Any:
                 ctx.obj.config = replace(ctx.obj.config, **{field: value})
             except NbschedError as exc:
                 raise click.BadParameter(str(exc)) from None
+
         return apply
 
-    command = click.option("--kernel-pool/--no-kernel-pool", default=None, expose_value=False,
-                           callback=setting("kernel_pool"),
-                           help="Local executor: start kernels ahead of need, each still used for one task "
-                                "[default: on].")(command)
-    command = click.option("--kernel-fork/--no-kernel-fork", default=None, expose_value=False,
-                           callback=setting("kernel_fork"),
-                           help="Local executor: fork kernels from a process that has ipykernel imported, "
-                                "instead of starting a new Python each time [default: on].")(command)
-    command = click.option("--kernel-preload", "kernel_preload", multiple=True, metavar="MODULE",
-                           expose_value=False, callback=setting("kernel_preload"),
-                           help="With --kernel-fork: a module the fork server imports once for every "
-                                "kernel (repeatable).")(command)
-    return click.option("--executor", default=_environment("executor"), metavar="KIND", expose_value=False,
-                        callback=setting("executor"), help="Where notebooks run: local (default), dask (a Dask cluster "
-                                             "started here), dask://HOST:PORT (an existing one) [env NBSCHED_EXECUTOR].")(command)
+    command = click.option(
+        "--kernel-pool/--no-kernel-pool",
+        default=None,
+        expose_value=False,
+        callback=setting("kernel_pool"),
+        help="Local executor: start kernels ahead of need, each still used for one task [default: on].",
+    )(command)
+    command = click.option(
+        "--kernel-fork/--no-kernel-fork",
+        default=None,
+        expose_value=False,
+        callback=setting("kernel_fork"),
+        help="Local executor: fork kernels from a process that has ipykernel imported, "
+        "instead of starting a new Python each time [default: on].",
+    )(command)
+    command = click.option(
+        "--kernel-preload",
+        "kernel_preload",
+        multiple=True,
+        metavar="MODULE",
+        expose_value=False,
+        callback=setting("kernel_preload"),
+        help="With --kernel-fork: a module the fork server imports once for every kernel (repeatable).",
+    )(command)
+    return click.option(
+        "--executor",
+        default=_environment("executor"),
+        metavar="KIND",
+        expose_value=False,
+        callback=setting("executor"),
+        help="Where notebooks run: local (default), dask (a Dask cluster "
+        "started here), dask://HOST:PORT (an existing one) [env NBSCHED_EXECUTOR].",
+    )(command)
 
 
 class _Group(click.Group):
@@ -76,13 +97,26 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--home", default=_environment("home"), type=click.Path(file_okay=False),
-              help="Folder for the database and run outputs (in <home>/runs) [env NBSCHED_HOME; "
-                   "default: the database in ./.nbsched, outputs in ./nbsched-runs].")
-@click.option("--db", "db_url", default=_environment("db_url"), metavar="URL",
-              help="SQLAlchemy database URL [env NBSCHED_DB_URL; default sqlite:///<home>/nbsched.db].")
-@click.option("--runs-dir", default=_environment("runs_dir"), type=click.Path(file_okay=False),
-              help="Folder for executed notebooks and reports [env NBSCHED_RUNS_DIR].")
+@click.option(
+    "--home",
+    default=_environment("home"),
+    type=click.Path(file_okay=False),
+    help="Folder for the database and run outputs (in <home>/runs) [env NBSCHED_HOME; "
+    "default: the database in ./.nbsched, outputs in ./nbsched-runs].",
+)
+@click.option(
+    "--db",
+    "db_url",
+    default=_environment("db_url"),
+    metavar="URL",
+    help="SQLAlchemy database URL [env NBSCHED_DB_URL; default sqlite:///<home>/nbsched.db].",
+)
+@click.option(
+    "--runs-dir",
+    default=_environment("runs_dir"),
+    type=click.Path(file_okay=False),
+    help="Folder for executed notebooks and reports [env NBSCHED_RUNS_DIR].",
+)
 @click.version_option(package_name="nbsched")
 @click.pass_context
 def cli(ctx: click.Context, home: str | None, db_url: str | None, runs_dir: str | None) -> None:
@@ -108,16 +142,27 @@ def validate(service: Service, path: str) -> None:
 
 @cli.command()
 @click.argument("path", type=click.Path())
-@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
-              help="Override a parameter for every task (repeatable).")
+@click.option(
+    "-p",
+    "--param",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a parameter for every task (repeatable).",
+)
 @click.option("-w", "--workers", type=click.IntRange(min=1), help="Notebooks run at once [default: cores].")
 @_executor_option
 @click.option("--json", "as_json", is_flag=True, help="Print the finished run as one JSON object.")
-@click.option("--report", "with_report", is_flag=True,
-              help="Then write the run's HTML report (as `nbsched report` does) and print its path.")
+@click.option(
+    "--report",
+    "with_report",
+    is_flag=True,
+    help="Then write the run's HTML report (as `nbsched report` does) and print its path.",
+)
 @click.pass_obj
-def run(service: Service, path: str, params: tuple[str, ...], workers: int | None, as_json: bool,
-        with_report: bool) -> None:
+def run(
+    service: Service, path: str, params: tuple[str, ...], workers: int | None, as_json: bool, with_report: bool
+) -> None:
     """Run a pipeline (or one notebook) now and wait for it."""
     import logging
 
@@ -127,8 +172,9 @@ def run(service: Service, path: str, params: tuple[str, ...], workers: int | Non
     signal.signal(signal.SIGTERM, _interrupt)
     progress = _Progress(enabled=not as_json)
     try:
-        record = service.run_pipeline(path, params=overrides, workers=workers,
-                                      listener=progress.update, on_created=progress.start)
+        record = service.run_pipeline(
+            path, params=overrides, workers=workers, listener=progress.update, on_created=progress.start
+        )
     finally:
         progress.close()
     report = service.run_report(record.id) if with_report else None
@@ -162,8 +208,17 @@ def runs(service: Service, pipeline: str | None, state: str | None, limit: int, 
     rows = []
     for r in records:
         done = sum(t.state in (TaskState.SUCCESS, TaskState.SKIPPED) for t in r.tasks.values())
-        rows.append([r.id, r.pipeline, _state(r.state.value), r.trigger, local_time(r.started_at or r.created_at),
-                     _took(r.started_at, r.ended_at), f"{done}/{len(r.tasks)}"])
+        rows.append(
+            [
+                r.id,
+                r.pipeline,
+                _state(r.state.value),
+                r.trigger,
+                local_time(r.started_at or r.created_at),
+                _took(r.started_at, r.ended_at),
+                f"{done}/{len(r.tasks)}",
+            ]
+        )
     _table(["RUN", "PIPELINE", "STATE", "TRIGGER", "STARTED", "DURATION", "TASKS OK"], rows)
 
 
@@ -227,8 +282,16 @@ def trigger(service: Service, pipeline: str, params: tuple[str, ...], as_json: b
 @click.option("-w", "--workers", type=click.IntRange(min=1), help="With --run: notebooks at once.")
 @_executor_option
 @click.pass_obj
-def backfill(service: Service, pipeline: str, start: str, end: str, schedule_id: int | None,
-             params: tuple[str, ...], run_here: bool, workers: int | None) -> None:
+def backfill(
+    service: Service,
+    pipeline: str,
+    start: str,
+    end: str,
+    schedule_id: int | None,
+    params: tuple[str, ...],
+    run_here: bool,
+    workers: int | None,
+) -> None:
     """Create the runs a schedule would have made between two dates."""
     created, existing = service.backfill(pipeline, start, end, schedule_id=schedule_id, params=_overrides(params))
     click.echo(f"{len(created)} run(s) queued" + (f", {existing} date(s) already had a run" if existing else ""))
@@ -266,13 +329,25 @@ def retry(service: Service, run_id: str, run_here: bool) -> None:
 
 
 @cli.command()
-@click.option("-w", "--workers", type=click.IntRange(min=1),
-              help="Notebooks at once [default: the cores; with an existing Dask cluster, its worker threads].")
+@click.option(
+    "-w",
+    "--workers",
+    type=click.IntRange(min=1),
+    help="Notebooks at once [default: the cores; with an existing Dask cluster, its worker threads].",
+)
 @_executor_option
-@click.option("--lease", default="60s", show_default=True,
-              help="A runner silent this long is presumed dead; its tasks are retried.")
-@click.option("--grace", default="30s", show_default=True,
-              help="On SIGTERM, how long running tasks may finish before they are cancelled.")
+@click.option(
+    "--lease",
+    default="60s",
+    show_default=True,
+    help="A runner silent this long is presumed dead; its tasks are retried.",
+)
+@click.option(
+    "--grace",
+    default="30s",
+    show_default=True,
+    help="On SIGTERM, how long running tasks may finish before they are cancelled.",
+)
 @click.option("--poll", default="1s", show_default=True, help="How often to look for changes by other processes.")
 @click.option("--no-scheduler", is_flag=True, help="Only execute queued runs; fire no schedules.")
 @click.pass_obj
@@ -324,8 +399,18 @@ def schedule() -> None:
 @click.option("--misfire-grace", help="How late a missed fire may still run [default 10m].")
 @click.option("--max-active-runs", type=click.IntRange(min=1), default=1, show_default=True)
 @click.pass_obj
-def schedule_add(service: Service, pipeline: str, cron: str | None, every: str | None, at: str | None, timezone: str,
-                 params: tuple[str, ...], catchup: bool, misfire_grace: str | None, max_active_runs: int) -> None:
+def schedule_add(
+    service: Service,
+    pipeline: str,
+    cron: str | None,
+    every: str | None,
+    at: str | None,
+    timezone: str,
+    params: tuple[str, ...],
+    catchup: bool,
+    misfire_grace: str | None,
+    max_active_runs: int,
+) -> None:
     """Schedule a registered pipeline."""
     fields: dict[str, Any] = {k: v for k, v in (("cron", cron), ("every", every), ("at", at)) if v is not None}
     fields.update(timezone=timezone, params=_overrides(params), catchup=catchup, max_active_runs=max_active_runs)
@@ -348,8 +433,18 @@ def schedule_list(service: Service, pipeline: str | None, as_json: bool) -> None
     if not scheds:
         click.echo("no schedules — add one with: nbsched schedule add PIPELINE --cron '0 6 * * *'")
         return
-    rows = [[str(s.id), s.pipeline, s.description, "active" if s.enabled else "paused", _next_fire(s),
-             local_time(s.last_fire_at), s.origin] for s in scheds]
+    rows = [
+        [
+            str(s.id),
+            s.pipeline,
+            s.description,
+            "active" if s.enabled else "paused",
+            _next_fire(s),
+            local_time(s.last_fire_at),
+            s.origin,
+        ]
+        for s in scheds
+    ]
     _table(["ID", "PIPELINE", "TRIGGER", "STATE", "NEXT FIRE", "LAST FIRE", "FROM"], rows)
 
 
@@ -381,8 +476,16 @@ def schedule_rm(service: Service, schedule_id: int) -> None:
 
 
 # -- output helpers ---------------------------------------------------------------------------
-_COLOURS = {"success": "green", "failed": "red", "upstream_failed": "red", "running": "blue",
-            "queued": "cyan", "up_for_retry": "yellow", "skipped": "bright_black", "cancelled": "magenta"}
+_COLOURS = {
+    "success": "green",
+    "failed": "red",
+    "upstream_failed": "red",
+    "running": "blue",
+    "queued": "cyan",
+    "up_for_retry": "yellow",
+    "skipped": "bright_black",
+    "cancelled": "magenta",
+}
 
 
 def _state(value: str) -> str:
@@ -401,10 +504,20 @@ def _print_run(r: RunView) -> None:
     from nbsched.states import TaskState
 
     params = ", ".join(f"{k}={v!r}" for k, v in r.params.items()) or "-"
-    click.echo(f"run {r.id}  pipeline {r.pipeline} v{r.pipeline_version}  {_state(r.state.value)}  "
-               f"{_took(r.started_at, r.ended_at)}  params: {params}")
-    rows = [[name, _state(t.state.value), f"{t.try_number}/{t.max_tries}", _took(t.started_at, t.ended_at),
-             _rel(t.output_path) if t.output_path else "-"] for name, t in r.tasks.items()]
+    click.echo(
+        f"run {r.id}  pipeline {r.pipeline} v{r.pipeline_version}  {_state(r.state.value)}  "
+        f"{_took(r.started_at, r.ended_at)}  params: {params}"
+    )
+    rows = [
+        [
+            name,
+            _state(t.state.value),
+            f"{t.try_number}/{t.max_tries}",
+            _took(t.started_at, t.ended_at),
+            _rel(t.output_path) if t.output_path else "-",
+        ]
+        for name, t in r.tasks.items()
+    ]
     _table(["TASK", "STATE", "TRIES", "DURATION", "OUTPUT"], rows)
     for name, t in r.tasks.items():
         if t.error and t.state in (TaskState.FAILED, TaskState.UP_FOR_RETRY):
@@ -414,9 +527,21 @@ def _print_run(r: RunView) -> None:
     retried = [(name, a) for name, t in r.tasks.items() if len(t.tries) > 1 for a in t.tries]
     if retried:  # what each try did: where it ran, who ran it, how it ended
         click.echo("tries:")
-        _table(["  TASK", "TRY", "STATE", "DURATION", "HOST", "RUNNER", "ERROR"],
-               [[f"  {name}", str(a.try_number), _state(a.state.value), _took(a.started_at, a.ended_at),
-                 a.host or "-", a.runner, a.error or ""] for name, a in retried])
+        _table(
+            ["  TASK", "TRY", "STATE", "DURATION", "HOST", "RUNNER", "ERROR"],
+            [
+                [
+                    f"  {name}",
+                    str(a.try_number),
+                    _state(a.state.value),
+                    _took(a.started_at, a.ended_at),
+                    a.host or "-",
+                    a.runner,
+                    a.error or "",
+                ]
+                for name, a in retried
+            ],
+        )
 
 
 def _overrides(params: tuple[str, ...]) -> dict[str, Any]:
@@ -437,9 +562,13 @@ def _next_fire(sched: ScheduleView) -> str:
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(click.unstyle(str(c))) for c in col) for col in zip(headers, *rows)]
+    widths = [max(len(click.unstyle(str(c))) for c in col) for col in zip(headers, *rows, strict=True)]
     for row in [headers, *rows]:
-        click.echo("  ".join(str(c) + " " * (w - len(click.unstyle(str(c)))) for c, w in zip(row, widths)).rstrip())
+        click.echo(
+            "  ".join(
+                str(c) + " " * (w - len(click.unstyle(str(c)))) for c, w in zip(row, widths, strict=True)
+            ).rstrip()
+        )
 
 
 def _took(start: datetime | None, end: datetime | None) -> str:
@@ -479,8 +608,14 @@ class _Progress:
         from tqdm import tqdm
 
         click.echo(f"run {run_id}: pipeline '{spec.name}', {len(spec.tasks)} task(s)", err=True)
-        self.bar = tqdm(total=len(spec.tasks), unit="task", desc=spec.name, file=sys.stderr, leave=False,
-                        disable=not sys.stderr.isatty())
+        self.bar = tqdm(
+            total=len(spec.tasks),
+            unit="task",
+            desc=spec.name,
+            file=sys.stderr,
+            leave=False,
+            disable=not sys.stderr.isatty(),
+        )
 
     def update(self, run_id: str, task: str, state: TaskState, detail: str | None) -> None:
         from nbsched.states import TaskState

@@ -5,14 +5,19 @@ nbsched reads its environment variables (``NBSCHED_HOME``, ``NBSCHED_DB_URL``,
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 DEFAULT_HOME = ".nbsched"
 DEFAULT_RUNS = "nbsched-runs"
-_ENV = {"home": "NBSCHED_HOME", "db_url": "NBSCHED_DB_URL", "runs_dir": "NBSCHED_RUNS_DIR",
-        "executor": "NBSCHED_EXECUTOR"}
+_ENV = {
+    "home": "NBSCHED_HOME",
+    "db_url": "NBSCHED_DB_URL",
+    "runs_dir": "NBSCHED_RUNS_DIR",
+    "executor": "NBSCHED_EXECUTOR",
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,10 +66,19 @@ class Config:
         return {_ENV["db_url"]: self.db_url, _ENV["runs_dir"]: str(self.runs_dir)}
 
     @classmethod
-    def resolve(cls, *, project: str | Path | None = None, home: str | Path | None = None,
-                db_url: str | None = None, runs_dir: str | Path | None = None,
-                workers: int | None = None, executor: str | None = None, kernel_pool: bool = True,
-                kernel_fork: bool = True, kernel_preload: Iterable[str] = ()) -> Config:
+    def resolve(
+        cls,
+        *,
+        project: str | Path | None = None,
+        home: str | Path | None = None,
+        db_url: str | None = None,
+        runs_dir: str | Path | None = None,
+        workers: int | None = None,
+        executor: str | None = None,
+        kernel_pool: bool = True,
+        kernel_fork: bool = True,
+        kernel_preload: Iterable[str] = (),
+    ) -> Config:
         folder = Path(project or ".").absolute()
         home_path = Path(home).absolute() if home else folder / DEFAULT_HOME
         default_runs = home_path / "runs" if home else folder / DEFAULT_RUNS
@@ -87,8 +101,9 @@ class Config:
         folder (a Jupyter server keeps one in its root), else ``start`` itself."""
         home = environment_setting("home")
         project = None if home else next((d for d in (start, *start.parents) if (d / DEFAULT_HOME).is_dir()), start)
-        return cls.resolve(project=project, home=home, db_url=environment_setting("db_url"),
-                           runs_dir=environment_setting("runs_dir"))
+        return cls.resolve(
+            project=project, home=home, db_url=environment_setting("db_url"), runs_dir=environment_setting("runs_dir")
+        )
 
 
 def environment_setting(key: str) -> str | None:

@@ -55,8 +55,13 @@ class Daemon:
 
     def serve(self) -> int:
         store = self.runner.store
-        log.info("serving: runner %s, %d worker(s), lease %gs, scheduler %s", self.runner.id,
-                 self.runner.executor.workers, self.options.lease, "on" if self.scheduler else "off")
+        log.info(
+            "serving: runner %s, %d worker(s), lease %gs, scheduler %s",
+            self.runner.id,
+            self.runner.executor.workers,
+            self.options.lease,
+            "on" if self.scheduler else "off",
+        )
         try:
             # a daemon waits out a lost database: its calls retry until it is back (store/retry.py)
             with store.patient(self.runner.keep_time), self.runner:
@@ -64,9 +69,9 @@ class Daemon:
                     if self.scheduler is not None:
                         self.scheduler.fire_due(utcnow())
                     # every running run, and the oldest queued ones: a backlog is started a page at a time
-                    active = (store.list_runs(states=[RunState.RUNNING], unowned=True, limit=None, oldest_first=True)
-                              + store.list_runs(states=[RunState.QUEUED], unowned=True, limit=QUEUED_PAGE,
-                                                oldest_first=True))
+                    active = store.list_runs(
+                        states=[RunState.RUNNING], unowned=True, limit=None, oldest_first=True
+                    ) + store.list_runs(states=[RunState.QUEUED], unowned=True, limit=QUEUED_PAGE, oldest_first=True)
                     wake = self.runner.step(active)
                     if self.scheduler is not None and (at := self.scheduler.next_fire_at()) is not None:
                         until = (at - utcnow()).total_seconds()
@@ -101,4 +106,3 @@ class Daemon:
         runner.drain()
         log.warning("stopped; tasks still running after the grace period were cancelled")
         return EXIT_CANCELLED_TASKS
-

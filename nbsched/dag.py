@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import graphlib
 import heapq
+from collections.abc import Iterable, Mapping
 from enum import Enum
-from typing import Iterable, Mapping
 
 from nbsched.errors import CycleError
 from nbsched.states import TaskState

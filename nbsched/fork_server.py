@@ -39,11 +39,25 @@ from jupyter_client.provisioning import LocalProvisioner
 # what a started ipykernel has imported (checked against a ready kernel's sys.modules), none of
 # which starts a thread at import
 _KERNEL_MODULES = (
-    "ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.zmqshell", "ipykernel.comm",
-    "ipykernel.eventloops", "ipykernel.debugger", "IPython.core.completer",
-    "IPython.core.completerlib", "IPython.core.debugger", "IPython.core.oinspect",
-    "IPython.core.logger", "IPython.extensions.storemagic", "sqlite3", "psutil",
-    "tornado.queues", "tornado.platform.asyncio", "pydoc", "http.server", "xmlrpc.client",
+    "ipykernel.kernelapp",
+    "ipykernel.ipkernel",
+    "ipykernel.zmqshell",
+    "ipykernel.comm",
+    "ipykernel.eventloops",
+    "ipykernel.debugger",
+    "IPython.core.completer",
+    "IPython.core.completerlib",
+    "IPython.core.debugger",
+    "IPython.core.oinspect",
+    "IPython.core.logger",
+    "IPython.extensions.storemagic",
+    "sqlite3",
+    "psutil",
+    "tornado.queues",
+    "tornado.platform.asyncio",
+    "pydoc",
+    "http.server",
+    "xmlrpc.client",
 )
 
 
@@ -63,8 +77,10 @@ def serve(fd: int, preload: list[str]) -> None:
             importlib.import_module(name)
         threads = len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else 1
         if threads > 1:
-            raise RuntimeError(f"importing {', '.join(preload) or 'ipykernel'} started {threads - 1} "
-                               "thread(s); forking a process with threads is not safe")
+            raise RuntimeError(
+                f"importing {', '.join(preload) or 'ipykernel'} started {threads - 1} "
+                "thread(s); forking a process with threads is not safe"
+            )
     except Exception as exc:  # noqa: BLE001 - told to the parent, which starts kernels the usual way
         _send(sock, {"error": f"{type(exc).__name__}: {exc}"})
         return
@@ -83,8 +99,7 @@ def serve(fd: int, preload: list[str]) -> None:
         _killpg(pid)
 
 
-def _serve_forks(sock: socket.socket, parent: int, set_by_imports: dict[str, str],
-                 children: dict[int, int]) -> None:
+def _serve_forks(sock: socket.socket, parent: int, set_by_imports: dict[str, str], children: dict[int, int]) -> None:
     """Fork a kernel for each request, report each one's exit; return when the parent is gone."""
     sel = selectors.DefaultSelector()
     sel.register(sock, selectors.EVENT_READ)
@@ -261,9 +276,11 @@ class ForkServer:
         code = "import sys; from nbsched.fork_server import serve; serve(int(sys.argv[1]), sys.argv[2:])"
         self.process = subprocess.Popen(
             [sys.executable, "-c", code, str(theirs.fileno()), *self.preload],
-            pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
+            pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL,
             # debugpy's import warns about frozen modules unless told not to check
-            env={**os.environ, "PYDEVD_DISABLE_FILE_VALIDATION": "1"})
+            env={**os.environ, "PYDEVD_DISABLE_FILE_VALIDATION": "1"},
+        )
         theirs.close()
         self._sock = mine
         self._file = mine.makefile("rb")

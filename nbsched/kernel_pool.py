@@ -16,11 +16,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Iterator, Mapping
 
 from nbsched.kernels import Kernel, Launcher, connect, in_own_loop, is_alive, stop_kernel
 
@@ -28,8 +28,9 @@ log = logging.getLogger("nbsched.kernels")
 
 
 class KernelPool:
-    def __init__(self, size: int, *, idle: float = 30.0, startup_timeout: float = 60.0,
-                 launcher: Launcher | None = None) -> None:
+    def __init__(
+        self, size: int, *, idle: float = 30.0, startup_timeout: float = 60.0, launcher: Launcher | None = None
+    ) -> None:
         self.size = max(1, size)
         self.launcher = launcher or Launcher()
         self.idle = idle
@@ -100,8 +101,11 @@ class KernelPool:
         while (kernel := self._take(name)) is not None:
             if is_alive(kernel.km):
                 return kernel
-            log.warning("kernel pool: a waiting %s kernel (pid %s) had exited; dropped", name,
-                        getattr(kernel.km.provisioner, "pid", "?"))
+            log.warning(
+                "kernel pool: a waiting %s kernel (pid %s) had exited; dropped",
+                name,
+                getattr(kernel.km.provisioner, "pid", "?"),
+            )
             self._retire(kernel, used=False)
         return None
 

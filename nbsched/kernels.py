@@ -13,10 +13,11 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from nbsched.states import StopReason
 
@@ -111,15 +112,17 @@ def start_kernel(kernel_name: str, cwd: Path, server: ForkServer | None = None) 
     its process forked by ``server`` (a ``ForkServer``) when it is this Python's ipykernel."""
     import uuid
 
+    import zmq
     from jupyter_client.manager import AsyncKernelManager
     from jupyter_core.utils import run_sync
 
-    import zmq
-
     # CurveZMQ keys when the kernel declares support: encrypted channels, and no
     # "running over TCP without encryption" warning from ipykernel on every task.
-    km = AsyncKernelManager(kernel_name=kernel_name, kernel_id=str(uuid.uuid4()),
-                            transport_encryption="auto" if zmq.has("curve") else "disabled")
+    km = AsyncKernelManager(
+        kernel_name=kernel_name,
+        kernel_id=str(uuid.uuid4()),
+        transport_encryption="auto" if zmq.has("curve") else "disabled",
+    )
     if server is not None:
         from nbsched.fork_server import ForkProvisioner
 
@@ -168,8 +171,7 @@ class Launcher:
             return None
         with self._lock:
             if self._server is not None and not self._server.alive:  # killed (OOM?): a new one
-                log.warning("the kernels' fork server (pid %d) has exited; starting another",
-                            self._server.process.pid)
+                log.warning("the kernels' fork server (pid %d) has exited; starting another", self._server.process.pid)
                 self._server.close()
                 self._server = None
             if self._server is None and not self._failed:
@@ -254,7 +256,8 @@ async def _reply(channel: Any, msg_id: str, deadline: float, *, idle: bool = Fal
         except Empty:
             raise TimeoutError("the kernel did not answer") from None
         if msg["parent_header"].get("msg_id") == msg_id and (
-                not idle or msg["content"].get("execution_state") == "idle"):
+            not idle or msg["content"].get("execution_state") == "idle"
+        ):
             return msg
 
 

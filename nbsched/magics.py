@@ -7,8 +7,9 @@ notebook and as text in a terminal; a mistake prints one line, never a traceback
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
@@ -31,32 +32,51 @@ USAGE = """usage:
   %%nbsched_pipeline NAME                    a cell of pipeline YAML (tasks, params, schedules) to register"""
 
 
-
 class Table:
     """A result that shows as an HTML table in a notebook and as text in a terminal. ``home``: the
     project's nbsched folder, whose ``templates/magics_table.html.j2`` may restyle it."""
 
-    def __init__(self, title: str, headers: list[str], rows: list[list[Any]], state_column: int | None = None,
-                 *, home: Path | None = None):
+    def __init__(
+        self,
+        title: str,
+        headers: list[str],
+        rows: list[list[Any]],
+        state_column: int | None = None,
+        *,
+        home: Path | None = None,
+    ):
         self.title, self.headers, self.rows, self.state_column = title, headers, rows, state_column
         self.home = home
 
     def __repr__(self) -> str:
         cells = [self.headers, *[[str(c) for c in r] for r in self.rows]]
         widths = [max(len(str(row[i])) for row in cells) for i in range(len(self.headers))]
-        lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+        lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
         return "\n".join([self.title, *lines]) if self.title else "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        return render("magics_table.html.j2", self.home, title=self.title, headers=self.headers, rows=self.rows,
-                      state_column=self.state_column)
+        return render(
+            "magics_table.html.j2",
+            self.home,
+            title=self.title,
+            headers=self.headers,
+            rows=self.rows,
+            state_column=self.state_column,
+        )
 
 
 def run_table(run: RunView, home: Path | None = None) -> Table:
-    rows = [[name, t.state.value, f"{t.try_number}/{t.max_tries}", t.error or "", t.output_path or ""]
-            for name, t in run.tasks.items()]
-    return Table(f"run {run.id} · {run.pipeline} v{run.pipeline_version} · {run.state.value}",
-                 ["task", "state", "tries", "error", "output"], rows, state_column=1, home=home)
+    rows = [
+        [name, t.state.value, f"{t.try_number}/{t.max_tries}", t.error or "", t.output_path or ""]
+        for name, t in run.tasks.items()
+    ]
+    return Table(
+        f"run {run.id} · {run.pipeline} v{run.pipeline_version} · {run.state.value}",
+        ["task", "state", "tries", "error", "output"],
+        rows,
+        state_column=1,
+        home=home,
+    )
 
 
 @magics_class
@@ -104,11 +124,25 @@ class NbschedMagics(Magics):
             return run_id
         if command == "runs" and len(positional) <= 1:
             runs = svc.list_runs(pipeline=positional[0] if positional else None, limit=20)
-            rows = [[r.id, r.pipeline, r.state.value, r.trigger, r.logical_date.isoformat(timespec="seconds"),
-                     sum(t.state in (TaskState.SUCCESS, TaskState.SKIPPED) for t in r.tasks.values()), len(r.tasks)]
-                    for r in runs]
-            return Table("runs", ["run", "pipeline", "state", "trigger", "logical date", "tasks ok", "tasks"],
-                         rows, state_column=2, home=svc.config.home)
+            rows = [
+                [
+                    r.id,
+                    r.pipeline,
+                    r.state.value,
+                    r.trigger,
+                    r.logical_date.isoformat(timespec="seconds"),
+                    sum(t.state in (TaskState.SUCCESS, TaskState.SKIPPED) for t in r.tasks.values()),
+                    len(r.tasks),
+                ]
+                for r in runs
+            ]
+            return Table(
+                "runs",
+                ["run", "pipeline", "state", "trigger", "logical date", "tasks ok", "tasks"],
+                rows,
+                state_column=2,
+                home=svc.config.home,
+            )
         if command == "show" and len(positional) == 1:
             return run_table(svc.get_run(positional[0]), svc.config.home)
         if command == "schedule" and len(positional) == 1:
@@ -118,11 +152,19 @@ class NbschedMagics(Magics):
             print(f"schedule {sched.id}: {positional[0]} {sched.description}")
             return sched.id
         if command == "schedules" and not positional:
-            rows = [[s.id, s.pipeline, s.description, "active" if s.enabled else "paused",
-                     s.next_fire_at.isoformat(timespec="seconds") if s.next_fire_at else "-"]
-                    for s in svc.list_schedules()]
-            return Table("schedules", ["id", "pipeline", "trigger", "state", "next fire (UTC)"], rows,
-                         home=svc.config.home)
+            rows = [
+                [
+                    s.id,
+                    s.pipeline,
+                    s.description,
+                    "active" if s.enabled else "paused",
+                    s.next_fire_at.isoformat(timespec="seconds") if s.next_fire_at else "-",
+                ]
+                for s in svc.list_schedules()
+            ]
+            return Table(
+                "schedules", ["id", "pipeline", "trigger", "state", "next fire (UTC)"], rows, home=svc.config.home
+            )
         if command in ("pause", "resume") and len(positional) == 1 and positional[0].isdigit():
             sched = (svc.pause if command == "pause" else svc.resume)(int(positional[0]))
             print(f"schedule {sched.id}: {'active' if sched.enabled else 'paused'}")
@@ -145,8 +187,10 @@ class NbschedMagics(Magics):
         if "name" in data and data["name"] != name:
             raise ValueError(f"%%nbsched_pipeline {name}: the cell names the pipeline '{data['name']}'")
         spec, version, ids = self.service.register_spec({**data, "name": name}, Path.cwd(), source=name)
-        print(f"registered {spec.name} v{version}: {len(spec.tasks)} task(s) ({' → '.join(spec.order)})"
-              + (f", schedule(s) {', '.join(map(str, ids))}" if ids else ""))
+        print(
+            f"registered {spec.name} v{version}: {len(spec.tasks)} task(s) ({' → '.join(spec.order)})"
+            + (f", schedule(s) {', '.join(map(str, ids))}" if ids else "")
+        )
         return None
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from nbsched._record import BRANCH_MIME, RECORD_MIME
 from nbsched.failures import TaskFailure, cell_label, code_line, first_line
@@ -67,16 +68,27 @@ class TaskOutcome:
 
     def to_json(self) -> dict[str, Any]:
         """What crosses to the runner from elsewhere (a Dask worker), in plain data."""
-        return {"error": self.error, "failure": self.failure.to_json() if self.failure else None,
-                "stopped": self.stopped.value if self.stopped else None, "outputs": self.outputs,
-                "branch": self.branch, "host": self.host}
+        return {
+            "error": self.error,
+            "failure": self.failure.to_json() if self.failure else None,
+            "stopped": self.stopped.value if self.stopped else None,
+            "outputs": self.outputs,
+            "branch": self.branch,
+            "host": self.host,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any], **fields: Any) -> TaskOutcome:
         failure, stopped = data.get("failure"), data.get("stopped")
-        return cls(error=data.get("error"), failure=TaskFailure.from_json(failure) if failure else None,
-                   stopped=StopReason(stopped) if stopped else None, outputs=data.get("outputs") or {},
-                   branch=data.get("branch"), host=data.get("host"), **fields)
+        return cls(
+            error=data.get("error"),
+            failure=TaskFailure.from_json(failure) if failure else None,
+            stopped=StopReason(stopped) if stopped else None,
+            outputs=data.get("outputs") or {},
+            branch=data.get("branch"),
+            host=data.get("host"),
+            **fields,
+        )
 
 
 def import_engine() -> None:
@@ -86,7 +98,7 @@ def import_engine() -> None:
     'AsyncKernelManager' from partially initialized module": seen, under load)."""
     import jupyter_client.manager  # noqa: F401
     import jupyter_core.utils  # noqa: F401
-    import papermill.clientwrap  # noqa: F401
+    import papermill.clientwrap
     import papermill.engines  # noqa: F401
     import zmq.asyncio  # noqa: F401
 
@@ -124,19 +136,26 @@ def execute_task(request: TaskRequest, handle: KernelHandle, kernels: KernelSour
             # no error output reached the notebook (the kernel could not show its traceback):
             # papermill names none, the kernel's reply does
             ename, evalue = handle.cell_error
-        outcome = TaskOutcome.failed(TaskFailure(ename=ename, evalue=first_line(evalue), cell=exc.cell_index + 1,
-                                                 source=code_line(exc.source)), output_path=request.output_path)
-    except Exception as exc:  # kernel died, was stopped, or never started
+        outcome = TaskOutcome.failed(
+            TaskFailure(ename=ename, evalue=first_line(evalue), cell=exc.cell_index + 1, source=code_line(exc.source)),
+            output_path=request.output_path,
+        )
+    except Exception as exc:  # noqa: BLE001 - kernel died, was stopped, or never started
         if handle.stop_reason is not None:
             outcome.stopped = handle.stop_reason
             outcome.error = _stopped_message(handle)
             _mark_stopped_cell(request.output_path, handle, outcome.error)
         else:  # the kernel died in a cell (which one), or before any
             dead_in = handle.cell_index
-            outcome = TaskOutcome.failed(TaskFailure(
-                ename=type(exc).__name__, evalue=first_line(str(exc)) or "kernel failed",
-                cell=None if dead_in is None else dead_in + 1, source=code_line(handle.cell_source)),
-                output_path=request.output_path)
+            outcome = TaskOutcome.failed(
+                TaskFailure(
+                    ename=type(exc).__name__,
+                    evalue=first_line(str(exc)) or "kernel failed",
+                    cell=None if dead_in is None else dead_in + 1,
+                    source=code_line(handle.cell_source),
+                ),
+                output_path=request.output_path,
+            )
     outcome.outputs, outcome.branch = read_recorded(request.output_path)
     return outcome
 
@@ -187,8 +206,11 @@ def _mark_stopped_cell(path: Path, handle: KernelHandle, message: str) -> None:
     nb = nbformat.read(str(path), as_version=4)
     if handle.cell_index < len(nb.cells):
         cell = nb.cells[handle.cell_index]
-        cell.setdefault("outputs", []).append(nbformat.v4.new_output(
-            "error", ename="TaskStopped", evalue=message, traceback=[f"nbsched: task stopped: {message}"]))
+        cell.setdefault("outputs", []).append(
+            nbformat.v4.new_output(
+                "error", ename="TaskStopped", evalue=message, traceback=[f"nbsched: task stopped: {message}"]
+            )
+        )
         nbformat.write(nb, str(path))
 
 
@@ -272,21 +294,40 @@ def _engine_class() -> type:
         """papermill's nbclient engine, with the kernel taken from nbsched's kernel source."""
 
         @classmethod
-        def execute_managed_notebook(cls, nb_man: Any, kernel_name: str, *, nbsched_handle: KernelHandle,
-                                     nbsched_kernels: Any, nbsched_cwd: Path, log_output: bool = False,
-                                     stdout_file: Any = None, stderr_file: Any = None,
-                                     start_timeout: float = 60, execution_timeout: float | None = None,
-                                     **kwargs: Any) -> Any:
+        def execute_managed_notebook(
+            cls,
+            nb_man: Any,
+            kernel_name: str,
+            *,
+            nbsched_handle: KernelHandle,
+            nbsched_kernels: Any,
+            nbsched_cwd: Path,
+            log_output: bool = False,
+            stdout_file: Any = None,
+            stderr_file: Any = None,
+            start_timeout: float = 60,
+            execution_timeout: float | None = None,
+            **kwargs: Any,
+        ) -> Any:
             kwargs.pop("input_path", None)
             nbsched_handle.cell_count = len(nb_man.nb.cells)
             with _saves_at_most_every(nb_man, SAVE_EVERY), nbsched_kernels.kernel(kernel_name, nbsched_cwd) as kernel:
                 nbsched_handle.attach(kernel.km)
                 client = PapermillNotebookClient(
-                    nb_man, km=kernel.km, kernel_name=kernel_name, timeout=execution_timeout,
-                    startup_timeout=start_timeout, log=logger, log_output=log_output,
-                    stdout_file=stdout_file, stderr_file=stderr_file, iopub_timeout=OUTPUT_WAIT,
-                    on_cell_start=nbsched_handle.cell_started, on_cell_error=nbsched_handle.cell_failed,
-                    **kwargs)
+                    nb_man,
+                    km=kernel.km,
+                    kernel_name=kernel_name,
+                    timeout=execution_timeout,
+                    startup_timeout=start_timeout,
+                    log=logger,
+                    log_output=log_output,
+                    stdout_file=stdout_file,
+                    stderr_file=stderr_file,
+                    iopub_timeout=OUTPUT_WAIT,
+                    on_cell_start=nbsched_handle.cell_started,
+                    on_cell_error=nbsched_handle.cell_failed,
+                    **kwargs,
+                )
                 # nbclient's __init__ resets kc: given here, its own connect and 0.2 s wait are skipped
                 client.kc, kernel.kc.allow_stdin = kernel.kc, False
                 return client.execute()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import keyword
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 
 from nbsched.errors import ConfigError, SpecError
 from nbsched.spec import PipelineSpec, TaskSpec
@@ -63,8 +64,11 @@ def task_parameters(
     """pipeline params < task params < run overrides, Jinja-templated, plus the built-ins."""
     merged = {**spec.params, **task.params, **overrides}
     # where each value came from, so an error names the field the user wrote
-    origin = {**{k: f"params.{k}" for k in spec.params}, **{k: f"tasks.{task.name}.params.{k}" for k in task.params},
-              **{k: f"-p {k}" for k in overrides}}
+    origin = {
+        **{k: f"params.{k}" for k in spec.params},
+        **{k: f"tasks.{task.name}.params.{k}" for k in task.params},
+        **{k: f"-p {k}" for k in overrides},
+    }
     clash = sorted(set(merged) & set(BUILTINS))
     if clash:
         raise SpecError(f"{origin[clash[0]]}: '{clash[0]}' is set by nbsched and cannot be a parameter")

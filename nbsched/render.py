@@ -13,9 +13,10 @@ from __future__ import annotations
 import functools
 import json
 import os
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from nbsched import timefmt
 
@@ -24,8 +25,14 @@ if TYPE_CHECKING:  # jinja2 is imported for the first page: the CLI starts witho
     from markupsafe import Markup
 
 STATE_COLOURS: dict[str, str] = {
-    "success": "#2e7d32", "failed": "#c62828", "upstream_failed": "#c62828", "running": "#1565c0",
-    "queued": "#00838f", "up_for_retry": "#ef6c00", "skipped": "#757575", "cancelled": "#6a1b9a",
+    "success": "#2e7d32",
+    "failed": "#c62828",
+    "upstream_failed": "#c62828",
+    "running": "#1565c0",
+    "queued": "#00838f",
+    "up_for_retry": "#ef6c00",
+    "skipped": "#757575",
+    "cancelled": "#6a1b9a",
     "pending": "#bdbdbd",
 }
 LIGHT_STATES = frozenset({"pending"})  # fills that need dark text
@@ -81,7 +88,11 @@ def _environment(folder: Path | None, names: frozenset[str]) -> Environment:
     # no more than the values it is given
     env = ImmutableSandboxedEnvironment(
         loader=ChoiceLoader([FileSystemLoader(folder), *loaders] if names else loaders),
-        autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     env.filters.update(_FILTERS)
     env.globals.update(state_colour=state_colour, light_states=LIGHT_STATES, elapsed=_elapsed)
     return env
@@ -119,7 +130,10 @@ def _points(points: Iterable[tuple[float, float]]) -> str:
 
 
 _FILTERS: dict[str, Callable[..., Any]] = {
-    "zoned_time": _zoned_time, "local_time": _local_time, "json": _json, "coordinate": _coordinate,
-    "points": _points, "axis_label": timefmt.axis_label,
+    "zoned_time": _zoned_time,
+    "local_time": _local_time,
+    "json": _json,
+    "coordinate": _coordinate,
+    "points": _points,
+    "axis_label": timefmt.axis_label,
 }
-

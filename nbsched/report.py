@@ -10,10 +10,11 @@ written by hand, and the picture is then the same everywhere.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from nbsched.render import markup, render
 
@@ -43,6 +44,7 @@ def _fit(name: str, width: float) -> str:
 
 # -- the DAG ------------------------------------------------------------------------------------
 
+
 def dag_layers(order: Sequence[str], upstream: Mapping[str, Sequence[str]]) -> dict[str, int]:
     """Each task's column: the length of the longest path to it from a task without upstream
     tasks. ``order`` must be topological (``PipelineSpec.order``); unknown upstream names are ignored."""
@@ -64,8 +66,9 @@ class _Layout:
     height: float
 
 
-def _dag_layout(order: Sequence[str], upstream: Mapping[str, Sequence[str]], links: list[Link],
-                box_w: float) -> _Layout:
+def _dag_layout(
+    order: Sequence[str], upstream: Mapping[str, Sequence[str]], links: list[Link], box_w: float
+) -> _Layout:
     """Columns by layer; a link that skips layers takes a slot in each column between its ends
     (Sugiyama's dummy nodes), so it is drawn around the boxes there rather than through them."""
     layer = dag_layers(order, upstream)
@@ -91,6 +94,7 @@ def _dag_layout(order: Sequence[str], upstream: Mapping[str, Sequence[str]], lin
     pos: dict[str, tuple[float, float]] = {}
     for col, items in enumerate(columns):
         if col:  # one barycentre pass: an item sits near the mean height of its neighbours on the left
+
             def key(item: str | _Slot) -> tuple[float, int]:
                 ys = [centre[b] for b in before[item]]
                 return (sum(ys) / len(ys) if ys else 0.0, seq[item])
@@ -148,8 +152,9 @@ class DagLink:
     head: list[Point]  # the arrowhead, its tip first
 
 
-def dag_svg(order: list[str], upstream: Mapping[str, Sequence[str]], states: Mapping[str, str], *,
-            home: Path | None = None) -> str:
+def dag_svg(
+    order: list[str], upstream: Mapping[str, Sequence[str]], states: Mapping[str, str], *, home: Path | None = None
+) -> str:
     """The DAG drawn left to right, one column per layer, each box coloured by its task's state:
     ``<g class="task" data-task=NAME data-state=STATE>``. Each upstream link ends in one
     ``<line class="edge" data-from=U data-to=T>`` and its ``<polygon class="arrow">``; a link
@@ -176,18 +181,64 @@ def dag_svg(order: list[str], upstream: Mapping[str, Sequence[str]], states: Map
         length = math.hypot(x2 - x1, y2 - y1) or 1.0
         ux, uy = (x2 - x1) / length, (y2 - y1) / length
         bx, by = x2 - ux * _ARROW, y2 - uy * _ARROW
-        drawn.append(DagLink(up=up, down=name, route=route, x1=x1, y1=y1, x2=bx, y2=by,
-                             head=[(x2, y2), (bx - uy * 4, by + ux * 4), (bx + uy * 4, by - ux * 4)]))
-    boxes = [DagBox(name=name, state=states.get(name, "pending"), x=pos[name][0], y=pos[name][1],
-                    label=_fit(name, box_w - 12)) for name in order]
-    return render("dag.svg.j2", home, width=layout.width, height=layout.height, box_width=box_w,
-                  box_height=_BOX_H, boxes=boxes, links=drawn)
+        drawn.append(
+            DagLink(
+                up=up,
+                down=name,
+                route=route,
+                x1=x1,
+                y1=y1,
+                x2=bx,
+                y2=by,
+                head=[(x2, y2), (bx - uy * 4, by + ux * 4), (bx + uy * 4, by - ux * 4)],
+            )
+        )
+    boxes = [
+        DagBox(
+            name=name, state=states.get(name, "pending"), x=pos[name][0], y=pos[name][1], label=_fit(name, box_w - 12)
+        )
+        for name in order
+    ]
+    return render(
+        "dag.svg.j2",
+        home,
+        width=layout.width,
+        height=layout.height,
+        box_width=box_w,
+        box_height=_BOX_H,
+        boxes=boxes,
+        links=drawn,
+    )
 
 
 # -- the timeline -------------------------------------------------------------------------------
 
-_STEPS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200,
-          10800, 21600, 43200, 86400)
+_STEPS = (
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.2,
+    0.5,
+    1,
+    2,
+    5,
+    10,
+    15,
+    30,
+    60,
+    120,
+    300,
+    600,
+    900,
+    1800,
+    3600,
+    7200,
+    10800,
+    21600,
+    43200,
+    86400,
+)
 
 
 def tick_step(total: float, most: int = 6) -> float:
@@ -229,35 +280,72 @@ def gantt_svg(tasks: Sequence[TaskTimes], *, now: datetime | None = None, home: 
         t0 = started[0][2]
         known = [t for _, _, a, b in started for t in (a, b) if t is not None]
         until = now or max(known)
-        spans = [(n, s, (a - t0).total_seconds(), max(0.0, ((b or until) - a).total_seconds()))
-                 for n, s, a, b in started]
+        spans = [
+            (n, s, (a - t0).total_seconds(), max(0.0, ((b or until) - a).total_seconds())) for n, s, a, b in started
+        ]
         total = max(start + length for _, _, start, length in spans) or 1.0
         scale, left = _PLOT_W / total, _PAD + label_w
         step = tick_step(total)
-        ticks = [GanttTick(x=left + tick * scale, seconds=tick)
-                 for tick in (round(i * step, 6) for i in range(int(total / step + 1e-9) + 1))]
-        bars = [GanttBar(name=name, state=state, label=_fit(name, label_w - 10), y=_PAD + row * _ROW_H,
-                         start=start, length=length, x=left + start * scale, width=max(1.0, length * scale))
-                for row, (name, state, start, length) in enumerate(spans)]
+        ticks = [
+            GanttTick(x=left + tick * scale, seconds=tick)
+            for tick in (round(i * step, 6) for i in range(int(total / step + 1e-9) + 1))
+        ]
+        bars = [
+            GanttBar(
+                name=name,
+                state=state,
+                label=_fit(name, label_w - 10),
+                y=_PAD + row * _ROW_H,
+                start=start,
+                length=length,
+                x=left + start * scale,
+                width=max(1.0, length * scale),
+            )
+            for row, (name, state, start, length) in enumerate(spans)
+        ]
     plot_h = len(bars) * _ROW_H
-    return render("gantt.svg.j2", home, width=_PAD * 2 + label_w + _PLOT_W,
-                  height=_PAD * 2 + plot_h + _AXIS_H if bars else 40, pad=_PAD, label_width=label_w,
-                  plot_width=_PLOT_W, axis_y=_PAD + plot_h, row_height=_ROW_H, bar_height=_BAR_H,
-                  ticks=ticks, bars=bars)
+    return render(
+        "gantt.svg.j2",
+        home,
+        width=_PAD * 2 + label_w + _PLOT_W,
+        height=_PAD * 2 + plot_h + _AXIS_H if bars else 40,
+        pad=_PAD,
+        label_width=label_w,
+        plot_width=_PLOT_W,
+        axis_y=_PAD + plot_h,
+        row_height=_ROW_H,
+        bar_height=_BAR_H,
+        ticks=ticks,
+        bars=bars,
+    )
 
 
 # -- the page -----------------------------------------------------------------------------------
 
-def run_report_html(view: Mapping[str, Any], dag: str, gantt: str,
-                    task_links: Mapping[str, Mapping[str, str]], *, home: Path | None = None) -> str:
+
+def run_report_html(
+    view: Mapping[str, Any],
+    dag: str,
+    gantt: str,
+    task_links: Mapping[str, Mapping[str, str]],
+    *,
+    home: Path | None = None,
+) -> str:
     """One run's report as a self-contained page (inline CSS, nothing fetched). ``view`` is
     ``RunView.to_json()``; ``dag`` and ``gantt`` come from :func:`dag_svg` and :func:`gantt_svg`
     and are inserted as they are; ``task_links`` maps a task to ``{label: href}`` (its report and
     notebook: files beside the page, or the REST routes), so one page shape serves both.
     ``home``: the project's nbsched folder, whose ``templates/run_report.html.j2`` may restyle it."""
-    trigger = view.get("trigger") or "–"
+    trigger = view.get("trigger") or "–"  # noqa: RUF001 - an en dash, as in the tables
     if view.get("schedule_id") is not None:
         sched = f"schedule {view['schedule_id']}"
         trigger = sched if trigger == "schedule" else f"{trigger} ({sched})"
-    return render("run_report.html.j2", home, view=view, trigger=trigger, dag=markup(dag), gantt=markup(gantt),
-                  task_links=task_links)
+    return render(
+        "run_report.html.j2",
+        home,
+        view=view,
+        trigger=trigger,
+        dag=markup(dag),
+        gantt=markup(gantt),
+        task_links=task_links,
+    )

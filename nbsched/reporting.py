@@ -4,9 +4,10 @@ run's page with its DAG, timeline and tasks (drawn by ``nbsched.report``)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from nbsched.report import dag_svg, gantt_svg, run_report_html
@@ -46,17 +47,32 @@ def run_page(run: RunView, spec: PipelineSpec | None, links: Links, *, now: date
         order, upstream = spec.order, {n: list(spec.tasks[n].upstream) for n in spec.order}
     states = {n: t.state.value for n, t in run.tasks.items()}
     times = [(n, t.state.value, t.started_at, t.ended_at) for n, t in run.tasks.items()]
-    return run_report_html(run.to_json(), dag_svg(order, upstream, states, home=home),
-                           gantt_svg(times, now=run.ended_at or now, home=home), links, home=home)
+    return run_report_html(
+        run.to_json(),
+        dag_svg(order, upstream, states, home=home),
+        gantt_svg(times, now=run.ended_at or now, home=home),
+        links,
+        home=home,
+    )
 
 
-def write_run_report(run: RunView, spec: PipelineSpec | None, folder: Path, files: Mapping[str, tuple[Path, Path]],
-                     *, hide_code: bool, now: datetime, home: Path | None = None) -> Path:
+def write_run_report(
+    run: RunView,
+    spec: PipelineSpec | None,
+    folder: Path,
+    files: Mapping[str, tuple[Path, Path]],
+    *,
+    hide_code: bool,
+    now: datetime,
+    home: Path | None = None,
+) -> Path:
     """Write ``index.html`` (``index.nocode.html`` with ``hide_code``) into ``folder``, linking
     each task's ``(report, notebook)`` relatively, so the folder can be moved or served as it is.
     Returns the page's path."""
-    links = {name: {"report": _href(report, folder), "notebook": _href(notebook, folder)}
-             for name, (report, notebook) in files.items()}
+    links = {
+        name: {"report": _href(report, folder), "notebook": _href(notebook, folder)}
+        for name, (report, notebook) in files.items()
+    }
     folder.mkdir(parents=True, exist_ok=True)
     index = folder / ("index.nocode.html" if hide_code else "index.html")
     index.write_text(run_page(run, spec, links, now=now, home=home), encoding="utf-8")

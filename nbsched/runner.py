@@ -18,10 +18,13 @@ import queue
 import secrets
 import shutil
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
+
+from typing_extensions import Self
 
 from nbsched.clock import SYSTEM_CLOCK, Clock
 from nbsched.dag import Decision, decide, downstream_of
@@ -57,9 +60,19 @@ class _Running:
 
 
 class Runner:
-    def __init__(self, store: SqlStore, executor: Executor, runs_dir: Path, *, spec_loader: SpecLoader,
-                 kind: str = "run", lease: float = 60.0, poll: float = 1.0,
-                 listener: Listener | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(
+        self,
+        store: SqlStore,
+        executor: Executor,
+        runs_dir: Path,
+        *,
+        spec_loader: SpecLoader,
+        kind: str = "run",
+        lease: float = 60.0,
+        poll: float = 1.0,
+        listener: Listener | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         self.store = store
         self.executor = executor
         self.runs_dir = Path(runs_dir)
@@ -84,7 +97,7 @@ class Runner:
         self._abandoned = False
 
     # -- lifecycle ------------------------------------------------------------------------
-    def __enter__(self) -> Runner:
+    def __enter__(self) -> Self:
         self.store.register_runner(self.id, self.kind, os.getpid())
         return self
 
@@ -207,7 +220,8 @@ class Runner:
             self.stop_all(StopReason.RUNNER_LOST)
             raise DatabaseUnavailable(
                 f"database {self.store.patience.shown_url}: unreachable while stopping; {running} running "
-                f"task(s) stopped, left to be retried once a runner presumes this one dead")
+                f"task(s) stopped, left to be retried once a runner presumes this one dead"
+            )
 
     def stop_all(self, reason: StopReason) -> None:
         for r in self._running.values():
@@ -245,8 +259,9 @@ class Runner:
             self._end(run, states)
         return wake
 
-    def _release_retries(self, run: RunRecord, spec: PipelineSpec, states: dict[str, TaskState],
-                         now: datetime) -> float | None:
+    def _release_retries(
+        self, run: RunRecord, spec: PipelineSpec, states: dict[str, TaskState], now: datetime
+    ) -> float | None:
         """Queue the tasks whose retry is due; returns the seconds until the next one is."""
         wake: list[float] = []
         for name, state in states.items():
@@ -264,28 +279,40 @@ class Runner:
         it, skip it, or fail it for its upstream; in topological order, so a chain of skips
         settles in one pass."""
         downstream = downstream_of({t.name: t.upstream for t in spec.tasks.values()})
-        not_chosen = {d for n, t in run.tasks.items() if t.state is TaskState.SUCCESS and t.branch is not None
-                      for d in downstream[n] if d not in t.branch}
+        not_chosen = {
+            d
+            for n, t in run.tasks.items()
+            if t.state is TaskState.SUCCESS and t.branch is not None
+            for d in downstream[n]
+            if d not in t.branch
+        }
         for name in spec.order:
             if states[name] is not TaskState.PENDING:
                 continue
             task = spec.tasks[name]
-            decision = Decision.SKIP if name in not_chosen else \
-                decide(task.trigger_rule, [states[u] for u in task.upstream])
+            decision = (
+                Decision.SKIP if name in not_chosen else decide(task.trigger_rule, [states[u] for u in task.upstream])
+            )
             if decision is Decision.SKIP:
                 why = "not chosen by branch" if name in not_chosen else "upstream skipped"
                 states[name] = self._set(run.id, name, TaskState.SKIPPED, TaskState.PENDING, detail=why)
             elif decision is Decision.UPSTREAM_FAILED:
-                states[name] = self._set(run.id, name, TaskState.UPSTREAM_FAILED, TaskState.PENDING,
-                                         error="an upstream task failed")
+                states[name] = self._set(
+                    run.id, name, TaskState.UPSTREAM_FAILED, TaskState.PENDING, error="an upstream task failed"
+                )
             elif decision is Decision.RUN:
                 states[name] = self._queue(run, spec, name, TaskState.PENDING)
 
     def _end(self, run: RunRecord, states: dict[str, TaskState]) -> None:
         """End a run whose tasks have all finished: cancelled if one was, failed if one failed."""
         ended = set(states.values())
-        final = (RunState.CANCELLED if TaskState.CANCELLED in ended else
-                 RunState.FAILED if ended.intersection(_FAILED) else RunState.SUCCESS)
+        final = (
+            RunState.CANCELLED
+            if TaskState.CANCELLED in ended
+            else RunState.FAILED
+            if ended.intersection(_FAILED)
+            else RunState.SUCCESS
+        )
         if self.store.set_run_state(run.id, final, expect=[RunState.RUNNING]):
             log.info("run %s of %s ended %s", run.id, run.pipeline, final)
 
@@ -293,13 +320,24 @@ class Runner:
         try:  # a template that cannot render fails the task now rather than in the kernel
             self._parameters(run, spec, name)
         except NbschedError as exc:
-            return self._set(run.id, name, TaskState.FAILED, leaving, error=str(exc),
-                             try_number=run.tasks[name].try_number + 1)
-        return self._set(run.id, name, TaskState.QUEUED, leaving, try_number=run.tasks[name].try_number + 1,
-                         output_path=str(self._output_path(run, name)), error=None, failure=None, owner=None)
+            return self._set(
+                run.id, name, TaskState.FAILED, leaving, error=str(exc), try_number=run.tasks[name].try_number + 1
+            )
+        return self._set(
+            run.id,
+            name,
+            TaskState.QUEUED,
+            leaving,
+            try_number=run.tasks[name].try_number + 1,
+            output_path=str(self._output_path(run, name)),
+            error=None,
+            failure=None,
+            owner=None,
+        )
 
-    def _set(self, run_id: str, name: str, state: TaskState, leaving: TaskState, detail: str | None = None,
-             **fields: Any) -> TaskState:
+    def _set(
+        self, run_id: str, name: str, state: TaskState, leaving: TaskState, detail: str | None = None, **fields: Any
+    ) -> TaskState:
         """A guarded transition; when another runner got there first, keep what it wrote."""
         if not self.store.set_task_state(run_id, name, state, expect=[leaving], **fields):
             return self.store.get_run(run_id).tasks[name].state
@@ -322,12 +360,20 @@ class Runner:
             except NbschedError as exc:
                 self._finish(run.id, claim.task, claim.try_number, TaskState.FAILED, error=str(exc))
                 continue
-            request = TaskRequest(run_id=run.id, task=claim.task, try_number=claim.try_number,
-                                  notebook=notebook, output_path=output_path, parameters=parameters,
-                                  kernel=task.kernel, resources=task.resources)
+            request = TaskRequest(
+                run_id=run.id,
+                task=claim.task,
+                try_number=claim.try_number,
+                notebook=notebook,
+                output_path=output_path,
+                parameters=parameters,
+                kernel=task.kernel,
+                resources=task.resources,
+            )
             deadline = self.clock.monotonic() + task.timeout if task.timeout else None
-            self._running[(run.id, claim.task)] = _Running(self.executor.submit(request, self.events),
-                                                           claim.try_number, deadline, task.timeout)
+            self._running[(run.id, claim.task)] = _Running(
+                self.executor.submit(request, self.events), claim.try_number, deadline, task.timeout
+            )
             self._notify(run.id, claim.task, TaskState.RUNNING, None)
 
     def _handle(self, event: Message) -> None:
@@ -352,14 +398,21 @@ class Runner:
             return
         error = outcome.error or _branch_error(spec, event.task, outcome)
         if error is None:
-            self._finish(run.id, event.task, event.try_number, TaskState.SUCCESS, error=None,
-                         branch=outcome.branch, **fields)
+            self._finish(
+                run.id, event.task, event.try_number, TaskState.SUCCESS, error=None, branch=outcome.branch, **fields
+            )
             return
         fields.update(error=error, failure=outcome.failure)
         if event.try_number < run.tasks[event.task].max_tries:
             wait = task.retry_wait(event.try_number)
-            self._finish(run.id, event.task, event.try_number, TaskState.UP_FOR_RETRY,
-                         next_try_at=self.clock.now() + timedelta(seconds=wait), **fields)
+            self._finish(
+                run.id,
+                event.task,
+                event.try_number,
+                TaskState.UP_FOR_RETRY,
+                next_try_at=self.clock.now() + timedelta(seconds=wait),
+                **fields,
+            )
         else:
             self._finish(run.id, event.task, event.try_number, TaskState.FAILED, **fields)
 
@@ -407,8 +460,9 @@ class Runner:
         mine = {(run_id, task, r.try_number) for (run_id, task), r in self._running.items()}
         for run_id, task, try_number in still - mine:  # claimed as the connection was lost: never started
             if self.store.release_claim(run_id, task, owner=self.id, try_number=try_number):
-                log.info("task %s of run %s: try %d was claimed but never started; queued again",
-                         task, run_id, try_number)
+                log.info(
+                    "task %s of run %s: try %d was claimed but never started; queued again", task, run_id, try_number
+                )
 
     def _reap(self) -> None:
         """Fail or retry the tasks of runners that stopped heartbeating (their host died)."""
@@ -422,8 +476,9 @@ class Runner:
                 fields["next_try_at"] = self.clock.now() + timedelta(seconds=task.retry_wait(t.try_number))
             else:
                 state = TaskState.FAILED
-            if self.store.finish_task(run_id, t.task, owner=t.owner or "", try_number=t.try_number, state=state,
-                                      **fields):
+            if self.store.finish_task(
+                run_id, t.task, owner=t.owner or "", try_number=t.try_number, state=state, **fields
+            ):
                 log.warning("task %s of run %s: %s; now %s", t.task, run_id, error, state)
                 self._notify(run_id, t.task, state, error)
 
@@ -462,9 +517,15 @@ class Runner:
     def _parameters(self, run: RunRecord, spec: PipelineSpec, name: str, try_number: int = 1) -> dict[str, Any]:
         task = spec.tasks[name]
         return task_parameters(
-            spec, task, overrides=run.params, run_id=run.id, logical_date=run.logical_date, try_number=try_number,
+            spec,
+            task,
+            overrides=run.params,
+            run_id=run.id,
+            logical_date=run.logical_date,
+            try_number=try_number,
             run_dir=str(self.runs_dir / run.pipeline / run.id),
-            upstream={u: run.tasks[u].outputs for u in task.upstream if run.tasks[u].state is TaskState.SUCCESS})
+            upstream={u: run.tasks[u].outputs for u in task.upstream if run.tasks[u].state is TaskState.SUCCESS},
+        )
 
     def _notify(self, run_id: str, name: str, state: TaskState, detail: str | None) -> None:
         if self.listener is not None:
@@ -481,6 +542,8 @@ def _branch_error(spec: PipelineSpec, name: str, outcome: TaskOutcome) -> str | 
     downstream = downstream_of({t.name: t.upstream for t in spec.tasks.values()})[name]
     unknown = [b for b in outcome.branch if b not in downstream]
     if unknown:
-        return (f"nbsched.branch: '{unknown[0]}' is not a direct downstream task of '{name}' "
-                f"(downstream: {', '.join(downstream) or 'none'})")
+        return (
+            f"nbsched.branch: '{unknown[0]}' is not a direct downstream task of '{name}' "
+            f"(downstream: {', '.join(downstream) or 'none'})"
+        )
     return None

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import heapq
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Callable
 
 from nbsched.errors import NbschedError, NotFound
 from nbsched.states import RunTrigger
@@ -52,8 +52,9 @@ class Scheduler:
         if counter == self._seen_counter:
             return
         self._seen_counter = counter
-        self._heap = [(s.next_fire_at, s.id) for s in self.store.list_schedules(enabled_only=True)
-                      if s.next_fire_at is not None]
+        self._heap = [
+            (s.next_fire_at, s.id) for s in self.store.list_schedules(enabled_only=True) if s.next_fire_at is not None
+        ]
         heapq.heapify(self._heap)
 
     def next_fire_at(self) -> datetime | None:
@@ -95,25 +96,42 @@ class Scheduler:
             kind = RunTrigger.SCHEDULE
             missed = len(due) - len(fire)
             if missed:
-                log.warning("schedule %d (%s): skipped %d missed fire(s) up to %s (%s late, misfire grace %gs)",
-                            schedule.id, schedule.pipeline, missed, due[-1].isoformat(),
-                            elapsed(late.total_seconds()), schedule.misfire_grace)
+                log.warning(
+                    "schedule %d (%s): skipped %d missed fire(s) up to %s (%s late, misfire grace %gs)",
+                    schedule.id,
+                    schedule.pipeline,
+                    missed,
+                    due[-1].isoformat(),
+                    elapsed(late.total_seconds()),
+                    schedule.misfire_grace,
+                )
         created = []
         for logical_date in fire:
             try:
                 run_id = self.create_run(schedule, logical_date, kind)
             except NbschedError as exc:
-                log.error("schedule %d (%s): cannot create the run for %s: %s",
-                          schedule.id, schedule.pipeline, logical_date.isoformat(), exc)
+                log.error(
+                    "schedule %d (%s): cannot create the run for %s: %s",
+                    schedule.id,
+                    schedule.pipeline,
+                    logical_date.isoformat(),
+                    exc,
+                )
                 continue
             if run_id is not None:
                 created.append(run_id)
-                log.info("schedule %d fired: pipeline %s, logical date %s, run %s",
-                         schedule.id, schedule.pipeline, logical_date.isoformat(), run_id)
+                log.info(
+                    "schedule %d fired: pipeline %s, logical date %s, run %s",
+                    schedule.id,
+                    schedule.pipeline,
+                    logical_date.isoformat(),
+                    run_id,
+                )
         # Runs first, then the schedule: a crash in between re-fires the same logical dates,
         # which the store's UNIQUE key turns into no-ops instead of lost fires.
-        moved = self.store.update_schedule(schedule.id, user_change=False, expect_next_fire_at=at,
-                                           next_fire_at=following, last_fire_at=due[-1])
+        moved = self.store.update_schedule(
+            schedule.id, user_change=False, expect_next_fire_at=at, next_fire_at=following, last_fire_at=due[-1]
+        )
         if moved and following is not None:
             heapq.heappush(self._heap, (following, schedule.id))
         elif not moved:

@@ -7,11 +7,12 @@ Surfaces never touch the store, the runner or the executors directly; they get v
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 from nbsched.clock import utcnow
 from nbsched.config import Config
@@ -21,8 +22,15 @@ from nbsched.params import task_parameters
 from nbsched.reporting import output_notebook, run_page, task_html, write_run_report
 from nbsched.runner import Runner
 from nbsched.scheduler import Scheduler, schedule_trigger
-from nbsched.spec import (PipelineSpec, check_notebooks, confine_notebooks, load_pipeline, parse_pipeline,
-                          schedule_fields, spec_file)
+from nbsched.spec import (
+    PipelineSpec,
+    check_notebooks,
+    confine_notebooks,
+    load_pipeline,
+    parse_pipeline,
+    schedule_fields,
+    spec_file,
+)
 from nbsched.states import RunState, RunTrigger, ScheduleOrigin
 from nbsched.store import PipelineRecord, RunRecord, ScheduleRecord, SqlStore
 from nbsched.timefmt import when
@@ -49,8 +57,14 @@ class Service:
             self._store.close()
 
     # -- pipelines ------------------------------------------------------------------------
-    def validate(self, path: str | Path, params: Mapping[str, Any] | None = None, *, confine_to: Path | None = None,
-                 shown: str | None = None) -> PipelineSpec:
+    def validate(
+        self,
+        path: str | Path,
+        params: Mapping[str, Any] | None = None,
+        *,
+        confine_to: Path | None = None,
+        shown: str | None = None,
+    ) -> PipelineSpec:
         """Load and check a spec, its notebooks, its schedules and its parameter templates. With
         ``confine_to``, every notebook must lie inside that folder (checked before one is read);
         errors name the file as ``shown`` (default: ``path``)."""
@@ -61,8 +75,9 @@ class Service:
             raise SpecError(f"{spec_file(path, shown)[1]}: {exc}") from None
         return spec
 
-    def register(self, path: str | Path, *, now: datetime | None = None, confine_to: Path | None = None,
-                 shown: str | None = None) -> tuple[PipelineSpec, int, list[int]]:
+    def register(
+        self, path: str | Path, *, now: datetime | None = None, confine_to: Path | None = None, shown: str | None = None
+    ) -> tuple[PipelineSpec, int, list[int]]:
         """Store the spec as the pipeline's newest version and make its ``schedules:`` current.
         Returns the spec, its version and the ids of its schedules. With ``confine_to``, every
         notebook must lie inside that folder, now and whenever a try reads it."""
@@ -74,8 +89,15 @@ class Service:
         self._changed()
         return spec, version, ids
 
-    def register_spec(self, data: Any, base_dir: Path, *, source: str = "spec", now: datetime | None = None,
-                      confine_to: Path | None = None) -> tuple[PipelineSpec, int, list[int]]:
+    def register_spec(
+        self,
+        data: Any,
+        base_dir: Path,
+        *,
+        source: str = "spec",
+        now: datetime | None = None,
+        confine_to: Path | None = None,
+    ) -> tuple[PipelineSpec, int, list[int]]:
         """Register a spec given as data (not a file); notebook paths are relative to ``base_dir``."""
         spec = parse_pipeline(data, base_dir=Path(base_dir).resolve(), source=source)
         if confine_to is not None:
@@ -102,9 +124,12 @@ class Service:
         """A pipeline with its DAG, its versions and its schedules."""
         record = self.store.get_pipeline(name)
         spec, schedules = _snapshot_spec(record), self.list_schedules(name)
-        return PipelineDetail(pipeline=PipelineView.of(record, spec, schedules=len(schedules)), spec=spec,
-                              versions=tuple((p.version, p.created_at) for p in self.store.pipeline_versions(name)),
-                              schedule_list=tuple(schedules))
+        return PipelineDetail(
+            pipeline=PipelineView.of(record, spec, schedules=len(schedules)),
+            spec=spec,
+            versions=tuple((p.version, p.created_at) for p in self.store.pipeline_versions(name)),
+            schedule_list=tuple(schedules),
+        )
 
     def delete_pipeline(self, name: str) -> None:
         active = self.store.list_runs(pipeline=name, states=[RunState.QUEUED, RunState.RUNNING], limit=1)
@@ -133,47 +158,70 @@ class Service:
         return _snapshot_spec(self.store.get_pipeline(pipeline, version))
 
     # -- runs -----------------------------------------------------------------------------
-    def run_pipeline(self, path: str | Path, *, params: Mapping[str, Any] | None = None,
-                     workers: int | None = None, logical_date: datetime | None = None,
-                     listener: Callable[..., None] | None = None,
-                     on_created: Callable[[str, PipelineSpec], None] | None = None) -> RunView:
+    def run_pipeline(
+        self,
+        path: str | Path,
+        *,
+        params: Mapping[str, Any] | None = None,
+        workers: int | None = None,
+        logical_date: datetime | None = None,
+        listener: Callable[..., None] | None = None,
+        on_created: Callable[[str, PipelineSpec], None] | None = None,
+    ) -> RunView:
         """Run a pipeline here and now, to its end (or Ctrl-C). Returns the finished run."""
         overrides = dict(params or {})
         spec = self.validate(path, overrides)  # a bad spec or override fails here, before a run exists
         now = utcnow()
         with self._foreground(workers, listener) as runner:  # so do bad settings: before a version is saved
             version = self._save(spec)
-            run_id = self._create_run(spec, version, overrides, logical_date or now, RunTrigger.MANUAL,
-                                      owner=runner.id)
+            run_id = self._create_run(spec, version, overrides, logical_date or now, RunTrigger.MANUAL, owner=runner.id)
             assert run_id is not None
             if on_created is not None:
                 on_created(run_id, spec)
             runner.run([run_id])
         return self.get_run(run_id)
 
-    def trigger(self, pipeline: str, params: Mapping[str, Any] | None = None,
-                logical_date: datetime | None = None) -> str:
+    def trigger(
+        self, pipeline: str, params: Mapping[str, Any] | None = None, logical_date: datetime | None = None
+    ) -> str:
         """Queue a run of a registered pipeline for `nbsched serve`; returns its id."""
         spec = self._spec(pipeline)
         _dry_render(spec, params or {}, self.config.runs_dir, utcnow())
-        run_id = self._create_run(spec, self.store.get_pipeline(pipeline).version, dict(params or {}),
-                                  logical_date or utcnow(), RunTrigger.MANUAL)
+        run_id = self._create_run(
+            spec,
+            self.store.get_pipeline(pipeline).version,
+            dict(params or {}),
+            logical_date or utcnow(),
+            RunTrigger.MANUAL,
+        )
         assert run_id is not None
         self._changed()
         return run_id
 
-    def backfill(self, pipeline: str, start: str | datetime, end: str | datetime, *,
-                 schedule_id: int | None = None, params: Mapping[str, Any] | None = None) -> tuple[list[str], int]:
+    def backfill(
+        self,
+        pipeline: str,
+        start: str | datetime,
+        end: str | datetime,
+        *,
+        schedule_id: int | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> tuple[list[str], int]:
         """Queue one run per fire time of the pipeline's schedule in [start, end]. Dates that
         already have a run are left alone. Returns the new run ids and how many existed."""
         schedules = self.store.list_schedules(pipeline=pipeline)
         if schedule_id is not None:
             schedules = [s for s in schedules if s.id == schedule_id]
         if len(schedules) != 1:
-            raise ConfigError(f"backfill {pipeline}: " + (
-                "it has no schedule (add one with `nbsched schedule add`)" if not schedules else
-                f"it has {len(schedules)} schedules; choose one with --schedule "
-                f"({', '.join(str(s.id) for s in schedules)})"))
+            raise ConfigError(
+                f"backfill {pipeline}: "
+                + (
+                    "it has no schedule (add one with `nbsched schedule add`)"
+                    if not schedules
+                    else f"it has {len(schedules)} schedules; choose one with --schedule "
+                    f"({', '.join(str(s.id) for s in schedules)})"
+                )
+            )
         sched = schedules[0]
         zone = get_zone(sched.trigger.get("timezone", "UTC"))
         start, end = _moment(start, zone, "--start"), _moment(end, zone, "--end", end_of_day=True)
@@ -185,8 +233,15 @@ class Service:
         created, existing = [], 0
         at = trigger.next_after(start - timedelta(microseconds=1))
         while at is not None and at <= end:
-            run_id = self._create_run(spec, version, merged, at, RunTrigger.BACKFILL, schedule_id=sched.id,
-                                      max_active_runs=sched.max_active_runs)
+            run_id = self._create_run(
+                spec,
+                version,
+                merged,
+                at,
+                RunTrigger.BACKFILL,
+                schedule_id=sched.id,
+                max_active_runs=sched.max_active_runs,
+            )
             if run_id is None:
                 existing += 1
             else:
@@ -195,8 +250,9 @@ class Service:
         self._changed()
         return created, existing
 
-    def run_queued(self, run_ids: list[str], *, workers: int | None = None,
-                   listener: Callable[..., None] | None = None) -> list[RunView]:
+    def run_queued(
+        self, run_ids: list[str], *, workers: int | None = None, listener: Callable[..., None] | None = None
+    ) -> list[RunView]:
         """Execute already-queued runs here (e.g. a backfill), oldest first, to their end."""
         with self._foreground(workers, listener) as runner:
             for run_id in run_ids:
@@ -223,12 +279,28 @@ class Service:
     def get_run(self, run_id: str) -> RunView:
         return RunView.of(self.store.get_run(run_id, with_tries=True))
 
-    def list_runs(self, *, pipeline: str | None = None, state: str | None = None, limit: int = 20,
-                  since: datetime | None = None, until: datetime | None = None,
-                  before: tuple[datetime, str] | None = None) -> list[RunView]:
-        return [RunView.of(r) for r in self.store.list_runs(
-            pipeline=pipeline, state=RunState(state) if state else None, limit=limit, since=since, until=until,
-            before=before, with_tries=True)]
+    def list_runs(
+        self,
+        *,
+        pipeline: str | None = None,
+        state: str | None = None,
+        limit: int = 20,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        before: tuple[datetime, str] | None = None,
+    ) -> list[RunView]:
+        return [
+            RunView.of(r)
+            for r in self.store.list_runs(
+                pipeline=pipeline,
+                state=RunState(state) if state else None,
+                limit=limit,
+                since=since,
+                until=until,
+                before=before,
+                with_tries=True,
+            )
+        ]
 
     def task_output(self, run_id: str, task: str) -> TaskView:
         run = self.store.get_run(run_id)
@@ -258,10 +330,14 @@ class Service:
         run = self.get_run(run_id)
         outputs = [Path(t.output_path).parent for t in run.tasks.values() if t.output_path]
         folder = outputs[0] if outputs else self.config.runs_dir / run.pipeline / run.id
-        files = {name: (self.task_report(run_id, name, hide_code=hide_code), notebook)
-                 for name, t in run.tasks.items() if (notebook := output_notebook(t))}
-        return write_run_report(run, self._spec_kept(run), folder, files, hide_code=hide_code, now=utcnow(),
-                                home=self.config.home)
+        files = {
+            name: (self.task_report(run_id, name, hide_code=hide_code), notebook)
+            for name, t in run.tasks.items()
+            if (notebook := output_notebook(t))
+        }
+        return write_run_report(
+            run, self._spec_kept(run), folder, files, hide_code=hide_code, now=utcnow(), home=self.config.home
+        )
 
     def run_report_page(self, run_id: str, task_links: Callable[[str], Mapping[str, str]]) -> str:
         """The run's report page, not written anywhere; ``task_links(task)`` gives ``{label: href}``
@@ -278,8 +354,9 @@ class Service:
         except NotFound:
             return None
 
-    def update_schedule(self, schedule_id: int, changes: Mapping[str, Any], *,
-                        now: datetime | None = None) -> ScheduleView:
+    def update_schedule(
+        self, schedule_id: int, changes: Mapping[str, Any], *, now: datetime | None = None
+    ) -> ScheduleView:
         """Change some fields of a schedule (as in ``add_schedule``); a new trigger restarts its fire times."""
         current = self.store.get_schedule(schedule_id)
         now = now or utcnow()
@@ -287,9 +364,15 @@ class Service:
             raise ScheduleError("schedule.pipeline: cannot be changed (add a new schedule instead)")
         trigger_keys = {"cron", "every", "at", "start", "timezone"}
         fields: dict[str, Any] = {} if trigger_keys & set(changes) else dict(current.trigger)
-        fields.update({"params": current.params, "catchup": current.catchup,
-                       "misfire_grace": current.misfire_grace, "max_active_runs": current.max_active_runs,
-                       "enabled": current.enabled})
+        fields.update(
+            {
+                "params": current.params,
+                "catchup": current.catchup,
+                "misfire_grace": current.misfire_grace,
+                "max_active_runs": current.max_active_runs,
+                "enabled": current.enabled,
+            }
+        )
         if trigger_keys & set(changes) and "timezone" not in changes:
             fields["timezone"] = current.trigger.get("timezone", "UTC")
         fields.update(changes)
@@ -303,19 +386,41 @@ class Service:
         self._changed()
         return self.get_schedule(schedule_id)
 
-    def _create_run(self, spec: PipelineSpec, version: int, params: Mapping[str, Any], logical_date: datetime,
-                    trigger: RunTrigger, *, owner: str | None = None, schedule_id: int | None = None,
-                    max_active_runs: int | None = None) -> str | None:
+    def _create_run(
+        self,
+        spec: PipelineSpec,
+        version: int,
+        params: Mapping[str, Any],
+        logical_date: datetime,
+        trigger: RunTrigger,
+        *,
+        owner: str | None = None,
+        schedule_id: int | None = None,
+        max_active_runs: int | None = None,
+    ) -> str | None:
         return self.store.create_run(
-            pipeline=spec.name, version=version, params=params, logical_date=logical_date, trigger=trigger,
-            tasks={name: spec.tasks[name].max_tries for name in spec.order}, owner=owner,
-            schedule_id=schedule_id, max_active_runs=max_active_runs)
+            pipeline=spec.name,
+            version=version,
+            params=params,
+            logical_date=logical_date,
+            trigger=trigger,
+            tasks={name: spec.tasks[name].max_tries for name in spec.order},
+            owner=owner,
+            schedule_id=schedule_id,
+            max_active_runs=max_active_runs,
+        )
 
     def _run_for_schedule(self, schedule: ScheduleRecord, logical_date: datetime, kind: RunTrigger) -> str | None:
         spec = self._spec(schedule.pipeline)
-        return self._create_run(spec, self.store.get_pipeline(schedule.pipeline).version, schedule.params,
-                                logical_date, kind, schedule_id=schedule.id,
-                                max_active_runs=schedule.max_active_runs)
+        return self._create_run(
+            spec,
+            self.store.get_pipeline(schedule.pipeline).version,
+            schedule.params,
+            logical_date,
+            kind,
+            schedule_id=schedule.id,
+            max_active_runs=schedule.max_active_runs,
+        )
 
     @contextmanager
     def _foreground(self, workers: int | None, listener: Callable[..., None] | None) -> Iterator[Runner]:
@@ -367,8 +472,15 @@ class Service:
 
         config = self.config.with_workers(options.workers)
         executor = make_executor(config.executor, config.workers, **config.kernels)
-        runner = Runner(self.store, executor, self.config.runs_dir, spec_loader=self.spec_of, kind="serve",
-                        lease=options.lease, poll=options.poll)
+        runner = Runner(
+            self.store,
+            executor,
+            self.config.runs_dir,
+            spec_loader=self.spec_of,
+            kind="serve",
+            lease=options.lease,
+            poll=options.poll,
+        )
         scheduler = Scheduler(self.store, self._run_for_schedule) if options.scheduler else None
         self._daemon = Daemon(runner, scheduler, options)
         return self._daemon
@@ -386,8 +498,6 @@ def _moment(value: str | datetime, zone: Any, option: str, *, end_of_day: bool =
         raise ConfigError(f"{option} {value!r}: not a date (use 2026-11-01 or 2026-11-01T06:00)") from None
 
 
-
-
 def _snapshot_spec(record: PipelineRecord) -> PipelineSpec:
     """The spec a pipeline version was registered with."""
     snap = record.spec
@@ -400,5 +510,12 @@ def _dry_render(spec: PipelineSpec, params: Mapping[str, Any], runs_dir: Path, n
 
     with budget():  # one for the whole spec: its templates render once per task
         for task in spec.tasks.values():
-            task_parameters(spec, task, overrides=params, run_id="validate", logical_date=now,
-                            run_dir=str(runs_dir / spec.name / "validate"), upstream={})
+            task_parameters(
+                spec,
+                task,
+                overrides=params,
+                run_id="validate",
+                logical_date=now,
+                run_dir=str(runs_dir / spec.name / "validate"),
+                upstream={},
+            )

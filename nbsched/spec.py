@@ -12,16 +12,17 @@ import json
 import math
 import os
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from nbsched.bounds import check_depth, json_depth_ok, load_yaml, read_spec_text
 from nbsched.dag import TriggerRule, topological_order
-from nbsched.timefmt import MAX_DURATION, parse_duration
 from nbsched.errors import CycleError, ScheduleError, SpecError
+from nbsched.timefmt import MAX_DURATION, parse_duration
 from nbsched.triggers import trigger_from_fields
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,99}")  # whole names only (fullmatch): "$" let "a\n" in
@@ -38,11 +39,28 @@ DEFAULT_MISFIRE_GRACE = 600.0  # a fire up to 10 minutes late still runs (e.g. t
 _ANY_MOMENT = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
 PIPELINE_KEYS = ("name", "description", "params", "defaults", "tasks", "schedules")
-POLICY_KEYS = ("retries", "retry_delay", "retry_exponential_backoff", "max_retry_delay", "timeout", "kernel",
-               "resources")
+POLICY_KEYS = (
+    "retries",
+    "retry_delay",
+    "retry_exponential_backoff",
+    "max_retry_delay",
+    "timeout",
+    "kernel",
+    "resources",
+)
 TASK_KEYS = ("notebook", "description", "params", "upstream", "trigger_rule", *POLICY_KEYS)
-SCHEDULE_KEYS = ("cron", "every", "at", "start", "timezone", "params", "catchup", "misfire_grace",
-                 "max_active_runs", "enabled")
+SCHEDULE_KEYS = (
+    "cron",
+    "every",
+    "at",
+    "start",
+    "timezone",
+    "params",
+    "catchup",
+    "misfire_grace",
+    "max_active_runs",
+    "enabled",
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,7 +87,7 @@ class TaskSpec:
         """Seconds to wait before the try after ``try_number`` (Airflow's backoff: delay * 2**(n-1)),
         never more than a duration may be (a hundred doublings would overflow a date)."""
         doublings = min(try_number - 1, 64) if self.retry_exponential_backoff else 0
-        wait = min(self.retry_delay * 2 ** doublings, MAX_DURATION)
+        wait = min(self.retry_delay * 2**doublings, MAX_DURATION)
         return min(wait, self.max_retry_delay) if self.max_retry_delay is not None else wait
 
 
@@ -129,8 +147,11 @@ class _Where:
     def name(self, value: Any, path: str, what: str) -> str:
         if not isinstance(value, str) or not NAME_RE.fullmatch(value):
             shown = repr(value[:100] + "...") if isinstance(value, str) and len(value) > 100 else repr(value)
-            raise self.error(path, f"bad {what} name {shown}: use lower-case letters, digits, '_' "
-                                   "and '-', starting with a letter or digit, at most 100 characters")
+            raise self.error(
+                path,
+                f"bad {what} name {shown}: use lower-case letters, digits, '_' "
+                "and '-', starting with a letter or digit, at most 100 characters",
+            )
         return value
 
     def convert(self, value: Any, path: str, fn: Callable[[Any], Any]) -> Any:
@@ -225,8 +246,12 @@ def parse_pipeline(data: Any, *, base_dir: Path, source: str = "<pipeline>") -> 
         if not isinstance(notebook, str) or not notebook:
             raise where.error(f"{path}.notebook", "missing (the path of the task's notebook)")
         if len(notebook) > MAX_PATH or "\0" in notebook:  # the file system refuses both, with a traceback
-            raise where.error(f"{path}.notebook", f"a path of {len(notebook):,} characters (at most {MAX_PATH:,})"
-                              if len(notebook) > MAX_PATH else "the path contains a NUL character")
+            raise where.error(
+                f"{path}.notebook",
+                f"a path of {len(notebook):,} characters (at most {MAX_PATH:,})"
+                if len(notebook) > MAX_PATH
+                else "the path contains a NUL character",
+            )
         rule = task_raw.get("trigger_rule", TriggerRule.ALL_SUCCESS.value)
         if not isinstance(rule, str):
             raise where.error(f"{path}.trigger_rule", f"expected a trigger rule name, got {rule!r}")
@@ -246,11 +271,9 @@ def parse_pipeline(data: Any, *, base_dir: Path, source: str = "<pipeline>") -> 
     for task in tasks.values():
         for up in task.upstream:
             if up not in tasks:
-                raise where.error(f"tasks.{task.name}.upstream",
-                                  f"unknown task '{up}'{_did_you_mean(up, tasks)}")
+                raise where.error(f"tasks.{task.name}.upstream", f"unknown task '{up}'{_did_you_mean(up, tasks)}")
             if up == task.name:
-                raise where.error(f"tasks.{task.name}.upstream", "a task cannot be its own upstream",
-                                  CycleError)
+                raise where.error(f"tasks.{task.name}.upstream", "a task cannot be its own upstream", CycleError)
     try:
         topological_order({t.name: t.upstream for t in tasks.values()})
     except CycleError as exc:
@@ -299,8 +322,9 @@ def schedule_fields(fields: Mapping[str, Any], *, now: datetime, where: str = "s
         raise ScheduleError(f"{where}.misfire_grace: {exc}") from None
     max_active = fields.get("max_active_runs", 1)
     if isinstance(max_active, bool) or not isinstance(max_active, int) or not 1 <= max_active <= MAX_ACTIVE_RUNS:
-        raise ScheduleError(f"{where}.max_active_runs: expected a whole number from 1 to {MAX_ACTIVE_RUNS:,}, "
-                            f"got {max_active!r}")
+        raise ScheduleError(
+            f"{where}.max_active_runs: expected a whole number from 1 to {MAX_ACTIVE_RUNS:,}, got {max_active!r}"
+        )
     for key in ("catchup", "enabled"):
         if not isinstance(fields.get(key, False), bool):
             raise ScheduleError(f"{where}.{key}: expected true or false, got {fields[key]!r}")
@@ -393,11 +417,12 @@ def check_notebooks(spec: PipelineSpec, *, source: str) -> list[str]:
             if not json_depth_ok(text):  # json.loads would end in a RecursionError
                 raise ValueError("nested deeper than 100 levels")
             nb = json.loads(text)
-            has_parameters = any("parameters" in ((c.get("metadata") or {}).get("tags") or [])
-                                 for c in nb["cells"])
+            has_parameters = any("parameters" in ((c.get("metadata") or {}).get("tags") or []) for c in nb["cells"])
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise SpecError(f"{source}: {field_path}: {rel} is not a valid notebook ({_problem(exc)})") from None
         if (spec.params or task.params) and not has_parameters:
-            warnings.append(f"{source}: {field_path}: {rel} has no cell tagged 'parameters'; "
-                            "parameters are injected at the top of the notebook")
+            warnings.append(
+                f"{source}: {field_path}: {rel} has no cell tagged 'parameters'; "
+                "parameters are injected at the top of the notebook"
+            )
     return warnings

@@ -8,8 +8,9 @@ the tables do not hold cannot be written.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from enum import Enum
-from typing import Generic, Iterable, Mapping, TypeVar
+from typing import Generic, TypeVar
 
 
 class _Word(str, Enum):
@@ -104,31 +105,46 @@ class Transitions(Generic[S]):
         return wanted
 
 
-RUN: Transitions[RunState] = Transitions({
-    RunState.QUEUED: {RunState.RUNNING, RunState.CANCELLED},
-    RunState.RUNNING: {RunState.SUCCESS, RunState.FAILED, RunState.CANCELLED},
-    RunState.SUCCESS: set(),
-    RunState.FAILED: {RunState.QUEUED},  # retried
-    RunState.CANCELLED: {RunState.QUEUED},  # retried
-})
+RUN: Transitions[RunState] = Transitions(
+    {
+        RunState.QUEUED: {RunState.RUNNING, RunState.CANCELLED},
+        RunState.RUNNING: {RunState.SUCCESS, RunState.FAILED, RunState.CANCELLED},
+        RunState.SUCCESS: set(),
+        RunState.FAILED: {RunState.QUEUED},  # retried
+        RunState.CANCELLED: {RunState.QUEUED},  # retried
+    }
+)
 
-TASK: Transitions[TaskState] = Transitions({
-    # FAILED straight from waiting: its parameters cannot be rendered, so no try can start
-    TaskState.PENDING: {TaskState.QUEUED, TaskState.SKIPPED, TaskState.UPSTREAM_FAILED, TaskState.FAILED,
-                        TaskState.CANCELLED},
-    TaskState.QUEUED: {TaskState.RUNNING, TaskState.CANCELLED},
-    # QUEUED again: claimed as the connection was lost, never started, put back
-    TaskState.RUNNING: {TaskState.SUCCESS, TaskState.FAILED, TaskState.UP_FOR_RETRY, TaskState.CANCELLED,
-                        TaskState.QUEUED},
-    TaskState.UP_FOR_RETRY: {TaskState.QUEUED, TaskState.FAILED, TaskState.CANCELLED},
-    TaskState.SUCCESS: set(),
-    TaskState.SKIPPED: set(),
-    # a retried run's tasks wait again
-    TaskState.FAILED: {TaskState.PENDING},
-    TaskState.UPSTREAM_FAILED: {TaskState.PENDING},
-    TaskState.CANCELLED: {TaskState.PENDING},
-})
+TASK: Transitions[TaskState] = Transitions(
+    {
+        # FAILED straight from waiting: its parameters cannot be rendered, so no try can start
+        TaskState.PENDING: {
+            TaskState.QUEUED,
+            TaskState.SKIPPED,
+            TaskState.UPSTREAM_FAILED,
+            TaskState.FAILED,
+            TaskState.CANCELLED,
+        },
+        TaskState.QUEUED: {TaskState.RUNNING, TaskState.CANCELLED},
+        # QUEUED again: claimed as the connection was lost, never started, put back
+        TaskState.RUNNING: {
+            TaskState.SUCCESS,
+            TaskState.FAILED,
+            TaskState.UP_FOR_RETRY,
+            TaskState.CANCELLED,
+            TaskState.QUEUED,
+        },
+        TaskState.UP_FOR_RETRY: {TaskState.QUEUED, TaskState.FAILED, TaskState.CANCELLED},
+        TaskState.SUCCESS: set(),
+        TaskState.SKIPPED: set(),
+        # a retried run's tasks wait again
+        TaskState.FAILED: {TaskState.PENDING},
+        TaskState.UPSTREAM_FAILED: {TaskState.PENDING},
+        TaskState.CANCELLED: {TaskState.PENDING},
+    }
+)
 
 RUN_FINISHED = frozenset({RunState.SUCCESS, RunState.FAILED, RunState.CANCELLED})
-TASK_FINISHED = frozenset({TaskState.SUCCESS, TaskState.FAILED, TaskState.SKIPPED, TaskState.UPSTREAM_FAILED,
-                           TaskState.CANCELLED})
+TASK_FINISHED = frozenset(
+    {TaskState.SUCCESS, TaskState.FAILED, TaskState.SKIPPED, TaskState.UPSTREAM_FAILED, TaskState.CANCELLED}
+)

@@ -19,9 +19,10 @@ import contextvars
 import functools
 import math
 import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import date
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 from jinja2 import StrictUndefined, Undefined, nodes
 from jinja2.exceptions import FilterArgumentError, SecurityError
@@ -49,8 +50,10 @@ class _Budget:
     def spend(self, units: int) -> None:
         self.left -= units
         if self.left < 0:
-            raise SecurityError(f"the templates do too much work (more loop steps, calls and characters than "
-                                f"a budget of {MAX_WORK:,} allows: a loop or recursion that does not end?)")
+            raise SecurityError(
+                f"the templates do too much work (more loop steps, calls and characters than "
+                f"a budget of {MAX_WORK:,} allows: a loop or recursion that does not end?)"
+            )
 
 
 # The budget of the render in progress: Jinja calls the hooks below without a handle on the render,
@@ -161,24 +164,32 @@ def _width_size(s: Any, width: Any = 0, *rest: Any, **kwargs: Any) -> int:
 
 # what the amplifying str methods and filters would make, from their arguments
 _STR_METHODS: dict[str, Callable[..., int]] = {
-    "ljust": _width_size, "rjust": _width_size, "center": _width_size, "zfill": _width_size,
+    "ljust": _width_size,
+    "rjust": _width_size,
+    "center": _width_size,
+    "zfill": _width_size,
     "expandtabs": lambda s, tabsize=8: len(s) + s.count("\t") * max(tabsize, 0),
     "replace": _replaced_size,
     "join": lambda sep, items: _joined_size(items, sep),
-    "format": lambda s, *args, **kwargs: len(s) + _format_widths(s, "str.format")
-    + sum(_size(a) for a in (*args, *kwargs.values())),
+    "format": lambda s, *args, **kwargs: (
+        len(s) + _format_widths(s, "str.format") + sum(_size(a) for a in (*args, *kwargs.values()))
+    ),
     "format_map": lambda s, mapping: len(s) + _format_widths(s, "str.format_map") + _size(mapping),
 }
 _FILTERS: dict[str, Callable[..., int]] = {
     "center": _width_size,
-    "indent": lambda s, width=4, *rest, **kw: len(s) + (s.count("\n") + 1) * (width if isinstance(width, int)
-                                                                              else len(str(width))),
-    "wordwrap": lambda s, width=79, brk=True, wrapstring=None, *rest, **kw:
-        len(s) * (1 + len(wrapstring or "\n")) if width and width > 0 else len(s),
-    "format": lambda s, *args, **kwargs: len(s) + _printf_widths(s, "the 'format' filter")
-    + sum(_size(a) for a in (*args, *kwargs.values())),
-    "join": lambda items, d="", *rest, **kw: _joined_size(items if isinstance(items, (list, tuple, str))
-                                                          else list(items), str(d)),
+    "indent": lambda s, width=4, *rest, **kw: (
+        len(s) + (s.count("\n") + 1) * (width if isinstance(width, int) else len(str(width)))
+    ),
+    "wordwrap": lambda s, width=79, brk=True, wrapstring=None, *rest, **kw: (
+        len(s) * (1 + len(wrapstring or "\n")) if width and width > 0 else len(s)
+    ),
+    "format": lambda s, *args, **kwargs: (
+        len(s) + _printf_widths(s, "the 'format' filter") + sum(_size(a) for a in (*args, *kwargs.values()))
+    ),
+    "join": lambda items, d="", *rest, **kw: _joined_size(
+        items if isinstance(items, (list, tuple, str)) else list(items), str(d)
+    ),
     "replace": lambda s, old, new, count=None: _replaced_size(str(s), str(old), str(new), count),
     "slice": lambda value, slices, *rest: slices if isinstance(slices, int) else 0,
     "tojson": lambda value, indent=None: (indent or 0) * 1000,
@@ -212,6 +223,7 @@ def _date_filter(name: str, fmt: Callable[[date], str]) -> Callable[[Any], str]:
         if not isinstance(value, date):
             raise FilterArgumentError(f"'{name}' expects a date (like logical_date), got {value!r}")
         return fmt(value)
+
     return apply
 
 
@@ -243,24 +255,26 @@ class ParamsEnvironment(SandboxedEnvironment):
         # namespace carries values from one loop step to the next (values that double each step)
         self.globals = {"range": self.globals["range"], "dict": dict}
         self.filters = {name: _metered_filter(name, fn) for name, fn in self.filters.items()}
-        self.filters.update(ds=_date_filter("ds", lambda d: d.strftime("%Y-%m-%d")),
-                            ds_nodash=_date_filter("ds_nodash", lambda d: d.strftime("%Y%m%d")),
-                            ts=_date_filter("ts", lambda d: d.isoformat()))
+        self.filters.update(
+            ds=_date_filter("ds", lambda d: d.strftime("%Y-%m-%d")),
+            ds_nodash=_date_filter("ds_nodash", lambda d: d.strftime("%Y%m%d")),
+            ts=_date_filter("ts", lambda d: d.isoformat()),
+        )
         self._compiled = functools.lru_cache(maxsize=1024)(self._compile_template)
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         _binop_size(operator, left, right)
         return super().call_binop(context, operator, left, right)
 
-    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+    def call(self, context: Any, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
         spend(_CALL)
-        method = getattr(__obj, "__wrapped__", __obj)  # the sandbox hands out str.format wrapped
+        method = getattr(obj, "__wrapped__", obj)  # the sandbox hands out str.format wrapped
         owner, name = getattr(method, "__self__", None), getattr(method, "__name__", "")
         if isinstance(owner, str) and name in _STR_METHODS:
             if name == "join" and args and isinstance(args[0], Iterator):  # read once: keep what was read
                 args = (list(args[0]), *args[1:])
             _check(_STR_METHODS[name](owner, *args, **kwargs), f"str.{name}")
-        result = super().call(__context, __obj, *args, **kwargs)
+        result = super().call(context, obj, *args, **kwargs)
         if isinstance(result, str):
             _check(len(result), "a call")
         return result
@@ -300,7 +314,7 @@ class ParamsEnvironment(SandboxedEnvironment):
             return "".join(out)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def environment() -> ParamsEnvironment:
     """The one environment (built on first use: the CLI imports Jinja only when it renders)."""
     return ParamsEnvironment()

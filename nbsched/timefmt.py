@@ -114,6 +114,7 @@ def _two_largest_units(seconds: float) -> list[tuple[int, str]]:
 
 # -- moments ------------------------------------------------------------------------------------
 
+
 def local_time(moment: datetime | None) -> str:
     """In this machine's zone, to the second, for a terminal or a notebook: ``2026-11-28 07:00:00``;
     ``-`` for no moment."""

@@ -25,9 +25,10 @@ import math
 import threading
 import zoneinfo
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Mapping
+from typing import Any
 
 from croniter import CroniterBadDateError, croniter
 
@@ -36,8 +37,14 @@ from nbsched.timefmt import duration, instant, offset_change, parse_duration, wa
 
 UTC = timezone.utc
 CRON_ALIASES = ("@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually")
-_CRON_FIELDS = (("minute", "0-59"), ("hour", "0-23"), ("day-of-month", "1-31, L or 15W"),
-                ("month", "1-12 or jan-dec"), ("day-of-week", "0-7, sun-sat, 5#2 or L5"), ("second", "0-59"))
+_CRON_FIELDS = (
+    ("minute", "0-59"),
+    ("hour", "0-23"),
+    ("day-of-month", "1-31, L or 15W"),
+    ("month", "1-12 or jan-dec"),
+    ("day-of-week", "0-7, sun-sat, 5#2 or L5"),
+    ("second", "0-59"),
+)
 _REFERENCE = datetime(2000, 1, 1)  # where an expression is first tried, to reject one that never fires
 _ONE_SECOND = timedelta(seconds=1)
 
@@ -202,8 +209,11 @@ def get_zone(name: str) -> zoneinfo.ZoneInfo:
     except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
         known = zoneinfo.available_timezones()
         by_lower = {k.lower(): k for k in known}
-        close = [by_lower[name.strip().lower()]] if name.strip().lower() in by_lower else \
-            difflib.get_close_matches(name, known, n=1)
+        close = (
+            [by_lower[name.strip().lower()]]
+            if name.strip().lower() in by_lower
+            else difflib.get_close_matches(name, known, n=1)
+        )
         hint = f"did you mean '{close[0]}'?" if close else "use an IANA name like 'Europe/Paris'"
         raise ScheduleError(f"unknown timezone {name!r} ({hint})") from None
 
@@ -217,8 +227,10 @@ def _parse_cron(expr: str) -> croniter:
             hint = f" (did you mean '{close[0]}'?)" if close else f" (use {', '.join(CRON_ALIASES)})"
             raise ScheduleError(f"cron {expr!r}: unknown alias{hint}")
     elif len(parts) not in (5, 6):
-        raise ScheduleError(f"cron {expr!r}: expected 5 fields (minute hour day-of-month month day-of-week) "
-                            f"or 6 (seconds last), got {len(parts)}")
+        raise ScheduleError(
+            f"cron {expr!r}: expected 5 fields (minute hour day-of-month month day-of-week) "
+            f"or 6 (seconds last), got {len(parts)}"
+        )
     elif any(item[:1].lower() in ("h", "r") for part in parts for item in part.split(",")):
         raise ScheduleError(f"cron {expr!r}: hashed (H) and random (R) values are not supported")
     try:

@@ -4,9 +4,10 @@ JSON shape of ``--json`` output and of the REST API (``jupyter_ext/openapi.yaml`
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from nbsched.states import RunState, RunTrigger, ScheduleOrigin, TaskState
 from nbsched.triggers import get_zone, trigger_from_fields
@@ -38,9 +39,16 @@ class TryView:
         return _copy(cls, record)
 
     def to_json(self) -> Json:
-        return {"try_number": self.try_number, "state": self.state.value, "runner": self.runner, "host": self.host,
-                "error": self.error, "failure": _failure(self.failure), "started_at": _iso(self.started_at),
-                "ended_at": _iso(self.ended_at)}
+        return {
+            "try_number": self.try_number,
+            "state": self.state.value,
+            "runner": self.runner,
+            "host": self.host,
+            "error": self.error,
+            "failure": _failure(self.failure),
+            "started_at": _iso(self.started_at),
+            "ended_at": _iso(self.ended_at),
+        }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,10 +74,20 @@ class TaskView:
         return _copy(cls, record, name=record.task, tries=tuple(TryView.of(t) for t in record.tries))
 
     def to_json(self) -> Json:
-        return {"state": self.state.value, "try_number": self.try_number, "max_tries": self.max_tries,
-                "error": self.error, "failure": _failure(self.failure), "output_path": self.output_path,
-                "outputs": self.outputs, "cell": self.cell, "host": self.host, "started_at": _iso(self.started_at), "ended_at": _iso(self.ended_at),
-                "tries": [t.to_json() for t in self.tries]}
+        return {
+            "state": self.state.value,
+            "try_number": self.try_number,
+            "max_tries": self.max_tries,
+            "error": self.error,
+            "failure": _failure(self.failure),
+            "output_path": self.output_path,
+            "outputs": self.outputs,
+            "cell": self.cell,
+            "host": self.host,
+            "started_at": _iso(self.started_at),
+            "ended_at": _iso(self.ended_at),
+            "tries": [t.to_json() for t in self.tries],
+        }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,11 +113,21 @@ class RunView:
         return _copy(cls, record, tasks={name: TaskView.of(t) for name, t in record.tasks.items()})
 
     def to_json(self) -> Json:
-        return {"run_id": self.id, "pipeline": self.pipeline, "pipeline_version": self.pipeline_version,
-                "state": self.state.value, "params": self.params, "logical_date": _iso(self.logical_date),
-                "trigger": self.trigger.value, "schedule_id": self.schedule_id, "error": self.error,
-                "created_at": _iso(self.created_at), "started_at": _iso(self.started_at),
-                "ended_at": _iso(self.ended_at), "tasks": {name: t.to_json() for name, t in self.tasks.items()}}
+        return {
+            "run_id": self.id,
+            "pipeline": self.pipeline,
+            "pipeline_version": self.pipeline_version,
+            "state": self.state.value,
+            "params": self.params,
+            "logical_date": _iso(self.logical_date),
+            "trigger": self.trigger.value,
+            "schedule_id": self.schedule_id,
+            "error": self.error,
+            "created_at": _iso(self.created_at),
+            "started_at": _iso(self.started_at),
+            "ended_at": _iso(self.ended_at),
+            "tasks": {name: t.to_json() for name, t in self.tasks.items()},
+        }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -124,15 +152,29 @@ class ScheduleView:
     def of(cls, record: ScheduleRecord) -> ScheduleView:
         trigger = trigger_from_fields(record.trigger, now=record.created_at)
         zone = get_zone(record.trigger.get("timezone", "UTC"))
-        return _copy(cls, record, description=trigger.describe() + (" +catchup" if record.catchup else ""),
-                     next_fire_local=record.next_fire_at.astimezone(zone) if record.next_fire_at else None)
+        return _copy(
+            cls,
+            record,
+            description=trigger.describe() + (" +catchup" if record.catchup else ""),
+            next_fire_local=record.next_fire_at.astimezone(zone) if record.next_fire_at else None,
+        )
 
     def to_json(self) -> Json:
-        return {"id": self.id, "pipeline": self.pipeline, "description": self.description,
-                "next_fire_local": _iso(self.next_fire_local), "trigger": self.trigger, "params": self.params,
-                "enabled": self.enabled, "catchup": self.catchup, "misfire_grace": self.misfire_grace,
-                "max_active_runs": self.max_active_runs, "origin": self.origin.value,
-                "next_fire_at": _iso(self.next_fire_at), "last_fire_at": _iso(self.last_fire_at)}
+        return {
+            "id": self.id,
+            "pipeline": self.pipeline,
+            "description": self.description,
+            "next_fire_local": _iso(self.next_fire_local),
+            "trigger": self.trigger,
+            "params": self.params,
+            "enabled": self.enabled,
+            "catchup": self.catchup,
+            "misfire_grace": self.misfire_grace,
+            "max_active_runs": self.max_active_runs,
+            "origin": self.origin.value,
+            "next_fire_at": _iso(self.next_fire_at),
+            "last_fire_at": _iso(self.last_fire_at),
+        }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -151,8 +193,14 @@ class PipelineView:
         return _copy(cls, record, schedules=schedules, tasks=tuple(spec.order))
 
     def to_json(self) -> Json:
-        return {"name": self.name, "version": self.version, "source_path": self.source_path,
-                "created_at": _iso(self.created_at), "schedules": self.schedules, "tasks": list(self.tasks)}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "source_path": self.source_path,
+            "created_at": _iso(self.created_at),
+            "schedules": self.schedules,
+            "tasks": list(self.tasks),
+        }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -170,17 +218,25 @@ class PipelineDetail:
             **self.pipeline.to_json(),
             "versions": [{"version": v, "created_at": _iso(at)} for v, at in self.versions],
             "spec": self.spec.raw,
-            "dag": {"order": self.spec.order, "tasks": [
-                {"name": t.name, "notebook": str(t.notebook), "upstream": list(t.upstream),
-                 "trigger_rule": t.trigger_rule.value} for t in tasks]},
+            "dag": {
+                "order": self.spec.order,
+                "tasks": [
+                    {
+                        "name": t.name,
+                        "notebook": str(t.notebook),
+                        "upstream": list(t.upstream),
+                        "trigger_rule": t.trigger_rule.value,
+                    }
+                    for t in tasks
+                ],
+            },
             "schedule_list": [s.to_json() for s in self.schedule_list],
         }
 
 
 def _copy(cls: type[_V], record: object, **given: Any) -> _V:
     """A view of ``record``: each of its fields ``given``, or else the record's of that name."""
-    return cls(**{f.name: given[f.name] if f.name in given else getattr(record, f.name)
-                  for f in fields(cls)})  # type: ignore[arg-type]
+    return cls(**{f.name: given[f.name] if f.name in given else getattr(record, f.name) for f in fields(cls)})  # type: ignore[arg-type]
 
 
 def _iso(value: datetime | None) -> str | None:

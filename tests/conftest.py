@@ -38,6 +38,18 @@ def write_yaml(path: Path, text: str) -> Path:
     return path
 
 
+POSTGRES_FIXTURES = {"pg_url", "private_postgres"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """``postgres``: every test that talks to a PostgreSQL server (the machine's, or one of its
+    own), found by the fixtures it uses, so the marker cannot be forgotten on a new one."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if POSTGRES_FIXTURES & set(getattr(item, "fixturenames", ())) or params.get("db_url") == "postgresql":
+            item.add_marker(pytest.mark.postgres)
+
+
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty project folder as the current directory; nbsched keeps its database in ./.nbsched
@@ -68,9 +80,14 @@ def nbsched(*args: str, cwd: Path, check: bool = False, timeout: float = 120) ->
 def serve(project: Path, name: str, *args: str, db: str | None = None) -> subprocess.Popen[bytes]:
     """``nbsched serve`` as a real process in ``project``, its output in ``<name>.log`` there."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("NBSCHED_")}
-    log = open(project / f"{name}.log", "wb")
-    return subprocess.Popen([*NBSCHED, *(["--db", db] if db else []), "serve", "--poll", "0.2s", *args],
-                            cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT)
+    log = open(project / f"{name}.log", "wb")  # noqa: SIM115 - the process writes it until it ends
+    return subprocess.Popen(
+        [*NBSCHED, *(["--db", db] if db else []), "serve", "--poll", "0.2s", *args],
+        cwd=project,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = 60) -> int:
@@ -158,15 +175,17 @@ class PrivatePostgres:
         import shlex
 
         line = " ".join(shlex.quote(str(c)) for c in cmd)
-        proc = subprocess.run(["su", "postgres", "-s", "/bin/sh", "-c", line], capture_output=True, text=True,
-                              timeout=60)
+        proc = subprocess.run(
+            ["su", "postgres", "-s", "/bin/sh", "-c", line], capture_output=True, text=True, timeout=60
+        )
         if proc.returncode != 0:
             raise AssertionError(f"{line}: {proc.stdout}{proc.stderr}")
 
     def start(self) -> None:
         options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._as_postgres(self.bin / "pg_ctl", "-D", self.dir / "data", "-l", self.dir / "server.log",
-                          "-o", options, "-w", "start")
+        self._as_postgres(
+            self.bin / "pg_ctl", "-D", self.dir / "data", "-l", self.dir / "server.log", "-o", options, "-w", "start"
+        )
 
     def stop(self) -> None:
         """``pg_ctl stop -m fast``: every connection is cut, as in an outage."""

@@ -4,9 +4,10 @@ scripted outcomes at once, so the runner's logic is tested without kernels, thre
 from __future__ import annotations
 
 import queue
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from nbsched.clock import Clock
 from nbsched.executors.base import Executor, Message, TaskAttempt
@@ -99,8 +100,12 @@ class FakeExecutor(Executor):
         self._steps[key] = step
         self._held[key]()
 
-    def _spawn(self, fn: Callable[[TaskAttempt, queue.Queue[Message]], None], attempt: TaskAttempt,
-               events: queue.Queue[Message]) -> None:
+    def _spawn(
+        self,
+        fn: Callable[[TaskAttempt, queue.Queue[Message]], None],
+        attempt: TaskAttempt,
+        events: queue.Queue[Message],
+    ) -> None:
         request = attempt.request
         key = (request.run_id, request.task, request.try_number)
         self.requests.append(request)

@@ -38,12 +38,25 @@ def live_server(tmp_path_factory):
     shutil.copytree(SAMPLE, root / "sample_notebooks")
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("NBSCHED_")}
-    log = open(root / "server.log", "wb")
+    log = open(root / "server.log", "wb")  # noqa: SIM115 - the server writes it until it ends
     # the scheduler stays off: fuzzed schedules must not start a storm of kernels
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root", "--ip=127.0.0.1",
-         f"--port={port}", f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={root}",
-         "--NbschedApp.runner_enabled=False"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "jupyter_server",
+            "--no-browser",
+            "--allow-root",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            f"--IdentityProvider.token={TOKEN}",
+            f"--ServerApp.root_dir={root}",
+            "--NbschedApp.runner_enabled=False",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}/nbsched/api/v1"
     headers = {"Authorization": f"token {TOKEN}"}
     try:

@@ -19,14 +19,14 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import nbformat
 import pytest
-from nbformat.v4 import new_code_cell, new_notebook
-
 from conftest import nbsched, write_notebook
+from nbformat.v4 import new_code_cell, new_notebook
 
 pytestmark = [pytest.mark.browser, pytest.mark.serial]  # JupyterLab and Chromium want the machine
 
@@ -34,8 +34,15 @@ SAMPLE = Path(__file__).resolve().parent.parent / "sample_notebooks"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
 # no outbound traffic from the browser (the machine has no internet, and the test needs none)
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 TIMEOUT_MS = 90_000
 
 
@@ -82,10 +89,14 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
     nbsched("run", "sales/pipeline.yaml", "-p", "n_rows=1000", cwd=root, check=True, timeout=300)
     nbsched("schedule", "add", "sales-demo", "--cron", "0 6 * * 1-5", "--tz", "Europe/Paris", cwd=root, check=True)
     write_notebook(root / "nap.ipynb", "import time", "time.sleep(120)")
-    nb = new_notebook(cells=[new_code_cell("%load_ext nbsched"),
-                             # registered from the notebook's kernel, run by the server's runner
-                             new_code_cell("%%nbsched_pipeline nap\ntasks:\n  nap: {notebook: nap.ipynb}"),
-                             new_code_cell("%nbsched panel sales-demo")])
+    nb = new_notebook(
+        cells=[
+            new_code_cell("%load_ext nbsched"),
+            # registered from the notebook's kernel, run by the server's runner
+            new_code_cell("%%nbsched_pipeline nap\ntasks:\n  nap: {notebook: nap.ipynb}"),
+            new_code_cell("%nbsched panel sales-demo"),
+        ]
+    )
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, str(root / "panel.ipynb"))
 
@@ -98,18 +109,35 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
         (settings / f"{extension}.jupyterlab-settings").write_text(json.dumps(values))
     port, token = _free_port(), secrets.token_hex(16)
     env = {k: v for k, v in os.environ.items() if not k.startswith("NBSCHED_")}
-    env.update(JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "lab-user-settings"),
-               JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "lab-workspaces"),
-               JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"))
+    env.update(
+        JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "lab-user-settings"),
+        JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "lab-workspaces"),
+        JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
+    )
     log = (tmp_path / "lab.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--port={port}",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-         "--LabApp.extension_manager=readonly", "--LabApp.news_url=None",
-         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-         "--LabApp.expose_app_in_browser=True", "--NbschedApp.poll=0.2", "--NbschedApp.workers=2",
-         *(["--allow-root"] if os.geteuid() == 0 else [])],
-        cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--ServerApp.ip=127.0.0.1",
+            f"--port={port}",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={root}",
+            "--LabApp.extension_manager=readonly",
+            "--LabApp.news_url=None",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            "--LabApp.expose_app_in_browser=True",
+            "--NbschedApp.poll=0.2",
+            "--NbschedApp.workers=2",
+            *(["--allow-root"] if os.geteuid() == 0 else []),
+        ],
+        cwd=root,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     server = Lab(root, port, token, proc)
     try:
         deadline = time.monotonic() + 60
@@ -162,7 +190,9 @@ def _run_all_cells_when_the_kernel_is_ready(page: Any) -> None:
             const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
             const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
             return k && k.connectionStatus === 'connected' && k.status === 'idle';
-        }""", timeout=TIMEOUT_MS)
+        }""",
+        timeout=TIMEOUT_MS,
+    )
     page.evaluate("""async () => {
         const w = window.jupyterapp.shell.currentWidget;
         await w.context.ready; await w.sessionContext.ready;
@@ -202,7 +232,7 @@ def test_the_panel_in_jupyterlab_runs_a_pipeline_and_shows_it(lab: Lab, browser:
     expect(runs.first).to_have_attribute("data-run", first["run_id"])
     expect(runs.first.locator('[data-state="success"]')).to_have_count(1)
     # the run's DAG picture, its tasks coloured by state
-    dag = panel.locator('svg.nbsched-dag')
+    dag = panel.locator("svg.nbsched-dag")
     expect(dag.locator('[data-task="report"][data-state="success"]')).to_have_count(1)
 
     panel.locator("input[placeholder^='key=value']").fill("n_rows=3000, seed=11")
@@ -223,7 +253,9 @@ def test_the_panel_in_jupyterlab_runs_a_pipeline_and_shows_it(lab: Lab, browser:
     # the pipeline's schedule, paused from the panel
     panel.get_by_role("button", name="Pause schedules").click()
     expect(panel.get_by_role("button", name="Resume schedules")).to_be_visible()
-    _eventually(page, lambda: [s["enabled"] for s in lab.api("nbsched", "api", "v1", "schedules")["schedules"]], [False])
+    _eventually(
+        page, lambda: [s["enabled"] for s in lab.api("nbsched", "api", "v1", "schedules")["schedules"]], [False]
+    )
 
     # the report of a task, inline in the panel
     panel.locator("select").nth(2).select_option("report")

@@ -10,24 +10,34 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import NBSCHED, nbsched, run_json, write_notebook, write_yaml
 
 
 def _start_sleeping_run(project: Path) -> subprocess.Popen[str]:
-    write_notebook(project / "sleepy.ipynb",
-                   "import os, pathlib, time\npathlib.Path('kernel.pid').write_text(str(os.getpid()))",
-                   "time.sleep(60)")
+    write_notebook(
+        project / "sleepy.ipynb",
+        "import os, pathlib, time\npathlib.Path('kernel.pid').write_text(str(os.getpid()))",
+        "time.sleep(60)",
+    )
     write_notebook(project / "ok.ipynb", "x = 1")
-    write_yaml(project / "pipeline.yaml", """
+    write_yaml(
+        project / "pipeline.yaml",
+        """
 name: long
 tasks:
   first: {notebook: sleepy.ipynb}
   second: {notebook: ok.ipynb, upstream: [first]}
-""")
+""",
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("NBSCHED_")}
-    return subprocess.Popen([*NBSCHED, "run", "pipeline.yaml"], cwd=project, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [*NBSCHED, "run", "pipeline.yaml"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_until_running(project: Path, proc: subprocess.Popen[str]) -> dict:
@@ -53,12 +63,14 @@ def test_signal_cancels_the_run_and_stops_its_kernel(project, sig):
         kernel_pid = int((project / "kernel.pid").read_text())
         # `show` from another terminal tells where the running notebook is
         deadline = time.monotonic() + 10
-        while "first: at cell 5/5: time.sleep(60)" not in (shown := nbsched("show", seen["run_id"], cwd=project).stdout):
+        while "first: at cell 5/5: time.sleep(60)" not in (
+            shown := nbsched("show", seen["run_id"], cwd=project).stdout
+        ):
             assert time.monotonic() < deadline, shown  # it may show the cell before first, for a poll
             time.sleep(0.2)
 
         proc.send_signal(sig)
-        out, err = proc.communicate(timeout=30)
+        _out, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
     assert proc.returncode == 1, err
@@ -93,8 +105,11 @@ def test_runs_and_show_list_what_ran(project):
 
 
 def test_show_lists_what_each_try_did(project):
-    write_notebook(project / "once.ipynb", "if nbsched_try == 1:\n    raise RuntimeError('first try fails')",
-                   params="nbsched_try = 0\nupstream = {}")
+    write_notebook(
+        project / "once.ipynb",
+        "if nbsched_try == 1:\n    raise RuntimeError('first try fails')",
+        params="nbsched_try = 0\nupstream = {}",
+    )
     write_yaml(project / "pipeline.yaml", "name: twice\ntasks:\n  once: {notebook: once.ipynb, retries: 1}\n")
     code, run = run_json("pipeline.yaml", cwd=project)
     assert code == 0
@@ -134,6 +149,12 @@ def test_db_option_and_env_choose_the_database(project, tmp_path_factory):
     nbsched("--db", f"sqlite:///{db}", "run", "pipeline.yaml", cwd=project, check=True)
     assert db.exists()
     assert json.loads(nbsched("runs", "--json", cwd=project, check=True).stdout) == []
-    env_runs = subprocess.run([*NBSCHED, "runs", "--json"], cwd=project, capture_output=True, text=True,
-                              env={**os.environ, "NBSCHED_DB_URL": f"sqlite:///{db}"}, check=True)
+    env_runs = subprocess.run(
+        [*NBSCHED, "runs", "--json"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "NBSCHED_DB_URL": f"sqlite:///{db}"},
+        check=True,
+    )
     assert [r["pipeline"] for r in json.loads(env_runs.stdout)] == ["elsewhere"]

@@ -16,8 +16,19 @@ def _project(project, notebook_code: str = "x = 1"):
 
 def test_schedule_add_and_list_shows_next_fire_in_its_zone(project):
     _project(project)
-    added = nbsched("schedule", "add", "sales", "--cron", "0 6 * * 1-5", "--tz", "Europe/Paris",
-                    "-p", "region=us", cwd=project, check=True).stdout
+    added = nbsched(
+        "schedule",
+        "add",
+        "sales",
+        "--cron",
+        "0 6 * * 1-5",
+        "--tz",
+        "Europe/Paris",
+        "-p",
+        "region=us",
+        cwd=project,
+        check=True,
+    ).stdout
     assert added.startswith("schedule 1: sales cron 0 6 * * 1-5")
     listing = nbsched("schedule", "list", cwd=project, check=True).stdout
     assert re.search(r"06:00:00 CES?T \(in (\d+d \d+h|\d+h \d+m|\d+m \d+s)\)", listing), listing
@@ -57,7 +68,9 @@ def test_pause_resume_and_remove(project):
 
 def test_trigger_queues_a_run_and_cancel_ends_it(project):
     _project(project)
-    run_id = json.loads(nbsched("trigger", "sales", "-p", "region=us", "--json", cwd=project, check=True).stdout)["run_id"]
+    run_id = json.loads(nbsched("trigger", "sales", "-p", "region=us", "--json", cwd=project, check=True).stdout)[
+        "run_id"
+    ]
     (run,) = json.loads(nbsched("runs", "--json", cwd=project, check=True).stdout)
     assert (run["run_id"], run["state"], run["trigger"], run["schedule_id"]) == (run_id, "queued", "manual", None)
     assert run["params"] == {"region": "us"}
@@ -89,7 +102,10 @@ def test_backfill_creates_one_run_per_fire_and_never_twice(project):
     assert "3 run(s) queued" in done.stdout
     runs = json.loads(nbsched("runs", "--json", cwd=project, check=True).stdout)
     assert sorted(r["logical_date"] for r in runs) == [
-        "2026-11-01T05:00:00+00:00", "2026-11-02T05:00:00+00:00", "2026-11-03T05:00:00+00:00"]
+        "2026-11-01T05:00:00+00:00",
+        "2026-11-02T05:00:00+00:00",
+        "2026-11-03T05:00:00+00:00",
+    ]
     assert {r["trigger"] for r in runs} == {"backfill"} and {r["state"] for r in runs} == {"success"}
     assert sorted(r["tasks"]["only"]["outputs"]["ld"] for r in runs)[0] == "2026-11-01T05:00:00+00:00"
     again = nbsched("backfill", "sales", "--start", "2026-11-01", "--end", "2026-11-03", cwd=project, check=True)

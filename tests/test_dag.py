@@ -129,8 +129,11 @@ def test_finished_states() -> None:
 
 # -- topological order ------------------------------------------------------------------
 def test_upstream_tasks_come_first_whatever_the_spec_order() -> None:
-    assert topological_order({"report": ["clean"], "clean": ["extract"], "extract": []}) == \
-        ["extract", "clean", "report"]
+    assert topological_order({"report": ["clean"], "clean": ["extract"], "extract": []}) == [
+        "extract",
+        "clean",
+        "report",
+    ]
 
 
 def test_independent_tasks_keep_spec_order() -> None:
@@ -192,5 +195,4 @@ def test_downstream_of_lists_every_task_even_leaves() -> None:
 
 def test_a_spec_written_in_dependency_order_keeps_its_order() -> None:
     assert topological_order({"a": [], "b": ["a"], "c": []}) == ["a", "b", "c"]
-    assert topological_order({"load": ["clean"], "extract": [], "clean": ["extract"]}) == [
-        "extract", "clean", "load"]
+    assert topological_order({"load": ["clean"], "extract": [], "clean": ["extract"]}) == ["extract", "clean", "load"]

@@ -11,8 +11,12 @@ NS = {"s": "http://www.w3.org/2000/svg"}
 
 def test_every_task_is_a_box_coloured_by_state_with_an_edge_per_link():
     order = ["extract", "clean", "by_region", "by_product", "report"]
-    upstream = {"clean": ["extract"], "by_region": ["clean"], "by_product": ["clean"],
-                "report": ["by_region", "by_product"]}
+    upstream = {
+        "clean": ["extract"],
+        "by_region": ["clean"],
+        "by_product": ["clean"],
+        "report": ["by_region", "by_product"],
+    }
     states = {"extract": "success", "clean": "success", "by_region": "failed", "by_product": "running"}
     svg = ET.fromstring(dag_svg(order, upstream, states))
     boxes = {g.get("data-task"): g for g in svg.findall("s:g[@class='task']", NS)}

@@ -11,26 +11,30 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import distributed  # the dask extra, installed by make test
 import nbformat
 import pytest
-
 from conftest import nbsched, wait_for, write_notebook, write_yaml
+
 from nbsched.failures import TaskFailure
 from nbsched.service import Config, Service
 from nbsched.states import RunState, TaskState
 
 # records where it ran: the folder, and whether a file beside the original notebook is there
-WHERE = ("import os, nbsched\nnbsched.record('cwd', os.getcwd())\nnbsched.record('sees_sibling', os.path.exists('data.csv'))\n"
-         "nbsched.record('parent', open(f'/proc/{os.getppid()}/cmdline').read().replace(chr(0), ' '))")
+WHERE = (
+    "import os, nbsched\nnbsched.record('cwd', os.getcwd())\nnbsched.record('sees_sibling', os.path.exists('data.csv'))\n"
+    "nbsched.record('parent', open(f'/proc/{os.getppid()}/cmdline').read().replace(chr(0), ' '))"
+)
 
 
 def _cluster(**kwargs: Any) -> Any:
-    return distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
-                                    silence_logs=logging.ERROR, **kwargs)
+    return distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=logging.ERROR, **kwargs
+    )
 
 
 @pytest.fixture(scope="module")
@@ -49,14 +53,17 @@ def test_a_diamond_runs_on_the_workers_with_no_shared_folder(project: Path, clus
     write_notebook(project / "half.ipynb", WHERE, "nbsched.record('n', upstream['source']['n'] // 2)")
     write_notebook(project / "sum.ipynb", WHERE, "nbsched.record('n', sum(v['n'] for v in upstream.values()))")
     (project / "data.csv").write_text("x\n1\n")
-    write_yaml(project / "pipeline.yaml", """
+    write_yaml(
+        project / "pipeline.yaml",
+        """
 name: diamond
 tasks:
   source: {notebook: source.ipynb}
   double: {notebook: double.ipynb, upstream: [source]}
   half:   {notebook: half.ipynb, upstream: [source]}
   sum:    {notebook: sum.ipynb, upstream: [double, half]}
-""")
+""",
+    )
     proc = nbsched("run", "pipeline.yaml", "--executor", cluster.scheduler_address, "--json", cwd=project)
     assert proc.returncode == 0, proc.stderr
     run = json.loads(proc.stdout)
@@ -78,18 +85,30 @@ tasks:
 
 def test_a_worker_killed_during_a_task_leads_to_a_successful_retry(project: Path) -> None:
     # the first try sleeps long enough to be killed under; the retry is quick
-    write_notebook(project / "fragile.ipynb", "import time\nif nbsched_try == 1:\n    time.sleep(60)",
-                   params="nbsched_try = 0\nupstream = {}")
-    write_yaml(project / "pipeline.yaml",
-               "name: fragile\ntasks:\n  only: {notebook: fragile.ipynb, retries: 1, retry_delay: 0s}\n")
+    write_notebook(
+        project / "fragile.ipynb",
+        "import time\nif nbsched_try == 1:\n    time.sleep(60)",
+        params="nbsched_try = 0\nupstream = {}",
+    )
+    write_yaml(
+        project / "pipeline.yaml",
+        "name: fragile\ntasks:\n  only: {notebook: fragile.ipynb, retries: 1, retry_delay: 0s}\n",
+    )
     with _cluster() as cluster, distributed.Client(cluster) as client:
         service = _service(project, cluster.scheduler_address)
         finished: list[Any] = []
         runner = threading.Thread(target=lambda: finished.append(service.run_pipeline(project / "pipeline.yaml")))
         runner.start()
         busy = wait_for(lambda: [w for w, keys in client.processing().items() if keys], 60, "a worker to take it")
-        wait_for(lambda: (runs := service.list_runs(limit=1)) and (cell := runs[0].tasks["only"].cell)
-                 and cell["index"] == cell["count"], 60, "the first try to sleep in its last cell")
+        wait_for(
+            lambda: (
+                (runs := service.list_runs(limit=1))
+                and (cell := runs[0].tasks["only"].cell)
+                and cell["index"] == cell["count"]
+            ),
+            60,
+            "the first try to sleep in its last cell",
+        )
         pid = client.run(os.getpid, workers=busy)[busy[0]]
         os.kill(pid, signal.SIGKILL)
         runner.join(timeout=120)
@@ -108,8 +127,11 @@ def test_cancel_stops_the_kernel_on_the_worker_and_its_future(project: Path, clu
     runner = threading.Thread(target=lambda: finished.append(service.run_pipeline(project / "pipeline.yaml")))
     runner.start()
     # the worker reports the cell its notebook is on
-    task = wait_for(lambda: (runs := service.list_runs(limit=1)) and runs[0].tasks["nap"].cell
-                     and runs[0].tasks["nap"], 60, "the cell to be reported")
+    task = wait_for(
+        lambda: (runs := service.list_runs(limit=1)) and runs[0].tasks["nap"].cell and runs[0].tasks["nap"],
+        60,
+        "the cell to be reported",
+    )
     assert task.cell["source"] == "import time; time.sleep(120)" and task.state is TaskState.RUNNING
     run_id = service.list_runs(limit=1)[0].id
     service.cancel(run_id)
@@ -147,13 +169,15 @@ def test_a_failing_cell_on_the_cluster_is_named_and_kept_as_data(project: Path, 
     service.close()
     task = run.tasks["only"]
     assert task.error == "ValueError: bad input (cell 5: raise ValueError('bad input'))"
-    assert task.failure == TaskFailure(ename="ValueError", evalue="bad input", cell=5,
-                                       source="raise ValueError('bad input')")
+    assert task.failure == TaskFailure(
+        ename="ValueError", evalue="bad input", cell=5, source="raise ValueError('bad input')"
+    )
     assert [(t.state, t.failure) for t in task.tries] == [(TaskState.FAILED, task.failure)]
 
 
-def test_the_readme_cluster_commands_serve_on_dask_and_postgresql(project: Path, pg_url: str,
-                                                                  tmp_path_factory: Any) -> None:
+def test_the_readme_cluster_commands_serve_on_dask_and_postgresql(
+    project: Path, pg_url: str, tmp_path_factory: Any
+) -> None:
     """As "Running on a cluster" in the README: `dask scheduler` and `dask worker` processes, state
     in PostgreSQL, `nbsched serve --executor dask://...`; a task with `resources: {gpu: 1}` goes to
     the one worker that has a GPU."""
@@ -164,34 +188,61 @@ def test_the_readme_cluster_commands_serve_on_dask_and_postgresql(project: Path,
 
     def start(name: str, *argv: Any) -> subprocess.Popen[bytes]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("NBSCHED_")}
-        return subprocess.Popen([*map(str, argv)], cwd=project, env=env, stdout=(logs / f"{name}.log").open("wb"),
-                                stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [*map(str, argv)], cwd=project, env=env, stdout=(logs / f"{name}.log").open("wb"), stderr=subprocess.STDOUT
+        )
 
-    procs = [start("scheduler", bin_dir / "dask", "scheduler", "--host", "127.0.0.1", "--port", port,
-                   "--no-dashboard")]
+    procs = [start("scheduler", bin_dir / "dask", "scheduler", "--host", "127.0.0.1", "--port", port, "--no-dashboard")]
     try:
-        procs.append(start("workers", bin_dir / "dask", "worker", address, "--nworkers", 2, "--nthreads", 1,
-                           "--no-dashboard"))
-        procs.append(start("gpu", bin_dir / "dask", "worker", address, "--nthreads", 1, "--resources", "gpu=1",
-                           "--name", "gpu-box", "--no-dashboard"))
+        procs.append(
+            start("workers", bin_dir / "dask", "worker", address, "--nworkers", 2, "--nthreads", 1, "--no-dashboard")
+        )
+        procs.append(
+            start(
+                "gpu",
+                bin_dir / "dask",
+                "worker",
+                address,
+                "--nthreads",
+                1,
+                "--resources",
+                "gpu=1",
+                "--name",
+                "gpu-box",
+                "--no-dashboard",
+            )
+        )
         with distributed.Client(address, timeout="30s") as client:
             client.wait_for_workers(3, timeout=60)
             gpu_worker = next(a for a, w in client.scheduler_info()["workers"].items() if w["name"] == "gpu-box")
         write_notebook(project / "plain.ipynb", "x = 1")
         write_notebook(project / "train.ipynb", "y = 2")
-        write_yaml(project / "pipeline.yaml", """
+        write_yaml(
+            project / "pipeline.yaml",
+            """
 name: gpu
 tasks:
   prepare: {notebook: plain.ipynb}
   train:   {notebook: train.ipynb, upstream: [prepare], resources: {gpu: 1}}
-""")
+""",
+        )
         db = ("--db", pg_url)
         nbsched(*db, "register", "pipeline.yaml", cwd=project, check=True)
-        procs.append(start("serve", bin_dir / "nbsched", *db, "serve", "--executor", f"dask://127.0.0.1:{port}",
-                           "--poll", "0.2s"))
+        procs.append(
+            start(
+                "serve", bin_dir / "nbsched", *db, "serve", "--executor", f"dask://127.0.0.1:{port}", "--poll", "0.2s"
+            )
+        )
         run_id = nbsched(*db, "trigger", "gpu", cwd=project, check=True).stdout.strip()
-        run = wait_for(lambda: (r := json.loads(nbsched(*db, "show", run_id, "--json", cwd=project).stdout))
-                        ["state"] in ("success", "failed") and r, 90, "the run to finish")
+        run = wait_for(
+            lambda: (
+                (r := json.loads(nbsched(*db, "show", run_id, "--json", cwd=project).stdout))["state"]
+                in ("success", "failed")
+                and r
+            ),
+            90,
+            "the run to finish",
+        )
         assert run["state"] == "success", run
         assert run["tasks"]["train"]["host"] == gpu_worker
         procs[-1].send_signal(signal.SIGTERM)
@@ -226,12 +277,15 @@ def _free_port() -> int:
 @pytest.fixture
 def jp_server_config(cluster: Any) -> dict[str, Any]:
     """A Jupyter server whose nbsched extension executes on the cluster."""
-    return {"ServerApp": {"jpserver_extensions": {"jupyter_ext": True}},
-            "NbschedApp": {"poll": 0.2, "executor": cluster.scheduler_address}}
+    return {
+        "ServerApp": {"jpserver_extensions": {"jupyter_ext": True}},
+        "NbschedApp": {"poll": 0.2, "executor": cluster.scheduler_address},
+    }
 
 
-async def test_the_server_extension_runs_notebooks_on_the_cluster(jp_fetch: Any, jp_serverapp: Any,
-                                                                 jp_root_dir: Path, cluster: Any) -> None:
+async def test_the_server_extension_runs_notebooks_on_the_cluster(
+    jp_fetch: Any, jp_serverapp: Any, jp_root_dir: Path, cluster: Any
+) -> None:
     import asyncio
 
     (app,) = jp_serverapp.extension_manager.extension_apps["jupyter_ext"]
@@ -253,4 +307,4 @@ async def test_the_server_extension_runs_notebooks_on_the_cluster(jp_fetch: Any,
         workers = set(client.scheduler_info()["workers"])
     task = run["tasks"]["where"]
     assert run["state"] == "success" and task["host"] in workers, run
-    assert Path(task["outputs"]["cwd"]) != jp_root_dir.resolve()
+    assert Path(task["outputs"]["cwd"]) != jp_root_dir.resolve()  # noqa: ASYNC240

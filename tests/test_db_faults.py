@@ -4,6 +4,7 @@ file that is corrupted, read-only or on a full disk."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -16,7 +17,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-
 from conftest import NBSCHED, nbsched, serve, stop, wait_for, write_notebook, write_yaml
 
 UNREACHABLE = "unreachable"
@@ -33,17 +33,23 @@ def _runs(project: Path, db: str) -> list[dict]:
 
 def _ticker(project: Path, every: str, max_active_runs: int) -> None:
     # every execution of the notebook that gets past its sleep leaves one line: run, try
-    write_notebook(project / "tick.ipynb", "import time\ntime.sleep(1)",
-                   "with open('executions.txt', 'a') as f:\n    f.write(f'{nbsched_run_id} {nbsched_try}\\n')",
-                   params="nbsched_run_id = ''\nnbsched_try = 0\nupstream = {}")
-    write_yaml(project / "pipeline.yaml", f"""
+    write_notebook(
+        project / "tick.ipynb",
+        "import time\ntime.sleep(1)",
+        "with open('executions.txt', 'a') as f:\n    f.write(f'{nbsched_run_id} {nbsched_try}\\n')",
+        params="nbsched_run_id = ''\nnbsched_try = 0\nupstream = {}",
+    )
+    write_yaml(
+        project / "pipeline.yaml",
+        f"""
 name: ticker
 defaults: {{retries: 2, retry_delay: 0s}}
 tasks:
   tick: {{notebook: tick.ipynb}}
 schedules:
   - {{every: {every}, catchup: true, max_active_runs: {max_active_runs}}}
-""")
+""",
+    )
 
 
 @pytest.mark.slow
@@ -51,12 +57,17 @@ def test_two_daemons_ride_out_a_30s_postgresql_outage(project, private_postgres)
     db = private_postgres.url
     _ticker(project, "2s", 2)
     nbsched("--db", db, "register", "pipeline.yaml", cwd=project, check=True)
-    daemons = [serve(project, f"serve{i}", "--workers", "1", "--lease", "10s", "--grace", "10s", db=db)
-               for i in range(2)]
+    daemons = [
+        serve(project, f"serve{i}", "--workers", "1", "--lease", "10s", "--grace", "10s", db=db) for i in range(2)
+    ]
     try:
         # the outage starts while a notebook sleeps (its kernel goes on) and runs are queued
-        wait_for(lambda: (project / "executions.txt").exists() and _sleeping_tasks(db), 60,
-                 "a notebook to sleep after the first run", every=0.05)
+        wait_for(
+            lambda: (project / "executions.txt").exists() and _sleeping_tasks(db),
+            60,
+            "a notebook to sleep after the first run",
+            every=0.05,
+        )
         private_postgres.stop()
         time.sleep(30)
         assert [d.poll() for d in daemons] == [None, None], "a daemon exited during the outage"
@@ -64,8 +75,12 @@ def test_two_daemons_ride_out_a_30s_postgresql_outage(project, private_postgres)
         # back: the fires missed meanwhile are made (catchup) and every run ends
         wait_for(lambda: len(_runs(project, db)) >= 20, 120, "the missed fires to be made", every=0.5)
         nbsched("--db", db, "schedule", "pause", "1", cwd=project, check=True)
-        wait_for(lambda: all(r["state"] in ("success", "failed", "cancelled") for r in _runs(project, db)),
-                 180, "every run to finish", every=0.5)
+        wait_for(
+            lambda: all(r["state"] in ("success", "failed", "cancelled") for r in _runs(project, db)),
+            180,
+            "every run to finish",
+            every=0.5,
+        )
         assert [d.poll() for d in daemons] == [None, None]
     finally:
         codes = [stop(d) for d in daemons]
@@ -80,7 +95,7 @@ def test_two_daemons_ride_out_a_30s_postgresql_outage(project, private_postgres)
     assert all(r["state"] == "success" for r in runs), [(r["run_id"], r["state"], r["error"]) for r in runs]
     dates = sorted(datetime.fromisoformat(r["logical_date"]) for r in runs)
     assert len(set(dates)) == len(dates)  # each logical date once ...
-    assert all(b - a == timedelta(seconds=2) for a, b in zip(dates, dates[1:]))  # ... and none missed
+    assert all(b - a == timedelta(seconds=2) for a, b in itertools.pairwise(dates))  # ... and none missed
     executions = (project / "executions.txt").read_text().split("\n")[:-1]
     assert len(executions) == len(set(executions)) == len(runs)  # every run's notebook ran once
     assert all(r["tasks"]["tick"]["try_number"] == 1 for r in runs)  # no try was presumed dead
@@ -91,8 +106,9 @@ def _sleeping_tasks(url: str) -> int:
 
     engine = create_engine(url)
     with engine.connect() as conn:
-        n = conn.execute(text("SELECT count(*) FROM task_runs WHERE state = 'running' "
-                              "AND CAST(cell AS TEXT) LIKE '%time.sleep%'")).scalar()
+        n = conn.execute(
+            text("SELECT count(*) FROM task_runs WHERE state = 'running' AND CAST(cell AS TEXT) LIKE '%time.sleep%'")
+        ).scalar()
     engine.dispose()
     return n
 
@@ -101,14 +117,23 @@ def _sleeping_tasks(url: str) -> int:
 def test_a_foreground_run_rides_out_a_postgresql_restart(project, private_postgres):
     write_notebook(project / "slow.ipynb", "import pathlib, time\npathlib.Path('started').touch()\ntime.sleep(8)")
     write_notebook(project / "after.ipynb", "x = 1")
-    write_yaml(project / "pipeline.yaml", """
+    write_yaml(
+        project / "pipeline.yaml",
+        """
 name: patient
 tasks:
   slow: {notebook: slow.ipynb}
   after: {notebook: after.ipynb, upstream: [slow]}
-""")
-    proc = subprocess.Popen([*NBSCHED, "--db", private_postgres.url, "run", "pipeline.yaml", "--json"],
-                            cwd=project, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+""",
+    )
+    proc = subprocess.Popen(
+        [*NBSCHED, "--db", private_postgres.url, "run", "pipeline.yaml", "--json"],
+        cwd=project,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_for(lambda: (project / "started").exists() or proc.poll() is not None, 60, "the first notebook")
         private_postgres.stop()
@@ -141,9 +166,11 @@ def test_a_hundred_triggers_at_once_on_sqlite_beside_three_daemons(project):
     release = threading.Timer(40, holder.commit)
     release.start()
     try:
+
         def trigger(_: int) -> subprocess.CompletedProcess[str]:
-            return subprocess.run([*NBSCHED, "trigger", "busy"], cwd=project, env=_env(), capture_output=True,
-                                  text=True, timeout=300)
+            return subprocess.run(
+                [*NBSCHED, "trigger", "busy"], cwd=project, env=_env(), capture_output=True, text=True, timeout=300
+            )
 
         with ThreadPoolExecutor(100) as pool:
             results = list(pool.map(trigger, range(100)))
@@ -168,7 +195,8 @@ def test_a_corrupted_database_file_is_one_line(project):
         proc = nbsched(*args, cwd=project)
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.strip().splitlines() == [
-            f"Error: database sqlite:///{project / '.nbsched' / 'nbsched.db'}: file is not a database"], proc.stderr
+            f"Error: database sqlite:///{project / '.nbsched' / 'nbsched.db'}: file is not a database"
+        ], proc.stderr
 
 
 @pytest.fixture
@@ -223,8 +251,11 @@ def test_a_command_waits_for_a_busy_file_only_as_long_as_its_patience(tmp_path):
     store = SqlStore(url, patience=1)
     try:
         assert store.list_runs() == []  # readers are not held up by a writer (WAL)
-        with pytest.raises(DatabaseUnavailable, match=r"^database sqlite:///.*: busy for 1s \(database is locked\); "
-                                                      r"other processes hold its write lock$"):
+        with pytest.raises(
+            DatabaseUnavailable,
+            match=r"^database sqlite:///.*: busy for 1s \(database is locked\); "
+            r"other processes hold its write lock$",
+        ):
             store.register_runner("r", "run", 1)
         holder.commit()
         store.register_runner("r", "run", 1)  # free again: it goes through
@@ -245,19 +276,33 @@ def test_a_database_that_refuses_us_is_one_line_at_once(project):
 
 @pytest.mark.slow
 def test_a_task_times_out_on_time_while_the_database_is_away(project, private_postgres):
-    write_notebook(project / "stuck.ipynb",
-                   "import os, pathlib, time\npathlib.Path('kernel.pid').write_text(str(os.getpid()))",
-                   "time.sleep(120)")
+    write_notebook(
+        project / "stuck.ipynb",
+        "import os, pathlib, time\npathlib.Path('kernel.pid').write_text(str(os.getpid()))",
+        "time.sleep(120)",
+    )
     write_yaml(project / "pipeline.yaml", "name: stuck\ntasks:\n  stuck: {notebook: stuck.ipynb, timeout: 3s}\n")
-    proc = subprocess.Popen([*NBSCHED, "--db", private_postgres.url, "run", "pipeline.yaml", "--json"],
-                            cwd=project, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*NBSCHED, "--db", private_postgres.url, "run", "pipeline.yaml", "--json"],
+        cwd=project,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        pid = int(wait_for(lambda: (project / "kernel.pid").exists() and (project / "kernel.pid").read_text(),
-                           60, "the kernel"))
+        pid = int(
+            wait_for(
+                lambda: (project / "kernel.pid").exists() and (project / "kernel.pid").read_text(), 60, "the kernel"
+            )
+        )
         private_postgres.stop()
         # the kernel is stopped at its timeout although the runner cannot record it yet
-        wait_for(lambda: not Path(f"/proc/{pid}").exists() or "zombie" in _status(pid), 30,
-                 "the kernel to be stopped at its timeout")
+        wait_for(
+            lambda: not Path(f"/proc/{pid}").exists() or "zombie" in _status(pid),
+            30,
+            "the kernel to be stopped at its timeout",
+        )
         private_postgres.start()
         out, err = proc.communicate(timeout=120)
     finally:
@@ -296,8 +341,9 @@ def test_a_claim_whose_commit_was_lost_with_the_connection_is_put_back(tmp_path)
     runner = Runner(store, _NoExecutor(), tmp_path, spec_loader=lambda run: None, poll=0)  # type: ignore[arg-type]
     runner.claiming = False
     try:
-        run_id = store.create_run(pipeline="p", version=1, params={}, logical_date=utcnow(), trigger=RunTrigger.MANUAL,
-                                  tasks={"t": 1})
+        run_id = store.create_run(
+            pipeline="p", version=1, params={}, logical_date=utcnow(), trigger=RunTrigger.MANUAL, tasks={"t": 1}
+        )
         store.start_run(run_id)
         store.set_task_state(run_id, "t", TaskState.QUEUED, try_number=1)
         with runner:
@@ -336,8 +382,16 @@ def test_a_daemon_stopped_while_the_database_is_away_exits_and_its_task_is_retri
     private_postgres.start()
     second = serve(project, "second", "--lease", "3s", "--grace", "0s", "--no-scheduler", db=db)
     try:
-        wait_for(lambda: json.loads(nbsched("--db", db, "show", run_id, "--json", cwd=project, check=True).stdout)
-                 ["tasks"]["nap"]["try_number"] == 2, 60, "the task to be retried")
+        wait_for(
+            lambda: (
+                json.loads(nbsched("--db", db, "show", run_id, "--json", cwd=project, check=True).stdout)["tasks"][
+                    "nap"
+                ]["try_number"]
+                == 2
+            ),
+            60,
+            "the task to be retried",
+        )
     finally:
         stop(second)
     run = json.loads(nbsched("--db", db, "show", run_id, "--json", cwd=project, check=True).stdout)
@@ -346,14 +400,25 @@ def test_a_daemon_stopped_while_the_database_is_away_exits_and_its_task_is_retri
 
 @pytest.mark.slow
 def test_ctrl_c_of_a_foreground_run_while_the_database_is_away_stops_it(project, private_postgres):
-    write_notebook(project / "nap.ipynb",
-                   "import os, pathlib, time\npathlib.Path('kernel.pid').write_text(str(os.getpid()))\ntime.sleep(60)")
+    write_notebook(
+        project / "nap.ipynb",
+        "import os, pathlib, time\npathlib.Path('kernel.pid').write_text(str(os.getpid()))\ntime.sleep(60)",
+    )
     write_yaml(project / "pipeline.yaml", "name: nap\ntasks:\n  nap: {notebook: nap.ipynb}\n")
-    proc = subprocess.Popen([*NBSCHED, "--db", private_postgres.url, "run", "pipeline.yaml"], cwd=project,
-                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*NBSCHED, "--db", private_postgres.url, "run", "pipeline.yaml"],
+        cwd=project,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        pid = int(wait_for(lambda: (project / "kernel.pid").exists() and (project / "kernel.pid").read_text(),
-                           60, "the kernel"))
+        pid = int(
+            wait_for(
+                lambda: (project / "kernel.pid").exists() and (project / "kernel.pid").read_text(), 60, "the kernel"
+            )
+        )
         private_postgres.stop()
         time.sleep(2)
         proc.send_signal(signal.SIGINT)

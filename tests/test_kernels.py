@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import wait_for, write_notebook, write_yaml
+
 from nbsched.notebook import read_recorded
 from nbsched.service import Config, Service
 from nbsched.states import RunState
@@ -49,14 +49,17 @@ def run_probe(project: Path, **kernels: bool):
     for folder in ("a", "b"):
         write_notebook(project / folder / "probe.ipynb", PROBE)
         (project / folder / "probe_helper.py").write_text("VALUE = 1\n")
-    spec = write_yaml(project / "pipeline.yaml", """
+    spec = write_yaml(
+        project / "pipeline.yaml",
+        """
 name: fresh
 tasks:
   first:  {notebook: a/probe.ipynb}
   second: {notebook: b/probe.ipynb, upstream: [first]}
   third:  {notebook: a/probe.ipynb, upstream: [second]}
   fourth: {notebook: b/probe.ipynb, upstream: [first]}
-""")
+""",
+    )
     service = Service(Config.resolve(project=project, workers=1, **kernels))
     try:
         return service.run_pipeline(spec)
@@ -71,8 +74,10 @@ def test_every_task_gets_a_kernel_no_task_has_touched(project, mode):
     assert run.state is RunState.SUCCESS, {n: t.error for n, t in run.tasks.items()}
     for name, folder in (("first", "a"), ("second", "b"), ("third", "a"), ("fourth", "b")):
         seen = run.tasks[name].outputs["seen"]
-        assert seen == {"variable": False, "import": False, "module_state": False,
-                        "cwd": str(project / folder)}, (name, seen)
+        assert seen == {"variable": False, "import": False, "module_state": False, "cwd": str(project / folder)}, (
+            name,
+            seen,
+        )
     # a process of its own each, and no random sequence repeated from a common parent
     assert len({t.outputs["pid"] for t in run.tasks.values()}) == 4
     assert len({t.outputs["random"] for t in run.tasks.values()}) == 4
@@ -104,8 +109,11 @@ def kernel_facts(tmp_path: Path, server) -> dict:
     try:
         run_sync(kc.wait_for_ready)(timeout=30)
         out: list[str] = []
-        run_sync(kc.execute_interactive)(KERNEL_FACTS, timeout=30, output_hook=lambda m: out.append(
-            m["content"].get("text", "")) if m["msg_type"] == "stream" else None)
+        run_sync(kc.execute_interactive)(
+            KERNEL_FACTS,
+            timeout=30,
+            output_hook=lambda m: out.append(m["content"].get("text", "")) if m["msg_type"] == "stream" else None,
+        )
     finally:
         kc.stop_channels()
         stop_kernel(km)
@@ -129,8 +137,12 @@ def test_a_forked_kernel_looks_like_one_jupyter_client_started(tmp_path):
 
 def test_a_forked_kernel_is_timed_out_and_cancelled_like_any_other(project):
     """The runner stops a kernel by killing its process group: a forked kernel has its own."""
-    write_notebook(project / "slow.ipynb", "import subprocess\nchild = subprocess.Popen(['sleep', '300'])",
-                   "import nbsched\nnbsched.record('child', child.pid)", "import time\ntime.sleep(60)")
+    write_notebook(
+        project / "slow.ipynb",
+        "import subprocess\nchild = subprocess.Popen(['sleep', '300'])",
+        "import nbsched\nnbsched.record('child', child.pid)",
+        "import time\ntime.sleep(60)",
+    )
     spec = write_yaml(project / "pipeline.yaml", "name: slow\ntasks:\n  slow: {notebook: slow.ipynb, timeout: 8}\n")
     service = Service(Config.resolve(project=project, workers=1, kernel_fork=True))
     try:
@@ -140,8 +152,11 @@ def test_a_forked_kernel_is_timed_out_and_cancelled_like_any_other(project):
     task = run.tasks["slow"]
     assert run.state is RunState.FAILED and "timed out after 8s (cell 6: import time; time.sleep(60))" in task.error
     child = read_recorded(Path(task.output_path))[0]["child"]
-    wait_for(lambda: not Path(f"/proc/{child}").exists() or "Z" in _state(child), 10,
-             "the kernel's own child process to be killed with it")
+    wait_for(
+        lambda: not Path(f"/proc/{child}").exists() or "Z" in _state(child),
+        10,
+        "the kernel's own child process to be killed with it",
+    )
 
 
 def _state(pid: int) -> str:
@@ -153,10 +168,12 @@ def _state(pid: int) -> str:
 
 def test_kernels_die_with_the_process_that_forked_them(tmp_path):
     """No orphans: kill -9 the nbsched process and its fork server kills the kernels."""
-    script = ("import sys, time; from pathlib import Path\n"
-              "from nbsched.fork_server import ForkServer\nfrom nbsched.kernels import start_kernel\n"
-              "server = ForkServer()\nkm = start_kernel('python3', Path(sys.argv[1]), server)\n"
-              "print(server.process.pid, km.provisioner.pid, flush=True)\ntime.sleep(600)\n")
+    script = (
+        "import sys, time; from pathlib import Path\n"
+        "from nbsched.fork_server import ForkServer\nfrom nbsched.kernels import start_kernel\n"
+        "server = ForkServer()\nkm = start_kernel('python3', Path(sys.argv[1]), server)\n"
+        "print(server.process.pid, km.provisioner.pid, flush=True)\ntime.sleep(600)\n"
+    )
     proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:
         server_pid, kernel_pid = map(int, proc.stdout.readline().split())
@@ -164,13 +181,17 @@ def test_kernels_die_with_the_process_that_forked_them(tmp_path):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    wait_for(lambda: _state(kernel_pid) in ("gone", "Z") and _state(server_pid) in ("gone", "Z"), 15,
-             "the fork server and its kernel to exit")
+    wait_for(
+        lambda: _state(kernel_pid) in ("gone", "Z") and _state(server_pid) in ("gone", "Z"),
+        15,
+        "the fork server and its kernel to exit",
+    )
 
 
 def test_preloaded_modules_are_in_every_kernel_and_thread_starting_ones_are_refused(project, caplog, monkeypatch):
-    write_notebook(project / "check.ipynb",
-                   "import sys, nbsched\nnbsched.record('preloaded', 'sqlalchemy' in sys.modules)")
+    write_notebook(
+        project / "check.ipynb", "import sys, nbsched\nnbsched.record('preloaded', 'sqlalchemy' in sys.modules)"
+    )
     spec = write_yaml(project / "pipeline.yaml", "name: pre\ntasks:\n  check: {notebook: check.ipynb}\n")
 
     def run(*preload: str):
@@ -184,8 +205,9 @@ def test_preloaded_modules_are_in_every_kernel_and_thread_starting_ones_are_refu
     assert run("sqlalchemy").tasks["check"].outputs == {"preloaded": True}
     # a module that starts a thread when imported makes forking unsafe: kernels start the usual way
     (project / "lib").mkdir()
-    (project / "lib" / "threaded.py").write_text("import threading, time\n"
-                                                 "threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n")
+    (project / "lib" / "threaded.py").write_text(
+        "import threading, time\nthreading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
+    )
     monkeypatch.setenv("PYTHONPATH", str(project / "lib"))
     with caplog.at_level(logging.WARNING, logger="nbsched.kernels"):
         refused = run("threaded")
@@ -238,20 +260,29 @@ def test_a_notebook_that_kills_the_fork_server_fails_no_other_task(project):
     """A forked kernel's parent is the fork server: ``os.kill(os.getppid(), 9)`` kills it. The
     kernels it forked (running a task, or waiting in the pool) carry on, the next ones come from
     a new server, and every task ends as its own notebook decides."""
-    write_notebook(project / "killer.ipynb", "import os, signal\nserver = os.getppid()\nos.kill(server, signal.SIGKILL)",
-                   "import time, nbsched\ntime.sleep(0.5)\nnbsched.record('killed', server)")
-    write_notebook(project / "innocent.ipynb", "import os, time, nbsched\ntime.sleep(2)\nnbsched.record('pid', os.getpid())")
-    spec = write_yaml(project / "pipeline.yaml", "name: killer\ndefaults: {retries: 0}\ntasks:\n"
-                      "  killer: {notebook: killer.ipynb}\n"
-                      + "".join(f"  innocent{i}: {{notebook: innocent.ipynb}}\n" for i in range(4)))
+    write_notebook(
+        project / "killer.ipynb",
+        "import os, signal\nserver = os.getppid()\nos.kill(server, signal.SIGKILL)",
+        "import time, nbsched\ntime.sleep(0.5)\nnbsched.record('killed', server)",
+    )
+    write_notebook(
+        project / "innocent.ipynb", "import os, time, nbsched\ntime.sleep(2)\nnbsched.record('pid', os.getpid())"
+    )
+    spec = write_yaml(
+        project / "pipeline.yaml",
+        "name: killer\ndefaults: {retries: 0}\ntasks:\n"
+        "  killer: {notebook: killer.ipynb}\n"
+        + "".join(f"  innocent{i}: {{notebook: innocent.ipynb}}\n" for i in range(4)),
+    )
     service = Service(Config.resolve(project=project, workers=2))
     try:
         run = service.run_pipeline(spec)
     finally:
         service.close()
 
-    assert {n: (t.state.value, t.error) for n, t in run.tasks.items()} == {
-        n: ("success", None) for n in ["killer", *(f"innocent{i}" for i in range(4))]}
+    assert {n: (t.state.value, t.error) for n, t in run.tasks.items()} == dict.fromkeys(
+        ["killer", *(f"innocent{i}" for i in range(4))], ("success", None)
+    )
     assert _state(run.tasks["killer"].outputs["killed"]) in ("gone", "Z")  # it did kill the server
     # one of them ran beside the killer, in a kernel of the server it killed
     first = run.tasks["innocent0"]
@@ -272,7 +303,7 @@ def test_a_waiting_kernel_that_died_is_not_handed_to_a_task(tmp_path, fork):
         for kernels in pool._ready.values():
             for waiting in kernels:  # as the OOM killer would
                 os.kill(waiting.km.provisioner.pid, signal.SIGKILL)
-                wait_for(lambda: not run_sync(waiting.km.is_alive)(), 10, "the kernel to be seen dead")
+                wait_for(lambda waiting=waiting: not run_sync(waiting.km.is_alive)(), 10, "the kernel to be seen dead")
         with pool.kernel("python3", tmp_path) as kernel:
             reply = run_sync(kernel.kc.execute_interactive)("import os; os.getcwd()", timeout=30)
             assert reply["content"]["status"] == "ok"
@@ -280,18 +311,21 @@ def test_a_waiting_kernel_that_died_is_not_handed_to_a_task(tmp_path, fork):
         pool.close()
 
 
-HOLDER = ("import sys, time; from pathlib import Path\n"
-          "from nbsched.fork_server import ForkServer\nfrom nbsched.kernels import start_kernel\n"
-          "server = ForkServer()\nkms = [start_kernel('python3', Path(sys.argv[1]), server) for _ in range(2)]\n"
-          "print(server.process.pid, *(km.provisioner.pid for km in kms), flush=True)\ntime.sleep(600)\n")
+HOLDER = (
+    "import sys, time; from pathlib import Path\n"
+    "from nbsched.fork_server import ForkServer\nfrom nbsched.kernels import start_kernel\n"
+    "server = ForkServer()\nkms = [start_kernel('python3', Path(sys.argv[1]), server) for _ in range(2)]\n"
+    "print(server.process.pid, *(km.provisioner.pid for km in kms), flush=True)\ntime.sleep(600)\n"
+)
 
 
 def test_a_fork_server_whose_parent_is_killed_exits_silently_with_its_kernels(tmp_path):
     """kill -9 of nbsched while the server had something to tell it (a kernel's exit, unread):
     the server's next read is refused ('Connection reset by peer'), which printed a traceback
     into nbsched's log and left the other kernels to notice on their own."""
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         server_pid, gone_pid, kernel_pid = map(int, proc.stdout.readline().split())
         proc.send_signal(signal.SIGSTOP)  # it reads nothing more
@@ -302,8 +336,11 @@ def test_a_fork_server_whose_parent_is_killed_exits_silently_with_its_kernels(tm
         proc.wait()
     _, stderr = proc.communicate(timeout=30)  # the server and kernels write there too: until all exit
     assert "Traceback" not in stderr and "Error" not in stderr, stderr
-    wait_for(lambda: _state(kernel_pid) in ("gone", "Z") and _state(server_pid) in ("gone", "Z"), 15,
-             "the server and its other kernel to exit")  # stderr closes before the exit ends
+    wait_for(
+        lambda: _state(kernel_pid) in ("gone", "Z") and _state(server_pid) in ("gone", "Z"),
+        15,
+        "the server and its other kernel to exit",
+    )  # stderr closes before the exit ends
 
 
 def test_kernels_of_a_killed_fork_server_still_die_with_nbsched(tmp_path):

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
-
 from conftest import write_notebook, write_yaml
+from IPython.core.interactiveshell import InteractiveShell
 
 
 @pytest.fixture
@@ -28,8 +27,9 @@ def _one_line(capsys) -> str:
 
 
 def test_run_shows_a_table_as_html_and_text(shell, project):
-    write_notebook(project / "nb.ipynb", "import nbsched\nnbsched.record('region', region)",
-                   params="region = 'eu'\nupstream = {}")
+    write_notebook(
+        project / "nb.ipynb", "import nbsched\nnbsched.record('region', region)", params="region = 'eu'\nupstream = {}"
+    )
     write_yaml(project / "pipeline.yaml", "name: magic\ntasks:\n  only: {notebook: nb.ipynb}\n")
     table = shell.run_line_magic("nbsched", "run pipeline.yaml -p region=us")
     assert "magic" in repr(table) and "success" in repr(table)
@@ -44,9 +44,11 @@ def test_run_shows_a_table_as_html_and_text(shell, project):
 def test_cell_magic_registers_a_pipeline_relative_to_the_notebook_folder(shell, project, capsys):
     write_notebook(project / "a.ipynb", "x = 1")
     write_notebook(project / "b.ipynb", "y = 2")
-    shell.run_cell("%%nbsched_pipeline nightly\n"
-                   "tasks:\n  a: {notebook: a.ipynb}\n  b: {notebook: b.ipynb, upstream: [a]}\n"
-                   "schedules:\n  - {cron: '0 3 * * *', timezone: Europe/Paris}\n")
+    shell.run_cell(
+        "%%nbsched_pipeline nightly\n"
+        "tasks:\n  a: {notebook: a.ipynb}\n  b: {notebook: b.ipynb, upstream: [a]}\n"
+        "schedules:\n  - {cron: '0 3 * * *', timezone: Europe/Paris}\n"
+    )
     assert _one_line(capsys) == "registered nightly v1: 2 task(s) (a → b), schedule(s) 1"
     run_id = shell.run_line_magic("nbsched", "trigger nightly")
     capsys.readouterr()
@@ -67,13 +69,17 @@ def test_schedule_magic_adds_a_schedule(shell, project, capsys):
     assert _one_line(capsys) == "schedule 1: daily cron 0 6 * * 1-5 (Europe/Paris)"
 
 
-@pytest.mark.parametrize("line, message", [
-    ("run nope.yaml", "nbsched: nope.yaml: file not found"),
-    ("show nope", "nbsched: run 'nope' not found"),
-    ("frobnicate", "nbsched: cannot read '%nbsched frobnicate' (try %nbsched help)"),
-    ("trigger ghost", "nbsched: pipeline 'ghost' not found"),
-    ("run pipeline.yaml -p novalue", "nbsched: -p 'novalue': expected key=value with a Python identifier as key"),
-], ids=["missing-file", "unknown-run", "unknown-command", "unknown-pipeline", "bad-param"])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("run nope.yaml", "nbsched: nope.yaml: file not found"),
+        ("show nope", "nbsched: run 'nope' not found"),
+        ("frobnicate", "nbsched: cannot read '%nbsched frobnicate' (try %nbsched help)"),
+        ("trigger ghost", "nbsched: pipeline 'ghost' not found"),
+        ("run pipeline.yaml -p novalue", "nbsched: -p 'novalue': expected key=value with a Python identifier as key"),
+    ],
+    ids=["missing-file", "unknown-run", "unknown-command", "unknown-pipeline", "bad-param"],
+)
 def test_mistakes_print_one_line_and_no_traceback(shell, project, capsys, line, message):
     write_notebook(project / "nb.ipynb", "x = 1")
     write_yaml(project / "pipeline.yaml", "name: m\ntasks:\n  only: {notebook: nb.ipynb}\n")
@@ -145,7 +151,8 @@ def test_a_projects_template_restyles_the_tables(shell, project):
     templates = project / ".nbsched" / "templates"
     templates.mkdir(parents=True)
     (templates / "magics_table.html.j2").write_text(
-        '<table class="ours">{% for row in rows %}<tr><td>{{ row | join(" / ") }}</td></tr>{% endfor %}</table>\n')
+        '<table class="ours">{% for row in rows %}<tr><td>{{ row | join(" / ") }}</td></tr>{% endfor %}</table>\n'
+    )
     write_notebook(project / "nb.ipynb", "x = 1")
     write_yaml(project / "pipeline.yaml", "name: ours\ntasks:\n  only: {notebook: nb.ipynb}\n")
     table = shell.run_line_magic("nbsched", "run pipeline.yaml")

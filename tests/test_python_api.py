@@ -6,8 +6,10 @@ import json
 import subprocess
 import sys
 
+from conftest import nbsched as nbsched_command
+from conftest import write_notebook
+
 import nbsched
-from conftest import nbsched as nbsched_command, write_notebook
 from nbsched.states import RunState
 
 
@@ -25,4 +27,6 @@ def test_run_and_trigger_a_pipeline_from_python(project):
 def test_import_nbsched_loads_nothing_heavy():
     heavy = ("sqlalchemy", "papermill", "nbformat", "jupyter_server", "yaml", "nbsched.service", "nbsched.views")
     code = f"import sys, nbsched; print([m for m in {heavy!r} if m in sys.modules])"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    )

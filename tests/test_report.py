@@ -15,8 +15,8 @@ from typing import Any
 import click
 import pytest
 from click.testing import CliRunner
-
 from conftest import nbsched, write_notebook, write_yaml
+
 from nbsched.cli import cli
 from nbsched.render import STATE_COLOURS
 from nbsched.report import dag_layers, dag_svg, gantt_svg, run_report_html, tick_step
@@ -26,8 +26,12 @@ T0 = datetime(2026, 11, 28, 6, 0, tzinfo=timezone.utc)
 
 # a diamond with a link that skips a layer (extract -> report)
 ORDER = ["extract", "clean", "by_region", "by_product", "report"]
-UPSTREAM = {"clean": ["extract"], "by_region": ["clean"], "by_product": ["clean"],
-            "report": ["by_region", "by_product", "extract"]}
+UPSTREAM = {
+    "clean": ["extract"],
+    "by_region": ["clean"],
+    "by_product": ["clean"],
+    "report": ["by_region", "by_product", "extract"],
+}
 
 
 def boxes(svg: ET.Element) -> dict[str, ET.Element]:
@@ -41,14 +45,20 @@ def box_xy(g: ET.Element) -> tuple[float, float]:
 
 # -- the DAG ------------------------------------------------------------------------------------
 
+
 def test_layers_are_the_longest_path_from_a_root():
     assert dag_layers(ORDER, UPSTREAM) == {"extract": 0, "clean": 1, "by_region": 2, "by_product": 2, "report": 3}
     assert dag_layers(["a", "b"], {}) == {"a": 0, "b": 0}
 
 
 def test_dag_has_a_box_per_task_with_its_state_and_an_edge_per_link():
-    states = {"extract": "success", "clean": "success", "by_region": "failed", "by_product": "running",
-              "report": "upstream_failed"}
+    states = {
+        "extract": "success",
+        "clean": "success",
+        "by_region": "failed",
+        "by_product": "running",
+        "report": "upstream_failed",
+    }
     svg = ET.fromstring(dag_svg(ORDER, UPSTREAM, states))
     found = boxes(svg)
     assert list(found) == ORDER
@@ -68,7 +78,7 @@ def test_dag_has_a_box_per_task_with_its_state_and_an_edge_per_link():
     w = float(found["extract"].find("s:rect", NS).get("width"))
     routes = {(r.get("data-from"), r.get("data-to")): r for r in svg.findall("s:polyline[@class='route']", NS)}
     assert set(routes) == {("extract", "report")}  # the one link that skips layers
-    for edge, arrow in zip(edges, arrows):
+    for edge, arrow in zip(edges, arrows, strict=True):
         link = (edge.get("data-from"), edge.get("data-to"))
         start, end = found[link[0]], found[link[1]]
         first = routes[link].get("points").split()[0].split(",")[0] if link in routes else edge.get("x1")
@@ -90,8 +100,11 @@ def test_a_link_that_skips_layers_goes_around_the_boxes_between():
         crossing = [py for px, py in points if x <= px <= x + w]
         assert len(crossing) == 2 and crossing[0] == crossing[1], name  # straight through the column
         assert not y <= crossing[0] <= y + h, name  # above or below the box, not through it
-    [edge] = [e for e in svg.findall("s:line[@class='edge']", NS) if e.get("data-to") == "report"
-              and e.get("data-from") == "extract"]
+    [edge] = [
+        e
+        for e in svg.findall("s:line[@class='edge']", NS)
+        if e.get("data-to") == "report" and e.get("data-from") == "extract"
+    ]
     assert (float(edge.get("x1")), float(edge.get("y1"))) == points[-1]
 
 
@@ -119,10 +132,10 @@ def test_dag_puts_a_task_near_its_upstream_tasks():
 
 def test_dag_escapes_names_and_shortens_long_ones():
     long = "a_" + "very_" * 20 + "long_name"
-    svg_text = dag_svg(["x<&\"y", long], {long: ["x<&\"y"]}, {"x<&\"y": "success"})
+    svg_text = dag_svg(['x<&"y', long], {long: ['x<&"y']}, {'x<&"y': "success"})
     svg = ET.fromstring(svg_text)  # well-formed XML despite the name
     found = boxes(svg)
-    assert set(found) == {"x<&\"y", long}
+    assert set(found) == {'x<&"y', long}
     label = found[long].find("s:text", NS).text
     assert label.endswith("…") and len(label) < len(long)
     assert found[long].find("s:title", NS).text == f"{long}: pending"  # the whole name in the tooltip
@@ -134,6 +147,7 @@ def test_an_empty_dag_is_still_a_picture():
 
 
 # -- the timeline -------------------------------------------------------------------------------
+
 
 def bars(svg: ET.Element) -> dict[str, ET.Element]:
     return {r.get("data-task"): r for r in svg.iter("{http://www.w3.org/2000/svg}rect") if r.get("class") == "bar"}
@@ -151,8 +165,11 @@ def test_gantt_has_bars_for_started_tasks_only_with_widths_proportional_to_durat
     svg = ET.fromstring(gantt_svg(tasks))
     found = bars(svg)
     assert set(found) == {"extract", "clean", "side"}
-    assert {n: r.get("data-state") for n, r in found.items()} == {"extract": "success", "clean": "failed",
-                                                                  "side": "success"}
+    assert {n: r.get("data-state") for n, r in found.items()} == {
+        "extract": "success",
+        "clean": "failed",
+        "side": "success",
+    }
     assert found["clean"].get("fill") == STATE_COLOURS["failed"]
     width = {n: float(r.get("width")) for n, r in found.items()}
     x = {n: float(r.get("x")) for n, r in found.items()}
@@ -164,11 +181,15 @@ def test_gantt_has_bars_for_started_tasks_only_with_widths_proportional_to_durat
     y = {n: float(r.get("y")) for n, r in found.items()}
     assert y["extract"] < y["clean"] < y["side"]
     # a time axis in seconds: 0 to 8 s in steps of 2 s, the last tick at the end of the last bar
-    labels = [t.text for t in svg.iter("{http://www.w3.org/2000/svg}text") if t.text and t.text[-1] == "s"
-              and t.text[0].isdigit()]
+    labels = [
+        t.text
+        for t in svg.iter("{http://www.w3.org/2000/svg}text")
+        if t.text and t.text[-1] == "s" and t.text[0].isdigit()
+    ]
     assert labels == ["0s", "2s", "4s", "6s", "8s"]
-    ticks = [float(line.get("x1")) for line in svg.iter("{http://www.w3.org/2000/svg}line")
-             if line.get("class") == "tick"]
+    ticks = [
+        float(line.get("x1")) for line in svg.iter("{http://www.w3.org/2000/svg}line") if line.get("class") == "tick"
+    ]
     assert ticks[0] == pytest.approx(x["extract"])
     assert ticks[-1] == pytest.approx(x["clean"] + width["clean"], abs=0.1)
 
@@ -193,6 +214,7 @@ def test_axis_steps():
 
 
 # -- the page (pure) ----------------------------------------------------------------------------
+
 
 class Page(HTMLParser):
     """What a reader sees: task rows with their state and links, params, and the two pictures."""
@@ -242,15 +264,37 @@ class Page(HTMLParser):
 
 
 def test_page_escapes_everything_and_fetches_nothing():
-    view = {"run_id": "r<1>", "pipeline": "p", "pipeline_version": 2, "state": "failed", "trigger": "schedule",
-            "schedule_id": 3, "params": {"who": "<script>alert(1)</script>"}, "logical_date": T0.isoformat(),
-            "created_at": T0.isoformat(), "started_at": T0.isoformat(),
-            "ended_at": (T0 + timedelta(seconds=75)).isoformat(), "error": "task 'a' failed",
-            "tasks": {"a": {"state": "failed", "try_number": 2, "max_tries": 2, "error": "ValueError: <bad>",
-                            "outputs": {"k": "</pre>"}, "started_at": T0.isoformat(),
-                            "ended_at": (T0 + timedelta(seconds=75)).isoformat()}}}
-    text = run_report_html(view, dag_svg(["a"], {}, {"a": "failed"}), gantt_svg([]),
-                           {"a": {"report": "a.html?x=1&y=2", "notebook": "a.ipynb"}})
+    view = {
+        "run_id": "r<1>",
+        "pipeline": "p",
+        "pipeline_version": 2,
+        "state": "failed",
+        "trigger": "schedule",
+        "schedule_id": 3,
+        "params": {"who": "<script>alert(1)</script>"},
+        "logical_date": T0.isoformat(),
+        "created_at": T0.isoformat(),
+        "started_at": T0.isoformat(),
+        "ended_at": (T0 + timedelta(seconds=75)).isoformat(),
+        "error": "task 'a' failed",
+        "tasks": {
+            "a": {
+                "state": "failed",
+                "try_number": 2,
+                "max_tries": 2,
+                "error": "ValueError: <bad>",
+                "outputs": {"k": "</pre>"},
+                "started_at": T0.isoformat(),
+                "ended_at": (T0 + timedelta(seconds=75)).isoformat(),
+            }
+        },
+    }
+    text = run_report_html(
+        view,
+        dag_svg(["a"], {}, {"a": "failed"}),
+        gantt_svg([]),
+        {"a": {"report": "a.html?x=1&y=2", "notebook": "a.ipynb"}},
+    )
     assert "<script>" not in text and "&lt;script&gt;" in text and "ValueError: &lt;bad&gt;" in text
     assert "&lt;/pre&gt;" in text and "r&lt;1&gt;" in text
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", text) and "@import" not in text
@@ -267,17 +311,46 @@ SCRIPT = "<script>alert(1)</script>"
 def test_a_script_in_a_task_name_an_error_or_a_parameter_is_text_in_the_report():
     name = f"t{SCRIPT}"
     ended = (T0 + timedelta(seconds=3)).isoformat()
-    task = {"state": "failed", "try_number": 2, "max_tries": 2, "error": f"ValueError: {SCRIPT}",
-            "outputs": {SCRIPT: SCRIPT}, "started_at": T0.isoformat(), "ended_at": ended,
-            "tries": [{"try_number": 1, "state": "up_for_retry", "host": SCRIPT, "error": SCRIPT,
-                       "started_at": T0.isoformat(), "ended_at": ended}]}
-    view = {"run_id": "r1", "pipeline": "p", "pipeline_version": 1, "state": "failed", "trigger": SCRIPT,
-            "schedule_id": None, "params": {SCRIPT: SCRIPT}, "logical_date": T0.isoformat(),
-            "created_at": T0.isoformat(), "started_at": T0.isoformat(), "ended_at": ended, "error": SCRIPT,
-            "tasks": {name: task}}
-    text = run_report_html(view, dag_svg([name], {}, {name: "failed"}),
-                           gantt_svg([(name, "failed", T0, T0 + timedelta(seconds=3))]),
-                           {name: {SCRIPT: f"{name}.html"}})
+    task = {
+        "state": "failed",
+        "try_number": 2,
+        "max_tries": 2,
+        "error": f"ValueError: {SCRIPT}",
+        "outputs": {SCRIPT: SCRIPT},
+        "started_at": T0.isoformat(),
+        "ended_at": ended,
+        "tries": [
+            {
+                "try_number": 1,
+                "state": "up_for_retry",
+                "host": SCRIPT,
+                "error": SCRIPT,
+                "started_at": T0.isoformat(),
+                "ended_at": ended,
+            }
+        ],
+    }
+    view = {
+        "run_id": "r1",
+        "pipeline": "p",
+        "pipeline_version": 1,
+        "state": "failed",
+        "trigger": SCRIPT,
+        "schedule_id": None,
+        "params": {SCRIPT: SCRIPT},
+        "logical_date": T0.isoformat(),
+        "created_at": T0.isoformat(),
+        "started_at": T0.isoformat(),
+        "ended_at": ended,
+        "error": SCRIPT,
+        "tasks": {name: task},
+    }
+    text = run_report_html(
+        view,
+        dag_svg([name], {}, {name: "failed"}),
+        gantt_svg([(name, "failed", T0, T0 + timedelta(seconds=3))]),
+        {name: {SCRIPT: f"{name}.html"}},
+    )
     assert "<script" not in text.lower() and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
     page = Page(text)  # and a reader sees the text as it was
     assert page.rows == {name: "failed"} and page.links == {name: {SCRIPT: f"{name}.html"}}
@@ -286,6 +359,7 @@ def test_a_script_in_a_task_name_an_error_or_a_parameter_is_text_in_the_report()
 
 
 # -- a project's own templates ------------------------------------------------------------------
+
 
 def test_a_projects_templates_restyle_its_reports_and_are_seen_once_added(project, service):
     service.register(failing_pipeline(project))
@@ -298,39 +372,49 @@ def test_a_projects_templates_restyle_its_reports_and_are_seen_once_added(projec
     (own / "run_report.html.j2").write_text(
         '{% extends "nbsched/run_report.html.j2" %}\n'
         "{% block style %}{{ super() }}h1 { color: #0d47a1; }{% endblock %}\n"
-        "{% block footer %}<footer>by the data team, for {{ view.params.region }}</footer>{% endblock %}\n")
+        "{% block footer %}<footer>by the data team, for {{ view.params.region }}</footer>{% endblock %}\n"
+    )
     text = service.run_report(run_id).read_text(encoding="utf-8")  # this process rendered the packaged one
     assert "h1 { color: #0d47a1; }</style>" in text and "<footer>by the data team, for &lt;west&gt;</footer>" in text
     page = Page(text)  # the rest of the page as packaged
     assert page.title == f"sales · run {run_id} · queued" and set(page.rows) == {"extract", "clean", "publish"}
 
     # the pictures too, a whole file in place of the packaged one; an edit is seen at once
-    (own / "dag.svg.j2").write_text('<svg xmlns="http://www.w3.org/2000/svg" class="nbsched-dag">'
-                                    "{% for box in boxes %}<text>{{ box.name }}</text>{% endfor %}</svg>\n")
+    (own / "dag.svg.j2").write_text(
+        '<svg xmlns="http://www.w3.org/2000/svg" class="nbsched-dag">'
+        "{% for box in boxes %}<text>{{ box.name }}</text>{% endfor %}</svg>\n"
+    )
     assert "<text>extract</text><text>clean</text>" in service.run_report(run_id).read_text(encoding="utf-8")
     (own / "dag.svg.j2").write_text('<svg xmlns="http://www.w3.org/2000/svg" class="nbsched-dag"></svg>\n')
     os.utime(own / "dag.svg.j2", (time.time() + 5, time.time() + 5))  # a later edit, whatever the clock's grain
-    assert '<svg xmlns="http://www.w3.org/2000/svg" class="nbsched-dag"></svg>' in \
-        service.run_report(run_id).read_text(encoding="utf-8")
+    assert '<svg xmlns="http://www.w3.org/2000/svg" class="nbsched-dag"></svg>' in service.run_report(run_id).read_text(
+        encoding="utf-8"
+    )
 
 
 # -- a real run ---------------------------------------------------------------------------------
 
+
 def failing_pipeline(project: Path) -> Path:
     """extract (records rows) -> clean (raises) -> publish (so: upstream_failed)."""
-    write_notebook(project / "extract.ipynb",
-                   "# extracting the rows\nimport nbsched\nnbsched.record('rows', 3)\nprint('extracted', region)",
-                   params="region = 'eu'\nupstream = {}")
+    write_notebook(
+        project / "extract.ipynb",
+        "# extracting the rows\nimport nbsched\nnbsched.record('rows', 3)\nprint('extracted', region)",
+        params="region = 'eu'\nupstream = {}",
+    )
     write_notebook(project / "clean.ipynb", "raise ValueError('bad input data')")
     write_notebook(project / "publish.ipynb", "print('published')")
-    return write_yaml(project / "pipeline.yaml", """
+    return write_yaml(
+        project / "pipeline.yaml",
+        """
 name: sales
 params: {region: eu}
 tasks:
   extract: extract.ipynb
   clean: {notebook: clean.ipynb, upstream: [extract]}
   publish: {notebook: publish.ipynb, upstream: [clean]}
-""")
+""",
+    )
 
 
 def test_run_report_of_a_failed_run(project, service):
@@ -345,8 +429,10 @@ def test_run_report_of_a_failed_run(project, service):
     assert page.title == f"sales · run {run.id} · failed"
     assert page.rows == states
     assert {n: g.get("data-state") for n, g in boxes(page.dag).items()} == states
-    assert {(e.get("data-from"), e.get("data-to")) for e in page.dag.findall("s:line[@class='edge']", NS)} == \
-        {("extract", "clean"), ("clean", "publish")}
+    assert {(e.get("data-from"), e.get("data-to")) for e in page.dag.findall("s:line[@class='edge']", NS)} == {
+        ("extract", "clean"),
+        ("clean", "publish"),
+    }
     xy = {n: box_xy(g) for n, g in boxes(page.dag).items()}
     assert xy["extract"][0] < xy["clean"][0] < xy["publish"][0]
     timeline = bars(page.gantt)
@@ -357,8 +443,11 @@ def test_run_report_of_a_failed_run(project, service):
     assert "ValueError: bad input data" in text and "{&#34;rows&#34;: 3}" in text
 
     # links to each task's report and notebook, relative, to files that exist; none for publish
-    assert page.links == {"extract": {"report": "extract.html", "notebook": "extract.ipynb"},
-                          "clean": {"report": "clean.html", "notebook": "clean.ipynb"}, "publish": {}}
+    assert page.links == {
+        "extract": {"report": "extract.html", "notebook": "extract.ipynb"},
+        "clean": {"report": "clean.html", "notebook": "clean.ipynb"},
+        "publish": {},
+    }
     for links in page.links.values():
         for href in links.values():
             assert (folder / href).is_file(), href
@@ -375,8 +464,11 @@ def test_run_report_of_a_failed_run(project, service):
 
 
 def test_run_report_shows_what_the_earlier_tries_did(project, service):
-    write_notebook(project / "flaky.ipynb", "raise ValueError(f'try {nbsched_try} failed')",
-                   params="nbsched_try = 0\nupstream = {}")
+    write_notebook(
+        project / "flaky.ipynb",
+        "raise ValueError(f'try {nbsched_try} failed')",
+        params="nbsched_try = 0\nupstream = {}",
+    )
     spec = write_yaml(project / "pipeline.yaml", "name: flaky\ntasks:\n  flaky: {notebook: flaky.ipynb, retries: 1}\n")
     run = service.run_pipeline(spec)
     text = service.run_report(run.id).read_text(encoding="utf-8")

@@ -7,9 +7,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import nbformat
-
 from conftest import run_json, write_notebook, write_yaml
 from fakes import FakeExecutor
+
 from nbsched.states import RunState, TaskState
 
 SLEEP = "import time\ntime.sleep({})"
@@ -18,14 +18,17 @@ SLEEP = "import time\ntime.sleep({})"
 def test_diamond_runs_in_dependency_order_with_two_tasks_in_parallel(project, service):
     write_notebook(project / "quick.ipynb", "x = 1")
     write_notebook(project / "slow.ipynb", SLEEP.format(1.5))
-    spec = write_yaml(project / "pipeline.yaml", """
+    spec = write_yaml(
+        project / "pipeline.yaml",
+        """
 name: diamond
 tasks:
   a: {notebook: quick.ipynb}
   b: {notebook: slow.ipynb, upstream: [a]}
   c: {notebook: slow.ipynb, upstream: [a]}
   d: {notebook: quick.ipynb, upstream: [b, c]}
-""")
+""",
+    )
     run = service.run_pipeline(spec, workers=2)
 
     assert run.state is RunState.SUCCESS
@@ -44,14 +47,17 @@ tasks:
 def test_failure_marks_all_success_children_upstream_failed_and_all_done_child_runs(project, service):
     write_notebook(project / "ok.ipynb", "x = 1")
     write_notebook(project / "boom.ipynb", "y = 2", "raise ValueError('bad input data')", "z = 3")
-    spec = write_yaml(project / "pipeline.yaml", """
+    spec = write_yaml(
+        project / "pipeline.yaml",
+        """
 name: failing
 tasks:
   extract: {notebook: boom.ipynb}
   clean:   {notebook: ok.ipynb, upstream: [extract]}
   publish: {notebook: ok.ipynb, upstream: [clean]}
   report:  {notebook: ok.ipynb, upstream: [extract], trigger_rule: all_done}
-""")
+""",
+    )
     run = service.run_pipeline(spec)
 
     assert run.state is RunState.FAILED
@@ -71,11 +77,14 @@ tasks:
 
 def test_retries_two_ends_with_try_three_and_keeps_each_try(project, service):
     write_notebook(project / "flaky.ipynb", "raise RuntimeError('still broken')")
-    spec = write_yaml(project / "pipeline.yaml", """
+    spec = write_yaml(
+        project / "pipeline.yaml",
+        """
 name: retrying
 tasks:
   flaky: {notebook: flaky.ipynb, retries: 2, retry_delay: 0.2s}
-""")
+""",
+    )
     run = service.run_pipeline(spec)
 
     flaky = run.tasks["flaky"]
@@ -84,21 +93,29 @@ tasks:
     assert flaky.try_number == 3 and flaky.max_tries == 3
     folder = Path(flaky.output_path).parent
     assert sorted(p.name for p in folder.glob("flaky*.ipynb")) == [
-        "flaky.ipynb", "flaky.try1.ipynb", "flaky.try2.ipynb"]
+        "flaky.ipynb",
+        "flaky.try1.ipynb",
+        "flaky.try2.ipynb",
+    ]
 
 
 def test_retry_that_succeeds_ends_success(project, service):
     # fails on the first try only: each try knows its number
-    write_notebook(project / "once.ipynb",
-                   "import nbsched\nnbsched.record('try', nbsched_try)\n"
-                   "if nbsched_try == 1:\n    raise RuntimeError('first try fails')",
-                   params="nbsched_try = 0\nupstream = {}")
-    spec = write_yaml(project / "pipeline.yaml", """
+    write_notebook(
+        project / "once.ipynb",
+        "import nbsched\nnbsched.record('try', nbsched_try)\n"
+        "if nbsched_try == 1:\n    raise RuntimeError('first try fails')",
+        params="nbsched_try = 0\nupstream = {}",
+    )
+    spec = write_yaml(
+        project / "pipeline.yaml",
+        """
 name: recovers
 defaults: {retries: 1, retry_delay: 0s}
 tasks:
   once: {notebook: once.ipynb}
-""")
+""",
+    )
     run = service.run_pipeline(spec)
     assert run.state is RunState.SUCCESS
     assert run.tasks["once"].try_number == 2 and run.tasks["once"].outputs == {"try": 2}
@@ -106,12 +123,15 @@ tasks:
 
 def test_timeout_stops_a_sleeping_notebook(project, service):
     write_notebook(project / "sleepy.ipynb", "x = 1", SLEEP.format(60))
-    spec = write_yaml(project / "pipeline.yaml", """
+    spec = write_yaml(
+        project / "pipeline.yaml",
+        """
 name: sleepy
 tasks:
   nap: {notebook: sleepy.ipynb, timeout: 8s}
   after: {notebook: sleepy.ipynb, upstream: [nap]}
-""")
+""",
+    )
     run = service.run_pipeline(spec)
 
     # (the timeout counts from the claim, the kernel's start included: 2 s were spent before the
@@ -126,18 +146,29 @@ tasks:
 
 
 def test_record_passes_values_two_hops_down(project, service):
-    write_notebook(project / "a.ipynb", "import nbsched\nnbsched.record('rows', 41)\nnbsched.record('meta', {'src': 'a'})")
-    write_notebook(project / "b.ipynb", "import nbsched\nnbsched.record('rows', upstream['a']['rows'] + 1)\n"
-                                        "nbsched.record('src', upstream['a']['meta']['src'])")
-    write_notebook(project / "c.ipynb", "import nbsched\nassert upstream['b']['rows'] == 42, upstream\n"
-                                        "nbsched.record('seen', [upstream['b']['rows'], upstream['b']['src']])")
-    spec = write_yaml(project / "pipeline.yaml", """
+    write_notebook(
+        project / "a.ipynb", "import nbsched\nnbsched.record('rows', 41)\nnbsched.record('meta', {'src': 'a'})"
+    )
+    write_notebook(
+        project / "b.ipynb",
+        "import nbsched\nnbsched.record('rows', upstream['a']['rows'] + 1)\n"
+        "nbsched.record('src', upstream['a']['meta']['src'])",
+    )
+    write_notebook(
+        project / "c.ipynb",
+        "import nbsched\nassert upstream['b']['rows'] == 42, upstream\n"
+        "nbsched.record('seen', [upstream['b']['rows'], upstream['b']['src']])",
+    )
+    spec = write_yaml(
+        project / "pipeline.yaml",
+        """
 name: hops
 tasks:
   a: {notebook: a.ipynb}
   b: {notebook: b.ipynb, upstream: [a]}
   c: {notebook: c.ipynb, upstream: [b]}
-""")
+""",
+    )
     run = service.run_pipeline(spec)
 
     assert run.state is RunState.SUCCESS, {n: t.error for n, t in run.tasks.items()}
@@ -148,7 +179,9 @@ tasks:
 def test_branch_skips_the_unchosen_path_and_its_descendants(project, service):
     write_notebook(project / "choose.ipynb", "import nbsched\nnbsched.branch(['small'])")
     write_notebook(project / "ok.ipynb", "x = 1")
-    spec = write_yaml(project / "pipeline.yaml", """
+    spec = write_yaml(
+        project / "pipeline.yaml",
+        """
 name: branching
 tasks:
   choose: {notebook: choose.ipynb}
@@ -156,40 +189,54 @@ tasks:
   big:    {notebook: ok.ipynb, upstream: [choose]}
   big_report: {notebook: ok.ipynb, upstream: [big]}
   join:   {notebook: ok.ipynb, upstream: [small, big], trigger_rule: none_failed_min_one_success}
-""")
+""",
+    )
     run = service.run_pipeline(spec)
 
     states = {n: t.state for n, t in run.tasks.items()}
-    assert states == {"choose": TaskState.SUCCESS, "small": TaskState.SUCCESS, "big": TaskState.SKIPPED,
-                      "big_report": TaskState.SKIPPED, "join": TaskState.SUCCESS}
+    assert states == {
+        "choose": TaskState.SUCCESS,
+        "small": TaskState.SUCCESS,
+        "big": TaskState.SKIPPED,
+        "big_report": TaskState.SKIPPED,
+        "join": TaskState.SUCCESS,
+    }
     assert run.state is RunState.SUCCESS
 
 
 def test_branch_to_a_task_that_is_not_downstream_fails_the_task(project, service):
     write_notebook(project / "choose.ipynb", "import nbsched\nnbsched.branch(['nope'])")
     write_notebook(project / "ok.ipynb", "x = 1")
-    spec = write_yaml(project / "pipeline.yaml", """
+    spec = write_yaml(
+        project / "pipeline.yaml",
+        """
 name: badbranch
 tasks:
   choose: {notebook: choose.ipynb}
   next:   {notebook: ok.ipynb, upstream: [choose]}
-""")
+""",
+    )
     run = service.run_pipeline(spec)
     assert run.tasks["choose"].state is TaskState.FAILED
     assert "'nope' is not a direct downstream task of 'choose'" in run.tasks["choose"].error
 
 
 def test_overrides_and_templates_reach_the_notebook(project):
-    write_notebook(project / "show.ipynb",
-                   "import nbsched\nfor k in ['region', 'day', 'rid', 'label', 'limit', 'task', 'ld']:\n"
-                   "    nbsched.record(k, globals()[k])",
-                   params="region = 'eu'\nday = ''\nrid = ''\nlabel = ''\nlimit = 0\nupstream = {}")
-    write_yaml(project / "pipeline.yaml", """
+    write_notebook(
+        project / "show.ipynb",
+        "import nbsched\nfor k in ['region', 'day', 'rid', 'label', 'limit', 'task', 'ld']:\n"
+        "    nbsched.record(k, globals()[k])",
+        params="region = 'eu'\nday = ''\nrid = ''\nlabel = ''\nlimit = 0\nupstream = {}",
+    )
+    write_yaml(
+        project / "pipeline.yaml",
+        """
 name: templated
 params: {region: eu, day: "{{ logical_date | ds }}", rid: "{{ run_id }}", label: "{{ params.region }}-x"}
 tasks:
   show: {notebook: show.ipynb, params: {limit: 10, task: "{{ task }}", ld: "{{ logical_date }}"}}
-""")
+""",
+    )
     code, run = run_json("pipeline.yaml", "-p", "region=us", "-p", "limit=25", cwd=project)
 
     assert code == 0, run
@@ -203,9 +250,11 @@ tasks:
 
 
 def test_builtin_parameters_are_injected(project, service):
-    write_notebook(project / "b.ipynb",
-                   "import nbsched\nnbsched.record('b', [nbsched_run_id, nbsched_task, logical_date, upstream])",
-                   params="nbsched_run_id = nbsched_task = logical_date = None\nupstream = {}")
+    write_notebook(
+        project / "b.ipynb",
+        "import nbsched\nnbsched.record('b', [nbsched_run_id, nbsched_task, logical_date, upstream])",
+        params="nbsched_run_id = nbsched_task = logical_date = None\nupstream = {}",
+    )
     spec = write_yaml(project / "pipeline.yaml", "name: builtins\ntasks:\n  only: {notebook: b.ipynb}\n")
     run = service.run_pipeline(spec)
     run_id, task, logical_date, upstream = run.tasks["only"].outputs["b"]
@@ -244,8 +293,9 @@ def test_a_running_task_shows_the_cell_its_notebook_is_on(project, service):
     import threading
     import time
 
-    write_notebook(project / "slow.ipynb", "import time", "# a markdown-like comment only\nx = 1",
-                   "time.sleep(4)", "y = 2")
+    write_notebook(
+        project / "slow.ipynb", "import time", "# a markdown-like comment only\nx = 1", "time.sleep(4)", "y = 2"
+    )
     finished: list = []
     runner = threading.Thread(target=lambda: finished.append(service.run_pipeline(project / "slow.ipynb")))
     runner.start()

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import yaml
-
 from fakes import HANG, Fail, FakeClock, FakeExecutor, Succeed
+
 from nbsched.failures import TaskFailure
 from nbsched.notebook import TaskOutcome
 from nbsched.runner import Runner
@@ -55,9 +56,15 @@ class Pipelines:
 
     def queue(self, name: str, *, max_active_runs: int | None = None) -> str:
         spec = self.specs[name]
-        run_id = self.store.create_run(pipeline=name, version=1, params={}, logical_date=self.store.clock.now(),
-                                       trigger=RunTrigger.MANUAL, max_active_runs=max_active_runs,
-                                       tasks={t: spec.tasks[t].max_tries for t in spec.order})
+        run_id = self.store.create_run(
+            pipeline=name,
+            version=1,
+            params={},
+            logical_date=self.store.clock.now(),
+            trigger=RunTrigger.MANUAL,
+            max_active_runs=max_active_runs,
+            tasks={t: spec.tasks[t].max_tries for t in spec.order},
+        )
         assert run_id is not None
         return run_id
 
@@ -68,14 +75,14 @@ def pipelines(store: SqlStore, tmp_path: Path) -> Pipelines:
 
 
 @pytest.fixture
-def make_runner(store: SqlStore, pipelines: Pipelines, clock: FakeClock,
-                tmp_path: Path) -> Iterator[Callable[..., Runner]]:
+def make_runner(
+    store: SqlStore, pipelines: Pipelines, clock: FakeClock, tmp_path: Path
+) -> Iterator[Callable[..., Runner]]:
     """Runners as ``nbsched serve`` runs them (registered, taking any unowned run), on the fake clock."""
     entered: list[Runner] = []
 
     def make(executor: FakeExecutor, **options: Any) -> Runner:
-        runner = Runner(store, executor, tmp_path / "runs", spec_loader=pipelines.load, poll=0, clock=clock,
-                        **options)
+        runner = Runner(store, executor, tmp_path / "runs", spec_loader=pipelines.load, poll=0, clock=clock, **options)
         entered.append(runner.__enter__())
         return runner
 
@@ -130,8 +137,10 @@ tasks:
     assert run.state is RunState.FAILED and executor.tries("t") == [1, 2, 3]
     assert t.state is TaskState.FAILED and t.try_number == 3 and t.error == BAD_INPUT
     assert [(a.try_number, a.state, a.error) for a in t.tries] == [
-        (1, TaskState.UP_FOR_RETRY, BAD_INPUT), (2, TaskState.UP_FOR_RETRY, BAD_INPUT),
-        (3, TaskState.FAILED, BAD_INPUT)]
+        (1, TaskState.UP_FOR_RETRY, BAD_INPUT),
+        (2, TaskState.UP_FOR_RETRY, BAD_INPUT),
+        (3, TaskState.FAILED, BAD_INPUT),
+    ]
 
 
 def test_a_failure_is_stored_as_data_beside_its_line(store, pipelines, make_runner, clock):
@@ -146,11 +155,19 @@ def test_a_failure_is_stored_as_data_beside_its_line(store, pipelines, make_runn
     assert first.failure == failure and first.error == str(failure) == "MemoryError (cell 7: b = bytearray(10**15))"
 
 
-@pytest.mark.parametrize("outcome", [
-    TaskOutcome.failed(TaskFailure(ename="KeyError", evalue="'x'", cell=3, source="d['x']"), outputs={"rows": 3},
-                       host="tcp://10.0.0.7:4242"),
-    TaskOutcome(stopped=StopReason.TIMED_OUT, error="timed out after 2m (cell 3: time.sleep(600))"),
-    TaskOutcome(outputs={"rows": [1, 2]}, branch=["small"])], ids=["failed", "stopped", "succeeded"])
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        TaskOutcome.failed(
+            TaskFailure(ename="KeyError", evalue="'x'", cell=3, source="d['x']"),
+            outputs={"rows": 3},
+            host="tcp://10.0.0.7:4242",
+        ),
+        TaskOutcome(stopped=StopReason.TIMED_OUT, error="timed out after 2m (cell 3: time.sleep(600))"),
+        TaskOutcome(outputs={"rows": [1, 2]}, branch=["small"]),
+    ],
+    ids=["failed", "stopped", "succeeded"],
+)
 def test_an_outcome_sent_back_by_a_dask_worker_keeps_its_failure_and_stop_as_data(outcome):
     assert TaskOutcome.from_json(json.loads(json.dumps(outcome.to_json()))) == outcome
 
@@ -181,8 +198,12 @@ tasks:
 
     run = store.get_run(run_id)
     assert {n: t.state for n, t in run.tasks.items()} == {
-        "choose": TaskState.SUCCESS, "small": TaskState.SUCCESS, "big": TaskState.SKIPPED,
-        "big_report": TaskState.SKIPPED, "join": TaskState.SUCCESS}
+        "choose": TaskState.SUCCESS,
+        "small": TaskState.SUCCESS,
+        "big": TaskState.SKIPPED,
+        "big_report": TaskState.SKIPPED,
+        "join": TaskState.SUCCESS,
+    }
     assert run.state is RunState.SUCCESS
     assert sorted(r.task for r in executor.requests) == ["choose", "join", "small"]
 
@@ -215,9 +236,14 @@ tasks:
 
     run = store.get_run(run_id)
     assert {n: t.state for n, t in run.tasks.items()} == {
-        "extract": TaskState.FAILED, "clean": TaskState.UPSTREAM_FAILED, "publish": TaskState.UPSTREAM_FAILED,
-        "report": TaskState.SUCCESS, "alert": TaskState.SUCCESS, "cheer": TaskState.UPSTREAM_FAILED,
-        "tidy": TaskState.SUCCESS}
+        "extract": TaskState.FAILED,
+        "clean": TaskState.UPSTREAM_FAILED,
+        "publish": TaskState.UPSTREAM_FAILED,
+        "report": TaskState.SUCCESS,
+        "alert": TaskState.SUCCESS,
+        "cheer": TaskState.UPSTREAM_FAILED,
+        "tidy": TaskState.SUCCESS,
+    }
     assert run.tasks["clean"].error == "an upstream task failed"
     assert run.state is RunState.FAILED
 
@@ -239,7 +265,9 @@ def test_a_try_taken_from_a_paused_runner_cannot_write_its_result(store, pipelin
     t = run.tasks["t"]
     assert run.state is RunState.SUCCESS and t.state is TaskState.SUCCESS and t.owner == other.id
     assert [(a.try_number, a.state, a.runner) for a in t.tries] == [
-        (1, TaskState.UP_FOR_RETRY, paused.id), (2, TaskState.SUCCESS, other.id)]
+        (1, TaskState.UP_FOR_RETRY, paused.id),
+        (2, TaskState.SUCCESS, other.id),
+    ]
     assert "try 1 was taken from this runner; its result is dropped" in caplog.text
     assert paused.busy == 0
 
@@ -309,7 +337,9 @@ def test_cancel_stops_the_running_try_and_ends_every_unfinished_task(store, pipe
     run = store.get_run(run_id, with_tries=True)
     assert runner.busy == 0 and run.state is RunState.CANCELLED
     assert {n: (t.state, t.error) for n, t in run.tasks.items()} == {
-        "work": (TaskState.CANCELLED, "cancelled by user"), "after": (TaskState.CANCELLED, "cancelled by user")}
+        "work": (TaskState.CANCELLED, "cancelled by user"),
+        "after": (TaskState.CANCELLED, "cancelled by user"),
+    }
     assert [(a.state, a.error) for a in run.tasks["work"].tries] == [(TaskState.CANCELLED, "cancelled by user")]
 
 
@@ -323,8 +353,15 @@ def test_ctrl_c_in_a_foreground_run_cancels_its_runs(store, pipelines, clock, tm
         if state is TaskState.RUNNING:
             raise KeyboardInterrupt
 
-    runner = Runner(store, FakeExecutor({"work": [HANG]}), tmp_path, spec_loader=pipelines.load, poll=0,
-                    clock=clock, listener=listener)
+    runner = Runner(
+        store,
+        FakeExecutor({"work": [HANG]}),
+        tmp_path,
+        spec_loader=pipelines.load,
+        poll=0,
+        clock=clock,
+        listener=listener,
+    )
     with runner:
         store.set_run_owner(run_id, runner.id)
         runner.run([run_id])
@@ -343,8 +380,15 @@ def test_a_runner_that_fails_itself_ends_its_runs_cancelled_with_the_reason(stor
         if state is TaskState.RUNNING:
             raise RuntimeError("the progress bar broke")
 
-    runner = Runner(store, FakeExecutor({"work": [HANG]}), tmp_path, spec_loader=pipelines.load, poll=0,
-                    clock=clock, listener=listener)
+    runner = Runner(
+        store,
+        FakeExecutor({"work": [HANG]}),
+        tmp_path,
+        spec_loader=pipelines.load,
+        poll=0,
+        clock=clock,
+        listener=listener,
+    )
     with runner, pytest.raises(RuntimeError, match="the progress bar broke"):
         store.set_run_owner(run_id, runner.id)
         runner.run([run_id])

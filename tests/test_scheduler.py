@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
-
 from conftest import write_notebook, write_yaml
+
 from nbsched.scheduler import Scheduler
 from nbsched.service import Config, Service
 from nbsched.states import RunState
@@ -48,8 +48,12 @@ def test_an_interval_fires_on_time_once(registered):
     assert scheduler.fire_due(T0 + timedelta(hours=1)) == []
     run = registered.get_run(run_id)
     assert run.logical_date == T0 + timedelta(hours=1)
-    assert (run.state, run.trigger, run.schedule_id, run.params) == (RunState.QUEUED, "schedule", sched.id,
-                                                                      {"region": "us"})
+    assert (run.state, run.trigger, run.schedule_id, run.params) == (
+        RunState.QUEUED,
+        "schedule",
+        sched.id,
+        {"region": "us"},
+    )
     assert scheduler.next_fire_at() == T0 + timedelta(hours=2)
     assert registered.store.get_schedule(sched.id).last_fire_at == T0 + timedelta(hours=1)
 
@@ -105,7 +109,9 @@ def test_a_schedule_added_by_another_process_while_the_loop_sleeps_is_seen(regis
     scheduler = _scheduler(registered)
     scheduler.fire_due(T0)
     assert scheduler.next_fire_at() == datetime(2026, 11, 2, 6, 0, tzinfo=UTC)
-    other = Service(Config.resolve(project=project, db_url=registered.config.db_url))  # its own connection, as another process
+    other = Service(
+        Config.resolve(project=project, db_url=registered.config.db_url)
+    )  # its own connection, as another process
     try:
         other.add_schedule("daily", {"every": "10m"}, now=T0)
     finally:
@@ -139,13 +145,16 @@ def test_two_schedulers_on_one_database_create_each_run_once(registered, project
 
 def test_spec_schedules_are_created_by_register_and_kept_when_unchanged(project, service):
     write_notebook(project / "nb.ipynb", "x = 1")
-    spec = write_yaml(project / "pipeline.yaml", """
+    spec = write_yaml(
+        project / "pipeline.yaml",
+        """
 name: specced
 tasks:
   only: {notebook: nb.ipynb}
 schedules:
   - {cron: "0 6 * * 1-5", timezone: Europe/Paris, catchup: false}
-""")
+""",
+    )
     _, version, (first_id,) = service.register(spec, now=T0)
     sched = service.store.get_schedule(first_id)
     assert sched.origin == "spec"

@@ -11,9 +11,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config as AlembicConfig
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from conftest import nbsched
 from sqlalchemy import create_engine, text
 
-from conftest import nbsched
 from nbsched.errors import ConfigError
 from nbsched.store import SqlStore
 from nbsched.store.models import Base
@@ -30,8 +30,10 @@ def _alembic(url: str) -> AlembicConfig:
 def _sql(url: str, *statements: str) -> list:
     engine = create_engine(url)
     with engine.begin() as conn:
-        results = [conn.execute(text(s)).all() if s.lstrip().upper().startswith("SELECT") else conn.execute(text(s))
-                   for s in statements]
+        results = [
+            conn.execute(text(s)).all() if s.lstrip().upper().startswith("SELECT") else conn.execute(text(s))
+            for s in statements
+        ]
     engine.dispose()
     return results
 
@@ -64,14 +66,17 @@ def test_the_migrations_from_nothing_make_the_models_schema(db_url: str) -> None
 
 def test_a_database_made_before_migrations_is_upgraded_and_keeps_its_runs(db_url: str) -> None:
     command.upgrade(_alembic(db_url), BASELINE)  # the tables nbsched 0.1 made ...
-    _sql(db_url, "DROP TABLE alembic_version",  # ... which had no version table, and one finished run
-         """INSERT INTO runs (id, pipeline, pipeline_version, params, logical_date, trigger, state, created_at)
+    _sql(
+        db_url,
+        "DROP TABLE alembic_version",  # ... which had no version table, and one finished run
+        """INSERT INTO runs (id, pipeline, pipeline_version, params, logical_date, trigger, state, created_at)
             VALUES ('20261101T060000-abcdef', 'old', 1, '{"region": "eu"}', '2026-11-01 06:00:00',
                     'manual', 'success', '2026-11-01 06:00:00')""",
-         """INSERT INTO task_runs (run_id, task, position, state, owner, try_number, max_tries, host, outputs,
+        """INSERT INTO task_runs (run_id, task, position, state, owner, try_number, max_tries, host, outputs,
                                    started_at, ended_at, updated_at)
             VALUES ('20261101T060000-abcdef', 'only', 0, 'success', 'r1', 1, 1, 'h1', '{"rows": 3}',
-                    '2026-11-01 06:00:01', '2026-11-01 06:00:05', '2026-11-01 06:00:05')""")
+                    '2026-11-01 06:00:01', '2026-11-01 06:00:05', '2026-11-01 06:00:05')""",
+    )
     store = SqlStore(db_url)
     try:
         run = store.get_run("20261101T060000-abcdef", with_tries=True)
@@ -102,7 +107,7 @@ def test_processes_opening_a_new_database_at_once_make_it_once(db_url: str) -> N
         barrier.wait()
         try:
             SqlStore(db_url).close()
-        except Exception as exc:  # noqa: BLE001 - the test reports whatever went wrong
+        except Exception as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=open_it) for _ in range(4)]

@@ -22,23 +22,27 @@ from urllib.parse import parse_qsl, urljoin, urlsplit
 
 import nbformat
 import pytest
+from conftest import write_notebook, write_yaml
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 import nbsched
-from conftest import write_notebook, write_yaml
 from jupyter_ext.handlers import default_handlers
 
 API = ("nbsched", "api", "v1")
 FINISHED = ("success", "failed", "cancelled")
 
 # the task notebook: records its parameter for downstream tasks and prints it
-REPORT_CODE = '# the regional sales report\nimport nbsched\nnbsched.record("region", region)\nprint(f"sales report for {region}")'
+REPORT_CODE = (
+    '# the regional sales report\nimport nbsched\nnbsched.record("region", region)\nprint(f"sales report for {region}")'
+)
 
 
 @pytest.fixture
 def jp_server_config() -> dict[str, Any]:
-    return {"ServerApp": {"jpserver_extensions": {"jupyter_ext": True}},
-            "NbschedApp": {"poll": 0.2, "workers": 2, "lease": 30}}
+    return {
+        "ServerApp": {"jpserver_extensions": {"jupyter_ext": True}},
+        "NbschedApp": {"poll": 0.2, "workers": 2, "lease": 30},
+    }
 
 
 @pytest.fixture
@@ -74,8 +78,9 @@ class Reply:
 
 @pytest.fixture
 def api(jp_fetch: Any) -> Any:
-    async def call(method: str, *path: str, body: Any = None, params: dict[str, Any] | None = None,
-                   **kwargs: Any) -> Reply:
+    async def call(
+        method: str, *path: str, body: Any = None, params: dict[str, Any] | None = None, **kwargs: Any
+    ) -> Reply:
         if body is not None and not isinstance(body, (str, bytes)):
             body = json.dumps(body)
         if body is None and method in ("POST", "PATCH", "PUT"):
@@ -107,11 +112,14 @@ async def finished_run(api: Any, run_id: str) -> dict[str, Any]:
 
 # -- files in the server root -------------------------------------------------------------------------
 
+
 def sales_pipeline(root: Path, folder: str = "sales") -> Path:
     """``<folder>/pipeline.yaml``: extract -> report, with a spec schedule."""
     write_notebook(root / folder / "extract.ipynb", "rows = 3")
     write_notebook(root / folder / "report.ipynb", REPORT_CODE, params='region = "north"\nupstream = {}')
-    return write_yaml(root / folder / "pipeline.yaml", """
+    return write_yaml(
+        root / folder / "pipeline.yaml",
+        """
 name: sales
 params: {region: north}
 tasks:
@@ -119,7 +127,8 @@ tasks:
   report: {notebook: report.ipynb, upstream: [extract]}
 schedules:
   - {cron: "0 6 * * 1-5", timezone: Europe/Paris}
-""")
+""",
+    )
 
 
 def hello_spec(root: Path, name: str = "hello") -> dict[str, Any]:
@@ -141,6 +150,7 @@ async def queue_run(api: Any, pipeline: str, **params: Any) -> str:
 
 
 # -- authentication -----------------------------------------------------------------------------------
+
 
 def sample_paths(pattern: str) -> list[str]:
     """URLs matching a route's regex: path parameters get sample values, alternatives all appear."""
@@ -170,8 +180,9 @@ def handler_methods(cls: type) -> list[str]:
     return [m.upper() for m in ("get", "head", "post", "put", "patch", "delete") if any(m in vars(k) for k in ours)]
 
 
-async def test_every_route_and_method_refuses_a_request_without_the_token(jp_fetch, jp_http_port, jp_base_url,
-                                                                          jp_serverapp):
+async def test_every_route_and_method_refuses_a_request_without_the_token(
+    jp_fetch, jp_http_port, jp_base_url, jp_serverapp
+):
     client = AsyncHTTPClient()
     # a matching XSRF cookie and header: the 403 must come from authentication, not from the XSRF check
     xsrf = {"Cookie": "_xsrf=abc123", "X-XSRFToken": "abc123"}
@@ -183,22 +194,33 @@ async def test_every_route_and_method_refuses_a_request_without_the_token(jp_fet
             body = "{}" if method in ("POST", "PUT", "PATCH") else None
             url = f"http://127.0.0.1:{jp_http_port}{jp_base_url}{path.lstrip('/')}"
             for headers in (xsrf, {**xsrf, "Authorization": "token not-the-token"}):
-                resp = await client.fetch(HTTPRequest(url, method=method, body=body, headers=headers,
-                                                      allow_nonstandard_methods=True), raise_error=False)
+                resp = await client.fetch(
+                    HTTPRequest(url, method=method, body=body, headers=headers, allow_nonstandard_methods=True),
+                    raise_error=False,
+                )
                 assert resp.code == 403, (method, path, headers, resp.code, resp.body)
                 assert json.loads(resp.body)["error"] == "forbidden", (method, path, resp.body)
             # with the token the same request reaches the handler (the route and method exist)
-            with_token = await jp_fetch(path.lstrip("/"), method=method, body=body, raise_error=False,
-                                        allow_nonstandard_methods=True)
-            assert with_token.code not in (403, 404, 405) or json.loads(with_token.body)["error"] == "not_found", \
-                (method, path, with_token.code, with_token.body)
+            with_token = await jp_fetch(
+                path.lstrip("/"), method=method, body=body, raise_error=False, allow_nonstandard_methods=True
+            )
+            assert with_token.code not in (403, 404, 405) or json.loads(with_token.body)["error"] == "not_found", (
+                method,
+                path,
+                with_token.code,
+                with_token.body,
+            )
             checked.append((method, path))
     # every route of the API was tried, each with at least one method
     assert {p for _, p in checked} >= {"/nbsched/api/v1/health", "/nbsched/api/v1/runs/sample/tasks/sample/report"}
-    assert ("PATCH", "/nbsched/api/v1/schedules/sample") in checked and ("DELETE", "/nbsched/api/v1/pipelines/sample") in checked
+    assert ("PATCH", "/nbsched/api/v1/schedules/sample") in checked and (
+        "DELETE",
+        "/nbsched/api/v1/pipelines/sample",
+    ) in checked
 
 
 # -- health, version ----------------------------------------------------------------------------------
+
 
 async def test_health_and_version_without_the_daemon(api):
     health = await api("GET", "health")
@@ -210,6 +232,7 @@ async def test_health_and_version_without_the_daemon(api):
 
 
 # -- pipelines ----------------------------------------------------------------------------------------
+
 
 async def test_register_a_pipeline_file_and_read_it_back(api, jp_root_dir):
     sales_pipeline(jp_root_dir)
@@ -370,12 +393,14 @@ async def test_delete_a_pipeline(api, jp_root_dir):
 
 # -- triggering runs ----------------------------------------------------------------------------------
 
+
 async def test_trigger_refuses_unknown_pipelines_and_bad_params(api, jp_root_dir):
     await register_hello(api, jp_root_dir)
     message = (await api("POST", "pipelines", "nosuch", "runs", body={"params": {}})).error(404, "not_found")
     assert "nosuch" in message
-    message = (await api("POST", "pipelines", "hello", "runs",
-                         body={"params": {"region": "{{ nosuch }}"}})).error(422, "invalid_spec")
+    message = (await api("POST", "pipelines", "hello", "runs", body={"params": {"region": "{{ nosuch }}"}})).error(
+        422, "invalid_spec"
+    )
     assert "region" in message and "template error" in message
     message = (await api("POST", "pipelines", "hello", "runs", body={"params": {"upstream": 1}})).error(422)
     assert "'upstream' is set by nbsched" in message
@@ -413,8 +438,10 @@ async def test_templates_in_rest_bodies_cannot_run_code_in_the_server(api, jp_ro
 
 def told_to_kernels(root: Path) -> dict[str, str]:
     root = root.resolve()
-    return {"NBSCHED_DB_URL": f"sqlite:///{root / '.nbsched' / 'nbsched.db'}",
-            "NBSCHED_RUNS_DIR": str(root / "nbsched-runs")}
+    return {
+        "NBSCHED_DB_URL": f"sqlite:///{root / '.nbsched' / 'nbsched.db'}",
+        "NBSCHED_RUNS_DIR": str(root / "nbsched-runs"),
+    }
 
 
 async def kernel_environment(serverapp: Any, kernel_id: str, names: list[str]) -> dict[str, str | None]:
@@ -425,8 +452,13 @@ async def kernel_environment(serverapp: Any, kernel_id: str, names: list[str]) -
         await client.wait_for_ready(timeout=60)
         seen: list[str] = []
         code = f"import json, os\nprint(json.dumps({{k: os.environ.get(k) for k in {sorted(names)!r}}}))"
-        await client.execute_interactive(code, timeout=60, output_hook=lambda msg: seen.append(
-            msg["content"].get("text", "")) if msg["msg_type"] == "stream" else None)
+        await client.execute_interactive(
+            code,
+            timeout=60,
+            output_hook=lambda msg: (
+                seen.append(msg["content"].get("text", "")) if msg["msg_type"] == "stream" else None
+            ),
+        )
     finally:
         client.stop_channels()
     return json.loads("".join(seen))
@@ -447,8 +479,9 @@ async def test_kernels_of_the_server_are_told_its_database_and_outputs(jp_fetch,
     assert all(os.environ.get(name) != value for name, value in told.items())
 
 
-async def test_a_notebook_renamed_keeps_its_kernel_told_after_a_restart(jp_fetch, jp_serverapp, jp_root_dir,
-                                                                        monkeypatch):
+async def test_a_notebook_renamed_keeps_its_kernel_told_after_a_restart(
+    jp_fetch, jp_serverapp, jp_root_dir, monkeypatch
+):
     told = told_to_kernels(jp_root_dir)
     monkeypatch.setenv("NBSCHED_DB_URL", "sqlite:////elsewhere/nbsched.db")  # what the server's shell had
     body = {"path": "a.ipynb", "type": "notebook", "kernel": {"name": "python3"}}
@@ -516,7 +549,6 @@ async def test_a_triggered_run_executes_in_the_server_with_its_params(api, jp_fe
         (await api("GET", "runs", "nosuch-run", "tasks", "report", what)).error(404, "not_found")
 
 
-
 async def test_run_report_page_links_the_task_routes(api, jp_root_dir, daemon):
     await register_hello(api, jp_root_dir)
     run_id = await queue_run(api, "hello", region="<east>")
@@ -532,8 +564,11 @@ async def test_run_report_page_links_the_task_routes(api, jp_root_dir, daemon):
     # the task links are relative to the page's URL, so they reach the task routes beside it
     page_url = "/" + "/".join((*API, "runs", run_id, "report"))
     for hide, kind in itertools.product(("0", "1"), ("report", "notebook")):
-        text = page.body.decode() if hide == "0" else (await api("GET", "runs", run_id, "report",
-                                                                 params={"hide_code": hide})).body.decode()
+        text = (
+            page.body.decode()
+            if hide == "0"
+            else (await api("GET", "runs", run_id, "report", params={"hide_code": hide})).body.decode()
+        )
         [href] = re.findall(rf'<a href="([^"]+)">{kind}</a>', text)
         target = urlsplit(urljoin(page_url, unescape(href)))
         assert target.path == page_url.replace("/report", f"/tasks/report/{kind}"), href
@@ -546,14 +581,19 @@ async def test_run_report_page_links_the_task_routes(api, jp_root_dir, daemon):
     message = (await api("GET", "runs", "nosuch", "report")).error(404, "not_found")
     assert "nosuch" in message
 
+
 # -- schedules ----------------------------------------------------------------------------------------
+
 
 async def test_schedules_create_list_change_and_delete(api, jp_root_dir):
     await register_hello(api, jp_root_dir)
     await register_hello(api, jp_root_dir, "other")
 
-    reply = await api("POST", "schedules", body={"pipeline": "hello", "cron": "0 6 * * 1-5",
-                                                 "timezone": "Europe/Paris", "params": {"region": "west"}})
+    reply = await api(
+        "POST",
+        "schedules",
+        body={"pipeline": "hello", "cron": "0 6 * * 1-5", "timezone": "Europe/Paris", "params": {"region": "west"}},
+    )
     assert reply.code == 201, reply.body
     cron = reply.data
     assert cron["pipeline"] == "hello" and cron["enabled"] is True and cron["params"] == {"region": "west"}
@@ -614,15 +654,18 @@ async def test_schedule_errors(api, jp_root_dir):
     assert "nosuch" in message
 
     message = (await api("POST", "schedules", body={"pipeline": "hello", "cron": "0 25 * * *"})).error(
-        422, "invalid_schedule")
+        422, "invalid_schedule"
+    )
     assert "0 25 * * *" in message
-    message = (await api("POST", "schedules", body={"pipeline": "hello", "cron": "0 6 * * *",
-                                                    "timezone": "Europe/Pariss"})).error(422, "invalid_schedule")
+    message = (
+        await api("POST", "schedules", body={"pipeline": "hello", "cron": "0 6 * * *", "timezone": "Europe/Pariss"})
+    ).error(422, "invalid_schedule")
     assert "Europe/Pariss" in message and "did you mean 'Europe/Paris'?" in message
     message = (await api("POST", "schedules", body={"pipeline": "hello", "cronn": "0 6 * * *"})).error(422)
     assert "cronn" in message
-    message = (await api("POST", "schedules", body={"pipeline": "hello", "every": "1h",
-                                                    "params": {"region": "{{ nosuch }}"}})).error(422)
+    message = (
+        await api("POST", "schedules", body={"pipeline": "hello", "every": "1h", "params": {"region": "{{ nosuch }}"}})
+    ).error(422)
     assert "region" in message
     assert (await api("GET", "schedules")).data == {"schedules": []}
 
@@ -648,8 +691,11 @@ async def test_a_schedule_created_over_rest_fires_in_the_server(api, jp_root_dir
     sid = reply.data["id"]
 
     async def scheduled() -> list[dict[str, Any]]:
-        return [r for r in (await api("GET", "runs", params={"pipeline": "hello"})).data["runs"]
-                if r["trigger"] == "schedule"]
+        return [
+            r
+            for r in (await api("GET", "runs", params={"pipeline": "hello"})).data["runs"]
+            if r["trigger"] == "schedule"
+        ]
 
     first = (await wait_until(scheduled, bool, timeout=30, what="a scheduled run"))[-1]
     assert (await api("POST", "schedules", str(sid), "pause")).code == 200  # one fire is enough
@@ -665,6 +711,7 @@ async def test_a_schedule_created_over_rest_fires_in_the_server(api, jp_root_dir
 
 
 # -- runs ---------------------------------------------------------------------------------------------
+
 
 async def test_list_runs_with_filters_and_pages(api, jp_root_dir):
     await register_hello(api, jp_root_dir)
@@ -715,8 +762,11 @@ async def test_list_runs_with_filters_and_pages(api, jp_root_dir):
     assert [r["run_id"] for r in since] == [created[4], created[3], created[2]]
     until = (await api("GET", "runs", params={"until": zulu, "pipeline": "hello"})).data["runs"]
     assert [r["run_id"] for r in until] == [created[1], created[0]]
-    window = (await api("GET", "runs", params={"since": before.isoformat(),
-                                               "until": (before + timedelta(hours=1)).isoformat()})).data["runs"]
+    window = (
+        await api(
+            "GET", "runs", params={"since": before.isoformat(), "until": (before + timedelta(hours=1)).isoformat()}
+        )
+    ).data["runs"]
     assert len(window) == 6
     future = (before + timedelta(hours=1)).isoformat()
     assert (await api("GET", "runs", params={"since": future})).data["runs"] == []
@@ -789,6 +839,7 @@ async def test_a_path_the_file_system_refuses_is_a_400_not_a_500(jp_fetch):
 
 # -- hostile input: paths, sizes, nulls, methods ------------------------------------------------------
 
+
 async def test_a_notebook_swapped_for_a_symlink_after_registering_does_not_run(api, jp_root_dir, daemon, tmp_path):
     root = jp_root_dir.resolve()
     marker = tmp_path / "PWNED"
@@ -820,7 +871,9 @@ async def test_task_outputs_are_served_only_from_the_runs_folder(api, jp_root_di
     link.symlink_to(secret)  # a file of the runs folder that became a symlink
     for output_path in (str(secret), str(link), str(runs / "hello" / run_id / ".." / ".." / ".." / "x.ipynb")):
         with service.store.engine.begin() as conn:  # what a tampered database row holds
-            conn.execute(text("UPDATE task_runs SET output_path = :p WHERE run_id = :r"), {"p": output_path, "r": run_id})
+            conn.execute(
+                text("UPDATE task_runs SET output_path = :p WHERE run_id = :r"), {"p": output_path, "r": run_id}
+            )
         for what in ("notebook", "report"):
             reply = await api("GET", "runs", run_id, "tasks", "report", what)
             assert reply.code == 404, (output_path, what, reply.code, reply.body[:200])
@@ -828,8 +881,16 @@ async def test_task_outputs_are_served_only_from_the_runs_folder(api, jp_root_di
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("secret")) == ["secret.ipynb"]  # no .html
 
 
-OUTSIDE_NOTEBOOKS = ["../../etc/hosts", "/etc/hosts", "/nonexistent/nothing.ipynb", "../outside.json",
-                     "../outside.txt", "../outside.ipynb", "link-out.ipynb", "../../" * 40 + "etc/passwd"]
+OUTSIDE_NOTEBOOKS = [
+    "../../etc/hosts",
+    "/etc/hosts",
+    "/nonexistent/nothing.ipynb",
+    "../outside.json",
+    "../outside.txt",
+    "../outside.ipynb",
+    "link-out.ipynb",
+    "../../" * 40 + "etc/passwd",
+]
 
 
 async def test_every_path_outside_the_root_gets_one_identical_answer(api, jp_root_dir):
@@ -847,7 +908,8 @@ async def test_every_path_outside_the_root_gets_one_identical_answer(api, jp_roo
         answers.add((from_file.code, from_file.body))
     assert answers == {
         (422, b'{"error": "invalid_spec", "message": "spec: tasks.t.notebook: outside the server root"}'),
-        (422, b'{"error": "invalid_spec", "message": "probe.yaml: tasks.t.notebook: outside the server root"}')}
+        (422, b'{"error": "invalid_spec", "message": "probe.yaml: tasks.t.notebook: outside the server root"}'),
+    }
     assert (await api("GET", "pipelines")).data == {"pipelines": []}
 
 
@@ -874,8 +936,12 @@ async def test_register_errors_are_4xx_and_name_paths_relative_to_the_root(api, 
             assert str(root) not in message and str(root.parent) not in message, message
     # notebook paths the file system refuses: 422, never a 500
     (root / "loop.ipynb").symlink_to(root / "loop.ipynb")
-    for notebook, part in (("a\x00b.ipynb", "contains a NUL character"), ("x" * 5000, "5,000 characters"),
-                           ("x" * 300 + ".ipynb", "File name too long"), ("loop.ipynb", "a symlink loop")):
+    for notebook, part in (
+        ("a\x00b.ipynb", "contains a NUL character"),
+        ("x" * 5000, "5,000 characters"),
+        ("x" * 300 + ".ipynb", "File name too long"),
+        ("loop.ipynb", "a symlink loop"),
+    ):
         message = (await api("POST", "pipelines", body={"spec": {"name": "x", "tasks": {"t": notebook}}})).error(422)
         assert message.startswith("spec: tasks.t.notebook: ") and part in message, message
         assert str(root) not in message
@@ -902,15 +968,22 @@ async def test_oversized_and_overdeep_input_is_a_4xx(api, jp_root_dir):
     assert message == f"huge.yaml: {size:,} bytes: a spec may have at most 1,000,000 bytes (1 MB)"
 
     deep = "[" * 20000 + "]" * 20000
-    message = (await api("POST", "pipelines", body='{"spec": {"name": "d", "params": {"x": ' + deep + '},'
-                                                   ' "tasks": {"t": "report.ipynb"}}}')).error(400, "bad_json")
+    message = (
+        await api(
+            "POST",
+            "pipelines",
+            body='{"spec": {"name": "d", "params": {"x": ' + deep + '}, "tasks": {"t": "report.ipynb"}}}',
+        )
+    ).error(400, "bad_json")
     assert message == "request body: nested deeper than 100 levels"
     message = (await api("POST", "pipelines", "hello", "runs", body='{"params": {"x": ' + deep + "}}")).error(400)
     assert message == "request body: nested deeper than 100 levels"
     nested: Any = 1
     for _ in range(150):  # under the body's bound of brackets? no: 150 levels, built as data
         nested = [nested]
-    message = (await api("POST", "pipelines", body={"spec": {**hello_spec(root, "n"), "params": {"x": nested}}})).error(400)
+    message = (await api("POST", "pipelines", body={"spec": {**hello_spec(root, "n"), "params": {"x": nested}}})).error(
+        400
+    )
     assert "nested deeper than 100 levels" in message
     big = {"spec": {**hello_spec(root, "big"), "params": {"x": "y" * 1_100_000}}}
     message = (await api("POST", "pipelines", body=big)).error(413, "too_large")
@@ -940,12 +1013,13 @@ async def test_null_and_empty_fields_are_refused_not_taken_as_absent(api, jp_roo
 
 
 async def test_an_unsupported_method_is_a_405_that_says_what_is_allowed(jp_fetch):
-    for method, path, allowed in (("TRACE", "pipelines", "GET, POST, OPTIONS"),
-                                  ("PUT", "pipelines", "GET, POST, OPTIONS"),
-                                  ("TRACE", "runs/some-run", "GET, OPTIONS"),
-                                  ("HEAD", "schedules/1", "GET, PATCH, DELETE, OPTIONS")):
-        reply = await jp_fetch(*API, *path.split("/"), method=method, raise_error=False,
-                               allow_nonstandard_methods=True)
+    for method, path, allowed in (
+        ("TRACE", "pipelines", "GET, POST, OPTIONS"),
+        ("PUT", "pipelines", "GET, POST, OPTIONS"),
+        ("TRACE", "runs/some-run", "GET, OPTIONS"),
+        ("HEAD", "schedules/1", "GET, PATCH, DELETE, OPTIONS"),
+    ):
+        reply = await jp_fetch(*API, *path.split("/"), method=method, raise_error=False, allow_nonstandard_methods=True)
         assert reply.code == 405, (method, path, reply.code)
         assert reply.headers.get("Allow") == allowed, (method, path, reply.headers.get("Allow"))
         if method != "HEAD":

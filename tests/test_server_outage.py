@@ -9,7 +9,6 @@ import time
 from typing import Any
 
 import pytest
-
 from conftest import write_notebook
 from test_server import api, daemon, finished_run, wait_until  # noqa: F401 - fixtures and helpers
 
@@ -18,15 +17,19 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def jp_server_config(private_postgres: Any) -> dict[str, Any]:
-    return {"ServerApp": {"jpserver_extensions": {"jupyter_ext": True}},
-            "NbschedApp": {"poll": 0.2, "workers": 1, "lease": 10, "db_patience": 1.0,
-                           "db_url": private_postgres.url}}
+    return {
+        "ServerApp": {"jpserver_extensions": {"jupyter_ext": True}},
+        "NbschedApp": {"poll": 0.2, "workers": 1, "lease": 10, "db_patience": 1.0, "db_url": private_postgres.url},
+    }
 
 
 async def test_requests_answer_503_while_the_database_is_away_and_the_daemon_waits(
-        api, jp_root_dir, daemon, private_postgres):  # noqa: F811
-    write_notebook(jp_root_dir / "nap.ipynb",
-                   "import pathlib, time\npathlib.Path('napping').touch()\ntime.sleep(6)")
+    api,  # noqa: F811 - the fixture imported above
+    jp_root_dir,
+    daemon,  # noqa: F811
+    private_postgres,
+):
+    write_notebook(jp_root_dir / "nap.ipynb", "import pathlib, time\npathlib.Path('napping').touch()\ntime.sleep(6)")
     spec = {"name": "nap", "tasks": {"nap": "nap.ipynb"}}
     assert (await api("POST", "pipelines", body={"spec": spec})).code == 201
     run_id = (await api("POST", "pipelines", "nap", "runs", body={})).data["run_id"]

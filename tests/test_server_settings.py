@@ -12,15 +12,18 @@ from traitlets.config import Config
 from jupyter_ext.app import NbschedApp
 
 
-@pytest.mark.parametrize(("setting", "value", "message"), [
-    ("workers", 100000, "NbschedApp.workers 100000: at most "),
-    ("workers", -1, "NbschedApp.workers -1: expected a whole number >= 1"),
-    ("executor", "nope", "NbschedApp.executor 'nope': unknown (use local, dask"),
-    ("db_patience", -1.0, "NbschedApp.db_patience -1.0: expected a number of seconds >= 0"),
-    ("lease", 0.0, "NbschedApp.lease 0.0: expected a number of seconds > 0"),
-    ("poll", float("nan"), "NbschedApp.poll nan: expected a number of seconds > 0"),
-    ("grace", float("inf"), "NbschedApp.grace inf: expected a number of seconds >= 0"),
-])
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("workers", 100000, "NbschedApp.workers 100000: at most "),
+        ("workers", -1, "NbschedApp.workers -1: expected a whole number >= 1"),
+        ("executor", "nope", "NbschedApp.executor 'nope': unknown (use local, dask"),
+        ("db_patience", -1.0, "NbschedApp.db_patience -1.0: expected a number of seconds >= 0"),
+        ("lease", 0.0, "NbschedApp.lease 0.0: expected a number of seconds > 0"),
+        ("poll", float("nan"), "NbschedApp.poll nan: expected a number of seconds > 0"),
+        ("grace", float("inf"), "NbschedApp.grace inf: expected a number of seconds >= 0"),
+    ],
+)
 def test_a_bad_setting_is_refused_in_one_line(setting: str, value: Any, message: str) -> None:
     with pytest.raises(TraitError) as refused:
         NbschedApp(config=Config({"NbschedApp": {setting: value}}))

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import NBSCHED, wait_for, write_notebook, write_yaml
+
 from nbsched.executors.local import FILES_BESIDES, FILES_PER_WORKER
 from nbsched.service import Config, Service
 from nbsched.states import RunState
@@ -33,8 +33,13 @@ def held(pid: int) -> dict[str, int]:
             target = os.readlink(f"/proc/{pid}/fd/{fd}")
         except OSError:
             continue
-        kinds["socket" if target.startswith("socket:") else target.split("]")[0] + "]"
-              if target.startswith("anon_inode:") else "file"] += 1
+        kinds[
+            "socket"
+            if target.startswith("socket:")
+            else target.split("]")[0] + "]"
+            if target.startswith("anon_inode:")
+            else "file"
+        ] += 1
     return {"fds": sum(kinds.values()), **kinds, "threads": len(os.listdir(f"/proc/{pid}/task"))}
 
 
@@ -55,8 +60,11 @@ def settled(pid: int, server: int, runtime: Path) -> dict[str, int]:
     """``held`` once the batch's kernels are gone (they are shut down in the background): the fork
     server has no kernel left, no connection file remains, and two looks half a second apart see
     the same (ZeroMQ closes a socket's descriptors a moment after the socket)."""
-    wait_for(lambda: not children(server) and not list(runtime.glob("kernel-*.json")), 60,
-             "the batch's kernels to be shut down")
+    wait_for(
+        lambda: not children(server) and not list(runtime.glob("kernel-*.json")),
+        60,
+        "the batch's kernels to be shut down",
+    )
     looks = [held(pid)]
 
     def unchanged() -> bool:
@@ -71,15 +79,22 @@ def settled(pid: int, server: int, runtime: Path) -> dict[str, int]:
 @pytest.mark.timeout(1800)
 def test_a_daemon_running_2000_tasks_holds_no_more_open_than_after_300(project):
     write_notebook(project / "trivial.ipynb", "x = 1")
-    write_yaml(project / "pipeline.yaml", "name: soak\ntasks:\n" + "".join(
-        f"  t{i}: {{notebook: trivial.ipynb}}\n" for i in range(TASKS_PER_RUN)))
+    write_yaml(
+        project / "pipeline.yaml",
+        "name: soak\ntasks:\n" + "".join(f"  t{i}: {{notebook: trivial.ipynb}}\n" for i in range(TASKS_PER_RUN)),
+    )
     runtime = project / "runtime"
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("NBSCHED_")}, "JUPYTER_RUNTIME_DIR": str(runtime)}
     service = Service(Config.resolve(project=project))
     service.register(project / "pipeline.yaml")
     log = (project / "serve.log").open("wb")
-    daemon = subprocess.Popen([*NBSCHED, "serve", "-w", str(WORKERS), "--no-scheduler", "--poll", "200ms"],
-                              cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT)
+    daemon = subprocess.Popen(
+        [*NBSCHED, "serve", "-w", str(WORKERS), "--no-scheduler", "--poll", "200ms"],
+        cwd=project,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     peak: dict[int, int] = {}  # batch: most descriptors held while it ran
     batch = 0
     running = threading.Event()
@@ -97,19 +112,26 @@ def test_a_daemon_running_2000_tasks_holds_no_more_open_than_after_300(project):
     watcher.start()
     samples = []
     try:
-        for batch in range(BATCHES):  # noqa: B007 - the watcher reads it
+        for batch in range(BATCHES):
             ids = [service.trigger("soak") for _ in range(RUNS_PER_BATCH)]
-            wait_for(lambda: all(r.state.finished for r in service.store.list_runs(ids=ids, limit=None)), 300,
-                     f"batch {batch} to finish")
+            wait_for(
+                lambda ids=ids: all(r.state.finished for r in service.store.list_runs(ids=ids, limit=None)),
+                300,
+                f"batch {batch} to finish",
+            )
             runs = service.store.list_runs(ids=ids, limit=None)
             assert all(r.state is RunState.SUCCESS for r in runs), [r.error for r in runs]
             # its children (the fork server; a thread of its own started it): kernels are the server's
             server = children(daemon.pid)
             assert len(server) == 1, server
             if batch in (2, BATCHES - 1):  # after 300 tasks, and at the end
-                samples.append({**settled(daemon.pid, server[0], runtime),
-                                "server fds": len(os.listdir(f"/proc/{server[0]}/fd")),
-                                "connection files": len(list(runtime.glob("kernel-*.json")))})
+                samples.append(
+                    {
+                        **settled(daemon.pid, server[0], runtime),
+                        "server fds": len(os.listdir(f"/proc/{server[0]}/fd")),
+                        "connection files": len(list(runtime.glob("kernel-*.json"))),
+                    }
+                )
     finally:
         running.clear()
         watcher.join()

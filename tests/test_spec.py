@@ -63,85 +63,124 @@ tasks:
 
 # (spec text, the whole one-line message of the SpecError)
 MISTAKES = [
-    pytest.param("name: demo\ntasks:\n  extract: {notebook: extract.ipynb, resources: {GPU: 0}}\n",
-                 "pipeline.yaml: tasks.extract.resources.GPU: expected a number > 0, got 0",
-                 id="resource-not-positive"),
-    pytest.param("name: demo\ndefaults: {resources: [GPU]}\n" + TASKS,
-                 "pipeline.yaml: defaults.resources: expected a mapping, got list",
-                 id="resources-not-a-mapping"),
-    pytest.param("name: demo\nschedule: []\n" + TASKS,
-                 "pipeline.yaml: schedule: unknown key (did you mean 'schedules'?)",
-                 id="unknown-top-level-key"),
-    pytest.param("name: demo\ntasks:\n  extract: {notebook: extract.ipynb}\n"
-                 "  clean: {notebook: clean.ipynb, upstreams: [extract]}\n",
-                 "pipeline.yaml: tasks.clean.upstreams: unknown key (did you mean 'upstream'?)",
-                 id="unknown-task-key"),
-    pytest.param("name: demo\ndefaults: {retry: 2}\n" + TASKS,
-                 "pipeline.yaml: defaults.retry: unknown key (did you mean 'retries'?)",
-                 id="unknown-defaults-key"),
-    pytest.param("name: demo\ntasks:\n  extract: {notebook: extract.ipynb}\n"
-                 "  clean: {notebook: clean.ipynb, upstream: [extrct]}\n",
-                 "pipeline.yaml: tasks.clean.upstream: unknown task 'extrct' (did you mean 'extract'?)",
-                 id="unknown-upstream-task"),
-    pytest.param("name: demo\ntasks:\n  extract: {notebook: extract.ipynb}\n"
-                 "  clean: {notebook: clean.ipynb, upstream: [extract, report]}\n"
-                 "  report: {notebook: report.ipynb, upstream: [clean]}\n",
-                 "pipeline.yaml: tasks: cycle in upstream links: clean -> report -> clean",
-                 id="cycle"),
-    pytest.param("name: demo\ntasks:\n  clean: {notebook: clean.ipynb, upstream: clean}\n",
-                 "pipeline.yaml: tasks.clean.upstream: a task cannot be its own upstream",
-                 id="own-upstream"),
-    pytest.param("name: demo\ntasks:\n  extract: {notebook: extract.ipynb}\n  load: {notebook: load.ipynb}\n",
-                 "pipeline.yaml: tasks.load.notebook: notebook not found: load.ipynb",
-                 id="missing-notebook-file"),
-    pytest.param("name: demo\ntasks:\n  extract: {params: {a: 1}}\n",
-                 "pipeline.yaml: tasks.extract.notebook: missing (the path of the task's notebook)",
-                 id="missing-notebook-field"),
-    pytest.param("name: demo\ntasks:\n  extract: {notebook: extract.ipynb, timeout: 10 minutes}\n",
-                 "pipeline.yaml: tasks.extract.timeout: bad duration '10 minutes' (use e.g. 30s, 10m, 1h30m)",
-                 id="bad-duration"),
-    pytest.param("name: demo\ndefaults: {retry_delay: soon}\n" + TASKS,
-                 "pipeline.yaml: defaults.retry_delay: bad duration 'soon' (use e.g. 30s, 10m, 1h30m)",
-                 id="bad-default-duration"),
-    pytest.param("name: demo\ntasks:\n  Bad Name: {notebook: extract.ipynb}\n",
-                 "pipeline.yaml: tasks.Bad Name: bad task name 'Bad Name': use lower-case letters, digits, "
-                 "'_' and '-', starting with a letter or digit, at most 100 characters",
-                 id="bad-task-name"),
-    pytest.param("name: Daily Sales\n" + TASKS,
-                 "pipeline.yaml: name: bad pipeline name 'Daily Sales': use lower-case letters, digits, "
-                 "'_' and '-', starting with a letter or digit, at most 100 characters",
-                 id="bad-pipeline-name"),
-    pytest.param("name: demo\ntasks:\n  extract: {notebook: extract.ipynb, trigger_rule: all_sucess}\n",
-                 "pipeline.yaml: tasks.extract.trigger_rule: unknown trigger rule 'all_sucess' "
-                 "(did you mean 'all_success'?)",
-                 id="unknown-trigger-rule"),
-    pytest.param("name: demo\ntasks:\n  extract: {notebook: extract.ipynb, trigger_rule: [all_done]}\n",
-                 "pipeline.yaml: tasks.extract.trigger_rule: expected a trigger rule name, got ['all_done']",
-                 id="trigger-rule-not-a-string"),
-    pytest.param("name: demo\ntasks:\n  extract: {notebook: extract.ipynb\n  clean: x\n",
-                 "pipeline.yaml:4:8: invalid YAML: expected ',' or '}', but got ':'",
-                 id="invalid-yaml"),
-    pytest.param("name: demo\ntasks:\n  extract: {notebook: extract.ipynb, retries: -1}\n",
-                 "pipeline.yaml: tasks.extract.retries: expected a whole number from 0 to 100, got -1",
-                 id="negative-retries"),
-    pytest.param("name: demo\ntasks:\n  extract: {notebook: extract.ipynb, retries: 1.5}\n",
-                 "pipeline.yaml: tasks.extract.retries: expected a whole number from 0 to 100, got 1.5",
-                 id="fractional-retries"),
-    pytest.param(TASKS,
-                 "pipeline.yaml: name: missing (every pipeline needs a name)",
-                 id="missing-name"),
-    pytest.param("name: demo\ntasks: {}\n",
-                 "pipeline.yaml: tasks: missing or empty (a pipeline needs at least one task)",
-                 id="no-tasks"),
-    pytest.param("name: demo\n",
-                 "pipeline.yaml: tasks: missing or empty (a pipeline needs at least one task)",
-                 id="tasks-key-missing"),
-    pytest.param("name: demo\ntasks: [extract, clean]\n",
-                 "pipeline.yaml: tasks: expected a mapping, got list",
-                 id="tasks-not-a-mapping"),
-    pytest.param("- name: demo\n",
-                 "pipeline.yaml: expected a mapping, got list",
-                 id="spec-not-a-mapping"),
+    pytest.param(
+        "name: demo\ntasks:\n  extract: {notebook: extract.ipynb, resources: {GPU: 0}}\n",
+        "pipeline.yaml: tasks.extract.resources.GPU: expected a number > 0, got 0",
+        id="resource-not-positive",
+    ),
+    pytest.param(
+        "name: demo\ndefaults: {resources: [GPU]}\n" + TASKS,
+        "pipeline.yaml: defaults.resources: expected a mapping, got list",
+        id="resources-not-a-mapping",
+    ),
+    pytest.param(
+        "name: demo\nschedule: []\n" + TASKS,
+        "pipeline.yaml: schedule: unknown key (did you mean 'schedules'?)",
+        id="unknown-top-level-key",
+    ),
+    pytest.param(
+        "name: demo\ntasks:\n  extract: {notebook: extract.ipynb}\n"
+        "  clean: {notebook: clean.ipynb, upstreams: [extract]}\n",
+        "pipeline.yaml: tasks.clean.upstreams: unknown key (did you mean 'upstream'?)",
+        id="unknown-task-key",
+    ),
+    pytest.param(
+        "name: demo\ndefaults: {retry: 2}\n" + TASKS,
+        "pipeline.yaml: defaults.retry: unknown key (did you mean 'retries'?)",
+        id="unknown-defaults-key",
+    ),
+    pytest.param(
+        "name: demo\ntasks:\n  extract: {notebook: extract.ipynb}\n"
+        "  clean: {notebook: clean.ipynb, upstream: [extrct]}\n",
+        "pipeline.yaml: tasks.clean.upstream: unknown task 'extrct' (did you mean 'extract'?)",
+        id="unknown-upstream-task",
+    ),
+    pytest.param(
+        "name: demo\ntasks:\n  extract: {notebook: extract.ipynb}\n"
+        "  clean: {notebook: clean.ipynb, upstream: [extract, report]}\n"
+        "  report: {notebook: report.ipynb, upstream: [clean]}\n",
+        "pipeline.yaml: tasks: cycle in upstream links: clean -> report -> clean",
+        id="cycle",
+    ),
+    pytest.param(
+        "name: demo\ntasks:\n  clean: {notebook: clean.ipynb, upstream: clean}\n",
+        "pipeline.yaml: tasks.clean.upstream: a task cannot be its own upstream",
+        id="own-upstream",
+    ),
+    pytest.param(
+        "name: demo\ntasks:\n  extract: {notebook: extract.ipynb}\n  load: {notebook: load.ipynb}\n",
+        "pipeline.yaml: tasks.load.notebook: notebook not found: load.ipynb",
+        id="missing-notebook-file",
+    ),
+    pytest.param(
+        "name: demo\ntasks:\n  extract: {params: {a: 1}}\n",
+        "pipeline.yaml: tasks.extract.notebook: missing (the path of the task's notebook)",
+        id="missing-notebook-field",
+    ),
+    pytest.param(
+        "name: demo\ntasks:\n  extract: {notebook: extract.ipynb, timeout: 10 minutes}\n",
+        "pipeline.yaml: tasks.extract.timeout: bad duration '10 minutes' (use e.g. 30s, 10m, 1h30m)",
+        id="bad-duration",
+    ),
+    pytest.param(
+        "name: demo\ndefaults: {retry_delay: soon}\n" + TASKS,
+        "pipeline.yaml: defaults.retry_delay: bad duration 'soon' (use e.g. 30s, 10m, 1h30m)",
+        id="bad-default-duration",
+    ),
+    pytest.param(
+        "name: demo\ntasks:\n  Bad Name: {notebook: extract.ipynb}\n",
+        "pipeline.yaml: tasks.Bad Name: bad task name 'Bad Name': use lower-case letters, digits, "
+        "'_' and '-', starting with a letter or digit, at most 100 characters",
+        id="bad-task-name",
+    ),
+    pytest.param(
+        "name: Daily Sales\n" + TASKS,
+        "pipeline.yaml: name: bad pipeline name 'Daily Sales': use lower-case letters, digits, "
+        "'_' and '-', starting with a letter or digit, at most 100 characters",
+        id="bad-pipeline-name",
+    ),
+    pytest.param(
+        "name: demo\ntasks:\n  extract: {notebook: extract.ipynb, trigger_rule: all_sucess}\n",
+        "pipeline.yaml: tasks.extract.trigger_rule: unknown trigger rule 'all_sucess' (did you mean 'all_success'?)",
+        id="unknown-trigger-rule",
+    ),
+    pytest.param(
+        "name: demo\ntasks:\n  extract: {notebook: extract.ipynb, trigger_rule: [all_done]}\n",
+        "pipeline.yaml: tasks.extract.trigger_rule: expected a trigger rule name, got ['all_done']",
+        id="trigger-rule-not-a-string",
+    ),
+    pytest.param(
+        "name: demo\ntasks:\n  extract: {notebook: extract.ipynb\n  clean: x\n",
+        "pipeline.yaml:4:8: invalid YAML: expected ',' or '}', but got ':'",
+        id="invalid-yaml",
+    ),
+    pytest.param(
+        "name: demo\ntasks:\n  extract: {notebook: extract.ipynb, retries: -1}\n",
+        "pipeline.yaml: tasks.extract.retries: expected a whole number from 0 to 100, got -1",
+        id="negative-retries",
+    ),
+    pytest.param(
+        "name: demo\ntasks:\n  extract: {notebook: extract.ipynb, retries: 1.5}\n",
+        "pipeline.yaml: tasks.extract.retries: expected a whole number from 0 to 100, got 1.5",
+        id="fractional-retries",
+    ),
+    pytest.param(TASKS, "pipeline.yaml: name: missing (every pipeline needs a name)", id="missing-name"),
+    pytest.param(
+        "name: demo\ntasks: {}\n",
+        "pipeline.yaml: tasks: missing or empty (a pipeline needs at least one task)",
+        id="no-tasks",
+    ),
+    pytest.param(
+        "name: demo\n",
+        "pipeline.yaml: tasks: missing or empty (a pipeline needs at least one task)",
+        id="tasks-key-missing",
+    ),
+    pytest.param(
+        "name: demo\ntasks: [extract, clean]\n",
+        "pipeline.yaml: tasks: expected a mapping, got list",
+        id="tasks-not-a-mapping",
+    ),
+    pytest.param("- name: demo\n", "pipeline.yaml: expected a mapping, got list", id="spec-not-a-mapping"),
 ]
 
 
@@ -166,7 +205,8 @@ def test_validate_prints_the_mistake_on_one_line_and_exits_2(project: Path, text
 def test_a_cycle_is_a_cycle_error(project: Path) -> None:
     (project / "pipeline.yaml").write_text(
         "name: demo\ntasks:\n  a: {notebook: extract.ipynb, upstream: [c]}\n"
-        "  b: {notebook: clean.ipynb, upstream: [a]}\n  c: {notebook: report.ipynb, upstream: [b]}\n")
+        "  b: {notebook: clean.ipynb, upstream: [a]}\n  c: {notebook: report.ipynb, upstream: [b]}\n"
+    )
     with pytest.raises(CycleError, match=r"^pipeline\.yaml: tasks: cycle in upstream links: a -> b -> c -> a$"):
         load_pipeline("pipeline.yaml")
 
@@ -202,8 +242,11 @@ def test_a_file_that_is_not_a_notebook_is_reported(project: Path) -> None:
     assert "\n" not in str(exc.value)
 
 
-@pytest.mark.parametrize("content", ['{"cells": [1]}', '{"cells": null}', '[]', '{"nbformat": 4}'],
-                         ids=["cell-not-a-mapping", "cells-null", "not-a-mapping", "no-cells"])
+@pytest.mark.parametrize(
+    "content",
+    ['{"cells": [1]}', '{"cells": null}', "[]", '{"nbformat": 4}'],
+    ids=["cell-not-a-mapping", "cells-null", "not-a-mapping", "no-cells"],
+)
 def test_a_malformed_notebook_is_a_spec_error_not_a_crash(project: Path, content: str) -> None:
     (project / "odd.ipynb").write_text(content)
     (project / "pipeline.yaml").write_text("name: demo\nparams: {n: 1}\ntasks:\n  odd: odd.ipynb\n")
@@ -219,8 +262,10 @@ def test_params_without_a_parameters_cell_warn(project: Path) -> None:
     (project / "pipeline.yaml").write_text("name: demo\ntasks:\n  plain: {notebook: plain.ipynb, params: {n: 1}}\n")
     spec = load_pipeline("pipeline.yaml")
     assert spec.warnings == (
-        "pipeline.yaml: tasks.plain.notebook: plain.ipynb has no cell tagged 'parameters'; "
-        "parameters are injected at the top of the notebook",
+        (
+            "pipeline.yaml: tasks.plain.notebook: plain.ipynb has no cell tagged 'parameters'; "
+            "parameters are injected at the top of the notebook"
+        ),
     )
     result = validate(project, "pipeline.yaml")
     assert result.exit_code == 0, result.output
@@ -237,7 +282,8 @@ def test_pipeline_params_also_warn_for_a_notebook_without_parameters_cell(projec
 def test_no_warning_without_params_or_with_a_parameters_cell(project: Path) -> None:
     write_notebook(project / "plain.ipynb", parameters=False)
     (project / "pipeline.yaml").write_text(
-        "name: demo\ntasks:\n  plain: {notebook: plain.ipynb}\n  extract: {notebook: extract.ipynb, params: {n: 1}}\n")
+        "name: demo\ntasks:\n  plain: {notebook: plain.ipynb}\n  extract: {notebook: extract.ipynb, params: {n: 1}}\n"
+    )
     assert load_pipeline("pipeline.yaml").warnings == ()
     result = validate(project, "pipeline.yaml")
     assert result.exit_code == 0
@@ -256,7 +302,8 @@ def test_validate_a_valid_spec_prints_the_order(project: Path) -> None:
 def test_the_order_follows_dependencies_not_the_order_written(project: Path) -> None:
     (project / "pipeline.yaml").write_text(
         "name: demo\ntasks:\n  report: {notebook: report.ipynb, upstream: clean}\n"
-        "  clean: {notebook: clean.ipynb, upstream: extract}\n  extract: extract.ipynb\n")
+        "  clean: {notebook: clean.ipynb, upstream: extract}\n  extract: extract.ipynb\n"
+    )
     result = validate(project, "pipeline.yaml")
     assert result.exit_code == 0, result.output
     assert result.stdout.endswith("3 task(s): extract → clean → report\n")
@@ -278,7 +325,8 @@ def test_the_design_example_loads_with_every_field(project: Path) -> None:
     assert spec.tasks["extract"].params == {"limit": 1000}
     assert spec.tasks["extract"].trigger_rule is TriggerRule.ALL_SUCCESS
     assert [s.fields for s in spec.schedules] == [
-        {"cron": "0 6 * * 1-5", "timezone": "Europe/Paris", "params": {"region": "us"}, "catchup": False}]
+        {"cron": "0 6 * * 1-5", "timezone": "Europe/Paris", "params": {"region": "us"}, "catchup": False}
+    ]
 
 
 def test_notebook_paths_are_relative_to_the_spec_file(project: Path) -> None:
@@ -302,16 +350,29 @@ def test_a_single_notebook_is_a_one_task_pipeline(project: Path) -> None:
 
 
 # -- field parsing --------------------------------------------------------------------------
-@pytest.mark.parametrize(("value", "seconds"), [
-    ("30s", 30.0), ("10m", 600.0), ("1h30m", 5400.0), ("1h 30m", 5400.0), ("2d", 172800.0),
-    ("500ms", 0.5), ("1.5h", 5400.0), ("1m30s", 90.0), (45, 45.0), (2.5, 2.5), (0, 0.0),
-])
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("30s", 30.0),
+        ("10m", 600.0),
+        ("1h30m", 5400.0),
+        ("1h 30m", 5400.0),
+        ("2d", 172800.0),
+        ("500ms", 0.5),
+        ("1.5h", 5400.0),
+        ("1m30s", 90.0),
+        (45, 45.0),
+        (2.5, 2.5),
+        (0, 0.0),
+    ],
+)
 def test_parse_duration(value: Any, seconds: float) -> None:
     assert parse_duration(value) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("value", ["10 minutes", "", "soon", "5x", "m", "-5s", "30s10", -1, True, None, [1],
-                                   float("nan")])
+@pytest.mark.parametrize(
+    "value", ["10 minutes", "", "soon", "5x", "m", "-5s", "30s10", -1, True, None, [1], float("nan")]
+)
 def test_parse_duration_refuses(value: Any) -> None:
     with pytest.raises(ValueError, match="bad duration"):
         parse_duration(value)
@@ -323,8 +384,14 @@ def test_retry_wait_is_constant_without_backoff() -> None:
 
 
 def test_retry_wait_doubles_with_exponential_backoff_up_to_the_max() -> None:
-    task = TaskSpec(name="t", notebook=Path("t.ipynb"), retries=5, retry_delay=10,
-                    retry_exponential_backoff=True, max_retry_delay=60)
+    task = TaskSpec(
+        name="t",
+        notebook=Path("t.ipynb"),
+        retries=5,
+        retry_delay=10,
+        retry_exponential_backoff=True,
+        max_retry_delay=60,
+    )
     assert [task.retry_wait(n) for n in (1, 2, 3, 4, 5)] == [10, 20, 40, 60, 60]
 
 
@@ -340,8 +407,11 @@ def _parse(text: str, tmp_path: Path) -> PipelineSpec:
 
 
 def test_retry_fields_from_the_spec(tmp_path: Path) -> None:
-    spec = _parse("name: demo\ntasks:\n  t: {notebook: t.ipynb, retries: 4, retry_delay: 30s, "
-                  "retry_exponential_backoff: true, max_retry_delay: 2m}\n", tmp_path)
+    spec = _parse(
+        "name: demo\ntasks:\n  t: {notebook: t.ipynb, retries: 4, retry_delay: 30s, "
+        "retry_exponential_backoff: true, max_retry_delay: 2m}\n",
+        tmp_path,
+    )
     task = spec.tasks["t"]
     assert task.max_tries == 5
     assert [task.retry_wait(n) for n in (1, 2, 3, 4)] == [30, 60, 120, 120]
@@ -355,18 +425,32 @@ def test_defaults_apply_to_tasks_and_task_fields_override_them(tmp_path: Path) -
         "  plain: plain.ipynb\n"
         "  custom: {notebook: custom.ipynb, retries: 0, timeout: 1h, kernel: ir, retry_exponential_backoff: false}\n"
         "  untimed: {notebook: untimed.ipynb, timeout: null}\n",
-        tmp_path)
+        tmp_path,
+    )
     plain, custom, untimed = spec.tasks["plain"], spec.tasks["custom"], spec.tasks["untimed"]
-    assert (plain.retries, plain.retry_delay, plain.timeout, plain.kernel, plain.retry_exponential_backoff) == \
-        (2, 30.0, 600.0, "python3", True)
-    assert (custom.retries, custom.retry_delay, custom.timeout, custom.kernel, custom.retry_exponential_backoff) == \
-        (0, 30.0, 3600.0, "ir", False)
+    assert (plain.retries, plain.retry_delay, plain.timeout, plain.kernel, plain.retry_exponential_backoff) == (
+        2,
+        30.0,
+        600.0,
+        "python3",
+        True,
+    )
+    assert (custom.retries, custom.retry_delay, custom.timeout, custom.kernel, custom.retry_exponential_backoff) == (
+        0,
+        30.0,
+        3600.0,
+        "ir",
+        False,
+    )
     assert untimed.timeout is None and untimed.retries == 2
 
 
 def test_resources_come_from_the_defaults_or_the_task(tmp_path: Path) -> None:
-    spec = _parse("name: demo\ndefaults: {resources: {memory: 4000000000}}\n"
-                  "tasks:\n  plain: plain.ipynb\n  gpu: {notebook: gpu.ipynb, resources: {GPU: 1}}\n", tmp_path)
+    spec = _parse(
+        "name: demo\ndefaults: {resources: {memory: 4000000000}}\n"
+        "tasks:\n  plain: plain.ipynb\n  gpu: {notebook: gpu.ipynb, resources: {GPU: 1}}\n",
+        tmp_path,
+    )
     assert spec.tasks["plain"].resources == {"memory": 4_000_000_000} and spec.tasks["gpu"].resources == {"GPU": 1}
 
 
@@ -377,21 +461,25 @@ def test_without_defaults_tasks_get_no_retries_and_no_timeout(tmp_path: Path) ->
 
 
 def test_upstream_string_shorthand(tmp_path: Path) -> None:
-    spec = _parse("name: demo\ntasks:\n  extract: e.ipynb\n  clean: {notebook: c.ipynb, upstream: extract}\n",
-                  tmp_path)
+    spec = _parse("name: demo\ntasks:\n  extract: e.ipynb\n  clean: {notebook: c.ipynb, upstream: extract}\n", tmp_path)
     assert spec.tasks["clean"].upstream == ("extract",)
     assert spec.tasks["extract"].upstream == ()
 
 
 def test_upstream_listing_a_task_twice_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match=r"^pipeline\.yaml: tasks\.clean\.upstream: lists a task twice$"):
-        _parse("name: demo\ntasks:\n  extract: e.ipynb\n  clean: {notebook: c.ipynb, upstream: [extract, extract]}\n",
-               tmp_path)
+        _parse(
+            "name: demo\ntasks:\n  extract: e.ipynb\n  clean: {notebook: c.ipynb, upstream: [extract, extract]}\n",
+            tmp_path,
+        )
 
 
 def test_unknown_schedule_key_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(SpecError, match=r"^pipeline\.yaml: schedules\[0\]\.timezon: unknown key "
-                                        r"\(did you mean 'timezone'\?\)$"):
+    with pytest.raises(
+        SpecError,
+        match=r"^pipeline\.yaml: schedules\[0\]\.timezon: unknown key "
+        r"\(did you mean 'timezone'\?\)$",
+    ):
         _parse("name: demo\ntasks:\n  t: t.ipynb\nschedules:\n  - {cron: '@daily', timezon: UTC}\n", tmp_path)
 
 
@@ -399,9 +487,9 @@ def test_a_template_mistake_names_the_file_and_the_field(project: Path) -> None:
     write_notebook(project / "t.ipynb")
     (project / "pipeline.yaml").write_text(
         "name: demo\nparams: {day: '{{ logical_date | ds }}', table: '{{ params.regoin }}'}\n"
-        "tasks:\n  t: {notebook: t.ipynb}\n")
+        "tasks:\n  t: {notebook: t.ipynb}\n"
+    )
     result = validate(project, "pipeline.yaml")
     assert result.exit_code == 2
-    assert result.stderr.startswith("Error: pipeline.yaml: params.table: template error in "
-                                    "'{{ params.regoin }}': ")
+    assert result.stderr.startswith("Error: pipeline.yaml: params.table: template error in '{{ params.regoin }}': ")
     assert "regoin" in result.stderr and len(result.stderr.strip().splitlines()) == 1

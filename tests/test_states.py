@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nbsched.states import (RUN, TASK, IllegalTransition, RunState, RunTrigger, ScheduleOrigin, StopReason,
-                            TaskState)
+from nbsched.states import RUN, TASK, IllegalTransition, RunState, RunTrigger, ScheduleOrigin, StopReason, TaskState
 
 
 def test_every_state_has_its_row_and_only_finished_ones_lead_nowhere_or_back_to_waiting():
@@ -34,8 +33,11 @@ def test_a_transition_the_table_does_not_hold_is_a_named_error():
         RUN.guard(RunState.QUEUED, [RunState.SUCCESS])
 
 
-@pytest.mark.parametrize("word", [RunState.SUCCESS, TaskState.UP_FOR_RETRY, StopReason.TIMED_OUT, RunTrigger.CATCHUP,
-                                  ScheduleOrigin.CLI], ids=str)
+@pytest.mark.parametrize(
+    "word",
+    [RunState.SUCCESS, TaskState.UP_FOR_RETRY, StopReason.TIMED_OUT, RunTrigger.CATCHUP, ScheduleOrigin.CLI],
+    ids=str,
+)
 def test_a_word_is_shown_and_compared_as_its_value(word):
     assert str(word) == f"{word}" == word.value == word
     assert f"{word:>20}" == f"{word.value:>20}"

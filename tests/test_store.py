@@ -25,9 +25,15 @@ def store(db_url):
 
 
 def _run(store, **kw):
-    return store.create_run(pipeline="p", version=1, params={"a": 1}, trigger=RunTrigger.MANUAL,
-                            logical_date=datetime(2026, 3, 29, 1, 30, tzinfo=timezone(timedelta(hours=1))),
-                            tasks={"extract": 2, "load": 1}, **kw)
+    return store.create_run(
+        pipeline="p",
+        version=1,
+        params={"a": 1},
+        trigger=RunTrigger.MANUAL,
+        logical_date=datetime(2026, 3, 29, 1, 30, tzinfo=timezone(timedelta(hours=1))),
+        tasks={"extract": 2, "load": 1},
+        **kw,
+    )
 
 
 def test_new_run_is_queued_with_pending_tasks_in_order(store):
@@ -131,9 +137,15 @@ def test_every_try_keeps_its_row_with_runner_host_times_and_error(store):
     store.claim_tasks("b", 1)  # the second try dies with its runner, before it reported anything
     with store._write() as s, s.begin():
         s.execute(update(TaskRunRow).values(updated_at=datetime(2020, 1, 1, tzinfo=timezone.utc)))
-    ((_, orphan),) = store.reap_dead_runners(lease=60)
-    store.finish_task(run_id, "extract", owner="b", try_number=2, state=TaskState.UP_FOR_RETRY,
-                      error="its runner b stopped heartbeating")
+    ((_, _orphan),) = store.reap_dead_runners(lease=60)
+    store.finish_task(
+        run_id,
+        "extract",
+        owner="b",
+        try_number=2,
+        state=TaskState.UP_FOR_RETRY,
+        error="its runner b stopped heartbeating",
+    )
     store.set_task_state(run_id, "extract", TaskState.QUEUED, try_number=3, owner=None)
     store.claim_tasks("c", 1)
     store.cancel_run(run_id, "cancelled by user")
@@ -142,7 +154,8 @@ def test_every_try_keeps_its_row_with_runner_host_times_and_error(store):
     assert [(t.try_number, t.state, t.runner, t.error) for t in tries] == [
         (1, TaskState.UP_FOR_RETRY, "a", "boom 1"),
         (2, TaskState.UP_FOR_RETRY, "b", "its runner b stopped heartbeating"),
-        (3, TaskState.CANCELLED, "c", "cancelled by user")]
+        (3, TaskState.CANCELLED, "c", "cancelled by user"),
+    ]
     assert all(t.ended_at is not None and t.ended_at >= t.started_at for t in tries)
     assert store.get_run(run_id).tasks["extract"].tries == ()  # the runner's reads skip them
     assert [len(r.tasks["extract"].tries) for r in store.list_runs(with_tries=True)] == [3]
@@ -209,8 +222,12 @@ def test_the_newest_runs_are_read_by_index_not_by_sorting_every_run(tmp_path):
             conn.exec_driver_sql("ANALYZE")
             plans = {}
             for name, where in (("all", ""), ("by pipeline", "WHERE pipeline = 'p' ")):
-                plans[name] = " ".join(row[-1] for row in conn.exec_driver_sql(
-                    f"EXPLAIN QUERY PLAN SELECT * FROM runs {where}ORDER BY created_at DESC, id DESC LIMIT 20"))
+                plans[name] = " ".join(
+                    row[-1]
+                    for row in conn.exec_driver_sql(
+                        f"EXPLAIN QUERY PLAN SELECT * FROM runs {where}ORDER BY created_at DESC, id DESC LIMIT 20"
+                    )
+                )
     finally:
         store.close()
     assert all("TEMP B-TREE" not in plan for plan in plans.values()), plans
@@ -230,8 +247,7 @@ def test_database_is_in_wal_mode_and_readable_while_a_writer_holds_the_lock(tmp_
     writer.execute("BEGIN IMMEDIATE")
     writer.execute("UPDATE runs SET state='running' WHERE id=?", (run_id,))
     # another process reads the last committed state without waiting for the writer
-    code = (f"from nbsched.store import SqlStore; "
-            f"print(SqlStore('sqlite:///{path}').get_run('{run_id}').state.value)")
+    code = f"from nbsched.store import SqlStore; print(SqlStore('sqlite:///{path}').get_run('{run_id}').state.value)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
     writer.execute("COMMIT")
     assert out.stdout.strip() == "queued", out.stderr
@@ -267,9 +283,14 @@ def _at_once(db_url, n, work):
 def test_runners_claiming_at_once_take_each_task_once(store, db_url):
     run_ids = []
     for _ in range(10):
-        run_id = store.create_run(pipeline="p", version=1, params={}, trigger=RunTrigger.MANUAL,
-                                  logical_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
-                                  tasks={f"t{i}": 1 for i in range(4)})
+        run_id = store.create_run(
+            pipeline="p",
+            version=1,
+            params={},
+            trigger=RunTrigger.MANUAL,
+            logical_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+            tasks={f"t{i}": 1 for i in range(4)},
+        )
         store.start_run(run_id)
         for i in range(4):
             store.set_task_state(run_id, f"t{i}", TaskState.QUEUED, try_number=1)

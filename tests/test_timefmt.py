@@ -18,8 +18,8 @@ from nbsched.timefmt import (
     elapsed,
     elapsed_between,
     instant,
-    parse_duration,
     local_time,
+    parse_duration,
     relative,
     span,
     wall_clock,
@@ -37,20 +37,46 @@ def utc(text: str) -> datetime:
 
 # -- lengths of time ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("seconds", "text"), [
-    (900, "15m"), (5400, "1h30m"), (90, "1m30s"), (86400, "1d"), (0.5, "500ms"), (93784.5, "1d2h3m4s500ms"),
-    (0, "0s"), (0.25, "250ms"), (59.9, "59s900ms"), (7200, "2h"), (3 * 86400 + 1, "3d1s"),
-])
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (900, "15m"),
+        (5400, "1h30m"),
+        (90, "1m30s"),
+        (86400, "1d"),
+        (0.5, "500ms"),
+        (93784.5, "1d2h3m4s500ms"),
+        (0, "0s"),
+        (0.25, "250ms"),
+        (59.9, "59s900ms"),
+        (7200, "2h"),
+        (3 * 86400 + 1, "3d1s"),
+    ],
+)
 def test_duration_is_exact_and_reads_back(seconds: float, text: str) -> None:
     assert duration(seconds) == text
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize(("seconds", "text"), [
-    (0, "0.0s"), (0.04, "0.0s"), (0.4, "0.4s"), (59.9, "59.9s"), (75, "75.0s"), (119.94, "119.9s"),
-    (120, "2m00s"), (125.7, "2m05s"), (3599, "59m59s"), (3600, "1h00m"), (3725, "1h02m"),
-    (86400 + 3 * 3600 + 59, "1d03h"), (40 * 86400, "40d00h"),
-])
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0, "0.0s"),
+        (0.04, "0.0s"),
+        (0.4, "0.4s"),
+        (59.9, "59.9s"),
+        (75, "75.0s"),
+        (119.94, "119.9s"),
+        (120, "2m00s"),
+        (125.7, "2m05s"),
+        (3599, "59m59s"),
+        (3600, "1h00m"),
+        (3725, "1h02m"),
+        (86400 + 3 * 3600 + 59, "1d03h"),
+        (40 * 86400, "40d00h"),
+    ],
+)
 def test_elapsed_is_to_the_tenth_under_two_minutes_then_two_units(seconds: float, text: str) -> None:
     assert elapsed(seconds) == text
 
@@ -62,10 +88,18 @@ def test_elapsed_between_two_moments_or_none() -> None:
     assert elapsed_between(None, start) is None and elapsed_between(start, None) is None
 
 
-@pytest.mark.parametrize(("seconds", "text"), [
-    (0, "0s"), (0.4, "0s"), (59.9, "59s"), (60, "1m 0s"), (65, "1m 5s"), (3 * 3600 + 12 * 60 + 40, "3h 12m"),
-    (86400 + 2 * 3600, "1d 2h"),
-])
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0, "0s"),
+        (0.4, "0s"),
+        (59.9, "59s"),
+        (60, "1m 0s"),
+        (65, "1m 5s"),
+        (3 * 3600 + 12 * 60 + 40, "3h 12m"),
+        (86400 + 2 * 3600, "1d 2h"),
+    ],
+)
 def test_span_is_its_two_largest_units_in_whole_seconds(seconds: float, text: str) -> None:
     assert span(seconds) == text
 
@@ -77,12 +111,26 @@ def test_relative_is_ahead_or_due() -> None:
 
 
 def test_axis_labels() -> None:
-    assert [axis_label(v) for v in (0, 0.5, 45, 60, 90, 3600, 5400)] == \
-        ["0s", "0.5s", "45s", "1m", "1m30s", "1h", "1h30m"]
-    assert [axis_label(v) for v in (0.05, 0.15000000000000002, 1.5, 59.9, 86400)] == ["0.05s", "0.15s", "1.5s", "59.9s", "1d"]
+    assert [axis_label(v) for v in (0, 0.5, 45, 60, 90, 3600, 5400)] == [
+        "0s",
+        "0.5s",
+        "45s",
+        "1m",
+        "1m30s",
+        "1h",
+        "1h30m",
+    ]
+    assert [axis_label(v) for v in (0.05, 0.15000000000000002, 1.5, 59.9, 86400)] == [
+        "0.05s",
+        "0.15s",
+        "1.5s",
+        "59.9s",
+        "1d",
+    ]
 
 
 # -- moments ------------------------------------------------------------------------------------
+
 
 def test_moments_written_in_their_zone_or_this_machines() -> None:
     moment = utc("2026-11-28T06:00:05")
@@ -95,21 +143,34 @@ def test_moments_written_in_their_zone_or_this_machines() -> None:
     assert local_time(None) == "-"
 
 
-@pytest.mark.parametrize(("text", "zone", "expected"), [
-    # a wall time skipped by the jump: the end of the gap, the first instant that exists after it
-    ("2026-03-29T02:30", PARIS, "2026-03-29T01:00"),
-    ("2026-03-29T02:00", PARIS, "2026-03-29T01:00"),
-    ("2026-03-08T02:30", NEW_YORK, "2026-03-08T07:00"),
-    # a wall time that happens twice: its first occurrence, still on summer time
-    ("2026-10-25T02:30", PARIS, "2026-10-25T00:30"),
-    ("2026-11-01T01:30", NEW_YORK, "2026-11-01T05:30"),
-    # either side of a transition: the offset of that side
-    ("2026-03-29T01:59", PARIS, "2026-03-29T00:59"),
-    ("2026-03-29T03:00", PARIS, "2026-03-29T01:00"),
-    ("2026-10-25T03:00", PARIS, "2026-10-25T02:00"),
-    ("2026-11-01T02:00", NEW_YORK, "2026-11-01T07:00"),
-], ids=["paris-gap", "paris-gap-start", "new-york-gap", "paris-fold", "new-york-fold", "paris-before-jump",
-        "paris-after-jump", "paris-after-fold", "new-york-after-fold"])
+@pytest.mark.parametrize(
+    ("text", "zone", "expected"),
+    [
+        # a wall time skipped by the jump: the end of the gap, the first instant that exists after it
+        ("2026-03-29T02:30", PARIS, "2026-03-29T01:00"),
+        ("2026-03-29T02:00", PARIS, "2026-03-29T01:00"),
+        ("2026-03-08T02:30", NEW_YORK, "2026-03-08T07:00"),
+        # a wall time that happens twice: its first occurrence, still on summer time
+        ("2026-10-25T02:30", PARIS, "2026-10-25T00:30"),
+        ("2026-11-01T01:30", NEW_YORK, "2026-11-01T05:30"),
+        # either side of a transition: the offset of that side
+        ("2026-03-29T01:59", PARIS, "2026-03-29T00:59"),
+        ("2026-03-29T03:00", PARIS, "2026-03-29T01:00"),
+        ("2026-10-25T03:00", PARIS, "2026-10-25T02:00"),
+        ("2026-11-01T02:00", NEW_YORK, "2026-11-01T07:00"),
+    ],
+    ids=[
+        "paris-gap",
+        "paris-gap-start",
+        "new-york-gap",
+        "paris-fold",
+        "new-york-fold",
+        "paris-before-jump",
+        "paris-after-jump",
+        "paris-after-fold",
+        "new-york-after-fold",
+    ],
+)
 def test_a_naive_wall_time_in_a_dst_gap_or_fold(text: str, zone: ZoneInfo, expected: str) -> None:
     assert when(text, zone) == utc(expected)
     assert when(datetime.fromisoformat(text), zone) == utc(expected)

@@ -15,9 +15,19 @@ from jupyter_ext.contract import Contract, MalformedBody
 from nbsched.bounds import MAX_SPEC_BYTES
 from nbsched.dag import TriggerRule
 from nbsched.failures import TaskFailure
+from nbsched.spec import (
+    MAX_ACTIVE_RUNS,
+    MAX_PATH,
+    MAX_RETRIES,
+    MAX_SCHEDULES,
+    MAX_TASKS,
+    PIPELINE_KEYS,
+    POLICY_KEYS,
+    SCHEDULE_KEYS,
+    TASK_KEYS,
+    parse_pipeline,
+)
 from nbsched.states import RunState, RunTrigger, ScheduleOrigin, TaskState
-from nbsched.spec import (MAX_ACTIVE_RUNS, MAX_PATH, MAX_RETRIES, MAX_SCHEDULES, MAX_TASKS, PIPELINE_KEYS,
-                          POLICY_KEYS, SCHEDULE_KEYS, TASK_KEYS, parse_pipeline)
 from nbsched.store import PipelineRecord, RunRecord, ScheduleRecord, TaskRunRecord, TaskTryRecord
 from nbsched.views import PipelineDetail, PipelineView, RunView, ScheduleView
 
@@ -44,37 +54,115 @@ def conforms(data: Any, name: str) -> None:
 
 
 def task_record(state: TaskState, **changes: Any) -> TaskRunRecord:
-    fields: dict[str, Any] = dict(
-        task="extract", state=state, try_number=1, max_tries=2, owner=None, host="box", error=None, failure=None,
-        output_path="/runs/sales/r1/extract.ipynb", outputs={"rows": 3}, branch=None, cell=None, queued_at=T0,
-        started_at=T0, ended_at=T0 + timedelta(seconds=5), next_try_at=None,
-        tries=(TaskTryRecord(try_number=1, state=state, runner="box:1:a", host="box", error=None, failure=None,
-                             started_at=T0, ended_at=T0 + timedelta(seconds=5)),))
+    fields: dict[str, Any] = {
+        "task": "extract",
+        "state": state,
+        "try_number": 1,
+        "max_tries": 2,
+        "owner": None,
+        "host": "box",
+        "error": None,
+        "failure": None,
+        "output_path": "/runs/sales/r1/extract.ipynb",
+        "outputs": {"rows": 3},
+        "branch": None,
+        "cell": None,
+        "queued_at": T0,
+        "started_at": T0,
+        "ended_at": T0 + timedelta(seconds=5),
+        "next_try_at": None,
+        "tries": (
+            TaskTryRecord(
+                try_number=1,
+                state=state,
+                runner="box:1:a",
+                host="box",
+                error=None,
+                failure=None,
+                started_at=T0,
+                ended_at=T0 + timedelta(seconds=5),
+            ),
+        ),
+    }
     return TaskRunRecord(**{**fields, **changes})
 
 
 def run_record() -> RunRecord:
     failure = TaskFailure(ename="ValueError", evalue="bad input", cell=4, source="raise ValueError('bad input')")
-    failed = task_record(TaskState.FAILED, task="load", error=str(failure), failure=failure,
-                         tries=(TaskTryRecord(try_number=1, state=TaskState.FAILED, runner="box:1:a", host="box",
-                                              error=str(failure), failure=failure, started_at=T0, ended_at=T0),))
-    running = task_record(TaskState.RUNNING, task="report", ended_at=None, output_path=None, outputs={},
-                          cell={"index": 2, "count": 5, "source": "df = load()"},
-                          tries=(TaskTryRecord(try_number=1, state=TaskState.RUNNING, runner="box:1:a", host=None,
-                                               error=None, failure=None, started_at=T0, ended_at=None),))
-    return RunRecord(id="r1", pipeline="sales", pipeline_version=2, params={"region": "eu"}, logical_date=T0,
-                     trigger=RunTrigger.SCHEDULE, schedule_id=7, max_active_runs=1, owner="box:1:a",
-                     state=RunState.RUNNING,
-                     host="box", error=None, created_at=T0, started_at=T0, ended_at=None,
-                     tasks={"extract": task_record(TaskState.SUCCESS), "report": running, "load": failed})
+    failed = task_record(
+        TaskState.FAILED,
+        task="load",
+        error=str(failure),
+        failure=failure,
+        tries=(
+            TaskTryRecord(
+                try_number=1,
+                state=TaskState.FAILED,
+                runner="box:1:a",
+                host="box",
+                error=str(failure),
+                failure=failure,
+                started_at=T0,
+                ended_at=T0,
+            ),
+        ),
+    )
+    running = task_record(
+        TaskState.RUNNING,
+        task="report",
+        ended_at=None,
+        output_path=None,
+        outputs={},
+        cell={"index": 2, "count": 5, "source": "df = load()"},
+        tries=(
+            TaskTryRecord(
+                try_number=1,
+                state=TaskState.RUNNING,
+                runner="box:1:a",
+                host=None,
+                error=None,
+                failure=None,
+                started_at=T0,
+                ended_at=None,
+            ),
+        ),
+    )
+    return RunRecord(
+        id="r1",
+        pipeline="sales",
+        pipeline_version=2,
+        params={"region": "eu"},
+        logical_date=T0,
+        trigger=RunTrigger.SCHEDULE,
+        schedule_id=7,
+        max_active_runs=1,
+        owner="box:1:a",
+        state=RunState.RUNNING,
+        host="box",
+        error=None,
+        created_at=T0,
+        started_at=T0,
+        ended_at=None,
+        tasks={"extract": task_record(TaskState.SUCCESS), "report": running, "load": failed},
+    )
 
 
 def schedule_record(**changes: Any) -> ScheduleRecord:
-    fields: dict[str, Any] = dict(
-        id=7, pipeline="sales", trigger={"cron": "0 6 * * 1-5", "timezone": "Europe/Paris"}, params={}, enabled=True,
-        catchup=True, misfire_grace=600.0, max_active_runs=1, origin=ScheduleOrigin.SPEC, next_fire_at=T0,
-        last_fire_at=None,
-        created_at=T0, updated_at=T0)
+    fields: dict[str, Any] = {
+        "id": 7,
+        "pipeline": "sales",
+        "trigger": {"cron": "0 6 * * 1-5", "timezone": "Europe/Paris"},
+        "params": {},
+        "enabled": True,
+        "catchup": True,
+        "misfire_grace": 600.0,
+        "max_active_runs": 1,
+        "origin": ScheduleOrigin.SPEC,
+        "next_fire_at": T0,
+        "last_fire_at": None,
+        "created_at": T0,
+        "updated_at": T0,
+    }
     return ScheduleRecord(**{**fields, **changes})
 
 
@@ -82,20 +170,57 @@ def test_a_run_view_has_the_json_shape_of_the_api():
     view = RunView.of(run_record())
     data = view.to_json()
     conforms(data, "Run")
-    assert list(data) == ["run_id", "pipeline", "pipeline_version", "state", "params", "logical_date", "trigger",
-                          "schedule_id", "error", "created_at", "started_at", "ended_at", "tasks"]
+    assert list(data) == [
+        "run_id",
+        "pipeline",
+        "pipeline_version",
+        "state",
+        "params",
+        "logical_date",
+        "trigger",
+        "schedule_id",
+        "error",
+        "created_at",
+        "started_at",
+        "ended_at",
+        "tasks",
+    ]
     assert data["run_id"] == "r1" and data["state"] == "running" and data["logical_date"] == T0.isoformat()
     task = data["tasks"]["extract"]
-    assert list(task) == ["state", "try_number", "max_tries", "error", "failure", "output_path", "outputs", "cell",
-                          "host", "started_at", "ended_at", "tries"]
-    assert task["tries"] == [{"try_number": 1, "state": "success", "runner": "box:1:a", "host": "box", "error": None,
-                              "failure": None, "started_at": T0.isoformat(),
-                              "ended_at": (T0 + timedelta(seconds=5)).isoformat()}]
+    assert list(task) == [
+        "state",
+        "try_number",
+        "max_tries",
+        "error",
+        "failure",
+        "output_path",
+        "outputs",
+        "cell",
+        "host",
+        "started_at",
+        "ended_at",
+        "tries",
+    ]
+    assert task["tries"] == [
+        {
+            "try_number": 1,
+            "state": "success",
+            "runner": "box:1:a",
+            "host": "box",
+            "error": None,
+            "failure": None,
+            "started_at": T0.isoformat(),
+            "ended_at": (T0 + timedelta(seconds=5)).isoformat(),
+        }
+    ]
     # a failure as data, beside its one line
     failed = data["tasks"]["load"]
     assert failed["error"] == "ValueError: bad input (cell 4: raise ValueError('bad input'))"
-    assert failed["failure"] == failed["tries"][0]["failure"] == {
-        "ename": "ValueError", "evalue": "bad input", "cell": 4, "source": "raise ValueError('bad input')"}
+    assert (
+        failed["failure"]
+        == failed["tries"][0]["failure"]
+        == {"ename": "ValueError", "evalue": "bad input", "cell": 4, "source": "raise ValueError('bad input')"}
+    )
     # typed for Python: states are enums, times are datetimes
     assert view.state is RunState.RUNNING and view.tasks["report"].tries[0].ended_at is None
     assert view.tasks["report"].cell == {"index": 2, "count": 5, "source": "df = load()"}
@@ -113,19 +238,34 @@ def test_a_schedule_view_tells_its_next_fire_in_its_zone():
 
 
 def test_pipeline_views_have_the_json_shape_of_the_api(tmp_path: Path):
-    spec = parse_pipeline({"name": "sales", "tasks": {"extract": "e.ipynb", "report": {
-        "notebook": "r.ipynb", "upstream": ["extract"], "trigger_rule": "all_done"}}}, base_dir=tmp_path)
+    spec = parse_pipeline(
+        {
+            "name": "sales",
+            "tasks": {
+                "extract": "e.ipynb",
+                "report": {"notebook": "r.ipynb", "upstream": ["extract"], "trigger_rule": "all_done"},
+            },
+        },
+        base_dir=tmp_path,
+    )
     record = PipelineRecord(name="sales", version=2, spec={}, source_path=None, created_at=T0)
     short = PipelineView.of(record, spec, schedules=1)
     conforms(short.to_json(), "Pipeline")
     assert short.to_json()["tasks"] == ["extract", "report"]
-    detail = PipelineDetail(pipeline=short, versions=((1, T0), (2, T0)), spec=spec,
-                            schedule_list=(ScheduleView.of(schedule_record()),)).to_json()
+    detail = PipelineDetail(
+        pipeline=short, versions=((1, T0), (2, T0)), spec=spec, schedule_list=(ScheduleView.of(schedule_record()),)
+    ).to_json()
     conforms(detail, "PipelineDetail")
-    assert detail["dag"]["tasks"][1] == {"name": "report", "notebook": str(tmp_path / "r.ipynb"),
-                                         "upstream": ["extract"], "trigger_rule": "all_done"}
-    assert detail["versions"] == [{"version": 1, "created_at": T0.isoformat()},
-                                  {"version": 2, "created_at": T0.isoformat()}]
+    assert detail["dag"]["tasks"][1] == {
+        "name": "report",
+        "notebook": str(tmp_path / "r.ipynb"),
+        "upstream": ["extract"],
+        "trigger_rule": "all_done",
+    }
+    assert detail["versions"] == [
+        {"version": 1, "created_at": T0.isoformat()},
+        {"version": 2, "created_at": T0.isoformat()},
+    ]
 
 
 def test_the_documents_enums_and_bounds_are_nbscheds_own():
@@ -147,36 +287,42 @@ def test_the_documents_enums_and_bounds_are_nbscheds_own():
     assert f"{MAX_SPEC_BYTES:,} bytes" in CONTRACT.document["components"]["responses"]["TooLarge"]["description"]
 
 
-@pytest.mark.parametrize(("operation", "body", "message"), [
-    ("registerPipeline", {}, 'body: give exactly one of "path" (a file under the server root) or "spec"'),
-    ("registerPipeline", {"path": "a.yaml", "spec": {}}, 'body: give exactly one of "path"'),
-    ("registerPipeline", {"path": 3}, "body.path: expected a string, got 3"),
-    ("registerPipeline", {"path": ""}, "body.path: must not be empty"),
-    ("registerPipeline", {"spec": "name: x"}, 'body.spec: expected an object, got "name: x"'),
-    ("registerPipeline", {"spec": None, "path": "a.yaml"}, "body.spec: null is not a value (leave the field out)"),
-    ("registerPipeline", {"spec": {}, "dir": ""}, "body.dir: must not be empty"),
-    ("triggerRun", {"params": None}, "body.params: null is not a value (leave the field out)"),
-    ("triggerRun", {"params": [1]}, "body.params: expected an object, got [1]"),
-    ("createSchedule", {"cron": "0 6 * * *"}, "body.pipeline: missing (the name of a registered pipeline)"),
-    ("createSchedule", {"pipeline": 5}, "body.pipeline: expected a string, got 5"),
-    ("createSchedule", {"pipeline": "p", "every": True}, "body.every: expected a string or a number, got true"),
-    ("updateSchedule", {"enabled": None}, "body.enabled: null is not a value (leave the field out)"),
-    ("updateSchedule", {"max_active_runs": "2"}, 'body.max_active_runs: expected an integer, got "2"'),
-])
+@pytest.mark.parametrize(
+    ("operation", "body", "message"),
+    [
+        ("registerPipeline", {}, 'body: give exactly one of "path" (a file under the server root) or "spec"'),
+        ("registerPipeline", {"path": "a.yaml", "spec": {}}, 'body: give exactly one of "path"'),
+        ("registerPipeline", {"path": 3}, "body.path: expected a string, got 3"),
+        ("registerPipeline", {"path": ""}, "body.path: must not be empty"),
+        ("registerPipeline", {"spec": "name: x"}, 'body.spec: expected an object, got "name: x"'),
+        ("registerPipeline", {"spec": None, "path": "a.yaml"}, "body.spec: null is not a value (leave the field out)"),
+        ("registerPipeline", {"spec": {}, "dir": ""}, "body.dir: must not be empty"),
+        ("triggerRun", {"params": None}, "body.params: null is not a value (leave the field out)"),
+        ("triggerRun", {"params": [1]}, "body.params: expected an object, got [1]"),
+        ("createSchedule", {"cron": "0 6 * * *"}, "body.pipeline: missing (the name of a registered pipeline)"),
+        ("createSchedule", {"pipeline": 5}, "body.pipeline: expected a string, got 5"),
+        ("createSchedule", {"pipeline": "p", "every": True}, "body.every: expected a string or a number, got true"),
+        ("updateSchedule", {"enabled": None}, "body.enabled: null is not a value (leave the field out)"),
+        ("updateSchedule", {"max_active_runs": "2"}, 'body.max_active_runs: expected an integer, got "2"'),
+    ],
+)
 def test_a_malformed_body_is_named_by_the_field(operation: str, body: dict[str, Any], message: str):
     with pytest.raises(MalformedBody) as refused:
         CONTRACT.check_body(operation, body)
     assert str(refused.value).startswith(message), str(refused.value)
 
 
-@pytest.mark.parametrize(("operation", "body"), [
-    ("registerPipeline", {"path": "sales/pipeline.yaml"}),
-    ("registerPipeline", {"spec": {"name": "x", "tasks": {"t": {"notebook": "t.ipynb", "retries": -1}}}}),
-    ("registerPipeline", {"path": "x" * 300 + ".yaml"}),  # the file system says what is wrong with it
-    ("triggerRun", {}),
-    ("createSchedule", {"pipeline": "p", "cronn": "0 6 * * *"}),  # the core names it: "did you mean"
-    ("createSchedule", {"pipeline": "p", "every": "1h", "max_active_runs": 0}),
-    ("updateSchedule", {"pipeline": "other"}),  # the core says a schedule's pipeline cannot change
-])
+@pytest.mark.parametrize(
+    ("operation", "body"),
+    [
+        ("registerPipeline", {"path": "sales/pipeline.yaml"}),
+        ("registerPipeline", {"spec": {"name": "x", "tasks": {"t": {"notebook": "t.ipynb", "retries": -1}}}}),
+        ("registerPipeline", {"path": "x" * 300 + ".yaml"}),  # the file system says what is wrong with it
+        ("triggerRun", {}),
+        ("createSchedule", {"pipeline": "p", "cronn": "0 6 * * *"}),  # the core names it: "did you mean"
+        ("createSchedule", {"pipeline": "p", "every": "1h", "max_active_runs": 0}),
+        ("updateSchedule", {"pipeline": "other"}),  # the core says a schedule's pipeline cannot change
+    ],
+)
 def test_what_a_well_formed_value_means_is_left_to_the_core(operation: str, body: dict[str, Any]):
     CONTRACT.check_body(operation, body)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from conftest import write_notebook, write_yaml
+
 from nbsched.widgets import RunPanel
 
 
@@ -14,8 +14,14 @@ from nbsched.widgets import RunPanel
 def history(project, service):
     write_notebook(project / "ok.ipynb", "x = 1", params="region = 'eu'\nupstream = {}")
     write_notebook(project / "boom.ipynb", "1/0")
-    write_yaml(project / "good.yaml", "name: good\ntasks:\n  a: {notebook: ok.ipynb}\n  b: {notebook: ok.ipynb, upstream: [a]}\n")
-    write_yaml(project / "bad.yaml", "name: bad\ntasks:\n  a: {notebook: boom.ipynb}\n  b: {notebook: ok.ipynb, upstream: [a]}\n")
+    write_yaml(
+        project / "good.yaml",
+        "name: good\ntasks:\n  a: {notebook: ok.ipynb}\n  b: {notebook: ok.ipynb, upstream: [a]}\n",
+    )
+    write_yaml(
+        project / "bad.yaml",
+        "name: bad\ntasks:\n  a: {notebook: boom.ipynb}\n  b: {notebook: ok.ipynb, upstream: [a]}\n",
+    )
     service.register(project / "good.yaml")
     good = service.run_pipeline(project / "good.yaml")
     bad = service.run_pipeline(project / "bad.yaml")
@@ -41,7 +47,7 @@ def test_run_detail_draws_the_dag_and_links_the_notebooks(history):
     detail = panel.detail.value
     assert 'data-task="a" data-state="failed"' in detail  # the DAG picture
     assert 'data-task="b" data-state="upstream_failed"' in detail
-    assert "ZeroDivisionError" in detail and 'a.ipynb</a>' in detail
+    assert "ZeroDivisionError" in detail and "a.ipynb</a>" in detail
     assert (panel.progress.value, panel.progress.max) == (2, 2)
     assert not panel.retry_run.disabled and panel.cancel_run.disabled
     panel.task_choice.value = "a"
@@ -95,7 +101,7 @@ def test_a_mistake_is_printed_in_the_panel_not_raised(history):
 
 
 def test_the_panel_refreshes_itself_and_stops_when_closed(history):
-    service, good, _ = history
+    service, _good, _ = history
     panel = RunPanel(service, "good", refresh_every=0.1)
     run_id = service.trigger("good")
     deadline = time.monotonic() + 10
@@ -112,8 +118,10 @@ def test_progress_shows_the_cell_a_running_notebook_is_on(project, service):
 
     write_notebook(project / "slow.ipynb", "import time", "time.sleep(4)")
     write_notebook(project / "quick.ipynb", "x = 1")
-    write_yaml(project / "slow.yaml", "name: slow\ntasks:\n  first: {notebook: slow.ipynb}\n"
-                                      "  second: {notebook: quick.ipynb, upstream: [first]}\n")
+    write_yaml(
+        project / "slow.yaml",
+        "name: slow\ntasks:\n  first: {notebook: slow.ipynb}\n  second: {notebook: quick.ipynb, upstream: [first]}\n",
+    )
     runner = threading.Thread(target=service.run_pipeline, args=(project / "slow.yaml",))
     runner.start()
     panel = RunPanel(service, refresh_every=0)
@@ -151,16 +159,41 @@ def test_a_script_in_a_name_an_error_or_a_message_is_text_in_the_panel(project, 
     # every value the panel shows, hostile, straight through its template
     from nbsched.render import render_macro
 
-    task = {"state": "running", "try_number": 1, "max_tries": 1, "error": SCRIPT, "cell": None,
-            "output_path": None, "started_at": None, "ended_at": None}
-    view = {"run_id": SCRIPT, "pipeline": SCRIPT, "state": "running", "trigger": SCRIPT, "created_at": None,
-            "started_at": None, "ended_at": None, "tasks": {SCRIPT: task}}
-    shown["pieces"] = "".join([
-        render_macro("panel.html.j2", "runs_table", runs=[view], chosen=SCRIPT, now=None),
-        render_macro("panel.html.j2", "run_detail", run=view, picture="", now=None,
-                     notebooks={SCRIPT: (SCRIPT, SCRIPT)}, cells={SCRIPT: SCRIPT}),
-        render_macro("panel.html.j2", "report_frame", page=f'"><{SCRIPT}'),
-    ])
+    task = {
+        "state": "running",
+        "try_number": 1,
+        "max_tries": 1,
+        "error": SCRIPT,
+        "cell": None,
+        "output_path": None,
+        "started_at": None,
+        "ended_at": None,
+    }
+    view = {
+        "run_id": SCRIPT,
+        "pipeline": SCRIPT,
+        "state": "running",
+        "trigger": SCRIPT,
+        "created_at": None,
+        "started_at": None,
+        "ended_at": None,
+        "tasks": {SCRIPT: task},
+    }
+    shown["pieces"] = "".join(
+        [
+            render_macro("panel.html.j2", "runs_table", runs=[view], chosen=SCRIPT, now=None),
+            render_macro(
+                "panel.html.j2",
+                "run_detail",
+                run=view,
+                picture="",
+                now=None,
+                notebooks={SCRIPT: (SCRIPT, SCRIPT)},
+                cells={SCRIPT: SCRIPT},
+            ),
+            render_macro("panel.html.j2", "report_frame", page=f'"><{SCRIPT}'),
+        ]
+    )
     for where, html in shown.items():
         assert "<script" not in html.lower(), (where, html)
     assert f'data-run="{run.id}"' in shown["runs"]

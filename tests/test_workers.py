@@ -8,24 +8,28 @@ import resource
 import subprocess
 
 import pytest
-
 from conftest import NBSCHED, nbsched, write_notebook, write_yaml
+
 from nbsched.errors import ConfigError
 from nbsched.service import Config, Service
 from nbsched.states import RunState, TaskState
 
 # what a task sees of the kernels around it: the fork server's children (with --kernel-fork,
 # every kernel is one), once the pool has had time to start what it would
-SIBLINGS = ("import os, time, nbsched\ntime.sleep(2)\nserver = os.getppid()\n"
-            "kernels = open(f'/proc/{server}/task/{server}/children').read().split()\n"
-            "nbsched.record('kernels', len(kernels))")
+SIBLINGS = (
+    "import os, time, nbsched\ntime.sleep(2)\nserver = os.getppid()\n"
+    "kernels = open(f'/proc/{server}/task/{server}/children').read().split()\n"
+    "nbsched.record('kernels', len(kernels))"
+)
 
 
 @pytest.mark.parametrize("tasks", [1, 3])
 def test_a_run_starts_no_more_kernels_than_it_has_tasks_whatever_the_workers(project, tasks):
     write_notebook(project / "siblings.ipynb", SIBLINGS)
-    spec = write_yaml(project / "pipeline.yaml", "name: few\ntasks:\n" + "".join(
-        f"  t{i}: {{notebook: siblings.ipynb}}\n" for i in range(tasks)))
+    spec = write_yaml(
+        project / "pipeline.yaml",
+        "name: few\ntasks:\n" + "".join(f"  t{i}: {{notebook: siblings.ipynb}}\n" for i in range(tasks)),
+    )
     service = Service(Config.resolve(project=project, workers=12))
     try:
         run = service.run_pipeline(spec)
@@ -55,8 +59,11 @@ def test_too_many_workers_is_one_line_and_exit_2_and_no_run(project, command):
 
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines() == [
-        "Error: workers 100000: at most 256 with local kernels (each runs a kernel and has one waiting; "
-        "for more, use a Dask cluster)"]
+        (
+            "Error: workers 100000: at most 256 with local kernels (each runs a kernel and has one waiting; "
+            "for more, use a Dask cluster)"
+        )
+    ]
     assert json.loads(nbsched("runs", "--json", cwd=project).stdout) == []
 
 
@@ -71,13 +78,21 @@ def test_workers_beyond_what_the_open_files_allow_are_refused_not_aborted(projec
     env = {k: v for k, v in os.environ.items() if not k.startswith("NBSCHED_")}
 
     def run(workers: int) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*NBSCHED, "run", "one.ipynb", "-w", str(workers)], cwd=project, env=env,
-                              capture_output=True, text=True, timeout=120, preexec_fn=lambda: _open_files(256))
+        return subprocess.run(
+            [*NBSCHED, "run", "one.ipynb", "-w", str(workers)],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            preexec_fn=lambda: _open_files(256),
+        )
 
     refused = run(40)
     assert refused.returncode == 2, refused.stderr
     assert refused.stderr.strip().splitlines() == [
-        "Error: workers 40: at most 4 with local kernels (this process may open 256 files (ulimit -Hn), 32 a worker)"]
+        "Error: workers 40: at most 4 with local kernels (this process may open 256 files (ulimit -Hn), 32 a worker)"
+    ]
     assert run(4).returncode == 0
     assert [r["state"] for r in json.loads(nbsched("runs", "--json", cwd=project).stdout)] == ["success"]
 
@@ -114,10 +129,23 @@ def test_nbsched_app_workers_out_of_bounds_is_named_and_the_server_still_stops(t
     env["JUPYTER_RUNTIME_DIR"] = str(tmp_path / "runtime")
     log_path = tmp_path / "server.log"
     with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "jupyter_server", "--no-browser", "--ServerApp.ip=127.0.0.1",
-                                 f"--port={port}", f"--ServerApp.root_dir={tmp_path}", "--NbschedApp.workers=100000",
-                                 *(["--allow-root"] if os.geteuid() == 0 else [])],
-                                cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "jupyter_server",
+                "--no-browser",
+                "--ServerApp.ip=127.0.0.1",
+                f"--port={port}",
+                f"--ServerApp.root_dir={tmp_path}",
+                "--NbschedApp.workers=100000",
+                *(["--allow-root"] if os.geteuid() == 0 else []),
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             deadline = time.monotonic() + 60
             while "is running at" not in log_path.read_text() and time.monotonic() < deadline:

@@ -6,8 +6,7 @@ from nbsched.errors import ConfigError
 from nbsched.executors.base import Executor, Finished, TaskAttempt
 from nbsched.executors.local import MAX_WORKERS, LocalExecutor, max_workers
 
-__all__ = ["Executor", "Finished", "LocalExecutor", "TaskAttempt", "check_workers", "executor_address",
-           "make_executor"]
+__all__ = ["Executor", "Finished", "LocalExecutor", "TaskAttempt", "check_workers", "executor_address", "make_executor"]
 
 KINDS = "local, dask (a Dask LocalCluster here), dask://HOST:PORT (an existing Dask cluster)"
 
@@ -33,12 +32,15 @@ def check_workers(executor: str, workers: int) -> None:
     if kind == "local" and workers > (most := max_workers())[0]:
         raise ConfigError(f"workers {workers}: at most {most[0]} with local kernels ({most[1]})")
     if kind == "dask" and address is None and workers > MAX_WORKERS:
-        raise ConfigError(f"workers {workers}: at most {MAX_WORKERS} Dask worker processes started here "
-                          "(for more, use an existing cluster: dask://HOST:PORT)")
+        raise ConfigError(
+            f"workers {workers}: at most {MAX_WORKERS} Dask worker processes started here "
+            "(for more, use an existing cluster: dask://HOST:PORT)"
+        )
 
 
-def make_executor(name: str, workers: int | None = None, *, pool: bool = False, fork: bool = False,
-                  preload: tuple[str, ...] = ()) -> Executor:
+def make_executor(
+    name: str, workers: int | None = None, *, pool: bool = False, fork: bool = False, preload: tuple[str, ...] = ()
+) -> Executor:
     """Start the executor ``name`` names; ``workers``: tries at once (default: the cores here, or
     the worker threads of an existing Dask cluster). How local kernels start: ``pool``, ahead of
     need; ``fork``, forked from a process that has ipykernel and ``preload`` imported (Dask

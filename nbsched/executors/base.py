@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import queue
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from nbsched.kernels import KernelHandle
 from nbsched.notebook import TaskOutcome, TaskRequest, cell_progress
@@ -60,23 +61,27 @@ class Executor(ABC):
                 outcome = TaskOutcome.stopped_by(attempt.handle)
                 return
             outcome = self.execute(request, attempt.handle)
-        except BaseException as exc:  # the task failed, not the runner: report it as the task's error
+        except BaseException as exc:  # noqa: BLE001 - the task failed, not the runner: report it as the task's error
             outcome = TaskOutcome(error=f"{type(exc).__name__}: {exc}", output_path=request.output_path)
         finally:
             events.put(Finished(request.run_id, request.task, request.try_number, outcome))
 
     @abstractmethod
-    def _spawn(self, fn: Callable[[TaskAttempt, queue.Queue[Message]], None], attempt: TaskAttempt,
-               events: queue.Queue[Message]) -> None:
+    def _spawn(
+        self,
+        fn: Callable[[TaskAttempt, queue.Queue[Message]], None],
+        attempt: TaskAttempt,
+        events: queue.Queue[Message],
+    ) -> None:
         """Start ``fn(attempt, events)`` on a worker."""
 
     @abstractmethod
     def execute(self, request: TaskRequest, handle: KernelHandle) -> TaskOutcome:
         """Run one try of a task, on the worker."""
 
-    def prepare(self, kernels: Mapping[str, int]) -> None:
+    def prepare(self, kernels: Mapping[str, int]) -> None:  # noqa: B027 - a hook: doing nothing is right
         """The tasks waiting to run will ask for these kernels (name: how many tasks, the
         runner's whole count each time): have them ready, if this executor can."""
 
-    def shutdown(self) -> None:
+    def shutdown(self) -> None:  # noqa: B027 - a hook: doing nothing is right
         """Release workers; called once the runner is done."""

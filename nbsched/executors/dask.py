@@ -21,9 +21,10 @@ import queue
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from nbsched.errors import ConfigError
 from nbsched.executors.base import Executor, Message, TaskAttempt
@@ -49,9 +50,13 @@ class DaskExecutor(Executor):
         if address is None:
             # A try whose worker dies must fail (and be retried by nbsched), not be re-run by Dask.
             with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-                self._cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
-                                             processes=True, dashboard_address=":0",
-                                             silence_logs=logging.ERROR)
+                self._cluster = LocalCluster(
+                    n_workers=workers or os.cpu_count() or 1,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=":0",
+                    silence_logs=logging.ERROR,
+                )
             self.client = Client(self._cluster)
         else:
             try:
@@ -72,8 +77,12 @@ class DaskExecutor(Executor):
         if handle is not None and cell:
             show_cell(handle, cell)
 
-    def _spawn(self, fn: Callable[[TaskAttempt, queue.Queue[Message]], None], attempt: TaskAttempt,
-               events: queue.Queue[Message]) -> None:
+    def _spawn(
+        self,
+        fn: Callable[[TaskAttempt, queue.Queue[Message]], None],
+        attempt: TaskAttempt,
+        events: queue.Queue[Message],
+    ) -> None:
         # a thread per try in flight, waiting on its Dask future: the work happens on the cluster
         self._threads.submit(fn, attempt, events)
 
@@ -84,8 +93,17 @@ class DaskExecutor(Executor):
         stop = Event(f"{key}-stop", client=self.client)
         self._handles[key] = handle
         future = self.client.submit(
-            run_on_worker, key, request.notebook.read_bytes(), request.notebook.name, request.parameters,
-            request.kernel, self.fork, key=key, resources=request.resources or None, retries=0)
+            run_on_worker,
+            key,
+            request.notebook.read_bytes(),
+            request.notebook.name,
+            request.parameters,
+            request.kernel,
+            self.fork,
+            key=key,
+            resources=request.resources or None,
+            retries=0,
+        )
         asked_to_stop_at: float | None = None
         try:
             while True:
@@ -136,8 +154,9 @@ def worker_kernels(fork: bool) -> FreshKernels:
         return _worker_kernels[fork]
 
 
-def run_on_worker(key: str, notebook: bytes, name: str, parameters: dict[str, Any],
-                  kernel: str | None, fork: bool = False) -> tuple[dict[str, Any], bytes | None]:
+def run_on_worker(
+    key: str, notebook: bytes, name: str, parameters: dict[str, Any], kernel: str | None, fork: bool = False
+) -> tuple[dict[str, Any], bytes | None]:
     """On a Dask worker: execute one try of a task; returns the outcome's fields and the executed notebook."""
     from distributed import Event, Variable, get_client, get_worker
 
@@ -173,8 +192,15 @@ def run_on_worker(key: str, notebook: bytes, name: str, parameters: dict[str, An
         source = Path(folder) / name
         source.write_bytes(notebook)
         output = Path(folder) / "out" / name
-        request = TaskRequest(run_id=key, task=name, try_number=0, notebook=source, output_path=output,
-                              parameters=parameters, kernel=kernel)
+        request = TaskRequest(
+            run_id=key,
+            task=name,
+            try_number=0,
+            notebook=source,
+            output_path=output,
+            parameters=parameters,
+            kernel=kernel,
+        )
         watcher.start()
         try:
             outcome = execute_task(request, handle, worker_kernels(fork))
@@ -201,4 +227,3 @@ def _lost(exc: BaseException) -> str:
     if isinstance(exc, KilledWorker):
         return WORKER_LOST
     return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else 'the Dask task failed'}"
-

@@ -11,14 +11,13 @@ from __future__ import annotations
 import os
 import queue
 import resource
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Mapping
 
 from nbsched.executors.base import Executor, Message, TaskAttempt
 from nbsched.kernel_pool import KernelPool
 from nbsched.kernels import FreshKernels, KernelHandle, KernelSource, Launcher, in_own_loop
 from nbsched.notebook import TaskOutcome, TaskRequest, execute_task, import_engine
-
 
 # A worker is a kernel process running a task and, with the pool, one waiting (23-38 MiB each):
 # 256 workers are 512 kernels, 12-19 GiB, more than one machine runs well; beyond, a Dask cluster.
@@ -38,8 +37,10 @@ def max_workers() -> tuple[int, str]:
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if hard == resource.RLIM_INFINITY or (hard - FILES_BESIDES) // FILES_PER_WORKER >= MAX_WORKERS:
         return MAX_WORKERS, "each runs a kernel and has one waiting; for more, use a Dask cluster"
-    return (max(1, (hard - FILES_BESIDES) // FILES_PER_WORKER),
-            f"this process may open {hard} files (ulimit -Hn), {FILES_PER_WORKER} a worker")
+    return (
+        max(1, (hard - FILES_BESIDES) // FILES_PER_WORKER),
+        f"this process may open {hard} files (ulimit -Hn), {FILES_PER_WORKER} a worker",
+    )
 
 
 def _allow_open_files(workers: int) -> None:
@@ -51,20 +52,32 @@ def _allow_open_files(workers: int) -> None:
 
 
 class LocalExecutor(Executor):
-    def __init__(self, workers: int | None = None, kernels: KernelSource | None = None, *, pool: bool = False,
-                 fork: bool = False, preload: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        workers: int | None = None,
+        kernels: KernelSource | None = None,
+        *,
+        pool: bool = False,
+        fork: bool = False,
+        preload: tuple[str, ...] = (),
+    ) -> None:
         # the count is checked where it is set (Config); the default, the cores, within bounds too
         self.workers = workers or min(os.cpu_count() or 1, max_workers()[0])
         _allow_open_files(self.workers)
         import_engine()  # before any of the threads below imports it
         launcher = Launcher(fork, preload)
         # a kernel waiting for each worker, and one for the task after
-        self.kernels: KernelSource = kernels or (KernelPool(self.workers + 1, launcher=launcher) if pool
-                                   else FreshKernels(launcher=launcher))
+        self.kernels: KernelSource = kernels or (
+            KernelPool(self.workers + 1, launcher=launcher) if pool else FreshKernels(launcher=launcher)
+        )
         self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="nbsched-task")
 
-    def _spawn(self, fn: Callable[[TaskAttempt, queue.Queue[Message]], None], attempt: TaskAttempt,
-               events: queue.Queue[Message]) -> None:
+    def _spawn(
+        self,
+        fn: Callable[[TaskAttempt, queue.Queue[Message]], None],
+        attempt: TaskAttempt,
+        events: queue.Queue[Message],
+    ) -> None:
         self._pool.submit(in_own_loop, fn, attempt, events)
 
     def execute(self, request: TaskRequest, handle: KernelHandle) -> TaskOutcome:

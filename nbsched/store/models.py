@@ -6,8 +6,19 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, TypeDecorator,
-                        UniqueConstraint)
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlalchemy import Enum as SqlEnum
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -48,8 +59,13 @@ class FailureJSON(TypeDecorator):
 def _words(enum: type[Enum], length: int) -> SqlEnum:
     """An enum kept as its lowercase value in the VARCHAR(``length``) that held the bare string
     before (no CHECK constraint: no migration, and a database written before reads the same)."""
-    return SqlEnum(enum, native_enum=False, create_constraint=False, length=length,
-                   values_callable=lambda members: [m.value for m in members])
+    return SqlEnum(
+        enum,
+        native_enum=False,
+        create_constraint=False,
+        length=length,
+        values_callable=lambda members: [m.value for m in members],
+    )
 
 
 class Base(DeclarativeBase):
@@ -112,10 +128,12 @@ class RunnerRow(Base):
 class RunRow(Base):
     __tablename__ = "runs"
     # the lists of runs, newest first, read in index order: all runs, and a pipeline's
-    __table_args__ = (Index("ix_runs_pipeline_created", "pipeline", "created_at", "id"),
-                      Index("ix_runs_created", "created_at", "id"),
-                      Index("ix_runs_state", "state"),
-                      UniqueConstraint("schedule_id", "logical_date", name="uq_runs_schedule_logical_date"))
+    __table_args__ = (
+        Index("ix_runs_pipeline_created", "pipeline", "created_at", "id"),
+        Index("ix_runs_created", "created_at", "id"),
+        Index("ix_runs_state", "state"),
+        UniqueConstraint("schedule_id", "logical_date", name="uq_runs_schedule_logical_date"),
+    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     pipeline: Mapped[str] = mapped_column(String(200))

@@ -16,8 +16,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 import tenacity
 from sqlalchemy.exc import DatabaseError as SADatabaseError
@@ -78,8 +79,9 @@ class Patience:
         self.back_at = float("-inf")  # when the database last came back (the clock's monotonic, as runners read it)
 
     @contextmanager
-    def patient(self, seconds: float | None = None, *,
-                while_waiting: Callable[[], None] | None = None) -> Iterator[None]:
+    def patient(
+        self, seconds: float | None = None, *, while_waiting: Callable[[], None] | None = None
+    ) -> Iterator[None]:
         """This thread's calls wait ``seconds`` (None: forever); ``while_waiting`` is called
         before each wait (a runner keeps its tasks' timeouts while the database is away)."""
         before = (getattr(self._local, "seconds", self.seconds), getattr(self._local, "while_waiting", None))
@@ -116,7 +118,9 @@ class Patience:
             stop=tenacity.stop_never if patient else tenacity.stop_after_delay(seconds),
             wait=tenacity.wait_exponential_jitter(multiplier=0.05, max=2.0, jitter=0.2),
             before_sleep=lambda state: self._waiting(state, patient),
-            sleep=self._sleep, reraise=True)
+            sleep=self._sleep,
+            reraise=True,
+        )
         try:
             result = retrying(fn, *args, **kwargs)
         except DBAPIError as exc:
@@ -131,8 +135,11 @@ class Patience:
     def _ours(exc: DBAPIError) -> bool:
         """An error of the database's state, told as one line; integrity and programming errors
         are the caller's to handle (or a bug, with its traceback)."""
-        return (exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError))
-                or type(exc) is SADatabaseError)
+        return (
+            exc.connection_invalidated
+            or isinstance(exc, (OperationalError, InterfaceError))
+            or type(exc) is SADatabaseError
+        )
 
     def _sleep(self, seconds: float) -> None:
         hook = getattr(self._local, "while_waiting", None)
@@ -163,15 +170,19 @@ class Patience:
             (kind, since), self._down = self._down, None
             self.back_at = self.clock.monotonic()
         what = "reachable again" if kind == OUTAGE else "writable again"
-        log.log(logging.WARNING if patient else logging.INFO, "database %s %s after %.1fs", self.shown_url,
-                what, self.back_at - since)
+        log.log(
+            logging.WARNING if patient else logging.INFO,
+            "database %s %s after %.1fs",
+            self.shown_url,
+            what,
+            self.back_at - since,
+        )
 
     def _error(self, exc: BaseException, seconds: float | None) -> DatabaseError:
         kind = kind_of(exc, self.dialect)
         if kind in (OUTAGE, BUSY) and seconds is not None:
-            hint = ("other processes hold its write lock" if kind == BUSY else "is it running?")
-            return DatabaseUnavailable(f"database {self.shown_url}: {kind} for {seconds:g}s "
-                                       f"({reason(exc)}); {hint}")
+            hint = "other processes hold its write lock" if kind == BUSY else "is it running?"
+            return DatabaseUnavailable(f"database {self.shown_url}: {kind} for {seconds:g}s ({reason(exc)}); {hint}")
         if kind == FULL:
             return DatabaseUnavailable(f"database {self.shown_url}: the disk is full ({reason(exc)})")
         return DatabaseError(f"database {self.shown_url}: {reason(exc)}{self._why(exc)}")

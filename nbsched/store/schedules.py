@@ -3,17 +3,18 @@ schedulers in other processes notice without re-reading every schedule."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from nbsched.clock import Clock
 from nbsched.errors import NotFound
+from nbsched.states import ScheduleOrigin
 from nbsched.store.locks import serialize
 from nbsched.store.models import CounterRow, ScheduleRow
-from nbsched.states import ScheduleOrigin
 from nbsched.store.records import ScheduleRecord
 from nbsched.store.retry import retried
 
@@ -29,14 +30,34 @@ class ScheduleStore:
     clock: Clock
 
     @retried
-    def add_schedule(self, *, pipeline: str, trigger: Mapping[str, Any], params: Mapping[str, Any],
-                     catchup: bool, misfire_grace: float, max_active_runs: int, origin: ScheduleOrigin,
-                     next_fire_at: datetime | None, enabled: bool = True) -> int:
+    def add_schedule(
+        self,
+        *,
+        pipeline: str,
+        trigger: Mapping[str, Any],
+        params: Mapping[str, Any],
+        catchup: bool,
+        misfire_grace: float,
+        max_active_runs: int,
+        origin: ScheduleOrigin,
+        next_fire_at: datetime | None,
+        enabled: bool = True,
+    ) -> int:
         now = self.clock.now()
         with self._write() as s, s.begin():
-            row = ScheduleRow(pipeline=pipeline, trigger=dict(trigger), params=dict(params), enabled=enabled,
-                              catchup=catchup, misfire_grace=misfire_grace, max_active_runs=max_active_runs,
-                              origin=origin, next_fire_at=next_fire_at, created_at=now, updated_at=now)
+            row = ScheduleRow(
+                pipeline=pipeline,
+                trigger=dict(trigger),
+                params=dict(params),
+                enabled=enabled,
+                catchup=catchup,
+                misfire_grace=misfire_grace,
+                max_active_runs=max_active_runs,
+                origin=origin,
+                next_fire_at=next_fire_at,
+                created_at=now,
+                updated_at=now,
+            )
             s.add(row)
             _bump(s)
             s.flush()
@@ -61,14 +82,18 @@ class ScheduleStore:
             return [_record(r) for r in s.scalars(q)]
 
     @retried
-    def update_schedule(self, schedule_id: int, *, user_change: bool = True,
-                        expect_next_fire_at: Any = ..., **fields: Any) -> bool:
+    def update_schedule(
+        self, schedule_id: int, *, user_change: bool = True, expect_next_fire_at: Any = ..., **fields: Any
+    ) -> bool:
         """Change a schedule. A scheduler moving ``next_fire_at`` passes the value it read, so two
         schedulers cannot both advance it; only changes a user makes wake other schedulers."""
         q = update(ScheduleRow).where(ScheduleRow.id == schedule_id)
         if expect_next_fire_at is not ...:
-            q = q.where(ScheduleRow.next_fire_at == expect_next_fire_at if expect_next_fire_at is not None
-                        else ScheduleRow.next_fire_at.is_(None))
+            q = q.where(
+                ScheduleRow.next_fire_at == expect_next_fire_at
+                if expect_next_fire_at is not None
+                else ScheduleRow.next_fire_at.is_(None)
+            )
         with self._write() as s, s.begin():
             changed = s.execute(q.values(updated_at=self.clock.now(), **fields)).rowcount == 1
             if changed and user_change:
@@ -89,8 +114,13 @@ class ScheduleStore:
         ones keep their id and fire times; schedules added from the CLI are left alone."""
         now = self.clock.now()
         with self._write() as s, s.begin():
-            existing = list(s.scalars(select(ScheduleRow).where(
-                ScheduleRow.pipeline == pipeline, ScheduleRow.origin == ScheduleOrigin.SPEC)))
+            existing = list(
+                s.scalars(
+                    select(ScheduleRow).where(
+                        ScheduleRow.pipeline == pipeline, ScheduleRow.origin == ScheduleOrigin.SPEC
+                    )
+                )
+            )
             ids = []
             for fields in wanted:
                 match = next((r for r in existing if all(getattr(r, k) == fields[k] for k in _SAME)), None)
@@ -98,8 +128,9 @@ class ScheduleStore:
                     existing.remove(match)
                     ids.append(match.id)
                     continue
-                row = ScheduleRow(pipeline=pipeline, origin=ScheduleOrigin.SPEC, created_at=now, updated_at=now,
-                                  **fields)
+                row = ScheduleRow(
+                    pipeline=pipeline, origin=ScheduleOrigin.SPEC, created_at=now, updated_at=now, **fields
+                )
                 s.add(row)
                 s.flush()
                 ids.append(row.id)
@@ -116,13 +147,23 @@ class ScheduleStore:
 
 def _bump(s: Session, name: str = SCHEDULES) -> None:
     serialize(s, f"counter:{name}")  # two first bumps must not both insert
-    if not s.execute(update(CounterRow).where(CounterRow.name == name)
-                     .values(value=CounterRow.value + 1)).rowcount:
+    if not s.execute(update(CounterRow).where(CounterRow.name == name).values(value=CounterRow.value + 1)).rowcount:
         s.add(CounterRow(name=name, value=1))
 
 
 def _record(r: ScheduleRow) -> ScheduleRecord:
-    return ScheduleRecord(id=r.id, pipeline=r.pipeline, trigger=r.trigger or {}, params=r.params or {},
-                          enabled=r.enabled, catchup=r.catchup, misfire_grace=r.misfire_grace,
-                          max_active_runs=r.max_active_runs, origin=r.origin, next_fire_at=r.next_fire_at,
-                          last_fire_at=r.last_fire_at, created_at=r.created_at, updated_at=r.updated_at)
+    return ScheduleRecord(
+        id=r.id,
+        pipeline=r.pipeline,
+        trigger=r.trigger or {},
+        params=r.params or {},
+        enabled=r.enabled,
+        catchup=r.catchup,
+        misfire_grace=r.misfire_grace,
+        max_active_runs=r.max_active_runs,
+        origin=r.origin,
+        next_fire_at=r.next_fire_at,
+        last_fire_at=r.last_fire_at,
+        created_at=r.created_at,
+        updated_at=r.updated_at,
+    )

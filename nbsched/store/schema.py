@@ -56,8 +56,10 @@ def prepare(engine: Engine, url: str) -> None:
             return
         known = {r.revision for r in ScriptDirectory.from_config(config).walk_revisions()}
         if current is not None and current not in known:
-            raise ConfigError(f"database {url!r}: its schema (revision {current}) is newer than this "
-                              f"nbsched knows (up to {HEAD}); upgrade nbsched")
+            raise ConfigError(
+                f"database {url!r}: its schema (revision {current}) is newer than this "
+                f"nbsched knows (up to {HEAD}); upgrade nbsched"
+            )
         if current is None:
             command.stamp(config, BASELINE)
         command.upgrade(config, HEAD)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import secrets
 import socket
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from enum import Enum
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from sqlalchemy import ColumnElement, DateTime, create_engine, delete, event, func, or_, select, update
 from sqlalchemy.engine import Connection, Engine
@@ -25,9 +26,9 @@ from nbsched.errors import ConfigError, NotFound
 from nbsched.states import RUN, TASK, RunState, RunTrigger, TaskState
 from nbsched.store import schema
 from nbsched.store.locks import serialize
-from nbsched.store.retry import Patience, retried
 from nbsched.store.models import PipelineRow, RunnerRow, RunRow, TaskRunRow, TaskTryRow
 from nbsched.store.records import ClaimedTask, PipelineRecord, RunRecord, TaskRunRecord, TaskTryRecord
+from nbsched.store.retry import Patience, retried
 from nbsched.store.schedules import ScheduleStore
 
 HOST = socket.gethostname()
@@ -59,8 +60,9 @@ class SqlStore(ScheduleStore):
             self.engine: Engine = _make_engine(url)
         except (ArgumentError, ImportError) as exc:
             raise ConfigError(f"database URL {url!r}: {exc}") from None
-        self.patience = Patience(self.engine.url.render_as_string(hide_password=True), self.engine.dialect.name,
-                                 patience, clock)
+        self.patience = Patience(
+            self.engine.url.render_as_string(hide_password=True), self.engine.dialect.name, patience, clock
+        )
         self._session = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(self.engine.execution_options(nbsched_write=True), expire_on_commit=False)
         # SQLite may answer "locked" at once, without waiting, while another process switches a new
@@ -81,13 +83,15 @@ class SqlStore(ScheduleStore):
         """Store ``spec`` as the pipeline's newest version unless it equals the current one."""
         with self._write() as s, s.begin():
             serialize(s, f"pipeline:{name}")
-            latest = s.scalars(select(PipelineRow).where(PipelineRow.name == name)
-                               .order_by(PipelineRow.version.desc()).limit(1)).first()
+            latest = s.scalars(
+                select(PipelineRow).where(PipelineRow.name == name).order_by(PipelineRow.version.desc()).limit(1)
+            ).first()
             if latest is not None and latest.spec == spec and latest.source_path == source_path:
                 return latest.version
             version = (latest.version + 1) if latest else 1
-            s.add(PipelineRow(name=name, version=version, spec=spec, source_path=source_path,
-                              created_at=self.clock.now()))
+            s.add(
+                PipelineRow(name=name, version=version, spec=spec, source_path=source_path, created_at=self.clock.now())
+            )
             return version
 
     @retried
@@ -104,18 +108,23 @@ class SqlStore(ScheduleStore):
     def list_pipelines(self) -> list[PipelineRecord]:
         """The newest version of every pipeline, by name."""
         with self._session() as s:
-            newest = select(PipelineRow.name, func.max(PipelineRow.version).label("v")).group_by(
-                PipelineRow.name).subquery()
-            rows = s.scalars(select(PipelineRow).join(
-                newest, (PipelineRow.name == newest.c.name) & (PipelineRow.version == newest.c.v))
-                .order_by(PipelineRow.name))
+            newest = (
+                select(PipelineRow.name, func.max(PipelineRow.version).label("v")).group_by(PipelineRow.name).subquery()
+            )
+            rows = s.scalars(
+                select(PipelineRow)
+                .join(newest, (PipelineRow.name == newest.c.name) & (PipelineRow.version == newest.c.v))
+                .order_by(PipelineRow.name)
+            )
             return [_pipeline_record(r) for r in rows]
 
     @retried
     def pipeline_versions(self, name: str) -> list[PipelineRecord]:
         with self._session() as s:
-            return [_pipeline_record(r) for r in s.scalars(
-                select(PipelineRow).where(PipelineRow.name == name).order_by(PipelineRow.version))]
+            return [
+                _pipeline_record(r)
+                for r in s.scalars(select(PipelineRow).where(PipelineRow.name == name).order_by(PipelineRow.version))
+            ]
 
     @retried
     def delete_pipeline(self, name: str) -> bool:
@@ -130,17 +139,34 @@ class SqlStore(ScheduleStore):
             return bool(gone)
 
     # -- runs -------------------------------------------------------------------------
-    def create_run(self, *, pipeline: str, version: int, params: Mapping[str, Any], logical_date: datetime,
-                   trigger: RunTrigger, tasks: Mapping[str, int],
-                   schedule_id: int | None = None, max_active_runs: int | None = None,
-                   owner: str | None = None) -> str | None:
+    def create_run(
+        self,
+        *,
+        pipeline: str,
+        version: int,
+        params: Mapping[str, Any],
+        logical_date: datetime,
+        trigger: RunTrigger,
+        tasks: Mapping[str, int],
+        schedule_id: int | None = None,
+        max_active_runs: int | None = None,
+        owner: str | None = None,
+    ) -> str | None:
         """Create a queued run and its pending task runs (``tasks``: name -> max tries, in order).
 
         Returns None when the schedule already has a run for ``logical_date``: the UNIQUE
         (schedule_id, logical_date) constraint makes racing schedulers create it once.
         """
-        fields = dict(pipeline=pipeline, pipeline_version=version, params=dict(params), logical_date=logical_date,
-                      trigger=trigger, schedule_id=schedule_id, max_active_runs=max_active_runs, owner=owner)
+        fields = {
+            "pipeline": pipeline,
+            "pipeline_version": version,
+            "params": dict(params),
+            "logical_date": logical_date,
+            "trigger": trigger,
+            "schedule_id": schedule_id,
+            "max_active_runs": max_active_runs,
+            "owner": owner,
+        }
         while True:
             # the id is chosen before the transaction, so that a retry after a commit that was lost
             # with its connection finds the run it made rather than making a second
@@ -148,15 +174,25 @@ class SqlStore(ScheduleStore):
             if made is not _Taken.TAKEN:
                 return made
 
-    def _insert_run(self, run_id: str, fields: dict[str, Any], tasks: Mapping[str, int]) -> str | None | _Taken:
+    def _insert_run(self, run_id: str, fields: dict[str, Any], tasks: Mapping[str, int]) -> str | _Taken | None:
         now = self.clock.now()
         try:
             with self._write() as s, s.begin():
                 s.add(RunRow(id=run_id, state=RunState.QUEUED, created_at=now, **fields))
                 s.flush()
-                s.add_all(TaskRunRow(run_id=run_id, task=name, position=i, state=TaskState.PENDING,
-                                     try_number=0, max_tries=tries, outputs={}, updated_at=now)
-                          for i, (name, tries) in enumerate(tasks.items()))
+                s.add_all(
+                    TaskRunRow(
+                        run_id=run_id,
+                        task=name,
+                        position=i,
+                        state=TaskState.PENDING,
+                        try_number=0,
+                        max_tries=tries,
+                        outputs={},
+                        updated_at=now,
+                    )
+                    for i, (name, tries) in enumerate(tasks.items())
+                )
         except IntegrityError:
             if fields["schedule_id"] is not None:
                 return None  # that schedule's run for that date exists
@@ -175,16 +211,23 @@ class SqlStore(ScheduleStore):
                 return False
             if run.max_active_runs:
                 serialize(s, f"active-runs:{run.pipeline}")  # the count below stays true until commit
-                active = s.scalar(select(func.count()).select_from(RunRow).where(
-                    RunRow.pipeline == run.pipeline, RunRow.state == RunState.RUNNING)) or 0
+                active = (
+                    s.scalar(
+                        select(func.count())
+                        .select_from(RunRow)
+                        .where(RunRow.pipeline == run.pipeline, RunRow.state == RunState.RUNNING)
+                    )
+                    or 0
+                )
                 if active >= run.max_active_runs:
                     return False
             run.state, run.started_at, run.host = RunState.RUNNING, self.clock.now(), HOST
             return True
 
     @retried
-    def set_run_state(self, run_id: str, state: RunState, *, expect: Iterable[RunState] | None = None,
-                      **fields: Any) -> bool:
+    def set_run_state(
+        self, run_id: str, state: RunState, *, expect: Iterable[RunState] | None = None, **fields: Any
+    ) -> bool:
         """One transition of one run, from the states of ``expect`` (None: any the table allows)."""
         values: dict[str, Any] = {"state": state, **fields}
         if state is RunState.RUNNING:
@@ -197,8 +240,9 @@ class SqlStore(ScheduleStore):
             return s.execute(q.values(**values)).rowcount == 1
 
     @retried
-    def set_task_state(self, run_id: str, task: str, state: TaskState, *,
-                       expect: Iterable[TaskState] | None = None, **fields: Any) -> bool:
+    def set_task_state(
+        self, run_id: str, task: str, state: TaskState, *, expect: Iterable[TaskState] | None = None, **fields: Any
+    ) -> bool:
         """One transition of one task, from the states of ``expect`` (None: any the table allows)."""
         now = self.clock.now()
         values: dict[str, Any] = {"state": state, "updated_at": now, **fields}
@@ -210,8 +254,9 @@ class SqlStore(ScheduleStore):
             values.setdefault("ended_at", None)
         elif state.finished or state is TaskState.UP_FOR_RETRY:
             values.setdefault("ended_at", now)
-        q = update(TaskRunRow).where(TaskRunRow.run_id == run_id, TaskRunRow.task == task,
-                                     TaskRunRow.state.in_(TASK.guard(state, expect)))
+        q = update(TaskRunRow).where(
+            TaskRunRow.run_id == run_id, TaskRunRow.task == task, TaskRunRow.state.in_(TASK.guard(state, expect))
+        )
         with self._write() as s, s.begin():
             return s.execute(q.values(**values)).rowcount == 1
 
@@ -219,8 +264,12 @@ class SqlStore(ScheduleStore):
     def set_run_owner(self, run_id: str, owner: str | None) -> bool:
         """Keep a queued or running run to one foreground runner (None: any daemon may take it)."""
         with self._write() as s, s.begin():
-            return s.execute(update(RunRow).where(RunRow.id == run_id, RunRow.state.in_(_UNFINISHED_RUN))
-                             .values(owner=owner)).rowcount == 1
+            return (
+                s.execute(
+                    update(RunRow).where(RunRow.id == run_id, RunRow.state.in_(_UNFINISHED_RUN)).values(owner=owner)
+                ).rowcount
+                == 1
+            )
 
     @retried
     def cancel_run(self, run_id: str, error: str) -> bool:
@@ -228,18 +277,23 @@ class SqlStore(ScheduleStore):
         Runners executing its tasks notice and stop their kernels."""
         now = self.clock.now()
         with self._write() as s, s.begin():
-            done = s.execute(update(RunRow).where(
-                RunRow.id == run_id, RunRow.state.in_(RUN.guard(RunState.CANCELLED)))
-                .values(state=RunState.CANCELLED, error=error, ended_at=now)).rowcount
+            done = s.execute(
+                update(RunRow)
+                .where(RunRow.id == run_id, RunRow.state.in_(RUN.guard(RunState.CANCELLED)))
+                .values(state=RunState.CANCELLED, error=error, ended_at=now)
+            ).rowcount
             if not done:
                 return False
-            s.execute(update(TaskRunRow).where(TaskRunRow.run_id == run_id,
-                                               TaskRunRow.state.in_(TASK.guard(TaskState.CANCELLED)))
-                      .values(state=TaskState.CANCELLED, error=error, failure=None, ended_at=now, updated_at=now,
-                              cell=None))
-            s.execute(update(TaskTryRow).where(TaskTryRow.run_id == run_id,
-                                               TaskTryRow.state.in_(TASK.guard(TaskState.CANCELLED, _RUNNING)))
-                      .values(state=TaskState.CANCELLED, error=error, ended_at=now))
+            s.execute(
+                update(TaskRunRow)
+                .where(TaskRunRow.run_id == run_id, TaskRunRow.state.in_(TASK.guard(TaskState.CANCELLED)))
+                .values(state=TaskState.CANCELLED, error=error, failure=None, ended_at=now, updated_at=now, cell=None)
+            )
+            s.execute(
+                update(TaskTryRow)
+                .where(TaskTryRow.run_id == run_id, TaskTryRow.state.in_(TASK.guard(TaskState.CANCELLED, _RUNNING)))
+                .values(state=TaskState.CANCELLED, error=error, ended_at=now)
+            )
             return True
 
     @retried
@@ -253,8 +307,11 @@ class SqlStore(ScheduleStore):
                 raise NotFound(f"run '{run_id}' not found")
             if run.state not in RUN.guard(RunState.QUEUED):
                 return []
-            rows = s.scalars(select(TaskRunRow).where(TaskRunRow.run_id == run_id,
-                                                      TaskRunRow.state.in_(TASK.guard(TaskState.PENDING))))
+            rows = s.scalars(
+                select(TaskRunRow).where(
+                    TaskRunRow.run_id == run_id, TaskRunRow.state.in_(TASK.guard(TaskState.PENDING))
+                )
+            )
             names = []
             for t in rows:
                 names.append(t.task)
@@ -272,10 +329,14 @@ class SqlStore(ScheduleStore):
         if limit <= 0:
             return []
         claimable = TASK.guard(TaskState.RUNNING, [TaskState.QUEUED])
-        q = (select(TaskRunRow).join(RunRow, RunRow.id == TaskRunRow.run_id)
-             .where(TaskRunRow.state.in_(claimable), RunRow.state == RunState.RUNNING)
-             .order_by(TaskRunRow.queued_at, TaskRunRow.id).limit(limit)
-             .with_for_update(skip_locked=True, of=TaskRunRow))
+        q = (
+            select(TaskRunRow)
+            .join(RunRow, RunRow.id == TaskRunRow.run_id)
+            .where(TaskRunRow.state.in_(claimable), RunRow.state == RunState.RUNNING)
+            .order_by(TaskRunRow.queued_at, TaskRunRow.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True, of=TaskRunRow)
+        )
         if run_ids is not None:
             q = q.where(RunRow.id.in_(list(run_ids)), RunRow.owner == runner_id)
         else:
@@ -284,13 +345,30 @@ class SqlStore(ScheduleStore):
         claimed = []
         with self._write() as s, s.begin():
             for row in s.scalars(q).all():
-                ok = s.execute(update(TaskRunRow).where(
-                    TaskRunRow.id == row.id, TaskRunRow.state.in_(claimable)).values(
-                    state=TaskState.RUNNING, owner=runner_id, host=HOST, started_at=now, ended_at=None,
-                    updated_at=self._clock())).rowcount  # the reaper's guard for a try no heartbeat covers yet
+                ok = s.execute(
+                    update(TaskRunRow)
+                    .where(TaskRunRow.id == row.id, TaskRunRow.state.in_(claimable))
+                    .values(
+                        state=TaskState.RUNNING,
+                        owner=runner_id,
+                        host=HOST,
+                        started_at=now,
+                        ended_at=None,
+                        updated_at=self._clock(),
+                    )
+                ).rowcount  # the reaper's guard for a try no heartbeat covers yet
                 if ok:
-                    s.add(TaskTryRow(run_id=row.run_id, task=row.task, try_number=row.try_number,
-                                     state=TaskState.RUNNING, runner=runner_id, host=HOST, started_at=now))
+                    s.add(
+                        TaskTryRow(
+                            run_id=row.run_id,
+                            task=row.task,
+                            try_number=row.try_number,
+                            state=TaskState.RUNNING,
+                            runner=runner_id,
+                            host=HOST,
+                            started_at=now,
+                        )
+                    )
                     claimed.append(ClaimedTask(run_id=row.run_id, task=row.task, try_number=row.try_number))
         return claimed
 
@@ -299,32 +377,45 @@ class SqlStore(ScheduleStore):
         """Put back a try this runner holds but never started (its claim committed while the
         connection was lost, so the runner never heard of it): queued again, for any runner."""
         with self._write() as s, s.begin():
-            if not s.execute(update(TaskRunRow).where(*_try_of(run_id, task, owner, try_number),
-                                                      TaskRunRow.state.in_(TASK.guard(TaskState.QUEUED, _RUNNING)))
-                             .values(state=TaskState.QUEUED, owner=None, started_at=None,
-                                     updated_at=self.clock.now())).rowcount:
+            if not s.execute(
+                update(TaskRunRow)
+                .where(
+                    *_try_of(run_id, task, owner, try_number),
+                    TaskRunRow.state.in_(TASK.guard(TaskState.QUEUED, _RUNNING)),
+                )
+                .values(state=TaskState.QUEUED, owner=None, started_at=None, updated_at=self.clock.now())
+            ).rowcount:
                 return False
-            s.execute(delete(TaskTryRow).where(TaskTryRow.run_id == run_id, TaskTryRow.task == task,
-                                               TaskTryRow.try_number == try_number))
+            s.execute(
+                delete(TaskTryRow).where(
+                    TaskTryRow.run_id == run_id, TaskTryRow.task == task, TaskTryRow.try_number == try_number
+                )
+            )
             return True
 
     @retried
-    def finish_task(self, run_id: str, task: str, *, owner: str, try_number: int, state: TaskState,
-                    **fields: Any) -> bool:
+    def finish_task(
+        self, run_id: str, task: str, *, owner: str, try_number: int, state: TaskState, **fields: Any
+    ) -> bool:
         """Record how a try ended, only if this runner still owns that very try (a runner paused
         past its lease must not overwrite what the retry did)."""
         now = self.clock.now()
         leaving = TASK.guard(state, _RUNNING)
         with self._write() as s, s.begin():
-            if not s.execute(update(TaskRunRow).where(*_try_of(run_id, task, owner, try_number),
-                                                      TaskRunRow.state.in_(leaving))
-                             .values(state=state, ended_at=now, updated_at=now, cell=None, **fields)).rowcount:
+            if not s.execute(
+                update(TaskRunRow)
+                .where(*_try_of(run_id, task, owner, try_number), TaskRunRow.state.in_(leaving))
+                .values(state=state, ended_at=now, updated_at=now, cell=None, **fields)
+            ).rowcount:
                 return False
             ended = {"state": state, "ended_at": now, "error": fields.get("error"), "failure": fields.get("failure")}
             if fields.get("host"):
                 ended["host"] = fields["host"]  # where it ran, when not here (a Dask worker)
-            s.execute(update(TaskTryRow).where(TaskTryRow.run_id == run_id, TaskTryRow.task == task,
-                                               TaskTryRow.try_number == try_number).values(**ended))
+            s.execute(
+                update(TaskTryRow)
+                .where(TaskTryRow.run_id == run_id, TaskTryRow.task == task, TaskTryRow.try_number == try_number)
+                .values(**ended)
+            )
             return True
 
     @retried
@@ -333,15 +424,21 @@ class SqlStore(ScheduleStore):
         in one transaction; fenced like ``finish_task``."""
         with self._write() as s, s.begin():
             for run_id, task, try_number, cell in cells:
-                s.execute(update(TaskRunRow).where(*_try_of(run_id, task, owner, try_number),
-                                                   TaskRunRow.state == TaskState.RUNNING).values(cell=cell))
+                s.execute(
+                    update(TaskRunRow)
+                    .where(*_try_of(run_id, task, owner, try_number), TaskRunRow.state == TaskState.RUNNING)
+                    .values(cell=cell)
+                )
 
     @retried
     def owned_tasks_still_running(self, runner_id: str) -> set[tuple[str, str, int]]:
         """(run, task, try) of the tasks this runner owns that the database still has running."""
         with self._session() as s:
-            rows = s.execute(select(TaskRunRow.run_id, TaskRunRow.task, TaskRunRow.try_number).where(
-                TaskRunRow.owner == runner_id, TaskRunRow.state == TaskState.RUNNING)).all()
+            rows = s.execute(
+                select(TaskRunRow.run_id, TaskRunRow.task, TaskRunRow.try_number).where(
+                    TaskRunRow.owner == runner_id, TaskRunRow.state == TaskState.RUNNING
+                )
+            ).all()
             return {(r, t, n) for r, t, n in rows}
 
     # -- runners: liveness ------------------------------------------------------------------
@@ -363,8 +460,12 @@ class SqlStore(ScheduleStore):
     def heartbeat(self, runner_id: str) -> bool:
         """False when another runner has declared this one dead (its row is gone)."""
         with self._write() as s, s.begin():
-            return s.execute(update(RunnerRow).where(RunnerRow.id == runner_id)
-                             .values(heartbeat_at=self._clock())).rowcount == 1
+            return (
+                s.execute(
+                    update(RunnerRow).where(RunnerRow.id == runner_id).values(heartbeat_at=self._clock())
+                ).rowcount
+                == 1
+            )
 
     @retried
     def unregister_runner(self, runner_id: str) -> None:
@@ -381,13 +482,18 @@ class SqlStore(ScheduleStore):
             if dead:
                 s.execute(delete(RunnerRow).where(RunnerRow.id.in_(dead)))
             live = select(RunnerRow.id)
-            orphans = s.scalars(select(TaskRunRow).where(
-                TaskRunRow.state == TaskState.RUNNING,
-                or_(TaskRunRow.owner.is_(None), TaskRunRow.owner.not_in(live)),
-                TaskRunRow.updated_at < cutoff)).all()
-            s.execute(update(RunRow).where(RunRow.owner.is_not(None), RunRow.owner.not_in(live),
-                                           RunRow.state.in_(_UNFINISHED_RUN))
-                      .values(owner=None))
+            orphans = s.scalars(
+                select(TaskRunRow).where(
+                    TaskRunRow.state == TaskState.RUNNING,
+                    or_(TaskRunRow.owner.is_(None), TaskRunRow.owner.not_in(live)),
+                    TaskRunRow.updated_at < cutoff,
+                )
+            ).all()
+            s.execute(
+                update(RunRow)
+                .where(RunRow.owner.is_not(None), RunRow.owner.not_in(live), RunRow.state.in_(_UNFINISHED_RUN))
+                .values(owner=None)
+            )
             return [(t.run_id, _task_record(t)) for t in orphans]
 
     @retried
@@ -397,16 +503,25 @@ class SqlStore(ScheduleStore):
             row = s.get(RunRow, run_id)
             if row is None:
                 raise NotFound(f"run '{run_id}' not found")
-            tasks = s.scalars(select(TaskRunRow).where(TaskRunRow.run_id == run_id)
-                              .order_by(TaskRunRow.position)).all()
+            tasks = s.scalars(select(TaskRunRow).where(TaskRunRow.run_id == run_id).order_by(TaskRunRow.position)).all()
             return _run_record(row, tasks, _tries(s, [run_id]) if with_tries else {})
 
     @retried
-    def list_runs(self, *, pipeline: str | None = None, state: RunState | None = None,
-                  states: Iterable[RunState] | None = None, ids: Iterable[str] | None = None,
-                  unowned: bool = False, limit: int | None = 20, oldest_first: bool = False,
-                  since: datetime | None = None, until: datetime | None = None,
-                  before: tuple[datetime, str] | None = None, with_tries: bool = False) -> list[RunRecord]:
+    def list_runs(
+        self,
+        *,
+        pipeline: str | None = None,
+        state: RunState | None = None,
+        states: Iterable[RunState] | None = None,
+        ids: Iterable[str] | None = None,
+        unowned: bool = False,
+        limit: int | None = 20,
+        oldest_first: bool = False,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        before: tuple[datetime, str] | None = None,
+        with_tries: bool = False,
+    ) -> list[RunRecord]:
         """Runs, newest first (or oldest first); ``before`` (created_at, id) continues a page."""
         with self._session() as s:
             order = (RunRow.created_at, RunRow.id) if oldest_first else (RunRow.created_at.desc(), RunRow.id.desc())
@@ -431,8 +546,9 @@ class SqlStore(ScheduleStore):
             rows = s.scalars(q).all()
             by_run: dict[str, list[TaskRunRow]] = {r.id: [] for r in rows}
             if rows:
-                for t in s.scalars(select(TaskRunRow).where(TaskRunRow.run_id.in_(list(by_run)))
-                                   .order_by(TaskRunRow.position)):
+                for t in s.scalars(
+                    select(TaskRunRow).where(TaskRunRow.run_id.in_(list(by_run))).order_by(TaskRunRow.position)
+                ):
                     by_run[t.run_id].append(t)
             tries = _tries(s, list(by_run)) if with_tries and rows else {}
             return [_run_record(r, by_run[r.id], tries) for r in rows]
@@ -440,41 +556,84 @@ class SqlStore(ScheduleStore):
 
 def _try_of(run_id: str, task: str, owner: str, try_number: int) -> tuple[ColumnElement[bool], ...]:
     """The fence of a try's writes: the very try, still held by that runner."""
-    return (TaskRunRow.run_id == run_id, TaskRunRow.task == task, TaskRunRow.owner == owner,
-            TaskRunRow.try_number == try_number)
+    return (
+        TaskRunRow.run_id == run_id,
+        TaskRunRow.task == task,
+        TaskRunRow.owner == owner,
+        TaskRunRow.try_number == try_number,
+    )
 
 
 def _pipeline_record(row: PipelineRow) -> PipelineRecord:
-    return PipelineRecord(name=row.name, version=row.version, spec=row.spec, source_path=row.source_path,
-                          created_at=row.created_at)
+    return PipelineRecord(
+        name=row.name, version=row.version, spec=row.spec, source_path=row.source_path, created_at=row.created_at
+    )
 
 
 def _tries(s: Session, run_ids: list[str]) -> dict[tuple[str, str], tuple[TaskTryRecord, ...]]:
     """The tries of these runs' tasks, by (run, task), oldest first."""
     out: dict[tuple[str, str], list[TaskTryRecord]] = {}
-    for t in s.scalars(select(TaskTryRow).where(TaskTryRow.run_id.in_(run_ids))
-                       .order_by(TaskTryRow.run_id, TaskTryRow.task, TaskTryRow.try_number)):
-        out.setdefault((t.run_id, t.task), []).append(TaskTryRecord(
-            try_number=t.try_number, state=t.state, runner=t.runner, host=t.host, error=t.error, failure=t.failure,
-            started_at=t.started_at, ended_at=t.ended_at))
+    for t in s.scalars(
+        select(TaskTryRow)
+        .where(TaskTryRow.run_id.in_(run_ids))
+        .order_by(TaskTryRow.run_id, TaskTryRow.task, TaskTryRow.try_number)
+    ):
+        out.setdefault((t.run_id, t.task), []).append(
+            TaskTryRecord(
+                try_number=t.try_number,
+                state=t.state,
+                runner=t.runner,
+                host=t.host,
+                error=t.error,
+                failure=t.failure,
+                started_at=t.started_at,
+                ended_at=t.ended_at,
+            )
+        )
     return {key: tuple(tries) for key, tries in out.items()}
 
 
 def _task_record(t: TaskRunRow, tries: tuple[TaskTryRecord, ...] = ()) -> TaskRunRecord:
     return TaskRunRecord(
-        task=t.task, state=t.state, try_number=t.try_number, max_tries=t.max_tries, owner=t.owner, host=t.host,
-        error=t.error, failure=t.failure, output_path=t.output_path, outputs=t.outputs or {}, branch=t.branch,
-        cell=t.cell, queued_at=t.queued_at, started_at=t.started_at, ended_at=t.ended_at, next_try_at=t.next_try_at,
-        tries=tries)
+        task=t.task,
+        state=t.state,
+        try_number=t.try_number,
+        max_tries=t.max_tries,
+        owner=t.owner,
+        host=t.host,
+        error=t.error,
+        failure=t.failure,
+        output_path=t.output_path,
+        outputs=t.outputs or {},
+        branch=t.branch,
+        cell=t.cell,
+        queued_at=t.queued_at,
+        started_at=t.started_at,
+        ended_at=t.ended_at,
+        next_try_at=t.next_try_at,
+        tries=tries,
+    )
 
 
-def _run_record(row: RunRow, tasks: Iterable[TaskRunRow],
-                tries: Mapping[tuple[str, str], tuple[TaskTryRecord, ...]] | None = None) -> RunRecord:
+def _run_record(
+    row: RunRow, tasks: Iterable[TaskRunRow], tries: Mapping[tuple[str, str], tuple[TaskTryRecord, ...]] | None = None
+) -> RunRecord:
     return RunRecord(
-        id=row.id, pipeline=row.pipeline, pipeline_version=row.pipeline_version, params=row.params or {},
-        logical_date=row.logical_date, trigger=row.trigger, schedule_id=row.schedule_id,
-        max_active_runs=row.max_active_runs, owner=row.owner, state=row.state, host=row.host,
-        error=row.error, created_at=row.created_at, started_at=row.started_at, ended_at=row.ended_at,
+        id=row.id,
+        pipeline=row.pipeline,
+        pipeline_version=row.pipeline_version,
+        params=row.params or {},
+        logical_date=row.logical_date,
+        trigger=row.trigger,
+        schedule_id=row.schedule_id,
+        max_active_runs=row.max_active_runs,
+        owner=row.owner,
+        state=row.state,
+        host=row.host,
+        error=row.error,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        ended_at=row.ended_at,
         tasks={t.task: _task_record(t, (tries or {}).get((row.id, t.task), ())) for t in tasks},
     )
 
@@ -515,4 +674,3 @@ def _sqlite_setup(engine: Engine) -> None:
         # failing later with "database is locked" on a read-to-write upgrade.
         immediate = conn.get_execution_options().get("nbsched_write", False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-

@@ -29,13 +29,15 @@ _TEMPLATE = "panel.html.j2"
 
 def _button(description: str, icon: str, style: str = "") -> w.Button:
     # as wide as its words, never squeezed by a narrow notebook
-    return w.Button(description=description, icon=icon, button_style=style,
-                    layout=w.Layout(width="auto", flex="0 0 auto"))
+    return w.Button(
+        description=description, icon=icon, button_style=style, layout=w.Layout(width="auto", flex="0 0 auto")
+    )
 
 
 class RunPanel(w.VBox):
-    def __init__(self, service: Service, pipeline: str | None = None, *, refresh_every: float = 2.0,
-                 limit: int = 15) -> None:
+    def __init__(
+        self, service: Service, pipeline: str | None = None, *, refresh_every: float = 2.0, limit: int = 15
+    ) -> None:
         if pipeline:
             service.pipeline(pipeline)  # an unknown name is a NotFound, before any widget exists
         self.service = service
@@ -43,8 +45,9 @@ class RunPanel(w.VBox):
         self.refresh_every = refresh_every
         self.pipeline = w.Dropdown(description="Pipeline", options=[ALL])
         self.run_choice = w.Dropdown(description="Run", options=[])
-        self.params = w.Text(description="Params", placeholder="key=value, key=value",
-                             layout=w.Layout(width="auto", flex="1 1 240px"))
+        self.params = w.Text(
+            description="Params", placeholder="key=value, key=value", layout=w.Layout(width="auto", flex="1 1 240px")
+        )
         self.run_now = _button("Run now", "play", "success")
         self.cancel_run = _button("Cancel", "stop", "danger")
         self.retry_run = _button("Retry failed", "redo")
@@ -57,16 +60,19 @@ class RunPanel(w.VBox):
         self.show_report = _button("Show report", "file")
         self.report = w.HTML()
         self.status = w.HTML()
-        super().__init__(children=[
-            w.HTML(render_macro(_TEMPLATE, "style", service.config.home)),
-            w.HBox([self.pipeline, self.params, self.run_now, self.toggle_schedule]),
-            self.runs_table,
-            w.HBox([self.run_choice, self.cancel_run, self.retry_run]),
-            w.HBox([self.progress, self.progress_label]),
-            self.detail,
-            w.HBox([self.task_choice, self.show_report]),
-            self.report, self.status,
-        ])
+        super().__init__(
+            children=[
+                w.HTML(render_macro(_TEMPLATE, "style", service.config.home)),
+                w.HBox([self.pipeline, self.params, self.run_now, self.toggle_schedule]),
+                self.runs_table,
+                w.HBox([self.run_choice, self.cancel_run, self.retry_run]),
+                w.HBox([self.progress, self.progress_label]),
+                self.detail,
+                w.HBox([self.task_choice, self.show_report]),
+                self.report,
+                self.status,
+            ]
+        )
         self.add_class("nbsched-panel")
         self.run_now.on_click(self._guard(self._on_run_now))
         self.cancel_run.on_click(self._guard(self._on_cancel))
@@ -115,7 +121,7 @@ class RunPanel(w.VBox):
         while not self._stop.wait(self.refresh_every):
             try:
                 self.refresh()
-            except Exception as exc:  # keep refreshing: the database may be busy for a moment
+            except Exception as exc:  # noqa: BLE001 - keep refreshing: the database may be busy for a moment
                 self._say(f"refresh failed: {exc}")
 
     def _say(self, message: str) -> None:
@@ -153,20 +159,31 @@ class RunPanel(w.VBox):
         tasks = view["tasks"]
         done = sum(TaskState(t["state"]).finished for t in tasks.values())
         self.progress.max, self.progress.value = max(1, len(tasks)), done
-        running = [f"{n} ({cell_label(t['cell'])})" if t["cell"] else n
-                   for n, t in tasks.items() if t["state"] == "running"]
-        self.progress_label.value = f"{done}/{len(tasks)} done" + (f" · running: {', '.join(running)}" if running else "")
+        running = [
+            f"{n} ({cell_label(t['cell'])})" if t["cell"] else n for n, t in tasks.items() if t["state"] == "running"
+        ]
+        self.progress_label.value = f"{done}/{len(tasks)} done" + (
+            f" · running: {', '.join(running)}" if running else ""
+        )
         self.cancel_run.disabled = view["state"] not in ("queued", "running")
         self.retry_run.disabled = view["state"] not in ("failed", "cancelled")
         spec = self.service.pipeline_spec_for_run(view["run_id"])
-        picture = dag_svg(spec.order, {n: list(spec.tasks[n].upstream) for n in spec.order},
-                          {n: t["state"] for n, t in tasks.items()}, home=self.service.config.home)
+        picture = dag_svg(
+            spec.order,
+            {n: list(spec.tasks[n].upstream) for n in spec.order},
+            {n: t["state"] for n, t in tasks.items()},
+            home=self.service.config.home,
+        )
         # relative to the kernel's folder, so JupyterLab opens the notebook in a tab
-        notebooks = {n: (os.path.relpath(t["output_path"]), os.path.basename(t["output_path"]))
-                     for n, t in tasks.items() if t["output_path"]}
+        notebooks = {
+            n: (os.path.relpath(t["output_path"]), os.path.basename(t["output_path"]))
+            for n, t in tasks.items()
+            if t["output_path"]
+        }
         cells = {n: cell_label(t["cell"]) for n, t in tasks.items() if t["state"] == "running" and t["cell"]}
-        self.detail.value = self._html("run_detail", run=view, picture=markup(picture), notebooks=notebooks,
-                                       cells=cells, now=utcnow())
+        self.detail.value = self._html(
+            "run_detail", run=view, picture=markup(picture), notebooks=notebooks, cells=cells, now=utcnow()
+        )
         names = [n for n, t in tasks.items() if t["output_path"]]
         if list(self.task_choice.options) != names:
             chosen = self.task_choice.value
@@ -187,8 +204,9 @@ class RunPanel(w.VBox):
                 fn(*args)
             except (NbschedError, ValueError) as exc:
                 self._say(str(exc))
-            except Exception as exc:  # a bug must not take the panel down with it
+            except Exception as exc:  # noqa: BLE001 - a bug must not take the panel down with it
                 self._say(f"{type(exc).__name__}: {exc}")
+
         return handler
 
     def _on_run_now(self, _: Any) -> None:

@@ -8,15 +8,15 @@ Create Date: 2026-12-01
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0003"
-down_revision: Union[str, Sequence[str], None] = "0002"
-branch_labels: Union[str, Sequence[str], None] = None
-depends_on: Union[str, Sequence[str], None] = None
+down_revision: str | Sequence[str] | None = "0002"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
@@ -37,10 +37,12 @@ def upgrade() -> None:
         sa.UniqueConstraint("run_id", "task", "try_number"),
     )
     # what a database made before kept of its tries: the last one of each task that started
-    op.execute("INSERT INTO task_tries (run_id, task, try_number, state, runner, host, error, started_at, ended_at) "
-               "SELECT run_id, task, try_number, state, COALESCE(owner, ''), host, error, started_at, ended_at "
-               "FROM task_runs WHERE try_number > 0 AND started_at IS NOT NULL "
-               "AND state NOT IN ('pending', 'queued')")
+    op.execute(
+        "INSERT INTO task_tries (run_id, task, try_number, state, runner, host, error, started_at, ended_at) "
+        "SELECT run_id, task, try_number, state, COALESCE(owner, ''), host, error, started_at, ended_at "
+        "FROM task_runs WHERE try_number > 0 AND started_at IS NOT NULL "
+        "AND state NOT IN ('pending', 'queued')"
+    )
     with op.batch_alter_table("runs") as batch_op:
         batch_op.create_index("ix_runs_created", ["created_at", "id"], unique=False)
         batch_op.drop_index("ix_runs_pipeline_created")
