@@ -92,7 +92,7 @@ class NbschedApp(ExtensionApp):
     # loading a config), so workers is checked against the executor set beside it.
     @validate("executor")
     def _check_executor(self, proposal: Any) -> str:
-        from nbsched.executors import check_workers, executor_address
+        from nbsched.workers import check_workers, executor_address
 
         _refused(lambda: executor_address(proposal.value))
         if self.workers:
@@ -101,7 +101,7 @@ class NbschedApp(ExtensionApp):
 
     @validate("workers")
     def _check_workers(self, proposal: Any) -> int:
-        from nbsched.executors import check_workers
+        from nbsched.workers import check_workers
 
         if proposal.value:  # 0: the executor's default
             _refused(lambda: check_workers(self.executor, proposal.value))
@@ -121,8 +121,7 @@ class NbschedApp(ExtensionApp):
 
     def initialize_settings(self) -> None:
         from nbsched import __version__
-        from nbsched.config import Config
-        from nbsched.daemon import DaemonOptions
+        from nbsched.config import Config, DaemonOptions
         from nbsched.service import Service
 
         if not self._linked:

@@ -84,19 +84,25 @@ def _message(error: ValidationError) -> str:
         shown = shown if len(shown) <= 100 else shown[:100] + "..."
         return f"{field}: expected {' or '.join(_KINDS.get(k, k) for k in kinds)}, got {shown}"
     if error.validator == "required":
-        missing = next(name for name in error.validator_value if name not in error.instance)
-        return f"body.{missing}: missing ({_description(error.schema, missing)})"
+        required: list[str] = error.validator_value  # type: ignore[assignment]
+        missing = next(name for name in required if name not in error.instance)  # type: ignore[operator]
+        return f"body.{missing}: missing ({_description(_schema(error), missing)})"
     if error.validator == "minLength":
         return f"{field}: must not be empty"
-    return f"{field}: {error.schema.get('description') or error.message}"
+    return f"{field}: {_schema(error).get('description') or error.message}"
+
+
+def _schema(error: ValidationError) -> dict[str, Any]:
+    """The schema ``error`` failed (jsonschema types it as possibly unset: never, for a raised one)."""
+    return error.schema if isinstance(error.schema, dict) else {}
 
 
 def _kinds(error: ValidationError) -> list[str]:
     """The JSON types a field takes, when that is what it failed (``type``, or a ``oneOf`` of types)."""
     if error.validator == "type":
-        value = error.validator_value
+        value: Any = error.validator_value
         return value if isinstance(value, list) else [value]
-    alternatives = error.validator_value if error.validator == "oneOf" else []
+    alternatives: Any = error.validator_value if error.validator == "oneOf" else []
     plain = all(isinstance(a, dict) and set(a) == {"type"} for a in alternatives)
     return [a["type"] for a in alternatives] if alternatives and plain else []
 

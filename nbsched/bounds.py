@@ -95,7 +95,7 @@ def _loader_class() -> type:
 
         def compose_node(self, parent: Any, index: Any) -> Any:
             if self.check_event(yaml.AliasEvent):
-                mark = self.peek_event().start_mark
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
                 node = super().compose_node(parent, index)
                 shape = self._shape.get(id(node))
                 if shape is None:  # the anchor is still being composed: `&a [*a]` is a loop
@@ -106,7 +106,7 @@ def _loader_class() -> type:
                 finally:
                     self._depth -= 1
                 return node
-            mark = self.peek_event().start_mark
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
             self._depth += 1
             try:
                 if self._depth > MAX_DEPTH:

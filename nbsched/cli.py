@@ -359,7 +359,7 @@ def serve(service: Service, workers: int | None, lease: str, grace: str, poll: s
     """
     import logging
 
-    from nbsched.daemon import DaemonOptions
+    from nbsched.config import DaemonOptions
     from nbsched.timefmt import parse_duration
 
     try:

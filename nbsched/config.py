@@ -43,7 +43,7 @@ class Config:
     db_patience: float | None = 60.0
 
     def __post_init__(self) -> None:
-        from nbsched.executors import check_workers, executor_address
+        from nbsched.workers import check_workers, executor_address
 
         # a ConfigError names what is wrong, before anything starts
         executor_address(self.executor)
@@ -110,3 +110,16 @@ def environment_setting(key: str) -> str | None:
     """The setting ``key`` (home, db_url, runs_dir or executor) as this process's environment
     gives it; None when its variable is unset or empty."""
     return os.environ.get(_ENV[key]) or None
+
+
+@dataclass(frozen=True, kw_only=True)
+class DaemonOptions:
+    """How a daemon (``nbsched serve``, the server extension's) runs: tries at once, the lease a
+    runner holds on its tries, how often it looks for work others wrote, the grace a stop gives
+    running tasks, and whether it fires schedules."""
+
+    workers: int | None = None  # None: the executor's default
+    lease: float = 60.0
+    poll: float = 1.0
+    grace: float = 30.0
+    scheduler: bool = True

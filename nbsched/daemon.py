@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 
 from nbsched.clock import utcnow
+from nbsched.config import DaemonOptions
 from nbsched.errors import DatabaseUnavailable
 from nbsched.runner import Runner
 from nbsched.scheduler import Scheduler
@@ -22,15 +22,6 @@ log = logging.getLogger("nbsched.serve")
 QUEUED_PAGE = 50
 EXIT_OK = 0
 EXIT_CANCELLED_TASKS = 3  # stopped on request, but tasks still running after the grace period were cancelled
-
-
-@dataclass(frozen=True, kw_only=True)
-class DaemonOptions:
-    workers: int | None = None  # None: the executor's default
-    lease: float = 60.0
-    poll: float = 1.0
-    grace: float = 30.0
-    scheduler: bool = True
 
 
 class Daemon:

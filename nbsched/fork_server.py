@@ -34,7 +34,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from jupyter_client.provisioning import LocalProvisioner
+from jupyter_client.provisioning.local_provisioner import LocalProvisioner
 
 # what a started ipykernel has imported (checked against a ready kernel's sys.modules), none of
 # which starts a thread at import
@@ -313,8 +313,9 @@ class ForkServer:
             if "error" in reply:
                 raise ForkServerError(reply["error"])
             pid = reply["pid"]
-            if self._closed:  # forked, but the server went away before it could be watched here
-                _killpg(pid)  # its group, if it has made it its own yet
+            if self._closed:  # set by the reader thread while this one waited
+                # forked, but the server went away before it could be watched here
+                _killpg(pid)  # type: ignore[unreachable] # (mypy: self._closed narrowed above) its group, if it has one yet
                 ForkedProcess(pid).kill()
                 raise ForkServerError("the fork server went away")
             process = self._live[pid] = ForkedProcess(pid)
@@ -398,7 +399,7 @@ def forks(cmd: list[str]) -> bool:
         return False
 
 
-class ForkProvisioner(LocalProvisioner):  # type: ignore[misc]
+class ForkProvisioner(LocalProvisioner):
     """jupyter_client's local provisioner, with the kernel process forked by a ``ForkServer``."""
 
     server: ForkServer | None = None  # set by whoever makes the provisioner
@@ -409,7 +410,8 @@ class ForkProvisioner(LocalProvisioner):  # type: ignore[misc]
             return await super().launch_kernel(cmd, **kwargs)
         env = dict(kwargs.get("env") or os.environ)
         cwd = str(kwargs.get("cwd") or Path.cwd())
-        self.process = self.server.spawn(cmd[3:], cwd, env)
-        self.pid = self.pgid = self.process.pid
+        process = self.server.spawn(cmd[3:], cwd, env)
+        self.process = process  # type: ignore[assignment] # a ForkedProcess stands in for the Popen
+        self.pid = self.pgid = process.pid
         self.cwd = cwd
         return self.connection_info

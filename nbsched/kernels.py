@@ -252,7 +252,7 @@ async def _reply(channel: Any, msg_id: str, deadline: float, *, idle: bool = Fal
 
     while True:
         try:
-            msg = await channel.get_msg(timeout=max(0.0, deadline - time.monotonic()))
+            msg: dict[str, Any] = await channel.get_msg(timeout=max(0.0, deadline - time.monotonic()))
         except Empty:
             raise TimeoutError("the kernel did not answer") from None
         if msg["parent_header"].get("msg_id") == msg_id and (

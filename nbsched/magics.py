@@ -146,7 +146,7 @@ class NbschedMagics(Magics):
         if command == "show" and len(positional) == 1:
             return run_table(svc.get_run(positional[0]), svc.config.home)
         if command == "schedule" and len(positional) == 1:
-            fields = {k: v for k, v in options.items() if k in ("cron", "every", "at")}
+            fields: dict[str, Any] = {k: v for k, v in options.items() if k in ("cron", "every", "at")}
             fields.update(timezone=options.get("tz", "UTC"), params=overrides)
             sched = svc.add_schedule(positional[0], fields)
             print(f"schedule {sched.id}: {positional[0]} {sched.description}")

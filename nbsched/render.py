@@ -87,7 +87,7 @@ def _environment(folder: Path | None, names: frozenset[str]) -> Environment:
     # sandboxed: a project's template is a file anyone with the project can change, so it gets
     # no more than the values it is given
     env = ImmutableSandboxedEnvironment(
-        loader=ChoiceLoader([FileSystemLoader(folder), *loaders] if names else loaders),
+        loader=ChoiceLoader([FileSystemLoader(folder), *loaders] if folder and names else loaders),
         autoescape=True,
         undefined=StrictUndefined,
         trim_blocks=True,

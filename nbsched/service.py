@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from nbsched.clock import utcnow
-from nbsched.config import Config
-from nbsched.daemon import Daemon, DaemonOptions
+from nbsched.config import Config, DaemonOptions
+from nbsched.daemon import Daemon
 from nbsched.errors import ConfigError, Conflict, NotFound, ScheduleError, SpecError
 from nbsched.params import task_parameters
 from nbsched.reporting import output_notebook, run_page, task_html, write_run_report

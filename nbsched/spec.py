@@ -87,7 +87,7 @@ class TaskSpec:
         """Seconds to wait before the try after ``try_number`` (Airflow's backoff: delay * 2**(n-1)),
         never more than a duration may be (a hundred doublings would overflow a date)."""
         doublings = min(try_number - 1, 64) if self.retry_exponential_backoff else 0
-        wait = min(self.retry_delay * 2**doublings, MAX_DURATION)
+        wait = min(self.retry_delay * 2.0**doublings, MAX_DURATION)
         return min(wait, self.max_retry_delay) if self.max_retry_delay is not None else wait
 
 

@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import date
-from typing import Any
+from typing import Any, cast
 
 from jinja2 import StrictUndefined, Undefined, nodes
 from jinja2.exceptions import FilterArgumentError, SecurityError
@@ -231,17 +231,19 @@ class _Metering(NodeTransformer):
     """Routes each loop's items and each ``~`` through the environment, which meters them."""
 
     def visit_For(self, node: nodes.For) -> nodes.Node:
-        node = self.generic_visit(node)
-        node.iter = _call_env("nbsched_steps", node.iter, node.lineno)
-        return node
+        loop = cast(nodes.For, self.generic_visit(node))  # a transformer gives back the node it visits
+        loop.iter = _call_env("nbsched_steps", loop.iter, loop.lineno)
+        return loop
 
     def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
-        node = self.generic_visit(node)
-        return _call_env("nbsched_concat", nodes.List(node.nodes), node.lineno)
+        concat = cast(nodes.Concat, self.generic_visit(node))
+        return _call_env("nbsched_concat", nodes.List(concat.nodes), concat.lineno)
 
 
-def _call_env(name: str, arg: nodes.Expr, lineno: int) -> nodes.Call:
-    return nodes.Call(nodes.EnvironmentAttribute(name), [arg], [], None, None).set_lineno(lineno)
+def _call_env(name: str, arg: nodes.Node, lineno: int) -> nodes.Call:
+    call = nodes.Call(nodes.EnvironmentAttribute(name), [arg], [], None, None)
+    call.set_lineno(lineno)
+    return call
 
 
 class ParamsEnvironment(SandboxedEnvironment):

@@ -218,7 +218,7 @@ def get_zone(name: str) -> zoneinfo.ZoneInfo:
         raise ScheduleError(f"unknown timezone {name!r} ({hint})") from None
 
 
-def _parse_cron(expr: str) -> croniter:
+def _parse_cron(expr: str) -> croniter[datetime]:
     """A croniter for ``expr``, or a one-line :class:`ScheduleError` naming the bad part."""
     parts = expr.split()
     if expr.startswith("@"):
@@ -256,10 +256,16 @@ def _bad_field(parts: list[str]) -> str | None:
     return None
 
 
+def _offset(local: datetime) -> timedelta:
+    offset = local.utcoffset()
+    assert offset is not None, "an aware datetime"
+    return offset
+
+
 def _end_of_first_pass(after: datetime, local: datetime, zone: zoneinfo.ZoneInfo) -> datetime:
     """For ``after`` in the second pass of a repeated hour: the last local second of the first pass.
     Every local time up to it already fired (at its first occurrence, before ``after``)."""
-    repeat = local.replace(fold=0).utcoffset() - local.utcoffset()
+    repeat = _offset(local.replace(fold=0)) - _offset(local)
     return (offset_change(zone, after - repeat, after) - _ONE_SECOND).astimezone(zone)
 
 

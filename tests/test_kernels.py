@@ -367,9 +367,9 @@ def test_kernel_clients_stopped_before_their_threads_ran_leave_no_sockets(tmp_pa
 
     from jupyter_client import channels
 
-    from nbsched.executors.local import FILES_BESIDES, FILES_PER_WORKER
     from nbsched.kernel_pool import KernelPool
     from nbsched.kernels import Launcher
+    from nbsched.workers import FILES_BESIDES, FILES_PER_WORKER
 
     for thread_class in (channels.HBChannel, channels.ZMQSocketChannel):
         if hasattr(thread_class, "run"):

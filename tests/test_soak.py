@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from conftest import NBSCHED, wait_for, write_notebook, write_yaml
 
-from nbsched.executors.local import FILES_BESIDES, FILES_PER_WORKER
 from nbsched.service import Config, Service
 from nbsched.states import RunState
+from nbsched.workers import FILES_BESIDES, FILES_PER_WORKER
 
 TASKS_PER_RUN = 10
 RUNS_PER_BATCH = 10  # 100 tasks a batch

@@ -2,40 +2,11 @@
 
 from __future__ import annotations
 
-from nbsched.errors import ConfigError
 from nbsched.executors.base import Executor, Finished, TaskAttempt
-from nbsched.executors.local import MAX_WORKERS, LocalExecutor, max_workers
+from nbsched.executors.local import LocalExecutor
+from nbsched.workers import executor_address
 
-__all__ = ["Executor", "Finished", "LocalExecutor", "TaskAttempt", "check_workers", "executor_address", "make_executor"]
-
-KINDS = "local, dask (a Dask LocalCluster here), dask://HOST:PORT (an existing Dask cluster)"
-
-
-def executor_address(name: str) -> tuple[str, str | None]:
-    """``(kind, address)`` of an executor name, checked but not started: ``local``, ``dask``
-    (a LocalCluster) or ``dask://HOST:PORT`` (``tcp://HOST:PORT`` for Dask's scheduler)."""
-    if name in ("local", "dask"):
-        return name, None
-    scheme, sep, rest = name.partition("://")
-    if sep and scheme in ("dask", "tcp", "tls") and rest:
-        return "dask", f"{'tcp' if scheme == 'dask' else scheme}://{rest}"
-    raise ConfigError(f"executor {name!r}: unknown (use {KINDS})")
-
-
-def check_workers(executor: str, workers: int) -> None:
-    """A worker count the executor can run (ConfigError otherwise): local kernels, as many as
-    ``max_workers`` says; a Dask cluster started here, at most ``MAX_WORKERS`` processes; an
-    existing Dask cluster bounds its own."""
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ConfigError(f"workers {workers!r}: expected a whole number >= 1")
-    kind, address = executor_address(executor)
-    if kind == "local" and workers > (most := max_workers())[0]:
-        raise ConfigError(f"workers {workers}: at most {most[0]} with local kernels ({most[1]})")
-    if kind == "dask" and address is None and workers > MAX_WORKERS:
-        raise ConfigError(
-            f"workers {workers}: at most {MAX_WORKERS} Dask worker processes started here "
-            "(for more, use an existing cluster: dask://HOST:PORT)"
-        )
+__all__ = ["Executor", "Finished", "LocalExecutor", "TaskAttempt", "make_executor"]
 
 
 def make_executor(

@@ -64,6 +64,7 @@ class DaskExecutor(Executor):
                 self.client = Client(address, timeout="10s")
             except (OSError, TimeoutError) as exc:
                 raise ConfigError(f"dask scheduler at {address}: cannot connect ({exc})") from None
+        assert self.client.scheduler is not None, "a connected client"
         self.address = self.client.scheduler.address
         self.workers = workers or max(1, sum(self.client.nthreads().values()))
         self._threads = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="nbsched-dask")

@@ -18,29 +18,7 @@ from nbsched.executors.base import Executor, Message, TaskAttempt
 from nbsched.kernel_pool import KernelPool
 from nbsched.kernels import FreshKernels, KernelHandle, KernelSource, Launcher, in_own_loop
 from nbsched.notebook import TaskOutcome, TaskRequest, execute_task, import_engine
-
-# A worker is a kernel process running a task and, with the pool, one waiting (23-38 MiB each):
-# 256 workers are 512 kernels, 12-19 GiB, more than one machine runs well; beyond, a Dask cluster.
-MAX_WORKERS = 256
-# open files of nbsched's own process for one worker: its task's client (5 ZeroMQ sockets and
-# their mailboxes) and its waiting kernel's manager (a ZeroMQ context, the control socket):
-# 23-25 measured, 32 allowed; and what the process needs besides (database, logs, imports)
-FILES_PER_WORKER = 32
-FILES_BESIDES = 128
-
-
-def max_workers() -> tuple[int, str]:
-    """The most workers, and why: as many as this process can hold open files for (its hard
-    limit, ``ulimit -Hn``; the soft one is raised as far as needed), never more than
-    ``MAX_WORKERS``. Beyond its open files, libzmq aborts the process (SIGABRT, "Too many open
-    files (src/epoll.cpp:38)") when a kernel's socket cannot be made."""
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    if hard == resource.RLIM_INFINITY or (hard - FILES_BESIDES) // FILES_PER_WORKER >= MAX_WORKERS:
-        return MAX_WORKERS, "each runs a kernel and has one waiting; for more, use a Dask cluster"
-    return (
-        max(1, (hard - FILES_BESIDES) // FILES_PER_WORKER),
-        f"this process may open {hard} files (ulimit -Hn), {FILES_PER_WORKER} a worker",
-    )
+from nbsched.workers import FILES_BESIDES, FILES_PER_WORKER, max_workers
 
 
 def _allow_open_files(workers: int) -> None:

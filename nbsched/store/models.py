@@ -26,7 +26,7 @@ from nbsched.failures import TaskFailure
 from nbsched.states import RunState, RunTrigger, ScheduleOrigin, TaskState
 
 
-class UTCDateTime(TypeDecorator):
+class UTCDateTime(TypeDecorator[datetime]):
     """Aware UTC datetimes in and out, whatever the database keeps (SQLite keeps none)."""
 
     impl = DateTime
@@ -43,7 +43,7 @@ class UTCDateTime(TypeDecorator):
         return value.replace(tzinfo=timezone.utc) if value is not None else None
 
 
-class FailureJSON(TypeDecorator):
+class FailureJSON(TypeDecorator[TaskFailure]):
     """A ``TaskFailure`` in and out, kept as a JSON object."""
 
     impl = JSON

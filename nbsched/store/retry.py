@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import tenacity
 from sqlalchemy.exc import DatabaseError as SADatabaseError
@@ -115,7 +115,7 @@ class Patience:
         patient = seconds is None
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(lambda exc: self._worth_waiting(exc, patient)),
-            stop=tenacity.stop_never if patient else tenacity.stop_after_delay(seconds),
+            stop=tenacity.stop_never if seconds is None else tenacity.stop_after_delay(seconds),
             wait=tenacity.wait_exponential_jitter(multiplier=0.05, max=2.0, jitter=0.2),
             before_sleep=lambda state: self._waiting(state, patient),
             sleep=self._sleep,
@@ -153,13 +153,15 @@ class Patience:
 
     def _waiting(self, state: tenacity.RetryCallState, patient: bool) -> None:
         exc = state.outcome.exception() if state.outcome else None
-        kind = kind_of(exc, self.dialect) if exc is not None else None
-        if kind is None or (kind == BUSY and state.seconds_since_start < 10):
+        if exc is None:
+            return
+        kind, waited = kind_of(exc, self.dialect), state.seconds_since_start or 0.0
+        if kind is None or (kind == BUSY and waited < 10):
             return  # a busy SQLite file for a moment is normal: no line for it
         with self._lock:
             if self._down is not None:
                 return
-            self._down = (kind, self.clock.monotonic() - state.seconds_since_start)
+            self._down = (kind, self.clock.monotonic() - waited)
         level = logging.WARNING if patient else logging.INFO
         log.log(level, "database %s %s (%s); retrying", self.shown_url, kind, reason(exc))
 
@@ -198,12 +200,16 @@ class Patience:
         return f" (its folder {folder} is read-only)" if folder.is_dir() and not os.access(folder, os.W_OK) else ""
 
 
+class _Patient(Protocol):
+    patience: Patience
+
+
 def retried(method: Callable[..., T]) -> Callable[..., T]:
     """A store method that is one transaction, run under the store's ``Patience``."""
     from functools import wraps
 
     @wraps(method)
-    def call(self: Any, *args: Any, **kwargs: Any) -> T:
+    def call(self: _Patient, *args: Any, **kwargs: Any) -> T:
         return self.patience.run(method, self, *args, **kwargs)
 
     return call

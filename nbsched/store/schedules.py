@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from nbsched.clock import Clock
 from nbsched.errors import NotFound
 from nbsched.states import ScheduleOrigin
-from nbsched.store.locks import serialize
+from nbsched.store.locks import changed, serialize
 from nbsched.store.models import CounterRow, ScheduleRow
 from nbsched.store.records import ScheduleRecord
 from nbsched.store.retry import retried
@@ -95,15 +95,15 @@ class ScheduleStore:
                 else ScheduleRow.next_fire_at.is_(None)
             )
         with self._write() as s, s.begin():
-            changed = s.execute(q.values(updated_at=self.clock.now(), **fields)).rowcount == 1
-            if changed and user_change:
+            updated = changed(s, q.values(updated_at=self.clock.now(), **fields)) == 1
+            if updated and user_change:
                 _bump(s)
-            return changed
+            return updated
 
     @retried
     def delete_schedule(self, schedule_id: int) -> bool:
         with self._write() as s, s.begin():
-            gone = s.execute(delete(ScheduleRow).where(ScheduleRow.id == schedule_id)).rowcount == 1
+            gone = changed(s, delete(ScheduleRow).where(ScheduleRow.id == schedule_id)) == 1
             if gone:
                 _bump(s)
             return gone
@@ -147,7 +147,7 @@ class ScheduleStore:
 
 def _bump(s: Session, name: str = SCHEDULES) -> None:
     serialize(s, f"counter:{name}")  # two first bumps must not both insert
-    if not s.execute(update(CounterRow).where(CounterRow.name == name).values(value=CounterRow.value + 1)).rowcount:
+    if not changed(s, update(CounterRow).where(CounterRow.name == name).values(value=CounterRow.value + 1)):
         s.add(CounterRow(name=name, value=1))
 
 

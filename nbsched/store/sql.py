@@ -25,7 +25,7 @@ from nbsched.clock import SYSTEM_CLOCK, Clock
 from nbsched.errors import ConfigError, NotFound
 from nbsched.states import RUN, TASK, RunState, RunTrigger, TaskState
 from nbsched.store import schema
-from nbsched.store.locks import serialize
+from nbsched.store.locks import changed, serialize
 from nbsched.store.models import PipelineRow, RunnerRow, RunRow, TaskRunRow, TaskTryRow
 from nbsched.store.records import ClaimedTask, PipelineRecord, RunRecord, TaskRunRecord, TaskTryRecord
 from nbsched.store.retry import Patience, retried
@@ -133,8 +133,8 @@ class SqlStore(ScheduleStore):
         from nbsched.store.schedules import _bump
 
         with self._write() as s, s.begin():
-            gone = s.execute(delete(PipelineRow).where(PipelineRow.name == name)).rowcount
-            if gone and s.execute(delete(ScheduleRow).where(ScheduleRow.pipeline == name)).rowcount:
+            gone = changed(s, delete(PipelineRow).where(PipelineRow.name == name))
+            if gone and changed(s, delete(ScheduleRow).where(ScheduleRow.pipeline == name)):
                 _bump(s)
             return bool(gone)
 
@@ -237,7 +237,7 @@ class SqlStore(ScheduleStore):
             values.setdefault("ended_at", self.clock.now())
         q = update(RunRow).where(RunRow.id == run_id, RunRow.state.in_(RUN.guard(state, expect)))
         with self._write() as s, s.begin():
-            return s.execute(q.values(**values)).rowcount == 1
+            return changed(s, q.values(**values)) == 1
 
     @retried
     def set_task_state(
@@ -258,16 +258,16 @@ class SqlStore(ScheduleStore):
             TaskRunRow.run_id == run_id, TaskRunRow.task == task, TaskRunRow.state.in_(TASK.guard(state, expect))
         )
         with self._write() as s, s.begin():
-            return s.execute(q.values(**values)).rowcount == 1
+            return changed(s, q.values(**values)) == 1
 
     @retried
     def set_run_owner(self, run_id: str, owner: str | None) -> bool:
         """Keep a queued or running run to one foreground runner (None: any daemon may take it)."""
         with self._write() as s, s.begin():
             return (
-                s.execute(
-                    update(RunRow).where(RunRow.id == run_id, RunRow.state.in_(_UNFINISHED_RUN)).values(owner=owner)
-                ).rowcount
+                changed(
+                    s, update(RunRow).where(RunRow.id == run_id, RunRow.state.in_(_UNFINISHED_RUN)).values(owner=owner)
+                )
                 == 1
             )
 
@@ -277,11 +277,12 @@ class SqlStore(ScheduleStore):
         Runners executing its tasks notice and stop their kernels."""
         now = self.clock.now()
         with self._write() as s, s.begin():
-            done = s.execute(
+            done = changed(
+                s,
                 update(RunRow)
                 .where(RunRow.id == run_id, RunRow.state.in_(RUN.guard(RunState.CANCELLED)))
-                .values(state=RunState.CANCELLED, error=error, ended_at=now)
-            ).rowcount
+                .values(state=RunState.CANCELLED, error=error, ended_at=now),
+            )
             if not done:
                 return False
             s.execute(
@@ -345,7 +346,8 @@ class SqlStore(ScheduleStore):
         claimed = []
         with self._write() as s, s.begin():
             for row in s.scalars(q).all():
-                ok = s.execute(
+                ok = changed(
+                    s,
                     update(TaskRunRow)
                     .where(TaskRunRow.id == row.id, TaskRunRow.state.in_(claimable))
                     .values(
@@ -355,8 +357,8 @@ class SqlStore(ScheduleStore):
                         started_at=now,
                         ended_at=None,
                         updated_at=self._clock(),
-                    )
-                ).rowcount  # the reaper's guard for a try no heartbeat covers yet
+                    ),
+                )  # the reaper's guard for a try no heartbeat covers yet
                 if ok:
                     s.add(
                         TaskTryRow(
@@ -377,14 +379,15 @@ class SqlStore(ScheduleStore):
         """Put back a try this runner holds but never started (its claim committed while the
         connection was lost, so the runner never heard of it): queued again, for any runner."""
         with self._write() as s, s.begin():
-            if not s.execute(
+            if not changed(
+                s,
                 update(TaskRunRow)
                 .where(
                     *_try_of(run_id, task, owner, try_number),
                     TaskRunRow.state.in_(TASK.guard(TaskState.QUEUED, _RUNNING)),
                 )
-                .values(state=TaskState.QUEUED, owner=None, started_at=None, updated_at=self.clock.now())
-            ).rowcount:
+                .values(state=TaskState.QUEUED, owner=None, started_at=None, updated_at=self.clock.now()),
+            ):
                 return False
             s.execute(
                 delete(TaskTryRow).where(
@@ -402,11 +405,12 @@ class SqlStore(ScheduleStore):
         now = self.clock.now()
         leaving = TASK.guard(state, _RUNNING)
         with self._write() as s, s.begin():
-            if not s.execute(
+            if not changed(
+                s,
                 update(TaskRunRow)
                 .where(*_try_of(run_id, task, owner, try_number), TaskRunRow.state.in_(leaving))
-                .values(state=state, ended_at=now, updated_at=now, cell=None, **fields)
-            ).rowcount:
+                .values(state=state, ended_at=now, updated_at=now, cell=None, **fields),
+            ):
                 return False
             ended = {"state": state, "ended_at": now, "error": fields.get("error"), "failure": fields.get("failure")}
             if fields.get("host"):
@@ -461,10 +465,7 @@ class SqlStore(ScheduleStore):
         """False when another runner has declared this one dead (its row is gone)."""
         with self._write() as s, s.begin():
             return (
-                s.execute(
-                    update(RunnerRow).where(RunnerRow.id == runner_id).values(heartbeat_at=self._clock())
-                ).rowcount
-                == 1
+                changed(s, update(RunnerRow).where(RunnerRow.id == runner_id).values(heartbeat_at=self._clock())) == 1
             )
 
     @retried
