@@ -500,7 +500,7 @@ def _exit_by(records: list[RunView]) -> NoReturn:
 
 
 def _print_run(r: RunView) -> None:
-    from nbsched.report import cell_label
+    from nbsched.report import where_running
     from nbsched.states import TaskState
 
     params = ", ".join(f"{k}={v!r}" for k, v in r.params.items()) or "-"
@@ -523,7 +523,7 @@ def _print_run(r: RunView) -> None:
         if t.error and t.state in (TaskState.FAILED, TaskState.UP_FOR_RETRY):
             click.echo(f"  {name}: {t.error}")
         elif t.cell and t.state is TaskState.RUNNING:
-            click.echo(f"  {name}: at {cell_label(t.cell)}")
+            click.echo(f"  {name}: at {where_running(t.cell)}")
     retried = [(name, a) for name, t in r.tasks.items() if len(t.tries) > 1 for a in t.tries]
     if retried:  # what each try did: where it ran, who ran it, how it ended
         click.echo("tries:")

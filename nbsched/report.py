@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from nbsched.render import markup, render
+from nbsched.states import RunTrigger
 
 _CHAR_W = 7.0  # average width of a 12px sans-serif character; good enough to size boxes
 
@@ -31,7 +32,7 @@ TaskTimes = tuple[str, str, datetime | None, datetime | None]  # (task, state, s
 Point = tuple[float, float]
 
 
-def cell_label(cell: Mapping[str, Any]) -> str:
+def where_running(cell: Mapping[str, Any]) -> str:
     """``cell 5/9: time.sleep(3)``: where a running notebook is (a task view's ``cell``)."""
     return f"cell {cell['index']}/{cell['count']}: {cell['source']}"
 
@@ -339,7 +340,7 @@ def run_report_html(
     trigger = view.get("trigger") or "–"  # noqa: RUF001 - an en dash, as in the tables
     if view.get("schedule_id") is not None:
         sched = f"schedule {view['schedule_id']}"
-        trigger = sched if trigger == "schedule" else f"{trigger} ({sched})"
+        trigger = sched if trigger == RunTrigger.SCHEDULE else f"{trigger} ({sched})"
     return render(
         "run_report.html.j2",
         home,

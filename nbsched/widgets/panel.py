@@ -19,9 +19,9 @@ from nbsched.clock import utcnow
 from nbsched.errors import NbschedError
 from nbsched.params import parse_override
 from nbsched.render import markup, render_macro
-from nbsched.report import cell_label, dag_svg
+from nbsched.report import dag_svg, where_running
 from nbsched.service import Service
-from nbsched.states import TaskState
+from nbsched.states import RunState, TaskState
 
 ALL = "(all pipelines)"
 _TEMPLATE = "panel.html.j2"
@@ -159,14 +159,18 @@ class RunPanel(w.VBox):
         tasks = view["tasks"]
         done = sum(TaskState(t["state"]).finished for t in tasks.values())
         self.progress.max, self.progress.value = max(1, len(tasks)), done
+        states = {n: TaskState(t["state"]) for n, t in tasks.items()}
         running = [
-            f"{n} ({cell_label(t['cell'])})" if t["cell"] else n for n, t in tasks.items() if t["state"] == "running"
+            f"{n} ({where_running(t['cell'])})" if t["cell"] else n
+            for n, t in tasks.items()
+            if states[n] is TaskState.RUNNING
         ]
         self.progress_label.value = f"{done}/{len(tasks)} done" + (
             f" · running: {', '.join(running)}" if running else ""
         )
-        self.cancel_run.disabled = view["state"] not in ("queued", "running")
-        self.retry_run.disabled = view["state"] not in ("failed", "cancelled")
+        state = RunState(view["state"])
+        self.cancel_run.disabled = state.finished
+        self.retry_run.disabled = state not in (RunState.FAILED, RunState.CANCELLED)
         spec = self.service.pipeline_spec_for_run(view["run_id"])
         picture = dag_svg(
             spec.order,
@@ -180,7 +184,7 @@ class RunPanel(w.VBox):
             for n, t in tasks.items()
             if t["output_path"]
         }
-        cells = {n: cell_label(t["cell"]) for n, t in tasks.items() if t["state"] == "running" and t["cell"]}
+        cells = {n: where_running(t["cell"]) for n, t in tasks.items() if states[n] is TaskState.RUNNING and t["cell"]}
         self.detail.value = self._html(
             "run_detail", run=view, picture=markup(picture), notebooks=notebooks, cells=cells, now=utcnow()
         )
