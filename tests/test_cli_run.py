@@ -53,6 +53,7 @@ def _wait_until_running(project: Path, proc: subprocess.Popen[str]) -> dict:
     raise AssertionError("the run never showed as running to another process")
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_signal_cancels_the_run_and_stops_its_kernel(project, sig):
     proc = _start_sleeping_run(project)
@@ -89,6 +90,7 @@ def test_signal_cancels_the_run_and_stops_its_kernel(project, sig):
     assert any(o.get("ename") == "TaskStopped" for c in nb["cells"] for o in c.get("outputs", []))
 
 
+@pytest.mark.kernel
 def test_runs_and_show_list_what_ran(project):
     write_notebook(project / "ok.ipynb", "x = 1")
     write_yaml(project / "pipeline.yaml", "name: listed\ntasks:\n  one: {notebook: ok.ipynb}\n")
@@ -104,6 +106,7 @@ def test_runs_and_show_list_what_ran(project):
     assert runs[0]["run_id"] in shown and "one" in shown
 
 
+@pytest.mark.kernel
 def test_show_lists_what_each_try_did(project):
     write_notebook(
         project / "once.ipynb",
@@ -142,6 +145,7 @@ def test_bad_override_is_one_line_and_exit_2(project):
     assert not (project / "nbsched-runs").exists()
 
 
+@pytest.mark.kernel
 def test_db_option_and_env_choose_the_database(project, tmp_path_factory):
     write_notebook(project / "ok.ipynb", "x = 1")
     write_yaml(project / "pipeline.yaml", "name: elsewhere\ntasks:\n  one: {notebook: ok.ipynb}\n")

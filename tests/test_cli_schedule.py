@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 from conftest import nbsched, write_notebook, write_yaml
 
 
@@ -14,6 +15,7 @@ def _project(project, notebook_code: str = "x = 1"):
     nbsched("register", "pipeline.yaml", cwd=project, check=True)
 
 
+@pytest.mark.slow
 def test_schedule_add_and_list_shows_next_fire_in_its_zone(project):
     _project(project)
     added = nbsched(
@@ -37,6 +39,7 @@ def test_schedule_add_and_list_shows_next_fire_in_its_zone(project):
     assert entry["params"] == {"region": "us"} and entry["enabled"] is True
 
 
+@pytest.mark.slow
 def test_schedule_mistakes_are_one_line_and_exit_2(project):
     _project(project)
     cases = [
@@ -56,6 +59,7 @@ def test_schedule_mistakes_are_one_line_and_exit_2(project):
         assert len(lines) == 1 and text in lines[0], (args, proc.stderr)
 
 
+@pytest.mark.slow
 def test_pause_resume_and_remove(project):
     _project(project)
     nbsched("schedule", "add", "sales", "--every", "1h", cwd=project, check=True)
@@ -66,6 +70,7 @@ def test_pause_resume_and_remove(project):
     assert json.loads(nbsched("schedule", "list", "--json", cwd=project).stdout) == []
 
 
+@pytest.mark.slow
 def test_trigger_queues_a_run_and_cancel_ends_it(project):
     _project(project)
     run_id = json.loads(nbsched("trigger", "sales", "-p", "region=us", "--json", cwd=project, check=True).stdout)[
@@ -79,6 +84,7 @@ def test_trigger_queues_a_run_and_cancel_ends_it(project):
     assert again.returncode == 2 and "already ended (cancelled)" in again.stderr
 
 
+@pytest.mark.kernel
 def test_retry_requeues_the_failed_task_and_runs_it(project):
     _project(project, "import pathlib\nif not pathlib.Path('fixed').exists():\n    raise RuntimeError('not yet')")
     failed = nbsched("run", "pipeline.yaml", "--json", cwd=project)
@@ -94,6 +100,7 @@ def test_retry_requeues_the_failed_task_and_runs_it(project):
     assert not_again.returncode == 2 and "only failed or cancelled runs" in not_again.stderr
 
 
+@pytest.mark.kernel
 def test_backfill_creates_one_run_per_fire_and_never_twice(project):
     _project(project, "import nbsched\nnbsched.record('ld', logical_date)")
     nbsched("schedule", "add", "sales", "--cron", "0 6 * * *", "--tz", "Europe/Paris", cwd=project, check=True)

@@ -24,6 +24,8 @@ from nbsched.failures import TaskFailure
 from nbsched.service import Config, Service
 from nbsched.states import RunState, TaskState
 
+pytestmark = pytest.mark.kernel
+
 # records where it ran: the folder, and whether a file beside the original notebook is there
 WHERE = (
     "import os, nbsched\nnbsched.record('cwd', os.getcwd())\nnbsched.record('sees_sibling', os.path.exists('data.csv'))\n"

@@ -52,6 +52,7 @@ schedules:
     )
 
 
+@pytest.mark.kernel
 @pytest.mark.slow
 def test_two_daemons_ride_out_a_30s_postgresql_outage(project, private_postgres):
     db = private_postgres.url
@@ -113,6 +114,7 @@ def _sleeping_tasks(url: str) -> int:
     return n
 
 
+@pytest.mark.kernel
 @pytest.mark.slow
 def test_a_foreground_run_rides_out_a_postgresql_restart(project, private_postgres):
     write_notebook(project / "slow.ipynb", "import pathlib, time\npathlib.Path('started').touch()\ntime.sleep(8)")
@@ -209,6 +211,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@pytest.mark.slow
 def test_a_database_on_a_read_only_disk_is_one_line(project, small_disk):
     write_notebook(project / "ok.ipynb", "x = 1")
     write_yaml(project / "pipeline.yaml", "name: frozen\ntasks:\n  ok: {notebook: ok.ipynb}\n")
@@ -224,6 +227,7 @@ def test_a_database_on_a_read_only_disk_is_one_line(project, small_disk):
         assert line.startswith(f"Error: database sqlite:///{small_disk}/nbsched.db: ") and "read-only" in line, line
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_and_loses_nothing(project, small_disk):
     write_notebook(project / "ok.ipynb", "x = 1")
     write_yaml(project / "pipeline.yaml", "name: full\ntasks:\n  ok: {notebook: ok.ipynb}\n")
@@ -240,6 +244,7 @@ def test_a_full_disk_is_one_line_and_loses_nothing(project, small_disk):
     assert [r["run_id"] for r in runs] == [first]  # what was queued before is there, nothing half-written
 
 
+@pytest.mark.slow
 def test_a_command_waits_for_a_busy_file_only_as_long_as_its_patience(tmp_path):
     from nbsched.errors import DatabaseUnavailable
     from nbsched.store import SqlStore
@@ -274,6 +279,7 @@ def test_a_database_that_refuses_us_is_one_line_at_once(project):
     assert time.monotonic() - started < 30  # waiting cannot mend it, so nothing waits
 
 
+@pytest.mark.kernel
 @pytest.mark.slow
 def test_a_task_times_out_on_time_while_the_database_is_away(project, private_postgres):
     write_notebook(
@@ -360,6 +366,7 @@ def test_a_claim_whose_commit_was_lost_with_the_connection_is_put_back(tmp_path)
         store.close()
 
 
+@pytest.mark.kernel
 @pytest.mark.slow
 def test_a_daemon_stopped_while_the_database_is_away_exits_and_its_task_is_retried(project, private_postgres):
     db = private_postgres.url
@@ -398,6 +405,7 @@ def test_a_daemon_stopped_while_the_database_is_away_exits_and_its_task_is_retri
     assert "stopped heartbeating" in run["tasks"]["nap"]["tries"][0]["error"]
 
 
+@pytest.mark.kernel
 @pytest.mark.slow
 def test_ctrl_c_of_a_foreground_run_while_the_database_is_away_stops_it(project, private_postgres):
     write_notebook(

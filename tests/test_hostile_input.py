@@ -114,6 +114,7 @@ def test_yaml_nested_20000_deep_is_one_line_not_a_recursion_error(project: Path,
     )
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_a_notebook_nested_100000_deep_is_one_line_not_a_recursion_error(project: Path) -> None:
     (project / "deep.ipynb").write_text('{"cells": [], "metadata": {"x": ' + "[" * 100000 + "]" * 100000 + "}}")
@@ -126,6 +127,7 @@ def test_a_notebook_nested_100000_deep_is_one_line_not_a_recursion_error(project
         )
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)  # 55 s before the bound
 def test_a_50_mb_spec_is_refused_unread(project: Path, notebook: Path) -> None:
     with (project / "pipeline.yaml").open("w") as f:

@@ -18,6 +18,8 @@ from nbsched.notebook import read_recorded
 from nbsched.service import Config, Service
 from nbsched.states import RunState
 
+pytestmark = pytest.mark.kernel
+
 MODES = {
     "fresh": {"kernel_pool": False, "kernel_fork": False},
     "pool": {"kernel_pool": True, "kernel_fork": False},

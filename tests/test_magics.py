@@ -26,6 +26,7 @@ def _one_line(capsys) -> str:
     return out[0]
 
 
+@pytest.mark.kernel
 def test_run_shows_a_table_as_html_and_text(shell, project):
     write_notebook(
         project / "nb.ipynb", "import nbsched\nnbsched.record('region', region)", params="region = 'eu'\nupstream = {}"
@@ -134,6 +135,7 @@ def test_panel_magic_shows_the_run_history_panel(shell, project, capsys):
 SCRIPT = "<script>alert(1)</script>"
 
 
+@pytest.mark.kernel
 def test_a_script_in_a_name_an_error_or_a_parameter_is_text_in_a_table(shell, project):
     from nbsched.magics import Table
 
@@ -147,6 +149,7 @@ def test_a_script_in_a_name_an_error_or_a_parameter_is_text_in_a_table(shell, pr
     assert "<caption>&lt;script&gt;" in hostile._repr_html_() and "<td>None</td>" in hostile._repr_html_()
 
 
+@pytest.mark.kernel
 def test_a_projects_template_restyles_the_tables(shell, project):
     templates = project / ".nbsched" / "templates"
     templates.mkdir(parents=True)

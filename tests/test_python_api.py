@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from conftest import nbsched as nbsched_command
 from conftest import write_notebook
 
@@ -13,6 +14,7 @@ import nbsched
 from nbsched.states import RunState
 
 
+@pytest.mark.kernel
 def test_run_and_trigger_a_pipeline_from_python(project):
     write_notebook(project / "hello.ipynb", "import nbsched\nnbsched.record('n', n)", params="n = 1\nupstream = {}")
     run = nbsched.run(project / "hello.ipynb", params={"n": 3})

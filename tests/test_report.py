@@ -417,6 +417,7 @@ tasks:
     )
 
 
+@pytest.mark.kernel
 def test_run_report_of_a_failed_run(project, service):
     run = service.run_pipeline(failing_pipeline(project), params={"region": "<north>"})
     assert run.state.value == "failed"
@@ -463,6 +464,7 @@ def test_run_report_of_a_failed_run(project, service):
     assert "bad input data" in (folder / "clean.nocode.html").read_text(encoding="utf-8")
 
 
+@pytest.mark.kernel
 def test_run_report_shows_what_the_earlier_tries_did(project, service):
     write_notebook(
         project / "flaky.ipynb",
@@ -493,6 +495,7 @@ def test_report_of_a_queued_run_and_of_an_unknown_one(project, service):
         service.run_report("nope")
 
 
+@pytest.mark.kernel
 def test_cli_report_prints_the_path_and_opens_it(project, service, monkeypatch):
     write_notebook(project / "one.ipynb", "x = 1")
     run = service.run_pipeline(project / "one.ipynb")
@@ -517,6 +520,7 @@ def test_cli_report_prints_the_path_and_opens_it(project, service, monkeypatch):
     assert opened == [str(project / "nbsched-runs" / run.pipeline / run.id / "index.nocode.html")]
 
 
+@pytest.mark.kernel
 def test_run_with_report_writes_the_report_after_the_run(project):
     write_notebook(project / "one.ipynb", "print('hello from one')")
     proc = nbsched("run", "one.ipynb", "--report", cwd=project)

@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import nbformat
+import pytest
 from conftest import run_json, write_notebook, write_yaml
 from fakes import FakeExecutor
 
@@ -15,6 +16,7 @@ from nbsched.states import RunState, TaskState
 SLEEP = "import time\ntime.sleep({})"
 
 
+@pytest.mark.kernel
 def test_diamond_runs_in_dependency_order_with_two_tasks_in_parallel(project, service):
     write_notebook(project / "quick.ipynb", "x = 1")
     write_notebook(project / "slow.ipynb", SLEEP.format(1.5))
@@ -44,6 +46,7 @@ tasks:
         assert nbformat.read(str(out), as_version=4).cells[-1].outputs == [] or out.exists()
 
 
+@pytest.mark.kernel
 def test_failure_marks_all_success_children_upstream_failed_and_all_done_child_runs(project, service):
     write_notebook(project / "ok.ipynb", "x = 1")
     write_notebook(project / "boom.ipynb", "y = 2", "raise ValueError('bad input data')", "z = 3")
@@ -75,6 +78,7 @@ tasks:
     assert nb.cells[-1].source == "z = 3" and nb.cells[-1].execution_count is None
 
 
+@pytest.mark.kernel
 def test_retries_two_ends_with_try_three_and_keeps_each_try(project, service):
     write_notebook(project / "flaky.ipynb", "raise RuntimeError('still broken')")
     spec = write_yaml(
@@ -99,6 +103,7 @@ tasks:
     ]
 
 
+@pytest.mark.kernel
 def test_retry_that_succeeds_ends_success(project, service):
     # fails on the first try only: each try knows its number
     write_notebook(
@@ -121,6 +126,7 @@ tasks:
     assert run.tasks["once"].try_number == 2 and run.tasks["once"].outputs == {"try": 2}
 
 
+@pytest.mark.kernel
 def test_timeout_stops_a_sleeping_notebook(project, service):
     write_notebook(project / "sleepy.ipynb", "x = 1", SLEEP.format(60))
     spec = write_yaml(
@@ -145,6 +151,7 @@ tasks:
     assert any(o.get("ename") == "TaskStopped" for c in nb.cells if c.cell_type == "code" for o in c.outputs)
 
 
+@pytest.mark.kernel
 def test_record_passes_values_two_hops_down(project, service):
     write_notebook(
         project / "a.ipynb", "import nbsched\nnbsched.record('rows', 41)\nnbsched.record('meta', {'src': 'a'})"
@@ -176,6 +183,7 @@ tasks:
     assert run.tasks["c"].outputs == {"seen": [42, "a"]}
 
 
+@pytest.mark.kernel
 def test_branch_skips_the_unchosen_path_and_its_descendants(project, service):
     write_notebook(project / "choose.ipynb", "import nbsched\nnbsched.branch(['small'])")
     write_notebook(project / "ok.ipynb", "x = 1")
@@ -204,6 +212,7 @@ tasks:
     assert run.state is RunState.SUCCESS
 
 
+@pytest.mark.kernel
 def test_branch_to_a_task_that_is_not_downstream_fails_the_task(project, service):
     write_notebook(project / "choose.ipynb", "import nbsched\nnbsched.branch(['nope'])")
     write_notebook(project / "ok.ipynb", "x = 1")
@@ -221,6 +230,7 @@ tasks:
     assert "'nope' is not a direct downstream task of 'choose'" in run.tasks["choose"].error
 
 
+@pytest.mark.kernel
 def test_overrides_and_templates_reach_the_notebook(project):
     write_notebook(
         project / "show.ipynb",
@@ -249,6 +259,7 @@ tasks:
     assert run["params"] == {"region": "us", "limit": 25}
 
 
+@pytest.mark.kernel
 def test_builtin_parameters_are_injected(project, service):
     write_notebook(
         project / "b.ipynb",
@@ -262,6 +273,7 @@ def test_builtin_parameters_are_injected(project, service):
     assert datetime.fromisoformat(logical_date) == run.logical_date
 
 
+@pytest.mark.kernel
 def test_notebook_runs_in_its_own_folder(project, service):
     write_notebook(project / "sub" / "where.ipynb", "import os, nbsched\nnbsched.record('cwd', os.getcwd())")
     spec = write_yaml(project / "pipeline.yaml", "name: cwd\ntasks:\n  w: {notebook: sub/where.ipynb}\n")
@@ -269,6 +281,7 @@ def test_notebook_runs_in_its_own_folder(project, service):
     assert Path(run.tasks["w"].outputs["cwd"]).resolve() == (project / "sub").resolve()
 
 
+@pytest.mark.kernel
 def test_single_notebook_is_a_one_task_pipeline(project):
     write_notebook(project / "Daily Report.ipynb", "import nbsched\nnbsched.record('ok', True)")
     code, run = run_json("Daily Report.ipynb", cwd=project)
@@ -277,6 +290,7 @@ def test_single_notebook_is_a_one_task_pipeline(project):
     assert run["tasks"]["daily-report"]["outputs"] == {"ok": True}
 
 
+@pytest.mark.kernel
 def test_failed_run_exits_1_and_json_has_every_field(project):
     write_notebook(project / "boom.ipynb", "1/0")
     write_yaml(project / "pipeline.yaml", "name: boom\ntasks:\n  boom: {notebook: boom.ipynb}\n")
@@ -289,6 +303,7 @@ def test_failed_run_exits_1_and_json_has_every_field(project):
     assert json.loads(json.dumps(run)) == run
 
 
+@pytest.mark.kernel
 def test_a_running_task_shows_the_cell_its_notebook_is_on(project, service):
     import threading
     import time

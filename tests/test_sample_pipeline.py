@@ -9,6 +9,8 @@ import nbformat
 import pytest
 from conftest import run_json
 
+pytestmark = pytest.mark.kernel
+
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_notebooks"
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import nbsched, serve, stop, wait_for, write_notebook, write_yaml
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.kernel]
 
 
 def _runs(project: Path, *db: str) -> list[dict]:

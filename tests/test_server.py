@@ -464,6 +464,7 @@ async def kernel_environment(serverapp: Any, kernel_id: str, names: list[str]) -
     return json.loads("".join(seen))
 
 
+@pytest.mark.kernel
 async def test_kernels_of_the_server_are_told_its_database_and_outputs(jp_fetch, jp_serverapp, jp_root_dir):
     """Through the kernel manager: the server's own environment stays as it was."""
     import os
@@ -479,6 +480,7 @@ async def test_kernels_of_the_server_are_told_its_database_and_outputs(jp_fetch,
     assert all(os.environ.get(name) != value for name, value in told.items())
 
 
+@pytest.mark.kernel
 async def test_a_notebook_renamed_keeps_its_kernel_told_after_a_restart(
     jp_fetch, jp_serverapp, jp_root_dir, monkeypatch
 ):
@@ -495,6 +497,7 @@ async def test_a_notebook_renamed_keeps_its_kernel_told_after_a_restart(
         await jp_fetch("api", "sessions", session["id"], method="DELETE")
 
 
+@pytest.mark.kernel
 async def test_a_triggered_run_executes_in_the_server_with_its_params(api, jp_fetch, jp_root_dir, daemon):
     health = (await api("GET", "health")).data
     assert health["scheduler"] is True and isinstance(health["runner"], str) and health["runner"]
@@ -549,6 +552,7 @@ async def test_a_triggered_run_executes_in_the_server_with_its_params(api, jp_fe
         (await api("GET", "runs", "nosuch-run", "tasks", "report", what)).error(404, "not_found")
 
 
+@pytest.mark.kernel
 async def test_run_report_page_links_the_task_routes(api, jp_root_dir, daemon):
     await register_hello(api, jp_root_dir)
     run_id = await queue_run(api, "hello", region="<east>")
@@ -684,6 +688,7 @@ async def test_schedule_errors(api, jp_root_dir):
         (await api("POST", "schedules", missing, "resume")).error(404, "not_found")
 
 
+@pytest.mark.kernel
 async def test_a_schedule_created_over_rest_fires_in_the_server(api, jp_root_dir, daemon):
     await register_hello(api, jp_root_dir)
     reply = await api("POST", "schedules", body={"pipeline": "hello", "every": "1s", "params": {"region": "south"}})
@@ -840,6 +845,7 @@ async def test_a_path_the_file_system_refuses_is_a_400_not_a_500(jp_fetch):
 # -- hostile input: paths, sizes, nulls, methods ------------------------------------------------------
 
 
+@pytest.mark.kernel
 async def test_a_notebook_swapped_for_a_symlink_after_registering_does_not_run(api, jp_root_dir, daemon, tmp_path):
     root = jp_root_dir.resolve()
     marker = tmp_path / "PWNED"

@@ -12,7 +12,7 @@ import pytest
 from conftest import write_notebook
 from test_server import api, daemon, finished_run, wait_until  # noqa: F401 - fixtures and helpers
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.kernel]
 
 
 @pytest.fixture

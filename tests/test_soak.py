@@ -18,6 +18,8 @@ from nbsched.service import Config, Service
 from nbsched.states import RunState
 from nbsched.workers import FILES_BESIDES, FILES_PER_WORKER
 
+pytestmark = pytest.mark.kernel
+
 TASKS_PER_RUN = 10
 RUNS_PER_BATCH = 10  # 100 tasks a batch
 BATCHES = 20

@@ -13,6 +13,8 @@ from conftest import write_notebook, write_yaml
 from nbsched.failures import TaskFailure
 from nbsched.states import RunState, TaskState
 
+pytestmark = pytest.mark.kernel
+
 
 @pytest.mark.slow
 @pytest.mark.serial  # 800 MB of output through eight kernels at once: the whole machine

@@ -28,6 +28,7 @@ def history(project, service):
     return service, good, bad
 
 
+@pytest.mark.kernel
 def test_runs_table_shows_runs_with_state_colours(history):
     service, good, bad = history
     panel = RunPanel(service, refresh_every=0)
@@ -40,6 +41,7 @@ def test_runs_table_shows_runs_with_state_colours(history):
     assert bad.id not in panel.runs_table.value and panel.run_choice.options == (good.id,)
 
 
+@pytest.mark.kernel
 def test_run_detail_draws_the_dag_and_links_the_notebooks(history):
     service, good, bad = history
     panel = RunPanel(service, refresh_every=0)
@@ -58,6 +60,7 @@ def test_run_detail_draws_the_dag_and_links_the_notebooks(history):
     assert panel.report.value == "" and panel.task_choice.options == ("a", "b")
 
 
+@pytest.mark.kernel
 def test_run_now_queues_a_run_with_the_params(history):
     service, good, _ = history
     panel = RunPanel(service, "good", refresh_every=0)
@@ -70,6 +73,7 @@ def test_run_now_queues_a_run_with_the_params(history):
     assert service.get_run(queued.id).state.value == "cancelled"
 
 
+@pytest.mark.kernel
 def test_retry_requeues_the_failed_run(history):
     service, _, bad = history
     panel = RunPanel(service, refresh_every=0)
@@ -79,6 +83,7 @@ def test_retry_requeues_the_failed_run(history):
     assert panel.status.value == ""
 
 
+@pytest.mark.kernel
 def test_pause_and_resume_the_pipelines_schedules(history):
     service, _, _ = history
     sched = service.add_schedule("good", {"cron": "0 6 * * *"})
@@ -91,6 +96,7 @@ def test_pause_and_resume_the_pipelines_schedules(history):
     assert service.get_schedule(sched.id).enabled
 
 
+@pytest.mark.kernel
 def test_a_mistake_is_printed_in_the_panel_not_raised(history):
     service, good, _ = history
     panel = RunPanel(service, "good", refresh_every=0)
@@ -100,6 +106,7 @@ def test_a_mistake_is_printed_in_the_panel_not_raised(history):
     assert panel.run_choice.value == good.id  # nothing was queued
 
 
+@pytest.mark.kernel
 def test_the_panel_refreshes_itself_and_stops_when_closed(history):
     service, _good, _ = history
     panel = RunPanel(service, "good", refresh_every=0.1)
@@ -113,6 +120,7 @@ def test_the_panel_refreshes_itself_and_stops_when_closed(history):
     assert not panel._thread.is_alive()
 
 
+@pytest.mark.kernel
 def test_progress_shows_the_cell_a_running_notebook_is_on(project, service):
     import threading
 
@@ -145,6 +153,7 @@ def test_progress_shows_the_cell_a_running_notebook_is_on(project, service):
 SCRIPT = "<script>alert(1)</script>"
 
 
+@pytest.mark.kernel
 def test_a_script_in_a_name_an_error_or_a_message_is_text_in_the_panel(project, service):
     write_notebook(project / "hostile.ipynb", f"raise ValueError({SCRIPT!r})", params="who = ''\nupstream = {}")
     write_yaml(project / "hostile.yaml", "name: hostile\ntasks:\n  a: {notebook: hostile.ipynb}\n")

@@ -33,6 +33,7 @@ nbsched.record('kernels', most)
 """
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("tasks", [1, 3])
 def test_a_run_starts_no_more_kernels_than_it_has_tasks_whatever_the_workers(project, tasks):
     write_notebook(project / "siblings.ipynb", SIBLINGS.format(tasks=tasks))
@@ -81,6 +82,7 @@ def _open_files(limit: int) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
 
 
+@pytest.mark.kernel
 def test_workers_beyond_what_the_open_files_allow_are_refused_not_aborted(project):
     """With 256 open files, 40 workers made libzmq abort the process (SIGABRT, "Too many open
     files (src/epoll.cpp:38)") as their kernels started, and the run stayed "running"."""
@@ -107,6 +109,7 @@ def test_workers_beyond_what_the_open_files_allow_are_refused_not_aborted(projec
     assert [r["state"] for r in json.loads(nbsched("runs", "--json", cwd=project).stdout)] == ["success"]
 
 
+@pytest.mark.kernel
 def test_a_foreground_run_whose_runner_fails_ends_cancelled_not_running(project, service):
     write_notebook(project / "slow.ipynb", "import time\ntime.sleep(30)")
     spec = write_yaml(project / "pipeline.yaml", "name: broken\ntasks:\n  slow: {notebook: slow.ipynb}\n")
@@ -124,6 +127,7 @@ def test_a_foreground_run_whose_runner_fails_ends_cancelled_not_running(project,
     assert run.tasks["slow"].state is TaskState.CANCELLED
 
 
+@pytest.mark.slow
 def test_nbsched_app_workers_out_of_bounds_is_named_and_the_server_still_stops(tmp_path):
     """jupyter-server logs an extension that fails to load and goes on without it; stopping the
     server then failed too ('NbschedApp' object has no attribute '_task'): SIGTERM left it running."""
