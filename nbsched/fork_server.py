@@ -169,6 +169,10 @@ def _run_kernel(request: dict[str, Any], set_by_imports: dict[str, str], parent:
         import traceback
 
         traceback.print_exc()
+        sys.stderr.flush()
+        # and no exit functions: ipykernel's would wait forever in zmq's Context.term() for the
+        # sockets a kernel that failed to start left open (seen: a port taken as it bound one)
+        os._exit(1)
     finally:
         try:
             import atexit

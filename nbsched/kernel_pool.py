@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
-from nbsched.kernels import Kernel, Launcher, connect, in_own_loop, is_alive, stop_kernel
+from nbsched.kernels import Kernel, Launcher, connect, in_own_loop, is_alive, start_connected, stop_kernel
 
 log = logging.getLogger("nbsched.kernels")
 
@@ -66,7 +66,7 @@ class KernelPool:
         waiting = self._take_alive(kernel_name)
         self._refill(kernel_name)
         if waiting is None:  # none waiting: start one here, as FreshKernels would
-            kernel = connect(self.launcher.start(kernel_name, cwd), self.startup_timeout)
+            kernel = start_connected(self.launcher, kernel_name, cwd, self.startup_timeout)
         else:  # its first answer is to a silent chdir to the task's folder, as if it had started there
             kernel = connect(waiting.km, self.startup_timeout, cwd=cwd)
         try:
@@ -135,7 +135,7 @@ class KernelPool:
         kernel = None
         try:
             if not self._closed.is_set():
-                kernel = connect(self.launcher.start(name, self._home), self.startup_timeout)
+                kernel = start_connected(self.launcher, name, self._home, self.startup_timeout)
                 kernel.disconnect()  # the task connects its own, in its own thread
         except Exception as exc:  # noqa: BLE001 - a task asking for it will start it and report why
             log.warning("kernel pool: cannot start a %s kernel ahead of need: %s", name, exc)

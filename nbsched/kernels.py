@@ -203,6 +203,29 @@ def stop_kernel(km: AsyncKernelManager, *, now: bool = False) -> None:
         run_sync(km.cleanup_resources)()
 
 
+class KernelExited(RuntimeError):
+    """The kernel's process ended before it answered (it could not start)."""
+
+
+# Starts of a kernel that exits as it starts: once more, as its start can fail for a reason of
+# the moment (a port of its connection file taken by another process between jupyter_client
+# choosing it and the kernel binding it, seen with three daemons starting kernels at once).
+START_ATTEMPTS = 2
+
+
+def start_connected(launcher: Launcher, kernel_name: str, cwd: Path, timeout: float) -> Kernel:
+    """A new kernel, started by ``launcher`` and connected (see :func:`connect`); one that
+    exits as it starts is started again, with new ports."""
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            return connect(launcher.start(kernel_name, cwd), timeout)
+        except KernelExited:
+            if attempt == START_ATTEMPTS:
+                raise
+            log.info("a %s kernel exited as it started; starting another", kernel_name)
+    raise AssertionError("unreachable")
+
+
 def connect(km: AsyncKernelManager, timeout: float, *, cwd: Path | None = None) -> Kernel:
     """A client with its channels open and the kernel seen answering: ready once the kernel's
     reply and its idle status (so IOPub is subscribed) are in, without ``wait_for_ready``'s fixed
@@ -220,7 +243,7 @@ def connect(km: AsyncKernelManager, timeout: float, *, cwd: Path | None = None) 
     # context runs out of sockets: "Too many open files" for every client of the context.
     kc.start_channels(hb=False)
     try:
-        run_sync(_answered)(kc, timeout, _chdir_code(cwd) if cwd else None)
+        run_sync(_answered)(km, kc, timeout, _chdir_code(cwd) if cwd else None)
     except BaseException:
         kc.stop_channels()
         stop_kernel(km)
@@ -228,7 +251,7 @@ def connect(km: AsyncKernelManager, timeout: float, *, cwd: Path | None = None) 
     return Kernel(km, kc)
 
 
-async def _answered(kc: AsyncKernelClient, timeout: float, code: str | None) -> None:
+async def _answered(km: AsyncKernelManager, kc: AsyncKernelClient, timeout: float, code: str | None) -> None:
     deadline = time.monotonic() + timeout
     # the SUB socket may join after the kernel's first status: ask again until IOPub brings one
     while True:
@@ -236,7 +259,7 @@ async def _answered(kc: AsyncKernelClient, timeout: float, code: str | None) -> 
             msg_id = kc.kernel_info()
         else:
             msg_id = kc.execute(code, silent=True, store_history=False, allow_stdin=False)
-        reply = await _reply(kc.shell_channel, msg_id, deadline)
+        reply = await _reply(kc.shell_channel, msg_id, deadline, km=km)
         if reply["content"].get("status", "ok") != "ok":
             raise RuntimeError(f"the kernel cannot move to the task's folder: {reply['content'].get('evalue')}")
         try:
@@ -247,14 +270,23 @@ async def _answered(kc: AsyncKernelClient, timeout: float, code: str | None) -> 
                 raise
 
 
-async def _reply(channel: Any, msg_id: str, deadline: float, *, idle: bool = False) -> dict[str, Any]:
+async def _reply(
+    channel: Any, msg_id: str, deadline: float, *, idle: bool = False, km: AsyncKernelManager | None = None
+) -> dict[str, Any]:
+    """The message answering ``msg_id`` on ``channel``; with ``km``, a kernel whose process has
+    ended is seen within half a second rather than at the deadline."""
     from queue import Empty
 
     while True:
+        left = max(0.0, deadline - time.monotonic())
         try:
-            msg: dict[str, Any] = await channel.get_msg(timeout=max(0.0, deadline - time.monotonic()))
+            msg: dict[str, Any] = await channel.get_msg(timeout=min(left, 0.5) if km is not None else left)
         except Empty:
-            raise TimeoutError("the kernel did not answer") from None
+            if time.monotonic() >= deadline:
+                raise TimeoutError("the kernel did not answer") from None
+            if km is not None and not await km.is_alive():
+                raise KernelExited("the kernel exited as it started") from None
+            continue
         if msg["parent_header"].get("msg_id") == msg_id and (
             not idle or msg["content"].get("execution_state") == "idle"
         ):
@@ -313,7 +345,7 @@ class FreshKernels:
 
     @contextmanager
     def kernel(self, kernel_name: str, cwd: Path) -> Iterator[Kernel]:
-        kernel = connect(self.launcher.start(kernel_name, cwd), self.startup_timeout)
+        kernel = start_connected(self.launcher, kernel_name, cwd, self.startup_timeout)
         try:
             yield kernel
         finally:

@@ -403,3 +403,51 @@ def test_kernel_clients_stopped_before_their_threads_ran_leave_no_sockets(tmp_pa
         counter.join()
         pool.close()
     assert peak[0] <= FILES_BESIDES + 3 * FILES_PER_WORKER  # what nbsched budgets for 2 workers
+
+
+def test_a_forked_kernel_whose_port_was_taken_exits_at_once_and_another_is_started(project, monkeypatch, caplog):
+    """Between jupyter_client choosing a port for a kernel's connection file and the kernel binding
+    it, another process may take it (seen with three daemons starting kernels at once): the
+    forked kernel exits at once (it used to hang in zmq's Context.term() for ever, and its task
+    waited out the 60 s start-up timeout), and the task gets a kernel started again."""
+    import socket
+
+    from jupyter_client.connect import LocalPortCache
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    ports = iter([taken.getsockname()[1]])  # the first port asked for: its shell channel
+    usual = LocalPortCache.find_available_port
+    monkeypatch.setattr(LocalPortCache, "find_available_port", lambda self, ip: next(ports, None) or usual(self, ip))
+    write_notebook(project / "ok.ipynb", "import nbsched\nnbsched.record('ok', True)")
+    service = Service(Config.resolve(project=project, workers=1, kernel_pool=False, kernel_fork=True))
+    try:
+        with caplog.at_level(logging.INFO, logger="nbsched.kernels"):
+            run = service.run_pipeline(project / "ok.ipynb")
+    finally:
+        service.close()
+        taken.close()
+    assert run.state is RunState.SUCCESS, run.tasks["ok"].error
+    assert run.tasks["ok"].outputs == {"ok": True}
+    assert "a python3 kernel exited as it started; starting another" in caplog.text
+
+
+def test_a_kernel_that_cannot_start_fails_its_task_in_one_line(project, tmp_path, monkeypatch):
+    """A kernelspec whose kernel exits as it starts: the task fails saying so (seen when it
+    exits, not after the start-up timeout)."""
+    spec_dir = tmp_path / "jupyter" / "kernels" / "broken"
+    spec_dir.mkdir(parents=True)
+    (spec_dir / "kernel.json").write_text(
+        '{"argv": ["/bin/sh", "-c", "exit 3", "{connection_file}"], "display_name": "broken", "language": "python"}'
+    )
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    write_notebook(project / "nb.ipynb", "x = 1")
+    write_yaml(project / "pipeline.yaml", "name: broken\ntasks:\n  t: {notebook: nb.ipynb, kernel: broken}\n")
+    service = Service(Config.resolve(project=project, workers=1, kernel_pool=False))
+    try:
+        run = service.run_pipeline(project / "pipeline.yaml")
+    finally:
+        service.close()
+    assert run.state is RunState.FAILED
+    assert run.tasks["t"].error.splitlines() == ["KernelExited: the kernel exited as it started"], run.tasks["t"].error
