@@ -66,6 +66,18 @@ class NbschedApp(ExtensionApp):
         help="Run the scheduler and runner in this server; off: only serve the API "
         "(an `nbsched serve` elsewhere executes the runs).",
     )
+    notify_config = Unicode(
+        "",
+        config=True,
+        help="The Apprise configuration file that defines the tags notify: rules name "
+        "[default: NBSCHED_NOTIFY_CONFIG, else <root>/.nbsched/notify.yaml].",
+    )
+    public_url = Unicode(
+        "",
+        config=True,
+        help="This server's URL as people open it, for the run report links in notifications "
+        "[default: NBSCHED_PUBLIC_URL, else the report's file path].",
+    )
     lease = Float(60.0, config=True, help="Seconds after which a silent runner is presumed dead.")
     poll = Float(1.0, config=True, help="Seconds between looks for changes made by other processes.")
     grace = Float(10.0, config=True, help="On shutdown, seconds running tasks may finish before being cancelled.")
@@ -140,6 +152,8 @@ class NbschedApp(ExtensionApp):
         )
         # a request waits this long for a database that is down, then answers 503; the daemon
         # thread waits as long as it takes
+        notify_config = Path(os.path.expanduser(self.notify_config)) if self.notify_config else None
+        config = replace(config, notify_config=notify_config, public_url=self.public_url or None)
         self.service = Service(replace(config, db_patience=self.db_patience))
         self.contract = Contract.load(__version__)
         # magics and panels in the server's notebooks then use this server's database and

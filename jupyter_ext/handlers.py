@@ -110,6 +110,18 @@ class BaseHandler(ExtensionHandlerMixin, APIHandler):
             raise ApiError(400, "bad_request", str(exc)) from None
         return model.from_json(self.body)
 
+    def int_arg(self, name: str, default: int, low: int, high: int) -> int:
+        text = self.get_query_argument(name, None)
+        if text is None:
+            return default
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise ApiError(400, "bad_request", f"{name} {text!r}: expected a whole number from {low} to {high}")
+        return value
+
     def query(self, *names: str) -> None:
         """Refuse query parameters other than ``names`` (and Jupyter's own ``token`` and ``_xsrf``):
         a misspelt filter must not silently list everything."""
@@ -277,6 +289,17 @@ class ScheduleActionHandler(BaseHandler):
         self.reply((await self.call(fn, _int_id(schedule_id, "schedule"))).to_json())
 
 
+class NotificationsHandler(BaseHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.query("run_id", "limit")
+        found = await self.call(
+            self.service.list_notifications, self.get_query_argument("run_id", None), self.int_arg("limit", 50, 1, 500)
+        )
+        self.reply({"notifications": [n.to_json() for n in found]})
+
+
 class RunsHandler(BaseHandler):
     @web.authenticated
     @authorized
@@ -285,7 +308,7 @@ class RunsHandler(BaseHandler):
         state = self.get_query_argument("state", None)
         if state not in (None, "queued", "running", "success", "failed", "cancelled"):
             raise ApiError(400, "bad_request", f"state {state!r}: use queued, running, success, failed or cancelled")
-        limit = self._int_arg("limit", 50, 1, 500)
+        limit = self.int_arg("limit", 50, 1, 500)
         cursor = self.get_query_argument("cursor", None)
         runs = await self.call(
             self.service.list_runs,
@@ -303,18 +326,6 @@ class RunsHandler(BaseHandler):
                 "next_cursor": _encode_cursor(page[-1].created_at, page[-1].id) if more else None,
             }
         )
-
-    def _int_arg(self, name: str, default: int, low: int, high: int) -> int:
-        text = self.get_query_argument(name, None)
-        if text is None:
-            return default
-        try:
-            value = int(text)
-        except ValueError:
-            value = low - 1
-        if not low <= value <= high:
-            raise ApiError(400, "bad_request", f"{name} {text!r}: expected a whole number from {low} to {high}")
-        return value
 
     def _time_arg(self, name: str) -> datetime | None:
         text = self.get_query_argument(name, None)
@@ -465,6 +476,7 @@ default_handlers = [
     (API + r"/schedules", SchedulesHandler),
     (API + r"/schedules/(?P<schedule_id>[^/]+)", ScheduleHandler),
     (API + r"/schedules/(?P<schedule_id>[^/]+)/(?P<action>pause|resume)", ScheduleActionHandler),
+    (API + r"/notifications", NotificationsHandler),
     (API + r"/runs", RunsHandler),
     (API + r"/runs/" + _ID.format("run_id"), RunHandler),
     (API + r"/runs/" + _ID.format("run_id") + r"/(?P<action>cancel|retry)", RunActionHandler),

@@ -383,6 +383,60 @@ def serve(service: Service, workers: int | None, lease: str, grace: str, poll: s
     sys.exit(daemon.serve())
 
 
+@cli.command()
+@click.option("--run", "run_id", metavar="RUN", help="Only the notifications of this run.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@click.pass_obj
+def notifications(service: Service, run_id: str | None, limit: int, as_json: bool) -> None:
+    """List notifications, newest first: what each was for, where it went, what it answered."""
+    found = service.list_notifications(run_id, limit)
+    if as_json:
+        click.echo(json.dumps([n.to_json() for n in found], indent=2))
+        return
+    if not found:
+        click.echo("no notifications" + (f" of run {run_id}" if run_id else ""))
+        return
+    rows = [
+        [
+            str(n.id),
+            n.run_id,
+            n.task or "-",
+            str(n.event),
+            n.target,
+            _notice_state(str(n.state)),
+            str(n.attempts),
+            n.answer or "",
+        ]
+        for n in found
+    ]
+    _table(["ID", "RUN", "TASK", "EVENT", "TARGET", "STATE", "TRIES", "ANSWER"], rows)
+
+
+@cli.group()
+def notify() -> None:
+    """Notifications: send a sample to a pipeline's targets."""
+
+
+@notify.command("test")
+@click.argument("pipeline")
+@click.option("--event", default="failure", show_default=True, help="start, success, failure or retry.")
+@click.pass_obj
+def notify_test(service: Service, pipeline: str, event: str) -> None:
+    """Send a sample message of EVENT to every target PIPELINE notifies of it, and print what
+    each answered (exit 1 when one was not sent)."""
+    from nbsched.states import NotifyEvent
+
+    try:
+        chosen = NotifyEvent(event)
+    except ValueError:
+        raise click.BadParameter(f"{event!r}: use start, success, failure or retry", param_hint="--event") from None
+    results = service.notify_test(pipeline, chosen)
+    for target, ok, answer in results:
+        click.echo(f"{target}: {'sent' if ok else 'NOT SENT'} ({answer})")
+    sys.exit(0 if all(ok for _, ok, _ in results) else 1)
+
+
 @cli.group()
 def schedule() -> None:
     """Add, list, pause, resume and remove schedules."""
@@ -490,6 +544,10 @@ _COLOURS = {
 
 def _state(value: str) -> str:
     return click.style(value, fg=_COLOURS.get(value))
+
+
+def _notice_state(value: str) -> str:
+    return click.style(value, fg={"sent": "green", "failed": "red", "pending": "yellow"}.get(value))
 
 
 def _exit_by(records: list[RunView]) -> NoReturn:

@@ -1,6 +1,6 @@
 """Where state and outputs live and how notebooks run: the one ``Config``, and the only place
 nbsched reads its environment variables (``NBSCHED_HOME``, ``NBSCHED_DB_URL``,
-``NBSCHED_RUNS_DIR``, ``NBSCHED_EXECUTOR``)."""
+``NBSCHED_RUNS_DIR``, ``NBSCHED_EXECUTOR``, ``NBSCHED_NOTIFY_CONFIG``, ``NBSCHED_PUBLIC_URL``)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,10 @@ _ENV = {
     "db_url": "NBSCHED_DB_URL",
     "runs_dir": "NBSCHED_RUNS_DIR",
     "executor": "NBSCHED_EXECUTOR",
+    "notify_config": "NBSCHED_NOTIFY_CONFIG",
+    "public_url": "NBSCHED_PUBLIC_URL",
 }
+NOTIFY_CONFIG = "notify.yaml"  # the Apprise configuration file in the nbsched folder
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,6 +44,11 @@ class Config:
     # seconds a command waits for a database that is down or busy before it gives up in one line
     # (None: forever, as `serve` does); daemons and foreground runs wait forever whatever this says
     db_patience: float | None = 60.0
+    # notifications: the Apprise configuration file that defines their tags (None: the
+    # NBSCHED_NOTIFY_CONFIG file, else <home>/notify.yaml), and the URL people open the run
+    # reports at (a Jupyter server's; None: NBSCHED_PUBLIC_URL, else the report's file)
+    notify_config: Path | None = None
+    public_url: str | None = None
 
     def __post_init__(self) -> None:
         from nbsched.workers import check_workers, executor_address
@@ -58,6 +66,19 @@ class Config:
     def kernels(self) -> dict[str, Any]:
         """How the local executor starts kernels (``make_executor``'s keywords)."""
         return {"pool": self.kernel_pool, "fork": self.kernel_fork, "preload": self.kernel_preload}
+
+    @property
+    def notify_file(self) -> Path:
+        """The Apprise configuration file (it may not exist: then only URLs are targets)."""
+        if self.notify_config is not None:
+            return self.notify_config
+        given = environment_setting("notify_config")
+        return Path(given).absolute() if given else self.home / NOTIFY_CONFIG
+
+    @property
+    def report_url(self) -> str | None:
+        """The public URL of the Jupyter server that serves the run reports, if known."""
+        return self.public_url or environment_setting("public_url")
 
     @property
     def kernel_environment(self) -> dict[str, str]:
@@ -107,7 +128,7 @@ class Config:
 
 
 def environment_setting(key: str) -> str | None:
-    """The setting ``key`` (home, db_url, runs_dir or executor) as this process's environment
+    """The setting ``key`` (home, db_url, runs_dir, executor, ...) as this process's environment
     gives it; None when its variable is unset or empty."""
     return os.environ.get(_ENV[key]) or None
 

@@ -15,6 +15,7 @@ from nbsched.config import DaemonOptions
 from nbsched.errors import DatabaseUnavailable
 from nbsched.runner import Runner
 from nbsched.scheduler import Scheduler
+from nbsched.sender import Sender
 from nbsched.states import RunState, StopReason
 
 log = logging.getLogger("nbsched.serve")
@@ -25,10 +26,13 @@ EXIT_CANCELLED_TASKS = 3  # stopped on request, but tasks still running after th
 
 
 class Daemon:
-    def __init__(self, runner: Runner, scheduler: Scheduler | None, options: DaemonOptions) -> None:
+    def __init__(
+        self, runner: Runner, scheduler: Scheduler | None, options: DaemonOptions, sender: Sender | None = None
+    ) -> None:
         self.runner = runner
         self.scheduler = scheduler
         self.options = options
+        self.sender = sender  # sends the outbox's notifications, in a thread of its own
         self._stopping = False
 
     def stop(self) -> None:
@@ -53,6 +57,8 @@ class Daemon:
             self.options.lease,
             "on" if self.scheduler else "off",
         )
+        if self.sender is not None:
+            self.sender.start()
         try:
             # a daemon waits out a lost database: its calls retry until it is back (store/retry.py)
             with store.patient(self.runner.keep_time), self.runner:
@@ -75,6 +81,8 @@ class Daemon:
             log.warning("stopped: %s", exc)
             return EXIT_CANCELLED_TASKS
         finally:
+            if self.sender is not None:
+                self.sender.stop()
             self.runner.executor.shutdown()  # its threads, or its Dask client and cluster
 
     def _shutdown(self) -> int:

@@ -31,9 +31,10 @@ from nbsched.dag import Decision, decide, downstream_of
 from nbsched.errors import DatabaseUnavailable, NbschedError
 from nbsched.executors.base import Executor, Finished, Message, TaskAttempt, Wake
 from nbsched.notebook import TaskOutcome, TaskRequest, kernel_for
+from nbsched.notices import notices_for
 from nbsched.params import task_parameters
 from nbsched.spec import PipelineSpec, TaskSpec, confined_notebook
-from nbsched.states import RunState, StopReason, TaskState
+from nbsched.states import NotifyEvent, RunState, StopReason, TaskState
 from nbsched.store import RunRecord, SqlStore
 from nbsched.store.sql import HOST
 from nbsched.timefmt import duration
@@ -48,6 +49,13 @@ SpecLoader = Callable[[RunRecord], PipelineSpec]
 
 _WAITING = (TaskState.PENDING, TaskState.QUEUED, TaskState.UP_FOR_RETRY)  # tasks that will still ask for a kernel
 _FAILED = (TaskState.FAILED, TaskState.UPSTREAM_FAILED)
+# the events a run's end and a try's end notify (a cancelled run or try notifies none)
+_RUN_EVENTS = {RunState.SUCCESS: NotifyEvent.SUCCESS, RunState.FAILED: NotifyEvent.FAILURE}
+_TASK_EVENTS = {
+    TaskState.SUCCESS: NotifyEvent.SUCCESS,
+    TaskState.FAILED: NotifyEvent.FAILURE,
+    TaskState.UP_FOR_RETRY: NotifyEvent.RETRY,
+}
 
 
 @dataclass
@@ -240,7 +248,7 @@ class Runner:
     def _start(self, run: RunRecord) -> RunRecord | None:
         """A queued run, started: None when it may not start yet (its pipeline's
         ``max_active_runs`` are running) or another runner started it."""
-        if not self.store.start_run(run.id):
+        if not self.store.start_run(run.id, notices_for(self._spec(run).notify, NotifyEvent.START)):
             return None
         run = self.store.get_run(run.id)
         log.info("run %s of %s started (%s)", run.id, run.pipeline, run.trigger)
@@ -313,7 +321,9 @@ class Runner:
             if ended.intersection(_FAILED)
             else RunState.SUCCESS
         )
-        if self.store.set_run_state(run.id, final, expect=[RunState.RUNNING]):
+        event = _RUN_EVENTS.get(final)
+        notices = notices_for(self._spec(run).notify, event) if event else []
+        if self.store.set_run_state(run.id, final, expect=[RunState.RUNNING], notices=notices):
             log.info("run %s of %s ended %s", run.id, run.pipeline, final)
 
     def _queue(self, run: RunRecord, spec: PipelineSpec, name: str, leaving: TaskState) -> TaskState:
@@ -399,7 +409,14 @@ class Runner:
         error = outcome.error or _branch_error(spec, event.task, outcome)
         if error is None:
             self._finish(
-                run.id, event.task, event.try_number, TaskState.SUCCESS, error=None, branch=outcome.branch, **fields
+                run.id,
+                event.task,
+                event.try_number,
+                TaskState.SUCCESS,
+                task,
+                error=None,
+                branch=outcome.branch,
+                **fields,
             )
             return
         fields.update(error=error, failure=outcome.failure)
@@ -410,14 +427,21 @@ class Runner:
                 event.task,
                 event.try_number,
                 TaskState.UP_FOR_RETRY,
+                task,
                 next_try_at=self.clock.now() + timedelta(seconds=wait),
                 **fields,
             )
         else:
-            self._finish(run.id, event.task, event.try_number, TaskState.FAILED, **fields)
+            self._finish(run.id, event.task, event.try_number, TaskState.FAILED, task, **fields)
 
-    def _finish(self, run_id: str, name: str, try_number: int, state: TaskState, **fields: Any) -> None:
-        if self.store.finish_task(run_id, name, owner=self.id, try_number=try_number, state=state, **fields):
+    def _finish(
+        self, run_id: str, name: str, try_number: int, state: TaskState, task: TaskSpec | None = None, **fields: Any
+    ) -> None:
+        event = _TASK_EVENTS.get(state)
+        notices = notices_for(task.notify, event, task=name, try_number=try_number) if task and event else []
+        if self.store.finish_task(
+            run_id, name, owner=self.id, try_number=try_number, state=state, notices=notices, **fields
+        ):
             self._notify(run_id, name, state, fields.get("error"))
         else:
             _dropped(run_id, name, try_number)

@@ -18,10 +18,21 @@ from nbsched.clock import utcnow
 from nbsched.config import Config, DaemonOptions
 from nbsched.daemon import Daemon
 from nbsched.errors import ConfigError, Conflict, NotFound, ScheduleError, SpecError
+from nbsched.notices import is_url
 from nbsched.params import task_parameters
 from nbsched.reporting import output_notebook, run_page, task_html, write_run_report
 from nbsched.runner import Runner
 from nbsched.scheduler import Scheduler, schedule_trigger
+from nbsched.sender import (
+    Delivery,
+    Sender,
+    defined_tags,
+    message_context,
+    render_message,
+    sample_run,
+    send,
+    shown_target,
+)
 from nbsched.spec import (
     PipelineSpec,
     check_notebooks,
@@ -31,11 +42,13 @@ from nbsched.spec import (
     schedule_fields,
     spec_file,
 )
-from nbsched.states import RunState, RunTrigger, ScheduleOrigin
+from nbsched.states import NotifyEvent, RunState, RunTrigger, ScheduleOrigin
 from nbsched.store import PipelineRecord, RunRecord, ScheduleRecord, SqlStore
 from nbsched.timefmt import when
 from nbsched.triggers import get_zone, trigger_from_fields
-from nbsched.views import PipelineDetail, PipelineView, RunView, ScheduleView, TaskView
+from nbsched.views import NoticeView, PipelineDetail, PipelineView, RunView, ScheduleView, TaskView
+
+FLUSH_NOTIFICATIONS = 10.0  # seconds a foreground run gives its notifications at its end
 
 
 class Service:
@@ -73,7 +86,24 @@ class Service:
             _dry_render(spec, params or {}, self.config.runs_dir, utcnow())
         except SpecError as exc:
             raise SpecError(f"{spec_file(path, shown)[1]}: {exc}") from None
-        return spec
+        return self._with_notify_warnings(spec, spec_file(path, shown)[1])
+
+    def _with_notify_warnings(self, spec: PipelineSpec, source: str) -> PipelineSpec:
+        """A warning for each tag a ``notify:`` names that the Apprise configuration file does not
+        define (it may be defined before the first notification is sent)."""
+        named = {t for rule in spec.notify for t in rule.to} | {
+            t for task in spec.tasks.values() for rule in task.notify for t in rule.to
+        }
+        tags = {t for t in named if not is_url(t)}
+        if not tags:
+            return spec
+        defined = defined_tags(self.config.notify_file)
+        missing = sorted(tags - defined)
+        if not missing:
+            return spec
+        where = f"the Apprise configuration file {self.config.notify_file}"
+        warnings = [f"{source}: notify: no service of {where} has the tag '{t}'" for t in missing]
+        return replace(spec, warnings=(*spec.warnings, *warnings))
 
     def register(
         self, path: str | Path, *, now: datetime | None = None, confine_to: Path | None = None, shown: str | None = None
@@ -178,7 +208,8 @@ class Service:
             assert run_id is not None
             if on_created is not None:
                 on_created(run_id, spec)
-            runner.run([run_id])
+            with self._sending([run_id]):
+                runner.run([run_id])
         return self.get_run(run_id)
 
     def trigger(
@@ -275,6 +306,31 @@ class Service:
             raise Conflict(f"run '{run_id}' is {run.state.value}: only failed or cancelled runs can be retried")
         self._changed()
         return tasks
+
+    # -- notifications ------------------------------------------------------------------------
+    def list_notifications(self, run_id: str | None = None, limit: int = 100) -> list[NoticeView]:
+        """The newest notifications first, of one run with ``run_id``."""
+        if run_id is not None:
+            self.store.get_run(run_id)  # NotFound for a run that does not exist
+        return [NoticeView.of(n, shown_target(n.target)) for n in self.store.list_notices(run_id=run_id, limit=limit)]
+
+    def notify_test(self, pipeline: str, event: NotifyEvent = NotifyEvent.FAILURE) -> list[tuple[str, bool, str]]:
+        """Send a sample message of ``event`` to each target the pipeline's spec notifies of it
+        (its newest run's, or a made-up run's); ``(target, delivered, answer)`` each."""
+        spec = self._spec(pipeline)
+        rules = [r for r in (*spec.notify, *(r for t in spec.tasks.values() for r in t.notify)) if event in r.on]
+        if not rules:
+            raise ConfigError(f"pipeline '{pipeline}': no notify rule is for the event '{event}'")
+        runs = self.store.list_runs(pipeline=pipeline, limit=1)
+        run = RunView.of(self.store.get_run(runs[0].id)) if runs else sample_run(spec, event, utcnow())
+        results = []
+        for rule in rules:
+            context = message_context(run, event, None, self.delivery)
+            title, body = render_message(rule.title, rule.body, context)
+            for target in rule.to:
+                ok, answer = send(target, f"[test] {title}", body, self.config.notify_file, payload=run.to_json())
+                results.append((shown_target(target), ok, answer))
+        return results
 
     def get_run(self, run_id: str) -> RunView:
         return RunView.of(self.store.get_run(run_id, with_tries=True))
@@ -436,6 +492,17 @@ class Service:
         finally:
             executor.shutdown()
 
+    @contextmanager
+    def _sending(self, run_ids: list[str]) -> Iterator[None]:
+        """The notifications of a foreground run, sent while it runs; at its end it gives them
+        a few seconds, and a daemon sends what is left."""
+        sender = Sender(self.store, self.delivery, poll=1.0, run_ids=run_ids).start()
+        try:
+            yield
+        finally:
+            sender.stop()
+            sender.flush(run_ids, FLUSH_NOTIFICATIONS)
+
     # -- schedules ------------------------------------------------------------------------
     def add_schedule(self, pipeline: str, fields: Mapping[str, Any], *, now: datetime | None = None) -> ScheduleView:
         """``fields`` as in a spec's ``schedules:`` entry (cron/every/at, timezone, params, ...)."""
@@ -482,8 +549,14 @@ class Service:
             poll=options.poll,
         )
         scheduler = Scheduler(self.store, self._run_for_schedule) if options.scheduler else None
-        self._daemon = Daemon(runner, scheduler, options)
+        sender = Sender(self.store, self.delivery, poll=options.poll)
+        self._daemon = Daemon(runner, scheduler, options, sender)
         return self._daemon
+
+    @property
+    def delivery(self) -> Delivery:
+        """How this project's notifications reach people (see ``sender.py``)."""
+        return Delivery(config_file=self.config.notify_file, public_url=self.config.report_url, report=self.run_report)
 
     def _changed(self) -> None:
         """Wake an in-process daemon at once; daemons elsewhere see the change on their next poll."""

@@ -22,6 +22,7 @@ from typing import Any
 from nbsched.bounds import check_depth, json_depth_ok, load_yaml, read_spec_text
 from nbsched.dag import TriggerRule, topological_order
 from nbsched.errors import CycleError, ScheduleError, SpecError
+from nbsched.notices import NotifyRule, parse_rules, with_on_keys
 from nbsched.timefmt import MAX_DURATION, parse_duration
 from nbsched.triggers import trigger_from_fields
 
@@ -38,7 +39,7 @@ DEFAULT_MISFIRE_GRACE = 600.0  # a fire up to 10 minutes late still runs (e.g. t
 # from any moment (the first one, at registration, from the moment it is registered)
 _ANY_MOMENT = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
-PIPELINE_KEYS = ("name", "description", "params", "defaults", "tasks", "schedules")
+PIPELINE_KEYS = ("name", "description", "params", "defaults", "tasks", "schedules", "notify")
 POLICY_KEYS = (
     "retries",
     "retry_delay",
@@ -48,7 +49,7 @@ POLICY_KEYS = (
     "kernel",
     "resources",
 )
-TASK_KEYS = ("notebook", "description", "params", "upstream", "trigger_rule", *POLICY_KEYS)
+TASK_KEYS = ("notebook", "description", "params", "upstream", "trigger_rule", "notify", *POLICY_KEYS)
 SCHEDULE_KEYS = (
     "cron",
     "every",
@@ -78,6 +79,7 @@ class TaskSpec:
     kernel: str | None = None
     resources: dict[str, float] = field(default_factory=dict)  # Dask worker resources a try needs
     description: str = ""
+    notify: tuple[NotifyRule, ...] = ()  # notifications of this task's tries
 
     @property
     def max_tries(self) -> int:
@@ -105,6 +107,7 @@ class PipelineSpec:
     params: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     schedules: tuple[ScheduleSpec, ...] = ()
+    notify: tuple[NotifyRule, ...] = ()  # notifications of the run's events
     base_dir: Path
     # the folder every notebook must stay in whenever it is read (see confine_notebooks); None
     # for a spec of the user's own files, which may name any notebook the user can read
@@ -219,7 +222,7 @@ def parse_pipeline(data: Any, *, base_dir: Path, source: str = "<pipeline>") -> 
     """Validate a spec mapping (as loaded from YAML). Pure: no file is read."""
     where = _Where(source)
     check_depth(data, source)  # data given as data (REST, magics, Python) is bounded like a YAML file
-    raw = where.mapping(data, "")
+    raw = with_on_keys(where.mapping(data, ""))
     where.known(raw, PIPELINE_KEYS, "")
     if "name" not in raw:
         raise where.error("name", "missing (every pipeline needs a name)")
@@ -265,6 +268,7 @@ def parse_pipeline(data: Any, *, base_dir: Path, source: str = "<pipeline>") -> 
             upstream=_upstream(where, task_raw.get("upstream"), f"{path}.upstream"),
             trigger_rule=TriggerRule(rule),
             description=str(task_raw.get("description") or ""),
+            notify=parse_rules(task_raw.get("notify"), f"{path}.notify", where.error, task=True),
             **_policy(where, task_raw, path, defaults),
         )
 
@@ -300,6 +304,7 @@ def parse_pipeline(data: Any, *, base_dir: Path, source: str = "<pipeline>") -> 
         params=params,
         tasks=tasks,
         schedules=tuple(schedules),
+        notify=parse_rules(raw.get("notify"), "notify", where.error),
         base_dir=base_dir,
         source=None,
         raw=raw,

@@ -75,6 +75,23 @@ class ScheduleOrigin(_Word):
     CLI = "cli"  # added by a user (CLI, REST, magics, panel): left alone by a new spec
 
 
+class NotifyEvent(_Word):
+    """What a notification is sent for (``notify: [{on: [...]}]`` in a spec)."""
+
+    START = "start"  # the run started
+    SUCCESS = "success"  # the run (a task: its try) ended successfully
+    FAILURE = "failure"  # the run ended failed (a task: failed for good, no try left)
+    RETRY = "retry"  # a task is up for retry
+
+
+class NoticeState(_Word):
+    """Where a notification of the outbox is."""
+
+    PENDING = "pending"  # to be sent (again, after a failed attempt, at its next_attempt_at)
+    SENT = "sent"  # every service of its target took it
+    FAILED = "failed"  # given up on, after a day of attempts
+
+
 S = TypeVar("S", RunState, TaskState)
 
 

@@ -9,13 +9,14 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from nbsched.states import RunState, RunTrigger, ScheduleOrigin, TaskState
+from nbsched.states import NoticeState, NotifyEvent, RunState, RunTrigger, ScheduleOrigin, TaskState
 from nbsched.triggers import get_zone, trigger_from_fields
 
 if TYPE_CHECKING:
     from nbsched.failures import TaskFailure
     from nbsched.spec import PipelineSpec
     from nbsched.store import PipelineRecord, RunRecord, ScheduleRecord, TaskRunRecord, TaskTryRecord
+    from nbsched.store.records import NoticeRecord
 
 Json = dict[str, Any]
 _V = TypeVar("_V")
@@ -231,6 +232,50 @@ class PipelineDetail:
                 ],
             },
             "schedule_list": [s.to_json() for s in self.schedule_list],
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class NoticeView:
+    """A notification of the outbox: what it is for, where it goes, and how its sending went.
+    ``target`` is shown as people may see it: an URL without its password, or a tag."""
+
+    id: int
+    run_id: str
+    task: str | None  # None for the run's own events
+    event: NotifyEvent
+    target: str
+    state: NoticeState
+    attempts: int
+    answer: str | None  # what the target answered last
+    created_at: datetime
+    sent_at: datetime | None
+    next_attempt_at: datetime | None  # while pending
+
+    @classmethod
+    def of(cls, record: NoticeRecord, shown_target: str) -> NoticeView:
+        pending = record.state is NoticeState.PENDING
+        return _copy(
+            cls,
+            record,
+            task=record.task or None,
+            target=shown_target,
+            next_attempt_at=record.next_attempt_at if pending else None,
+        )
+
+    def to_json(self) -> Json:
+        return {
+            "id": self.id,
+            "run_id": self.run_id,
+            "task": self.task,
+            "event": self.event.value,
+            "target": self.target,
+            "state": self.state.value,
+            "attempts": self.attempts,
+            "answer": self.answer,
+            "created_at": _iso(self.created_at),
+            "sent_at": _iso(self.sent_at),
+            "next_attempt_at": _iso(self.next_attempt_at),
         }
 
 

@@ -15,6 +15,7 @@ from jupyter_ext.contract import Contract, MalformedBody
 from nbsched.bounds import MAX_SPEC_BYTES
 from nbsched.dag import TriggerRule
 from nbsched.failures import TaskFailure
+from nbsched.notices import RULE_KEYS
 from nbsched.spec import (
     MAX_ACTIVE_RUNS,
     MAX_PATH,
@@ -27,7 +28,7 @@ from nbsched.spec import (
     TASK_KEYS,
     parse_pipeline,
 )
-from nbsched.states import RunState, RunTrigger, ScheduleOrigin, TaskState
+from nbsched.states import NoticeState, NotifyEvent, RunState, RunTrigger, ScheduleOrigin, TaskState
 from nbsched.store import PipelineRecord, RunRecord, ScheduleRecord, TaskRunRecord, TaskTryRecord
 from nbsched.views import PipelineDetail, PipelineView, RunView, ScheduleView
 
@@ -273,6 +274,11 @@ def test_the_documents_enums_and_bounds_are_nbscheds_own():
     assert SCHEMAS["TaskState"]["enum"] == [s.value for s in TaskState]
     assert SCHEMAS["RunTrigger"]["enum"] == [t.value for t in RunTrigger]
     assert SCHEMAS["ScheduleOrigin"]["enum"] == [o.value for o in ScheduleOrigin]
+    events = [e.value for e in NotifyEvent]
+    assert SCHEMAS["NotifyRules"]["items"]["properties"]["on"]["items"]["enum"] == events
+    assert SCHEMAS["Notification"]["properties"]["event"]["enum"] == events
+    assert SCHEMAS["Notification"]["properties"]["state"]["enum"] == [s.value for s in NoticeState]
+    assert sorted(SCHEMAS["NotifyRules"]["items"]["properties"]) == sorted(RULE_KEYS)
     task = SCHEMAS["TaskSpec"]["properties"]
     assert task["trigger_rule"]["enum"] == [r.value for r in TriggerRule]
     assert sorted(task) == sorted(TASK_KEYS) and task["notebook"]["maxLength"] == MAX_PATH

@@ -23,7 +23,7 @@ from sqlalchemy import Enum as SqlEnum
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from nbsched.failures import TaskFailure
-from nbsched.states import RunState, RunTrigger, ScheduleOrigin, TaskState
+from nbsched.states import NoticeState, NotifyEvent, RunState, RunTrigger, ScheduleOrigin, TaskState
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -197,3 +197,33 @@ class TaskTryRow(Base):
     failure: Mapped[TaskFailure | None] = mapped_column(FailureJSON)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class NoticeRow(Base):
+    """The outbox: a notification, written in the transaction of the state change that causes
+    it, then claimed and sent by one sender (as a task is claimed by one runner)."""
+
+    __tablename__ = "notifications"
+    # once a transition: written by the guarded write of the transition, which happens once
+    __table_args__ = (
+        Index("ix_notifications_due", "state", "next_attempt_at"),
+        Index("ix_notifications_run", "run_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    task: Mapped[str] = mapped_column(String(200))  # "" for the run's own events
+    try_number: Mapped[int] = mapped_column(Integer)
+    event: Mapped[NotifyEvent] = mapped_column(_words(NotifyEvent, 32))
+    target: Mapped[str] = mapped_column(Text)  # an Apprise URL, or a tag of the Apprise config file
+    attach_report: Mapped[bool] = mapped_column(Boolean, default=False)
+    title: Mapped[str | None] = mapped_column(Text)  # the spec's templates, when it has its own
+    body: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[NoticeState] = mapped_column(_words(NoticeState, 16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    answer: Mapped[str | None] = mapped_column(Text)  # what the target answered last, one line
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from nbsched.failures import TaskFailure
-from nbsched.states import RunState, RunTrigger, ScheduleOrigin, TaskState
+from nbsched.states import NoticeState, NotifyEvent, RunState, RunTrigger, ScheduleOrigin, TaskState
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,3 +98,24 @@ class ClaimedTask:
     run_id: str
     task: str
     try_number: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class NoticeRecord:
+    """A notification of the outbox (see ``models.NoticeRow``)."""
+
+    id: int
+    run_id: str
+    task: str  # "" for the run's own events
+    try_number: int
+    event: NotifyEvent
+    target: str
+    attach_report: bool
+    title: str | None
+    body: str | None
+    state: NoticeState
+    attempts: int
+    next_attempt_at: datetime
+    answer: str | None
+    created_at: datetime
+    sent_at: datetime | None

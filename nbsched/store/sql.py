@@ -23,10 +23,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from nbsched.clock import SYSTEM_CLOCK, Clock
 from nbsched.errors import ConfigError, NotFound
+from nbsched.notices import Notice
 from nbsched.states import RUN, TASK, RunState, RunTrigger, TaskState
 from nbsched.store import schema
 from nbsched.store.locks import changed, serialize
 from nbsched.store.models import PipelineRow, RunnerRow, RunRow, TaskRunRow, TaskTryRow
+from nbsched.store.outbox import OutboxStore
 from nbsched.store.records import ClaimedTask, PipelineRecord, RunRecord, TaskRunRecord, TaskTryRecord
 from nbsched.store.retry import Patience, retried
 from nbsched.store.schedules import ScheduleStore
@@ -48,7 +50,7 @@ def new_run_id(now: datetime) -> str:
     return f"{now.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
 
 
-class SqlStore(ScheduleStore):
+class SqlStore(ScheduleStore, OutboxStore):
     """``patience``: seconds a call waits for a database that is down or busy before it raises
     ``DatabaseUnavailable`` (None: forever); ``patient()`` makes the calls of one thread wait
     forever (daemons and foreground runs: see ``retry.py``). ``clock`` stamps what it writes."""
@@ -203,8 +205,9 @@ class SqlStore(ScheduleStore):
         return run_id
 
     @retried
-    def start_run(self, run_id: str) -> bool:
-        """queued -> running, unless its pipeline already has ``max_active_runs`` running runs."""
+    def start_run(self, run_id: str, notices: Iterable[Notice] = ()) -> bool:
+        """queued -> running, unless its pipeline already has ``max_active_runs`` running runs;
+        ``notices`` are written with the change (see ``outbox.py``)."""
         with self._write() as s, s.begin():
             run = s.get(RunRow, run_id, with_for_update=True)
             if run is None or run.state not in RUN.guard(RunState.RUNNING):
@@ -222,13 +225,21 @@ class SqlStore(ScheduleStore):
                 if active >= run.max_active_runs:
                     return False
             run.state, run.started_at, run.host = RunState.RUNNING, self.clock.now(), HOST
+            self._add_notices(s, run_id, notices)
             return True
 
     @retried
     def set_run_state(
-        self, run_id: str, state: RunState, *, expect: Iterable[RunState] | None = None, **fields: Any
+        self,
+        run_id: str,
+        state: RunState,
+        *,
+        expect: Iterable[RunState] | None = None,
+        notices: Iterable[Notice] = (),
+        **fields: Any,
     ) -> bool:
-        """One transition of one run, from the states of ``expect`` (None: any the table allows)."""
+        """One transition of one run, from the states of ``expect`` (None: any the table allows),
+        with the ``notices`` it causes."""
         values: dict[str, Any] = {"state": state, **fields}
         if state is RunState.RUNNING:
             values.setdefault("started_at", self.clock.now())
@@ -237,7 +248,10 @@ class SqlStore(ScheduleStore):
             values.setdefault("ended_at", self.clock.now())
         q = update(RunRow).where(RunRow.id == run_id, RunRow.state.in_(RUN.guard(state, expect)))
         with self._write() as s, s.begin():
-            return changed(s, q.values(**values)) == 1
+            if changed(s, q.values(**values)) != 1:
+                return False
+            self._add_notices(s, run_id, notices)
+            return True
 
     @retried
     def set_task_state(
@@ -398,10 +412,18 @@ class SqlStore(ScheduleStore):
 
     @retried
     def finish_task(
-        self, run_id: str, task: str, *, owner: str, try_number: int, state: TaskState, **fields: Any
+        self,
+        run_id: str,
+        task: str,
+        *,
+        owner: str,
+        try_number: int,
+        state: TaskState,
+        notices: Iterable[Notice] = (),
+        **fields: Any,
     ) -> bool:
         """Record how a try ended, only if this runner still owns that very try (a runner paused
-        past its lease must not overwrite what the retry did)."""
+        past its lease must not overwrite what the retry did), with the ``notices`` it causes."""
         now = self.clock.now()
         leaving = TASK.guard(state, _RUNNING)
         with self._write() as s, s.begin():
@@ -420,6 +442,7 @@ class SqlStore(ScheduleStore):
                 .where(TaskTryRow.run_id == run_id, TaskTryRow.task == task, TaskTryRow.try_number == try_number)
                 .values(**ended)
             )
+            self._add_notices(s, run_id, notices)
             return True
 
     @retried
