@@ -400,7 +400,7 @@ def notifications(service: Service, run_id: str | None, limit: int, as_json: boo
     rows = [
         [
             str(n.id),
-            n.run_id,
+            n.run_id or f"({n.pipeline} schedule)",
             n.task or "-",
             str(n.event),
             n.target,

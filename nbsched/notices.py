@@ -46,6 +46,7 @@ class Notice:
     attach_report: bool = False
     title: str | None = None
     body: str | None = None
+    detail: dict[str, Any] | None = None  # what an event without a run is about (schedule_missed)
 
 
 def is_url(target: str) -> bool:
@@ -77,7 +78,7 @@ def with_on_keys(spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-TASK_EVENTS = frozenset({NotifyEvent.SUCCESS, NotifyEvent.FAILURE, NotifyEvent.RETRY})  # a try's
+TASK_EVENTS = frozenset({NotifyEvent.SUCCESS, NotifyEvent.FAILURE, NotifyEvent.RETRY, NotifyEvent.SLA_MISSED})
 
 
 def parse_rules(value: Any, path: str, error: Error, *, task: bool = False) -> tuple[NotifyRule, ...]:
@@ -92,7 +93,10 @@ def parse_rules(value: Any, path: str, error: Error, *, task: bool = False) -> t
     for i, rule in enumerate(rules):
         if task and not rule.on <= TASK_EVENTS:
             (event,) = sorted(e.value for e in rule.on - TASK_EVENTS)[:1]
-            raise error(f"{path}[{i}].on", f"'{event}' is an event of the run (a task's are success, failure, retry)")
+            raise error(
+                f"{path}[{i}].on",
+                f"'{event}' is an event of the run (a task's are success, failure, retry, sla_missed)",
+            )
     return rules
 
 
@@ -146,7 +150,12 @@ def _check_url(url: str, path: str, error: Error) -> None:
 
 
 def notices_for(
-    rules: Iterable[NotifyRule], event: NotifyEvent, *, task: str = "", try_number: int = 0
+    rules: Iterable[NotifyRule],
+    event: NotifyEvent,
+    *,
+    task: str = "",
+    try_number: int = 0,
+    detail: dict[str, Any] | None = None,
 ) -> list[Notice]:
     """The notices ``event`` causes under ``rules``: one a target, a target named once."""
     out: dict[str, Notice] = {}
@@ -163,6 +172,7 @@ def notices_for(
                         attach_report=rule.attach_report,
                         title=rule.title,
                         body=rule.body,
+                        detail=detail,
                     ),
                 )
     return list(out.values())

@@ -65,6 +65,8 @@ class _Running:
     deadline: float | None  # by the monotonic clock
     timeout: float | None
     cell: dict[str, Any] | None = None  # as last written to the store
+    sla_at: float | None = None  # by the monotonic clock: past it, sla_missed is sent (once)
+    task: TaskSpec | None = None
 
 
 class Runner:
@@ -181,7 +183,9 @@ class Runner:
             self._stop_revoked()
             self._record_cells()
         self._enforce_deadlines(now)
+        self._tries_past_sla(now)
         wake: list[float] = [r.deadline - now for r in self._running.values() if r.deadline is not None]
+        wake += [r.sla_at - now for r in self._running.values() if r.sla_at is not None]
         full: set[str] = set()  # pipelines at their max_active_runs: their other queued runs wait
         self._waiting = Counter()
         for run in runs:
@@ -260,6 +264,9 @@ class Runner:
         spec = self._spec(run)
         states = {n: t.state for n, t in run.tasks.items()}
         wake = self._release_retries(run, spec, states, self.clock.now())
+        sla = self._run_past_sla(run, spec)
+        if sla is not None:
+            wake = sla if wake is None else min(wake, sla)
         self._settle(run, spec, states)
         kernel_of = self._kernels(run)
         self._waiting.update(kernel_of[n] for n, s in states.items() if s in _WAITING)
@@ -380,9 +387,16 @@ class Runner:
                 kernel=task.kernel,
                 resources=task.resources,
             )
-            deadline = self.clock.monotonic() + task.timeout if task.timeout else None
+            now = self.clock.monotonic()
+            deadline = now + task.timeout if task.timeout else None
+            sla_at = now + task.sla if task.sla and any(NotifyEvent.SLA_MISSED in r.on for r in task.notify) else None
             self._running[(run.id, claim.task)] = _Running(
-                self.executor.submit(request, self.events), claim.try_number, deadline, task.timeout
+                self.executor.submit(request, self.events),
+                claim.try_number,
+                deadline,
+                task.timeout,
+                sla_at=sla_at,
+                task=task,
             )
             self._notify(run.id, claim.task, TaskState.RUNNING, None)
 
@@ -458,6 +472,33 @@ class Runner:
                 moved.append((run_id, task, r.try_number, cell))
         if moved:
             self.store.record_cells(self.id, moved)
+
+    def _tries_past_sla(self, now: float) -> None:
+        for (run_id, name), r in self._running.items():
+            if r.sla_at is not None and now >= r.sla_at and r.task is not None:
+                r.sla_at = None
+                log.info(
+                    "task %s of run %s: try %d missed its sla of %s",
+                    name,
+                    run_id,
+                    r.try_number,
+                    duration(r.task.sla or 0),
+                )
+                notices = notices_for(r.task.notify, NotifyEvent.SLA_MISSED, task=name, try_number=r.try_number)
+                self.store.add_notices(run_id, notices)
+
+    def _run_past_sla(self, run: RunRecord, spec: PipelineSpec) -> float | None:
+        """Seconds until the run is past its sla; at it, sla_missed is written (once)."""
+        if spec.sla is None or run.started_at is None or run.sla_missed_at is not None:
+            return None
+        if not any(NotifyEvent.SLA_MISSED in r.on for r in spec.notify):
+            return None
+        left = (run.started_at + timedelta(seconds=spec.sla) - self.clock.now()).total_seconds()
+        if left > 0:
+            return left
+        if self.store.run_sla_missed(run.id, notices_for(spec.notify, NotifyEvent.SLA_MISSED)):
+            log.info("run %s of %s missed its sla of %s", run.id, run.pipeline, duration(spec.sla))
+        return None
 
     def _enforce_deadlines(self, now: float) -> None:
         for r in self._running.values():

@@ -16,8 +16,10 @@ import heapq
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from nbsched.errors import NbschedError, NotFound
+from nbsched.notices import Notice
 from nbsched.states import RunTrigger
 from nbsched.store import ScheduleRecord, SqlStore
 from nbsched.timefmt import elapsed
@@ -29,6 +31,8 @@ CATCHUP_BATCH = 500  # runs one schedule creates per pass; a long backlog is wor
 
 # (schedule, logical_date, what fired it) -> run id, or None when that run already exists
 CreateRun = Callable[[ScheduleRecord, datetime, RunTrigger], "str | None"]
+# (schedule, what was missed) -> the notifications of its pipeline's schedule_missed rules
+MissedNotices = Callable[[ScheduleRecord, dict[str, Any]], "list[Notice]"]
 
 
 def schedule_trigger(schedule: ScheduleRecord) -> Trigger:
@@ -36,9 +40,10 @@ def schedule_trigger(schedule: ScheduleRecord) -> Trigger:
 
 
 class Scheduler:
-    def __init__(self, store: SqlStore, create_run: CreateRun) -> None:
+    def __init__(self, store: SqlStore, create_run: CreateRun, missed: MissedNotices | None = None) -> None:
         self.store = store
         self.create_run = create_run
+        self.missed = missed
         self._heap: list[tuple[datetime, int]] = []
         self._seen_counter: int | None = None
 
@@ -79,6 +84,7 @@ class Scheduler:
         return created
 
     def _fire(self, schedule: ScheduleRecord, now: datetime) -> list[str]:
+        notices: list[Notice] = []
         trigger = schedule_trigger(schedule)
         at = schedule.next_fire_at
         assert at is not None
@@ -95,6 +101,15 @@ class Scheduler:
             fire = [due[-1]] if late <= _grace(schedule) else []
             kind = RunTrigger.SCHEDULE
             missed = len(due) - len(fire)
+            if missed and self.missed is not None:
+                skipped = {
+                    "schedule_id": schedule.id,
+                    "missed": missed,
+                    "up_to": due[-1].isoformat(),
+                    "late": elapsed(late.total_seconds()),
+                    "misfire_grace": schedule.misfire_grace,
+                }
+                notices = self.missed(schedule, skipped)
             if missed:
                 log.warning(
                     "schedule %d (%s): skipped %d missed fire(s) up to %s (%s late, misfire grace %gs)",
@@ -130,7 +145,12 @@ class Scheduler:
         # Runs first, then the schedule: a crash in between re-fires the same logical dates,
         # which the store's UNIQUE key turns into no-ops instead of lost fires.
         moved = self.store.update_schedule(
-            schedule.id, user_change=False, expect_next_fire_at=at, next_fire_at=following, last_fire_at=due[-1]
+            schedule.id,
+            user_change=False,
+            expect_next_fire_at=at,
+            notices=notices,
+            next_fire_at=following,
+            last_fire_at=due[-1],
         )
         if moved and following is not None:
             heapq.heappush(self._heap, (following, schedule.id))

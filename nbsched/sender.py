@@ -166,6 +166,10 @@ class Sender:
 
     def deliver(self, notice: NoticeRecord) -> tuple[bool, str]:
         """Render and send one notification; (delivered, what the services answered)."""
+        if notice.run_id is None:  # an event without a run: a schedule's missed fires
+            context = missed_context(notice.pipeline or "?", notice.detail or {})
+            title, body = render_message(notice.title, notice.body, context, DEFAULT_MISSED_TITLE, DEFAULT_MISSED_BODY)
+            return send(notice.target, title, body, self.delivery.config_file, payload=notice.detail)
         run = RunView.of(self.store.get_run(notice.run_id, with_tries=True))
         context = message_context(run, notice.event, notice.task or None, self.delivery, notice.try_number)
         title, body = render_message(notice.title, notice.body, context)
@@ -197,6 +201,8 @@ _EVENT_TEXT = {
     NotifyEvent.SUCCESS: "succeeded",
     NotifyEvent.FAILURE: "failed",
     NotifyEvent.RETRY: "is up for retry",
+    NotifyEvent.SLA_MISSED: "missed its sla",
+    NotifyEvent.SCHEDULE_MISSED: "missed fires",
 }
 
 
@@ -246,9 +252,41 @@ def report_url(run_id: str, delivery: Delivery) -> str:
     return "(no report)"
 
 
-def render_message(title: str | None, body: str | None, context: dict[str, Any]) -> tuple[str, str]:
+def render_message(
+    title: str | None,
+    body: str | None,
+    context: dict[str, Any],
+    default_title: str = DEFAULT_TITLE,
+    default_body: str = DEFAULT_BODY,
+) -> tuple[str, str]:
     """The title and body, from the spec's templates or the defaults, in Jinja's sandbox."""
-    return _render(title or DEFAULT_TITLE, context).strip(), _render(body or DEFAULT_BODY, context)
+    return _render(title or default_title, context).strip(), _render(body or default_body, context)
+
+
+DEFAULT_MISSED_TITLE = "{{ pipeline }}: schedule {{ schedule_id }} missed {{ missed }} fire(s)"
+DEFAULT_MISSED_BODY = """\
+Pipeline: {{ pipeline }}
+Schedule: {{ schedule_id }}
+Missed: {{ missed }} fire(s), the last at {{ up_to }}, {{ late }} late (misfire grace {{ misfire_grace }}):
+no run was made for them (set catchup: true to run every missed fire).
+"""
+
+
+def missed_context(pipeline: str, detail: dict[str, Any]) -> dict[str, Any]:
+    """What the templates of a schedule_missed see: the schedule and the fires it skipped."""
+    return {
+        "pipeline": pipeline,
+        "event": NotifyEvent.SCHEDULE_MISSED.value,
+        "event_text": "missed fires",
+        "schedule_id": detail.get("schedule_id"),
+        "missed": detail.get("missed"),
+        "up_to": detail.get("up_to"),
+        "late": detail.get("late"),
+        "misfire_grace": duration(float(detail.get("misfire_grace") or 0)),
+        "detail": detail,
+        "run": None,
+        "task": None,
+    }
 
 
 def _render(template: str, context: dict[str, Any]) -> str:
@@ -314,7 +352,7 @@ def send(
     payload: dict[str, Any] | None = None,
 ) -> tuple[bool, str]:
     """Send to ``target`` (an Apprise URL, or a tag of ``config_file``); (delivered, answers).
-    A webhook (``json://``) carries ``payload`` (the run's JSON view) under ``run``."""
+    A webhook (``json://``) carries ``payload`` (the run's JSON view; what was missed) under ``run``."""
     import apprise
 
     services = list(_services(target, config_file))

@@ -17,8 +17,8 @@ from typing import Any
 from nbsched.clock import utcnow
 from nbsched.config import Config, DaemonOptions
 from nbsched.daemon import Daemon
-from nbsched.errors import ConfigError, Conflict, NotFound, ScheduleError, SpecError
-from nbsched.notices import is_url
+from nbsched.errors import ConfigError, Conflict, NbschedError, NotFound, ScheduleError, SpecError
+from nbsched.notices import Notice, is_url, notices_for
 from nbsched.params import task_parameters
 from nbsched.reporting import output_notebook, run_page, task_html, write_run_report
 from nbsched.runner import Runner
@@ -466,6 +466,13 @@ class Service:
             max_active_runs=max_active_runs,
         )
 
+    def _missed_notices(self, schedule: ScheduleRecord, skipped: dict[str, Any]) -> list[Notice]:
+        try:
+            spec = self._spec(schedule.pipeline)
+        except NbschedError:
+            return []
+        return notices_for(spec.notify, NotifyEvent.SCHEDULE_MISSED, detail=skipped)
+
     def _run_for_schedule(self, schedule: ScheduleRecord, logical_date: datetime, kind: RunTrigger) -> str | None:
         spec = self._spec(schedule.pipeline)
         return self._create_run(
@@ -548,7 +555,7 @@ class Service:
             lease=options.lease,
             poll=options.poll,
         )
-        scheduler = Scheduler(self.store, self._run_for_schedule) if options.scheduler else None
+        scheduler = Scheduler(self.store, self._run_for_schedule, self._missed_notices) if options.scheduler else None
         sender = Sender(self.store, self.delivery, poll=options.poll)
         self._daemon = Daemon(runner, scheduler, options, sender)
         return self._daemon

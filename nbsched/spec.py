@@ -39,7 +39,7 @@ DEFAULT_MISFIRE_GRACE = 600.0  # a fire up to 10 minutes late still runs (e.g. t
 # from any moment (the first one, at registration, from the moment it is registered)
 _ANY_MOMENT = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
-PIPELINE_KEYS = ("name", "description", "params", "defaults", "tasks", "schedules", "notify")
+PIPELINE_KEYS = ("name", "description", "params", "defaults", "tasks", "schedules", "notify", "sla")
 POLICY_KEYS = (
     "retries",
     "retry_delay",
@@ -49,7 +49,7 @@ POLICY_KEYS = (
     "kernel",
     "resources",
 )
-TASK_KEYS = ("notebook", "description", "params", "upstream", "trigger_rule", "notify", *POLICY_KEYS)
+TASK_KEYS = ("notebook", "description", "params", "upstream", "trigger_rule", "notify", "sla", *POLICY_KEYS)
 SCHEDULE_KEYS = (
     "cron",
     "every",
@@ -80,6 +80,7 @@ class TaskSpec:
     resources: dict[str, float] = field(default_factory=dict)  # Dask worker resources a try needs
     description: str = ""
     notify: tuple[NotifyRule, ...] = ()  # notifications of this task's tries
+    sla: float | None = None  # seconds a try should end within (sla_missed when not; it goes on)
 
     @property
     def max_tries(self) -> int:
@@ -108,6 +109,7 @@ class PipelineSpec:
     description: str = ""
     schedules: tuple[ScheduleSpec, ...] = ()
     notify: tuple[NotifyRule, ...] = ()  # notifications of the run's events
+    sla: float | None = None  # seconds a run should end within once started (sla_missed when not)
     base_dir: Path
     # the folder every notebook must stay in whenever it is read (see confine_notebooks); None
     # for a spec of the user's own files, which may name any notebook the user can read
@@ -206,6 +208,15 @@ def _policy(where: _Where, raw: Mapping[str, Any], path: str, base: Mapping[str,
     return out
 
 
+def _sla(where: _Where, value: Any, path: str) -> float | None:
+    if value is None:
+        return None
+    seconds = float(where.convert(value, path, parse_duration))
+    if seconds <= 0:
+        raise where.error(path, "expected a duration > 0, like '30m'")
+    return seconds
+
+
 def _upstream(where: _Where, value: Any, path: str) -> tuple[str, ...]:
     if value is None:
         return ()
@@ -269,6 +280,7 @@ def parse_pipeline(data: Any, *, base_dir: Path, source: str = "<pipeline>") -> 
             trigger_rule=TriggerRule(rule),
             description=str(task_raw.get("description") or ""),
             notify=parse_rules(task_raw.get("notify"), f"{path}.notify", where.error, task=True),
+            sla=_sla(where, task_raw.get("sla"), f"{path}.sla"),
             **_policy(where, task_raw, path, defaults),
         )
 
@@ -305,6 +317,7 @@ def parse_pipeline(data: Any, *, base_dir: Path, source: str = "<pipeline>") -> 
         tasks=tasks,
         schedules=tuple(schedules),
         notify=parse_rules(raw.get("notify"), "notify", where.error),
+        sla=_sla(where, raw.get("sla"), "sla"),
         base_dir=base_dir,
         source=None,
         raw=raw,

@@ -82,6 +82,8 @@ class NotifyEvent(_Word):
     SUCCESS = "success"  # the run (a task: its try) ended successfully
     FAILURE = "failure"  # the run ended failed (a task: failed for good, no try left)
     RETRY = "retry"  # a task is up for retry
+    SLA_MISSED = "sla_missed"  # the run (a task's try) has not ended within its sla: it goes on
+    SCHEDULE_MISSED = "schedule_missed"  # a schedule's fire skipped by its misfire rules: no run
 
 
 class NoticeState(_Word):

@@ -241,7 +241,8 @@ class NoticeView:
     ``target`` is shown as people may see it: an URL without its password, or a tag."""
 
     id: int
-    run_id: str
+    run_id: str | None  # None for an event without a run (schedule_missed)
+    pipeline: str | None  # of an event without a run
     task: str | None  # None for the run's own events
     event: NotifyEvent
     target: str
@@ -267,6 +268,7 @@ class NoticeView:
         return {
             "id": self.id,
             "run_id": self.run_id,
+            "pipeline": self.pipeline,
             "task": self.task,
             "event": self.event.value,
             "target": self.target,

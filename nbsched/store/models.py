@@ -150,6 +150,7 @@ class RunRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sla_missed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # set once: sla_missed is sent once
 
 
 class TaskRunRow(Base):
@@ -211,7 +212,11 @@ class NoticeRow(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    run_id: Mapped[str | None] = mapped_column(
+        ForeignKey("runs.id", ondelete="CASCADE")
+    )  # None: no run (schedule_missed)
+    pipeline: Mapped[str | None] = mapped_column(String(200))  # of an event without a run
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # what an event without a run is about
     task: Mapped[str] = mapped_column(String(200))  # "" for the run's own events
     try_number: Mapped[int] = mapped_column(Integer)
     event: Mapped[NotifyEvent] = mapped_column(_words(NotifyEvent, 32))

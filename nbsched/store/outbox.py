@@ -12,9 +12,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from nbsched.clock import Clock
 from nbsched.notices import Notice
-from nbsched.states import NoticeState
+from nbsched.states import NoticeState, RunState
 from nbsched.store.locks import changed
-from nbsched.store.models import NoticeRow
+from nbsched.store.models import NoticeRow, RunRow
 from nbsched.store.records import NoticeRecord
 from nbsched.store.retry import retried
 
@@ -28,13 +28,17 @@ class OutboxStore:
     _write: sessionmaker[Session]
     clock: Clock
 
-    def _add_notices(self, s: Session, run_id: str, notices: Iterable[Notice]) -> None:
+    def _add_notices(
+        self, s: Session, run_id: str | None, notices: Iterable[Notice], pipeline: str | None = None
+    ) -> None:
         """Within the transaction of a state change: its notifications, due now."""
         now = self.clock.now()
         for n in notices:
             s.add(
                 NoticeRow(
                     run_id=run_id,
+                    pipeline=pipeline,
+                    detail=n.detail,
                     task=n.task,
                     try_number=n.try_number,
                     event=n.event,
@@ -48,6 +52,27 @@ class OutboxStore:
                     created_at=now,
                 )
             )
+
+    @retried
+    def add_notices(self, run_id: str, notices: Iterable[Notice]) -> None:
+        """Notifications of an event that changes no state (a try past its sla)."""
+        with self._write() as s, s.begin():
+            self._add_notices(s, run_id, notices)
+
+    @retried
+    def run_sla_missed(self, run_id: str, notices: Iterable[Notice]) -> bool:
+        """Mark a running run as past its sla, with the notices that says so: once, whichever of
+        several runners looking at it gets there first."""
+        with self._write() as s, s.begin():
+            marked = changed(
+                s,
+                update(RunRow)
+                .where(RunRow.id == run_id, RunRow.state == RunState.RUNNING, RunRow.sla_missed_at.is_(None))
+                .values(sla_missed_at=self.clock.now()),
+            )
+            if marked:
+                self._add_notices(s, run_id, notices)
+            return marked == 1
 
     @retried
     def claim_notices(
@@ -144,6 +169,8 @@ def _record(row: NoticeRow) -> NoticeRecord:
     return NoticeRecord(
         id=row.id,
         run_id=row.run_id,
+        pipeline=row.pipeline,
+        detail=row.detail,
         task=row.task,
         try_number=row.try_number,
         event=row.event,

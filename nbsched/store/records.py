@@ -63,6 +63,7 @@ class RunRecord:
     started_at: datetime | None
     ended_at: datetime | None
     tasks: dict[str, TaskRunRecord] = field(default_factory=dict)
+    sla_missed_at: datetime | None = None  # when it was found running past its sla
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,7 +106,9 @@ class NoticeRecord:
     """A notification of the outbox (see ``models.NoticeRow``)."""
 
     id: int
-    run_id: str
+    run_id: str | None  # None for an event without a run (schedule_missed)
+    pipeline: str | None
+    detail: dict[str, Any] | None
     task: str  # "" for the run's own events
     try_number: int
     event: NotifyEvent

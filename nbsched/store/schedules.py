@@ -3,7 +3,7 @@ schedulers in other processes notice without re-reading every schedule."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from nbsched.clock import Clock
 from nbsched.errors import NotFound
+from nbsched.notices import Notice
 from nbsched.states import ScheduleOrigin
 from nbsched.store.locks import changed, serialize
 from nbsched.store.models import CounterRow, ScheduleRow
@@ -28,6 +29,7 @@ class ScheduleStore:
     _session: sessionmaker[Session]
     _write: sessionmaker[Session]
     clock: Clock
+    _add_notices: Callable[..., None]  # OutboxStore's
 
     @retried
     def add_schedule(
@@ -83,10 +85,17 @@ class ScheduleStore:
 
     @retried
     def update_schedule(
-        self, schedule_id: int, *, user_change: bool = True, expect_next_fire_at: Any = ..., **fields: Any
+        self,
+        schedule_id: int,
+        *,
+        user_change: bool = True,
+        expect_next_fire_at: Any = ...,
+        notices: Iterable[Notice] = (),
+        **fields: Any,
     ) -> bool:
         """Change a schedule. A scheduler moving ``next_fire_at`` passes the value it read, so two
-        schedulers cannot both advance it; only changes a user makes wake other schedulers."""
+        schedulers cannot both advance it; only changes a user makes wake other schedulers.
+        ``notices`` (the fires it skipped) are written with the change."""
         q = update(ScheduleRow).where(ScheduleRow.id == schedule_id)
         if expect_next_fire_at is not ...:
             q = q.where(
@@ -98,6 +107,9 @@ class ScheduleStore:
             updated = changed(s, q.values(updated_at=self.clock.now(), **fields)) == 1
             if updated and user_change:
                 _bump(s)
+            if updated and notices:
+                pipeline = s.scalar(select(ScheduleRow.pipeline).where(ScheduleRow.id == schedule_id))
+                self._add_notices(s, None, notices, pipeline)
             return updated
 
     @retried

@@ -659,6 +659,7 @@ def _run_record(
         started_at=row.started_at,
         ended_at=row.ended_at,
         tasks={t.task: _task_record(t, (tries or {}).get((row.id, t.task), ())) for t in tasks},
+        sla_missed_at=row.sla_missed_at,
     )
 
 
