@@ -128,8 +128,26 @@ def start_kernel(kernel_name: str, cwd: Path, server: ForkServer | None = None) 
 
         km.provisioner = ForkProvisioner(kernel_id=km.kernel_id, kernel_spec=km.kernel_spec, parent=km)
         km.provisioner.server = server
-    run_sync(km.start_kernel)(cwd=str(cwd))
+    try:
+        run_sync(km.start_kernel)(cwd=str(cwd))
+    except BaseException:
+        # it may fail after the process was launched (jupyter_client read back a connection file
+        # the kernel was rewriting: empty, seen under load): that process must not be left running
+        _discard(km)
+        raise
     return km
+
+
+def _discard(km: AsyncKernelManager) -> None:
+    from jupyter_core.utils import run_sync
+
+    try:
+        if km.has_kernel:
+            run_sync(km.shutdown_kernel)(now=True)
+        else:
+            run_sync(km.cleanup_resources)()
+    except Exception as exc:  # noqa: BLE001 - the start's own error is the one to report
+        log.warning("a kernel whose start failed could not be stopped: %s", exc)
 
 
 class Launcher:
@@ -207,22 +225,26 @@ class KernelExited(RuntimeError):
     """The kernel's process ended before it answered (it could not start)."""
 
 
-# Starts of a kernel that exits as it starts: once more, as its start can fail for a reason of
-# the moment (a port of its connection file taken by another process between jupyter_client
-# choosing it and the kernel binding it, seen with three daemons starting kernels at once).
+# Starts of a kernel that fails to start: once more, as a start can fail for a reason of the
+# moment (a port of its connection file taken by another process between jupyter_client choosing
+# it and the kernel binding it, seen with three daemons starting kernels at once; the connection
+# file read back while the kernel rewrote it, seen under load). One that does not answer in time
+# is not started again: that took the whole start-up timeout already.
 START_ATTEMPTS = 2
 
 
 def start_connected(launcher: Launcher, kernel_name: str, cwd: Path, timeout: float) -> Kernel:
     """A new kernel, started by ``launcher`` and connected (see :func:`connect`); one that
-    exits as it starts is started again, with new ports."""
+    fails as it starts (it exits, its start raises) is started again, with new ports."""
     for attempt in range(1, START_ATTEMPTS + 1):
         try:
             return connect(launcher.start(kernel_name, cwd), timeout)
-        except KernelExited:
-            if attempt == START_ATTEMPTS:
+        except TimeoutError:
+            raise
+        except (KernelExited, OSError, ValueError, RuntimeError) as exc:
+            if attempt == START_ATTEMPTS or isinstance(exc, FileNotFoundError):
                 raise
-            log.info("a %s kernel exited as it started; starting another", kernel_name)
+            log.info("a %s kernel exited as it started; starting another (%s)", kernel_name, exc)
     raise AssertionError("unreachable")
 
 

@@ -6,6 +6,7 @@ Surfaces never touch the store, the runner or the executors directly; they get v
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -17,7 +18,15 @@ from typing import Any
 from nbsched.clock import utcnow
 from nbsched.config import Config, DaemonOptions
 from nbsched.daemon import Daemon
-from nbsched.errors import ConfigError, Conflict, NbschedError, NotFound, ScheduleError, SpecError
+from nbsched.errors import (
+    ConfigError,
+    Conflict,
+    DatabaseUnavailable,
+    NbschedError,
+    NotFound,
+    ScheduleError,
+    SpecError,
+)
 from nbsched.notices import Notice, is_url, notices_for
 from nbsched.params import task_parameters
 from nbsched.reporting import output_notebook, run_page, task_html, write_run_report
@@ -48,6 +57,7 @@ from nbsched.timefmt import when
 from nbsched.triggers import get_zone, trigger_from_fields
 from nbsched.views import NoticeView, PipelineDetail, PipelineView, RunView, ScheduleView, TaskView
 
+log = logging.getLogger("nbsched.notify")
 FLUSH_NOTIFICATIONS = 10.0  # seconds a foreground run gives its notifications at its end
 
 
@@ -506,9 +516,16 @@ class Service:
         sender = Sender(self.store, self.delivery, poll=1.0, run_ids=run_ids).start()
         try:
             yield
-        finally:
+        except BaseException:  # Ctrl-C, a database gone while stopping: no waiting for notifications
             sender.stop()
-            sender.flush(run_ids, FLUSH_NOTIFICATIONS)
+            raise
+        sender.stop()
+        try:
+            # never longer than that, whatever the database does meanwhile
+            with self.store.patience.patient(FLUSH_NOTIFICATIONS):
+                sender.flush(run_ids, FLUSH_NOTIFICATIONS)
+        except DatabaseUnavailable as exc:
+            log.warning("notifications of run %s left to a daemon: %s", ", ".join(run_ids), exc)
 
     # -- schedules ------------------------------------------------------------------------
     def add_schedule(self, pipeline: str, fields: Mapping[str, Any], *, now: datetime | None = None) -> ScheduleView:

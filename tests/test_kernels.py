@@ -3,6 +3,7 @@ that no other task has touched, and that looks like a kernel jupyter_client star
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -451,3 +452,39 @@ def test_a_kernel_that_cannot_start_fails_its_task_in_one_line(project, tmp_path
         service.close()
     assert run.state is RunState.FAILED
     assert run.tasks["t"].error.splitlines() == ["KernelExited: the kernel exited as it started"], run.tasks["t"].error
+
+
+def test_a_kernel_whose_start_fails_after_launch_is_stopped_and_started_again(project, monkeypatch, caplog):
+    """jupyter_client reads the connection file back after the kernel is launched; read while the
+    kernel rewrote it, it is empty and the start raises (seen under load), the process running:
+    it used to be left running (the soak test found its fork server with a child for ever)."""
+    from jupyter_client.connect import ConnectionFileMixin
+
+    launched: list[int] = []
+    real = ConnectionFileMixin._reconcile_connection_info
+
+    def once_empty(self, info):  # the first start's read back finds an empty file
+        if not launched:
+            launched.append(self.provisioner.pid)
+            raise json.JSONDecodeError("Expecting value", "", 0)
+        return real(self, info)
+
+    monkeypatch.setattr(ConnectionFileMixin, "_reconcile_connection_info", once_empty)
+    write_notebook(project / "ok.ipynb", "import nbsched\nnbsched.record('ok', True)")
+    service = Service(Config.resolve(project=project, workers=1, kernel_pool=False, kernel_fork=True))
+    try:
+        with caplog.at_level(logging.INFO, logger="nbsched.kernels"):
+            run = service.run_pipeline(project / "ok.ipynb")
+    finally:
+        service.close()
+    assert run.state is RunState.SUCCESS, run.tasks["ok"].error
+    assert "starting another (Expecting value" in caplog.text
+    (pid,) = launched
+    wait_for(lambda: not Path(f"/proc/{pid}").exists() or "zombie" in _state(pid), 10, "the first kernel gone")
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return "zombie"
