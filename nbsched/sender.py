@@ -77,6 +77,7 @@ class Sender:
 
     # -- the thread ----------------------------------------------------------------------------
     def start(self) -> Sender:
+        self.store.notice_listeners.append(self.wake)
         self._thread = threading.Thread(target=self._loop, name="nbsched-sender", daemon=True)
         self._thread.start()
         return self
@@ -86,6 +87,8 @@ class Sender:
         self._wake.set()
 
     def stop(self, timeout: float = 10.0) -> None:
+        if self.wake in self.store.notice_listeners:
+            self.store.notice_listeners.remove(self.wake)
         self._stop.set()
         self._wake.set()
         if self._thread is not None:

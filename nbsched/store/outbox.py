@@ -4,7 +4,7 @@ leaves its claims to expire), and marked sent, or given another attempt later, o
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
 from sqlalchemy import Update, func, or_, select, update
@@ -27,6 +27,9 @@ class OutboxStore:
     _session: sessionmaker[Session]
     _write: sessionmaker[Session]
     clock: Clock
+    # called when this process writes notifications: its senders look now rather than at their
+    # next poll (each is a quick wake-up: it must not block the writer)
+    notice_listeners: list[Callable[[], None]]
 
     def _add_notices(
         self, s: Session, run_id: str | None, notices: Iterable[Notice], pipeline: str | None = None
@@ -52,6 +55,8 @@ class OutboxStore:
                     created_at=now,
                 )
             )
+            for listener in self.notice_listeners:
+                listener()
 
     @retried
     def add_notices(self, run_id: str, notices: Iterable[Notice]) -> None:

@@ -58,6 +58,7 @@ class SqlStore(ScheduleStore, OutboxStore):
     def __init__(self, url: str, *, patience: float | None = 60.0, clock: Clock = SYSTEM_CLOCK) -> None:
         self.url = url
         self.clock = clock
+        self.notice_listeners = []
         try:
             self.engine: Engine = _make_engine(url)
         except (ArgumentError, ImportError) as exc:
