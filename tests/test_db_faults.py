@@ -58,8 +58,11 @@ def test_two_daemons_ride_out_a_30s_postgresql_outage(project, private_postgres)
     db = private_postgres.url
     _ticker(project, "2s", 2)
     nbsched("--db", db, "register", "pipeline.yaml", cwd=project, check=True)
+    # a lease of 20 s, shorter than the outage (which must reap nobody), but longer than the
+    # stalls a loaded machine gives a database that is up (both daemons were seen silent for 13 s
+    # before the outage began, and a lease of 10 s then reaped a live runner's try)
     daemons = [
-        serve(project, f"serve{i}", "--workers", "1", "--lease", "10s", "--grace", "10s", db=db) for i in range(2)
+        serve(project, f"serve{i}", "--workers", "1", "--lease", "20s", "--grace", "10s", db=db) for i in range(2)
     ]
     try:
         # the outage starts while a notebook sleeps (its kernel goes on) and runs are queued
