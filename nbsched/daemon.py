@@ -21,6 +21,7 @@ from nbsched.states import RunState, StopReason
 log = logging.getLogger("nbsched.serve")
 
 QUEUED_PAGE = 50
+NOTICE_LOOK = 2.0  # seconds between the loop's looks for notifications due (its own process's wake the sender at once)
 EXIT_OK = 0
 EXIT_CANCELLED_TASKS = 3  # stopped on request, but tasks still running after the grace period were cancelled
 
@@ -62,9 +63,16 @@ class Daemon:
         try:
             # a daemon waits out a lost database: its calls retry until it is back (store/retry.py)
             with store.patient(self.runner.keep_time), self.runner:
+                look_for_notices = 0.0
                 while not self._stopping:
                     if self.scheduler is not None:
                         self.scheduler.fire_due(utcnow())
+                    # the sender's thread sleeps until there is something to send: the loop looks
+                    # (a thread of its own polling changed how the daemon's thread pools grew)
+                    if self.sender is not None and time.monotonic() >= look_for_notices:
+                        look_for_notices = time.monotonic() + NOTICE_LOOK
+                        if self.sender.due():
+                            self.sender.wake()
                     # every running run, and the oldest queued ones: a backlog is started a page at a time
                     active = store.list_runs(
                         states=[RunState.RUNNING], unowned=True, limit=None, oldest_first=True

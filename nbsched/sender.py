@@ -62,7 +62,7 @@ class Sender:
         delivery: Delivery,
         *,
         clock: Clock = SYSTEM_CLOCK,
-        poll: float = 5.0,
+        poll: float | None = 5.0,  # None: it sends when woken only (a daemon's loop wakes it)
         run_ids: list[str] | None = None,
     ) -> None:
         self.store = store
@@ -95,6 +95,9 @@ class Sender:
             self._thread.join(timeout)
 
     def _loop(self) -> None:
+        if self.poll is None:
+            self._on_wake()
+            return
         while not self._stop.is_set():
             try:
                 with self.store.patient(while_waiting=self._stop_waiting):
@@ -111,15 +114,34 @@ class Sender:
             self._wake.wait(wait)
             self._wake.clear()
 
+    def _on_wake(self) -> None:
+        """Without a poll of its own (a daemon's): sleep until woken, send what is due, again."""
+        while not self._stop.is_set():
+            self._wake.wait()
+            self._wake.clear()
+            try:
+                with self.store.patient(while_waiting=self._stop_waiting):
+                    while not self._stop.is_set() and self.send_due(self.run_ids):
+                        pass
+            except _Stopping:
+                return
+            except Exception as exc:  # noqa: BLE001 - a sender that stops would silence every pipeline
+                log.warning("notifications: %s", exc)
+
     def _stop_waiting(self) -> None:
         if self._stop.is_set():
             raise _Stopping
 
     def _until_next(self) -> float:
         due = self.store.next_notice_at(self.run_ids)
-        if due is None:
-            return self.poll
+        if due is None or self.poll is None:
+            return self.poll or 0.0
         return max(0.0, min(self.poll, (due - self.clock.now()).total_seconds()))
+
+    def due(self) -> bool:
+        """Whether a notification no sender holds is due now (one read)."""
+        at = self.store.next_notice_at(self.run_ids)
+        return at is not None and at <= self.clock.now()
 
     # -- one pass ------------------------------------------------------------------------------
     def send_due(self, run_ids: Iterable[str] | None = None) -> int:

@@ -58,7 +58,6 @@ from nbsched.triggers import get_zone, trigger_from_fields
 from nbsched.views import NoticeView, PipelineDetail, PipelineView, RunView, ScheduleView, TaskView
 
 log = logging.getLogger("nbsched.notify")
-SENDER_POLL = 2.0  # seconds between a daemon sender's looks for notifications due
 FLUSH_NOTIFICATIONS = 10.0  # seconds a foreground run gives its notifications at its end
 
 
@@ -574,10 +573,9 @@ class Service:
             poll=options.poll,
         )
         scheduler = Scheduler(self.store, self._run_for_schedule, self._missed_notices) if options.scheduler else None
-        # woken by this process's notifications; its poll finds the others' (a schedule's missed
-        # fires, retries due): seconds apart, as a daemon's poll of 0.2 s would cost it a thread's
-        # worth of queries
-        sender = Sender(self.store, self.delivery, poll=max(options.poll, SENDER_POLL))
+        # woken by this process's notifications, and by the daemon's loop when it finds others
+        # due (a retry's time come, another process's): its thread polls nothing itself
+        sender = Sender(self.store, self.delivery, poll=None)
         self._daemon = Daemon(runner, scheduler, options, sender)
         return self._daemon
 
