@@ -315,10 +315,12 @@ def missed_context(pipeline: str, detail: dict[str, Any]) -> dict[str, Any]:
 
 
 def _render(template: str, context: dict[str, Any]) -> str:
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    """In the parameters' sandbox, with its bounds on what a template may make and do (a spec's
+    title or body is a user's template like any parameter)."""
+    from nbsched.templates import budget, environment
 
-    env = ImmutableSandboxedEnvironment(autoescape=False, keep_trailing_newline=True)
-    text = env.from_string(template).render(context)
+    with budget():
+        text = environment().from_string(template).render(context)
     return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + "..."
 
 

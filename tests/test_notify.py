@@ -330,3 +330,16 @@ def test_fires_a_schedule_skips_are_one_schedule_missed(project, httpserver: HTT
     assert payload["title"] == f"daily: schedule {schedule.id} missed 3 fire(s)"
     assert "3h00m late (misfire grace 10m)" in payload["message"]
     assert payload["run"]["missed"] == 3
+
+
+def test_a_message_template_is_bounded_like_a_parameter():
+    """A spec's title or body renders in the parameters' sandbox: a gigabyte is refused before
+    it is made, and the sandbox's own refusals hold."""
+    from jinja2.exceptions import SecurityError, UndefinedError
+
+    from nbsched.sender import render_message
+
+    with pytest.raises(SecurityError, match="would make 1,000,000,000 characters"):
+        render_message("{{ 'x' * 10**9 }}", None, {"pipeline": "p"})
+    with pytest.raises((SecurityError, UndefinedError)):
+        render_message("{{ cycler.__init__.__globals__.os.popen('id').read() }}", None, {})
