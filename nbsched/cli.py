@@ -447,7 +447,15 @@ def schedule() -> None:
 @click.option("--cron", help='Cron expression, 5 or 6 fields or @daily etc.: "0 6 * * 1-5".')
 @click.option("--every", help="Interval: 15m, 1h, 30s ...")
 @click.option("--at", help="One-off date-time: 2026-12-01T06:00.")
-@click.option("--tz", "timezone", default="UTC", show_default=True, help="IANA time zone: Europe/Paris.")
+@click.option("--after", metavar="PIPELINE", help="A run after each run of PIPELINE that ends (see --state).")
+@click.option("--state", type=click.Choice(["success", "failed", "finished"]), help="With --after [default success].")
+@click.option(
+    "--files", metavar="GLOB", help="A run for each new or changed file: 'incoming/*.csv' (in the spec's folder)."
+)
+@click.option("--poll", help="With --files: how often to look [default 30s].")
+@click.option("--settle", help="With --files: how long a file must be unchanged [default 5s].")
+@click.option("--existing", is_flag=True, help="With --files: the files already there fire too.")
+@click.option("--tz", "timezone", help="IANA time zone: Europe/Paris [default UTC].")
 @click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="Parameter for its runs.")
 @click.option("--catchup", is_flag=True, help="Create a run for every missed fire (backfill).")
 @click.option("--misfire-grace", help="How late a missed fire may still run [default 10m].")
@@ -455,21 +463,19 @@ def schedule() -> None:
 @click.pass_obj
 def schedule_add(
     service: Service,
+    /,
     pipeline: str,
-    cron: str | None,
-    every: str | None,
-    at: str | None,
-    timezone: str,
     params: tuple[str, ...],
-    catchup: bool,
-    misfire_grace: str | None,
     max_active_runs: int,
+    catchup: bool,
+    existing: bool,
+    **given: str | None,
 ) -> None:
-    """Schedule a registered pipeline."""
-    fields: dict[str, Any] = {k: v for k, v in (("cron", cron), ("every", every), ("at", at)) if v is not None}
-    fields.update(timezone=timezone, params=_overrides(params), catchup=catchup, max_active_runs=max_active_runs)
-    if misfire_grace is not None:
-        fields["misfire_grace"] = misfire_grace
+    """Schedule a registered pipeline: on a clock (--cron, --every, --at), after another
+    pipeline's runs (--after) or on files arriving (--files)."""
+    fields: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+    fields.update(params=_overrides(params), max_active_runs=max_active_runs)
+    fields.update({k: True for k, on in (("catchup", catchup), ("existing", existing)) if on})
     sched = service.add_schedule(pipeline, fields)
     click.echo(f"schedule {sched.id}: {pipeline} {sched.description}  next: {_next_fire(sched)}")
 
@@ -494,7 +500,7 @@ def schedule_list(service: Service, pipeline: str | None, as_json: bool) -> None
             s.description,
             "active" if s.enabled else "paused",
             _next_fire(s),
-            local_time(s.last_fire_at),
+            local_time(s.last_fire_at) + (f" ({s.last_run_id})" if s.last_run_id else ""),
             s.origin,
         ]
         for s in scheds
@@ -558,7 +564,7 @@ def _exit_by(records: list[RunView]) -> NoReturn:
 
 
 def _print_run(r: RunView) -> None:
-    from nbsched.report import where_running
+    from nbsched.report import trigger_label, where_running
     from nbsched.states import TaskState
 
     params = ", ".join(f"{k}={v!r}" for k, v in r.params.items()) or "-"
@@ -566,6 +572,8 @@ def _print_run(r: RunView) -> None:
         f"run {r.id}  pipeline {r.pipeline} v{r.pipeline_version}  {_state(r.state.value)}  "
         f"{_took(r.started_at, r.ended_at)}  params: {params}"
     )
+    if r.fired_by:
+        click.echo(f"fired by: {trigger_label(r.to_json())}")
     rows = [
         [
             name,
@@ -613,6 +621,8 @@ def _next_fire(sched: ScheduleView) -> str:
     local = sched.next_fire_local
     if not sched.enabled:
         return "paused"
+    if sched.waiting_for is not None:
+        return sched.waiting_for
     if sched.next_fire_at is None or local is None:
         return "never (done)"
     seconds = (sched.next_fire_at - utcnow()).total_seconds()

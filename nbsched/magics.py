@@ -26,6 +26,7 @@ USAGE = """usage:
   %nbsched runs [PIPELINE]                   recent runs
   %nbsched show RUN_ID                       one run and its tasks
   %nbsched schedule PIPELINE --cron EXPR | --every DUR | --at TIME [--tz ZONE] [-p key=value]
+  %nbsched schedule PIPELINE --after PIPELINE [--state success|failed|finished] | --files GLOB [--poll DUR]
   %nbsched schedules                         schedules
   %nbsched pause ID | %nbsched resume ID     pause or resume a schedule
   %nbsched panel [PIPELINE]                  the run-history panel (refreshes itself)
@@ -146,8 +147,11 @@ class NbschedMagics(Magics):
         if command == "show" and len(positional) == 1:
             return run_table(svc.get_run(positional[0]), svc.config.home)
         if command == "schedule" and len(positional) == 1:
-            fields: dict[str, Any] = {k: v for k, v in options.items() if k in ("cron", "every", "at")}
-            fields.update(timezone=options.get("tz", "UTC"), params=overrides)
+            keys = ("cron", "every", "at", "after", "state", "files", "poll", "settle")
+            fields: dict[str, Any] = {k: v for k, v in options.items() if k in keys}
+            if "tz" in options:
+                fields["timezone"] = options["tz"]
+            fields["params"] = overrides
             sched = svc.add_schedule(positional[0], fields)
             print(f"schedule {sched.id}: {positional[0]} {sched.description}")
             return sched.id
@@ -158,12 +162,16 @@ class NbschedMagics(Magics):
                     s.pipeline,
                     s.description,
                     "active" if s.enabled else "paused",
-                    s.next_fire_at.isoformat(timespec="seconds") if s.next_fire_at else "-",
+                    s.waiting_for or (s.next_fire_at.isoformat(timespec="seconds") if s.next_fire_at else "-"),
+                    s.last_run_id or "-",
                 ]
                 for s in svc.list_schedules()
             ]
             return Table(
-                "schedules", ["id", "pipeline", "trigger", "state", "next fire (UTC)"], rows, home=svc.config.home
+                "schedules",
+                ["id", "pipeline", "trigger", "state", "next fire (UTC) or waits for", "last run"],
+                rows,
+                home=svc.config.home,
             )
         if command in ("pause", "resume") and len(positional) == 1 and positional[0].isdigit():
             sched = (svc.pause if command == "pause" else svc.resume)(int(positional[0]))

@@ -10,7 +10,8 @@ from typing import Any
 from nbsched.errors import ConfigError, SpecError
 from nbsched.spec import PipelineSpec, TaskSpec
 
-BUILTINS = ("nbsched_run_id", "nbsched_task", "nbsched_try", "logical_date", "upstream")
+EVENT_BUILTINS = ("trigger_run", "trigger_file")  # only in a run an after or files schedule made
+BUILTINS = ("nbsched_run_id", "nbsched_task", "nbsched_try", "logical_date", "upstream", *EVENT_BUILTINS)
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -60,8 +61,12 @@ def task_parameters(
     run_dir: str,
     upstream: Mapping[str, Mapping[str, Any]],
     try_number: int = 1,
+    fired_by: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """pipeline params < task params < run overrides, Jinja-templated, plus the built-ins."""
+    """pipeline params < task params < run overrides, Jinja-templated, plus the built-ins; a run
+    an event schedule made (``fired_by``) also gets ``trigger_run`` (the upstream run: its id,
+    pipeline, state and outputs) or ``trigger_file`` (the file's path, relative to the spec's
+    folder), in its notebooks and in its templates."""
     merged = {**spec.params, **task.params, **overrides}
     # where each value came from, so an error names the field the user wrote
     origin = {
@@ -79,7 +84,15 @@ def task_parameters(
         "task": task.name,
         "pipeline": spec.name,
         "run_dir": run_dir,
+        "trigger_run": None,
+        "trigger_file": None,
     }
+    event: dict[str, Any] = {}
+    if fired_by and "run" in fired_by:
+        event["trigger_run"] = fired_by["run"]
+    if fired_by and "file" in fired_by:
+        event["trigger_file"] = fired_by["file"]["path"]
+    context.update(event)
     from nbsched.templates import budget, environment
 
     env = environment()
@@ -92,6 +105,7 @@ def task_parameters(
         "nbsched_try": try_number,
         "logical_date": logical_date.isoformat(),
         "upstream": {name: dict(values) for name, values in upstream.items()},
+        **event,
     }
 
 

@@ -337,16 +337,28 @@ def run_report_html(
     and are inserted as they are; ``task_links`` maps a task to ``{label: href}`` (its report and
     notebook: files beside the page, or the REST routes), so one page shape serves both.
     ``home``: the project's nbsched folder, whose ``templates/run_report.html.j2`` may restyle it."""
-    trigger = view.get("trigger") or "–"  # noqa: RUF001 - an en dash, as in the tables
-    if view.get("schedule_id") is not None:
-        sched = f"schedule {view['schedule_id']}"
-        trigger = sched if trigger == RunTrigger.SCHEDULE else f"{trigger} ({sched})"
     return render(
         "run_report.html.j2",
         home,
         view=view,
-        trigger=trigger,
+        trigger=trigger_label(view),
         dag=markup(dag),
         gantt=markup(gantt),
         task_links=task_links,
     )
+
+
+def trigger_label(view: Mapping[str, Any]) -> str:
+    """What made a run, for people: ``schedule 3``, ``catchup (schedule 3)``, ``after run X of
+    ingest (schedule 4)``, ``file incoming/a.csv (schedule 5)``; ``view`` is ``RunView.to_json()``."""
+    trigger = view.get("trigger") or "–"  # noqa: RUF001 - an en dash, as in the tables
+    fired_by = view.get("fired_by") or {}
+    if "run" in fired_by:
+        upstream = fired_by["run"]
+        return f"after run {upstream['run_id']} of {upstream['pipeline']} (schedule {fired_by['schedule_id']})"
+    if "file" in fired_by:
+        return f"file {fired_by['file']['path']} (schedule {fired_by['schedule_id']})"
+    if view.get("schedule_id") is not None:
+        sched = f"schedule {view['schedule_id']}"
+        return sched if trigger == RunTrigger.SCHEDULE else f"{trigger} ({sched})"
+    return str(trigger)

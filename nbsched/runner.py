@@ -590,6 +590,7 @@ class Runner:
             try_number=try_number,
             run_dir=str(self.runs_dir / run.pipeline / run.id),
             upstream={u: run.tasks[u].outputs for u in task.upstream if run.tasks[u].state is TaskState.SUCCESS},
+            fired_by=run.fired_by,
         )
 
     def _notify(self, run_id: str, name: str, state: TaskState, detail: str | None) -> None:

@@ -8,6 +8,11 @@ is a parameter: ``fire_due(now)``; the daemon supplies the real one.
 Misfires (fire times that passed while nothing ran): with ``catchup`` every missed fire
 gets a run, oldest first (Airflow's catchup); without it only the latest does, and only
 if it is at most ``misfire_grace`` late (APScheduler's coalesce + misfire_grace_time).
+
+Event schedules (``after:``, ``files:``, see ``events.py``) have no fire times in the store:
+each scheduler looks for their events on its own timer (every second for ``after``, every
+``poll`` for ``files``, sooner when a file will have settled), and the store's UNIQUE
+(schedule, event key) makes one run of each event, however many schedulers look.
 """
 
 from __future__ import annotations
@@ -15,10 +20,11 @@ from __future__ import annotations
 import heapq
 import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from nbsched.errors import NbschedError, NotFound
+from nbsched.events import AFTER_LOOK, AfterTrigger, EventTrigger, FilesTrigger, Fire, event_from_fields, is_event
 from nbsched.notices import Notice
 from nbsched.states import RunTrigger
 from nbsched.store import ScheduleRecord, SqlStore
@@ -28,9 +34,12 @@ from nbsched.triggers import Trigger, trigger_from_fields
 log = logging.getLogger("nbsched.scheduler")
 
 CATCHUP_BATCH = 500  # runs one schedule creates per pass; a long backlog is worked off in batches
+AFTER_LOOKBACK = timedelta(minutes=10)  # how far back each look for ended runs reaches (commits come late)
+FAILED_LOOK = timedelta(minutes=1)  # an event schedule whose run could not be made looks again after this
+_FIRST = datetime.min.replace(tzinfo=timezone.utc)
 
-# (schedule, logical_date, what fired it) -> run id, or None when that run already exists
-CreateRun = Callable[[ScheduleRecord, datetime, RunTrigger], "str | None"]
+# (schedule, logical_date, what fired it[, the event]) -> run id, or None when that run already exists
+CreateRun = Callable[..., "str | None"]
 # (schedule, what was missed) -> the notifications of its pipeline's schedule_missed rules
 MissedNotices = Callable[[ScheduleRecord, dict[str, Any]], "list[Notice]"]
 
@@ -46,6 +55,9 @@ class Scheduler:
         self.missed = missed
         self._heap: list[tuple[datetime, int]] = []
         self._seen_counter: int | None = None
+        self._events: dict[int, tuple[ScheduleRecord, EventTrigger]] = {}  # enabled event schedules
+        self._look: dict[int, datetime] = {}  # when this scheduler looks for each one's events next
+        self._after_since: dict[int, datetime] = {}  # from which end time an after schedule looks
 
     def invalidate(self) -> None:
         """A schedule changed in this process: reload before the next decision."""
@@ -57,13 +69,22 @@ class Scheduler:
         if counter == self._seen_counter:
             return
         self._seen_counter = counter
-        self._heap = [
-            (s.next_fire_at, s.id) for s in self.store.list_schedules(enabled_only=True) if s.next_fire_at is not None
-        ]
+        schedules = self.store.list_schedules(enabled_only=True)
+        self._heap = [(s.next_fire_at, s.id) for s in schedules if s.next_fire_at is not None]
         heapq.heapify(self._heap)
+        self._events = {}
+        for s in schedules:
+            if is_event(s.trigger):
+                try:
+                    self._events[s.id] = (s, event_from_fields(s.trigger))
+                except NbschedError as exc:  # written by another version of nbsched
+                    log.error("schedule %d (%s): %s", s.id, s.pipeline, exc)
+        self._look = {sid: self._look.get(sid, _FIRST) for sid in self._events}
 
     def next_fire_at(self) -> datetime | None:
-        return self._heap[0][0] if self._heap else None
+        """The next time this scheduler has something to do: a fire time, or a look for events."""
+        times = ([self._heap[0][0]] if self._heap else []) + list(self._look.values())
+        return min(times) if times else None
 
     def fire_due(self, now: datetime) -> list[str]:
         """Create the runs of every fire time up to ``now``; returns their ids."""
@@ -81,7 +102,96 @@ class Scheduler:
                 heapq.heappush(self._heap, (schedule.next_fire_at, schedule.id))
                 continue
             created.extend(self._fire(schedule, now))
+        for schedule_id in [sid for sid, at in self._look.items() if at <= now]:
+            created.extend(self._look_for_events(schedule_id, now))
         return created
+
+    def _look_for_events(self, schedule_id: int, now: datetime) -> list[str]:
+        schedule, trigger = self._events[schedule_id]
+        if isinstance(trigger, AfterTrigger):
+            fires, more = self._ended_runs(schedule, trigger, now)
+            look = now + timedelta(seconds=AFTER_LOOK)
+        else:
+            fires, more, look = self._new_files(schedule, trigger, now)
+        created, failed = [], False
+        for fire in fires:
+            kind = RunTrigger.AFTER if isinstance(trigger, AfterTrigger) else RunTrigger.FILE
+            try:
+                run_id = self.create_run(schedule, fire.logical_date, kind, fire)
+            except NbschedError as exc:
+                log.error(
+                    "schedule %d (%s): cannot create the run for %s: %s",
+                    schedule.id,
+                    schedule.pipeline,
+                    _event(fire),
+                    exc,
+                )
+                failed = True
+                break
+            if run_id is not None:
+                created.append(run_id)
+                log.info(
+                    "schedule %d fired: pipeline %s, for %s, run %s",
+                    schedule.id,
+                    schedule.pipeline,
+                    _event(fire),
+                    run_id,
+                )
+        if created:
+            self.store.update_schedule(schedule.id, user_change=False, last_fire_at=now)
+        if failed:
+            look = now + FAILED_LOOK
+        elif more:
+            look = now  # a backlog: the next pass goes on with it
+        elif isinstance(trigger, AfterTrigger):
+            self._after_since[schedule.id] = max(schedule.created_at, now - AFTER_LOOKBACK)
+        self._look[schedule_id] = look
+        return created
+
+    def _ended_runs(self, schedule: ScheduleRecord, trigger: AfterTrigger, now: datetime) -> tuple[list[Fire], bool]:
+        """The upstream runs that ended and have no run of this schedule yet; whether there are more."""
+        since = self._after_since.get(schedule.id, schedule.created_at)
+        ids = self.store.ended_runs_unfired(
+            schedule.id, trigger.pipeline, trigger.states, since=since, limit=CATCHUP_BATCH
+        )
+        runs = {r.id: r for r in self.store.list_runs(ids=ids, limit=None)} if ids else {}
+        fires = [
+            Fire(
+                key=run.id,
+                logical_date=run.logical_date,
+                fired_by={
+                    "run": {
+                        "run_id": run.id,
+                        "pipeline": run.pipeline,
+                        "state": run.state.value,
+                        "outputs": {name: dict(task.outputs) for name, task in run.tasks.items() if task.outputs},
+                    }
+                },
+            )
+            for run in (runs[i] for i in ids if i in runs)
+        ]
+        return fires, len(ids) == CATCHUP_BATCH
+
+    def _new_files(
+        self, schedule: ScheduleRecord, trigger: FilesTrigger, now: datetime
+    ) -> tuple[list[Fire], bool, datetime]:
+        """The files new or changed and settled; whether there are more; when to look next
+        (after ``poll``, or sooner when a file still being written will have settled)."""
+        look = now + timedelta(seconds=trigger.poll)
+        seen = trigger.scan()
+        fresh = self.store.unfired(schedule.id, [f.key for f in seen]) if seen else set()
+        fires: list[Fire] = []
+        for found in seen:
+            if found.key not in fresh:
+                continue
+            settled = trigger.settled(found)
+            if settled > now:
+                look = min(look, settled)
+                continue
+            if len(fires) == CATCHUP_BATCH:
+                return fires, True, look
+            fires.append(Fire(key=found.key, logical_date=now, fired_by={"file": found.to_json()}))
+        return fires, False, look
 
     def _fire(self, schedule: ScheduleRecord, now: datetime) -> list[str]:
         notices: list[Notice] = []
@@ -157,6 +267,12 @@ class Scheduler:
         elif not moved:
             self.invalidate()
         return created
+
+
+def _event(fire: Fire) -> str:
+    if "run" in fire.fired_by:
+        return f"run {fire.fired_by['run']['run_id']} of {fire.fired_by['run']['pipeline']}"
+    return f"file {fire.fired_by['file']['path']}"
 
 
 def _grace(schedule: ScheduleRecord) -> timedelta:

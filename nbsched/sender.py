@@ -360,6 +360,7 @@ def sample_run(spec: PipelineSpec, event: NotifyEvent, now: datetime) -> RunView
         logical_date=now,
         trigger=RunTrigger.MANUAL,
         schedule_id=None,
+        fired_by=None,
         error=None,
         created_at=now,
         started_at=now,

@@ -27,6 +27,7 @@ from nbsched.errors import (
     ScheduleError,
     SpecError,
 )
+from nbsched.events import FilesTrigger, Fire, after_cycle, event_from_fields, is_event
 from nbsched.notices import Notice, is_url, notices_for
 from nbsched.params import task_parameters
 from nbsched.reporting import output_notebook, run_page, task_html, write_run_report
@@ -122,9 +123,9 @@ class Service:
         Returns the spec, its version and the ids of its schedules. With ``confine_to``, every
         notebook must lie inside that folder, now and whenever a try reads it."""
         spec = self.validate(path, confine_to=confine_to, shown=shown)
-        version = self._save(spec)
         now = now or utcnow()
-        rows = [schedule_fields(s.fields, now=now) for s in spec.schedules]
+        rows, spec = self._spec_schedules(spec, spec_file(path, shown)[1], now)
+        version = self._save(spec)
         ids = self.store.sync_spec_schedules(spec.name, rows)
         self._changed()
         return spec, version, ids
@@ -145,11 +146,62 @@ class Service:
         spec = replace(spec, warnings=tuple(check_notebooks(spec, source=source)))
         now = now or utcnow()
         _dry_render(spec, {}, self.config.runs_dir, now)
-        rows = [schedule_fields(s.fields, now=now) for s in spec.schedules]
+        rows, spec = self._spec_schedules(spec, source, now)
         version = self._save(spec)
         ids = self.store.sync_spec_schedules(spec.name, rows)
         self._changed()
         return spec, version, ids
+
+    def _spec_schedules(
+        self, spec: PipelineSpec, source: str, now: datetime
+    ) -> tuple[list[dict[str, Any]], PipelineSpec]:
+        """The store's rows of a spec's ``schedules:``, and the spec with a warning for each
+        ``after`` naming a pipeline not registered (yet); an ``after`` that closes a cycle is an error."""
+        rows, warnings = [], []
+        kept = [
+            s for s in self.store.list_schedules() if s.pipeline != spec.name or s.origin is not ScheduleOrigin.SPEC
+        ]
+        known = {p.name for p in self.store.list_pipelines()} | {spec.name}
+        for i, schedule in enumerate(spec.schedules):
+            where = f"schedules[{i}]"
+            try:
+                row = self._schedule_row(spec, schedule.fields, now, where=where, others=kept)
+            except ScheduleError as exc:
+                raise ScheduleError(f"{source}: {exc}") from None
+            upstream = row["trigger"].get("after")
+            if upstream is not None and upstream not in known:
+                warnings.append(f"{source}: {where}.after: no pipeline '{upstream}' is registered (yet)")
+            rows.append(row)
+        return rows, replace(spec, warnings=(*spec.warnings, *warnings))
+
+    def _schedule_row(
+        self,
+        spec: PipelineSpec,
+        fields: Mapping[str, Any],
+        now: datetime,
+        *,
+        where: str = "schedule",
+        others: list[ScheduleRecord] | None = None,
+    ) -> dict[str, Any]:
+        """A schedule's row; for a files schedule, the files already there as ``seen`` (unless
+        ``existing``); for an after schedule, checked against the cycles it would close among
+        ``others`` (default: every schedule stored)."""
+        pipeline = spec.name
+        row = schedule_fields(fields, now=now, where=where, pipeline=pipeline, folder=spec.base_dir, root=spec.root)
+        trigger = row["trigger"]
+        if "after" in trigger:
+            waits_for: dict[str, set[str]] = {pipeline: {trigger["after"]}}
+            for other in self.store.list_schedules() if others is None else others:
+                if "after" in other.trigger:
+                    waits_for.setdefault(other.pipeline, set()).add(other.trigger["after"])
+            cycle = after_cycle(pipeline, waits_for)
+            if cycle:
+                raise ScheduleError(f"{where}.after: {' -> '.join(cycle)} is a cycle (each runs after the next)")
+        if "files" in trigger and not trigger["existing"]:
+            files = event_from_fields(trigger)
+            assert isinstance(files, FilesTrigger)
+            row["seen"] = [found.key for found in files.scan()]
+        return row
 
     def list_pipelines(self) -> list[PipelineView]:
         counts = Counter(s.pipeline for s in self.store.list_schedules())
@@ -428,26 +480,41 @@ class Service:
         now = now or utcnow()
         if "pipeline" in changes:
             raise ScheduleError("schedule.pipeline: cannot be changed (add a new schedule instead)")
-        trigger_keys = {"cron", "every", "at", "start", "timezone"}
-        fields: dict[str, Any] = {} if trigger_keys & set(changes) else dict(current.trigger)
-        fields.update(
-            {
-                "params": current.params,
-                "catchup": current.catchup,
-                "misfire_grace": current.misfire_grace,
-                "max_active_runs": current.max_active_runs,
-                "enabled": current.enabled,
-            }
+        trigger_keys = {
+            "cron",
+            "every",
+            "at",
+            "start",
+            "timezone",
+            "after",
+            "state",
+            "files",
+            "poll",
+            "settle",
+            "existing",
+        }
+        new_trigger = bool(trigger_keys & set(changes))
+        event = is_event(changes if new_trigger else current.trigger)
+        fields: dict[str, Any] = (
+            {} if new_trigger else {k: v for k, v in current.trigger.items() if k not in ("folder", "root")}
         )
-        if trigger_keys & set(changes) and "timezone" not in changes:
+        fields.update(
+            {"params": current.params, "max_active_runs": current.max_active_runs, "enabled": current.enabled}
+        )
+        if not event:
+            fields.update({"catchup": current.catchup, "misfire_grace": current.misfire_grace})
+        if new_trigger and not event and "timezone" not in changes and not is_event(current.trigger):
             fields["timezone"] = current.trigger.get("timezone", "UTC")
         fields.update(changes)
-        row = schedule_fields(fields, now=now)
-        if row["trigger"] == current.trigger and current.next_fire_at is not None:
-            row["next_fire_at"] = current.next_fire_at  # same trigger: keep its place
-        if row["enabled"] and not current.enabled and not current.catchup:
+        spec = self._spec(current.pipeline)
+        row = self._schedule_row(spec, fields, now)
+        if row["trigger"] == current.trigger:
+            row.pop("seen", None)  # the same files schedule: what it fired and saw stays
+            if current.next_fire_at is not None:
+                row["next_fire_at"] = current.next_fire_at  # same trigger: keep its place
+        if row["enabled"] and not current.enabled and not current.catchup and not event:
             row["next_fire_at"] = trigger_from_fields(row["trigger"], now=current.created_at).next_after(now)
-        _dry_render(self._spec(current.pipeline), row["params"], self.config.runs_dir, now)
+        _dry_render(spec, row["params"], self.config.runs_dir, now)
         self.store.update_schedule(schedule_id, **row)
         self._changed()
         return self.get_schedule(schedule_id)
@@ -463,6 +530,7 @@ class Service:
         owner: str | None = None,
         schedule_id: int | None = None,
         max_active_runs: int | None = None,
+        fire: tuple[int, str, dict[str, Any]] | None = None,
     ) -> str | None:
         return self.store.create_run(
             pipeline=spec.name,
@@ -474,6 +542,7 @@ class Service:
             owner=owner,
             schedule_id=schedule_id,
             max_active_runs=max_active_runs,
+            fire=fire,
         )
 
     def _missed_notices(self, schedule: ScheduleRecord, skipped: dict[str, Any]) -> list[Notice]:
@@ -483,7 +552,10 @@ class Service:
             return []
         return notices_for(spec.notify, NotifyEvent.SCHEDULE_MISSED, detail=skipped)
 
-    def _run_for_schedule(self, schedule: ScheduleRecord, logical_date: datetime, kind: RunTrigger) -> str | None:
+    def _run_for_schedule(
+        self, schedule: ScheduleRecord, logical_date: datetime, kind: RunTrigger, fire: Fire | None = None
+    ) -> str | None:
+        """The run a schedule's fire time (or, for an event schedule, its event ``fire``) makes."""
         spec = self._spec(schedule.pipeline)
         return self._create_run(
             spec,
@@ -491,8 +563,9 @@ class Service:
             schedule.params,
             logical_date,
             kind,
-            schedule_id=schedule.id,
+            schedule_id=schedule.id if fire is None else None,
             max_active_runs=schedule.max_active_runs,
+            fire=(schedule.id, fire.key, fire.fired_by) if fire is not None else None,
         )
 
     @contextmanager
@@ -529,10 +602,10 @@ class Service:
 
     # -- schedules ------------------------------------------------------------------------
     def add_schedule(self, pipeline: str, fields: Mapping[str, Any], *, now: datetime | None = None) -> ScheduleView:
-        """``fields`` as in a spec's ``schedules:`` entry (cron/every/at, timezone, params, ...)."""
+        """``fields`` as in a spec's ``schedules:`` entry (cron/every/at/after/files, timezone, params, ...)."""
         spec = self._spec(pipeline)
         now = now or utcnow()
-        row = schedule_fields(fields, now=now)
+        row = self._schedule_row(spec, fields, now)
         _dry_render(spec, row["params"], self.config.runs_dir, now)
         schedule_id = self.store.add_schedule(pipeline=pipeline, origin=ScheduleOrigin.CLI, **row)
         self._changed()

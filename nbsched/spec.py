@@ -22,6 +22,7 @@ from typing import Any
 from nbsched.bounds import check_depth, json_depth_ok, load_yaml, read_spec_text
 from nbsched.dag import TriggerRule, topological_order
 from nbsched.errors import CycleError, ScheduleError, SpecError
+from nbsched.events import EVENT_KEYS, SCHEDULE_KINDS, event_from_fields, is_event
 from nbsched.notices import NotifyRule, parse_rules, with_on_keys
 from nbsched.timefmt import MAX_DURATION, parse_duration
 from nbsched.triggers import trigger_from_fields
@@ -61,7 +62,9 @@ SCHEDULE_KEYS = (
     "misfire_grace",
     "max_active_runs",
     "enabled",
+    *EVENT_KEYS,
 )
+TIME_ONLY_KEYS = ("start", "timezone", "catchup", "misfire_grace")  # not for an after or files schedule
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -305,7 +308,7 @@ def parse_pipeline(data: Any, *, base_dir: Path, source: str = "<pipeline>") -> 
         s = where.mapping(s, f"schedules[{i}]")
         where.known(s, SCHEDULE_KEYS, f"schedules[{i}]")
         try:
-            schedule_fields(s, now=_ANY_MOMENT, where=f"schedules[{i}]")
+            schedule_fields(s, now=_ANY_MOMENT, where=f"schedules[{i}]", pipeline=name, folder=base_dir)
         except ScheduleError as exc:
             raise where.error("", str(exc)) from None
         schedules.append(ScheduleSpec(fields=s))
@@ -324,37 +327,84 @@ def parse_pipeline(data: Any, *, base_dir: Path, source: str = "<pipeline>") -> 
     )
 
 
-def schedule_fields(fields: Mapping[str, Any], *, now: datetime, where: str = "schedule") -> dict[str, Any]:
+def schedule_fields(
+    fields: Mapping[str, Any],
+    *,
+    now: datetime,
+    where: str = "schedule",
+    pipeline: str | None = None,
+    folder: Path | None = None,
+    root: Path | None = None,
+) -> dict[str, Any]:
     """Validate a schedule's fields (a spec's ``schedules:`` entry, or a schedule added or changed
-    later); returns the store's row fields with its first fire time after ``now``."""
+    later); returns the store's row fields with its first fire time after ``now`` (None for an
+    ``after`` or ``files`` schedule, which waits for events). ``pipeline`` is the schedule's own
+    (an ``after`` may not name it); ``folder`` is the spec's, where a ``files`` pattern looks, and
+    ``root`` (a spec registered through Jupyter) the folder it must stay in whenever it looks."""
     bad = [k for k in fields if k not in SCHEDULE_KEYS]
     if bad:
         raise ScheduleError(f"{where}.{bad[0]}: unknown key")
+    kinds = [k for k in SCHEDULE_KINDS if k in fields]
+    if not kinds:
+        raise ScheduleError(f"{where}: a schedule needs one of cron, every, at, after or files")
+    if len(kinds) > 1:
+        raise ScheduleError(
+            f"{where}: a schedule takes one of cron, every, at, after or files, not {' and '.join(kinds)}"
+        )
+    if is_event(fields):
+        return _event_fields(fields, where, pipeline, folder, root)
+    misplaced = [k for k in EVENT_KEYS if k in fields]
+    if misplaced:
+        raise ScheduleError(f"{where}.{misplaced[0]}: only an after or files schedule has {misplaced[0]}")
     trigger = trigger_from_fields(fields, now=now.replace(microsecond=0))  # `every` anchors on a whole second
-    params = fields.get("params") or {}
-    if not isinstance(params, Mapping):
-        raise ScheduleError(f"{where}.params: expected a mapping, got {params!r}")
     try:
         grace = parse_duration(fields.get("misfire_grace", DEFAULT_MISFIRE_GRACE))
     except ValueError as exc:
         raise ScheduleError(f"{where}.misfire_grace: {exc}") from None
+    if not isinstance(fields.get("catchup", False), bool):
+        raise ScheduleError(f"{where}.catchup: expected true or false, got {fields['catchup']!r}")
+    return {
+        "trigger": trigger.to_fields(),
+        **_common_fields(fields, where),
+        "catchup": fields.get("catchup", False),
+        "misfire_grace": grace,
+        "next_fire_at": trigger.next_after(now),
+    }
+
+
+def _event_fields(
+    fields: Mapping[str, Any], where: str, pipeline: str | None, folder: Path | None, root: Path | None
+) -> dict[str, Any]:
+    for key in TIME_ONLY_KEYS:
+        if key in fields:
+            raise ScheduleError(f"{where}.{key}: only a time schedule (cron, every or at) has {key}")
+    if "files" in fields:
+        fields = {**fields, "folder": str(folder) if folder is not None else ""}
+        if root is not None:
+            fields["root"] = str(root)
+    trigger = event_from_fields(fields, where=where, pipeline=pipeline)
+    return {
+        "trigger": trigger.to_fields(),
+        **_common_fields(fields, where),
+        "catchup": False,
+        "misfire_grace": 0.0,
+        "next_fire_at": None,
+    }
+
+
+def _common_fields(fields: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """What every kind of schedule may have: its runs' parameters, how many may be active, enabled."""
+    params = fields.get("params") or {}
+    if not isinstance(params, Mapping):
+        raise ScheduleError(f"{where}.params: expected a mapping, got {params!r}")
     max_active = fields.get("max_active_runs", 1)
     if isinstance(max_active, bool) or not isinstance(max_active, int) or not 1 <= max_active <= MAX_ACTIVE_RUNS:
         raise ScheduleError(
             f"{where}.max_active_runs: expected a whole number from 1 to {MAX_ACTIVE_RUNS:,}, got {max_active!r}"
         )
-    for key in ("catchup", "enabled"):
-        if not isinstance(fields.get(key, False), bool):
-            raise ScheduleError(f"{where}.{key}: expected true or false, got {fields[key]!r}")
-    return {
-        "trigger": trigger.to_fields(),
-        "params": dict(params),
-        "catchup": fields.get("catchup", False),
-        "misfire_grace": grace,
-        "max_active_runs": max_active,
-        "enabled": fields.get("enabled", True),
-        "next_fire_at": trigger.next_after(now),
-    }
+    if not isinstance(fields.get("enabled", True), bool):
+        raise ScheduleError(f"{where}.enabled: expected true or false, got {fields['enabled']!r}")
+    return {"params": dict(params), "max_active_runs": max_active, "enabled": fields.get("enabled", True)}
 
 
 def load_pipeline(path: str | Path, *, root: Path | None = None, shown: str | None = None) -> PipelineSpec:

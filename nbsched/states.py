@@ -66,6 +66,8 @@ class RunTrigger(_Word):
     SCHEDULE = "schedule"  # a schedule's fire time, on time or within its misfire grace
     CATCHUP = "catchup"  # a schedule with catchup, making up for fire times missed
     BACKFILL = "backfill"  # ``nbsched backfill``
+    AFTER = "after"  # an ``after:`` schedule, for a run of another pipeline that ended
+    FILE = "file"  # a ``files:`` schedule, for a file that arrived or changed
 
 
 class ScheduleOrigin(_Word):

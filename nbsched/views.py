@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from nbsched.events import SCHEDULE_KINDS, event_from_fields, is_event
 from nbsched.states import NoticeState, NotifyEvent, RunState, RunTrigger, ScheduleOrigin, TaskState
 from nbsched.triggers import get_zone, trigger_from_fields
 
@@ -103,6 +104,7 @@ class RunView:
     logical_date: datetime
     trigger: RunTrigger  # what created it
     schedule_id: int | None
+    fired_by: Mapping[str, Any] | None  # an event schedule's: {"schedule_id", "run": {...}} or {..., "file": {...}}
     error: str | None
     created_at: datetime
     started_at: datetime | None
@@ -123,6 +125,7 @@ class RunView:
             "logical_date": _iso(self.logical_date),
             "trigger": self.trigger.value,
             "schedule_id": self.schedule_id,
+            "fired_by": self.fired_by,
             "error": self.error,
             "created_at": _iso(self.created_at),
             "started_at": _iso(self.started_at),
@@ -137,7 +140,8 @@ class ScheduleView:
 
     id: int
     pipeline: str
-    description: str  # ``cron 0 6 * * 1-5 (Europe/Paris) +catchup``
+    kind: str  # cron, every, at, after or files
+    description: str  # ``cron 0 6 * * 1-5 (Europe/Paris) +catchup``, ``after ingest (success)``
     trigger: Mapping[str, Any]
     params: Mapping[str, Any]
     enabled: bool
@@ -148,22 +152,38 @@ class ScheduleView:
     next_fire_at: datetime | None
     next_fire_local: datetime | None
     last_fire_at: datetime | None
+    last_run_id: str | None  # an event schedule's newest run
+    waiting_for: str | None  # an event schedule's: ``a successful run of ingest``
 
     @classmethod
     def of(cls, record: ScheduleRecord) -> ScheduleView:
+        kind = next(k for k in SCHEDULE_KINDS if k in record.trigger)
+        if is_event(record.trigger):
+            event = event_from_fields(record.trigger)
+            return _copy(
+                cls,
+                record,
+                kind=kind,
+                description=event.describe(),
+                next_fire_local=None,
+                waiting_for=event.waiting_for(),
+            )
         trigger = trigger_from_fields(record.trigger, now=record.created_at)
         zone = get_zone(record.trigger.get("timezone", "UTC"))
         return _copy(
             cls,
             record,
+            kind=kind,
             description=trigger.describe() + (" +catchup" if record.catchup else ""),
             next_fire_local=record.next_fire_at.astimezone(zone) if record.next_fire_at else None,
+            waiting_for=None,
         )
 
     def to_json(self) -> Json:
         return {
             "id": self.id,
             "pipeline": self.pipeline,
+            "kind": self.kind,
             "description": self.description,
             "next_fire_local": _iso(self.next_fire_local),
             "trigger": self.trigger,
@@ -175,6 +195,8 @@ class ScheduleView:
             "origin": self.origin.value,
             "next_fire_at": _iso(self.next_fire_at),
             "last_fire_at": _iso(self.last_fire_at),
+            "last_run_id": self.last_run_id,
+            "waiting_for": self.waiting_for,
         }
 
 

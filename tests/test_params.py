@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from nbsched.errors import ConfigError, SpecError
-from nbsched.params import BUILTINS, parse_override, task_parameters
+from nbsched.params import BUILTINS, EVENT_BUILTINS, parse_override, task_parameters
 from nbsched.spec import PipelineSpec, parse_pipeline
 
 LOGICAL_DATE = datetime(2026, 3, 14, 6, 30, tzinfo=timezone.utc)
@@ -192,7 +192,7 @@ def test_builtins_are_added(tmp_path: Path) -> None:
     assert p["upstream"] == {"extract": {"rows": 3, "path": "x.csv"}}
     p["upstream"]["extract"]["rows"] = 0  # the notebook gets its own copy
     assert outputs["extract"]["rows"] == 3
-    assert set(p) == set(BUILTINS)
+    assert set(p) == set(BUILTINS) - set(EVENT_BUILTINS)
 
 
 def test_upstream_is_an_empty_dict_for_a_first_task(tmp_path: Path) -> None:
@@ -354,3 +354,19 @@ def test_a_failing_expression_is_a_spec_error_not_a_traceback(tmp_path: Path) ->
         r"ZeroDivisionError: division by zero$",
     ):
         params_of(spec, "t")
+
+
+def test_a_run_an_event_made_gets_what_fired_it_in_its_notebooks_and_templates(tmp_path):
+    spec = parse_pipeline(
+        {"name": "p", "tasks": {"t": {"notebook": "t.ipynb", "params": {"src": "{{ trigger_file or 'sample.csv' }}"}}}},
+        base_dir=tmp_path,
+    )
+    common = {"overrides": {}, "run_id": "r", "logical_date": LOGICAL_DATE, "run_dir": "runs", "upstream": {}}
+    by_file = task_parameters(
+        spec, spec.tasks["t"], **common, fired_by={"schedule_id": 1, "file": {"path": "in/a.csv"}}
+    )
+    assert by_file["trigger_file"] == by_file["src"] == "in/a.csv" and "trigger_run" not in by_file
+    upstream = {"run_id": "u", "pipeline": "ingest", "state": "success", "outputs": {}}
+    by_run = task_parameters(spec, spec.tasks["t"], **common, fired_by={"schedule_id": 2, "run": upstream})
+    assert by_run["trigger_run"] == upstream and by_run["src"] == "sample.csv"
+    assert task_parameters(spec, spec.tasks["t"], **common)["src"] == "sample.csv"

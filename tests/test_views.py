@@ -180,6 +180,7 @@ def test_a_run_view_has_the_json_shape_of_the_api():
         "logical_date",
         "trigger",
         "schedule_id",
+        "fired_by",
         "error",
         "created_at",
         "started_at",

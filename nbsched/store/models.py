@@ -112,6 +112,22 @@ class CounterRow(Base):
     value: Mapped[int] = mapped_column(Integer)
 
 
+class FireRow(Base):
+    """An event an ``after`` or ``files`` schedule fired a run for (or, with ``run_id`` None, a
+    file there when the schedule was made): UNIQUE per schedule and key (the upstream run's id, or
+    a hash of the file's path, size and modification time), written in the transaction that
+    creates the run, so daemons racing on one event make one run."""
+
+    __tablename__ = "schedule_fires"
+    __table_args__ = (UniqueConstraint("schedule_id", "key", name="uq_schedule_fires_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    schedule_id: Mapped[int] = mapped_column(ForeignKey("schedules.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(64))
+    run_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class RunnerRow(Base):
     """A live runner (a ``run`` or ``serve`` process); its heartbeat vouches for its tasks."""
 
@@ -151,6 +167,8 @@ class RunRow(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sla_missed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # set once: sla_missed is sent once
+    # what an event schedule fired it for: {"schedule_id", "run": {...}} or {"schedule_id", "file": {...}}
+    fired_by: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class TaskRunRow(Base):

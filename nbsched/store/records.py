@@ -64,6 +64,7 @@ class RunRecord:
     ended_at: datetime | None
     tasks: dict[str, TaskRunRecord] = field(default_factory=dict)
     sla_missed_at: datetime | None = None  # when it was found running past its sla
+    fired_by: dict[str, Any] | None = None  # what an after or files schedule fired it for
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,6 +91,7 @@ class ScheduleRecord:
     last_fire_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    last_run_id: str | None = None  # an event schedule's newest run
 
 
 @dataclass(frozen=True, kw_only=True)

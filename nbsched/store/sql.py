@@ -26,8 +26,9 @@ from nbsched.errors import ConfigError, NotFound
 from nbsched.notices import Notice
 from nbsched.states import RUN, TASK, RunState, RunTrigger, TaskState
 from nbsched.store import schema
+from nbsched.store.fires import FireStore
 from nbsched.store.locks import changed, serialize
-from nbsched.store.models import PipelineRow, RunnerRow, RunRow, TaskRunRow, TaskTryRow
+from nbsched.store.models import FireRow, PipelineRow, RunnerRow, RunRow, TaskRunRow, TaskTryRow
 from nbsched.store.outbox import OutboxStore
 from nbsched.store.records import ClaimedTask, PipelineRecord, RunRecord, TaskRunRecord, TaskTryRecord
 from nbsched.store.retry import Patience, retried
@@ -50,7 +51,7 @@ def new_run_id(now: datetime) -> str:
     return f"{now.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
 
 
-class SqlStore(ScheduleStore, OutboxStore):
+class SqlStore(ScheduleStore, OutboxStore, FireStore):
     """``patience``: seconds a call waits for a database that is down or busy before it raises
     ``DatabaseUnavailable`` (None: forever); ``patient()`` makes the calls of one thread wait
     forever (daemons and foreground runs: see ``retry.py``). ``clock`` stamps what it writes."""
@@ -154,11 +155,14 @@ class SqlStore(ScheduleStore, OutboxStore):
         schedule_id: int | None = None,
         max_active_runs: int | None = None,
         owner: str | None = None,
+        fire: tuple[int, str, dict[str, Any]] | None = None,
     ) -> str | None:
         """Create a queued run and its pending task runs (``tasks``: name -> max tries, in order).
 
         Returns None when the schedule already has a run for ``logical_date``: the UNIQUE
-        (schedule_id, logical_date) constraint makes racing schedulers create it once.
+        (schedule_id, logical_date) constraint makes racing schedulers create it once. An event
+        schedule's run passes ``fire`` (schedule id, event key, what fired it) instead of a
+        ``schedule_id``: None when that event already fired (UNIQUE schedule and key).
         """
         fields = {
             "pipeline": pipeline,
@@ -169,20 +173,30 @@ class SqlStore(ScheduleStore, OutboxStore):
             "schedule_id": schedule_id,
             "max_active_runs": max_active_runs,
             "owner": owner,
+            "fired_by": {"schedule_id": fire[0], **fire[2]} if fire is not None else None,
         }
         while True:
             # the id is chosen before the transaction, so that a retry after a commit that was lost
             # with its connection finds the run it made rather than making a second
-            made = self.patience.run(self._insert_run, new_run_id(self.clock.now()), fields, tasks)
+            made = self.patience.run(self._insert_run, new_run_id(self.clock.now()), fields, tasks, fire)
             if made is not _Taken.TAKEN:
                 return made
 
-    def _insert_run(self, run_id: str, fields: dict[str, Any], tasks: Mapping[str, int]) -> str | _Taken | None:
+    def _insert_run(
+        self,
+        run_id: str,
+        fields: dict[str, Any],
+        tasks: Mapping[str, int],
+        fire: tuple[int, str, dict[str, Any]] | None,
+    ) -> str | _Taken | None:
         now = self.clock.now()
         try:
             with self._write() as s, s.begin():
                 s.add(RunRow(id=run_id, state=RunState.QUEUED, created_at=now, **fields))
                 s.flush()
+                if fire is not None:  # first: a second daemon's insert fails here, before the tasks
+                    s.add(FireRow(schedule_id=fire[0], key=fire[1], run_id=run_id, created_at=now))
+                    s.flush()
                 s.add_all(
                     TaskRunRow(
                         run_id=run_id,
@@ -197,6 +211,8 @@ class SqlStore(ScheduleStore, OutboxStore):
                     for i, (name, tries) in enumerate(tasks.items())
                 )
         except IntegrityError:
+            if fire is not None:  # that event fired: by an earlier attempt of ours whose commit was lost, or another
+                return run_id if self.fired_run(fire[0], fire[1]) == run_id else None
             if fields["schedule_id"] is not None:
                 return None  # that schedule's run for that date exists
             with self._session() as s:
@@ -650,7 +666,8 @@ def _run_record(
         params=row.params or {},
         logical_date=row.logical_date,
         trigger=row.trigger,
-        schedule_id=row.schedule_id,
+        # an event schedule's run keeps the schedule in fired_by: runs.schedule_id is the key of time fires
+        schedule_id=row.schedule_id if row.schedule_id is not None else (row.fired_by or {}).get("schedule_id"),
         max_active_runs=row.max_active_runs,
         owner=row.owner,
         state=row.state,
@@ -661,6 +678,7 @@ def _run_record(
         ended_at=row.ended_at,
         tasks={t.task: _task_record(t, (tries or {}).get((row.id, t.task), ())) for t in tasks},
         sla_missed_at=row.sla_missed_at,
+        fired_by=row.fired_by,
     )
 
 
