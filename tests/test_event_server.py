@@ -1,0 +1,56 @@
+"""Event schedules through the Jupyter server: added over REST, confined to the server's root,
+fired by the server's own daemon."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import write_notebook
+from test_server import api, daemon, finished_run, jp_server_config, wait_until  # noqa: F401 - fixtures, helpers
+
+
+def _loader(**schedule: Any) -> dict[str, Any]:
+    return {"name": "loader", "tasks": {"load": "load.ipynb"}, "schedules": [{"files": "incoming/*.csv", **schedule}]}
+
+
+async def test_bad_event_schedules_are_422_naming_the_field(api, jp_root_dir):  # noqa: F811 - the fixture
+    write_notebook(jp_root_dir / "team" / "load.ipynb", "x = 1")
+    out = {"spec": _loader(files="../*.csv"), "dir": "team"}
+    message = (await api("POST", "pipelines", body=out)).error(422, "invalid_spec")
+    assert "schedules[0].files: '../*.csv' leaves the spec's folder" in message
+    assert (await api("POST", "pipelines", body={"spec": _loader(), "dir": "team"})).code == 201
+    itself = await api("POST", "schedules", body={"pipeline": "loader", "after": "loader"})
+    assert "after: 'loader' is the pipeline itself" in itself.error(422)
+    bad_state = await api("POST", "schedules", body={"pipeline": "loader", "after": "x", "state": "done"})
+    assert "schedule.state: 'done'" in bad_state.error(422, "invalid_schedule")
+
+
+@pytest.mark.kernel
+async def test_a_file_dropped_in_the_root_runs_its_pipeline_over_the_servers_daemon(
+    api,  # noqa: F811 - the fixture imported above
+    daemon,  # noqa: F811
+    jp_root_dir,
+):
+    write_notebook(
+        jp_root_dir / "team" / "load.ipynb",
+        "import nbsched\nnbsched.record('path', trigger_file)",
+        params="trigger_file = None\nupstream = {}",
+    )
+    reply = await api("POST", "pipelines", body={"spec": _loader(poll="1s", settle="0s"), "dir": "team"})
+    assert reply.code == 201, reply.body
+    (schedule,) = reply.data["schedule_list"]
+    assert schedule["kind"] == "files" and schedule["waiting_for"] == "a new file incoming/*.csv (looks every 1s)"
+    (jp_root_dir / "team" / "incoming").mkdir()
+    (jp_root_dir / "team" / "incoming" / "a.csv").write_text("a\n")
+
+    async def runs() -> list[dict[str, Any]]:
+        return (await api("GET", "runs", params={"pipeline": "loader"})).data["runs"]
+
+    (run,) = await wait_until(runs, bool, what="the file's run")
+    run = await finished_run(api, run["run_id"])
+    assert run["state"] == "success" and run["trigger"] == "file"
+    assert run["fired_by"]["file"]["path"] == "incoming/a.csv"
+    assert run["tasks"]["load"]["outputs"] == {"path": "incoming/a.csv"}
+    listed = (await api("GET", "schedules", str(schedule["id"]))).data
+    assert listed["last_run_id"] == run["run_id"] and listed["last_fire_at"] is not None
