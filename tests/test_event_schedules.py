@@ -214,6 +214,13 @@ def test_event_schedules_show_what_they_wait_for_and_what_they_fired(project, se
     fired = service.get_schedule(files.id)
     assert fired.last_fire_at is not None and fired.last_run_id == _runs(service, "report")[0].id
     assert fired.to_json()["kind"] == "files"
+    from nbsched.widgets import RunPanel
+
+    panel = RunPanel(service, "report", refresh_every=0)
+    shown = panel.schedules.value
+    assert f"schedule {files.id}: files incoming/*.csv (every 10s, settle 5s) · active" in shown
+    assert f"waits for a new file incoming/*.csv (looks every 10s) · last run {fired.last_run_id}" in shown
+    panel.close()
 
 
 @pytest.mark.parametrize(

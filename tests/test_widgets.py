@@ -89,9 +89,11 @@ def test_pause_and_resume_the_pipelines_schedules(history):
     sched = service.add_schedule("good", {"cron": "0 6 * * *"})
     panel = RunPanel(service, "good", refresh_every=0)
     assert panel.toggle_schedule.description == "Pause schedules"
+    assert f"schedule {sched.id}: cron 0 6 * * * (UTC) · active · next " in panel.schedules.value
     panel.toggle_schedule.click()
     assert not service.get_schedule(sched.id).enabled
     assert panel.toggle_schedule.description == "Resume schedules"
+    assert f"schedule {sched.id}: cron 0 6 * * * (UTC) · paused" in panel.schedules.value
     panel.toggle_schedule.click()
     assert service.get_schedule(sched.id).enabled
 

@@ -54,6 +54,7 @@ class RunPanel(w.VBox):
         self.toggle_schedule = _button("Pause schedules", "pause")
         self.progress = w.IntProgress(description="Tasks", min=0, max=1, value=0)
         self.progress_label = w.Label()
+        self.schedules = w.HTML()
         self.runs_table = w.HTML()
         self.detail = w.HTML()
         self.task_choice = w.Dropdown(description="Task", options=[])
@@ -64,6 +65,7 @@ class RunPanel(w.VBox):
             children=[
                 w.HTML(render_macro(_TEMPLATE, "style", service.config.home)),
                 w.HBox([self.pipeline, self.params, self.run_now, self.toggle_schedule]),
+                self.schedules,
                 self.runs_table,
                 w.HBox([self.run_choice, self.cancel_run, self.retry_run]),
                 w.HBox([self.progress, self.progress_label]),
@@ -115,6 +117,7 @@ class RunPanel(w.VBox):
             self.toggle_schedule.disabled = not schedules
             paused = bool(schedules) and not any(s.enabled for s in schedules)
             self.toggle_schedule.description = "Resume schedules" if paused else "Pause schedules"
+            self.schedules.value = self._html("schedules", schedules=[s.to_json() for s in schedules])
             self._render()
 
     def _refresh_loop(self) -> None:
