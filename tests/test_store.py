@@ -317,3 +317,28 @@ def test_versions_saved_at_once_are_all_kept(store, db_url):
     versions = _at_once(db_url, 4, lambda s, i: s.save_pipeline("p", {"raw": {"x": i}}, None))
     assert sorted(versions) == [1, 2, 3, 4]
     assert store.get_pipeline("p").spec == {"raw": {"x": versions.index(4)}}
+
+
+def test_senders_claiming_at_once_take_each_notification_once(store, db_url):
+    from nbsched.notices import Notice
+    from nbsched.states import NotifyEvent
+
+    run_id = _run(store)
+    store.add_notices(run_id, [Notice(event=NotifyEvent.FAILURE, target=f"json://h/{i}") for i in range(60)])
+
+    def send_all(s, i):
+        taken = []
+        while batch := s.claim_notices(f"sender-{i}", 4, lease=60):
+            taken += [n.id for n in batch]
+            for n in batch:
+                assert s.notice_sent(n.id, f"sender-{i}", "ok")
+        return taken
+
+    taken = _at_once(db_url, 4, send_all)
+    every = [n for ids in taken for n in ids]
+    assert len(every) == len(set(every)) == 60
+    assert {n.state.value for n in store.list_notices(run_id=run_id, limit=100)} == {"sent"}
+    # and a claim another sender holds (its lease not passed) is not taken again
+    store.add_notices(run_id, [Notice(event=NotifyEvent.FAILURE, target="json://h/late")])
+    assert len(store.claim_notices("a", 10, lease=60)) == 1
+    assert store.claim_notices("b", 10, lease=60) == []
