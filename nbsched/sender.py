@@ -8,6 +8,7 @@ marked failed. Sending never blocks a run: it happens beside it, in its own thre
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import secrets
@@ -437,6 +438,7 @@ def defined_tags(config_file: Path) -> set[str]:
     return {tag for service in config.services() for tag in service.tags}
 
 
+@functools.lru_cache(maxsize=512)  # a list of notifications shows the same few targets again and again
 def shown_target(target: str) -> str:
     """A target as logs and lists show it: an URL without its password."""
     if not is_url(target):

@@ -112,8 +112,15 @@ class Service:
         missing = sorted(tags - defined)
         if not missing:
             return spec
-        where = f"the Apprise configuration file {self.config.notify_file}"
-        warnings = [f"{source}: notify: no service of {where} has the tag '{t}'" for t in missing]
+        file = self.config.notify_file
+        if not file.is_file():
+            where = f"no Apprise configuration file at {file} (create it, or set NBSCHED_NOTIFY_CONFIG)"
+            warnings = [f"{source}: notify: tag '{t}': {where}" for t in missing]
+        else:
+            warnings = [
+                f"{source}: notify: no service of the Apprise configuration file {file} has the tag '{t}'"
+                for t in missing
+            ]
         return replace(spec, warnings=(*spec.warnings, *warnings))
 
     def register(

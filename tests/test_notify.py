@@ -211,6 +211,17 @@ def test_a_tag_no_service_has_is_a_warning_at_register(project, smtp):
     assert "'team'" not in proc.stderr
 
 
+def test_a_tag_without_an_apprise_configuration_file_says_the_file_is_missing(project):
+    write_notebook(project / "nb.ipynb", "x = 1")
+    write_yaml(project / "pipeline.yaml", "name: p\ntasks:\n  t: nb.ipynb\nnotify: [{on: [failure], to: [team]}]\n")
+    proc = nbsched("register", "pipeline.yaml", cwd=project)
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        f"warning: pipeline.yaml: notify: tag 'team': no Apprise configuration file at "
+        f"{project / '.nbsched' / 'notify.yaml'} (create it, or set NBSCHED_NOTIFY_CONFIG)"
+    ) in proc.stderr
+
+
 def test_notify_test_sends_a_sample_and_prints_what_each_target_answered(project, smtp, httpserver: HTTPServer):
     httpserver.expect_request("/hook", method="POST").respond_with_data("ok")
     hook = f"json://127.0.0.1:{httpserver.port}/hook"
