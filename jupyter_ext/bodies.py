@@ -40,6 +40,16 @@ class TriggerRun(_Body):
 
 
 @dataclass(frozen=True, kw_only=True)
+class RetryRun(_Body):
+    """A retry of a run's failed tasks (no ``tasks``), or a repair of the ``tasks`` named."""
+
+    operation: ClassVar[str] = "retryRun"
+    tasks: list[str] | None = None
+    downstream: bool = False
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
 class CreateSchedule(_Body):
     """A schedule of a registered pipeline; the other fields as in a spec's ``schedules:`` entry."""
 

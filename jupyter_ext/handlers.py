@@ -20,7 +20,7 @@ from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 
-from jupyter_ext.bodies import ChangeSchedule, CreateSchedule, RegisterPipeline, TriggerRun
+from jupyter_ext.bodies import ChangeSchedule, CreateSchedule, RegisterPipeline, RetryRun, TriggerRun
 from jupyter_ext.contract import MalformedBody
 from nbsched import __version__
 from nbsched.bounds import MAX_SPEC_BYTES, loads_json
@@ -50,7 +50,7 @@ _STATUS = (
     (DatabaseError, 503, "database_error"),
 )
 RETRY_AFTER = "10"  # seconds, told to a client the database made wait (503)
-Body = TypeVar("Body", RegisterPipeline, TriggerRun, CreateSchedule, ChangeSchedule)
+Body = TypeVar("Body", RegisterPipeline, TriggerRun, CreateSchedule, ChangeSchedule, RetryRun)
 _R = TypeVar("_R")
 
 
@@ -371,7 +371,11 @@ class RunActionHandler(BaseHandler):
         if action == "cancel":
             self.reply((await self.call(self.service.cancel, run_id)).to_json())
         else:
-            self.reply({"run_id": run_id, "tasks": await self.call(self.service.retry, run_id)})
+            request = self.parse(RetryRun)
+            tasks = await self.call(
+                self.service.retry, run_id, request.tasks, downstream=request.downstream, params=request.params
+            )
+            self.reply({"run_id": run_id, "tasks": tasks})
 
 
 def _sandboxed(handler: JupyterHandler) -> str:

@@ -153,6 +153,8 @@ def validate(service: Service, path: str) -> None:
 @click.option("-w", "--workers", type=click.IntRange(min=1), help="Notebooks run at once [default: cores].")
 @_executor_option
 @click.option("--json", "as_json", is_flag=True, help="Print the finished run as one JSON object.")
+@click.option("--only", metavar="A,B", help="Run just these tasks (the values they need: from earlier runs).")
+@click.option("--from", "start", metavar="TASK", help="Run this task and everything downstream of it.")
 @click.option(
     "--report",
     "with_report",
@@ -161,7 +163,14 @@ def validate(service: Service, path: str) -> None:
 )
 @click.pass_obj
 def run(
-    service: Service, path: str, params: tuple[str, ...], workers: int | None, as_json: bool, with_report: bool
+    service: Service,
+    path: str,
+    params: tuple[str, ...],
+    workers: int | None,
+    as_json: bool,
+    only: str | None,
+    start: str | None,
+    with_report: bool,
 ) -> None:
     """Run a pipeline (or one notebook) now and wait for it."""
     import logging
@@ -173,7 +182,13 @@ def run(
     progress = _Progress(enabled=not as_json)
     try:
         record = service.run_pipeline(
-            path, params=overrides, workers=workers, listener=progress.update, on_created=progress.start
+            path,
+            params=overrides,
+            workers=workers,
+            listener=progress.update,
+            on_created=progress.start,
+            only=[n.strip() for n in only.split(",") if n.strip()] if only is not None else None,
+            start=start,
         )
     finally:
         progress.close()
@@ -315,13 +330,20 @@ def cancel(service: Service, run_id: str) -> None:
 
 @cli.command()
 @click.argument("run_id")
+@click.option("--task", "tasks", multiple=True, metavar="NAME", help="Re-run this task, whatever it ended in (repeat).")
+@click.option("--downstream", is_flag=True, help="With --task: every task downstream of them too.")
+@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="With --task: for the re-run tasks.")
 @click.option("--run", "run_here", is_flag=True, help="Execute the re-queued tasks here instead of by `serve`.")
 @_executor_option
 @click.pass_obj
-def retry(service: Service, run_id: str, run_here: bool) -> None:
-    """Re-queue a run's failed, upstream_failed and cancelled tasks."""
-    tasks = service.retry(run_id)
-    click.echo(f"run {run_id}: re-queued {', '.join(tasks)}")
+def retry(
+    service: Service, run_id: str, tasks: tuple[str, ...], downstream: bool, params: tuple[str, ...], run_here: bool
+) -> None:
+    """Re-queue a run's failed, upstream_failed and cancelled tasks; with --task, repair a
+    finished run: re-run those tasks (and --downstream) with new -p values, the others kept."""
+    chosen = [name.strip() for given in tasks for name in given.split(",") if name.strip()] if tasks else None
+    requeued = service.retry(run_id, chosen, downstream=downstream, params=_overrides(params))
+    click.echo(f"run {run_id}: re-queued {', '.join(requeued)}")
     if run_here:
         (record,) = service.run_queued([run_id])
         _print_run(record)
@@ -574,6 +596,16 @@ def _print_run(r: RunView) -> None:
     )
     if r.fired_by:
         click.echo(f"fired by: {trigger_label(r.to_json())}")
+    if r.selection:
+        lent = ", ".join(f"{task} from run {run_id}" for task, run_id in r.selection["borrowed"].items())
+        click.echo(f"partial run: {', '.join(r.selection['tasks'])}" + (f"; values of {lent}" if lent else ""))
+    for repair in r.repairs:
+        values = ", ".join(f"{k}={v!r}" for k, v in repair["params"].items())
+        click.echo(
+            f"repaired {local_time(datetime.fromisoformat(repair['at']))}: {', '.join(repair['tasks'])}"
+            + (" (+downstream)" if repair["downstream"] else "")
+            + (f" with {values}" if values else "")
+        )
     rows = [
         [
             name,
@@ -586,7 +618,7 @@ def _print_run(r: RunView) -> None:
     ]
     _table(["TASK", "STATE", "TRIES", "DURATION", "OUTPUT"], rows)
     for name, t in r.tasks.items():
-        if t.error and t.state in (TaskState.FAILED, TaskState.UP_FOR_RETRY):
+        if t.error and t.state in (TaskState.FAILED, TaskState.UP_FOR_RETRY, TaskState.SKIPPED):
             click.echo(f"  {name}: {t.error}")
         elif t.cell and t.state is TaskState.RUNNING:
             click.echo(f"  {name}: at {where_running(t.cell)}")

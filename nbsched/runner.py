@@ -301,13 +301,13 @@ class Runner:
             for d in downstream[n]
             if d not in t.branch
         }
+        lending = _unselected(run)  # a partial run's other tasks count as done for the tasks after them
         for name in spec.order:
             if states[name] is not TaskState.PENDING:
                 continue
             task = spec.tasks[name]
-            decision = (
-                Decision.SKIP if name in not_chosen else decide(task.trigger_rule, [states[u] for u in task.upstream])
-            )
+            upstream = [TaskState.SUCCESS if u in lending else states[u] for u in task.upstream]
+            decision = Decision.SKIP if name in not_chosen else decide(task.trigger_rule, upstream)
             if decision is Decision.SKIP:
                 why = "not chosen by branch" if name in not_chosen else "upstream skipped"
                 states[name] = self._set(run.id, name, TaskState.SKIPPED, TaskState.PENDING, detail=why)
@@ -584,18 +584,29 @@ class Runner:
         return task_parameters(
             spec,
             task,
-            overrides=run.params,
+            overrides={**run.params, **(run.tasks[name].params or {})},  # a repair's values, for its tasks
             run_id=run.id,
             logical_date=run.logical_date,
             try_number=try_number,
             run_dir=str(self.runs_dir / run.pipeline / run.id),
-            upstream={u: run.tasks[u].outputs for u in task.upstream if run.tasks[u].state is TaskState.SUCCESS},
+            upstream={
+                u: run.tasks[u].outputs
+                for u in task.upstream
+                if run.tasks[u].state is TaskState.SUCCESS or u in _unselected(run)  # lent by an earlier run
+            },
             fired_by=run.fired_by,
         )
 
     def _notify(self, run_id: str, name: str, state: TaskState, detail: str | None) -> None:
         if self.listener is not None:
             self.listener(run_id, name, state, detail)
+
+
+def _unselected(run: RunRecord) -> set[str]:
+    """A partial run's tasks outside its selection (skipped, lending what an earlier run recorded)."""
+    if not run.selection:
+        return set()
+    return set(run.tasks) - set(run.selection["tasks"])
 
 
 def _dropped(run_id: str, name: str, try_number: int) -> None:

@@ -350,6 +350,7 @@ def sample_run(spec: PipelineSpec, event: NotifyEvent, now: datetime) -> RunView
             host=None,
             started_at=now,
             ended_at=now,
+            params=None,
             tries=(),
         )
     return RunView(
@@ -362,6 +363,8 @@ def sample_run(spec: PipelineSpec, event: NotifyEvent, now: datetime) -> RunView
         trigger=RunTrigger.MANUAL,
         schedule_id=None,
         fired_by=None,
+        repairs=(),
+        selection=None,
         error=None,
         created_at=now,
         started_at=now,

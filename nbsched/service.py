@@ -6,9 +6,10 @@ Surfaces never touch the store, the runner or the executors directly; they get v
 
 from __future__ import annotations
 
+import difflib
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -18,6 +19,7 @@ from typing import Any
 from nbsched.clock import utcnow
 from nbsched.config import Config, DaemonOptions
 from nbsched.daemon import Daemon
+from nbsched.dag import downstream_of
 from nbsched.errors import (
     ConfigError,
     Conflict,
@@ -266,20 +268,61 @@ class Service:
         logical_date: datetime | None = None,
         listener: Callable[..., None] | None = None,
         on_created: Callable[[str, PipelineSpec], None] | None = None,
+        only: Iterable[str] | None = None,
+        start: str | None = None,
     ) -> RunView:
-        """Run a pipeline here and now, to its end (or Ctrl-C). Returns the finished run."""
+        """Run a pipeline here and now, to its end (or Ctrl-C). Returns the finished run. A partial
+        run runs the tasks of ``only``, or ``start`` and everything downstream of it; the values
+        its tasks need from the others come from the latest run in which each succeeded."""
         overrides = dict(params or {})
         spec = self.validate(path, overrides)  # a bad spec or override fails here, before a run exists
+        selection, lent = self._selection(spec, only, start)
         now = utcnow()
         with self._foreground(workers, listener) as runner:  # so do bad settings: before a version is saved
             version = self._save(spec)
-            run_id = self._create_run(spec, version, overrides, logical_date or now, RunTrigger.MANUAL, owner=runner.id)
+            run_id = self._create_run(
+                spec,
+                version,
+                overrides,
+                logical_date or now,
+                RunTrigger.MANUAL,
+                owner=runner.id,
+                selection=selection,
+                lent=lent,
+            )
             assert run_id is not None
             if on_created is not None:
                 on_created(run_id, spec)
             with self._sending([run_id]):
                 runner.run([run_id])
         return self.get_run(run_id)
+
+    def _selection(
+        self, spec: PipelineSpec, only: Iterable[str] | None, start: str | None
+    ) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]]]:
+        """A partial run's selection and the outputs its other tasks lend (see ``store.create_run``)."""
+        if only is None and start is None:
+            return None, {}
+        if only is not None and start is not None:
+            raise ConfigError("--only and --from: give one of them")
+        names = list(only) if only is not None else [start or ""]
+        option = "--only" if only is not None else "--from"
+        chosen = set(_chosen_tasks(spec, names, downstream=start is not None, option=option))
+        borrowed, lent = {}, {}
+        for name in spec.order:
+            if name not in chosen:
+                continue
+            for needed in spec.tasks[name].upstream:
+                if needed in chosen or needed in lent:
+                    continue
+                found = self.store.latest_success(spec.name, needed)
+                if found is None:
+                    raise ConfigError(
+                        f"{option}: task '{name}' needs the values of '{needed}', which never succeeded in a run of "
+                        f"{spec.name} (run it first, or select it too)"
+                    )
+                borrowed[needed], lent[needed] = found
+        return {"tasks": [n for n in spec.order if n in chosen], "borrowed": borrowed}, lent
 
     def trigger(
         self, pipeline: str, params: Mapping[str, Any] | None = None, logical_date: datetime | None = None
@@ -366,15 +409,39 @@ class Service:
             raise Conflict(f"run '{run_id}' has already ended ({self.store.get_run(run_id).state.value})")
         return self.get_run(run.id)
 
-    def retry(self, run_id: str) -> list[str]:
-        """Re-queue a failed or cancelled run's failed, upstream_failed and cancelled tasks."""
+    def retry(
+        self,
+        run_id: str,
+        tasks: Iterable[str] | None = None,
+        *,
+        downstream: bool = False,
+        params: Mapping[str, Any] | None = None,
+    ) -> list[str]:
+        """Re-queue a failed or cancelled run's failed, upstream_failed and cancelled tasks; or
+        repair a finished run: re-run the ``tasks`` named (any state they ended in) and, with
+        ``downstream``, every task downstream of them, with ``params`` overriding for those tasks
+        only. The other tasks keep their results. Returns the tasks re-queued."""
         run = self.store.get_run(run_id)
         spec = self.spec_of(run)
-        tasks = self.store.retry_run(run_id, {n: t.max_tries for n, t in spec.tasks.items()})
-        if not tasks:
-            raise Conflict(f"run '{run_id}' is {run.state.value}: only failed or cancelled runs can be retried")
+        tries = {n: t.max_tries for n, t in spec.tasks.items()}
+        if tasks is None:
+            if params or downstream:
+                raise ConfigError("retry: -p and --downstream go with --task (the tasks to re-run)")
+            queued = self.store.retry_run(run_id, tries)
+            if not queued:
+                raise Conflict(f"run '{run_id}' is {run.state.value}: only failed or cancelled runs can be retried")
+            self._changed()
+            return queued
+        chosen = _chosen_tasks(spec, list(tasks), downstream)
+        if not run.state.finished:
+            raise Conflict(f"run '{run_id}' is {run.state.value}: wait for it to end (or cancel it) to repair it")
+        _dry_render(spec, {**run.params, **(params or {})}, self.config.runs_dir, run.logical_date)
+        repair = {"tasks": list(tasks), "downstream": downstream, "params": dict(params or {})}
+        queued = self.store.retry_run(run_id, tries, tasks=chosen, params=params, repair=repair)
+        if not queued:
+            raise Conflict(f"run '{run_id}' changed meanwhile: it is no longer finished")
         self._changed()
-        return tasks
+        return queued
 
     # -- notifications ------------------------------------------------------------------------
     def list_notifications(self, run_id: str | None = None, limit: int = 100) -> list[NoticeView]:
@@ -538,6 +605,8 @@ class Service:
         schedule_id: int | None = None,
         max_active_runs: int | None = None,
         fire: tuple[int, str, dict[str, Any]] | None = None,
+        selection: Mapping[str, Any] | None = None,
+        lent: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> str | None:
         return self.store.create_run(
             pipeline=spec.name,
@@ -550,6 +619,8 @@ class Service:
             schedule_id=schedule_id,
             max_active_runs=max_active_runs,
             fire=fire,
+            selection=selection,
+            lent=lent,
         )
 
     def _missed_notices(self, schedule: ScheduleRecord, skipped: dict[str, Any]) -> list[Notice]:
@@ -682,6 +753,36 @@ def _snapshot_spec(record: PipelineRecord) -> PipelineSpec:
     snap = record.spec
     spec = parse_pipeline(snap["raw"], base_dir=Path(snap["base_dir"]), source=f"{record.name} v{record.version}")
     return replace(spec, root=Path(snap["root"])) if snap.get("root") else spec
+
+
+def _chosen_tasks(spec: PipelineSpec, names: list[str], downstream: bool, option: str = "--task") -> list[str]:
+    """The tasks a repair re-runs (or a partial run runs), in run order: ``names`` and, with
+    ``downstream``, every task downstream of them; an unknown name is a one-line error naming
+    ``option`` and suggesting the closest."""
+    if not names:
+        raise ConfigError(f"{option}: name at least one task")
+    for name in names:
+        if name not in spec.tasks:
+            close = difflib.get_close_matches(name, list(spec.tasks), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else f" (tasks: {', '.join(spec.order)})"
+            raise ConfigError(f"{option} {name!r}: pipeline {spec.name} has no such task{hint}")
+    chosen = set(names)
+    if downstream:
+        below = downstream_of({t.name: t.upstream for t in spec.tasks.values()})
+        for name in names:
+            chosen |= _all_below(name, below)
+    return [n for n in spec.order if n in chosen]
+
+
+def _all_below(name: str, below: Mapping[str, Iterable[str]]) -> set[str]:
+    found: set[str] = set()
+    todo = list(below.get(name, ()))
+    while todo:
+        task = todo.pop()
+        if task not in found:
+            found.add(task)
+            todo.extend(below.get(task, ()))
+    return found
 
 
 def _dry_render(spec: PipelineSpec, params: Mapping[str, Any], runs_dir: Path, now: datetime) -> None:

@@ -130,7 +130,7 @@ RUN: Transitions[RunState] = Transitions(
     {
         RunState.QUEUED: {RunState.RUNNING, RunState.CANCELLED},
         RunState.RUNNING: {RunState.SUCCESS, RunState.FAILED, RunState.CANCELLED},
-        RunState.SUCCESS: set(),
+        RunState.SUCCESS: {RunState.QUEUED},  # repaired: chosen tasks run again
         RunState.FAILED: {RunState.QUEUED},  # retried
         RunState.CANCELLED: {RunState.QUEUED},  # retried
     }
@@ -156,8 +156,9 @@ TASK: Transitions[TaskState] = Transitions(
             TaskState.QUEUED,
         },
         TaskState.UP_FOR_RETRY: {TaskState.QUEUED, TaskState.FAILED, TaskState.CANCELLED},
-        TaskState.SUCCESS: set(),
-        TaskState.SKIPPED: set(),
+        # a repaired run's chosen tasks wait again, whatever they ended in
+        TaskState.SUCCESS: {TaskState.PENDING},
+        TaskState.SKIPPED: {TaskState.PENDING},
         # a retried run's tasks wait again
         TaskState.FAILED: {TaskState.PENDING},
         TaskState.UPSTREAM_FAILED: {TaskState.PENDING},

@@ -69,6 +69,7 @@ class TaskView:
     host: str | None
     started_at: datetime | None
     ended_at: datetime | None
+    params: Mapping[str, Any] | None  # a repair's overrides for this task only
     tries: tuple[TryView, ...]
 
     @classmethod
@@ -88,6 +89,7 @@ class TaskView:
             "host": self.host,
             "started_at": _iso(self.started_at),
             "ended_at": _iso(self.ended_at),
+            "params": self.params,
             "tries": [t.to_json() for t in self.tries],
         }
 
@@ -105,6 +107,8 @@ class RunView:
     trigger: RunTrigger  # what created it
     schedule_id: int | None
     fired_by: Mapping[str, Any] | None  # an event schedule's: {"schedule_id", "run": {...}} or {..., "file": {...}}
+    repairs: tuple[Mapping[str, Any], ...]  # each: {"at", "tasks", "downstream", "params"}
+    selection: Mapping[str, Any] | None  # a partial run's: {"tasks": [...], "borrowed": {task: run id}}
     error: str | None
     created_at: datetime
     started_at: datetime | None
@@ -126,6 +130,8 @@ class RunView:
             "trigger": self.trigger.value,
             "schedule_id": self.schedule_id,
             "fired_by": self.fired_by,
+            "repairs": list(self.repairs),
+            "selection": self.selection,
             "error": self.error,
             "created_at": _iso(self.created_at),
             "started_at": _iso(self.started_at),

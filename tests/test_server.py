@@ -551,6 +551,18 @@ async def test_a_triggered_run_executes_in_the_server_with_its_params(api, jp_fe
         assert "nosuch" in message
         (await api("GET", "runs", "nosuch-run", "tasks", "report", what)).error(404, "not_found")
 
+    # a repair: the task again, with a value for it alone; mistakes are 400 (shape) or 422
+    assert "body.tasks" in (await api("POST", "runs", run_id, "retry", body={"tasks": "report"})).error(400)
+    unknown = await api("POST", "runs", run_id, "retry", body={"tasks": ["reprot"]})
+    assert "did you mean 'report'" in unknown.error(422, "invalid")
+    repair = await api("POST", "runs", run_id, "retry", body={"tasks": ["report"], "params": {"region": "west"}})
+    assert repair.code == 200 and repair.data == {"run_id": run_id, "tasks": ["report"]}
+    run = await finished_run(api, run_id)
+    assert run["state"] == "success" and run["tasks"]["report"]["outputs"] == {"region": "west"}
+    assert run["params"] == {"region": "east"} and run["tasks"]["report"]["params"] == {"region": "west"}
+    assert [t["try_number"] for t in run["tasks"]["report"]["tries"]] == [1, 2]
+    assert run["repairs"][0]["tasks"] == ["report"] and run["repairs"][0]["params"] == {"region": "west"}
+
 
 @pytest.mark.kernel
 async def test_run_report_page_links_the_task_routes(api, jp_root_dir, daemon):

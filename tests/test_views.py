@@ -181,6 +181,8 @@ def test_a_run_view_has_the_json_shape_of_the_api():
         "trigger",
         "schedule_id",
         "fired_by",
+        "repairs",
+        "selection",
         "error",
         "created_at",
         "started_at",
@@ -201,6 +203,7 @@ def test_a_run_view_has_the_json_shape_of_the_api():
         "host",
         "started_at",
         "ended_at",
+        "params",
         "tries",
     ]
     assert task["tries"] == [

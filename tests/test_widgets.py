@@ -84,6 +84,24 @@ def test_retry_requeues_the_failed_run(history):
 
 
 @pytest.mark.kernel
+def test_a_tasks_rerun_buttons_repair_the_run_with_the_params_box(history):
+    service, good, _ = history
+    panel = RunPanel(service, refresh_every=0)
+    panel.run_choice.value = good.id
+    panel.task_choice.value = "a"
+    panel.params.value = "region=us"
+    panel.rerun_downstream.click()
+    assert panel.status.value == ""
+    run = service.get_run(good.id)
+    assert run.state.value == "queued" and [t.state.value for t in run.tasks.values()] == ["pending", "pending"]
+    assert run.repairs[0]["tasks"] == ["a"] and run.repairs[0]["params"] == {"region": "us"}
+    assert panel.rerun_task.disabled  # the run is not finished now
+    panel.task_choice.value = "b"
+    panel.rerun_task.click()  # a disabled button's click still reaches the handler: the service refuses
+    assert "wait for it to end" in panel.status.value
+
+
+@pytest.mark.kernel
 def test_pause_and_resume_the_pipelines_schedules(history):
     service, _, _ = history
     sched = service.add_schedule("good", {"cron": "0 6 * * *"})

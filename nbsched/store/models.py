@@ -169,6 +169,10 @@ class RunRow(Base):
     sla_missed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # set once: sla_missed is sent once
     # what an event schedule fired it for: {"schedule_id", "run": {...}} or {"schedule_id", "file": {...}}
     fired_by: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # each repair: {"at", "tasks", "downstream", "params"}, oldest first
+    repairs: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    # a partial run's: {"tasks": [the selected], "borrowed": {task: the run whose outputs it lends}}
+    selection: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class TaskRunRow(Base):
@@ -189,6 +193,7 @@ class TaskRunRow(Base):
     output_path: Mapped[str | None] = mapped_column(Text)
     outputs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     branch: Mapped[list[str] | None] = mapped_column(JSON)
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # a repair's overrides, for this task only
     cell: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # a running try's cell: index, count, source
     queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -42,6 +42,7 @@ class TaskRunRecord:
     started_at: datetime | None
     ended_at: datetime | None
     next_try_at: datetime | None
+    params: dict[str, Any] | None = None  # a repair's parameter overrides for this task
     tries: tuple[TaskTryRecord, ...] = ()  # oldest first; read only when asked for (``with_tries``)
 
 
@@ -65,6 +66,8 @@ class RunRecord:
     tasks: dict[str, TaskRunRecord] = field(default_factory=dict)
     sla_missed_at: datetime | None = None  # when it was found running past its sla
     fired_by: dict[str, Any] | None = None  # what an after or files schedule fired it for
+    repairs: tuple[dict[str, Any], ...] = ()  # each repair: {"at", "tasks", "downstream", "params"}
+    selection: dict[str, Any] | None = None  # a partial run's: {"tasks": [...], "borrowed": {task: run id}}
 
 
 @dataclass(frozen=True, kw_only=True)

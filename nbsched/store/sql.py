@@ -36,7 +36,9 @@ from nbsched.store.schedules import ScheduleStore
 
 HOST = socket.gethostname()
 _RUNNING = (TaskState.RUNNING,)  # a try's own writes leave only this state
+NOT_SELECTED = "not selected"  # a partial run's task outside its selection
 _UNFINISHED_RUN = [state for state in RunState if not state.finished]
+_RETRIED = TASK.guard(TaskState.PENDING, [TaskState.FAILED, TaskState.UPSTREAM_FAILED, TaskState.CANCELLED])
 SQLITE_BUSY_TIMEOUT = 5.0  # seconds
 
 
@@ -156,13 +158,17 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore):
         max_active_runs: int | None = None,
         owner: str | None = None,
         fire: tuple[int, str, dict[str, Any]] | None = None,
+        selection: Mapping[str, Any] | None = None,
+        lent: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> str | None:
         """Create a queued run and its pending task runs (``tasks``: name -> max tries, in order).
 
         Returns None when the schedule already has a run for ``logical_date``: the UNIQUE
         (schedule_id, logical_date) constraint makes racing schedulers create it once. An event
         schedule's run passes ``fire`` (schedule id, event key, what fired it) instead of a
-        ``schedule_id``: None when that event already fired (UNIQUE schedule and key).
+        ``schedule_id``: None when that event already fired (UNIQUE schedule and key). A partial
+        run passes its ``selection`` ({"tasks": [...], "borrowed": {task: run id}}): the tasks
+        outside it start skipped, those of ``lent`` holding the outputs they lend downstream.
         """
         fields = {
             "pipeline": pipeline,
@@ -174,11 +180,12 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore):
             "max_active_runs": max_active_runs,
             "owner": owner,
             "fired_by": {"schedule_id": fire[0], **fire[2]} if fire is not None else None,
+            "selection": dict(selection) if selection is not None else None,
         }
         while True:
             # the id is chosen before the transaction, so that a retry after a commit that was lost
             # with its connection finds the run it made rather than making a second
-            made = self.patience.run(self._insert_run, new_run_id(self.clock.now()), fields, tasks, fire)
+            made = self.patience.run(self._insert_run, new_run_id(self.clock.now()), fields, tasks, fire, lent)
             if made is not _Taken.TAKEN:
                 return made
 
@@ -188,6 +195,7 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore):
         fields: dict[str, Any],
         tasks: Mapping[str, int],
         fire: tuple[int, str, dict[str, Any]] | None,
+        lent: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> str | _Taken | None:
         now = self.clock.now()
         try:
@@ -197,15 +205,17 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore):
                 if fire is not None:  # first: a second daemon's insert fails here, before the tasks
                     s.add(FireRow(schedule_id=fire[0], key=fire[1], run_id=run_id, created_at=now))
                     s.flush()
+                chosen = set(fields["selection"]["tasks"]) if fields["selection"] else set(tasks)
                 s.add_all(
                     TaskRunRow(
                         run_id=run_id,
                         task=name,
                         position=i,
-                        state=TaskState.PENDING,
+                        state=TaskState.PENDING if name in chosen else TaskState.SKIPPED,
                         try_number=0,
                         max_tries=tries,
-                        outputs={},
+                        outputs=dict((lent or {}).get(name, {})),
+                        error=None if name in chosen else NOT_SELECTED,
                         updated_at=now,
                     )
                     for i, (name, tries) in enumerate(tasks.items())
@@ -329,27 +339,43 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore):
             return True
 
     @retried
-    def retry_run(self, run_id: str, tries: Mapping[str, int]) -> list[str]:
-        """Re-queue a finished run's failed, upstream_failed and cancelled tasks; each gets
-        ``tries[task]`` more tries. Returns the tasks reset."""
+    def retry_run(
+        self,
+        run_id: str,
+        tries: Mapping[str, int],
+        *,
+        tasks: Iterable[str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        repair: Mapping[str, Any] | None = None,
+    ) -> list[str]:
+        """Re-queue a finished run's failed, upstream_failed and cancelled tasks, or (a repair)
+        the ``tasks`` named, whatever they ended in, with ``params`` as their own overrides and
+        ``repair`` appended to the run's record of repairs. Each gets ``tries[task]`` more tries;
+        the others keep their state, outputs and tries. Returns the tasks reset."""
         now = self.clock.now()
+        chosen = None if tasks is None else set(tasks)
         with self._write() as s, s.begin():
-            run = s.get(RunRow, run_id)
+            run = s.get(RunRow, run_id, with_for_update=True)
             if run is None:
                 raise NotFound(f"run '{run_id}' not found")
             if run.state not in RUN.guard(RunState.QUEUED):
                 return []
-            rows = s.scalars(
-                select(TaskRunRow).where(
-                    TaskRunRow.run_id == run_id, TaskRunRow.state.in_(TASK.guard(TaskState.PENDING))
-                )
-            )
+            leaving = _RETRIED if chosen is None else TASK.guard(TaskState.PENDING)
+            q = select(TaskRunRow).where(TaskRunRow.run_id == run_id, TaskRunRow.state.in_(leaving))
+            if chosen is not None:
+                q = q.where(TaskRunRow.task.in_(chosen))
             names = []
-            for t in rows:
+            for t in s.scalars(q.order_by(TaskRunRow.position)):
                 names.append(t.task)
                 t.state, t.max_tries, t.owner = TaskState.PENDING, t.try_number + tries.get(t.task, 1), None
                 t.error, t.failure, t.next_try_at, t.branch, t.updated_at = None, None, None, None, now
+                if chosen is not None:  # it runs again: what it recorded before goes, its notebooks stay
+                    t.outputs, t.params = {}, ({**(t.params or {}), **params} if params else t.params)
+            if not names:
+                return []
             run.state, run.error, run.ended_at, run.owner = RunState.QUEUED, None, None, None
+            if repair is not None:
+                run.repairs = [*(run.repairs or []), {"at": now.isoformat(), **repair}]
             return names
 
     # -- claiming and fencing ---------------------------------------------------------------
@@ -538,6 +564,20 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore):
             return [(t.run_id, _task_record(t)) for t in orphans]
 
     @retried
+    def latest_success(self, pipeline: str, task: str) -> tuple[str, dict[str, Any]] | None:
+        """The run of ``pipeline`` in which ``task`` last succeeded, and what it recorded there."""
+        q = (
+            select(TaskRunRow.run_id, TaskRunRow.outputs)
+            .join(RunRow, RunRow.id == TaskRunRow.run_id)
+            .where(RunRow.pipeline == pipeline, TaskRunRow.task == task, TaskRunRow.state == TaskState.SUCCESS)
+            .order_by(TaskRunRow.ended_at.desc(), TaskRunRow.id.desc())
+            .limit(1)
+        )
+        with self._session() as s:
+            found = s.execute(q).first()
+            return (found[0], dict(found[1] or {})) if found is not None else None
+
+    @retried
     def get_run(self, run_id: str, *, with_tries: bool = False) -> RunRecord:
         """A run and its tasks; ``with_tries``: each task's tries too (for people, not the runner)."""
         with self._session() as s:
@@ -652,6 +692,7 @@ def _task_record(t: TaskRunRow, tries: tuple[TaskTryRecord, ...] = ()) -> TaskRu
         started_at=t.started_at,
         ended_at=t.ended_at,
         next_try_at=t.next_try_at,
+        params=t.params,
         tries=tries,
     )
 
@@ -679,6 +720,8 @@ def _run_record(
         tasks={t.task: _task_record(t, (tries or {}).get((row.id, t.task), ())) for t in tasks},
         sla_missed_at=row.sla_missed_at,
         fired_by=row.fired_by,
+        repairs=tuple(row.repairs or ()),
+        selection=row.selection,
     )
 
 

@@ -2,7 +2,8 @@
 
 Pipeline selector; runs table with state colours; the chosen run's DAG picture, tasks,
 links to output notebooks and inline reports; a progress bar; buttons Run now (with
-parameter overrides), Cancel, Retry failed, Pause/Resume schedules. It refreshes itself
+parameter overrides), Cancel, Retry failed, Pause/Resume schedules, and a task's Re-run and
+Re-run with downstream (a repair, with the Params box's values). It refreshes itself
 from a background thread while shown and stops that thread when closed. Button handlers
 report their mistakes in the panel's status line instead of raising, so the panel never breaks.
 """
@@ -59,6 +60,8 @@ class RunPanel(w.VBox):
         self.detail = w.HTML()
         self.task_choice = w.Dropdown(description="Task", options=[])
         self.show_report = _button("Show report", "file")
+        self.rerun_task = _button("Re-run", "repeat")
+        self.rerun_downstream = _button("Re-run with downstream", "forward")
         self.report = w.HTML()
         self.status = w.HTML()
         super().__init__(
@@ -70,7 +73,7 @@ class RunPanel(w.VBox):
                 w.HBox([self.run_choice, self.cancel_run, self.retry_run]),
                 w.HBox([self.progress, self.progress_label]),
                 self.detail,
-                w.HBox([self.task_choice, self.show_report]),
+                w.HBox([self.task_choice, self.show_report, self.rerun_task, self.rerun_downstream]),
                 self.report,
                 self.status,
             ]
@@ -81,6 +84,8 @@ class RunPanel(w.VBox):
         self.retry_run.on_click(self._guard(self._on_retry))
         self.toggle_schedule.on_click(self._guard(self._on_toggle_schedule))
         self.show_report.on_click(self._guard(self._on_show_report))
+        self.rerun_task.on_click(self._guard(lambda _: self._rerun(downstream=False)))
+        self.rerun_downstream.on_click(self._guard(lambda _: self._rerun(downstream=True)))
         self.pipeline.observe(self._guard(lambda _: self.refresh()), names="value")
         self.run_choice.observe(self._guard(lambda _: self._render()), names="value")
         self.task_choice.observe(self._guard(lambda _: self._drop_stale_report()), names="value")
@@ -174,6 +179,7 @@ class RunPanel(w.VBox):
         state = RunState(view["state"])
         self.cancel_run.disabled = state.finished
         self.retry_run.disabled = state not in (RunState.FAILED, RunState.CANCELLED)
+        self.rerun_task.disabled = self.rerun_downstream.disabled = not state.finished
         spec = self.service.pipeline_spec_for_run(view["run_id"])
         picture = dag_svg(
             spec.order,
@@ -216,9 +222,11 @@ class RunPanel(w.VBox):
 
         return handler
 
+    def _overrides(self) -> dict[str, Any]:
+        return dict(parse_override(p.strip()) for p in self.params.value.split(",") if p.strip())
+
     def _on_run_now(self, _: Any) -> None:
-        overrides = dict(parse_override(p.strip()) for p in self.params.value.split(",") if p.strip())
-        run_id = self.service.trigger(self.pipeline.value, overrides)
+        run_id = self.service.trigger(self.pipeline.value, self._overrides())
         self.refresh()
         self.run_choice.value = run_id
 
@@ -228,6 +236,13 @@ class RunPanel(w.VBox):
 
     def _on_retry(self, _: Any) -> None:
         self.service.retry(self.run_choice.value)
+        self.refresh()
+
+    def _rerun(self, *, downstream: bool) -> None:
+        """Repair the chosen run: its chosen task (and downstream) again, with the Params box's values."""
+        self.service.retry(
+            self.run_choice.value, [self.task_choice.value], downstream=downstream, params=self._overrides()
+        )
         self.refresh()
 
     def _on_toggle_schedule(self, _: Any) -> None:
