@@ -50,6 +50,14 @@ class RetryRun(_Body):
 
 
 @dataclass(frozen=True, kw_only=True)
+class SetPool(_Body):
+    """A pool's slots."""
+
+    operation: ClassVar[str] = "setPool"
+    slots: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class CreateSchedule(_Body):
     """A schedule of a registered pipeline; the other fields as in a spec's ``schedules:`` entry."""
 

@@ -20,7 +20,7 @@ from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 
-from jupyter_ext.bodies import ChangeSchedule, CreateSchedule, RegisterPipeline, RetryRun, TriggerRun
+from jupyter_ext.bodies import ChangeSchedule, CreateSchedule, RegisterPipeline, RetryRun, SetPool, TriggerRun
 from jupyter_ext.contract import MalformedBody
 from nbsched import __version__
 from nbsched.bounds import MAX_SPEC_BYTES, loads_json
@@ -50,7 +50,7 @@ _STATUS = (
     (DatabaseError, 503, "database_error"),
 )
 RETRY_AFTER = "10"  # seconds, told to a client the database made wait (503)
-Body = TypeVar("Body", RegisterPipeline, TriggerRun, CreateSchedule, ChangeSchedule, RetryRun)
+Body = TypeVar("Body", RegisterPipeline, TriggerRun, CreateSchedule, ChangeSchedule, RetryRun, SetPool)
 _R = TypeVar("_R")
 
 
@@ -289,6 +289,35 @@ class ScheduleActionHandler(BaseHandler):
         self.reply((await self.call(fn, _int_id(schedule_id, "schedule"))).to_json())
 
 
+class PoolsHandler(BaseHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.query()
+        self.reply({"pools": [p.to_json() for p in await self.call(self.service.list_pools)]})
+
+
+class PoolHandler(BaseHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, name: str) -> None:
+        self.reply((await self.call(self.service.get_pool, name)).to_json())
+
+    @web.authenticated
+    @authorized
+    async def put(self, name: str) -> None:
+        request = self.parse(SetPool)
+        pool, new = await self.call(self.service.set_pool, name, request.slots)
+        self.reply(pool.to_json(), 201 if new else 200)
+
+    @web.authenticated
+    @authorized
+    async def delete(self, name: str) -> None:
+        await self.call(self.service.remove_pool, name)
+        self.set_status(204)
+        self.finish()
+
+
 class NotificationsHandler(BaseHandler):
     @web.authenticated
     @authorized
@@ -480,6 +509,8 @@ default_handlers = [
     (API + r"/schedules", SchedulesHandler),
     (API + r"/schedules/(?P<schedule_id>[^/]+)", ScheduleHandler),
     (API + r"/schedules/(?P<schedule_id>[^/]+)/(?P<action>pause|resume)", ScheduleActionHandler),
+    (API + r"/pools", PoolsHandler),
+    (API + r"/pools/" + _ID.format("name"), PoolHandler),
     (API + r"/notifications", NotificationsHandler),
     (API + r"/runs", RunsHandler),
     (API + r"/runs/" + _ID.format("run_id"), RunHandler),

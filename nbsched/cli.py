@@ -557,6 +557,47 @@ def schedule_rm(service: Service, schedule_id: int) -> None:
     click.echo(f"schedule {schedule_id}: removed")
 
 
+@cli.group()
+def pool() -> None:
+    """Pools of slots that tasks (`pool: NAME`) share across every runner of the database."""
+
+
+@pool.command("set")
+@click.argument("name")
+@click.argument("slots", type=int)
+@click.pass_obj
+def pool_set(service: Service, name: str, slots: int) -> None:
+    """Create a pool of SLOTS, or change its slots."""
+    view, new = service.set_pool(name, slots)
+    click.echo(f"pool {view.name}: {view.slots} slot(s){' (new)' if new else ''}, {view.running} in use")
+
+
+@pool.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def pool_list(service: Service, as_json: bool) -> None:
+    """Pools with their slots, the tries holding one and the tries queued for one."""
+    pools = service.list_pools()
+    if as_json:
+        click.echo(json.dumps([p.to_json() for p in pools], indent=2))
+        return
+    if not pools:
+        click.echo("no pools — make one with: nbsched pool set gpu 1")
+        return
+    _table(
+        ["POOL", "SLOTS", "RUNNING", "QUEUED"], [[p.name, str(p.slots), str(p.running), str(p.queued)] for p in pools]
+    )
+
+
+@pool.command("rm")
+@click.argument("name")
+@click.pass_obj
+def pool_rm(service: Service, name: str) -> None:
+    """Remove a pool no unfinished task uses."""
+    service.remove_pool(name)
+    click.echo(f"pool {name}: removed")
+
+
 # -- output helpers ---------------------------------------------------------------------------
 _COLOURS = {
     "success": "green",
@@ -622,6 +663,8 @@ def _print_run(r: RunView) -> None:
             click.echo(f"  {name}: {t.error}")
         elif t.cell and t.state is TaskState.RUNNING:
             click.echo(f"  {name}: at {where_running(t.cell)}")
+        elif t.waiting:
+            click.echo(f"  {name}: {t.waiting}")
     retried = [(name, a) for name, t in r.tasks.items() if len(t.tries) > 1 for a in t.tries]
     if retried:  # what each try did: where it ran, who ran it, how it ended
         click.echo("tries:")

@@ -351,6 +351,8 @@ def sample_run(spec: PipelineSpec, event: NotifyEvent, now: datetime) -> RunView
             started_at=now,
             ended_at=now,
             params=None,
+            pool=None,
+            waiting=None,
             tries=(),
         )
     return RunView(

@@ -46,6 +46,7 @@ from nbsched.sender import (
     shown_target,
 )
 from nbsched.spec import (
+    NAME_RE,
     PipelineSpec,
     check_notebooks,
     confine_notebooks,
@@ -54,13 +55,14 @@ from nbsched.spec import (
     schedule_fields,
     spec_file,
 )
-from nbsched.states import NotifyEvent, RunState, RunTrigger, ScheduleOrigin
+from nbsched.states import NotifyEvent, RunState, RunTrigger, ScheduleOrigin, TaskState
 from nbsched.store import PipelineRecord, RunRecord, ScheduleRecord, SqlStore
 from nbsched.timefmt import when
 from nbsched.triggers import get_zone, trigger_from_fields
-from nbsched.views import NoticeView, PipelineDetail, PipelineView, RunView, ScheduleView, TaskView
+from nbsched.views import NoticeView, PipelineDetail, PipelineView, PoolView, RunView, ScheduleView, TaskView
 
 log = logging.getLogger("nbsched.notify")
+MAX_POOL_SLOTS = 10_000
 FLUSH_NOTIFICATIONS = 10.0  # seconds a foreground run gives its notifications at its end
 
 
@@ -99,7 +101,21 @@ class Service:
             _dry_render(spec, params or {}, self.config.runs_dir, utcnow())
         except SpecError as exc:
             raise SpecError(f"{spec_file(path, shown)[1]}: {exc}") from None
+        self._check_pools(spec, spec_file(path, shown)[1])
         return self._with_notify_warnings(spec, spec_file(path, shown)[1])
+
+    def _check_pools(self, spec: PipelineSpec, source: str) -> None:
+        """Every pool a task names exists (``nbsched pool set``)."""
+        named = {t.pool for t in spec.tasks.values() if t.pool}
+        if not named:
+            return
+        known = {p.name for p in self.store.list_pools(sorted(named))}
+        for task in spec.tasks.values():
+            if task.pool and task.pool not in known:
+                raise SpecError(
+                    f"{source}: tasks.{task.name}.pool: unknown pool '{task.pool}' "
+                    f"(create it with: nbsched pool set {task.pool} SLOTS)"
+                )
 
     def _with_notify_warnings(self, spec: PipelineSpec, source: str) -> PipelineSpec:
         """A warning for each tag a ``notify:`` names that the Apprise configuration file does not
@@ -153,6 +169,7 @@ class Service:
         if confine_to is not None:
             spec = confine_notebooks(spec, confine_to, source)  # before any notebook is read
         spec = replace(spec, warnings=tuple(check_notebooks(spec, source=source)))
+        self._check_pools(spec, source)
         now = now or utcnow()
         _dry_render(spec, {}, self.config.runs_dir, now)
         rows, spec = self._spec_schedules(spec, source, now)
@@ -469,7 +486,37 @@ class Service:
         return results
 
     def get_run(self, run_id: str) -> RunView:
-        return RunView.of(self.store.get_run(run_id, with_tries=True))
+        """A run with its tasks and tries; a queued task waiting for its pool says how full it is."""
+        record = self.store.get_run(run_id, with_tries=True)
+        waiting = sorted({t.pool for t in record.tasks.values() if t.pool and t.state is TaskState.QUEUED})
+        pools = {p.name: p for p in self.store.list_pools(waiting)} if waiting else {}
+        return RunView.of(record, pools)
+
+    # -- pools ------------------------------------------------------------------------------
+    def set_pool(self, name: str, slots: int) -> tuple[PoolView, bool]:
+        """Create a pool of ``slots`` or change its slots; the pool and whether it is new."""
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+            raise ConfigError(
+                f"pool {name!r}: use lower-case letters, digits, '_' and '-', starting with a letter or digit"
+            )
+        if isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= MAX_POOL_SLOTS:
+            raise ConfigError(f"pool {name}: slots {slots!r}: expected a whole number from 1 to {MAX_POOL_SLOTS:,}")
+        new = self.store.set_pool(name, slots)
+        self._changed()
+        (pool,) = self.store.list_pools([name])
+        return PoolView.of(pool), new
+
+    def list_pools(self) -> list[PoolView]:
+        return [PoolView.of(p) for p in self.store.list_pools()]
+
+    def get_pool(self, name: str) -> PoolView:
+        found = self.store.list_pools([name])
+        if not found:
+            raise NotFound(f"pool '{name}' not found")
+        return PoolView.of(found[0])
+
+    def remove_pool(self, name: str) -> None:
+        self.store.delete_pool(name)
 
     def list_runs(
         self,
@@ -621,6 +668,8 @@ class Service:
             fire=fire,
             selection=selection,
             lent=lent,
+            pools={name: task.pool for name, task in spec.tasks.items() if task.pool},
+            max_active_tasks=spec.max_active_tasks,
         )
 
     def _missed_notices(self, schedule: ScheduleRecord, skipped: dict[str, Any]) -> list[Notice]:

@@ -40,7 +40,8 @@ DEFAULT_MISFIRE_GRACE = 600.0  # a fire up to 10 minutes late still runs (e.g. t
 # from any moment (the first one, at registration, from the moment it is registered)
 _ANY_MOMENT = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
-PIPELINE_KEYS = ("name", "description", "params", "defaults", "tasks", "schedules", "notify", "sla")
+PIPELINE_KEYS = ("name", "description", "params", "defaults", "tasks", "schedules", "notify", "sla", "max_active_tasks")
+MAX_ACTIVE_TASKS = 10_000  # a pipeline's tasks running at once, over all its runs
 POLICY_KEYS = (
     "retries",
     "retry_delay",
@@ -49,6 +50,7 @@ POLICY_KEYS = (
     "timeout",
     "kernel",
     "resources",
+    "pool",
 )
 TASK_KEYS = ("notebook", "description", "params", "upstream", "trigger_rule", "notify", "sla", *POLICY_KEYS)
 SCHEDULE_KEYS = (
@@ -81,6 +83,7 @@ class TaskSpec:
     timeout: float | None = None
     kernel: str | None = None
     resources: dict[str, float] = field(default_factory=dict)  # Dask worker resources a try needs
+    pool: str | None = None  # a try runs only while this pool has a free slot
     description: str = ""
     notify: tuple[NotifyRule, ...] = ()  # notifications of this task's tries
     sla: float | None = None  # seconds a try should end within (sla_missed when not; it goes on)
@@ -113,6 +116,7 @@ class PipelineSpec:
     schedules: tuple[ScheduleSpec, ...] = ()
     notify: tuple[NotifyRule, ...] = ()  # notifications of the run's events
     sla: float | None = None  # seconds a run should end within once started (sla_missed when not)
+    max_active_tasks: int | None = None  # its tasks running at once, over all its runs
     base_dir: Path
     # the folder every notebook must stay in whenever it is read (see confine_notebooks); None
     # for a spec of the user's own files, which may name any notebook the user can read
@@ -208,7 +212,18 @@ def _policy(where: _Where, raw: Mapping[str, Any], path: str, base: Mapping[str,
             if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not 0 < amount < math.inf:
                 raise where.error(f"{path}.resources.{key}", f"expected a number > 0, got {amount!r}")
         out["resources"] = dict(resources)
+    if "pool" in raw:
+        pool = raw["pool"]
+        out["pool"] = None if pool is None else where.name(pool, f"{path}.pool", "pool")
     return out
+
+
+def _max_active_tasks(where: _Where, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ACTIVE_TASKS:
+        raise where.error("max_active_tasks", f"expected a whole number from 1 to {MAX_ACTIVE_TASKS:,}, got {value!r}")
+    return value
 
 
 def _sla(where: _Where, value: Any, path: str) -> float | None:
@@ -321,6 +336,7 @@ def parse_pipeline(data: Any, *, base_dir: Path, source: str = "<pipeline>") -> 
         schedules=tuple(schedules),
         notify=parse_rules(raw.get("notify"), "notify", where.error),
         sla=_sla(where, raw.get("sla"), "sla"),
+        max_active_tasks=_max_active_tasks(where, raw.get("max_active_tasks")),
         base_dir=base_dir,
         source=None,
         raw=raw,

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from nbsched.failures import TaskFailure
     from nbsched.spec import PipelineSpec
     from nbsched.store import PipelineRecord, RunRecord, ScheduleRecord, TaskRunRecord, TaskTryRecord
-    from nbsched.store.records import NoticeRecord
+    from nbsched.store.records import NoticeRecord, PoolRecord
 
 Json = dict[str, Any]
 _V = TypeVar("_V")
@@ -70,11 +70,19 @@ class TaskView:
     started_at: datetime | None
     ended_at: datetime | None
     params: Mapping[str, Any] | None  # a repair's overrides for this task only
+    pool: str | None  # the pool whose slot each try takes
+    waiting: str | None  # queued, and why it waits: ``waiting for pool gpu: 1/1 used``
     tries: tuple[TryView, ...]
 
     @classmethod
-    def of(cls, record: TaskRunRecord) -> TaskView:
-        return _copy(cls, record, name=record.task, tries=tuple(TryView.of(t) for t in record.tries))
+    def of(cls, record: TaskRunRecord, pools: Mapping[str, PoolRecord] | None = None) -> TaskView:
+        return _copy(
+            cls,
+            record,
+            name=record.task,
+            waiting=_waiting(record, pools),
+            tries=tuple(TryView.of(t) for t in record.tries),
+        )
 
     def to_json(self) -> Json:
         return {
@@ -90,6 +98,8 @@ class TaskView:
             "started_at": _iso(self.started_at),
             "ended_at": _iso(self.ended_at),
             "params": self.params,
+            "pool": self.pool,
+            "waiting": self.waiting,
             "tries": [t.to_json() for t in self.tries],
         }
 
@@ -116,8 +126,9 @@ class RunView:
     tasks: Mapping[str, TaskView]
 
     @classmethod
-    def of(cls, record: RunRecord) -> RunView:
-        return _copy(cls, record, tasks={name: TaskView.of(t) for name, t in record.tasks.items()})
+    def of(cls, record: RunRecord, pools: Mapping[str, PoolRecord] | None = None) -> RunView:
+        """``pools``: those its queued tasks wait for, to say how full each is."""
+        return _copy(cls, record, tasks={name: TaskView.of(t, pools) for name, t in record.tasks.items()})
 
     def to_json(self) -> Json:
         return {
@@ -307,6 +318,32 @@ class NoticeView:
             "sent_at": _iso(self.sent_at),
             "next_attempt_at": _iso(self.next_attempt_at),
         }
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolView:
+    """A pool: its slots, the tries holding one, the tries queued for it."""
+
+    name: str
+    slots: int
+    running: int
+    queued: int
+
+    @classmethod
+    def of(cls, record: PoolRecord) -> PoolView:
+        return _copy(cls, record)
+
+    def to_json(self) -> Json:
+        return {"name": self.name, "slots": self.slots, "running": self.running, "queued": self.queued}
+
+
+def _waiting(task: TaskRunRecord, pools: Mapping[str, PoolRecord] | None) -> str | None:
+    if task.state is not TaskState.QUEUED or task.pool is None or pools is None:
+        return None
+    pool = pools.get(task.pool)
+    if pool is None:
+        return f"waiting for pool {task.pool}, which does not exist (nbsched pool set {task.pool} SLOTS)"
+    return f"waiting for pool {task.pool}: {pool.running}/{pool.slots} used" if pool.running >= pool.slots else None
 
 
 def _copy(cls: type[_V], record: object, **given: Any) -> _V:

@@ -148,14 +148,18 @@ def test_retry_task_downstream_with_a_new_value_from_the_cli(project):
 
 
 def _three_tasks(project: Path) -> None:
-    write_notebook(project / "extract.ipynb", "import nbsched\nnbsched.record('n', 10 * k)", params="k = 1\nupstream = {}")
+    write_notebook(
+        project / "extract.ipynb", "import nbsched\nnbsched.record('n', 10 * k)", params="k = 1\nupstream = {}"
+    )
     write_notebook(
         project / "clean.ipynb",
         "import nbsched\nnbsched.record('n', upstream['extract']['n'] + k)",
         params="k = 1\nupstream = {}",
     )
     write_notebook(
-        project / "report.ipynb", "import nbsched\nnbsched.record('n', upstream['clean']['n'] + 1)", params="upstream = {}"
+        project / "report.ipynb",
+        "import nbsched\nnbsched.record('n', upstream['clean']['n'] + 1)",
+        params="upstream = {}",
     )
     write_yaml(
         project / "pipeline.yaml",

@@ -18,6 +18,7 @@ from nbsched.failures import TaskFailure
 from nbsched.notices import RULE_KEYS
 from nbsched.spec import (
     MAX_ACTIVE_RUNS,
+    MAX_ACTIVE_TASKS,
     MAX_PATH,
     MAX_RETRIES,
     MAX_SCHEDULES,
@@ -204,6 +205,8 @@ def test_a_run_view_has_the_json_shape_of_the_api():
         "started_at",
         "ended_at",
         "params",
+        "pool",
+        "waiting",
         "tries",
     ]
     assert task["tries"] == [
@@ -290,6 +293,7 @@ def test_the_documents_enums_and_bounds_are_nbscheds_own():
     spec = SCHEMAS["PipelineSpec"]["properties"]
     assert sorted(spec) == sorted(PIPELINE_KEYS) and sorted(spec["defaults"]["properties"]) == sorted(POLICY_KEYS)
     assert spec["tasks"]["maxProperties"] == MAX_TASKS and spec["schedules"]["maxItems"] == MAX_SCHEDULES
+    assert spec["max_active_tasks"]["maximum"] == MAX_ACTIVE_TASKS
     fields = SCHEMAS["ScheduleFields"]["properties"]
     assert sorted(fields) == sorted(SCHEDULE_KEYS) and fields["max_active_runs"]["maximum"] == MAX_ACTIVE_RUNS
     assert sorted(SCHEMAS["ScheduleCreate"]["properties"]) == sorted([*SCHEDULE_KEYS, "pipeline"])

@@ -103,6 +103,18 @@ class ScheduleRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class PoolRow(Base):
+    """A pool of slots: a task naming it runs only while fewer of its tasks than ``slots`` run,
+    over every runner sharing the database (the claim counts them in its transaction)."""
+
+    __tablename__ = "pools"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    slots: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class CounterRow(Base):
     """Named counters other processes watch, e.g. ``schedules`` bumps on every schedule change."""
 
@@ -173,11 +185,16 @@ class RunRow(Base):
     repairs: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     # a partial run's: {"tasks": [the selected], "borrowed": {task: the run whose outputs it lends}}
     selection: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    max_active_tasks: Mapped[int | None] = mapped_column(Integer)  # its pipeline's cap, from its spec
 
 
 class TaskRunRow(Base):
     __tablename__ = "task_runs"
-    __table_args__ = (UniqueConstraint("run_id", "task"), Index("ix_task_runs_state", "state"))
+    __table_args__ = (
+        UniqueConstraint("run_id", "task"),
+        Index("ix_task_runs_state", "state"),
+        Index("ix_task_runs_pool", "pool", "state"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
@@ -194,6 +211,7 @@ class TaskRunRow(Base):
     outputs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     branch: Mapped[list[str] | None] = mapped_column(JSON)
     params: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # a repair's overrides, for this task only
+    pool: Mapped[str | None] = mapped_column(String(100))  # the pool whose slot each try takes
     cell: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # a running try's cell: index, count, source
     queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

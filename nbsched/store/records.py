@@ -42,6 +42,7 @@ class TaskRunRecord:
     started_at: datetime | None
     ended_at: datetime | None
     next_try_at: datetime | None
+    pool: str | None = None  # the pool each try takes a slot of
     params: dict[str, Any] | None = None  # a repair's parameter overrides for this task
     tries: tuple[TaskTryRecord, ...] = ()  # oldest first; read only when asked for (``with_tries``)
 
@@ -68,6 +69,7 @@ class RunRecord:
     fired_by: dict[str, Any] | None = None  # what an after or files schedule fired it for
     repairs: tuple[dict[str, Any], ...] = ()  # each repair: {"at", "tasks", "downstream", "params"}
     selection: dict[str, Any] | None = None  # a partial run's: {"tasks": [...], "borrowed": {task: run id}}
+    max_active_tasks: int | None = None  # its pipeline's cap on running tasks
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,3 +129,13 @@ class NoticeRecord:
     answer: str | None
     created_at: datetime
     sent_at: datetime | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolRecord:
+    """A pool, with how many of its slots running tries hold and how many tries wait for one."""
+
+    name: str
+    slots: int
+    running: int
+    queued: int

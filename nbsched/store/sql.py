@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 import socket
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from enum import Enum
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import ColumnElement, DateTime, create_engine, delete, event, func, or_, select, update
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import ArgumentError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -28,8 +28,9 @@ from nbsched.states import RUN, TASK, RunState, RunTrigger, TaskState
 from nbsched.store import schema
 from nbsched.store.fires import FireStore
 from nbsched.store.locks import changed, serialize
-from nbsched.store.models import FireRow, PipelineRow, RunnerRow, RunRow, TaskRunRow, TaskTryRow
+from nbsched.store.models import FireRow, PipelineRow, PoolRow, RunnerRow, RunRow, TaskRunRow, TaskTryRow
 from nbsched.store.outbox import OutboxStore
+from nbsched.store.pools import PoolStore
 from nbsched.store.records import ClaimedTask, PipelineRecord, RunRecord, TaskRunRecord, TaskTryRecord
 from nbsched.store.retry import Patience, retried
 from nbsched.store.schedules import ScheduleStore
@@ -37,6 +38,7 @@ from nbsched.store.schedules import ScheduleStore
 HOST = socket.gethostname()
 _RUNNING = (TaskState.RUNNING,)  # a try's own writes leave only this state
 NOT_SELECTED = "not selected"  # a partial run's task outside its selection
+CLAIM_LOOKAHEAD = 50  # queued tasks a claim looks past the ones it wants, for those waiting for a slot
 _UNFINISHED_RUN = [state for state in RunState if not state.finished]
 _RETRIED = TASK.guard(TaskState.PENDING, [TaskState.FAILED, TaskState.UPSTREAM_FAILED, TaskState.CANCELLED])
 SQLITE_BUSY_TIMEOUT = 5.0  # seconds
@@ -53,7 +55,7 @@ def new_run_id(now: datetime) -> str:
     return f"{now.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
 
 
-class SqlStore(ScheduleStore, OutboxStore, FireStore):
+class SqlStore(ScheduleStore, OutboxStore, FireStore, PoolStore):
     """``patience``: seconds a call waits for a database that is down or busy before it raises
     ``DatabaseUnavailable`` (None: forever); ``patient()`` makes the calls of one thread wait
     forever (daemons and foreground runs: see ``retry.py``). ``clock`` stamps what it writes."""
@@ -160,6 +162,8 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore):
         fire: tuple[int, str, dict[str, Any]] | None = None,
         selection: Mapping[str, Any] | None = None,
         lent: Mapping[str, Mapping[str, Any]] | None = None,
+        pools: Mapping[str, str] | None = None,
+        max_active_tasks: int | None = None,
     ) -> str | None:
         """Create a queued run and its pending task runs (``tasks``: name -> max tries, in order).
 
@@ -169,6 +173,8 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore):
         ``schedule_id``: None when that event already fired (UNIQUE schedule and key). A partial
         run passes its ``selection`` ({"tasks": [...], "borrowed": {task: run id}}): the tasks
         outside it start skipped, those of ``lent`` holding the outputs they lend downstream.
+        ``pools``: the pool each task's tries take a slot of; ``max_active_tasks``: the pipeline's
+        cap on its running tasks.
         """
         fields = {
             "pipeline": pipeline,
@@ -181,11 +187,14 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore):
             "owner": owner,
             "fired_by": {"schedule_id": fire[0], **fire[2]} if fire is not None else None,
             "selection": dict(selection) if selection is not None else None,
+            "max_active_tasks": max_active_tasks,
         }
         while True:
             # the id is chosen before the transaction, so that a retry after a commit that was lost
             # with its connection finds the run it made rather than making a second
-            made = self.patience.run(self._insert_run, new_run_id(self.clock.now()), fields, tasks, fire, lent)
+            made = self.patience.run(
+                self._insert_run, new_run_id(self.clock.now()), fields, tasks, fire, lent, pools or {}
+            )
             if made is not _Taken.TAKEN:
                 return made
 
@@ -196,6 +205,7 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore):
         tasks: Mapping[str, int],
         fire: tuple[int, str, dict[str, Any]] | None,
         lent: Mapping[str, Mapping[str, Any]] | None = None,
+        pools: Mapping[str, str] | None = None,
     ) -> str | _Taken | None:
         now = self.clock.now()
         try:
@@ -216,6 +226,7 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore):
                         max_tries=tries,
                         outputs=dict((lent or {}).get(name, {})),
                         error=None if name in chosen else NOT_SELECTED,
+                        pool=(pools or {}).get(name),
                         updated_at=now,
                     )
                     for i, (name, tries) in enumerate(tasks.items())
@@ -388,11 +399,11 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore):
             return []
         claimable = TASK.guard(TaskState.RUNNING, [TaskState.QUEUED])
         q = (
-            select(TaskRunRow)
+            select(TaskRunRow, RunRow.pipeline, RunRow.max_active_tasks)
             .join(RunRow, RunRow.id == TaskRunRow.run_id)
             .where(TaskRunRow.state.in_(claimable), RunRow.state == RunState.RUNNING)
             .order_by(TaskRunRow.queued_at, TaskRunRow.id)
-            .limit(limit)
+            .limit(limit + CLAIM_LOOKAHEAD)  # tasks waiting for a slot must not hide those that may run
             .with_for_update(skip_locked=True, of=TaskRunRow)
         )
         if run_ids is not None:
@@ -400,9 +411,15 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore):
         else:
             q = q.where(RunRow.owner.is_(None))
         now = self.clock.now()
-        claimed = []
+        claimed: list[ClaimedTask] = []
         with self._write() as s, s.begin():
-            for row in s.scalars(q).all():
+            candidates = s.execute(q).all()
+            room = _Room(s, candidates)
+            for row, pipeline, cap in candidates:
+                if len(claimed) == limit:
+                    break
+                if not room.take(row.pool, pipeline, cap):
+                    continue  # its pool's slots, or its pipeline's max_active_tasks, are all taken
                 ok = changed(
                     s,
                     update(TaskRunRow)
@@ -635,6 +652,52 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore):
             return [_run_record(r, by_run[r.id], tries) for r in rows]
 
 
+class _Room:
+    """The free slots of the pools and the room under the ``max_active_tasks`` of the pipelines
+    that ``candidates`` (claim rows) need, counted inside the claim's transaction: each pool and
+    pipeline is locked first (PostgreSQL; SQLite's write lock already serializes claims), in
+    sorted order, so two claims never both see the last slot free and never deadlock."""
+
+    def __init__(self, s: Session, candidates: Sequence[Row[TaskRunRow, str, int | None]]) -> None:
+        pools = sorted({row.pool for row, _, _ in candidates if row.pool})
+        capped = sorted({pipeline for _, pipeline, cap in candidates if cap})
+        for key in [f"pool:{p}" for p in pools] + [f"active-tasks:{p}" for p in capped]:
+            serialize(s, key)
+        self.free: dict[str, int] = {}
+        self.active: dict[str, int] = {}
+        if pools:
+            # .all(): a Result has keys(), which dict() would take it for a mapping by
+            slots = dict(s.execute(select(PoolRow.name, PoolRow.slots).where(PoolRow.name.in_(pools))).all())
+            running = dict(
+                s.execute(
+                    select(TaskRunRow.pool, func.count())
+                    .where(TaskRunRow.pool.in_(pools), TaskRunRow.state == TaskState.RUNNING)
+                    .group_by(TaskRunRow.pool)
+                ).all()
+            )
+            self.free = {p: slots.get(p, 0) - running.get(p, 0) for p in pools}  # a pool gone: no slot
+        if capped:
+            self.active = dict(
+                s.execute(
+                    select(RunRow.pipeline, func.count())
+                    .join(TaskRunRow, TaskRunRow.run_id == RunRow.id)
+                    .where(RunRow.pipeline.in_(capped), TaskRunRow.state == TaskState.RUNNING)
+                    .group_by(RunRow.pipeline)
+                ).all()
+            )
+
+    def take(self, pool: str | None, pipeline: str, cap: int | None) -> bool:
+        if pool is not None and self.free.get(pool, 0) <= 0:
+            return False
+        if cap and self.active.get(pipeline, 0) >= cap:
+            return False
+        if pool is not None:
+            self.free[pool] -= 1
+        if cap:
+            self.active[pipeline] = self.active.get(pipeline, 0) + 1
+        return True
+
+
 def _try_of(run_id: str, task: str, owner: str, try_number: int) -> tuple[ColumnElement[bool], ...]:
     """The fence of a try's writes: the very try, still held by that runner."""
     return (
@@ -692,6 +755,7 @@ def _task_record(t: TaskRunRow, tries: tuple[TaskTryRecord, ...] = ()) -> TaskRu
         started_at=t.started_at,
         ended_at=t.ended_at,
         next_try_at=t.next_try_at,
+        pool=t.pool,
         params=t.params,
         tries=tries,
     )
@@ -722,6 +786,7 @@ def _run_record(
         fired_by=row.fired_by,
         repairs=tuple(row.repairs or ()),
         selection=row.selection,
+        max_active_tasks=row.max_active_tasks,
     )
 
 
