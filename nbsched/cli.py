@@ -649,7 +649,7 @@ def _print_run(r: RunView) -> None:
         )
     rows = [
         [
-            name,
+            t.label,
             _state(t.state.value),
             f"{t.try_number}/{t.max_tries}",
             _took(t.started_at, t.ended_at),

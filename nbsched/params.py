@@ -59,19 +59,31 @@ def task_parameters(
     run_id: str,
     logical_date: datetime,
     run_dir: str,
-    upstream: Mapping[str, Mapping[str, Any]],
+    upstream: Mapping[str, Any],  # a task's recorded values; a mapped task's, a list of its instances
     try_number: int = 1,
     fired_by: Mapping[str, Any] | None = None,
+    instance: Mapping[str, Any] | None = None,
+    name: str | None = None,
 ) -> dict[str, Any]:
     """pipeline params < task params < run overrides, Jinja-templated, plus the built-ins; a run
     an event schedule made (``fired_by``) also gets ``trigger_run`` (the upstream run: its id,
     pipeline, state and outputs) or ``trigger_file`` (the file's path, relative to the spec's
-    folder), in its notebooks and in its templates."""
-    merged = {**spec.params, **task.params, **overrides}
+    folder), in its notebooks and in its templates. An instance of a mapped task (``name``
+    ``train[3]``) gets its grid or for_each values (``instance``) after the task's own
+    parameters; a run's override may not change them."""
+    instance = dict(instance or {})
+    fixed = sorted(set(instance) & set(overrides))
+    if fixed:
+        raise SpecError(
+            f"-p {fixed[0]}: '{fixed[0]}' is a value of each instance of task {task.name} (its grid or for_each)"
+        )
+    merged = {**spec.params, **task.params, **instance, **overrides}
+    field = "grid" if task.fanout is not None and task.fanout.grid is not None else "for_each"
     # where each value came from, so an error names the field the user wrote
     origin = {
         **{k: f"params.{k}" for k in spec.params},
         **{k: f"tasks.{task.name}.params.{k}" for k in task.params},
+        **{k: f"tasks.{task.name}.{field}.{k}" for k in instance},
         **{k: f"-p {k}" for k in overrides},
     }
     clash = sorted(set(merged) & set(BUILTINS))
@@ -81,7 +93,7 @@ def task_parameters(
         "logical_date": logical_date,
         "run_id": run_id,
         "params": merged,
-        "task": task.name,
+        "task": name or task.name,
         "pipeline": spec.name,
         "run_dir": run_dir,
         "trigger_run": None,
@@ -101,10 +113,10 @@ def task_parameters(
     return {
         **rendered,
         "nbsched_run_id": run_id,
-        "nbsched_task": task.name,
+        "nbsched_task": name or task.name,
         "nbsched_try": try_number,
         "logical_date": logical_date.isoformat(),
-        "upstream": {name: dict(values) for name, values in upstream.items()},
+        "upstream": {up: list(values) if isinstance(values, list) else dict(values) for up, values in upstream.items()},
         **event,
     }
 

@@ -30,6 +30,7 @@ from nbsched.clock import SYSTEM_CLOCK, Clock
 from nbsched.dag import Decision, decide, downstream_of
 from nbsched.errors import DatabaseUnavailable, NbschedError
 from nbsched.executors.base import Executor, Finished, Message, TaskAttempt, Wake
+from nbsched.fanout import for_each_list, item_params, parse_instance
 from nbsched.notebook import TaskOutcome, TaskRequest, kernel_for
 from nbsched.notices import notices_for
 from nbsched.params import task_parameters
@@ -269,7 +270,7 @@ class Runner:
             wake = sla if wake is None else min(wake, sla)
         self._settle(run, spec, states)
         kernel_of = self._kernels(run)
-        self._waiting.update(kernel_of[n] for n, s in states.items() if s in _WAITING)
+        self._waiting.update(kernel_of[_task_of(n)] for n, s in states.items() if s in _WAITING)
         if all(s.finished for s in states.values()):
             self._end(run, states)
         return wake
@@ -302,21 +303,65 @@ class Runner:
             if d not in t.branch
         }
         lending = _unselected(run)  # a partial run's other tasks count as done for the tasks after them
+        rows = _rows(states)
         for name in spec.order:
-            if states[name] is not TaskState.PENDING:
-                continue
             task = spec.tasks[name]
-            upstream = [TaskState.SUCCESS if u in lending else states[u] for u in task.upstream]
+            # a mapped upstream task counts instance by instance (as Airflow's mapped tasks do)
+            upstream = [
+                TaskState.SUCCESS if r in lending else states[r] for u in task.upstream for r in rows.get(u, [])
+            ]
             decision = Decision.SKIP if name in not_chosen else decide(task.trigger_rule, upstream)
-            if decision is Decision.SKIP:
-                why = "not chosen by branch" if name in not_chosen else "upstream skipped"
-                states[name] = self._set(run.id, name, TaskState.SKIPPED, TaskState.PENDING, detail=why)
-            elif decision is Decision.UPSTREAM_FAILED:
-                states[name] = self._set(
-                    run.id, name, TaskState.UPSTREAM_FAILED, TaskState.PENDING, error="an upstream task failed"
-                )
-            elif decision is Decision.RUN:
-                states[name] = self._queue(run, spec, name, TaskState.PENDING)
+            if rows[name] == [name] and states[name] is TaskState.PENDING and _expands(task, decision):
+                run = self._expand(run, spec, task, states)  # a for_each: its instances, now its list is known
+                rows = _rows(states)
+            for row in rows[name]:
+                if states[row] is not TaskState.PENDING:
+                    continue
+                if decision is Decision.SKIP:
+                    why = "not chosen by branch" if name in not_chosen else "upstream skipped"
+                    states[row] = self._set(run.id, row, TaskState.SKIPPED, TaskState.PENDING, detail=why)
+                elif decision is Decision.UPSTREAM_FAILED:
+                    states[row] = self._set(
+                        run.id, row, TaskState.UPSTREAM_FAILED, TaskState.PENDING, error="an upstream task failed"
+                    )
+                elif decision is Decision.RUN and not _at_max_parallel(task, rows[name], states):
+                    states[row] = self._queue(run, spec, row, TaskState.PENDING)
+
+    def _expand(self, run: RunRecord, spec: PipelineSpec, task: TaskSpec, states: dict[str, TaskState]) -> RunRecord:
+        """Replace a for_each task by one instance per item of its list (the run as it is now);
+        an empty list skips it, a bad one fails it in one line naming the task and the list."""
+        assert task.fanout is not None
+        name, where = task.name, f"tasks.{task.name}.for_each"
+        try:
+            from nbsched.templates import environment
+
+            context = {
+                "upstream": self._upstream_values(run, spec, task),
+                "params": {**spec.params, **task.params, **run.params},
+                "logical_date": run.logical_date,
+                "run_id": run.id,
+                "pipeline": spec.name,
+                "task": name,
+            }
+            env = environment()
+            items = for_each_list(task.fanout, lambda source: env.render(source, context), where)
+            values = [item_params(task.fanout, item, where) for item in items]
+        except Exception as exc:  # noqa: BLE001 - the expression is the user's: any failure fails the task, in one line
+            error = str(exc) if isinstance(exc, NbschedError) else f"{where}: {type(exc).__name__}: {exc}"
+            states[name] = self._set(
+                run.id, name, TaskState.FAILED, TaskState.PENDING, error=" ".join(error.split())[:500], try_number=1
+            )
+            return run
+        if not values:
+            states[name] = self._set(run.id, name, TaskState.SKIPPED, TaskState.PENDING, detail="for_each: no items")
+            return run
+        self.store.expand_task(run.id, name, values, max_tries=task.max_tries, pool=task.pool)
+        run = self.store.get_run(run.id)  # expanded here, or by another runner meanwhile
+        for n in [n for n in states if _task_of(n) == name]:
+            del states[n]
+        states.update({n: t.state for n, t in run.tasks.items() if t.spec_task == name})
+        log.info("task %s of run %s: %d instance(s)", name, run.id, len(values))
+        return run
 
     def _end(self, run: RunRecord, states: dict[str, TaskState]) -> None:
         """End a run whose tasks have all finished: cancelled if one was, failed if one failed."""
@@ -367,7 +412,7 @@ class Runner:
         for claim in self.store.claim_tasks(self.id, free, run_ids=only):
             run = self.store.get_run(claim.run_id)
             spec = self._spec(run)
-            task = spec.tasks[claim.task]
+            task = spec.tasks[_task_of(claim.task)]
             output_path = self._output_path(run, claim.task)
             if claim.try_number > 1 and output_path.exists():  # keep the try before, beside the new one
                 shutil.move(output_path, output_path.with_name(f"{claim.task}.try{claim.try_number - 1}.ipynb"))
@@ -410,7 +455,7 @@ class Runner:
             return
         run = self.store.get_run(event.run_id)
         spec = self._spec(run)
-        task, outcome = spec.tasks[event.task], event.outcome
+        task, outcome = spec.tasks[_task_of(event.task)], event.outcome
         if outcome.stopped is StopReason.RUNNER_LOST:  # the task is no longer this runner's to record
             _dropped(run.id, event.task, event.try_number)
             return
@@ -533,7 +578,7 @@ class Runner:
         """Fail or retry the tasks of runners that stopped heartbeating (their host died)."""
         for run_id, t in self.store.reap_dead_runners(self.lease):
             run = self.store.get_run(run_id)
-            task = self._spec(run).tasks[t.task]
+            task = self._spec(run).tasks[t.spec_task]
             error = f"its runner {t.owner} stopped heartbeating (lease {duration(self.lease)})"
             fields: dict[str, Any] = {"error": error}
             if t.try_number < t.max_tries:
@@ -580,26 +625,72 @@ class Runner:
         return self.runs_dir / run.pipeline / run.id / f"{task}.ipynb"
 
     def _parameters(self, run: RunRecord, spec: PipelineSpec, name: str, try_number: int = 1) -> dict[str, Any]:
-        task = spec.tasks[name]
+        row = run.tasks[name]
+        task = spec.tasks[row.spec_task]
         return task_parameters(
             spec,
             task,
-            overrides={**run.params, **(run.tasks[name].params or {})},  # a repair's values, for its tasks
+            overrides={**run.params, **(row.params or {})},  # a repair's values, for its tasks
             run_id=run.id,
             logical_date=run.logical_date,
             try_number=try_number,
             run_dir=str(self.runs_dir / run.pipeline / run.id),
-            upstream={
-                u: run.tasks[u].outputs
-                for u in task.upstream
-                if run.tasks[u].state is TaskState.SUCCESS or u in _unselected(run)  # lent by an earlier run
-            },
+            upstream=self._upstream_values(run, spec, task),
             fired_by=run.fired_by,
+            instance=row.instance_params,
+            name=name,
         )
+
+    @staticmethod
+    def _upstream_values(run: RunRecord, spec: PipelineSpec, task: TaskSpec) -> dict[str, Any]:
+        """What each direct upstream task recorded: for a mapped one, a list of its instances in
+        order, each ``{"params", "outputs", "state"}`` (failed ones too, with empty outputs)."""
+        lending = _unselected(run)
+        values: dict[str, Any] = {}
+        for up in task.upstream:
+            if spec.tasks[up].fanout is not None:
+                values[up] = [
+                    {
+                        "params": dict(t.instance_params or {}),
+                        "outputs": dict(t.outputs) if t.state is TaskState.SUCCESS else {},
+                        "state": t.state.value,
+                    }
+                    for t in run.tasks.values()
+                    if t.mapped_from == up
+                ]
+            elif up in run.tasks and (run.tasks[up].state is TaskState.SUCCESS or up in lending):  # lent: earlier run
+                values[up] = run.tasks[up].outputs
+        return values
 
     def _notify(self, run_id: str, name: str, state: TaskState, detail: str | None) -> None:
         if self.listener is not None:
             self.listener(run_id, name, state, detail)
+
+
+def _task_of(name: str) -> str:
+    """The spec's task of a row: ``train`` for its instance ``train[3]``."""
+    instance = parse_instance(name)
+    return instance[0] if instance else name
+
+
+def _rows(states: dict[str, TaskState]) -> dict[str, list[str]]:
+    """Each spec task's rows: itself, or its instances in order."""
+    rows: dict[str, list[str]] = {}
+    for name in states:
+        rows.setdefault(_task_of(name), []).append(name)
+    return rows
+
+
+def _expands(task: TaskSpec, decision: Decision) -> bool:
+    """A for_each whose list is recorded at run time, which may run now: time to expand it."""
+    return task.fanout is not None and not task.fanout.static and decision is Decision.RUN
+
+
+def _at_max_parallel(task: TaskSpec, rows: list[str], states: dict[str, TaskState]) -> bool:
+    if task.fanout is None or task.fanout.max_parallel is None:
+        return False
+    busy = sum(states[r] in (TaskState.QUEUED, TaskState.RUNNING) for r in rows)
+    return busy >= task.fanout.max_parallel
 
 
 def _unselected(run: RunRecord) -> set[str]:
@@ -616,6 +707,8 @@ def _dropped(run_id: str, name: str, try_number: int) -> None:
 def _branch_error(spec: PipelineSpec, name: str, outcome: TaskOutcome) -> str | None:
     if outcome.branch is None:
         return None
+    if parse_instance(name) is not None:
+        return f"nbsched.branch: {name} is an instance of a mapped task, which cannot choose branches"
     downstream = downstream_of({t.name: t.upstream for t in spec.tasks.values()})[name]
     unknown = [b for b in outcome.branch if b not in downstream]
     if unknown:

@@ -353,6 +353,10 @@ def sample_run(spec: PipelineSpec, event: NotifyEvent, now: datetime) -> RunView
             params=None,
             pool=None,
             waiting=None,
+            mapped_from=None,
+            map_index=None,
+            instance_params=None,
+            label=name,
             tries=(),
         )
     return RunView(

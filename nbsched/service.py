@@ -30,6 +30,7 @@ from nbsched.errors import (
     SpecError,
 )
 from nbsched.events import FilesTrigger, Fire, after_cycle, event_from_fields, is_event
+from nbsched.fanout import grid_instances, instance_name, item_params, parse_instance
 from nbsched.notices import Notice, is_url, notices_for
 from nbsched.params import task_parameters
 from nbsched.reporting import output_notebook, run_page, task_html, write_run_report
@@ -332,6 +333,10 @@ class Service:
             for needed in spec.tasks[name].upstream:
                 if needed in chosen or needed in lent:
                     continue
+                if spec.tasks[needed].fanout is not None:
+                    raise ConfigError(
+                        f"{option}: task '{name}' needs the values of '{needed}', a mapped task: select it too"
+                    )
                 found = self.store.latest_success(spec.name, needed)
                 if found is None:
                     raise ConfigError(
@@ -339,7 +344,8 @@ class Service:
                         f"{spec.name} (run it first, or select it too)"
                     )
                 borrowed[needed], lent[needed] = found
-        return {"tasks": [n for n in spec.order if n in chosen], "borrowed": borrowed}, lent
+        rows, _ = run_rows(spec)
+        return {"tasks": [row for row in rows if _task_of(row) in chosen], "borrowed": borrowed}, lent
 
     def trigger(
         self, pipeline: str, params: Mapping[str, Any] | None = None, logical_date: datetime | None = None
@@ -440,7 +446,7 @@ class Service:
         only. The other tasks keep their results. Returns the tasks re-queued."""
         run = self.store.get_run(run_id)
         spec = self.spec_of(run)
-        tries = {n: t.max_tries for n, t in spec.tasks.items()}
+        tries = {row: spec.tasks[_task_of(row)].max_tries for row in run.tasks}
         if tasks is None:
             if params or downstream:
                 raise ConfigError("retry: -p and --downstream go with --task (the tasks to re-run)")
@@ -449,7 +455,7 @@ class Service:
                 raise Conflict(f"run '{run_id}' is {run.state.value}: only failed or cancelled runs can be retried")
             self._changed()
             return queued
-        chosen = _chosen_tasks(spec, list(tasks), downstream)
+        chosen = _chosen_rows(spec, list(run.tasks), list(tasks), downstream)
         if not run.state.finished:
             raise Conflict(f"run '{run_id}' is {run.state.value}: wait for it to end (or cancel it) to repair it")
         _dry_render(spec, {**run.params, **(params or {})}, self.config.runs_dir, run.logical_date)
@@ -655,20 +661,22 @@ class Service:
         selection: Mapping[str, Any] | None = None,
         lent: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> str | None:
+        rows, instances = run_rows(spec)
         return self.store.create_run(
             pipeline=spec.name,
             version=version,
             params=params,
             logical_date=logical_date,
             trigger=trigger,
-            tasks={name: spec.tasks[name].max_tries for name in spec.order},
+            tasks={row: spec.tasks[instances[row][0] if row in instances else row].max_tries for row in rows},
+            instances=instances,
             owner=owner,
             schedule_id=schedule_id,
             max_active_runs=max_active_runs,
             fire=fire,
             selection=selection,
             lent=lent,
-            pools={name: task.pool for name, task in spec.tasks.items() if task.pool},
+            pools={row: pool for row in rows if (pool := spec.tasks[_task_of(row)].pool) is not None},
             max_active_tasks=spec.max_active_tasks,
         )
 
@@ -804,6 +812,45 @@ def _snapshot_spec(record: PipelineRecord) -> PipelineSpec:
     return replace(spec, root=Path(snap["root"])) if snap.get("root") else spec
 
 
+def run_rows(spec: PipelineSpec) -> tuple[list[str], dict[str, tuple[str, int, dict[str, Any]]]]:
+    """A new run's task rows, in run order: each task, or the instances of a grid or of a
+    literal for_each list (a for_each of a recorded list is one row until it is expanded)."""
+    rows: list[str] = []
+    instances: dict[str, tuple[str, int, dict[str, Any]]] = {}
+    for name in spec.order:
+        fanout = spec.tasks[name].fanout
+        if fanout is None or not fanout.static:
+            rows.append(name)
+            continue
+        values = (
+            grid_instances(fanout)
+            if fanout.grid is not None
+            else [item_params(fanout, item, f"tasks.{name}.for_each") for item in fanout.for_each or []]
+        )
+        for i, params in enumerate(values):
+            row = instance_name(name, i)
+            rows.append(row)
+            instances[row] = (name, i, params)
+    return rows, instances
+
+
+def _chosen_rows(spec: PipelineSpec, rows: list[str], names: list[str], downstream: bool) -> list[str]:
+    """The rows of a run a repair re-runs: those of the tasks named (every instance of a mapped
+    one), the instances named (``train[3]``), and with ``downstream`` the rows of every task below."""
+    instances = [n for n in names if n in rows and parse_instance(n) is not None]
+    tasks = [n for n in names if n not in instances]
+    chosen = set(_chosen_tasks(spec, tasks, downstream)) if tasks or not instances else set()
+    if downstream:
+        for instance in instances:
+            chosen |= set(_chosen_tasks(spec, [_task_of(instance)], True)) - {_task_of(instance)}
+    return [row for row in rows if _task_of(row) in chosen or row in instances]
+
+
+def _task_of(row: str) -> str:
+    instance = parse_instance(row)
+    return instance[0] if instance else row
+
+
 def _chosen_tasks(spec: PipelineSpec, names: list[str], downstream: bool, option: str = "--task") -> list[str]:
     """The tasks a repair re-runs (or a partial run runs), in run order: ``names`` and, with
     ``downstream``, every task downstream of them; an unknown name is a one-line error naming
@@ -837,8 +884,15 @@ def _all_below(name: str, below: Mapping[str, Iterable[str]]) -> set[str]:
 def _dry_render(spec: PipelineSpec, params: Mapping[str, Any], runs_dir: Path, now: datetime) -> None:
     from nbsched.templates import budget
 
+    _, instances = run_rows(spec)
+    first = {values[0]: row for row, values in reversed(instances.items())}  # each mapped task's first instance
     with budget():  # one for the whole spec: its templates render once per task
         for task in spec.tasks.values():
+            sample: dict[str, Any] | None = None  # a mapped task renders with its first values
+            if task.name in first:
+                sample = instances[first[task.name]][2]
+            elif task.fanout is not None and task.fanout.as_name is not None:
+                sample = {task.fanout.as_name: None}  # its list is known at run time only
             task_parameters(
                 spec,
                 task,
@@ -847,4 +901,5 @@ def _dry_render(spec: PipelineSpec, params: Mapping[str, Any], runs_dir: Path, n
                 logical_date=now,
                 run_dir=str(runs_dir / spec.name / "validate"),
                 upstream={},
+                instance=sample,
             )

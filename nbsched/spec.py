@@ -23,6 +23,7 @@ from nbsched.bounds import check_depth, json_depth_ok, load_yaml, read_spec_text
 from nbsched.dag import TriggerRule, topological_order
 from nbsched.errors import CycleError, ScheduleError, SpecError
 from nbsched.events import EVENT_KEYS, SCHEDULE_KINDS, event_from_fields, is_event
+from nbsched.fanout import FANOUT_KEYS, Fanout, parse_fanout
 from nbsched.notices import NotifyRule, parse_rules, with_on_keys
 from nbsched.timefmt import MAX_DURATION, parse_duration
 from nbsched.triggers import trigger_from_fields
@@ -52,7 +53,17 @@ POLICY_KEYS = (
     "resources",
     "pool",
 )
-TASK_KEYS = ("notebook", "description", "params", "upstream", "trigger_rule", "notify", "sla", *POLICY_KEYS)
+TASK_KEYS = (
+    "notebook",
+    "description",
+    "params",
+    "upstream",
+    "trigger_rule",
+    "notify",
+    "sla",
+    *POLICY_KEYS,
+    *FANOUT_KEYS,
+)
 SCHEDULE_KEYS = (
     "cron",
     "every",
@@ -87,6 +98,7 @@ class TaskSpec:
     description: str = ""
     notify: tuple[NotifyRule, ...] = ()  # notifications of this task's tries
     sla: float | None = None  # seconds a try should end within (sla_missed when not; it goes on)
+    fanout: Fanout | None = None  # a grid or for_each: the task runs once per parameter set
 
     @property
     def max_tries(self) -> int:
@@ -290,11 +302,13 @@ def parse_pipeline(data: Any, *, base_dir: Path, source: str = "<pipeline>") -> 
         if rule not in {r.value for r in TriggerRule}:
             hint = _did_you_mean(rule, [r.value for r in TriggerRule])
             raise where.error(f"{path}.trigger_rule", f"unknown trigger rule {rule!r}{hint}")
+        upstream = _upstream(where, task_raw.get("upstream"), f"{path}.upstream")
         tasks[task_name] = TaskSpec(
             name=task_name,
             notebook=(base_dir / notebook),
             params=where.mapping(task_raw.get("params"), f"{path}.params"),
-            upstream=_upstream(where, task_raw.get("upstream"), f"{path}.upstream"),
+            upstream=upstream,
+            fanout=parse_fanout(task_raw, path, upstream, where.error),
             trigger_rule=TriggerRule(rule),
             description=str(task_raw.get("description") or ""),
             notify=parse_rules(task_raw.get("notify"), f"{path}.notify", where.error, task=True),

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from nbsched.events import SCHEDULE_KINDS, event_from_fields, is_event
+from nbsched.fanout import instance_label
 from nbsched.states import NoticeState, NotifyEvent, RunState, RunTrigger, ScheduleOrigin, TaskState
 from nbsched.triggers import get_zone, trigger_from_fields
 
@@ -72,15 +73,21 @@ class TaskView:
     params: Mapping[str, Any] | None  # a repair's overrides for this task only
     pool: str | None  # the pool whose slot each try takes
     waiting: str | None  # queued, and why it waits: ``waiting for pool gpu: 1/1 used``
+    mapped_from: str | None  # an instance's task: ``train`` of ``train[3]``
+    map_index: int | None
+    instance_params: Mapping[str, Any] | None  # an instance's grid or for_each values
+    label: str  # its name, or an instance's with its values: ``train[region=eu, model=linear]``
     tries: tuple[TryView, ...]
 
     @classmethod
     def of(cls, record: TaskRunRecord, pools: Mapping[str, PoolRecord] | None = None) -> TaskView:
+        label = instance_label(record.mapped_from, record.instance_params or {}) if record.mapped_from else record.task
         return _copy(
             cls,
             record,
             name=record.task,
             waiting=_waiting(record, pools),
+            label=label,
             tries=tuple(TryView.of(t) for t in record.tries),
         )
 
@@ -100,6 +107,10 @@ class TaskView:
             "params": self.params,
             "pool": self.pool,
             "waiting": self.waiting,
+            "mapped_from": self.mapped_from,
+            "map_index": self.map_index,
+            "instance_params": self.instance_params,
+            "label": self.label,
             "tries": [t.to_json() for t in self.tries],
         }
 

@@ -207,6 +207,10 @@ def test_a_run_view_has_the_json_shape_of_the_api():
         "params",
         "pool",
         "waiting",
+        "mapped_from",
+        "map_index",
+        "instance_params",
+        "label",
         "tries",
     ]
     assert task["tries"] == [

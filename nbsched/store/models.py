@@ -212,6 +212,10 @@ class TaskRunRow(Base):
     branch: Mapped[list[str] | None] = mapped_column(JSON)
     params: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # a repair's overrides, for this task only
     pool: Mapped[str | None] = mapped_column(String(100))  # the pool whose slot each try takes
+    # an instance of a mapped task (grid, for_each): named "train[3]", of task "train", with its values
+    mapped_from: Mapped[str | None] = mapped_column(String(200))
+    map_index: Mapped[int | None] = mapped_column(Integer)
+    instance_params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     cell: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # a running try's cell: index, count, source
     queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -42,9 +42,17 @@ class TaskRunRecord:
     started_at: datetime | None
     ended_at: datetime | None
     next_try_at: datetime | None
+    mapped_from: str | None = None  # an instance's task (its own name is "train[3]")
+    map_index: int | None = None
+    instance_params: dict[str, Any] | None = None  # an instance's grid or for_each values
     pool: str | None = None  # the pool each try takes a slot of
     params: dict[str, Any] | None = None  # a repair's parameter overrides for this task
     tries: tuple[TaskTryRecord, ...] = ()  # oldest first; read only when asked for (``with_tries``)
+
+    @property
+    def spec_task(self) -> str:
+        """The spec's task this row runs: its own name, or an instance's task."""
+        return self.mapped_from or self.task
 
 
 @dataclass(frozen=True, kw_only=True)

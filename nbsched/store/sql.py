@@ -164,6 +164,7 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore, PoolStore):
         lent: Mapping[str, Mapping[str, Any]] | None = None,
         pools: Mapping[str, str] | None = None,
         max_active_tasks: int | None = None,
+        instances: Mapping[str, tuple[str, int, dict[str, Any]]] | None = None,
     ) -> str | None:
         """Create a queued run and its pending task runs (``tasks``: name -> max tries, in order).
 
@@ -174,7 +175,8 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore, PoolStore):
         run passes its ``selection`` ({"tasks": [...], "borrowed": {task: run id}}): the tasks
         outside it start skipped, those of ``lent`` holding the outputs they lend downstream.
         ``pools``: the pool each task's tries take a slot of; ``max_active_tasks``: the pipeline's
-        cap on its running tasks.
+        cap on its running tasks. ``instances``: the rows of ``tasks`` that are instances of a
+        mapped task, each (its task, its index, its values).
         """
         fields = {
             "pipeline": pipeline,
@@ -193,7 +195,7 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore, PoolStore):
             # the id is chosen before the transaction, so that a retry after a commit that was lost
             # with its connection finds the run it made rather than making a second
             made = self.patience.run(
-                self._insert_run, new_run_id(self.clock.now()), fields, tasks, fire, lent, pools or {}
+                self._insert_run, new_run_id(self.clock.now()), fields, tasks, fire, lent, pools or {}, instances or {}
             )
             if made is not _Taken.TAKEN:
                 return made
@@ -206,6 +208,7 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore, PoolStore):
         fire: tuple[int, str, dict[str, Any]] | None,
         lent: Mapping[str, Mapping[str, Any]] | None = None,
         pools: Mapping[str, str] | None = None,
+        instances: Mapping[str, tuple[str, int, dict[str, Any]]] | None = None,
     ) -> str | _Taken | None:
         now = self.clock.now()
         try:
@@ -216,10 +219,14 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore, PoolStore):
                     s.add(FireRow(schedule_id=fire[0], key=fire[1], run_id=run_id, created_at=now))
                     s.flush()
                 chosen = set(fields["selection"]["tasks"]) if fields["selection"] else set(tasks)
+                instances = instances or {}
                 s.add_all(
                     TaskRunRow(
                         run_id=run_id,
                         task=name,
+                        mapped_from=instances[name][0] if name in instances else None,
+                        map_index=instances[name][1] if name in instances else None,
+                        instance_params=instances[name][2] if name in instances else None,
                         position=i,
                         state=TaskState.PENDING if name in chosen else TaskState.SKIPPED,
                         try_number=0,
@@ -376,7 +383,7 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore, PoolStore):
             if chosen is not None:
                 q = q.where(TaskRunRow.task.in_(chosen))
             names = []
-            for t in s.scalars(q.order_by(TaskRunRow.position)):
+            for t in s.scalars(q.order_by(TaskRunRow.position, TaskRunRow.map_index)):
                 names.append(t.task)
                 t.state, t.max_tries, t.owner = TaskState.PENDING, t.try_number + tries.get(t.task, 1), None
                 t.error, t.failure, t.next_try_at, t.branch, t.updated_at = None, None, None, None, now
@@ -581,6 +588,43 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore, PoolStore):
             return [(t.run_id, _task_record(t)) for t in orphans]
 
     @retried
+    def expand_task(
+        self, run_id: str, task: str, items: list[dict[str, Any]], *, max_tries: int, pool: str | None
+    ) -> bool:
+        """Replace a waiting for_each task by its instances ``task[0]`` ... (``items``: each one's
+        values), pending, in one transaction; False when it no longer waits (another runner did it)."""
+        now = self.clock.now()
+        with self._write() as s, s.begin():
+            row = s.scalar(
+                select(TaskRunRow)
+                .where(TaskRunRow.run_id == run_id, TaskRunRow.task == task, TaskRunRow.state == TaskState.PENDING)
+                .with_for_update()
+            )
+            if row is None or row.mapped_from is not None:
+                return False
+            position = row.position
+            s.delete(row)
+            s.flush()
+            s.add_all(
+                TaskRunRow(
+                    run_id=run_id,
+                    task=f"{task}[{i}]",
+                    mapped_from=task,
+                    map_index=i,
+                    instance_params=dict(values),
+                    position=position,
+                    state=TaskState.PENDING,
+                    try_number=0,
+                    max_tries=max_tries,
+                    outputs={},
+                    pool=pool,
+                    updated_at=now,
+                )
+                for i, values in enumerate(items)
+            )
+            return True
+
+    @retried
     def latest_success(self, pipeline: str, task: str) -> tuple[str, dict[str, Any]] | None:
         """The run of ``pipeline`` in which ``task`` last succeeded, and what it recorded there."""
         q = (
@@ -601,7 +645,11 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore, PoolStore):
             row = s.get(RunRow, run_id)
             if row is None:
                 raise NotFound(f"run '{run_id}' not found")
-            tasks = s.scalars(select(TaskRunRow).where(TaskRunRow.run_id == run_id).order_by(TaskRunRow.position)).all()
+            tasks = s.scalars(
+                select(TaskRunRow)
+                .where(TaskRunRow.run_id == run_id)
+                .order_by(TaskRunRow.position, TaskRunRow.map_index)
+            ).all()
             return _run_record(row, tasks, _tries(s, [run_id]) if with_tries else {})
 
     @retried
@@ -645,7 +693,9 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore, PoolStore):
             by_run: dict[str, list[TaskRunRow]] = {r.id: [] for r in rows}
             if rows:
                 for t in s.scalars(
-                    select(TaskRunRow).where(TaskRunRow.run_id.in_(list(by_run))).order_by(TaskRunRow.position)
+                    select(TaskRunRow)
+                    .where(TaskRunRow.run_id.in_(list(by_run)))
+                    .order_by(TaskRunRow.position, TaskRunRow.map_index)
                 ):
                     by_run[t.run_id].append(t)
             tries = _tries(s, list(by_run)) if with_tries and rows else {}
@@ -755,6 +805,9 @@ def _task_record(t: TaskRunRow, tries: tuple[TaskTryRecord, ...] = ()) -> TaskRu
         started_at=t.started_at,
         ended_at=t.ended_at,
         next_try_at=t.next_try_at,
+        mapped_from=t.mapped_from,
+        map_index=t.map_index,
+        instance_params=t.instance_params,
         pool=t.pool,
         params=t.params,
         tries=tries,

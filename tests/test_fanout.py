@@ -1,0 +1,222 @@
+"""Mapped tasks: a grid runs once per combination, a for_each once per item of a list an upstream
+task recorded; downstream tasks get every instance's values. The runner runs with a
+``FakeExecutor`` (no kernels) on a real store; one test runs real kernels through the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import nbsched, write_notebook, write_yaml
+from fakes import HANG, Fail, FakeExecutor, Succeed
+
+from nbsched.errors import SpecError
+from nbsched.runner import Runner
+from nbsched.service import Config, Service
+from nbsched.states import RunState, TaskState
+
+OPEN = [RunState.QUEUED, RunState.RUNNING]
+
+
+@pytest.fixture
+def service(project: Path):
+    svc = Service(Config.resolve(project=project))
+    yield svc
+    svc.close()
+
+
+def _register(service: Service, project: Path, spec: str) -> None:
+    for name in ("ls", "train", "compare", "process", "audit", "summary"):
+        write_notebook(project / f"{name}.ipynb", "x = 1")
+    write_yaml(project / "pipeline.yaml", spec)
+    service.register(project / "pipeline.yaml")
+
+
+class Drive:
+    """A daemon's runner over the store, with a FakeExecutor; turn until the runs rest."""
+
+    def __init__(self, service: Service, executor: FakeExecutor) -> None:
+        self.service, self.executor = service, executor
+        self.runner = Runner(service.store, executor, service.config.runs_dir, spec_loader=service.spec_of, poll=0)
+        self.runner.__enter__()
+
+    def turn(self, times: int = 5) -> None:
+        for _ in range(times):
+            self.runner.step(self.service.store.list_runs(states=OPEN, limit=None))
+            self.runner.wait(0)
+
+    def close(self) -> None:
+        self.runner.__exit__(None, None, None)
+
+
+def _params(executor: FakeExecutor, task: str) -> list[dict]:
+    return [r.parameters for r in executor.requests if r.task.split("[")[0] == task]
+
+
+GRID = """name: models
+tasks:
+  train: {notebook: train.ipynb, grid: {region: [eu, us, apac], model: [linear, tree]}, params: {epochs: 3}}
+  compare: {notebook: compare.ipynb, upstream: [train]}
+"""
+
+
+def test_a_grid_runs_once_per_combination_and_downstream_gets_every_instance(service, project):
+    _register(service, project, GRID)
+    run_id = service.trigger("models")
+    run = service.get_run(run_id)
+    assert list(run.tasks) == [f"train[{i}]" for i in range(6)] + ["compare"]
+    assert run.tasks["train[1]"].label == "train[region=eu, model=tree]"
+    script = {f"train[{i}]": [Succeed({"score": i / 10})] for i in range(6)}
+    drive = Drive(service, FakeExecutor(script, workers=3))
+    drive.turn()
+    drive.close()
+    run = service.get_run(run_id)
+    assert run.state is RunState.SUCCESS
+    trained = _params(drive.executor, "train")
+    assert [(p["region"], p["model"], p["epochs"]) for p in trained] == [
+        (r, m, 3) for r in ("eu", "us", "apac") for m in ("linear", "tree")
+    ]
+    assert [p["nbsched_task"] for p in trained] == [f"train[{i}]" for i in range(6)]
+    (compare,) = _params(drive.executor, "compare")
+    assert compare["upstream"]["train"] == [
+        {"params": {"region": r, "model": m}, "outputs": {"score": i / 10}, "state": "success"}
+        for i, (r, m) in enumerate((r, m) for r in ("eu", "us", "apac") for m in ("linear", "tree"))
+    ]
+    assert run.tasks["train[5]"].output_path.endswith("train[5].ipynb")
+
+
+FOR_EACH = """name: files
+tasks:
+  ls: ls.ipynb
+  process: {notebook: process.ipynb, upstream: [ls], for_each: "{{ upstream.ls.files }}", as: path, max_parallel: 2}
+  audit: {notebook: audit.ipynb, upstream: [process]}
+  summary: {notebook: summary.ipynb, upstream: [process], trigger_rule: all_done}
+"""
+
+
+def test_for_each_runs_one_instance_per_recorded_item_at_most_max_parallel_at_once(service, project):
+    _register(service, project, FOR_EACH)
+    run_id = service.trigger("files")
+    files = [f"in/{i}.csv" for i in range(5)]
+    script = {"ls": [Succeed({"files": files})], **{f"process[{i}]": [HANG] for i in range(5)}}
+    executor = FakeExecutor(script, workers=8)
+    drive = Drive(service, executor)
+    drive.turn()
+    run = service.get_run(run_id)
+    assert [n for n in run.tasks if n.startswith("process")] == [f"process[{i}]" for i in range(5)]
+    running = [n for n, t in run.tasks.items() if t.state is TaskState.RUNNING]
+    assert running == ["process[0]", "process[1]"]  # max_parallel: 2, though 8 workers are free
+    for i in range(5):
+        executor.release(f"process[{i}]", Fail() if i == 3 else Succeed({"rows": i}))
+        drive.turn()
+        busy = [n for n, t in service.get_run(run_id).tasks.items() if t.state is TaskState.RUNNING]
+        assert len(busy) <= 2
+    drive.close()
+    run = service.get_run(run_id)
+    assert [p["path"] for p in _params(executor, "process")] == files
+    assert run.tasks["process[3]"].state is TaskState.FAILED
+    assert run.tasks["audit"].state is TaskState.UPSTREAM_FAILED  # all_success: one failed instance is enough
+    assert run.tasks["summary"].state is TaskState.SUCCESS  # all_done runs
+    (summary,) = _params(executor, "summary")
+    assert [i["state"] for i in summary["upstream"]["process"]] == ["success"] * 3 + ["failed", "success"]
+    assert summary["upstream"]["process"][3]["outputs"] == {} and run.state is RunState.FAILED
+
+
+@pytest.mark.parametrize(
+    ("recorded", "state", "error"),
+    [
+        ([], TaskState.SKIPPED, None),
+        ("not a list", TaskState.FAILED, "tasks.process.for_each: upstream.ls.files is a str, not a list"),
+        (list(range(1001)), TaskState.FAILED, "has 1,001 items (at most max_instances, 1,000)"),
+    ],
+)
+def test_a_for_each_list_that_is_empty_or_bad(service, project, recorded, state, error):
+    _register(service, project, FOR_EACH)
+    run_id = service.trigger("files")
+    drive = Drive(service, FakeExecutor({"ls": [Succeed({"files": recorded})]}))
+    drive.turn()
+    drive.close()
+    task = service.get_run(run_id).tasks["process"]
+    assert task.state is state
+    if error:
+        assert error in task.error
+    assert service.get_run(run_id).tasks["audit"].state in (TaskState.SKIPPED, TaskState.UPSTREAM_FAILED)
+
+
+def test_repair_one_instance_or_all_of_them(service, project):
+    _register(service, project, GRID)
+    run_id = service.trigger("models")
+    drive = Drive(service, FakeExecutor({"train[3]": [Fail()]}))
+    drive.turn()
+    assert service.get_run(run_id).state is RunState.FAILED
+    assert service.retry(run_id, ["train[3]"], downstream=True) == ["train[3]", "compare"]
+    drive.executor.script["train[3]"] = [Succeed({"score": 1})]
+    drive.turn()
+    assert service.get_run(run_id).state is RunState.SUCCESS
+    assert service.retry(run_id, ["train"]) == [f"train[{i}]" for i in range(6)]
+    drive.close()
+
+
+@pytest.mark.parametrize(
+    ("task", "problem"),
+    [
+        ("{notebook: t.ipynb, grid: [1, 2]}", "tasks.t.grid: expected a mapping of parameter names to lists"),
+        ("{notebook: t.ipynb, grid: {region: []}}", "tasks.t.grid.region: expected a non-empty list of values"),
+        (
+            "{notebook: t.ipynb, grid: {a: [1]}, for_each: [1]}",
+            "tasks.t.for_each: a task has grid or for_each, not both",
+        ),
+        (
+            "{notebook: t.ipynb, for_each: '{{ upstream.ls.files }}'}",
+            "tasks.t.for_each: names upstream 'ls', which is not one",
+        ),
+        ("{notebook: t.ipynb, for_each: 'files'}", "tasks.t.for_each: expected a list, or one '{{ expression }}'"),
+        ("{notebook: t.ipynb, max_parallel: 2}", "tasks.t.max_parallel: goes with grid or for_each"),
+        (
+            "{notebook: t.ipynb, grid: {a: [1, 2, 3]}, max_instances: 2}",
+            "tasks.t.grid: 3 combinations (at most max_instances, 2)",
+        ),
+        (
+            "{notebook: t.ipynb, grid: {logical_date: [1]}}",
+            "tasks.t.grid.logical_date: 'logical_date' is set by nbsched",
+        ),
+    ],
+)
+def test_bad_fan_outs_are_one_line_naming_file_task_and_field(project, task, problem):
+    write_notebook(project / "t.ipynb", "x = 1")
+    write_yaml(project / "pipeline.yaml", f"name: p\ntasks:\n  t: {task}\n")
+    proc = nbsched("validate", "pipeline.yaml", cwd=project)
+    assert proc.returncode == 2, proc.stdout
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("Error: pipeline.yaml: ") and problem in line, line
+
+
+def test_a_run_cannot_override_a_grid_value(service, project):
+    _register(service, project, GRID)
+    with pytest.raises(SpecError, match="-p region: 'region' is a value of each instance of task train"):
+        service.trigger("models", {"region": "mars"})
+
+
+@pytest.mark.kernel
+def test_a_grid_from_the_cli_rolls_up_into_the_downstream_notebook(project):
+    write_notebook(
+        project / "train.ipynb", "import nbsched\nnbsched.record('score', len(region) * k)", params="region = ''\nk = 1"
+    )
+    write_notebook(
+        project / "compare.ipynb",
+        "import nbsched\nnbsched.record('best', max(upstream['train'], key=lambda i: i['outputs']['score'])['params'])",
+    )
+    write_yaml(
+        project / "pipeline.yaml",
+        "name: g\ntasks:\n  train: {notebook: train.ipynb, grid: {region: [eu, apac], k: [1, 2]}}\n"
+        "  compare: {notebook: compare.ipynb, upstream: [train]}\n",
+    )
+    proc = nbsched("run", "pipeline.yaml", "--json", cwd=project)
+    assert proc.returncode == 0, proc.stderr
+    run = json.loads(proc.stdout)
+    assert [run["tasks"][f"train[{i}]"]["outputs"]["score"] for i in range(4)] == [2, 4, 4, 8]
+    assert run["tasks"]["compare"]["outputs"]["best"] == {"region": "apac", "k": 2}
+    assert (project / "nbsched-runs" / "g" / run["run_id"] / "train[3].ipynb").exists()
+    shown = nbsched("show", run["run_id"], cwd=project, check=True).stdout
+    assert "train[region=apac, k=2]" in shown
