@@ -139,6 +139,7 @@ class DagBox:
     x: float
     y: float
     label: str  # the name, shortened to fit
+    note: str  # under it: its state, or a mapped task's instances by state ("6: 5 success, 1 failed")
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,12 @@ class DagLink:
 
 
 def dag_svg(
-    order: list[str], upstream: Mapping[str, Sequence[str]], states: Mapping[str, str], *, home: Path | None = None
+    order: list[str],
+    upstream: Mapping[str, Sequence[str]],
+    states: Mapping[str, str],
+    *,
+    home: Path | None = None,
+    notes: Mapping[str, str] | None = None,
 ) -> str:
     """The DAG drawn left to right, one column per layer, each box coloured by its task's state:
     ``<g class="task" data-task=NAME data-state=STATE>``. Each upstream link ends in one
@@ -196,7 +202,13 @@ def dag_svg(
         )
     boxes = [
         DagBox(
-            name=name, state=states.get(name, "pending"), x=pos[name][0], y=pos[name][1], label=_fit(name, box_w - 12)
+            name=name,
+            state=states.get(name, "pending"),
+            x=pos[name][0],
+            y=pos[name][1],
+            label=_fit(name, box_w - 12),
+            # a smaller font: a note may be a fifth longer than a name
+            note=_fit(notes[name], (box_w - 12) * 1.2) if notes and name in notes else states.get(name, "pending"),
         )
         for name in order
     ]
@@ -346,6 +358,38 @@ def run_report_html(
         gantt=markup(gantt),
         task_links=task_links,
     )
+
+
+# a mapped task's box takes the colour of its most telling instance: what still moves, then what went wrong
+_ROLLUP = (
+    "running",
+    "queued",
+    "up_for_retry",
+    "pending",
+    "failed",
+    "upstream_failed",
+    "cancelled",
+    "success",
+    "skipped",
+)
+
+
+def task_states(tasks: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, str], dict[str, str]]:
+    """The state of each of a run's spec tasks for its DAG picture, from its rows (``TaskView``
+    JSON), and for each mapped task a note of its instances by state: ``6: 5 success, 1 failed``."""
+    states: dict[str, str] = {}
+    instances: dict[str, list[str]] = {}
+    for name, task in tasks.items():
+        if task.get("mapped_from"):
+            instances.setdefault(task["mapped_from"], []).append(task["state"])
+        else:
+            states[name] = task["state"]
+    notes = {}
+    for name, found in instances.items():
+        counts = {s: found.count(s) for s in _ROLLUP if s in found}
+        states[name] = next(iter(counts))
+        notes[name] = f"{len(found)}: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+    return states, notes
 
 
 def trigger_label(view: Mapping[str, Any]) -> str:

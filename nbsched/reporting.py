@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from nbsched.report import dag_svg, gantt_svg, run_report_html
+from nbsched.report import dag_svg, gantt_svg, run_report_html, task_states
 
 if TYPE_CHECKING:
     from nbsched.spec import PipelineSpec
@@ -42,14 +42,15 @@ def run_page(run: RunView, spec: PipelineSpec | None, links: Links, *, now: date
     are drawn without their edges. A task that has not ended is drawn up to ``now``. ``home``: the
     project's nbsched folder, whose ``templates/`` may restyle the page."""
     if spec is None:
-        order, upstream = list(run.tasks), {}
+        order, upstream = list(dict.fromkeys(t.mapped_from or n for n, t in run.tasks.items())), {}
     else:
         order, upstream = spec.order, {n: list(spec.tasks[n].upstream) for n in spec.order}
-    states = {n: t.state.value for n, t in run.tasks.items()}
+    view = run.to_json()
+    states, notes = task_states(view["tasks"])
     times = [(n, t.state.value, t.started_at, t.ended_at) for n, t in run.tasks.items()]
     return run_report_html(
-        run.to_json(),
-        dag_svg(order, upstream, states, home=home),
+        view,
+        dag_svg(order, upstream, states, home=home, notes=notes),
         gantt_svg(times, now=run.ended_at or now, home=home),
         links,
         home=home,

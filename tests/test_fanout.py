@@ -220,3 +220,6 @@ def test_a_grid_from_the_cli_rolls_up_into_the_downstream_notebook(project):
     assert (project / "nbsched-runs" / "g" / run["run_id"] / "train[3].ipynb").exists()
     shown = nbsched("show", run["run_id"], cwd=project, check=True).stdout
     assert "train[region=apac, k=2]" in shown
+    page = Path(project / nbsched("report", run["run_id"], cwd=project, check=True).stdout.strip()).read_text()
+    # the DAG draws the mapped task once, with its instances by state
+    assert '<g class="task" data-task="train" data-state="success">' in page and ">4: 4 success</text>" in page

@@ -20,7 +20,7 @@ from nbsched.clock import utcnow
 from nbsched.errors import NbschedError
 from nbsched.params import parse_override
 from nbsched.render import markup, render_macro
-from nbsched.report import dag_svg, where_running
+from nbsched.report import dag_svg, task_states, where_running
 from nbsched.service import Service
 from nbsched.states import RunState, TaskState
 
@@ -181,11 +181,13 @@ class RunPanel(w.VBox):
         self.retry_run.disabled = state not in (RunState.FAILED, RunState.CANCELLED)
         self.rerun_task.disabled = self.rerun_downstream.disabled = not state.finished
         spec = self.service.pipeline_spec_for_run(view["run_id"])
+        dag_states, notes = task_states(tasks)
         picture = dag_svg(
             spec.order,
             {n: list(spec.tasks[n].upstream) for n in spec.order},
-            {n: t["state"] for n, t in tasks.items()},
+            dag_states,
             home=self.service.config.home,
+            notes=notes,
         )
         # relative to the kernel's folder, so JupyterLab opens the notebook in a tab
         notebooks = {
