@@ -357,7 +357,49 @@ def run_report_html(
         dag=markup(dag),
         gantt=markup(gantt),
         task_links=task_links,
+        comparisons=comparisons(view["tasks"]),
     )
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A mapped task's instances side by side: a row per instance, a column per parameter of its
+    grid or for_each and per scalar value its notebooks recorded."""
+
+    task: str
+    params: list[str]
+    outputs: list[str]
+    rows: list[dict[str, Any]]  # name, label, state, params: [values], outputs: [values] (None: missing)
+
+
+def comparisons(tasks: Mapping[str, Mapping[str, Any]]) -> list[Comparison]:
+    """One :class:`Comparison` per mapped task of a run's rows (``TaskView`` JSON), in run order."""
+    by_task: dict[str, list[tuple[str, Mapping[str, Any]]]] = {}
+    for name, task in tasks.items():
+        if task.get("mapped_from"):
+            by_task.setdefault(task["mapped_from"], []).append((name, task))
+    tables = []
+    for task_name, instances in by_task.items():
+        params = list(dict.fromkeys(k for _, t in instances for k in (t.get("instance_params") or {})))
+        outputs = list(
+            dict.fromkeys(k for _, t in instances for k, v in (t.get("outputs") or {}).items() if _scalar(v))
+        )
+        rows = [
+            {
+                "name": name,
+                "label": t.get("label", name),
+                "state": t["state"],
+                "params": [(t.get("instance_params") or {}).get(k) for k in params],
+                "outputs": [v if _scalar(v := (t.get("outputs") or {}).get(k)) else None for k in outputs],
+            }
+            for name, t in instances
+        ]
+        tables.append(Comparison(task=task_name, params=params, outputs=outputs, rows=rows))
+    return tables
+
+
+def _scalar(value: Any) -> bool:
+    return isinstance(value, (int, float, bool)) or (isinstance(value, str) and len(value) <= 80)
 
 
 # a mapped task's box takes the colour of its most telling instance: what still moves, then what went wrong

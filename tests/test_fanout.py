@@ -5,6 +5,7 @@ task recorded; downstream tasks get every instance's values. The runner runs wit
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from conftest import nbsched, write_notebook, write_yaml
 from fakes import HANG, Fail, FakeExecutor, Succeed
 
 from nbsched.errors import SpecError
+from nbsched.report import comparisons
 from nbsched.runner import Runner
 from nbsched.service import Config, Service
 from nbsched.states import RunState, TaskState
@@ -84,6 +86,22 @@ def test_a_grid_runs_once_per_combination_and_downstream_gets_every_instance(ser
         for i, (r, m) in enumerate((r, m) for r in ("eu", "us", "apac") for m in ("linear", "tree"))
     ]
     assert run.tasks["train[5]"].output_path.endswith("train[5].ipynb")
+
+    # the report and the panel compare the instances: a row each, a column per value and score
+    (table,) = comparisons(run.to_json()["tasks"])
+    assert table.params == ["region", "model"] and table.outputs == ["score"] and len(table.rows) == 6
+    page = service.run_report_page(run_id, lambda task: {})
+    assert page.count('<tr data-task="train[') == 6 + 6  # the comparison's rows, then the tasks'
+    from nbsched.widgets import RunPanel
+
+    panel = RunPanel(service, "models", refresh_every=0)
+    panel.run_choice.value = run_id
+    rows = re.findall(r'<tr data-task="(train\[\d\])"', panel.comparison.value)
+    assert rows == [f"train[{i}]" for i in range(6)]
+    panel.compare_sort.value = "score:d"
+    rows = re.findall(r'<tr data-task="(train\[\d\])"', panel.comparison.value)
+    assert rows == [f"train[{i}]" for i in reversed(range(6))]
+    panel.close()
 
 
 FOR_EACH = """name: files

@@ -20,7 +20,7 @@ from nbsched.clock import utcnow
 from nbsched.errors import NbschedError
 from nbsched.params import parse_override
 from nbsched.render import markup, render_macro
-from nbsched.report import dag_svg, task_states, where_running
+from nbsched.report import Comparison, comparisons, dag_svg, task_states, where_running
 from nbsched.service import Service
 from nbsched.states import RunState, TaskState
 
@@ -63,6 +63,8 @@ class RunPanel(w.VBox):
         self.rerun_task = _button("Re-run", "repeat")
         self.rerun_downstream = _button("Re-run with downstream", "forward")
         self.report = w.HTML()
+        self.compare_sort = w.Dropdown(description="Sort by", options=[("run order", None)], value=None)
+        self.comparison = w.HTML()
         self.status = w.HTML()
         super().__init__(
             children=[
@@ -73,6 +75,8 @@ class RunPanel(w.VBox):
                 w.HBox([self.run_choice, self.cancel_run, self.retry_run]),
                 w.HBox([self.progress, self.progress_label]),
                 self.detail,
+                self.compare_sort,
+                self.comparison,
                 w.HBox([self.task_choice, self.show_report, self.rerun_task, self.rerun_downstream]),
                 self.report,
                 self.status,
@@ -89,6 +93,7 @@ class RunPanel(w.VBox):
         self.pipeline.observe(self._guard(lambda _: self.refresh()), names="value")
         self.run_choice.observe(self._guard(lambda _: self._render()), names="value")
         self.task_choice.observe(self._guard(lambda _: self._drop_stale_report()), names="value")
+        self.compare_sort.observe(self._guard(lambda _: self._render()), names="value")
         self._report_of: tuple[str, str] | None = None  # (run, task) of the report shown
         self._stop = threading.Event()
         self._lock = threading.RLock()
@@ -156,6 +161,22 @@ class RunPanel(w.VBox):
     def _selected(self) -> dict[str, Any] | None:
         return next((r for r in self._runs if r["run_id"] == self.run_choice.value), None)
 
+    def _render_comparisons(self, tasks: dict[str, Any]) -> None:
+        """The mapped tasks' instances side by side, sorted by the column the user chose."""
+        tables = comparisons(tasks)
+        columns = list(dict.fromkeys(k for c in tables for k in [*c.params, *c.outputs]))
+        options = [("run order", None)] + [
+            (f"{k} {arrow}", f"{k}:{d}") for k in columns for arrow, d in (("↑", "a"), ("↓", "d"))
+        ]
+        if list(self.compare_sort.options) != options:
+            chosen = self.compare_sort.value
+            self.compare_sort.options = options
+            self.compare_sort.value = chosen if chosen in dict(options).values() else None
+        self.compare_sort.layout.display = None if tables else "none"
+        self.comparison.value = "".join(
+            self._html("comparison", c=c, rows=_sorted_rows(c, self.compare_sort.value)) for c in tables
+        )
+
     def _render_detail(self) -> None:
         view = self._selected()
         if view is None:
@@ -163,7 +184,9 @@ class RunPanel(w.VBox):
             self.progress_label.value = ""
             self.task_choice.options = []
             self._drop_stale_report()
+            self._render_comparisons({})
             return
+        self._render_comparisons(view["tasks"])
         tasks = view["tasks"]
         done = sum(TaskState(t["state"]).finished for t in tasks.values())
         self.progress.max, self.progress.value = max(1, len(tasks)), done
@@ -258,3 +281,21 @@ class RunPanel(w.VBox):
         report = self.service.task_report(self.run_choice.value, self.task_choice.value)
         self.report.value = self._html("report_frame", page=report.read_text(encoding="utf-8"))
         self._report_of = (self.run_choice.value, self.task_choice.value)
+
+
+def _sorted_rows(table: Comparison, key: str | None) -> list[dict[str, Any]]:
+    """``table``'s rows sorted by the column ``key`` ("score:d": descending), empty cells last."""
+    if key is None:
+        return table.rows
+    column, _, direction = key.rpartition(":")
+    if column in table.params:
+        where, i = "params", table.params.index(column)
+    elif column in table.outputs:
+        where, i = "outputs", table.outputs.index(column)
+    else:
+        return table.rows
+    present = [r for r in table.rows if r[where][i] is not None]
+    missing = [r for r in table.rows if r[where][i] is None]
+    # numbers before text, each in its order: a column may hold both
+    present.sort(key=lambda r: (isinstance(r[where][i], str), r[where][i]), reverse=direction == "d")
+    return present + missing
