@@ -75,10 +75,10 @@ class RunPanel(w.VBox):
                 w.HBox([self.run_choice, self.cancel_run, self.retry_run]),
                 w.HBox([self.progress, self.progress_label]),
                 self.detail,
-                self.compare_sort,
-                self.comparison,
                 w.HBox([self.task_choice, self.show_report, self.rerun_task, self.rerun_downstream]),
                 self.report,
+                self.compare_sort,
+                self.comparison,
                 self.status,
             ]
         )
