@@ -118,10 +118,14 @@ def start_kernel(kernel_name: str, cwd: Path, server: ForkServer | None = None) 
 
     # CurveZMQ keys when the kernel declares support: encrypted channels, and no
     # "running over TCP without encryption" warning from ipykernel on every task.
+    # the clients' one context (a manager's own default is a new one per kernel: two ZeroMQ threads
+    # and a handful of descriptors while the kernel lives, which made a daemon's threads and
+    # descriptors swing with how many kernels its pool held at that moment)
     km = AsyncKernelManager(
         kernel_name=kernel_name,
         kernel_id=str(uuid.uuid4()),
         transport_encryption="auto" if zmq.has("curve") else "disabled",
+        context=_client_context(),
     )
     if server is not None:
         from nbsched.fork_server import ForkProvisioner

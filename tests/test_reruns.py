@@ -115,22 +115,7 @@ def test_repair_mistakes_are_one_line(service):
 
 @pytest.mark.kernel
 def test_retry_task_downstream_with_a_new_value_from_the_cli(project):
-    write_notebook(project / "extract.ipynb", "import nbsched\nnbsched.record('n', 10)", params="k = 1\nupstream = {}")
-    write_notebook(
-        project / "clean.ipynb",
-        "import nbsched\nnbsched.record('n', upstream['extract']['n'] * k)",
-        params="k = 1\nupstream = {}",
-    )
-    write_notebook(
-        project / "report.ipynb",
-        "import nbsched\nnbsched.record('n', upstream['clean']['n'] + 1)",
-        params="upstream = {}",
-    )
-    write_yaml(
-        project / "pipeline.yaml",
-        "name: p\ntasks:\n  extract: extract.ipynb\n  clean: {notebook: clean.ipynb, upstream: [extract]}\n"
-        "  report: {notebook: report.ipynb, upstream: [clean]}\n",
-    )
+    _three_tasks(project)
     first = json.loads(nbsched("run", "pipeline.yaml", "--json", cwd=project, check=True).stdout)
     run_id = first["run_id"]
     proc = nbsched("retry", run_id, "--task", "clean", "--downstream", "-p", "k=3", "--run", cwd=project)
@@ -139,7 +124,7 @@ def test_retry_task_downstream_with_a_new_value_from_the_cli(project):
     assert "repaired" in proc.stdout and "clean (+downstream) with k=3" in proc.stdout
     run = json.loads(nbsched("show", run_id, "--json", cwd=project, check=True).stdout)
     assert run["state"] == "success"
-    assert [run["tasks"][t]["outputs"]["n"] for t in ("extract", "clean", "report")] == [10, 30, 31]
+    assert [run["tasks"][t]["outputs"]["n"] for t in ("extract", "clean", "report")] == [10, 13, 14]  # 10 + 3
     assert run["tasks"]["extract"] == first["tasks"]["extract"]  # kept as it was
     assert [t["try_number"] for t in run["tasks"]["clean"]["tries"]] == [1, 2]
     assert (project / "nbsched-runs" / "p" / run_id / "clean.try1.ipynb").exists()  # the first try's notebook kept

@@ -1,4 +1,4 @@
-"""A daemon that runs for long: 2,000 tasks through one ``nbsched serve``, and what it holds open
+"""A daemon that runs for long: 1,500 tasks through one ``nbsched serve``, and what it holds open
 does not grow (open files, ZeroMQ sockets, threads, kernel connection files, the fork server's
 descriptors)."""
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.kernel
 
 TASKS_PER_RUN = 10
 RUNS_PER_BATCH = 10  # 100 tasks a batch
-BATCHES = 20
+BATCHES = 15  # 1,500 tasks: a leak of one descriptor per 300 tasks still shows (the tolerance is 2)
 WORKERS = 2
 
 
@@ -42,7 +42,10 @@ def held(pid: int) -> dict[str, int]:
             if target.startswith("anon_inode:")
             else "file"
         ] += 1
-    return {"fds": sum(kinds.values()), **kinds, "threads": len(os.listdir(f"/proc/{pid}/task"))}
+    names = collections.Counter(
+        Path(f"/proc/{pid}/task/{t}/comm").read_text().strip() for t in os.listdir(f"/proc/{pid}/task")
+    )
+    return {"fds": sum(kinds.values()), **kinds, "threads": sum(names.values()), "names": dict(names)}
 
 
 def _children(task: Path) -> list[str]:
@@ -79,7 +82,7 @@ def settled(pid: int, server: int, runtime: Path) -> dict[str, int]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-def test_a_daemon_running_2000_tasks_holds_no_more_open_than_after_300(project):
+def test_a_daemon_running_1500_tasks_holds_no_more_open_than_after_300(project):
     write_notebook(project / "trivial.ipynb", "x = 1")
     write_yaml(
         project / "pipeline.yaml",
