@@ -147,6 +147,10 @@ def test_a_daemon_running_1500_tasks_holds_no_more_open_than_after_300(project):
     report = f"after 300 tasks {after_300}, after {BATCHES * 100}: {at_end}, peaks {peak}"
     print(report)
     assert at_end["connection files"] == 0, report
-    for key in ("fds", "socket", "anon_inode:[eventfd]", "threads", "server fds"):
-        assert at_end.get(key, 0) <= after_300.get(key, 0) + 2, (key, report)  # noise, not growth
+    # slack: one event loop (an epoll descriptor, a socket pair, an eventfd) that a long-lived thread
+    # may make once, after the first sample under load (seen once in a fresh clone: 12 -> 16, with the
+    # same 13 threads); a leak grows with the tasks, past it
+    slack = {"fds": 4, "socket": 2, "anon_inode:[eventfd]": 2, "threads": 0, "server fds": 2}
+    for key, allowed in slack.items():
+        assert at_end.get(key, 0) <= after_300.get(key, 0) + allowed, (key, report)
     assert max(peak.values()) <= FILES_BESIDES + (WORKERS + 1) * FILES_PER_WORKER, report  # within its budget
