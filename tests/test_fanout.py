@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import nbsched, write_notebook, write_yaml
 from fakes import HANG, Fail, FakeExecutor, Succeed
+from test_server import api, daemon, finished_run, jp_server_config  # noqa: F401 - fixtures, helpers
 
 from nbsched.errors import SpecError
 from nbsched.report import comparisons
@@ -241,3 +242,18 @@ def test_a_grid_from_the_cli_rolls_up_into_the_downstream_notebook(project):
     page = Path(project / nbsched("report", run["run_id"], cwd=project, check=True).stdout.strip()).read_text()
     # the DAG draws the mapped task once, with its instances by state
     assert '<g class="task" data-task="train" data-state="success">' in page and ">4: 4 success</text>" in page
+
+
+@pytest.mark.kernel
+async def test_an_instances_notebook_and_outputs_over_rest(api, daemon, jp_root_dir):  # noqa: F811 - fixtures
+    write_notebook(jp_root_dir / "train.ipynb", "import nbsched\nnbsched.record('r', region)", params="region = ''")
+    spec = {"name": "g", "tasks": {"train": {"notebook": "train.ipynb", "grid": {"region": ["eu", "us"]}}}}
+    assert (await api("POST", "pipelines", body={"spec": spec})).code == 201
+    run_id = (await api("POST", "pipelines", "g", "runs", body={})).data["run_id"]
+    run = await finished_run(api, run_id)
+    assert run["state"] == "success" and run["tasks"]["train[1]"]["label"] == "train[region=us]"
+    outputs = await api("GET", "runs", run_id, "tasks", "train[1]", "outputs")
+    assert outputs.code == 200 and outputs.data["outputs"] == {"r": "us"}
+    notebook = await api("GET", "runs", run_id, "tasks", "train[0]", "notebook")
+    assert notebook.code == 200 and 'filename="train[0].ipynb"' in notebook.headers["Content-Disposition"]
+    (await api("GET", "runs", run_id, "tasks", "train[7]", "outputs")).error(404, "not_found")
