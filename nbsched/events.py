@@ -1,7 +1,7 @@
 """Event schedules: a run of a pipeline after each run of another (``after:``), or for each
-file that arrives in a folder (``files:``). Pure but for reading the folder; the scheduler
-asks, the store keeps what fired (one row per schedule and key, UNIQUE: a key fires once,
-whichever daemon sees it first, before or after a restart).
+file that arrives in a folder (``files:``). Pure: the scheduler reads the folder
+(``scheduler.scan_files``) and the store keeps what fired (one row per schedule and key,
+UNIQUE: a key fires once, whichever daemon sees it first, before or after a restart).
 
 - :class:`AfterTrigger`: every run of ``pipeline`` that ends in one of the wanted states
   (``success``, ``failed``, or ``finished`` for either) after the schedule exists. Its key is
@@ -16,8 +16,6 @@ whichever daemon sees it first, before or after a restart).
 from __future__ import annotations
 
 import hashlib
-import itertools
-import logging
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -28,8 +26,6 @@ from typing import Any
 from nbsched.errors import ScheduleError
 from nbsched.states import RunState
 from nbsched.timefmt import MAX_DURATION, duration, parse_duration
-
-log = logging.getLogger("nbsched.scheduler")
 
 EVENT_KINDS = ("after", "files")
 SCHEDULE_KINDS = ("cron", "every", "at", *EVENT_KINDS)
@@ -124,39 +120,6 @@ class FilesTrigger:
     def settled(self, seen: FileSeen) -> datetime:
         """When ``seen`` counts as written: ``settle`` after its last change."""
         return seen.modified + timedelta(seconds=self.settle)
-
-    def scan(self) -> list[FileSeen]:
-        """The regular files matching now, oldest change first; each one's real path checked
-        inside the folder now (where it is used), not when the schedule was made."""
-        folder = Path(self.folder)
-        try:
-            root = folder.resolve(strict=True)
-            if self.root is not None and not root.is_relative_to(Path(self.root).resolve()):
-                log.warning("files %s: the folder %s leads out of %s; nothing fires", self.pattern, folder, self.root)
-                return []
-            matches = list(itertools.islice(folder.glob(self.pattern), MAX_FILES + 1))
-        except (OSError, ValueError) as exc:  # the folder went away, or cannot be read
-            log.warning("files %s in %s: cannot look: %s", self.pattern, self.folder, exc)
-            return []
-        if len(matches) > MAX_FILES:
-            log.warning(
-                "files %s in %s: more than %d files match; looking at %d", self.pattern, folder, MAX_FILES, MAX_FILES
-            )
-            matches = matches[:MAX_FILES]
-        seen = []
-        for path in matches:
-            try:
-                if not path.resolve(strict=True).is_relative_to(root):
-                    log.warning("files %s: %s leads out of %s; it does not fire", self.pattern, path, root)
-                    continue
-                stat = path.stat()
-            except OSError:  # gone meanwhile, or a broken link
-                continue
-            if path.is_file():
-                seen.append(
-                    FileSeen(path=path.relative_to(folder).as_posix(), size=stat.st_size, mtime_ns=stat.st_mtime_ns)
-                )
-        return sorted(seen, key=lambda f: (f.mtime_ns, f.path))
 
 
 EventTrigger = AfterTrigger | FilesTrigger

@@ -156,6 +156,12 @@ def parse_instance(name: str) -> tuple[str, int] | None:
     return (match.group("task"), int(match.group("index"))) if match else None
 
 
+def task_of(name: str) -> str:
+    """The spec's task of a run's row: ``train`` for its instance ``train[3]``, else the name itself."""
+    instance = parse_instance(name)
+    return instance[0] if instance else name
+
+
 def instance_label(task: str, params: Mapping[str, Any]) -> str:
     """``train[region=eu, model=linear]``: an instance shown with its values."""
     values = ", ".join(f"{k}={_short(v)}" for k, v in params.items())

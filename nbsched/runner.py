@@ -30,7 +30,7 @@ from nbsched.clock import SYSTEM_CLOCK, Clock
 from nbsched.dag import Decision, decide, downstream_of
 from nbsched.errors import DatabaseUnavailable, NbschedError
 from nbsched.executors.base import Executor, Finished, Message, TaskAttempt, Wake
-from nbsched.fanout import for_each_list, item_params, parse_instance
+from nbsched.fanout import for_each_list, item_params, parse_instance, task_of
 from nbsched.notebook import TaskOutcome, TaskRequest, kernel_for
 from nbsched.notices import notices_for
 from nbsched.params import task_parameters
@@ -270,7 +270,7 @@ class Runner:
             wake = sla if wake is None else min(wake, sla)
         self._settle(run, spec, states)
         kernel_of = self._kernels(run)
-        self._waiting.update(kernel_of[_task_of(n)] for n, s in states.items() if s in _WAITING)
+        self._waiting.update(kernel_of[task_of(n)] for n, s in states.items() if s in _WAITING)
         if all(s.finished for s in states.values()):
             self._end(run, states)
         return wake
@@ -357,7 +357,7 @@ class Runner:
             return run
         self.store.expand_task(run.id, name, values, max_tries=task.max_tries, pool=task.pool)
         run = self.store.get_run(run.id)  # expanded here, or by another runner meanwhile
-        for n in [n for n in states if _task_of(n) == name]:
+        for n in [n for n in states if task_of(n) == name]:
             del states[n]
         states.update({n: t.state for n, t in run.tasks.items() if t.spec_task == name})
         log.info("task %s of run %s: %d instance(s)", name, run.id, len(values))
@@ -412,7 +412,7 @@ class Runner:
         for claim in self.store.claim_tasks(self.id, free, run_ids=only):
             run = self.store.get_run(claim.run_id)
             spec = self._spec(run)
-            task = spec.tasks[_task_of(claim.task)]
+            task = spec.tasks[task_of(claim.task)]
             output_path = self._output_path(run, claim.task)
             if claim.try_number > 1 and output_path.exists():  # keep the try before, beside the new one
                 shutil.move(output_path, output_path.with_name(f"{claim.task}.try{claim.try_number - 1}.ipynb"))
@@ -455,7 +455,7 @@ class Runner:
             return
         run = self.store.get_run(event.run_id)
         spec = self._spec(run)
-        task, outcome = spec.tasks[_task_of(event.task)], event.outcome
+        task, outcome = spec.tasks[task_of(event.task)], event.outcome
         if outcome.stopped is StopReason.RUNNER_LOST:  # the task is no longer this runner's to record
             _dropped(run.id, event.task, event.try_number)
             return
@@ -667,17 +667,11 @@ class Runner:
             self.listener(run_id, name, state, detail)
 
 
-def _task_of(name: str) -> str:
-    """The spec's task of a row: ``train`` for its instance ``train[3]``."""
-    instance = parse_instance(name)
-    return instance[0] if instance else name
-
-
 def _rows(states: dict[str, TaskState]) -> dict[str, list[str]]:
     """Each spec task's rows: itself, or its instances in order."""
     rows: dict[str, list[str]] = {}
     for name in states:
-        rows.setdefault(_task_of(name), []).append(name)
+        rows.setdefault(task_of(name), []).append(name)
     return rows
 
 

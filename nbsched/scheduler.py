@@ -18,13 +18,25 @@ each scheduler looks for their events on its own timer (every second for ``after
 from __future__ import annotations
 
 import heapq
+import itertools
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 from nbsched.errors import NbschedError, NotFound
-from nbsched.events import AFTER_LOOK, AfterTrigger, EventTrigger, FilesTrigger, Fire, event_from_fields, is_event
+from nbsched.events import (
+    AFTER_LOOK,
+    MAX_FILES,
+    AfterTrigger,
+    EventTrigger,
+    FileSeen,
+    FilesTrigger,
+    Fire,
+    event_from_fields,
+    is_event,
+)
 from nbsched.notices import Notice
 from nbsched.states import RunTrigger
 from nbsched.store import ScheduleRecord, SqlStore
@@ -178,7 +190,7 @@ class Scheduler:
         """The files new or changed and settled; whether there are more; when to look next
         (after ``poll``, or sooner when a file still being written will have settled)."""
         look = now + timedelta(seconds=trigger.poll)
-        seen = trigger.scan()
+        seen = scan_files(trigger)
         fresh = self.store.unfired(schedule.id, [f.key for f in seen]) if seen else set()
         fires: list[Fire] = []
         for found in seen:
@@ -267,6 +279,40 @@ class Scheduler:
         elif not moved:
             self.invalidate()
         return created
+
+
+def scan_files(trigger: FilesTrigger) -> list[FileSeen]:
+    """The regular files matching now, oldest change first; each one's real path checked
+    inside the folder now (where it is used), not when the schedule was made."""
+    folder = Path(trigger.folder)
+    try:
+        root = folder.resolve(strict=True)
+        if trigger.root is not None and not root.is_relative_to(Path(trigger.root).resolve()):
+            log.warning("files %s: the folder %s leads out of %s; nothing fires", trigger.pattern, folder, trigger.root)
+            return []
+        matches = list(itertools.islice(folder.glob(trigger.pattern), MAX_FILES + 1))
+    except (OSError, ValueError) as exc:  # the folder went away, or cannot be read
+        log.warning("files %s in %s: cannot look: %s", trigger.pattern, trigger.folder, exc)
+        return []
+    if len(matches) > MAX_FILES:
+        log.warning(
+            "files %s in %s: more than %d files match; looking at %d", trigger.pattern, folder, MAX_FILES, MAX_FILES
+        )
+        matches = matches[:MAX_FILES]
+    seen = []
+    for path in matches:
+        try:
+            if not path.resolve(strict=True).is_relative_to(root):
+                log.warning("files %s: %s leads out of %s; it does not fire", trigger.pattern, path, root)
+                continue
+            stat = path.stat()
+        except OSError:  # gone meanwhile, or a broken link
+            continue
+        if path.is_file():
+            seen.append(
+                FileSeen(path=path.relative_to(folder).as_posix(), size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+            )
+    return sorted(seen, key=lambda f: (f.mtime_ns, f.path))
 
 
 def _event(fire: Fire) -> str:

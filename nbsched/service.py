@@ -30,12 +30,12 @@ from nbsched.errors import (
     SpecError,
 )
 from nbsched.events import FilesTrigger, Fire, after_cycle, event_from_fields, is_event
-from nbsched.fanout import grid_instances, instance_name, item_params, parse_instance
+from nbsched.fanout import grid_instances, instance_name, item_params, parse_instance, task_of
 from nbsched.notices import Notice, is_url, notices_for
 from nbsched.params import task_parameters
 from nbsched.reporting import output_notebook, run_page, task_html, write_run_report
 from nbsched.runner import Runner
-from nbsched.scheduler import Scheduler, schedule_trigger
+from nbsched.scheduler import Scheduler, scan_files, schedule_trigger
 from nbsched.sender import (
     Delivery,
     Sender,
@@ -227,7 +227,7 @@ class Service:
         if "files" in trigger and not trigger["existing"]:
             files = event_from_fields(trigger)
             assert isinstance(files, FilesTrigger)
-            row["seen"] = [found.key for found in files.scan()]
+            row["seen"] = [found.key for found in scan_files(files)]
         return row
 
     def list_pipelines(self) -> list[PipelineView]:
@@ -345,7 +345,7 @@ class Service:
                     )
                 borrowed[needed], lent[needed] = found
         rows, _ = run_rows(spec)
-        return {"tasks": [row for row in rows if _task_of(row) in chosen], "borrowed": borrowed}, lent
+        return {"tasks": [row for row in rows if task_of(row) in chosen], "borrowed": borrowed}, lent
 
     def trigger(
         self, pipeline: str, params: Mapping[str, Any] | None = None, logical_date: datetime | None = None
@@ -446,7 +446,7 @@ class Service:
         only. The other tasks keep their results. Returns the tasks re-queued."""
         run = self.store.get_run(run_id)
         spec = self.spec_of(run)
-        tries = {row: spec.tasks[_task_of(row)].max_tries for row in run.tasks}
+        tries = {row: spec.tasks[task_of(row)].max_tries for row in run.tasks}
         if tasks is None:
             if params or downstream:
                 raise ConfigError("retry: -p and --downstream go with --task (the tasks to re-run)")
@@ -676,7 +676,7 @@ class Service:
             fire=fire,
             selection=selection,
             lent=lent,
-            pools={row: pool for row in rows if (pool := spec.tasks[_task_of(row)].pool) is not None},
+            pools={row: pool for row in rows if (pool := spec.tasks[task_of(row)].pool) is not None},
             max_active_tasks=spec.max_active_tasks,
         )
 
@@ -842,13 +842,8 @@ def _chosen_rows(spec: PipelineSpec, rows: list[str], names: list[str], downstre
     chosen = set(_chosen_tasks(spec, tasks, downstream)) if tasks or not instances else set()
     if downstream:
         for instance in instances:
-            chosen |= set(_chosen_tasks(spec, [_task_of(instance)], True)) - {_task_of(instance)}
-    return [row for row in rows if _task_of(row) in chosen or row in instances]
-
-
-def _task_of(row: str) -> str:
-    instance = parse_instance(row)
-    return instance[0] if instance else row
+            chosen |= set(_chosen_tasks(spec, [task_of(instance)], True)) - {task_of(instance)}
+    return [row for row in rows if task_of(row) in chosen or row in instances]
 
 
 def _chosen_tasks(spec: PipelineSpec, names: list[str], downstream: bool, option: str = "--task") -> list[str]:
