@@ -128,11 +128,16 @@ def test_cancel_stops_the_kernel_on_the_worker_and_its_future(project: Path, clu
     finished: list[Any] = []
     runner = threading.Thread(target=lambda: finished.append(service.run_pipeline(project / "pipeline.yaml")))
     runner.start()
-    # the worker reports the cell its notebook is on
+    # the worker reports the cell its notebook is on: the first cell may be seen on the way
     task = wait_for(
-        lambda: (runs := service.list_runs(limit=1)) and runs[0].tasks["nap"].cell and runs[0].tasks["nap"],
+        lambda: (
+            (runs := service.list_runs(limit=1))
+            and (cell := runs[0].tasks["nap"].cell)
+            and cell["source"] != "import os; print(os.getpid())"
+            and runs[0].tasks["nap"]
+        ),
         60,
-        "the cell to be reported",
+        "the cell after the first to be reported",
     )
     assert task.cell["source"] == "import time; time.sleep(120)" and task.state is TaskState.RUNNING
     run_id = service.list_runs(limit=1)[0].id
