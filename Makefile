@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/nbsched run sample_notebooks/pipeline.yaml -p n_rows=5000 --report
+	$(BIN)/nbsched run sample_notebooks/forecast.yaml --report
 
 # ruff (lint and format), mypy, and the layers of ../shared/DESIGN.md as import-linter contracts
 lint: $(STAMP)

@@ -627,7 +627,7 @@ def _exit_by(records: list[RunView]) -> NoReturn:
 
 
 def _print_run(r: RunView) -> None:
-    from nbsched.report import trigger_label, where_running
+    from nbsched.report import comparisons, trigger_label, where_running
     from nbsched.states import TaskState
 
     params = ", ".join(f"{k}={v!r}" for k, v in r.params.items()) or "-"
@@ -665,6 +665,15 @@ def _print_run(r: RunView) -> None:
             click.echo(f"  {name}: at {where_running(t.cell)}")
         elif t.waiting:
             click.echo(f"  {name}: {t.waiting}")
+    for table in comparisons(r.to_json()["tasks"]):  # a mapped task's instances side by side
+        click.echo(f"compared: {table.task}")
+        _table(
+            ["  INSTANCE", "STATE", *table.params, *table.outputs],
+            [
+                [f"  {row['name']}", _state(row["state"]), *(_cell(v) for v in [*row["params"], *row["outputs"]])]
+                for row in table.rows
+            ],
+        )
     retried = [(name, a) for name, t in r.tasks.items() if len(t.tries) > 1 for a in t.tries]
     if retried:  # what each try did: where it ran, who ran it, how it ended
         click.echo("tries:")
@@ -683,6 +692,11 @@ def _print_run(r: RunView) -> None:
                 for name, a in retried
             ],
         )
+
+
+def _cell(value: Any) -> str:
+    """A value in a table: ``-`` when missing, JSON's spelling otherwise (``true``, ``0.93``)."""
+    return "-" if value is None else value if isinstance(value, str) else json.dumps(value)
 
 
 def _overrides(params: tuple[str, ...]) -> dict[str, Any]:

@@ -373,26 +373,23 @@ class Comparison:
 
 
 def comparisons(tasks: Mapping[str, Mapping[str, Any]]) -> list[Comparison]:
-    """One :class:`Comparison` per mapped task of a run's rows (``TaskView`` JSON), in run order."""
-    by_task: dict[str, list[tuple[str, Mapping[str, Any]]]] = {}
-    for name, task in tasks.items():
-        if task.get("mapped_from"):
-            by_task.setdefault(task["mapped_from"], []).append((name, task))
+    """One :class:`Comparison` per mapped task of a run (its ``tasks`` JSON), in run order."""
     tables = []
-    for task_name, instances in by_task.items():
-        params = list(dict.fromkeys(k for _, t in instances for k in (t.get("instance_params") or {})))
-        outputs = list(
-            dict.fromkeys(k for _, t in instances for k, v in (t.get("outputs") or {}).items() if _scalar(v))
-        )
+    for task_name, task in tasks.items():
+        instances = task.get("instances") or []
+        if not instances:
+            continue
+        params = list(dict.fromkeys(k for t in instances for k in (t.get("instance_params") or {})))
+        outputs = list(dict.fromkeys(k for t in instances for k, v in (t.get("outputs") or {}).items() if _scalar(v)))
         rows = [
             {
-                "name": name,
-                "label": t.get("label", name),
+                "name": t["name"],
+                "label": t.get("label", t["name"]),
                 "state": t["state"],
                 "params": [(t.get("instance_params") or {}).get(k) for k in params],
                 "outputs": [v if _scalar(v := (t.get("outputs") or {}).get(k)) else None for k in outputs],
             }
-            for name, t in instances
+            for t in instances
         ]
         tables.append(Comparison(task=task_name, params=params, outputs=outputs, rows=rows))
     return tables
@@ -402,35 +399,15 @@ def _scalar(value: Any) -> bool:
     return isinstance(value, (int, float, bool)) or (isinstance(value, str) and len(value) <= 80)
 
 
-# a mapped task's box takes the colour of its most telling instance: what still moves, then what went wrong
-_ROLLUP = (
-    "running",
-    "queued",
-    "up_for_retry",
-    "pending",
-    "failed",
-    "upstream_failed",
-    "cancelled",
-    "success",
-    "skipped",
-)
-
-
 def task_states(tasks: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, str], dict[str, str]]:
-    """The state of each of a run's spec tasks for its DAG picture, from its rows (``TaskView``
-    JSON), and for each mapped task a note of its instances by state: ``6: 5 success, 1 failed``."""
-    states: dict[str, str] = {}
-    instances: dict[str, list[str]] = {}
-    for name, task in tasks.items():
-        if task.get("mapped_from"):
-            instances.setdefault(task["mapped_from"], []).append(task["state"])
-        else:
-            states[name] = task["state"]
-    notes = {}
-    for name, found in instances.items():
-        counts = {s: found.count(s) for s in _ROLLUP if s in found}
-        states[name] = next(iter(counts))
-        notes[name] = f"{len(found)}: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+    """The state of each of a run's tasks for its DAG picture (its ``tasks`` JSON), and for each
+    mapped task a note of its instances by state: ``6: 5 success, 1 failed``."""
+    states = {name: task["state"] for name, task in tasks.items()}
+    notes = {
+        name: f"{len(task['instances'])}: " + ", ".join(f"{n} {s}" for s, n in task["instance_states"].items())
+        for name, task in tasks.items()
+        if task.get("instances")
+    }
     return states, notes
 
 

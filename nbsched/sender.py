@@ -343,21 +343,9 @@ def sample_run(spec: PipelineSpec, event: NotifyEvent, now: datetime) -> RunView
             error="RuntimeError: a sample failure of nbsched notify test (cell 1: raise RuntimeError(...))"
             if bad
             else None,
-            failure=None,
-            output_path=None,
-            outputs={},
-            cell=None,
-            host=None,
             started_at=now,
             ended_at=now,
-            params=None,
-            pool=None,
-            waiting=None,
-            mapped_from=None,
-            map_index=None,
-            instance_params=None,
             label=name,
-            tries=(),
         )
     return RunView(
         id="sample",

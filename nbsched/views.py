@@ -5,7 +5,7 @@ JSON shape of ``--json`` output and of the REST API (``jupyter_ext/openapi.yaml`
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -62,22 +62,24 @@ class TaskView:
     state: TaskState
     try_number: int
     max_tries: int
-    error: str | None
-    failure: TaskFailure | None
-    output_path: str | None
-    outputs: Mapping[str, Any]
-    cell: Mapping[str, Any] | None  # while running: the cell executing now
-    host: str | None
-    started_at: datetime | None
-    ended_at: datetime | None
-    params: Mapping[str, Any] | None  # a repair's overrides for this task only
-    pool: str | None  # the pool whose slot each try takes
-    waiting: str | None  # queued, and why it waits: ``waiting for pool gpu: 1/1 used``
-    mapped_from: str | None  # an instance's task: ``train`` of ``train[3]``
-    map_index: int | None
-    instance_params: Mapping[str, Any] | None  # an instance's grid or for_each values
     label: str  # its name, or an instance's with its values: ``train[region=eu, model=linear]``
-    tries: tuple[TryView, ...]
+    error: str | None = None
+    failure: TaskFailure | None = None
+    output_path: str | None = None
+    outputs: Mapping[str, Any] = field(default_factory=dict)
+    cell: Mapping[str, Any] | None = None  # while running: the cell executing now
+    host: str | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    params: Mapping[str, Any] | None = None  # a repair's overrides for this task only
+    pool: str | None = None  # the pool whose slot each try takes
+    waiting: str | None = None  # queued, and why it waits: ``waiting for pool gpu: 1/1 used``
+    mapped_from: str | None = None  # an instance's task: ``train`` of ``train[3]``
+    map_index: int | None = None
+    instance_params: Mapping[str, Any] | None = None  # an instance's grid or for_each values
+    tries: tuple[TryView, ...] = ()
+    # a mapped task: its instances in order; its own state, times and error roll them up
+    instances: tuple[TaskView, ...] = ()
 
     @classmethod
     def of(cls, record: TaskRunRecord, pools: Mapping[str, PoolRecord] | None = None) -> TaskView:
@@ -89,10 +91,38 @@ class TaskView:
             waiting=_waiting(record, pools),
             label=label,
             tries=tuple(TryView.of(t) for t in record.tries),
+            instances=(),
         )
+
+    @classmethod
+    def mapped(cls, name: str, instances: tuple[TaskView, ...]) -> TaskView:
+        """A mapped task as one: the state that tells most of its instances' (what still moves,
+        then what went wrong), its first start, its last end once every instance ended."""
+        found = [i.state for i in instances]
+        failed = found.count(TaskState.FAILED)
+        ends = [i.ended_at for i in instances]
+        return cls(
+            name=name,
+            state=next(s for s in ROLLUP if s in found),
+            try_number=0,
+            max_tries=instances[0].max_tries,
+            label=name,
+            error=f"{failed} of {len(found)} instances failed" if failed else None,
+            started_at=min((i.started_at for i in instances if i.started_at), default=None),
+            ended_at=None if None in ends else max(e for e in ends if e is not None),
+            pool=instances[0].pool,
+            instances=instances,
+        )
+
+    @property
+    def instance_states(self) -> dict[str, int]:
+        """How many of a mapped task's instances are in each state, most telling first."""
+        found = [i.state for i in self.instances]
+        return {s.value: found.count(s) for s in ROLLUP if s in found}
 
     def to_json(self) -> Json:
         return {
+            "name": self.name,
             "state": self.state.value,
             "try_number": self.try_number,
             "max_tries": self.max_tries,
@@ -112,6 +142,8 @@ class TaskView:
             "instance_params": self.instance_params,
             "label": self.label,
             "tries": [t.to_json() for t in self.tries],
+            "instances": [i.to_json() for i in self.instances],
+            "instance_states": self.instance_states,
         }
 
 
@@ -134,12 +166,25 @@ class RunView:
     created_at: datetime
     started_at: datetime | None
     ended_at: datetime | None
-    tasks: Mapping[str, TaskView]
+    tasks: Mapping[str, TaskView]  # every row, by its name: tasks and instances (``train[3]``)
 
     @classmethod
     def of(cls, record: RunRecord, pools: Mapping[str, PoolRecord] | None = None) -> RunView:
         """``pools``: those its queued tasks wait for, to say how full each is."""
         return _copy(cls, record, tasks={name: TaskView.of(t, pools) for name, t in record.tasks.items()})
+
+    def by_task(self) -> dict[str, TaskView]:
+        """Its tasks as the pipeline names them, in run order: a mapped task as one, with its
+        instances (``TaskView.mapped``)."""
+        out: dict[str, TaskView | list[TaskView]] = {}
+        for name, task in self.tasks.items():
+            if task.mapped_from is None:
+                out[name] = task
+            else:
+                group = out.setdefault(task.mapped_from, [])
+                assert isinstance(group, list)
+                group.append(task)
+        return {n: t if isinstance(t, TaskView) else TaskView.mapped(n, tuple(t)) for n, t in out.items()}
 
     def to_json(self) -> Json:
         return {
@@ -158,7 +203,7 @@ class RunView:
             "created_at": _iso(self.created_at),
             "started_at": _iso(self.started_at),
             "ended_at": _iso(self.ended_at),
-            "tasks": {name: t.to_json() for name, t in self.tasks.items()},
+            "tasks": {name: t.to_json() for name, t in self.by_task().items()},
         }
 
 
@@ -346,6 +391,26 @@ class PoolView:
 
     def to_json(self) -> Json:
         return {"name": self.name, "slots": self.slots, "running": self.running, "queued": self.queued}
+
+
+# which state a mapped task shows of its instances': what still moves, then what went wrong
+ROLLUP = (
+    TaskState.RUNNING,
+    TaskState.QUEUED,
+    TaskState.UP_FOR_RETRY,
+    TaskState.PENDING,
+    TaskState.FAILED,
+    TaskState.UPSTREAM_FAILED,
+    TaskState.CANCELLED,
+    TaskState.SUCCESS,
+    TaskState.SKIPPED,
+)
+
+
+def task_rows(tasks: Mapping[str, Json]) -> dict[str, Json]:
+    """A run's ``tasks`` JSON (``RunView.to_json()``) as rows by name: each task, and each mapped
+    task's instances in its place."""
+    return {row.get("name", name): row for name, task in tasks.items() for row in (task.get("instances") or [task])}
 
 
 def _waiting(task: TaskRunRecord, pools: Mapping[str, PoolRecord] | None) -> str | None:

@@ -217,6 +217,9 @@ def test_a_run_cannot_override_a_grid_value(service, project):
         service.trigger("models", {"region": "mars"})
 
 
+GRID_CLI = [(r, k) for r in ("eu", "apac") for k in (1, 2)]
+
+
 @pytest.mark.kernel
 def test_a_grid_from_the_cli_rolls_up_into_the_downstream_notebook(project):
     write_notebook(
@@ -234,11 +237,24 @@ def test_a_grid_from_the_cli_rolls_up_into_the_downstream_notebook(project):
     proc = nbsched("run", "pipeline.yaml", "--json", cwd=project)
     assert proc.returncode == 0, proc.stderr
     run = json.loads(proc.stdout)
-    assert [run["tasks"][f"train[{i}]"]["outputs"]["score"] for i in range(4)] == [2, 4, 4, 8]
+    train = run["tasks"]["train"]  # the mapped task as one, its instances in a list
+    assert list(run["tasks"]) == ["train", "compare"] and train["state"] == "success"
+    assert train["instance_states"] == {"success": 4} and train["instances"][3]["name"] == "train[3]"
+    assert [i["instance_params"] for i in train["instances"]] == [
+        {"region": r, "k": k} for r in ("eu", "apac") for k in (1, 2)
+    ]
+    assert [i["outputs"]["score"] for i in train["instances"]] == [2, 4, 4, 8]
     assert run["tasks"]["compare"]["outputs"]["best"] == {"region": "apac", "k": 2}
+    assert run["tasks"]["compare"]["instances"] == []
     assert (project / "nbsched-runs" / "g" / run["run_id"] / "train[3].ipynb").exists()
     shown = nbsched("show", run["run_id"], cwd=project, check=True).stdout
     assert "train[region=apac, k=2]" in shown
+    # and side by side: a row per instance, a column per value and per recorded score
+    compared = shown.split("compared: train\n")[1].splitlines()
+    assert compared[0].split() == ["INSTANCE", "STATE", "region", "k", "score"]
+    assert [line.split() for line in compared[1:5]] == [
+        [f"train[{i}]", "success", r, str(k), str(len(r) * k)] for i, (r, k) in enumerate(GRID_CLI)
+    ]
     page = Path(project / nbsched("report", run["run_id"], cwd=project, check=True).stdout.strip()).read_text()
     # the DAG draws the mapped task once, with its instances by state
     assert '<g class="task" data-task="train" data-state="success">' in page and ">4: 4 success</text>" in page
@@ -251,7 +267,8 @@ async def test_an_instances_notebook_and_outputs_over_rest(api, daemon, jp_root_
     assert (await api("POST", "pipelines", body={"spec": spec})).code == 201
     run_id = (await api("POST", "pipelines", "g", "runs", body={})).data["run_id"]
     run = await finished_run(api, run_id)
-    assert run["state"] == "success" and run["tasks"]["train[1]"]["label"] == "train[region=us]"
+    assert run["state"] == "success" and run["tasks"]["train"]["state"] == "success"
+    assert [i["label"] for i in run["tasks"]["train"]["instances"]] == ["train[region=eu]", "train[region=us]"]
     outputs = await api("GET", "runs", run_id, "tasks", "train[1]", "outputs")
     assert outputs.code == 200 and outputs.data["outputs"] == {"r": "us"}
     notebook = await api("GET", "runs", run_id, "tasks", "train[0]", "notebook")

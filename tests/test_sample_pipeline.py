@@ -7,7 +7,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import run_json
+from conftest import nbsched, run_json
 
 pytestmark = pytest.mark.kernel
 
@@ -35,3 +35,26 @@ def test_sample_pipeline_runs_and_reports(project):
     run_dir = Path(tasks["report"]["output_path"]).parent
     assert (run_dir / "data" / "raw.csv").exists()
     assert not (project / "sample" / "data").exists()
+
+
+def test_sample_grid_runs_six_forecasts_and_compares_them(project):
+    shutil.copytree(SAMPLE, project / "sample")
+    code, run = run_json("sample/forecast.yaml", "-p", "n_rows=1500", cwd=project)
+
+    assert code == 0, {n: t["error"] for n, t in run["tasks"].items()}
+    forecast = run["tasks"]["forecast"]
+    assert forecast["state"] == "success" and len(forecast["instances"]) == 6
+    assert [i["instance_params"] for i in forecast["instances"]] == [
+        {"region": r, "window": w} for r in ("eu", "us", "apac") for w in (3, 7)
+    ]
+    # compare got the six as one list and picked a window per region from their scores
+    maes = {
+        (i["instance_params"]["region"], i["instance_params"]["window"]): i["outputs"]["mae"]
+        for i in forecast["instances"]
+    }
+    best = {r: min((3, 7), key=lambda w: maes[(r, w)]) for r in ("eu", "us", "apac")}
+    assert run["tasks"]["compare"]["outputs"] == {"best_window": best, "instances": 6}
+    # the report compares them: a row per instance
+    page = Path(project / nbsched("report", run["run_id"], cwd=project, check=True).stdout.strip()).read_text()
+    table = page.split('<table class="comparison" data-task="forecast">')[1].split("</table>")[0]
+    assert table.count("<tr data-task=") == 6 and '<th class="output">mae</th>' in table

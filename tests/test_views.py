@@ -4,6 +4,7 @@ document's enums and bounds are nbsched's own, and request bodies are validated 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from nbsched.spec import (
 )
 from nbsched.states import NoticeState, NotifyEvent, RunState, RunTrigger, ScheduleOrigin, TaskState
 from nbsched.store import PipelineRecord, RunRecord, ScheduleRecord, TaskRunRecord, TaskTryRecord
-from nbsched.views import PipelineDetail, PipelineView, RunView, ScheduleView
+from nbsched.views import PipelineDetail, PipelineView, RunView, ScheduleView, task_rows
 
 T0 = datetime(2026, 11, 28, 6, 0, tzinfo=timezone.utc)
 CONTRACT = Contract.load("0.1.0")
@@ -193,6 +194,7 @@ def test_a_run_view_has_the_json_shape_of_the_api():
     assert data["run_id"] == "r1" and data["state"] == "running" and data["logical_date"] == T0.isoformat()
     task = data["tasks"]["extract"]
     assert list(task) == [
+        "name",
         "state",
         "try_number",
         "max_tries",
@@ -212,6 +214,8 @@ def test_a_run_view_has_the_json_shape_of_the_api():
         "instance_params",
         "label",
         "tries",
+        "instances",
+        "instance_states",
     ]
     assert task["tries"] == [
         {
@@ -236,6 +240,39 @@ def test_a_run_view_has_the_json_shape_of_the_api():
     # typed for Python: states are enums, times are datetimes
     assert view.state is RunState.RUNNING and view.tasks["report"].tries[0].ended_at is None
     assert view.tasks["report"].cell == {"index": 2, "count": 5, "source": "df = load()"}
+
+
+def test_a_mapped_task_is_one_entry_with_its_instances_and_their_roll_up():
+    def instance(i: int, state: TaskState, ended: bool = True) -> TaskRunRecord:
+        return task_record(
+            state,
+            task=f"train[{i}]",
+            mapped_from="train",
+            map_index=i,
+            instance_params={"region": ["eu", "us", "apac"][i]},
+            started_at=T0 + timedelta(seconds=i),
+            ended_at=T0 + timedelta(seconds=10 + i) if ended else None,
+        )
+
+    rows = {"train[0]": instance(0, TaskState.SUCCESS), "train[1]": instance(1, TaskState.FAILED)}
+    done = dataclasses.replace(run_record(), tasks={**rows, "train[2]": instance(2, TaskState.SUCCESS)})
+    data = RunView.of(done).to_json()
+    conforms(data, "Run")
+    train = data["tasks"]["train"]
+    assert list(data["tasks"]) == ["train"] and [i["name"] for i in train["instances"]] == [
+        "train[0]",
+        "train[1]",
+        "train[2]",
+    ]
+    assert train["state"] == "failed" and train["error"] == "1 of 3 instances failed"
+    assert train["instance_states"] == {"failed": 1, "success": 2}
+    assert train["started_at"] == T0.isoformat() and train["ended_at"] == (T0 + timedelta(seconds=12)).isoformat()
+    assert train["instances"][2]["label"] == "train[region=apac]" and train["instances"][2]["instances"] == []
+    # while one instance still runs, the task runs and has not ended
+    moving = dataclasses.replace(run_record(), tasks={**rows, "train[2]": instance(2, TaskState.RUNNING, False)})
+    train = RunView.of(moving).to_json()["tasks"]["train"]
+    assert train["state"] == "running" and train["ended_at"] is None
+    assert list(task_rows(RunView.of(moving).to_json()["tasks"])) == ["train[0]", "train[1]", "train[2]"]
 
 
 def test_a_schedule_view_tells_its_next_fire_in_its_zone():

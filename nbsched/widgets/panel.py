@@ -23,6 +23,7 @@ from nbsched.render import markup, render_macro
 from nbsched.report import Comparison, comparisons, dag_svg, task_states, where_running
 from nbsched.service import Service
 from nbsched.states import RunState, TaskState
+from nbsched.views import task_rows
 
 ALL = "(all pipelines)"
 _TEMPLATE = "panel.html.j2"
@@ -187,7 +188,7 @@ class RunPanel(w.VBox):
             self._render_comparisons({})
             return
         self._render_comparisons(view["tasks"])
-        tasks = view["tasks"]
+        tasks = task_rows(view["tasks"])  # a mapped task's instances one by one
         done = sum(TaskState(t["state"]).finished for t in tasks.values())
         self.progress.max, self.progress.value = max(1, len(tasks)), done
         states = {n: TaskState(t["state"]) for n, t in tasks.items()}
@@ -204,7 +205,7 @@ class RunPanel(w.VBox):
         self.retry_run.disabled = state not in (RunState.FAILED, RunState.CANCELLED)
         self.rerun_task.disabled = self.rerun_downstream.disabled = not state.finished
         spec = self.service.pipeline_spec_for_run(view["run_id"])
-        dag_states, notes = task_states(tasks)
+        dag_states, notes = task_states(view["tasks"])
         picture = dag_svg(
             spec.order,
             {n: list(spec.tasks[n].upstream) for n in spec.order},
@@ -220,7 +221,7 @@ class RunPanel(w.VBox):
         }
         cells = {n: where_running(t["cell"]) for n, t in tasks.items() if states[n] is TaskState.RUNNING and t["cell"]}
         self.detail.value = self._html(
-            "run_detail", run=view, picture=markup(picture), notebooks=notebooks, cells=cells, now=utcnow()
+            "run_detail", run=view, tasks=tasks, picture=markup(picture), notebooks=notebooks, cells=cells, now=utcnow()
         )
         names = [n for n, t in tasks.items() if t["output_path"]]
         if list(self.task_choice.options) != names:
