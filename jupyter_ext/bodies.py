@@ -33,10 +33,16 @@ class RegisterPipeline(_Body):
 
 @dataclass(frozen=True, kw_only=True)
 class TriggerRun(_Body):
-    """A run to queue now, with parameter overrides."""
+    """A run to queue now, with parameter overrides; a partial run with ``only`` or ``from``."""
 
     operation: ClassVar[str] = "triggerRun"
     params: dict[str, Any] = field(default_factory=dict)
+    only: list[str] | None = None
+    start: str | None = None  # the body's "from", as the CLI's --from
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> Self:
+        return super().from_json({**body, "start": body.get("from")})
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -243,7 +243,8 @@ class PipelineRunsHandler(BaseHandler):
     @authorized
     async def post(self, name: str) -> None:
         request = self.parse(TriggerRun)
-        self.reply({"run_id": await self.call(self.service.trigger, name, request.params)}, 201)
+        run_id = await self.call(self.service.trigger, name, request.params, only=request.only, start=request.start)
+        self.reply({"run_id": run_id}, 201)
 
 
 class SchedulesHandler(BaseHandler):

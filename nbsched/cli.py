@@ -187,7 +187,7 @@ def run(
             workers=workers,
             listener=progress.update,
             on_created=progress.start,
-            only=[n.strip() for n in only.split(",") if n.strip()] if only is not None else None,
+            only=_names(only),
             start=start,
         )
     finally:
@@ -279,11 +279,15 @@ def register(service: Service, path: str) -> None:
 @cli.command()
 @click.argument("pipeline")
 @click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="Override a parameter.")
+@click.option("--only", metavar="A,B", help="Run just these tasks (the values they need: from earlier runs).")
+@click.option("--from", "start", metavar="TASK", help="Run this task and everything downstream of it.")
 @click.option("--json", "as_json", is_flag=True, help='Print {"run_id": ...}.')
 @click.pass_obj
-def trigger(service: Service, pipeline: str, params: tuple[str, ...], as_json: bool) -> None:
+def trigger(
+    service: Service, pipeline: str, params: tuple[str, ...], only: str | None, start: str | None, as_json: bool
+) -> None:
     """Queue a run of a registered pipeline for `nbsched serve`; prints its run id."""
-    run_id = service.trigger(pipeline, _overrides(params))
+    run_id = service.trigger(pipeline, _overrides(params), only=_names(only), start=start)
     click.echo(json.dumps({"run_id": run_id}) if as_json else run_id)
 
 
@@ -627,6 +631,7 @@ def _exit_by(records: list[RunView]) -> NoReturn:
 
 
 def _print_run(r: RunView) -> None:
+    from nbsched.fanout import task_of
     from nbsched.report import comparisons, trigger_label, where_running
     from nbsched.states import TaskState
 
@@ -658,7 +663,12 @@ def _print_run(r: RunView) -> None:
         for name, t in r.tasks.items()
     ]
     _table(["TASK", "STATE", "TRIES", "DURATION", "OUTPUT"], rows)
+    unselected = [n for n in r.tasks if r.selection and n not in r.selection["tasks"]]
+    if unselected:  # a partial run's other tasks, once each
+        click.echo(f"  not selected: {', '.join(dict.fromkeys(task_of(n) for n in unselected))}")
     for name, t in r.tasks.items():
+        if name in unselected:
+            continue
         if t.error and t.state in (TaskState.FAILED, TaskState.UP_FOR_RETRY, TaskState.SKIPPED):
             click.echo(f"  {name}: {t.error}")
         elif t.cell and t.state is TaskState.RUNNING:
@@ -692,6 +702,11 @@ def _print_run(r: RunView) -> None:
                 for name, a in retried
             ],
         )
+
+
+def _names(value: str | None) -> list[str] | None:
+    """``--only a,b``'s names."""
+    return [n.strip() for n in value.split(",") if n.strip()] if value is not None else None
 
 
 def _cell(value: Any) -> str:

@@ -648,14 +648,14 @@ class Runner:
         lending = _unselected(run)
         values: dict[str, Any] = {}
         for up in task.upstream:
-            if spec.tasks[up].fanout is not None:
+            if spec.tasks[up].fanout is not None:  # a lent instance succeeded in the run it is from
                 values[up] = [
                     {
                         "params": dict(t.instance_params or {}),
-                        "outputs": dict(t.outputs) if t.state is TaskState.SUCCESS else {},
-                        "state": t.state.value,
+                        "outputs": dict(t.outputs) if t.state is TaskState.SUCCESS or row in lending else {},
+                        "state": TaskState.SUCCESS.value if row in lending else t.state.value,
                     }
-                    for t in run.tasks.values()
+                    for row, t in run.tasks.items()
                     if t.mapped_from == up
                 ]
             elif up in run.tasks and (run.tasks[up].state is TaskState.SUCCESS or up in lending):  # lent: earlier run

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from nbsched.clock import utcnow
 from nbsched.config import Config, DaemonOptions
@@ -294,7 +294,7 @@ class Service:
         its tasks need from the others come from the latest run in which each succeeded."""
         overrides = dict(params or {})
         spec = self.validate(path, overrides)  # a bad spec or override fails here, before a run exists
-        selection, lent = self._selection(spec, only, start)
+        selection = self._selection(spec, only, start)
         now = utcnow()
         with self._foreground(workers, listener) as runner:  # so do bad settings: before a version is saved
             version = self._save(spec)
@@ -306,7 +306,6 @@ class Service:
                 RunTrigger.MANUAL,
                 owner=runner.id,
                 selection=selection,
-                lent=lent,
             )
             assert run_id is not None
             if on_created is not None:
@@ -315,42 +314,56 @@ class Service:
                 runner.run([run_id])
         return self.get_run(run_id)
 
-    def _selection(
-        self, spec: PipelineSpec, only: Iterable[str] | None, start: str | None
-    ) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]]]:
-        """A partial run's selection and the outputs its other tasks lend (see ``store.create_run``)."""
+    def _selection(self, spec: PipelineSpec, only: Iterable[str] | None, start: str | None) -> Selection | None:
+        """A partial run's selection, and the rows and outputs its other tasks lend: what each
+        recorded in the latest run in which it succeeded (a mapped task: every instance of it)."""
         if only is None and start is None:
-            return None, {}
+            return None
         if only is not None and start is not None:
             raise ConfigError("--only and --from: give one of them")
         names = list(only) if only is not None else [start or ""]
         option = "--only" if only is not None else "--from"
         chosen = set(_chosen_tasks(spec, names, downstream=start is not None, option=option))
-        borrowed, lent = {}, {}
-        for name in spec.order:
-            if name not in chosen:
+        rows, instances = run_rows(spec)
+        borrowed: dict[str, str] = {}
+        lent: dict[str, dict[str, Any]] = {}
+        for name, needed in ((n, up) for n in spec.order if n in chosen for up in spec.tasks[n].upstream):
+            if needed in chosen or needed in borrowed:
                 continue
-            for needed in spec.tasks[name].upstream:
-                if needed in chosen or needed in lent:
-                    continue
-                if spec.tasks[needed].fanout is not None:
-                    raise ConfigError(
-                        f"{option}: task '{name}' needs the values of '{needed}', a mapped task: select it too"
-                    )
-                found = self.store.latest_success(spec.name, needed)
-                if found is None:
-                    raise ConfigError(
-                        f"{option}: task '{name}' needs the values of '{needed}', which never succeeded in a run of "
-                        f"{spec.name} (run it first, or select it too)"
-                    )
-                borrowed[needed], lent[needed] = found
-        rows, _ = run_rows(spec)
-        return {"tasks": [row for row in rows if task_of(row) in chosen], "borrowed": borrowed}, lent
+            missing = ConfigError(
+                f"{option}: task '{name}' needs the values of '{needed}', which never succeeded in a run of "
+                f"{spec.name} (run it first, or select it too)"
+            )
+            if spec.tasks[needed].fanout is None:
+                if (one := self.store.latest_success(spec.name, needed)) is None:
+                    raise missing
+                borrowed[needed], lent[needed] = one
+                continue
+            if (found := self.store.latest_instances(spec.name, needed)) is None:
+                raise missing
+            borrowed[needed] = found[0]
+            # its rows are those of that run's instances (a for_each's list was that run's)
+            at = next(i for i, row in enumerate(rows) if task_of(row) == needed)
+            rows = [row for row in rows if task_of(row) != needed]
+            for index, values, outputs in found[1]:
+                row = instance_name(needed, index)
+                rows.insert(at + index, row)
+                instances[row], lent[row] = (needed, index, values), outputs
+        return Selection(
+            {"tasks": [row for row in rows if task_of(row) in chosen], "borrowed": borrowed}, lent, (rows, instances)
+        )
 
     def trigger(
-        self, pipeline: str, params: Mapping[str, Any] | None = None, logical_date: datetime | None = None
+        self,
+        pipeline: str,
+        params: Mapping[str, Any] | None = None,
+        logical_date: datetime | None = None,
+        *,
+        only: Iterable[str] | None = None,
+        start: str | None = None,
     ) -> str:
-        """Queue a run of a registered pipeline for `nbsched serve`; returns its id."""
+        """Queue a run of a registered pipeline for `nbsched serve`; returns its id. ``only`` and
+        ``start``: a partial run, as ``run_pipeline``'s."""
         spec = self._spec(pipeline)
         _dry_render(spec, params or {}, self.config.runs_dir, utcnow())
         run_id = self._create_run(
@@ -359,6 +372,7 @@ class Service:
             dict(params or {}),
             logical_date or utcnow(),
             RunTrigger.MANUAL,
+            selection=self._selection(spec, only, start),
         )
         assert run_id is not None
         self._changed()
@@ -658,10 +672,9 @@ class Service:
         schedule_id: int | None = None,
         max_active_runs: int | None = None,
         fire: tuple[int, str, dict[str, Any]] | None = None,
-        selection: Mapping[str, Any] | None = None,
-        lent: Mapping[str, Mapping[str, Any]] | None = None,
+        selection: Selection | None = None,
     ) -> str | None:
-        rows, instances = run_rows(spec)
+        rows, instances = selection.layout if selection is not None else run_rows(spec)
         return self.store.create_run(
             pipeline=spec.name,
             version=version,
@@ -674,8 +687,8 @@ class Service:
             schedule_id=schedule_id,
             max_active_runs=max_active_runs,
             fire=fire,
-            selection=selection,
-            lent=lent,
+            selection=selection.chosen if selection is not None else None,
+            lent=selection.lent if selection is not None else None,
             pools={row: pool for row in rows if (pool := spec.tasks[task_of(row)].pool) is not None},
             max_active_tasks=spec.max_active_tasks,
         )
@@ -810,6 +823,14 @@ def _snapshot_spec(record: PipelineRecord) -> PipelineSpec:
     snap = record.spec
     spec = parse_pipeline(snap["raw"], base_dir=Path(snap["base_dir"]), source=f"{record.name} v{record.version}")
     return replace(spec, root=Path(snap["root"])) if snap.get("root") else spec
+
+
+class Selection(NamedTuple):
+    """A partial run: what it runs, and what its other tasks lend it (``store.create_run``)."""
+
+    chosen: dict[str, Any]  # {"tasks": [rows it runs], "borrowed": {task: the run its values are from}}
+    lent: dict[str, dict[str, Any]]  # row -> the outputs it recorded in that run
+    layout: tuple[list[str], dict[str, tuple[str, int, dict[str, Any]]]]  # its rows, as run_rows gives them
 
 
 def run_rows(spec: PipelineSpec) -> tuple[list[str], dict[str, tuple[str, int, dict[str, Any]]]]:

@@ -263,7 +263,18 @@ def test_a_grid_from_the_cli_rolls_up_into_the_downstream_notebook(project):
 @pytest.mark.kernel
 async def test_an_instances_notebook_and_outputs_over_rest(api, daemon, jp_root_dir):  # noqa: F811 - fixtures
     write_notebook(jp_root_dir / "train.ipynb", "import nbsched\nnbsched.record('r', region)", params="region = ''")
-    spec = {"name": "g", "tasks": {"train": {"notebook": "train.ipynb", "grid": {"region": ["eu", "us"]}}}}
+    write_notebook(
+        jp_root_dir / "compare.ipynb",
+        "import nbsched\nnbsched.record('n', len(upstream['train']))",
+        params="upstream = {}",
+    )
+    spec = {
+        "name": "g",
+        "tasks": {
+            "train": {"notebook": "train.ipynb", "grid": {"region": ["eu", "us"]}},
+            "compare": {"notebook": "compare.ipynb", "upstream": ["train"]},
+        },
+    }
     assert (await api("POST", "pipelines", body={"spec": spec})).code == 201
     run_id = (await api("POST", "pipelines", "g", "runs", body={})).data["run_id"]
     run = await finished_run(api, run_id)
@@ -274,3 +285,66 @@ async def test_an_instances_notebook_and_outputs_over_rest(api, daemon, jp_root_
     notebook = await api("GET", "runs", run_id, "tasks", "train[0]", "notebook")
     assert notebook.code == 200 and 'filename="train[0].ipynb"' in notebook.headers["Content-Disposition"]
     (await api("GET", "runs", run_id, "tasks", "train[7]", "outputs")).error(404, "not_found")
+
+    # a partial run over REST: compare alone, from that run's instances
+    partial_id = (await api("POST", "pipelines", "g", "runs", body={"only": ["compare"]})).data["run_id"]
+    partial = await finished_run(api, partial_id)
+    assert partial["selection"] == {"tasks": ["compare"], "borrowed": {"train": run_id}}
+    assert partial["tasks"]["compare"]["outputs"] == {"n": 2} and partial["tasks"]["train"]["state"] == "skipped"
+    message = (await api("POST", "pipelines", "g", "runs", body={"from": "trian"})).error(422)
+    assert message == "--from 'trian': pipeline g has no such task (did you mean 'train'?)"
+    (await api("POST", "pipelines", "g", "runs", body={"only": "compare"})).error(400)
+
+
+@pytest.mark.kernel
+def test_a_partial_run_borrows_every_instance_of_a_mapped_upstream(project):
+    write_notebook(
+        project / "train.ipynb",
+        "import nbsched\nif region == bad:\n    raise ValueError(region)\nnbsched.record('score', len(region))",
+        params="region = ''\nbad = ''",
+    )
+    write_notebook(project / "ls.ipynb", "import nbsched\nnbsched.record('files', ['a.csv', 'b.csv'])")
+    write_notebook(project / "process.ipynb", "import nbsched\nnbsched.record('up', path.upper())", params="path = ''")
+    got = "import nbsched\nnbsched.record('got', [(i['state'], i['params'], i['outputs']) for i in upstream[{up!r}]])"
+    write_notebook(project / "compare.ipynb", got.format(up="train"), params="upstream = {}")
+    write_notebook(project / "audit.ipynb", got.format(up="process"), params="upstream = {}")
+    write_yaml(
+        project / "pipeline.yaml",
+        "name: g\ntasks:\n  train: {notebook: train.ipynb, grid: {region: [eu, apac]}}\n"
+        "  compare: {notebook: compare.ipynb, upstream: [train]}\n  ls: ls.ipynb\n"
+        "  process: {notebook: process.ipynb, upstream: [ls], for_each: '{{ upstream.ls.files }}', as: path}\n"
+        "  audit: {notebook: audit.ipynb, upstream: [process]}\n",
+    )
+    # never succeeded yet: one line, nothing runs
+    proc = nbsched("run", "pipeline.yaml", "--only", "compare", cwd=project)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
+        "Error: --only: task 'compare' needs the values of 'train', which never succeeded in a run of g "
+        "(run it first, or select it too)"
+    )
+    good = json.loads(nbsched("run", "pipeline.yaml", "--json", cwd=project, check=True).stdout)
+    # a later run in which one instance failed is not one to borrow from
+    bad = json.loads(nbsched("run", "pipeline.yaml", "-p", "bad=apac", "--json", cwd=project).stdout)
+    assert bad["tasks"]["train"]["instance_states"] == {"failed": 1, "success": 1}
+
+    proc = nbsched("run", "pipeline.yaml", "--only", "compare,audit", "--json", cwd=project)
+    assert proc.returncode == 0, proc.stderr
+    partial = json.loads(proc.stdout)
+    # each from the latest run in which all of its instances succeeded: process did in the bad run
+    assert partial["selection"]["borrowed"] == {"train": good["run_id"], "process": bad["run_id"]}
+    assert partial["tasks"]["compare"]["outputs"]["got"] == [
+        ["success", {"region": "eu"}, {"score": 2}],
+        ["success", {"region": "apac"}, {"score": 4}],
+    ]
+    assert partial["tasks"]["audit"]["outputs"]["got"] == [
+        ["success", {"path": "a.csv"}, {"up": "A.CSV"}],
+        ["success", {"path": "b.csv"}, {"up": "B.CSV"}],
+    ]
+    # the borrowed instances are there, not run ("not selected"), with what they recorded then
+    process = partial["tasks"]["process"]
+    assert [(i["name"], i["state"], i["error"], i["try_number"]) for i in process["instances"]] == [
+        ("process[0]", "skipped", "not selected", 0),
+        ("process[1]", "skipped", "not selected", 0),
+    ]
+    shown = nbsched("show", partial["run_id"], cwd=project, check=True).stdout
+    assert f"values of train from run {good['run_id']}, process from run {bad['run_id']}" in shown
+    assert "  not selected: train, ls, process\n" in shown

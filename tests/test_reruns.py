@@ -184,7 +184,7 @@ def test_run_from_and_only_take_the_values_they_need_from_the_latest_successful_
     assert [only["tasks"][t]["state"] for t in ("extract", "clean")] == ["skipped", "skipped"]
     shown = nbsched("show", only["run_id"], cwd=project, check=True).stdout
     assert f"partial run: report; values of clean from run {partial['run_id']}" in shown
-    assert "  clean: not selected" in shown
+    assert "  not selected: extract, clean" in shown
 
 
 def test_partial_run_mistakes_are_one_line_and_make_no_run(project):

@@ -26,13 +26,15 @@ def store(db_url):
 
 def _run(store, **kw):
     return store.create_run(
-        pipeline="p",
-        version=1,
-        params={"a": 1},
-        trigger=RunTrigger.MANUAL,
-        logical_date=datetime(2026, 3, 29, 1, 30, tzinfo=timezone(timedelta(hours=1))),
-        tasks={"extract": 2, "load": 1},
-        **kw,
+        **{
+            "pipeline": "p",
+            "version": 1,
+            "params": {"a": 1},
+            "trigger": RunTrigger.MANUAL,
+            "logical_date": datetime(2026, 3, 29, 1, 30, tzinfo=timezone(timedelta(hours=1))),
+            "tasks": {"extract": 2, "load": 1},
+            **kw,
+        }
     )
 
 
@@ -193,6 +195,29 @@ def test_retry_run_requeues_failed_upstream_failed_and_cancelled_tasks(store):
     assert run.state is RunState.QUEUED and run.ended_at is None
     assert run.tasks["extract"].state is TaskState.PENDING and run.tasks["extract"].error is None
     assert run.tasks["extract"].max_tries == 3  # one try used, two more allowed
+
+
+def test_a_mapped_task_is_borrowed_from_the_latest_run_where_every_instance_succeeded(store):
+    def mapped_run(outcomes: list[TaskState]) -> str:
+        rows = {f"t[{i}]": ("t", i, {"k": i}) for i in range(len(outcomes))}
+        run_id = _run(store, tasks={**dict.fromkeys(rows, 1), "after": 1}, instances=rows)
+        store.start_run(run_id)
+        for row, state in zip(rows, outcomes, strict=True):
+            store.set_task_state(run_id, row, TaskState.QUEUED, try_number=1)
+            store.claim_tasks("r", 10)
+            store.finish_task(run_id, row, owner="r", try_number=1, state=state, outputs={"score": row})
+        return run_id
+
+    assert store.latest_instances("p", "t") is None
+    good = mapped_run([TaskState.SUCCESS, TaskState.SUCCESS])
+    mapped_run([TaskState.SUCCESS, TaskState.FAILED])  # later, but not every instance succeeded
+    assert store.latest_instances("p", "t") == (
+        good,
+        [(0, {"k": 0}, {"score": "t[0]"}), (1, {"k": 1}, {"score": "t[1]"})],
+    )
+    newer = mapped_run([TaskState.SUCCESS])  # the latest where each did: even with another list
+    assert store.latest_instances("p", "t") == (newer, [(0, {"k": 0}, {"score": "t[0]"})])
+    assert store.latest_instances("other", "t") is None
 
 
 def test_pipeline_versions_only_change_with_the_spec(store):

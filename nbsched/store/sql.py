@@ -16,7 +16,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, DateTime, create_engine, delete, event, func, or_, select, update
+from sqlalchemy import ColumnElement, DateTime, case, create_engine, delete, event, func, or_, select, update
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import ArgumentError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -637,6 +637,33 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore, PoolStore):
         with self._session() as s:
             found = s.execute(q).first()
             return (found[0], dict(found[1] or {})) if found is not None else None
+
+    @retried
+    def latest_instances(
+        self, pipeline: str, task: str
+    ) -> tuple[str, list[tuple[int, dict[str, Any], dict[str, Any]]]] | None:
+        """The run of ``pipeline`` in which every instance of the mapped ``task`` last succeeded,
+        and each instance's ``(map_index, instance_params, outputs)`` there, in order."""
+        failed = func.sum(case((TaskRunRow.state == TaskState.SUCCESS, 0), else_=1))
+        q = (
+            select(TaskRunRow.run_id)
+            .join(RunRow, RunRow.id == TaskRunRow.run_id)
+            .where(RunRow.pipeline == pipeline, TaskRunRow.mapped_from == task)
+            .group_by(TaskRunRow.run_id)
+            .having(failed == 0)
+            .order_by(func.max(TaskRunRow.ended_at).desc(), TaskRunRow.run_id.desc())
+            .limit(1)
+        )
+        with self._session() as s:
+            run_id = s.scalar(q)
+            if run_id is None:
+                return None
+            rows = s.execute(
+                select(TaskRunRow.map_index, TaskRunRow.instance_params, TaskRunRow.outputs)
+                .where(TaskRunRow.run_id == run_id, TaskRunRow.mapped_from == task)
+                .order_by(TaskRunRow.map_index)
+            ).all()
+            return run_id, [(int(i or 0), dict(p or {}), dict(o or {})) for i, p, o in rows]
 
     @retried
     def get_run(self, run_id: str, *, with_tries: bool = False) -> RunRecord:
