@@ -23,8 +23,8 @@ OPEN = [RunState.QUEUED, RunState.RUNNING]
 
 
 @pytest.fixture
-def service(project: Path):
-    svc = Service(Config.resolve(project=project))
+def service(project: Path, db_url: str):
+    svc = Service(Config.resolve(project=project, db_url=db_url))
     yield svc
     svc.close()
 
@@ -134,6 +134,10 @@ def test_for_each_runs_one_instance_per_recorded_item_at_most_max_parallel_at_on
     drive.close()
     run = service.get_run(run_id)
     assert [p["path"] for p in _params(executor, "process")] == files
+    # and by the times the store recorded: never three instances between a start and an end
+    spans = [(t.started_at, t.ended_at) for n, t in run.tasks.items() if n.startswith("process[")]
+    assert all(a and b for a, b in spans)
+    assert max(sum(a <= at < b for a, b in spans) for at, _ in spans) == 2
     assert run.tasks["process[3]"].state is TaskState.FAILED
     assert run.tasks["audit"].state is TaskState.UPSTREAM_FAILED  # all_success: one failed instance is enough
     assert run.tasks["summary"].state is TaskState.SUCCESS  # all_done runs
@@ -294,6 +298,9 @@ async def test_an_instances_notebook_and_outputs_over_rest(api, daemon, jp_root_
     message = (await api("POST", "pipelines", "g", "runs", body={"from": "trian"})).error(422)
     assert message == "--from 'trian': pipeline g has no such task (did you mean 'train'?)"
     (await api("POST", "pipelines", "g", "runs", body={"only": "compare"})).error(400)
+    spec["tasks"]["compare"]["grid"] = {"k": []}
+    message = (await api("POST", "pipelines", body={"spec": spec})).error(422, "invalid_spec")
+    assert "tasks.compare.grid.k: " in message and "\n" not in message
 
 
 @pytest.mark.kernel
