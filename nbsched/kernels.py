@@ -116,15 +116,22 @@ def start_kernel(kernel_name: str, cwd: Path, server: ForkServer | None = None) 
     from jupyter_client.manager import AsyncKernelManager
     from jupyter_core.utils import run_sync
 
-    # CurveZMQ keys when the kernel declares support: encrypted channels, and no
-    # "running over TCP without encryption" warning from ipykernel on every task.
-    # the clients' one context (a manager's own default is a new one per kernel: two ZeroMQ threads
+    kernel_id = str(uuid.uuid4())
+    ipc = _ipc_prefix(kernel_id)
+    # Channels over Unix sockets named by the kernel (ipykernel's advice): no TCP port to choose,
+    # so none another process can take between jupyter_client choosing it and the kernel binding
+    # it (two daemons starting kernels at once met that: a kernel whose heartbeat could not bind);
+    # the runtime folder is the user's own. Where a socket's path would be too long: TCP, with
+    # CurveZMQ keys when the kernel declares support (encrypted, and no "running over TCP without
+    # encryption" warning from ipykernel on every task).
+    # The clients' one context (a manager's own default is a new one per kernel: two ZeroMQ threads
     # and a handful of descriptors while the kernel lives, which made a daemon's threads and
-    # descriptors swing with how many kernels its pool held at that moment)
+    # descriptors swing with how many kernels its pool held at that moment).
     km = AsyncKernelManager(
         kernel_name=kernel_name,
-        kernel_id=str(uuid.uuid4()),
-        transport_encryption="auto" if zmq.has("curve") else "disabled",
+        kernel_id=kernel_id,
+        **({"transport": "ipc", "ip": ipc} if ipc else {}),
+        transport_encryption="auto" if zmq.has("curve") and not ipc else "disabled",
         context=_client_context(),
     )
     if server is not None:
@@ -140,6 +147,56 @@ def start_kernel(kernel_name: str, cwd: Path, server: ForkServer | None = None) 
         _discard(km)
         raise
     return km
+
+
+# a Unix socket's path has at most 107 bytes on Linux (103 on macOS); the prefix gets "-1" .. "-5"
+_MAX_SOCKET_PATH = 100
+
+
+def _ipc_prefix(kernel_id: str) -> str | None:
+    """Where a kernel's channels are Unix sockets (``PREFIX-1`` ... ``-5``, removed when it shuts
+    down): Jupyter's runtime folder; None on Windows, or where that path would be too long."""
+    if os.name != "posix":
+        return None
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    folder = jupyter_runtime_dir()
+    prefix = os.path.join(folder, f"nbsched-{kernel_id}")
+    if len(os.fsencode(prefix)) + 3 > _MAX_SOCKET_PATH:
+        return None
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    return prefix
+
+
+def sweep_sockets() -> int:
+    """Remove the channel sockets of kernels that are gone without their manager's clean-up (a
+    ``kill -9`` of nbsched): each kernel's shell socket is tried, and one nobody listens on any
+    more is stale, with its four siblings. Returns how many kernels' sockets it removed."""
+    import socket
+
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    folder = Path(jupyter_runtime_dir())
+    swept = 0
+    for shell in sorted(folder.glob("nbsched-*-1"))[:_MAX_SWEEP]:
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(str(shell))
+                continue  # a live kernel
+            except ConnectionRefusedError:
+                pass
+            except OSError:
+                continue  # not ours to judge (not a socket, no permission)
+        prefix = str(shell)[:-2]
+        for channel in range(1, 6):
+            Path(f"{prefix}-{channel}").unlink(missing_ok=True)
+        swept += 1
+    if swept:
+        log.info("removed the sockets of %d kernel(s) that ended without clean-up", swept)
+    return swept
+
+
+_MAX_SWEEP = 10_000  # kernels' sockets looked at in one sweep
 
 
 def _discard(km: AsyncKernelManager) -> None:
@@ -166,8 +223,22 @@ class Launcher:
         self._lock = threading.Lock()
         self._server: ForkServer | None = None
         self._failed = False
+        self._swept = False
+
+    def _sweep(self) -> None:
+        """Once, before its first kernel: what killed nbsched processes left (``sweep_sockets``)."""
+        with self._lock:
+            if self._swept:
+                return
+            self._swept = True
+        if os.name == "posix":
+            try:
+                sweep_sockets()
+            except OSError as exc:
+                log.warning("the sockets of kernels gone without clean-up could not be removed: %s", exc)
 
     def start(self, kernel_name: str, cwd: Path) -> AsyncKernelManager:
+        self._sweep()
         server = self._fork_server()
         if server is None:
             return start_kernel(kernel_name, cwd)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import wait_for, write_notebook, write_yaml
 
+import nbsched.kernels
 from nbsched.notebook import read_recorded
 from nbsched.service import Config, Service
 from nbsched.states import RunState
@@ -357,6 +358,28 @@ def test_kernels_of_a_killed_fork_server_still_die_with_nbsched(tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     wait_for(lambda: all(_state(pid) in ("gone", "Z") for pid in kernels), 15, "the kernels to exit with nbsched")
+    # their channels' sockets stay behind; the next launcher's first kernel removes them, no live one's
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    from nbsched.kernels import Launcher, start_connected, stop_kernel
+
+    def sockets() -> set[Path]:
+        return set(Path(jupyter_runtime_dir()).glob("nbsched-*"))
+
+    left = sockets()
+    launcher = Launcher()
+    kernel = start_connected(launcher, "python3", tmp_path, 60)
+    try:
+        mine = sockets() - left
+        assert len(mine) == 5 and not any(p.name.startswith(f"nbsched-{kernel.km.kernel_id}") for p in left)
+        stale = {p for p in left if not p.exists()}
+        assert len(stale) >= 10, left  # the two killed kernels' five each (other tests' live kernels stay)
+        assert mine <= sockets()
+    finally:
+        kernel.disconnect()
+        stop_kernel(kernel.km, now=True)
+        launcher.close()
+    assert not mine & sockets()  # and a kernel shut down takes its own along
 
 
 def test_kernel_clients_stopped_before_their_threads_ran_leave_no_sockets(tmp_path, monkeypatch):
@@ -415,6 +438,9 @@ def test_a_forked_kernel_whose_port_was_taken_exits_at_once_and_another_is_start
 
     from jupyter_client.connect import LocalPortCache
 
+    monkeypatch.setattr(
+        nbsched.kernels, "_ipc_prefix", lambda kernel_id: None
+    )  # TCP, as where a socket path is too long
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen()
