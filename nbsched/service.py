@@ -6,7 +6,6 @@ Surfaces never touch the store, the runner or the executors directly; they get v
 
 from __future__ import annotations
 
-import difflib
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -14,12 +13,11 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from nbsched.clock import utcnow
 from nbsched.config import Config, DaemonOptions
 from nbsched.daemon import Daemon
-from nbsched.dag import downstream_of
 from nbsched.errors import (
     ConfigError,
     Conflict,
@@ -30,12 +28,13 @@ from nbsched.errors import (
     SpecError,
 )
 from nbsched.events import FilesTrigger, Fire, after_cycle, event_from_fields, is_event
-from nbsched.fanout import grid_instances, instance_name, item_params, parse_instance, task_of
+from nbsched.fanout import task_of
 from nbsched.notices import Notice, is_url, notices_for
 from nbsched.params import task_parameters
 from nbsched.reporting import output_notebook, run_page, task_html, write_run_report
 from nbsched.runner import Runner
 from nbsched.scheduler import Scheduler, scan_files, schedule_trigger
+from nbsched.selection import Selection, chosen_rows, chosen_tasks, lend_instances, run_rows
 from nbsched.sender import (
     Delivery,
     Sender,
@@ -323,7 +322,7 @@ class Service:
             raise ConfigError("--only and --from: give one of them")
         names = list(only) if only is not None else [start or ""]
         option = "--only" if only is not None else "--from"
-        chosen = set(_chosen_tasks(spec, names, downstream=start is not None, option=option))
+        chosen = set(chosen_tasks(spec, names, downstream=start is not None, option=option))
         rows, instances = run_rows(spec)
         borrowed: dict[str, str] = {}
         lent: dict[str, dict[str, Any]] = {}
@@ -342,13 +341,7 @@ class Service:
             if (found := self.store.latest_instances(spec.name, needed)) is None:
                 raise missing
             borrowed[needed] = found[0]
-            # its rows are those of that run's instances (a for_each's list was that run's)
-            at = next(i for i, row in enumerate(rows) if task_of(row) == needed)
-            rows = [row for row in rows if task_of(row) != needed]
-            for index, values, outputs in found[1]:
-                row = instance_name(needed, index)
-                rows.insert(at + index, row)
-                instances[row], lent[row] = (needed, index, values), outputs
+            rows = lend_instances(rows, instances, lent, needed, found[1])
         return Selection(
             {"tasks": [row for row in rows if task_of(row) in chosen], "borrowed": borrowed}, lent, (rows, instances)
         )
@@ -469,7 +462,7 @@ class Service:
                 raise Conflict(f"run '{run_id}' is {run.state.value}: only failed or cancelled runs can be retried")
             self._changed()
             return queued
-        chosen = _chosen_rows(spec, list(run.tasks), list(tasks), downstream)
+        chosen = chosen_rows(spec, list(run.tasks), list(tasks), downstream)
         if not run.state.finished:
             raise Conflict(f"run '{run_id}' is {run.state.value}: wait for it to end (or cancel it) to repair it")
         _dry_render(spec, {**run.params, **(params or {})}, self.config.runs_dir, run.logical_date)
@@ -823,78 +816,6 @@ def _snapshot_spec(record: PipelineRecord) -> PipelineSpec:
     snap = record.spec
     spec = parse_pipeline(snap["raw"], base_dir=Path(snap["base_dir"]), source=f"{record.name} v{record.version}")
     return replace(spec, root=Path(snap["root"])) if snap.get("root") else spec
-
-
-class Selection(NamedTuple):
-    """A partial run: what it runs, and what its other tasks lend it (``store.create_run``)."""
-
-    chosen: dict[str, Any]  # {"tasks": [rows it runs], "borrowed": {task: the run its values are from}}
-    lent: dict[str, dict[str, Any]]  # row -> the outputs it recorded in that run
-    layout: tuple[list[str], dict[str, tuple[str, int, dict[str, Any]]]]  # its rows, as run_rows gives them
-
-
-def run_rows(spec: PipelineSpec) -> tuple[list[str], dict[str, tuple[str, int, dict[str, Any]]]]:
-    """A new run's task rows, in run order: each task, or the instances of a grid or of a
-    literal for_each list (a for_each of a recorded list is one row until it is expanded)."""
-    rows: list[str] = []
-    instances: dict[str, tuple[str, int, dict[str, Any]]] = {}
-    for name in spec.order:
-        fanout = spec.tasks[name].fanout
-        if fanout is None or not fanout.static:
-            rows.append(name)
-            continue
-        values = (
-            grid_instances(fanout)
-            if fanout.grid is not None
-            else [item_params(fanout, item, f"tasks.{name}.for_each") for item in fanout.for_each or []]
-        )
-        for i, params in enumerate(values):
-            row = instance_name(name, i)
-            rows.append(row)
-            instances[row] = (name, i, params)
-    return rows, instances
-
-
-def _chosen_rows(spec: PipelineSpec, rows: list[str], names: list[str], downstream: bool) -> list[str]:
-    """The rows of a run a repair re-runs: those of the tasks named (every instance of a mapped
-    one), the instances named (``train[3]``), and with ``downstream`` the rows of every task below."""
-    instances = [n for n in names if n in rows and parse_instance(n) is not None]
-    tasks = [n for n in names if n not in instances]
-    chosen = set(_chosen_tasks(spec, tasks, downstream)) if tasks or not instances else set()
-    if downstream:
-        for instance in instances:
-            chosen |= set(_chosen_tasks(spec, [task_of(instance)], True)) - {task_of(instance)}
-    return [row for row in rows if task_of(row) in chosen or row in instances]
-
-
-def _chosen_tasks(spec: PipelineSpec, names: list[str], downstream: bool, option: str = "--task") -> list[str]:
-    """The tasks a repair re-runs (or a partial run runs), in run order: ``names`` and, with
-    ``downstream``, every task downstream of them; an unknown name is a one-line error naming
-    ``option`` and suggesting the closest."""
-    if not names:
-        raise ConfigError(f"{option}: name at least one task")
-    for name in names:
-        if name not in spec.tasks:
-            close = difflib.get_close_matches(name, list(spec.tasks), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else f" (tasks: {', '.join(spec.order)})"
-            raise ConfigError(f"{option} {name!r}: pipeline {spec.name} has no such task{hint}")
-    chosen = set(names)
-    if downstream:
-        below = downstream_of({t.name: t.upstream for t in spec.tasks.values()})
-        for name in names:
-            chosen |= _all_below(name, below)
-    return [n for n in spec.order if n in chosen]
-
-
-def _all_below(name: str, below: Mapping[str, Iterable[str]]) -> set[str]:
-    found: set[str] = set()
-    todo = list(below.get(name, ()))
-    while todo:
-        task = todo.pop()
-        if task not in found:
-            found.add(task)
-            todo.extend(below.get(task, ()))
-    return found
 
 
 def _dry_render(spec: PipelineSpec, params: Mapping[str, Any], runs_dir: Path, now: datetime) -> None:
