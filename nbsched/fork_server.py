@@ -61,6 +61,23 @@ _KERNEL_MODULES = (
 )
 
 
+# BLAS and OpenMP libraries (numpy's OpenBLAS, MKL, numexpr) start their thread pools as they
+# load, and a process with threads must not fork: the server imports with these at 1, so none
+# starts; each kernel gets the user's own values back, and its pools the sizes a kernel started
+# the usual way has (measured once by a probe: see _usual_pools)
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+# a new Python, with the user's environment, imports the preload and says how many threads each
+# thread pool it loaded has: {library's file: threads}
+_PROBE = """import json, sys
+del sys.path[0]
+for name in sys.argv[1:]:
+    __import__(name)
+from threadpoolctl import threadpool_info
+print(json.dumps({p["filepath"]: p["num_threads"] for p in threadpool_info()}))
+"""
+
+
 # -- the server process -------------------------------------------------------------------------
 def serve(fd: int, preload: list[str]) -> None:
     """Run the server on socket ``fd`` (the parent's end of a socket pair)."""
@@ -69,6 +86,8 @@ def serve(fd: int, preload: list[str]) -> None:
         del sys.path[0]  # as ipykernel_launcher does; the kernel puts '' back in its own folder
     sock = socket.socket(fileno=fd)
     parent = os.getppid()  # nbsched's process, which every kernel watches
+    probe = _start_probe(preload) if preload else None  # beside the imports below: a second core
+    os.environ.update(dict.fromkeys(THREAD_VARS, "1"))
     before = dict(os.environ)
     try:
         import importlib
@@ -81,7 +100,11 @@ def serve(fd: int, preload: list[str]) -> None:
                 f"importing {', '.join(preload) or 'ipykernel'} started {threads - 1} "
                 "thread(s); forking a process with threads is not safe"
             )
+        pools = _usual_pools(probe) if probe is not None else {}
     except Exception as exc:  # noqa: BLE001 - told to the parent, which starts kernels the usual way
+        if probe is not None:
+            probe.kill()
+            probe.wait()
         _send(sock, {"error": f"{type(exc).__name__}: {exc}"})
         return
     # what the imports put in the environment (debugpy: PYDEVD_USE_FRAME_EVAL), as they would
@@ -91,7 +114,7 @@ def serve(fd: int, preload: list[str]) -> None:
 
     children: dict[int, int] = {}  # pidfd -> pid
     try:
-        _serve_forks(sock, parent, set_by_imports, children)
+        _serve_forks(sock, parent, set_by_imports, children, pools)
     except (BrokenPipeError, ConnectionResetError):
         pass  # the parent went away while it was being told something (kill -9): as below
     # the parent is gone: so are its kernels (they would notice, this is at once)
@@ -99,7 +122,41 @@ def serve(fd: int, preload: list[str]) -> None:
         _killpg(pid)
 
 
-def _serve_forks(sock: socket.socket, parent: int, set_by_imports: dict[str, str], children: dict[int, int]) -> None:
+def _start_probe(preload: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", _PROBE, *preload],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYDEVD_DISABLE_FILE_VALIDATION": "1"},
+    )
+
+
+def _usual_pools(probe: subprocess.Popen[str]) -> dict[str, Any]:
+    """The thread pools of the server's preload, each with the threads a kernel started the usual
+    way gets: ``{library's file: (threadpoolctl's controller of it here, threads)}``."""
+    out, err = probe.communicate(timeout=120)
+    if probe.returncode != 0:
+        lines = err.strip().splitlines()
+        raise RuntimeError(
+            f"the preload's thread pools could not be measured: {lines[-1] if lines else probe.returncode}"
+        )
+    usual: dict[str, int] = json.loads(out)
+    if not usual:
+        return {}
+    from threadpoolctl import ThreadpoolController  # found in the server before any fork: no scan in each kernel
+
+    return {c.filepath: (c, usual[c.filepath]) for c in ThreadpoolController().lib_controllers if c.filepath in usual}
+
+
+def _serve_forks(
+    sock: socket.socket,
+    parent: int,
+    set_by_imports: dict[str, str],
+    children: dict[int, int],
+    pools: dict[str, Any],
+) -> None:
     """Fork a kernel for each request, report each one's exit; return when the parent is gone."""
     sel = selectors.DefaultSelector()
     sel.register(sock, selectors.EVENT_READ)
@@ -120,7 +177,7 @@ def _serve_forks(sock: socket.socket, parent: int, set_by_imports: dict[str, str
                         _send(sock, {"id": request["id"], "error": f"cannot fork a kernel: {exc}"})
                         continue
                     if pid == 0:
-                        _run_kernel(request, set_by_imports, parent)  # never returns
+                        _run_kernel(request, set_by_imports, parent, pools)  # never returns
                     pidfd = os.pidfd_open(pid)
                     children[pidfd] = pid
                     sel.register(pidfd, selectors.EVENT_READ)
@@ -134,7 +191,7 @@ def _serve_forks(sock: socket.socket, parent: int, set_by_imports: dict[str, str
                 _send(sock, {"exit": pid, "code": os.waitstatus_to_exitcode(status)})
 
 
-def _run_kernel(request: dict[str, Any], set_by_imports: dict[str, str], parent: int) -> None:
+def _run_kernel(request: dict[str, Any], set_by_imports: dict[str, str], parent: int, pools: dict[str, Any]) -> None:
     """In the forked child: become the kernel the manager asked for, then exit."""
     code: Any = 1
     try:
@@ -151,8 +208,12 @@ def _run_kernel(request: dict[str, Any], set_by_imports: dict[str, str], parent:
         os.close(devnull)
         os.chdir(request["cwd"])
         os.environ.clear()
-        os.environ.update({**set_by_imports, **request["env"]})
+        os.environ.update({**set_by_imports, **request["env"]})  # the user's THREAD_VARS, not the server's
+        for controller, threads in pools.values():
+            if controller.num_threads != threads:
+                controller.set_num_threads(threads)
         _reseed()
+        _inline_figures()
         _die_with(parent)
         import ipykernel_launcher
         from ipykernel import kernelapp
@@ -206,6 +267,15 @@ def _reseed() -> None:
     numpy = sys.modules.get("numpy")
     if numpy is not None:
         numpy.random.seed()
+
+
+def _inline_figures() -> None:
+    """Matplotlib, if preloaded, chose its backend when the server imported it, before ipykernel
+    sets ``MPLBACKEND`` to the inline one (and before the user's own was back): chosen again, as
+    a kernel started the usual way does, so that figures still appear in the notebook."""
+    matplotlib = sys.modules.get("matplotlib")
+    if matplotlib is not None:
+        matplotlib.rcParams["backend"] = os.environ.get("MPLBACKEND") or "module://matplotlib_inline.backend_inline"
 
 
 def _killpg(pid: int) -> None:
