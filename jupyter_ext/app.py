@@ -55,7 +55,11 @@ class NbschedApp(ExtensionApp):
         True, config=True, help="Local executor: fork kernels from a process that has ipykernel imported."
     )
     kernel_preload = List(
-        Unicode(), [], config=True, help="With kernel_fork: modules the fork server imports once for every kernel."
+        Unicode(),
+        [],
+        config=True,
+        help="With kernel_fork: modules the fork server imports once for every kernel; what the run's notebooks "
+        "import is added unless the list holds 'none'.",
     )
     scheduler_enabled = Bool(
         True, config=True, help="Fire schedules in this server (off: only execute runs queued by others)."

@@ -75,7 +75,8 @@ def _executor_option(command: Any) -> Any:
         metavar="MODULE",
         expose_value=False,
         callback=setting("kernel_preload"),
-        help="With --kernel-fork: a module the fork server imports once for every kernel (repeatable).",
+        help="With --kernel-fork: a module the fork server imports once for every kernel (repeatable); "
+        "'auto' (the default) adds what the run's notebooks import at their top level, 'none' turns that off.",
     )(command)
     return click.option(
         "--executor",

@@ -40,7 +40,9 @@ class Config:
     executor: str = "local"  # local, dask, dask://HOST:PORT
     kernel_pool: bool = True  # local kernels started ahead of need (each still used for one task)
     kernel_fork: bool = True  # local kernels forked from a process with ipykernel imported
-    kernel_preload: tuple[str, ...] = ()  # modules that process imports too (with kernel_fork)
+    # modules that process imports too (with kernel_fork), and "auto" (what the run's notebooks
+    # import, the default) or "none"
+    kernel_preload: tuple[str, ...] = ()
     # seconds a command waits for a database that is down or busy before it gives up in one line
     # (None: forever, as `serve` does); daemons and foreground runs wait forever whatever this says
     db_patience: float | None = 60.0

@@ -72,7 +72,11 @@ THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NU
 _PROBE = """import json, sys
 del sys.path[0]
 for name in sys.argv[1:]:
-    __import__(name)
+    try:
+        __import__(name.lstrip("?"))
+    except Exception:
+        if not name.startswith("?"):
+            raise
 from threadpoolctl import threadpool_info
 print(json.dumps({p["filepath"]: p["num_threads"] for p in threadpool_info()}))
 """
@@ -92,14 +96,16 @@ def serve(fd: int, preload: list[str]) -> None:
     try:
         import importlib
 
-        for name in (*_KERNEL_MODULES, *preload):
+        for name in _KERNEL_MODULES:
             importlib.import_module(name)
-        threads = len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else 1
-        if threads > 1:
-            raise RuntimeError(
-                f"importing {', '.join(preload) or 'ipykernel'} started {threads - 1} "
-                "thread(s); forking a process with threads is not safe"
-            )
+        _threads_started_by("ipykernel")
+        for name in preload:  # "?name": one a notebook imports (--kernel-preload auto), skipped if it fails here
+            try:
+                importlib.import_module(name.lstrip("?"))
+            except Exception:
+                if not name.startswith("?"):
+                    raise
+            _threads_started_by(name.lstrip("?"))
         pools = _usual_pools(probe) if probe is not None else {}
     except Exception as exc:  # noqa: BLE001 - told to the parent, which starts kernels the usual way
         if probe is not None:
@@ -120,6 +126,15 @@ def serve(fd: int, preload: list[str]) -> None:
     # the parent is gone: so are its kernels (they would notice, this is at once)
     for pid in children.values():
         _killpg(pid)
+
+
+def _threads_started_by(name: str) -> None:
+    """Refuse to serve once importing ``name`` left a thread running (one beside the main)."""
+    threads = len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else 1
+    if threads > 1:
+        raise RuntimeError(
+            f"importing {name} started {threads - 1} thread(s); forking a process with threads is not safe"
+        )
 
 
 def _start_probe(preload: list[str]) -> subprocess.Popen[str]:

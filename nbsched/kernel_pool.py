@@ -22,7 +22,16 @@ from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
-from nbsched.kernels import Kernel, Launcher, connect, in_own_loop, is_alive, start_connected, stop_kernel
+from nbsched.kernels import (
+    Kernel,
+    KernelKey,
+    Launcher,
+    connect,
+    in_own_loop,
+    is_alive,
+    start_connected,
+    stop_kernel,
+)
 
 log = logging.getLogger("nbsched.kernels")
 
@@ -37,10 +46,11 @@ class KernelPool:
         self.startup_timeout = startup_timeout
         self._home = Path.cwd()  # where waiting kernels start; each moves to its task's folder
         self._cond = threading.Condition()
-        self._ready: dict[str, list[Kernel]] = {}
-        self._starting: dict[str, int] = {}
-        self._wanted: dict[str, int] = {}  # tasks that will still ask, by kernel name
-        self._failed: set[str] = set()  # names whose start failed: started on demand only, where it fails loudly
+        # by kernel name and what the notebooks of its run import (KernelKey)
+        self._ready: dict[KernelKey, list[Kernel]] = {}
+        self._starting: dict[KernelKey, int] = {}
+        self._wanted: dict[KernelKey, int] = {}  # tasks that will still ask
+        self._failed: set[KernelKey] = set()  # whose start failed: started on demand only, where it fails loudly
         self._used_at = time.monotonic()
         self._closed = threading.Event()
         # starting and stopping kernels off the tasks' path, in threads of their own so a refill
@@ -53,7 +63,7 @@ class KernelPool:
         self._drainer.start()
 
     # -- the seam -------------------------------------------------------------------------------
-    def prepare(self, kernels: Mapping[str, int]) -> None:
+    def prepare(self, kernels: Mapping[KernelKey, int]) -> None:
         """Tasks will ask for these kernels (name: how many tasks, all that will still ask; what
         was said before is replaced): start them now, ahead of need."""
         with self._cond:
@@ -62,11 +72,12 @@ class KernelPool:
             self._refill(name)
 
     @contextmanager
-    def kernel(self, kernel_name: str, cwd: Path) -> Iterator[Kernel]:
-        waiting = self._take_alive(kernel_name)
-        self._refill(kernel_name)
+    def kernel(self, kernel_name: str, cwd: Path, imports: tuple[str, ...] = ()) -> Iterator[Kernel]:
+        key = (kernel_name, imports)
+        waiting = self._take_alive(key)
+        self._refill(key)
         if waiting is None:  # none waiting: start one here, as FreshKernels would
-            kernel = start_connected(self.launcher, kernel_name, cwd, self.startup_timeout)
+            kernel = start_connected(self.launcher, kernel_name, cwd, self.startup_timeout, imports)
         else:  # its first answer is to a silent chdir to the task's folder, as if it had started there
             kernel = connect(waiting.km, self.startup_timeout, cwd=cwd)
         try:
@@ -91,10 +102,14 @@ class KernelPool:
     def waiting(self) -> dict[str, int]:
         """Kernels ready and waiting, by kernel name."""
         with self._cond:
-            return {name: len(kernels) for name, kernels in self._ready.items() if kernels}
+            out: dict[str, int] = {}
+            for (name, _), kernels in self._ready.items():
+                if kernels:
+                    out[name] = out.get(name, 0) + len(kernels)
+            return out
 
     # -- inside ---------------------------------------------------------------------------------
-    def _take_alive(self, name: str) -> Kernel | None:
+    def _take_alive(self, name: KernelKey) -> Kernel | None:
         """A waiting kernel that is still there: one that died waiting (killed by the OOM killer,
         or by a task's notebook) is dropped rather than handed to a task, which would wait for
         its answer until the start-up timeout and fail without running a cell."""
@@ -103,13 +118,13 @@ class KernelPool:
                 return kernel
             log.warning(
                 "kernel pool: a waiting %s kernel (pid %s) had exited; dropped",
-                name,
+                name[0],
                 getattr(kernel.km.provisioner, "pid", "?"),
             )
             self._retire(kernel, used=False)
         return None
 
-    def _take(self, name: str) -> Kernel | None:
+    def _take(self, name: KernelKey) -> Kernel | None:
         """A waiting kernel; if one is being started, wait for it rather than start another."""
         deadline = time.monotonic() + self.startup_timeout
         with self._cond:
@@ -120,7 +135,7 @@ class KernelPool:
             ready = self._ready.get(name)
             return ready.pop(0) if ready else None
 
-    def _refill(self, name: str) -> None:
+    def _refill(self, name: KernelKey) -> None:
         with self._cond:
             if self._closed.is_set() or name in self._failed:
                 return
@@ -131,14 +146,14 @@ class KernelPool:
                 self._starting[name] = self._starting.get(name, 0) + 1
                 self._starter.submit(in_own_loop, self._start_waiting, name)
 
-    def _start_waiting(self, name: str) -> None:
+    def _start_waiting(self, name: KernelKey) -> None:
         kernel = None
         try:
             if not self._closed.is_set():
-                kernel = start_connected(self.launcher, name, self._home, self.startup_timeout)
+                kernel = start_connected(self.launcher, name[0], self._home, self.startup_timeout, name[1])
                 kernel.disconnect()  # the task connects its own, in its own thread
         except Exception as exc:  # noqa: BLE001 - a task asking for it will start it and report why
-            log.warning("kernel pool: cannot start a %s kernel ahead of need: %s", name, exc)
+            log.warning("kernel pool: cannot start a %s kernel ahead of need: %s", name[0], exc)
             with self._cond:
                 self._failed.add(name)
         with self._cond:

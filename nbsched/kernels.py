@@ -94,14 +94,18 @@ class Kernel:
             self.kc = None
 
 
+KernelKey = tuple[str, tuple[str, ...]]  # a kernel's name, and what the notebooks of its run import
+
+
 class KernelSource(Protocol):
     """Where a task gets its kernel: ``FreshKernels``, or ``KernelPool`` (kernels started ahead of need)."""
 
-    def kernel(self, kernel_name: str, cwd: Path) -> AbstractContextManager[Kernel]:
-        """A kernel for one task, its client connected; shut down when the task is done."""
+    def kernel(self, kernel_name: str, cwd: Path, imports: tuple[str, ...] = ()) -> AbstractContextManager[Kernel]:
+        """A kernel for one task, its client connected; shut down when the task is done.
+        ``imports``: what the notebooks of its run import (see ``Launcher``)."""
 
-    def prepare(self, kernels: Mapping[str, int]) -> None:
-        """The tasks still to run will ask for these kernels (name: how many)."""
+    def prepare(self, kernels: Mapping[KernelKey, int]) -> None:
+        """The tasks still to run will ask for these kernels (name and imports: how many)."""
 
     def close(self) -> None:
         """Shut down every kernel it started."""
@@ -211,18 +215,29 @@ def _discard(km: AsyncKernelManager) -> None:
         log.warning("a kernel whose start failed could not be stopped: %s", exc)
 
 
+# ``--kernel-preload`` words: ``auto`` (the default) preloads what the notebooks of a run import,
+# ``none`` only the modules named
+AUTO, NONE = "auto", "none"
+MAX_SERVERS = 8  # fork servers of one launcher, one per preload set; past that, kernels of new sets share one
+
+
 class Launcher:
     """Starts kernels the usual way, or (``fork=True``) forked from a fork server that has
-    ipykernel and ``preload`` imported (``fork_server.py``): about 0.04 s of CPU a kernel
-    instead of 0.3 s. The server starts on first use; if it cannot, kernels start the usual way
-    and the reason is logged once."""
+    ipykernel imported (``fork_server.py``): about 0.04 s of CPU a kernel instead of 0.3 s.
+    ``preload``: modules every server imports too, and ``auto`` (the default, unless ``none``
+    is given) for the modules the notebooks of a kernel's run import (``start``'s ``imports``):
+    a server per set of them, kept for the runs after. A server starts on first use; if it
+    cannot, kernels of its set start the usual way and the reason is logged once."""
 
     def __init__(self, fork: bool = False, preload: Iterable[str] = ()) -> None:
         self.fork = fork
-        self.preload = tuple(preload)
+        words = tuple(preload)
+        self.auto = NONE not in words
+        self.preload = tuple(m for m in words if m not in (AUTO, NONE))
         self._lock = threading.Lock()
-        self._server: ForkServer | None = None
-        self._failed = False
+        self._servers: dict[tuple[str, ...], ForkServer] = {}
+        self._failed: set[tuple[str, ...]] = set()  # sets whose server could not start: the usual way
+        self._closed = False
         self._swept = False
 
     def _sweep(self) -> None:
@@ -237,9 +252,11 @@ class Launcher:
             except OSError as exc:
                 log.warning("the sockets of kernels gone without clean-up could not be removed: %s", exc)
 
-    def start(self, kernel_name: str, cwd: Path) -> AsyncKernelManager:
+    def start(self, kernel_name: str, cwd: Path, imports: Iterable[str] = ()) -> AsyncKernelManager:
+        """A started kernel; ``imports``: what the notebooks of its run import (preloaded with ``auto``)."""
         self._sweep()
-        server = self._fork_server()
+        key = self._key(imports)
+        server = self._fork_server(key)
         if server is None:
             return start_kernel(kernel_name, cwd)
         from nbsched.fork_server import ForkServerError
@@ -248,34 +265,45 @@ class Launcher:
             return start_kernel(kernel_name, cwd, server)
         except ForkServerError as exc:
             if not server.alive:  # it went away as it was asked: once more, with a new one
-                return start_kernel(kernel_name, cwd, self._fork_server())
+                return start_kernel(kernel_name, cwd, self._fork_server(key))
             log.warning("%s; starting this kernel the usual way", exc)
             return start_kernel(kernel_name, cwd)
 
     def close(self) -> None:
         with self._lock:
-            server, self._server = self._server, None
-            self._failed = True  # no new server once closed
-        if server is not None:
+            servers, self._servers = list(self._servers.values()), {}
+            self._closed = True  # no new server once closed
+        for server in servers:
             server.close()
 
-    def _fork_server(self) -> ForkServer | None:
+    def _key(self, imports: Iterable[str]) -> tuple[str, ...]:
+        """A server's preload: the modules named, then (with ``auto``) those the notebooks import,
+        sorted, marked "?" (a server skips one of those that fails to import)."""
+        named = set(self.preload)
+        found = sorted({f"?{m}" for m in imports if m not in named}) if self.auto else []
+        return (*self.preload, *found)
+
+    def _fork_server(self, key: tuple[str, ...]) -> ForkServer | None:
         if not self.fork:
             return None
         with self._lock:
-            if self._server is not None and not self._server.alive:  # killed (OOM?): a new one
-                log.warning("the kernels' fork server (pid %d) has exited; starting another", self._server.process.pid)
-                self._server.close()
-                self._server = None
-            if self._server is None and not self._failed:
+            if len(self._servers) >= MAX_SERVERS and key not in self._servers:
+                key = self.preload  # enough servers: the named modules only
+            server = self._servers.get(key)
+            if server is not None and not server.alive:  # killed (OOM?): a new one
+                log.warning("the kernels' fork server (pid %d) has exited; starting another", server.process.pid)
+                server.close()
+                del self._servers[key]
+                server = None
+            if server is None and not self._closed and key not in self._failed:
                 from nbsched.fork_server import ForkServer, ForkServerError
 
                 try:
-                    self._server = ForkServer(self.preload)
+                    server = self._servers[key] = ForkServer(key)
                 except (ForkServerError, OSError) as exc:
-                    self._failed = True
+                    self._failed.add(key)
                     log.warning("kernels start the usual way: the fork server cannot start: %s", exc)
-            return self._server
+            return server
 
 
 def is_alive(km: AsyncKernelManager) -> bool:
@@ -308,12 +336,14 @@ class KernelExited(RuntimeError):
 START_ATTEMPTS = 2
 
 
-def start_connected(launcher: Launcher, kernel_name: str, cwd: Path, timeout: float) -> Kernel:
+def start_connected(
+    launcher: Launcher, kernel_name: str, cwd: Path, timeout: float, imports: Iterable[str] = ()
+) -> Kernel:
     """A new kernel, started by ``launcher`` and connected (see :func:`connect`); one that
     fails as it starts (it exits, its start raises) is started again, with new ports."""
     for attempt in range(1, START_ATTEMPTS + 1):
         try:
-            return connect(launcher.start(kernel_name, cwd), timeout)
+            return connect(launcher.start(kernel_name, cwd, imports), timeout)
         except TimeoutError:
             raise
         except (KernelExited, OSError, ValueError, RuntimeError) as exc:
@@ -441,15 +471,15 @@ class FreshKernels:
         self.launcher = launcher or Launcher()
 
     @contextmanager
-    def kernel(self, kernel_name: str, cwd: Path) -> Iterator[Kernel]:
-        kernel = start_connected(self.launcher, kernel_name, cwd, self.startup_timeout)
+    def kernel(self, kernel_name: str, cwd: Path, imports: tuple[str, ...] = ()) -> Iterator[Kernel]:
+        kernel = start_connected(self.launcher, kernel_name, cwd, self.startup_timeout, imports)
         try:
             yield kernel
         finally:
             kernel.disconnect()
             stop_kernel(kernel.km)
 
-    def prepare(self, kernels: Mapping[str, int]) -> None:
+    def prepare(self, kernels: Mapping[KernelKey, int]) -> None:
         """Nothing to do ahead of need."""
 
     def close(self) -> None:

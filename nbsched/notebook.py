@@ -40,6 +40,7 @@ class TaskRequest:
     parameters: dict[str, Any]
     kernel: str | None = None
     resources: dict[str, float] = field(default_factory=dict)  # what the executor must find for it
+    imports: tuple[str, ...] = ()  # what the notebooks of its run import: a fork server may preload them
 
 
 @dataclass(kw_only=True)
@@ -129,6 +130,7 @@ def execute_task(request: TaskRequest, handle: KernelHandle, kernels: KernelSour
             nbsched_handle=handle,
             nbsched_kernels=kernels or FreshKernels(),
             nbsched_cwd=request.notebook.parent,
+            nbsched_imports=request.imports,
         )
     except PapermillExecutionError as exc:
         ename, evalue = exc.ename, exc.evalue
@@ -302,6 +304,7 @@ def _engine_class() -> type:
             nbsched_handle: KernelHandle,
             nbsched_kernels: Any,
             nbsched_cwd: Path,
+            nbsched_imports: tuple[str, ...] = (),
             log_output: bool = False,
             stdout_file: Any = None,
             stderr_file: Any = None,
@@ -311,7 +314,10 @@ def _engine_class() -> type:
         ) -> Any:
             kwargs.pop("input_path", None)
             nbsched_handle.cell_count = len(nb_man.nb.cells)
-            with _saves_at_most_every(nb_man, SAVE_EVERY), nbsched_kernels.kernel(kernel_name, nbsched_cwd) as kernel:
+            with (
+                _saves_at_most_every(nb_man, SAVE_EVERY),
+                nbsched_kernels.kernel(kernel_name, nbsched_cwd, nbsched_imports) as kernel,
+            ):
                 nbsched_handle.attach(kernel.km)
                 client = PapermillNotebookClient(
                     nb_man,

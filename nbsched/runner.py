@@ -31,6 +31,7 @@ from nbsched.dag import Decision, decide, downstream_of
 from nbsched.errors import DatabaseUnavailable, NbschedError
 from nbsched.executors.base import Executor, Finished, Message, TaskAttempt, Wake
 from nbsched.fanout import for_each_list, item_params, parse_instance, task_of
+from nbsched.imports import run_imports
 from nbsched.notebook import TaskOutcome, TaskRequest, kernel_for
 from nbsched.notices import notices_for
 from nbsched.params import task_parameters
@@ -98,8 +99,9 @@ class Runner:
         self.claiming = True
         self._running: dict[tuple[str, str], _Running] = {}
         self._specs: dict[tuple[str, int], PipelineSpec] = {}
-        self._kernel_names: dict[tuple[str, int], dict[str, str]] = {}
-        self._waiting: Counter[str] = Counter()  # kernels the tasks waiting to run will ask for, this step
+        self._kernel_names: dict[tuple[str, int], dict[str, tuple[str, tuple[str, ...]]]] = {}
+        # kernels the tasks waiting to run will ask for, this step: by name and the run's imports
+        self._waiting: Counter[tuple[str, tuple[str, ...]]] = Counter()
         self._next_heartbeat = 0.0
         self._next_reap = 0.0
         self._next_check = 0.0
@@ -431,6 +433,7 @@ class Runner:
                 parameters=parameters,
                 kernel=task.kernel,
                 resources=task.resources,
+                imports=self._kernels(run)[task.name][1],
             )
             now = self.clock.monotonic()
             deadline = now + task.timeout if task.timeout else None
@@ -599,18 +602,24 @@ class Runner:
             self._specs[key] = self.spec_loader(run)
         return self._specs[key]
 
-    def _kernels(self, run: RunRecord) -> dict[str, str]:
-        """The kernel name each of a run's tasks needs (reading each notebook's kernelspec once
-        per pipeline version, not once per run)."""
+    def _kernels(self, run: RunRecord) -> dict[str, tuple[str, tuple[str, ...]]]:
+        """The kernel each of a run's tasks needs: its name, and what the notebooks of the
+        run that use that kernel import (a fork server preloads them once for all of them);
+        each notebook read once per pipeline version, not once per run."""
         key = (run.pipeline, run.pipeline_version)
         if key not in self._kernel_names:
-            spec, names = self._spec(run), {}
+            spec, names, notebooks = self._spec(run), {}, {}
             for n, t in spec.tasks.items():
                 try:
-                    names[n] = kernel_for(self._notebook(spec, t), t.kernel)
+                    notebooks[n] = self._notebook(spec, t)
+                    names[n] = kernel_for(notebooks[n], t.kernel)
                 except NbschedError:  # not read: its try fails when it is claimed
                     names[n] = t.kernel or "python3"
-            self._kernel_names[key] = names
+            imports = {
+                kernel: run_imports(notebooks[n] for n in names if names[n] == kernel and n in notebooks)
+                for kernel in set(names.values())
+            }
+            self._kernel_names[key] = {n: (kernel, imports[kernel]) for n, kernel in names.items()}
         return self._kernel_names[key]
 
     @staticmethod

@@ -226,7 +226,7 @@ def test_the_pool_has_kernels_waiting_and_drains_them_when_idle(tmp_path):
 
     pool = KernelPool(2, idle=6.0, launcher=Launcher(fork=True))
     try:
-        pool.prepare({"python3": 5})
+        pool.prepare({("python3", ()): 5})
         wait_for(lambda: pool.waiting == {"python3": 2}, 60, "two kernels waiting")
         with pool.kernel("python3", tmp_path) as kernel:
             assert kernel.kc is not None and kernel.km.has_kernel
@@ -246,13 +246,14 @@ def test_a_fork_server_that_dies_is_replaced(tmp_path, caplog):
     try:
         first = launcher.start("python3", tmp_path)
         stop_kernel(first)
-        server = launcher._server
+        (server,) = launcher._servers.values()
         os.kill(server.process.pid, signal.SIGKILL)  # as the OOM killer would
         wait_for(lambda: not server.alive, 10, "the parent to see the fork server gone")
         with caplog.at_level(logging.WARNING, logger="nbsched.kernels"):
             second = launcher.start("python3", tmp_path)
         try:
-            assert launcher._server is not server and launcher._server.alive
+            (new,) = launcher._servers.values()
+            assert new is not server and new.alive
             assert second.provisioner.process.pid != first.provisioner.pid
             assert f"the kernels' fork server (pid {server.process.pid}) has exited" in caplog.text
         finally:
@@ -303,7 +304,7 @@ def test_a_waiting_kernel_that_died_is_not_handed_to_a_task(tmp_path, fork):
 
     pool = KernelPool(2, launcher=Launcher(fork=fork))
     try:
-        pool.prepare({"python3": 2})
+        pool.prepare({("python3", ()): 2})
         wait_for(lambda: pool.waiting == {"python3": 2}, 60, "two kernels waiting")
         for kernels in pool._ready.values():
             for waiting in kernels:  # as the OOM killer would
@@ -419,7 +420,7 @@ def test_kernel_clients_stopped_before_their_threads_ran_leave_no_sockets(tmp_pa
     counter.start()
     try:
         for _ in range(5):
-            pool.prepare({"python3": 10})
+            pool.prepare({("python3", ()): 10})
             with pool.kernel("python3", tmp_path):
                 pass
         time.sleep(1.0)  # what the late threads do once they run

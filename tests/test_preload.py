@@ -65,3 +65,41 @@ def test_kernels_with_the_data_stack_preloaded_are_kernels_of_their_own(project:
     for task in run.tasks.values():  # the figure is in the notebook, as with %matplotlib inline
         nb = nbformat.read(task.output_path, as_version=4)
         assert any("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", [])), task.name
+
+
+CHECK = "import sys\nimport nbsched\nnbsched.record('preloaded', sorted(m for m in ('pandas', 'helpers') if m in sys.modules))"
+
+
+@pytest.mark.parametrize(("option", "preloaded"), [((), ["pandas"]), (("--kernel-preload", "none"), [])])
+def test_what_the_notebooks_import_is_preloaded_by_default_and_their_own_modules_never(
+    project: Path, option, preloaded
+):
+    from conftest import run_json
+
+    (project / "helpers.py").write_text("import pathlib\npathlib.Path('imported-by').write_text('someone')\n")
+    write_notebook(project / "nb.ipynb", CHECK, "import pandas as pd\nimport helpers")
+    code, run = run_json("nb.ipynb", *option, cwd=project)
+    assert code == 0, run
+    # its first cell ran before its own imports: pandas was there already, helpers (its folder's) not
+    assert run["tasks"]["nb"]["outputs"] == {"preloaded": preloaded}
+
+
+def test_a_notebooks_imports_are_read_not_imported(tmp_path: Path, monkeypatch):
+    from nbsched.imports import notebook_imports
+
+    site = tmp_path / "site"
+    (site / "sidefx").mkdir(parents=True)
+    (site / "sidefx" / "__init__.py").write_text("raise SystemExit('imported')\n")
+    (site / "sidefx" / "plots.py").write_text("raise SystemExit('imported')\n")
+    monkeypatch.syspath_prepend(str(site))
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    (folder / "local_helpers.py").write_text("x = 1\n")
+    write_notebook(
+        folder / "nb.ipynb",
+        "%matplotlib inline\nimport os, sidefx\nfrom sidefx import plots\nfrom sidefx import name_in_it",
+        "import local_helpers\nimport no_such_module\nfrom . import relative\ndef f():\n    import json",
+        "!pip list\nimport json as j",
+    )
+    assert notebook_imports(folder / "nb.ipynb") == ("os", "sidefx", "sidefx.plots", "json")
+    assert "sidefx" not in sys.modules

@@ -79,9 +79,10 @@ class Executor(ABC):
     def execute(self, request: TaskRequest, handle: KernelHandle) -> TaskOutcome:
         """Run one try of a task, on the worker."""
 
-    def prepare(self, kernels: Mapping[str, int]) -> None:  # noqa: B027 - a hook: doing nothing is right
-        """The tasks waiting to run will ask for these kernels (name: how many tasks, the
-        runner's whole count each time): have them ready, if this executor can."""
+    def prepare(self, kernels: Mapping[tuple[str, tuple[str, ...]], int]) -> None:  # noqa: B027 - a hook: doing nothing is right
+        """The tasks waiting to run will ask for these kernels (name and what the notebooks of
+        their run import: how many tasks, the runner's whole count each time): have them ready,
+        if this executor can."""
 
     def shutdown(self) -> None:  # noqa: B027 - a hook: doing nothing is right
         """Release workers; called once the runner is done."""

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from nbsched.executors.base import Executor, Message, TaskAttempt
 from nbsched.kernel_pool import KernelPool
-from nbsched.kernels import FreshKernels, KernelHandle, KernelSource, Launcher, in_own_loop
+from nbsched.kernels import FreshKernels, KernelHandle, KernelKey, KernelSource, Launcher, in_own_loop
 from nbsched.notebook import TaskOutcome, TaskRequest, execute_task, import_engine
 from nbsched.workers import FILES_BESIDES, FILES_PER_WORKER, max_workers
 
@@ -61,7 +61,7 @@ class LocalExecutor(Executor):
     def execute(self, request: TaskRequest, handle: KernelHandle) -> TaskOutcome:
         return execute_task(request, handle, self.kernels)
 
-    def prepare(self, kernels: Mapping[str, int]) -> None:
+    def prepare(self, kernels: Mapping[KernelKey, int]) -> None:
         self.kernels.prepare(kernels)
 
     def shutdown(self) -> None:
