@@ -67,16 +67,12 @@ _KERNEL_MODULES = (
 # the usual way has (measured once by a probe: see _usual_pools)
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
-# a new Python, with the user's environment, imports the preload and says how many threads each
-# thread pool it loaded has: {library's file: threads}
-_PROBE = """import json, sys
-del sys.path[0]
-for name in sys.argv[1:]:
-    try:
-        __import__(name.lstrip("?"))
-    except Exception:
-        if not name.startswith("?"):
-            raise
+# a new Python, with the user's environment, loads the thread pools' libraries the server's
+# imports loaded (each reads its thread count from the environment as it loads) and says how
+# many threads each has: {library's file: threads}
+_PROBE = """import ctypes, json, sys
+for path in sys.argv[1:]:
+    ctypes.CDLL(path)
 from threadpoolctl import threadpool_info
 print(json.dumps({p["filepath"]: p["num_threads"] for p in threadpool_info()}))
 """
@@ -90,7 +86,7 @@ def serve(fd: int, preload: list[str]) -> None:
         del sys.path[0]  # as ipykernel_launcher does; the kernel puts '' back in its own folder
     sock = socket.socket(fileno=fd)
     parent = os.getppid()  # nbsched's process, which every kernel watches
-    probe = _start_probe(preload) if preload else None  # beside the imports below: a second core
+    user_env = dict(os.environ)
     os.environ.update(dict.fromkeys(THREAD_VARS, "1"))
     before = dict(os.environ)
     try:
@@ -106,11 +102,8 @@ def serve(fd: int, preload: list[str]) -> None:
                 if not name.startswith("?"):
                     raise
             _threads_started_by(name.lstrip("?"))
-        pools = _usual_pools(probe) if probe is not None else {}
+        pools = _usual_pools(user_env) if preload else {}
     except Exception as exc:  # noqa: BLE001 - told to the parent, which starts kernels the usual way
-        if probe is not None:
-            probe.kill()
-            probe.wait()
         _send(sock, {"error": f"{type(exc).__name__}: {exc}"})
         return
     # what the imports put in the environment (debugpy: PYDEVD_USE_FRAME_EVAL), as they would
@@ -137,32 +130,24 @@ def _threads_started_by(name: str) -> None:
         )
 
 
-def _start_probe(preload: list[str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-c", _PROBE, *preload],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYDEVD_DISABLE_FILE_VALIDATION": "1"},
-    )
+def _usual_pools(user_env: dict[str, str]) -> dict[str, Any]:
+    """The thread pools the server's imports loaded (BLAS, OpenMP), each with the threads a kernel
+    started the usual way gets: ``{library's file: (threadpoolctl's controller of it here,
+    threads)}``, the threads measured by a probe with the user's environment."""
+    from threadpoolctl import ThreadpoolController  # found here once, not in every kernel
 
-
-def _usual_pools(probe: subprocess.Popen[str]) -> dict[str, Any]:
-    """The thread pools of the server's preload, each with the threads a kernel started the usual
-    way gets: ``{library's file: (threadpoolctl's controller of it here, threads)}``."""
-    out, err = probe.communicate(timeout=120)
-    if probe.returncode != 0:
-        lines = err.strip().splitlines()
-        raise RuntimeError(
-            f"the preload's thread pools could not be measured: {lines[-1] if lines else probe.returncode}"
-        )
-    usual: dict[str, int] = json.loads(out)
-    if not usual:
+    controllers = ThreadpoolController().lib_controllers
+    if not controllers:
         return {}
-    from threadpoolctl import ThreadpoolController  # found in the server before any fork: no scan in each kernel
-
-    return {c.filepath: (c, usual[c.filepath]) for c in ThreadpoolController().lib_controllers if c.filepath in usual}
+    paths = sorted({c.filepath for c in controllers})
+    probe = subprocess.run(
+        [sys.executable, "-c", _PROBE, *paths], env=user_env, capture_output=True, text=True, timeout=60
+    )
+    if probe.returncode != 0:
+        lines = probe.stderr.strip().splitlines()
+        raise RuntimeError(f"the thread pools could not be measured: {lines[-1] if lines else probe.returncode}")
+    usual: dict[str, int] = json.loads(probe.stdout)
+    return {c.filepath: (c, usual[c.filepath]) for c in controllers if c.filepath in usual}
 
 
 def _serve_forks(
