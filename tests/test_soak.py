@@ -63,8 +63,9 @@ def children(pid: int) -> list[int]:
 
 def settled(pid: int, server: int, runtime: Path) -> dict[str, int]:
     """``held`` once the batch's kernels are gone (they are shut down in the background): the fork
-    server has no kernel left, no connection file remains, and two looks half a second apart see
-    the same (ZeroMQ closes a socket's descriptors a moment after the socket)."""
+    server has no kernel left, no connection file remains, and four looks half a second apart see
+    the same (ZeroMQ closes a socket's descriptors a moment after the socket, and a closed client
+    socket lingers up to a second, trying to reach a kernel that is gone)."""
     wait_for(
         lambda: not children(server) and not list(runtime.glob("kernel-*.json")),
         60,
@@ -74,7 +75,7 @@ def settled(pid: int, server: int, runtime: Path) -> dict[str, int]:
 
     def unchanged() -> bool:
         looks.append(held(pid))
-        return looks[-1] == looks[-2]
+        return len(looks) >= 4 and looks[-1] == looks[-2] == looks[-3] == looks[-4]
 
     wait_for(unchanged, 30, "what the daemon holds to stop changing", every=0.5)
     return looks[-1]
