@@ -37,6 +37,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import papermill
@@ -54,19 +55,32 @@ class Round:
     tasks: list[tuple[float, Path]] = field(default_factory=list)  # (task wall, output notebook)
 
 
-def build(layers: list[int], folder: Path) -> tuple[Path, list[list[str]]]:
-    """Write the notebooks and pipeline.yaml; return the spec path and the task names per layer."""
+# a realistic notebook: the data stack imported, 2,000 rows grouped, one figure drawn
+REALISTIC = [
+    "import numpy as np\nimport pandas as pd\nimport matplotlib.pyplot as plt",
+    (
+        "rng = np.random.default_rng(size)\n"
+        "df = pd.DataFrame({'key': rng.integers(0, 20, 2000), 'value': rng.random(2000)})\n"
+        "means = df.groupby('key')['value'].mean()\nmeans.head()"
+    ),
+    "fig, ax = plt.subplots(figsize=(4, 3))\nmeans.plot(ax=ax)\nplt.show()",
+]
+
+
+def build(layers: list[int], folder: Path, *, realistic: bool = False) -> tuple[Path, list[list[str]]]:
+    """Write the notebooks and pipeline.yaml; return the spec path and the task names per layer.
+    ``realistic``: each notebook imports numpy, pandas and matplotlib, groups rows, draws a figure."""
     folder.mkdir(parents=True)
     names: list[list[str]] = []
     lines = ["name: bench", "tasks:"]
+    body = REALISTIC if realistic else ["total = sum(range(size))", "print(total)"]
     for depth, width in enumerate(layers):
         layer = [f"l{depth}_{i}" for i in range(width)]
         for name in layer:
             nb = new_notebook(
                 cells=[
                     new_code_cell("upstream = {}\nsize = 10000", metadata={"tags": ["parameters"]}),
-                    new_code_cell("total = sum(range(size))"),
-                    new_code_cell("print(total)"),
+                    *(new_code_cell(code) for code in body),
                 ]
             )
             nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -105,7 +119,7 @@ def papermill_threads(folder: Path, names: list[list[str]], out: Path, workers: 
 
 
 def nbsched_run(
-    spec: Path, home: Path, workers: int, executor: str = "local", **kernels: bool
+    spec: Path, home: Path, workers: int, executor: str = "local", **kernels: Any
 ) -> list[tuple[float, Path]]:
     service = Service(Config.resolve(home=home, workers=workers, executor=executor, **kernels))
     try:
@@ -279,7 +293,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
-    parser.add_argument("--dags", nargs="+", default=["1,6,6,6,1", "1,24,25,25,24,1"])
+    parser.add_argument("--dags", nargs="*", default=["1,6,6,6,1", "1,24,25,25,24,1"])
+    parser.add_argument(
+        "--realistic",
+        nargs="*",
+        default=["1,3,4,4,4,3,1"],
+        help="DAGs of notebooks that import numpy, pandas and matplotlib (none: leave them out)",
+    )
     parser.add_argument("--dask", action="store_true", help="also the Dask executor on 1,8,10,10,8,3")
     args = parser.parse_args()
     logging.getLogger("papermill").setLevel(logging.ERROR)
@@ -308,9 +328,35 @@ def main() -> None:
         workers = {name: 1 if name == SEQUENTIAL else w for name in contenders}
         table(f"{n} notebooks, layers {'-'.join(map(str, layers))}, {w} workers", rounds, workers)
 
+    for dag in args.realistic:
+        realistic_table([int(x) for x in dag.split(",")], w, args.repeat)
     if args.dask:
         dask_table(w, args.repeat)
     shutil.rmtree(WORK, ignore_errors=True)
+
+
+def realistic_table(layers: list[int], w: int, repeat: int) -> None:
+    """Notebooks as users write them: the imports of the data stack dominate, and nbsched's fork
+    server preloads them (``--kernel-preload auto``, the default) against importing them in
+    every kernel (``none``)."""
+    n = sum(layers)
+    spec, names = build(layers, WORK / f"realistic{n}", realistic=True)
+    rounds = measure(
+        {
+            SEQUENTIAL: lambda i: papermill_sequential(spec.parent, names, WORK / f"pm-real{n}-{i}"),
+            f"papermill, {w}-thread loop": lambda i: papermill_threads(
+                spec.parent, names, WORK / f"pmt-real{n}-{i}", w
+            ),
+            "nbsched, preload none": lambda i: nbsched_run(
+                spec, WORK / f"none-real{n}-{i}", w, kernel_preload=("none",)
+            ),
+            "nbsched, default (preload auto)": lambda i: nbsched_run(spec, WORK / f"auto-real{n}-{i}", w),
+        },
+        repeat,
+    )
+    workers = {name: 1 if name == SEQUENTIAL else w for name in rounds}
+    title = f"{n} realistic notebooks (numpy, pandas, matplotlib), layers {'-'.join(map(str, layers))}, {w} workers"
+    table(title, rounds, workers)
 
 
 def dask_table(w: int, repeat: int) -> None:
