@@ -151,6 +151,24 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return request.getfixturevalue("pg_url")
 
 
+def _unlent_port() -> int:
+    """A free port below the range the kernel lends to outgoing connections, so that while the
+    cluster is down (the outage tests stop and start it) no connection can take it."""
+    import random
+    import socket
+
+    lowest_lent = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(200):
+        port = random.randrange(10_000, max(10_001, lowest_lent))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port below the ephemeral range")
+
+
 class PrivatePostgres:
     """A PostgreSQL cluster of the test's own (initdb + pg_ctl on a free port, run as the postgres
     user, since the tests run as root), to stop and start as a real outage; never the machine's own."""
@@ -158,15 +176,12 @@ class PrivatePostgres:
     def __init__(self) -> None:
         import glob
         import shutil
-        import socket
         import tempfile
 
         self.bin = Path(sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1])
         self.dir = Path(tempfile.mkdtemp(prefix="nbsched-pg-"))
         shutil.chown(self.dir, "postgres")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = _unlent_port()
         self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
         self._as_postgres(self.bin / "initdb", "-U", "postgres", "--auth=trust", "-N", "-D", self.dir / "data")
         self.start()
@@ -183,9 +198,21 @@ class PrivatePostgres:
 
     def start(self) -> None:
         options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._as_postgres(
-            self.bin / "pg_ctl", "-D", self.dir / "data", "-l", self.dir / "server.log", "-o", options, "-w", "start"
-        )
+        try:
+            self._as_postgres(
+                self.bin / "pg_ctl",
+                "-D",
+                self.dir / "data",
+                "-l",
+                self.dir / "server.log",
+                "-o",
+                options,
+                "-w",
+                "start",
+            )
+        except AssertionError as exc:  # say why: the server's own last lines
+            log = (self.dir / "server.log").read_text(errors="replace").splitlines()[-5:]
+            raise AssertionError(f"{exc}\nserver.log: {log}") from None
 
     def stop(self) -> None:
         """``pg_ctl stop -m fast``: every connection is cut, as in an outage."""
