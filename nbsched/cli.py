@@ -636,13 +636,14 @@ def _print_run(r: RunView) -> None:
     from nbsched.report import comparisons, trigger_label, where_running
     from nbsched.states import TaskState
 
+    view = r.to_json()
     params = ", ".join(f"{k}={v!r}" for k, v in r.params.items()) or "-"
     click.echo(
         f"run {r.id}  pipeline {r.pipeline} v{r.pipeline_version}  {_state(r.state.value)}  "
         f"{_took(r.started_at, r.ended_at)}  params: {params}"
     )
     if r.fired_by:
-        click.echo(f"fired by: {trigger_label(r.to_json())}")
+        click.echo(f"fired by: {trigger_label(view)}")
     if r.selection:
         lent = ", ".join(f"{task} from run {run_id}" for task, run_id in r.selection["borrowed"].items())
         click.echo(f"partial run: {', '.join(r.selection['tasks'])}" + (f"; values of {lent}" if lent else ""))
@@ -676,7 +677,7 @@ def _print_run(r: RunView) -> None:
             click.echo(f"  {name}: at {where_running(t.cell)}")
         elif t.waiting:
             click.echo(f"  {name}: {t.waiting}")
-    for table in comparisons(r.to_json()["tasks"]):  # a mapped task's instances side by side
+    for table in comparisons(view["tasks"]):  # a mapped task's instances side by side
         click.echo(f"compared: {table.task}")
         _table(
             ["  INSTANCE", "STATE", *table.params, *table.outputs],

@@ -65,19 +65,18 @@ def _spec(name: str) -> importlib.machinery.ModuleSpec | None:
     """``name``'s spec, found without importing anything (``find_spec`` of a dotted name would
     import its parents): the top-level module by this Python's finders, each submodule within
     its package's folders."""
-    top, *rest = name.split(".")
-    if not top.isidentifier() or top in _SKIP:
+    parts = name.split(".")
+    top = parts[0]
+    if not all(p.isidentifier() for p in parts) or top in _SKIP:
         return None
     try:
         spec = importlib.util.find_spec(top)
-        for i, part in enumerate(rest, start=1):
+        for i in range(1, len(parts)):
             if spec is None or not spec.submodule_search_locations:
                 return None
             spec = importlib.machinery.PathFinder.find_spec(
-                ".".join([top, *rest[:i]]), list(spec.submodule_search_locations)
+                ".".join(parts[: i + 1]), list(spec.submodule_search_locations)
             )
-            if not part.isidentifier():
-                return None
     except (ImportError, ValueError):
         return None
     return spec

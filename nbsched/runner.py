@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from typing_extensions import Self
 
@@ -40,6 +40,9 @@ from nbsched.states import NotifyEvent, RunState, StopReason, TaskState
 from nbsched.store import RunRecord, SqlStore
 from nbsched.store.sql import HOST
 from nbsched.timefmt import duration
+
+if TYPE_CHECKING:
+    from nbsched.kernels import KernelKey
 
 log = logging.getLogger("nbsched.runner")
 
@@ -99,9 +102,9 @@ class Runner:
         self.claiming = True
         self._running: dict[tuple[str, str], _Running] = {}
         self._specs: dict[tuple[str, int], PipelineSpec] = {}
-        self._kernel_names: dict[tuple[str, int], dict[str, tuple[str, tuple[str, ...]]]] = {}
+        self._kernel_names: dict[tuple[str, int], dict[str, KernelKey]] = {}
         # kernels the tasks waiting to run will ask for, this step: by name and the run's imports
-        self._waiting: Counter[tuple[str, tuple[str, ...]]] = Counter()
+        self._waiting: Counter[KernelKey] = Counter()
         self._next_heartbeat = 0.0
         self._next_reap = 0.0
         self._next_check = 0.0
@@ -602,7 +605,7 @@ class Runner:
             self._specs[key] = self.spec_loader(run)
         return self._specs[key]
 
-    def _kernels(self, run: RunRecord) -> dict[str, tuple[str, tuple[str, ...]]]:
+    def _kernels(self, run: RunRecord) -> dict[str, KernelKey]:
         """The kernel each of a run's tasks needs: its name, and what the notebooks of the
         run that use that kernel import (a fork server preloads them once for all of them);
         each notebook read once per pipeline version, not once per run."""

@@ -176,15 +176,10 @@ class RunView:
     def by_task(self) -> dict[str, TaskView]:
         """Its tasks as the pipeline names them, in run order: a mapped task as one, with its
         instances (``TaskView.mapped``)."""
-        out: dict[str, TaskView | list[TaskView]] = {}
+        groups: dict[str, list[TaskView]] = {}
         for name, task in self.tasks.items():
-            if task.mapped_from is None:
-                out[name] = task
-            else:
-                group = out.setdefault(task.mapped_from, [])
-                assert isinstance(group, list)
-                group.append(task)
-        return {n: t if isinstance(t, TaskView) else TaskView.mapped(n, tuple(t)) for n, t in out.items()}
+            groups.setdefault(task.mapped_from or name, []).append(task)
+        return {n: g[0] if g[0].mapped_from is None else TaskView.mapped(n, tuple(g)) for n, g in groups.items()}
 
     def to_json(self) -> Json:
         return {

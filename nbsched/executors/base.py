@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from nbsched.kernels import KernelHandle
+from nbsched.kernels import KernelHandle, KernelKey
 from nbsched.notebook import TaskOutcome, TaskRequest, cell_progress
 from nbsched.states import StopReason
 
@@ -79,7 +79,7 @@ class Executor(ABC):
     def execute(self, request: TaskRequest, handle: KernelHandle) -> TaskOutcome:
         """Run one try of a task, on the worker."""
 
-    def prepare(self, kernels: Mapping[tuple[str, tuple[str, ...]], int]) -> None:  # noqa: B027 - a hook: doing nothing is right
+    def prepare(self, kernels: Mapping[KernelKey, int]) -> None:  # noqa: B027 - a hook: doing nothing is right
         """The tasks waiting to run will ask for these kernels (name and what the notebooks of
         their run import: how many tasks, the runner's whole count each time): have them ready,
         if this executor can."""
