@@ -385,6 +385,20 @@ def test_kernels_of_a_killed_fork_server_still_die_with_nbsched(tmp_path, monkey
         return {p.name for p in runtime.glob("nbsched-*")}
 
     assert Path(jupyter_runtime_dir()) == runtime and len(sockets()) == 10  # the two killed kernels' five each
+
+    def listened(path: Path) -> bool:
+        import socket
+
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(str(path))
+            except ConnectionRefusedError:
+                return False
+            return True
+
+    # a killed process's main thread shows "Z" while its other threads are still being torn down,
+    # its sockets still listening: wait until nobody listens on them
+    wait_for(lambda: not any(map(listened, runtime.glob("nbsched-*-1"))), 15, "the killed kernels' sockets to close")
     launcher = Launcher()
     kernel = start_connected(launcher, "python3", tmp_path, 60)
     try:
