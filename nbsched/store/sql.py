@@ -417,11 +417,13 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore, PoolStore):
             q = q.where(RunRow.id.in_(list(run_ids)), RunRow.owner == runner_id)
         else:
             q = q.where(RunRow.owner.is_(None))
-        now = self.clock.now()
         claimed: list[ClaimedTask] = []
         with self._write() as s, s.begin():
             candidates = s.execute(q).all()
             room = _Room(s, candidates)
+            # its start is read once the locks are held: a try that ended while this claim waited for
+            # its pool's lock ended before this one starts, in the recorded times too
+            now = self.clock.now()
             for row, pipeline, cap in candidates:
                 if len(claimed) == limit:
                     break
