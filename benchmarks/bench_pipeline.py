@@ -300,6 +300,12 @@ def main() -> None:
         default=["1,3,4,4,4,3,1"],
         help="DAGs of notebooks that import numpy, pandas and matplotlib (none: leave them out)",
     )
+    parser.add_argument(
+        "--scale",
+        nargs="*",
+        default=["100,300,1000"],
+        help="the scaling curve: DAGs of these many notebooks, layers of 10 (none: leave it out)",
+    )
     parser.add_argument("--dask", action="store_true", help="also the Dask executor on 1,8,10,10,8,3")
     args = parser.parse_args()
     logging.getLogger("papermill").setLevel(logging.ERROR)
@@ -330,6 +336,8 @@ def main() -> None:
 
     for dag in args.realistic:
         realistic_table([int(x) for x in dag.split(",")], w, args.repeat)
+    for sizes in args.scale:
+        scaling_table([int(x) for x in sizes.split(",")], w, args.repeat)
     if args.dask:
         dask_table(w, args.repeat)
     shutil.rmtree(WORK, ignore_errors=True)
@@ -357,6 +365,36 @@ def realistic_table(layers: list[int], w: int, repeat: int) -> None:
     workers = {name: 1 if name == SEQUENTIAL else w for name in rounds}
     title = f"{n} realistic notebooks (numpy, pandas, matplotlib), layers {'-'.join(map(str, layers))}, {w} workers"
     table(title, rounds, workers)
+
+
+def scaling_table(sizes: list[int], w: int, repeat: int, width: int = 10) -> None:
+    """What a task costs as the DAG grows: layers of ``width`` notebooks, each after every one of
+    the layer before (so each task has the same number of upstream tasks at every size). The
+    slot overhead per task, compared with the smallest DAG's, shows any cost that grows with the
+    run's size (reading the whole run per task would make it grow linearly)."""
+    rounds: dict[int, list[Round]] = {}
+    for n in sizes:
+        spec, _ = build([width] * (n // width), WORK / f"scale{n}")
+        rounds[n] = measure({f"{n}": lambda i, n=n, spec=spec: nbsched_run(spec, WORK / f"scale{n}-{i}", w)}, repeat)[
+            f"{n}"
+        ]
+    print(f"\nScaling: nbsched (default), layers of {width} notebooks, each after the {width} before, {w} workers\n")
+    print("| notebooks | median s | tasks/s | task overhead s | slot overhead s | slot overhead vs smallest |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    base = None
+    for n, results in rounds.items():
+        med = statistics.median(r.wall for r in results)
+        task_over, slot_over = [], []
+        for r in results:
+            cells = [cells_time(path) for _, path in r.tasks]
+            task_over.extend(wall - c for (wall, _), c in zip(r.tasks, cells, strict=True))
+            slot_over.append((r.wall * w - sum(cells)) / len(r.tasks))
+        slot = statistics.median(slot_over)
+        base = base or slot
+        print(
+            f"| {n:,} | {med:.2f} | {n / med:.1f} | {statistics.median(task_over):.3f} | {slot:.3f} "
+            f"| {slot / base:.2f}x |"
+        )
 
 
 def dask_table(w: int, repeat: int) -> None:

@@ -74,9 +74,12 @@ class Daemon:
                         if self.sender.due():
                             self.sender.wake()
                     # every running run, and the oldest queued ones: a backlog is started a page at a time
+                    # (the runs alone: the runner reads their tasks as they change)
                     active = store.list_runs(
-                        states=[RunState.RUNNING], unowned=True, limit=None, oldest_first=True
-                    ) + store.list_runs(states=[RunState.QUEUED], unowned=True, limit=QUEUED_PAGE, oldest_first=True)
+                        states=[RunState.RUNNING], unowned=True, limit=None, oldest_first=True, tasks=False
+                    ) + store.list_runs(
+                        states=[RunState.QUEUED], unowned=True, limit=QUEUED_PAGE, oldest_first=True, tasks=False
+                    )
                     wake = self.runner.step(active)
                     if self.scheduler is not None and (at := self.scheduler.next_fire_at()) is not None:
                         until = (at - utcnow()).total_seconds()
@@ -101,9 +104,11 @@ class Daemon:
             log.info("stopping: waiting up to %gs for %d running task(s)", self.options.grace, runner.busy)
         touched = runner.running_run_ids
         while runner.busy and time.monotonic() < deadline:
-            runner.step(runner.store.list_runs(ids=runner.running_run_ids, limit=None))
+            runner.step(runner.store.list_runs(ids=runner.running_run_ids, limit=None, tasks=False))
             runner.wait(deadline - time.monotonic())
-        runner.step(runner.store.list_runs(ids=touched, limit=None))  # end the runs whose last task just ended
+        runner.step(
+            runner.store.list_runs(ids=touched, limit=None, tasks=False)
+        )  # end the runs whose last task just ended
         if not runner.busy:
             log.info("stopped")
             return EXIT_OK

@@ -12,14 +12,15 @@ other processes wrote. It reads the time from the ``Clock`` it is given, so test
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
 import queue
 import secrets
 import shutil
 from collections import Counter
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from typing_extensions import Self
 
 from nbsched.clock import SYSTEM_CLOCK, Clock
-from nbsched.dag import Decision, decide, downstream_of
+from nbsched.dag import Decision, decide
 from nbsched.errors import DatabaseUnavailable, NbschedError
 from nbsched.executors.base import Executor, Finished, Message, TaskAttempt, Wake
 from nbsched.fanout import for_each_list, item_params, parse_instance, task_of
@@ -38,6 +39,7 @@ from nbsched.params import task_parameters
 from nbsched.spec import PipelineSpec, TaskSpec, confined_notebook
 from nbsched.states import NotifyEvent, RunState, StopReason, TaskState
 from nbsched.store import RunRecord, SqlStore
+from nbsched.store.cache import RunCache
 from nbsched.store.sql import HOST
 from nbsched.timefmt import duration
 
@@ -102,6 +104,7 @@ class Runner:
         self.claiming = True
         self._running: dict[tuple[str, str], _Running] = {}
         self._specs: dict[tuple[str, int], PipelineSpec] = {}
+        self._runs = RunCache(store)  # the task rows of the runs in play, re-read as they change
         self._kernel_names: dict[tuple[str, int], dict[str, KernelKey]] = {}
         # kernels the tasks waiting to run will ask for, this step: by name and the run's imports
         self._waiting: Counter[KernelKey] = Counter()
@@ -140,8 +143,10 @@ class Runner:
         mine = list(run_ids)
         try:
             while True:
-                wake = self.step(self.store.list_runs(ids=mine, limit=None), only=mine)
-                if not self._running and all(r.state.finished for r in self.store.list_runs(ids=mine, limit=None)):
+                wake = self.step(self.store.list_runs(ids=mine, limit=None, tasks=False), only=mine)
+                if not self._running and all(
+                    r.state.finished for r in self.store.list_runs(ids=mine, limit=None, tasks=False)
+                ):
                     return
                 self.wait(wake)
         except KeyboardInterrupt:
@@ -172,7 +177,8 @@ class Runner:
     # -- one cycle ------------------------------------------------------------------------------
     def step(self, runs: list[RunRecord], only: list[str] | None = None) -> float | None:
         """Housekeeping, then move ``runs`` forward and start what may start. Returns the
-        seconds until the next timed event (retry due, task timeout), if any."""
+        seconds until the next timed event (retry due, task timeout), if any. ``runs`` may come
+        without their tasks (``list_runs(tasks=False)``): the runner reads them as they change."""
         now = self.clock.monotonic()
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self.lease / 4
@@ -194,7 +200,7 @@ class Runner:
         wake += [r.sla_at - now for r in self._running.values() if r.sla_at is not None]
         full: set[str] = set()  # pipelines at their max_active_runs: their other queued runs wait
         self._waiting = Counter()
-        for run in runs:
+        for run, changed in self._runs.fresh(runs):
             if run.state is RunState.QUEUED:
                 if run.pipeline in full:
                     continue
@@ -204,7 +210,7 @@ class Runner:
                         full.add(run.pipeline)
                     continue
                 run = started
-            if run.state is RunState.RUNNING and (due := self._advance(run)) is not None:
+            if run.state is RunState.RUNNING and (due := self._advance(run, changed)) is not None:
                 wake.append(due)
         # kernels ahead of need for the tasks that will run (none once claiming stops)
         self.executor.prepare(self._waiting if self.claiming else {})
@@ -260,20 +266,21 @@ class Runner:
         ``max_active_runs`` are running) or another runner started it."""
         if not self.store.start_run(run.id, notices_for(self._spec(run).notify, NotifyEvent.START)):
             return None
-        run = self.store.get_run(run.id)
+        run = replace(self.store.get_run(run.id, tasks=()), tasks=run.tasks)  # starting changes no task
         log.info("run %s of %s started (%s)", run.id, run.pipeline, run.trigger)
         return run
 
-    def _advance(self, run: RunRecord) -> float | None:
+    def _advance(self, run: RunRecord, changed: Collection[str] | None = None) -> float | None:
         """Move a running run's tasks on as far as they go now, and end the run once they all
-        have. Returns the seconds until it needs a look again (its next retry), if it does."""
+        have; ``changed``: the rows that changed since the last look (None: look at them all).
+        Returns the seconds until it needs a look again (its next retry), if it does."""
         spec = self._spec(run)
         states = {n: t.state for n, t in run.tasks.items()}
         wake = self._release_retries(run, spec, states, self.clock.now())
         sla = self._run_past_sla(run, spec)
         if sla is not None:
             wake = sla if wake is None else min(wake, sla)
-        self._settle(run, spec, states)
+        self._settle(run, spec, states, changed)
         kernel_of = self._kernels(run)
         self._waiting.update(kernel_of[task_of(n)] for n, s in states.items() if s in _WAITING)
         if all(s.finished for s in states.values()):
@@ -295,11 +302,15 @@ class Runner:
                 states[name] = self._queue(run, spec, name, TaskState.UP_FOR_RETRY)
         return min(wake, default=None)
 
-    def _settle(self, run: RunRecord, spec: PipelineSpec, states: dict[str, TaskState]) -> None:
+    def _settle(
+        self, run: RunRecord, spec: PipelineSpec, states: dict[str, TaskState], changed: Collection[str] | None
+    ) -> None:
         """Decide each waiting task by its trigger rule and the branches taken upstream: queue
         it, skip it, or fail it for its upstream; in topological order, so a chain of skips
-        settles in one pass."""
-        downstream = downstream_of({t.name: t.upstream for t in spec.tasks.values()})
+        settles in one pass. Only the tasks whose rows or upstream rows ``changed`` (and those
+        after a task decided now) can have a new decision: the others are not looked at, so a
+        look costs what changed, not the size of the run."""
+        downstream = spec.downstream
         not_chosen = {
             d
             for n, t in run.tasks.items()
@@ -309,7 +320,15 @@ class Runner:
         }
         lending = _unselected(run)  # a partial run's other tasks count as done for the tasks after them
         rows = _rows(states)
-        for name in spec.order:
+        dirty = set(spec.order) if changed is None else {task_of(n) for n in changed}
+        todo = [(spec.position[n], n) for n in dirty | {d for n in dirty for d in downstream[n]}]
+        heapq.heapify(todo)
+        while todo:
+            _, name = heapq.heappop(todo)
+            if todo and todo[0][1] == name:
+                continue  # the same task again: it is decided below, once
+            if all(states[row] is not TaskState.PENDING for row in rows[name]):
+                continue  # decided already: nothing to settle
             task = spec.tasks[name]
             # a mapped upstream task counts instance by instance (as Airflow's mapped tasks do)
             upstream = [
@@ -331,6 +350,9 @@ class Runner:
                     )
                 elif decision is Decision.RUN and not _at_max_parallel(task, rows[name], states):
                     states[row] = self._queue(run, spec, row, TaskState.PENDING)
+            if any(states[row] is not TaskState.PENDING for row in rows[name]):
+                for d in downstream[name]:  # what comes after it may be decided in this same pass
+                    heapq.heappush(todo, (spec.position[d], d))
 
     def _expand(self, run: RunRecord, spec: PipelineSpec, task: TaskSpec, states: dict[str, TaskState]) -> RunRecord:
         """Replace a for_each task by one instance per item of its list (the run as it is now);
@@ -360,11 +382,14 @@ class Runner:
         if not values:
             states[name] = self._set(run.id, name, TaskState.SKIPPED, TaskState.PENDING, detail="for_each: no items")
             return run
+        self._runs.touch(run.id, name)
         self.store.expand_task(run.id, name, values, max_tries=task.max_tries, pool=task.pool)
-        run = self.store.get_run(run.id)  # expanded here, or by another runner meanwhile
+        instances = self.store.get_run(run.id, tasks=[name]).tasks  # expanded here, or by another runner meanwhile
+        others = {n: t for n, t in run.tasks.items() if task_of(n) != name}
+        run = replace(run, tasks={**others, **instances})
         for n in [n for n in states if task_of(n) == name]:
             del states[n]
-        states.update({n: t.state for n, t in run.tasks.items() if t.spec_task == name})
+        states.update({n: t.state for n, t in instances.items()})
         log.info("task %s of run %s: %d instance(s)", name, run.id, len(values))
         return run
 
@@ -406,8 +431,9 @@ class Runner:
         self, run_id: str, name: str, state: TaskState, leaving: TaskState, detail: str | None = None, **fields: Any
     ) -> TaskState:
         """A guarded transition; when another runner got there first, keep what it wrote."""
+        self._runs.touch(run_id, name)
         if not self.store.set_task_state(run_id, name, state, expect=[leaving], **fields):
-            return self.store.get_run(run_id).tasks[name].state
+            return self.store.get_run(run_id, tasks=[name]).tasks[name].state
         self._notify(run_id, name, state, detail or fields.get("error"))
         return state
 
@@ -415,9 +441,10 @@ class Runner:
     def _claim(self, only: list[str] | None) -> None:
         free = self.executor.workers - len(self._running)
         for claim in self.store.claim_tasks(self.id, free, run_ids=only):
-            run = self.store.get_run(claim.run_id)
-            spec = self._spec(run)
+            # the run, and of its tasks only this one and those it takes values from
+            spec = self._spec(self.store.get_run(claim.run_id, tasks=()))
             task = spec.tasks[task_of(claim.task)]
+            run = self.store.get_run(claim.run_id, tasks=[claim.task, *task.upstream])
             output_path = self._output_path(run, claim.task)
             if claim.try_number > 1 and output_path.exists():  # keep the try before, beside the new one
                 shutil.move(output_path, output_path.with_name(f"{claim.task}.try{claim.try_number - 1}.ipynb"))
@@ -459,7 +486,7 @@ class Runner:
         running = self._running.pop((event.run_id, event.task), None)
         if running is None:
             return
-        run = self.store.get_run(event.run_id)
+        run = self.store.get_run(event.run_id, tasks=[event.task])
         spec = self._spec(run)
         task, outcome = spec.tasks[task_of(event.task)], event.outcome
         if outcome.stopped is StopReason.RUNNER_LOST:  # the task is no longer this runner's to record
@@ -566,12 +593,10 @@ class Runner:
             return
         self._seen_back_at = self.store.patience.back_at
         still = self.store.owned_tasks_still_running(self.id)
-        runs: dict[str, RunRecord] = {}
         for (run_id, task), r in self._running.items():
             if (run_id, task, r.try_number) not in still:
-                if run_id not in runs:
-                    runs[run_id] = self.store.get_run(run_id)
-                cancelled = runs[run_id].tasks[task].state is TaskState.CANCELLED
+                state = self.store.get_run(run_id, tasks=[task]).tasks[task].state
+                cancelled = state is TaskState.CANCELLED
                 r.attempt.stop(StopReason.CANCELLED if cancelled else StopReason.RUNNER_LOST)
         mine = {(run_id, task, r.try_number) for (run_id, task), r in self._running.items()}
         for run_id, task, try_number in still - mine:  # claimed as the connection was lost: never started
@@ -583,7 +608,7 @@ class Runner:
     def _reap(self) -> None:
         """Fail or retry the tasks of runners that stopped heartbeating (their host died)."""
         for run_id, t in self.store.reap_dead_runners(self.lease):
-            run = self.store.get_run(run_id)
+            run = self.store.get_run(run_id, tasks=())
             task = self._spec(run).tasks[t.spec_task]
             error = f"its runner {t.owner} stopped heartbeating (lease {duration(self.lease)})"
             fields: dict[str, Any] = {"error": error}
@@ -715,7 +740,7 @@ def _branch_error(spec: PipelineSpec, name: str, outcome: TaskOutcome) -> str | 
         return None
     if parse_instance(name) is not None:
         return f"nbsched.branch: {name} is an instance of a mapped task, which cannot choose branches"
-    downstream = downstream_of({t.name: t.upstream for t in spec.tasks.values()})[name]
+    downstream = spec.downstream[name]
     unknown = [b for b in outcome.branch if b not in downstream]
     if unknown:
         return (

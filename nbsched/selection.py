@@ -8,7 +8,6 @@ import difflib
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from nbsched.dag import downstream_of
 from nbsched.errors import ConfigError
 from nbsched.fanout import grid_instances, instance_name, item_params, parse_instance, task_of
 
@@ -73,7 +72,7 @@ def chosen_tasks(spec: PipelineSpec, names: list[str], downstream: bool, option:
             raise ConfigError(f"{option} {name!r}: pipeline {spec.name} has no such task{hint}")
     chosen = set(names)
     if downstream:
-        below = downstream_of({t.name: t.upstream for t in spec.tasks.values()})
+        below = spec.downstream
         for name in names:
             chosen |= all_below(name, below)
     return [n for n in spec.order if n in chosen]

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from nbsched.bounds import check_depth, json_depth_ok, load_yaml, read_spec_text
-from nbsched.dag import TriggerRule, topological_order
+from nbsched.dag import TriggerRule, downstream_of, topological_order
 from nbsched.errors import CycleError, ScheduleError, SpecError
 from nbsched.events import EVENT_KEYS, SCHEDULE_KINDS, event_from_fields, is_event
 from nbsched.fanout import FANOUT_KEYS, Fanout, parse_fanout
@@ -140,6 +140,16 @@ class PipelineSpec:
     @cached_property
     def order(self) -> list[str]:
         return topological_order({t.name: t.upstream for t in self.tasks.values()})
+
+    @cached_property
+    def position(self) -> dict[str, int]:
+        """Each task's place in ``order``."""
+        return {name: i for i, name in enumerate(self.order)}
+
+    @cached_property
+    def downstream(self) -> dict[str, list[str]]:
+        """Each task's direct downstream tasks."""
+        return downstream_of({t.name: t.upstream for t in self.tasks.values()})
 
 
 class _Where:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from nbsched.failures import TaskFailure
 from nbsched.states import NoticeState, NotifyEvent, RunState, RunTrigger, ScheduleOrigin, TaskState
@@ -22,6 +22,15 @@ class TaskTryRecord:
     started_at: datetime
     ended_at: datetime | None
     failure: TaskFailure | None = None  # the error as data, when the notebook raised it
+
+
+class TaskVersion(NamedTuple):
+    """What tells a task row's writes apart without reading the row: every write of a row sets
+    its ``updated_at``, and a try number only grows."""
+
+    state: TaskState
+    try_number: int
+    updated_at: datetime | None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,6 +57,11 @@ class TaskRunRecord:
     pool: str | None = None  # the pool each try takes a slot of
     params: dict[str, Any] | None = None  # a repair's parameter overrides for this task
     tries: tuple[TaskTryRecord, ...] = ()  # oldest first; read only when asked for (``with_tries``)
+    updated_at: datetime | None = None  # its last write
+
+    @property
+    def version(self) -> TaskVersion:
+        return TaskVersion(self.state, self.try_number, self.updated_at)
 
     @property
     def spec_task(self) -> str:

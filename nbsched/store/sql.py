@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import secrets
 import socket
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from enum import Enum
@@ -31,7 +32,7 @@ from nbsched.store.locks import changed, serialize
 from nbsched.store.models import FireRow, PipelineRow, PoolRow, RunnerRow, RunRow, TaskRunRow, TaskTryRow
 from nbsched.store.outbox import OutboxStore
 from nbsched.store.pools import PoolStore
-from nbsched.store.records import ClaimedTask, PipelineRecord, RunRecord, TaskRunRecord, TaskTryRecord
+from nbsched.store.records import ClaimedTask, PipelineRecord, RunRecord, TaskRunRecord, TaskTryRecord, TaskVersion
 from nbsched.store.retry import Patience, retried
 from nbsched.store.schedules import ScheduleStore
 
@@ -668,18 +669,57 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore, PoolStore):
             return run_id, [(int(i or 0), dict(p or {}), dict(o or {})) for i, p, o in rows]
 
     @retried
-    def get_run(self, run_id: str, *, with_tries: bool = False) -> RunRecord:
-        """A run and its tasks; ``with_tries``: each task's tries too (for people, not the runner)."""
+    def get_run(self, run_id: str, *, with_tries: bool = False, tasks: Collection[str] | None = None) -> RunRecord:
+        """A run and its tasks; ``with_tries``: each task's tries too (for people, not the runner);
+        ``tasks``: only these tasks' rows (a mapped task's: its instances), so what a runner
+        reads for one task does not grow with the run."""
         with self._session() as s:
             row = s.get(RunRow, run_id)
             if row is None:
                 raise NotFound(f"run '{run_id}' not found")
-            tasks = s.scalars(
-                select(TaskRunRow)
-                .where(TaskRunRow.run_id == run_id)
-                .order_by(TaskRunRow.position, TaskRunRow.map_index)
-            ).all()
-            return _run_record(row, tasks, _tries(s, [run_id]) if with_tries else {})
+            q = select(TaskRunRow).where(TaskRunRow.run_id == run_id)
+            if tasks is not None:
+                names = list(tasks)
+                q = q.where(or_(TaskRunRow.task.in_(names), TaskRunRow.mapped_from.in_(names)))
+            rows = (
+                s.scalars(q.order_by(TaskRunRow.position, TaskRunRow.map_index)).all() if tasks is None or names else []
+            )
+            return _run_record(row, rows, _tries(s, [run_id]) if with_tries else {})
+
+    @retried
+    def task_versions(
+        self, run_ids: Collection[str], states: Collection[TaskState] | None = None
+    ) -> dict[str, dict[str, TaskVersion]]:
+        """The version of each task row of these runs (only of those in ``states``), by run and
+        task: three small columns, from which a runner knows the rows that changed since it read
+        them without reading them."""
+        out: dict[str, dict[str, TaskVersion]] = {run_id: {} for run_id in run_ids}
+        if not run_ids:
+            return out
+        q = select(
+            TaskRunRow.run_id, TaskRunRow.task, TaskRunRow.state, TaskRunRow.try_number, TaskRunRow.updated_at
+        ).where(TaskRunRow.run_id.in_(list(run_ids)))
+        if states is not None:
+            q = q.where(TaskRunRow.state.in_(list(states)))
+        with self._session() as s:
+            for run_id, task, state, try_number, updated_at in s.execute(q):
+                out[run_id][task] = TaskVersion(state, try_number, updated_at)
+        return out
+
+    @retried
+    def task_counts(self, run_ids: Collection[str]) -> dict[str, Counter[TaskState]]:
+        """How many task rows of each run are in each state (counted by the database)."""
+        out: dict[str, Counter[TaskState]] = {run_id: Counter() for run_id in run_ids}
+        if not run_ids:
+            return out
+        with self._session() as s:
+            for run_id, state, count in s.execute(
+                select(TaskRunRow.run_id, TaskRunRow.state, func.count())
+                .where(TaskRunRow.run_id.in_(list(run_ids)))
+                .group_by(TaskRunRow.run_id, TaskRunRow.state)
+            ):
+                out[run_id][state] = count
+        return out
 
     @retried
     def list_runs(
@@ -696,8 +736,10 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore, PoolStore):
         until: datetime | None = None,
         before: tuple[datetime, str] | None = None,
         with_tries: bool = False,
+        tasks: bool = True,
     ) -> list[RunRecord]:
-        """Runs, newest first (or oldest first); ``before`` (created_at, id) continues a page."""
+        """Runs, newest first (or oldest first); ``before`` (created_at, id) continues a page;
+        ``tasks=False``: the runs alone, their ``tasks`` left empty."""
         with self._session() as s:
             order = (RunRow.created_at, RunRow.id) if oldest_first else (RunRow.created_at.desc(), RunRow.id.desc())
             q = select(RunRow).order_by(*order).limit(limit)
@@ -720,7 +762,7 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore, PoolStore):
                 q = q.where(or_(RunRow.created_at < at, (RunRow.created_at == at) & (RunRow.id < run_id)))
             rows = s.scalars(q).all()
             by_run: dict[str, list[TaskRunRow]] = {r.id: [] for r in rows}
-            if rows:
+            if rows and tasks:
                 for t in s.scalars(
                     select(TaskRunRow)
                     .where(TaskRunRow.run_id.in_(list(by_run)))
@@ -840,6 +882,7 @@ def _task_record(t: TaskRunRow, tries: tuple[TaskTryRecord, ...] = ()) -> TaskRu
         pool=t.pool,
         params=t.params,
         tries=tries,
+        updated_at=t.updated_at,
     )
 
 
