@@ -84,7 +84,9 @@ def test_whatever_happens_between_looks_a_look_equals_a_whole_read(store):
                 elif choice == "skip":
                     store.set_task_state(run_id, name, TaskState.SKIPPED, expect=[t.state])
                 else:
-                    store.expand_task(run_id, name, [{"i": i} for i in range(rnd.randint(1, 3))], max_tries=2, pool=None)
+                    store.expand_task(
+                        run_id, name, [{"i": i} for i in range(rnd.randint(1, 3))], max_tries=2, pool=None
+                    )
             elif t.state in (TaskState.QUEUED, TaskState.UP_FOR_RETRY):
                 if t.state is TaskState.UP_FOR_RETRY:
                     store.set_task_state(run_id, name, TaskState.QUEUED, expect=[t.state], try_number=t.try_number + 1)
