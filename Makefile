@@ -37,6 +37,7 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_pipeline.py
 	$(BIN)/python benchmarks/bench_scheduler.py
+	cd benchmarks && ../$(BIN)/python bench_history.py
 
 # The README's pictures, made by the browser test.
 screenshots: $(STAMP)
@@ -45,4 +46,4 @@ screenshots: $(STAMP)
 	cp tests/artifacts/panel.png tests/artifacts/panel-running.png tests/artifacts/report.png docs/
 
 clean:
-	rm -rf $(VENV) .nbsched nbsched-runs tests/artifacts .pytest_cache benchmarks/.work benchmarks/.work-scheduler
+	rm -rf $(VENV) .nbsched nbsched-runs tests/artifacts .pytest_cache benchmarks/.work benchmarks/.work-scheduler benchmarks/.work-history
