@@ -37,7 +37,7 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_pipeline.py
 	$(BIN)/python benchmarks/bench_scheduler.py
-	cd benchmarks && ../$(BIN)/python bench_history.py
+	$(BIN)/python benchmarks/bench_history.py
 
 # The README's pictures, made by the browser test.
 screenshots: $(STAMP)

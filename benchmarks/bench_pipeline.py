@@ -46,6 +46,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 from nbsched.service import Config, Service
 
 WORK = Path(__file__).resolve().parent / ".work"
+PLOOMBER_VENV = Path(__file__).resolve().parent / ".ploomber-venv"
 SEQUENTIAL = "papermill, sequential"
 
 
@@ -116,6 +117,86 @@ def papermill_threads(folder: Path, names: list[list[str]], out: Path, workers: 
         for layer in names:
             done.extend(pool.map(lambda n: papermill_one(folder, out, n), layer))
     return done
+
+
+def ploomber_venv() -> Path | None:
+    """A venv of Ploomber's own (``benchmarks/.ploomber-venv``), made once and kept while its stamp
+    file says the install finished: Ploomber, the data stack and a ``python3`` kernelspec of the
+    venv's Python under ``<venv>/share/jupyter``. None, and one line on stderr, if it fails."""
+    import subprocess
+
+    stamp = PLOOMBER_VENV / "bench-installed"
+    if stamp.exists():
+        return PLOOMBER_VENV
+    python = str(PLOOMBER_VENV / "bin" / "python")
+    steps = [
+        [sys.executable, "-m", "venv", "--clear", str(PLOOMBER_VENV)],
+        [python, "-m", "pip", "install", "--quiet", "ploomber", "numpy", "pandas", "matplotlib", "ipykernel"],
+        [python, "-m", "ipykernel", "install", "--prefix", str(PLOOMBER_VENV), "--name", "python3"],
+    ]
+    print(f"  installing Ploomber into {PLOOMBER_VENV}", file=sys.stderr)
+    for step in steps:
+        proc = subprocess.run(step, capture_output=True, text=True)
+        if proc.returncode:
+            last = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+            print(f"Ploomber left out: `{' '.join(step[1:4])} ...` failed: {last}", file=sys.stderr)
+            return None
+    stamp.write_text("\n".join(" ".join(step) for step in steps) + "\n")
+    return PLOOMBER_VENV
+
+
+def ploomber_parallel(folder: Path, names: list[list[str]], out: Path, workers: int) -> list[tuple[float, Path]]:
+    """``ploomber build`` of the same DAG on ``Parallel(processes=workers)``, in the venv of
+    :func:`ploomber_venv`. Ploomber reads a notebook's upstream from its parameters cell, so it runs
+    copies of the notebooks (in ``<folder>-ploomber``) whose parameters cell lists the layer
+    before; its kernels are the venv's own Python (its ``python3`` kernelspec, first on
+    ``JUPYTER_PATH``). A task's wall time is papermill's ``start_time`` to ``end_time`` in the
+    output notebook: kernel start to kernel shutdown, without Ploomber's own work around it (rendering
+    the notebook, its pyflakes check, the product's metadata, the process pool's hand-offs)."""
+    import json
+    import subprocess
+
+    venv = PLOOMBER_VENV
+    sources = folder.with_name(f"{folder.name}-ploomber")
+    if not sources.exists():
+        sources.mkdir()
+        for before, layer in zip([None, *names], names, strict=False):
+            for name in layer:
+                nb = nbformat.read(str(folder / f"{name}.ipynb"), as_version=4)
+                params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+                params.source = f"upstream = {before!r}\nproduct = None\nsize = 10000"
+                nbformat.write(nb, str(sources / f"{name}.ipynb"))
+    out.mkdir(parents=True)
+    spec = {
+        "executor": {"dotted_path": "ploomber.executors.Parallel", "processes": workers},
+        "tasks": [
+            {"source": str(sources / f"{name}.ipynb"), "product": {"nb": str(out / f"{name}.ipynb")}}
+            for layer in names
+            for name in layer
+        ],
+    }
+    (out / "pipeline.yaml").write_text(json.dumps(spec, indent=1))  # JSON is YAML
+    env = {
+        **os.environ,
+        "JUPYTER_PATH": str(venv / "share" / "jupyter"),
+        "PLOOMBER_STATS_ENABLED": "false",
+        "PLOOMBER_VERSION_CHECK_DISABLED": "true",
+    }
+    proc = subprocess.run(
+        [str(venv / "bin" / "ploomber"), "build", "--entry-point", str(out / "pipeline.yaml"), "--force"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=out,
+    )
+    if proc.returncode:
+        tail = "\n".join((proc.stderr.strip() or proc.stdout.strip()).splitlines()[-15:])
+        raise SystemExit(f"ploomber build exited {proc.returncode}:\n{tail}")
+    tasks = []
+    for path in (out / f"{name}.ipynb" for layer in names for name in layer):
+        meta = json.loads(path.read_text())["metadata"]["papermill"]
+        tasks.append((_time(meta["end_time"]) - _time(meta["start_time"]), path))
+    return tasks
 
 
 def nbsched_run(
