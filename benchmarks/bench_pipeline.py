@@ -11,6 +11,11 @@ trivial amount of work, so the numbers show what running notebooks costs, not wh
   forked from nbsched's fork server.
 - Process start: ``nbsched --help``, and the import time of ``nbsched run`` before its first
   notebook.
+- ``--realistic``: notebooks that import numpy, pandas and matplotlib, group rows and draw a
+  figure: papermill, nbsched with and without preloading the imports in its fork server, and
+  Ploomber's ``Parallel`` executor (``ploomber build`` on a ``pipeline.yaml`` of Ploomber's own,
+  the upstream in each notebook's parameters cell), installed by the bench into a venv of its own,
+  ``benchmarks/.ploomber-venv`` (made on the first run; left out if it cannot be installed).
 - ``--dask``: also the 40-notebook DAG on the Dask executor (a LocalCluster).
 
 Columns: median, min and max of ``--repeat`` rounds (interleaved, so drift in the machine's load
@@ -20,7 +25,7 @@ per-cell durations in the output notebook); "slot overhead", (wall x workers - a
 / tasks: what each task costs beyond its cells, waiting and scheduling gaps included.
 
     python benchmarks/bench_pipeline.py [--repeat 5] [--workers 2] [--dags 1,6,6,6,1 1,24,25,25,24,1]
-                                        [--dask]
+                                        [--realistic 1,3,4,4,4,3,1] [--scale 100,300,1000] [--dask]
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from nbsched.service import Config, Service
 
 WORK = Path(__file__).resolve().parent / ".work"
 PLOOMBER_VENV = Path(__file__).resolve().parent / ".ploomber-venv"
+PLOOMBER_STAMP = "bench-installed"  # in the venv: written, with Ploomber's version, once the install finished
 SEQUENTIAL = "papermill, sequential"
 
 
@@ -125,7 +131,7 @@ def ploomber_venv() -> Path | None:
     venv's Python under ``<venv>/share/jupyter``. None, and one line on stderr, if it fails."""
     import subprocess
 
-    stamp = PLOOMBER_VENV / "bench-installed"
+    stamp = PLOOMBER_VENV / PLOOMBER_STAMP
     if stamp.exists():
         return PLOOMBER_VENV
     python = str(PLOOMBER_VENV / "bin" / "python")
@@ -133,15 +139,19 @@ def ploomber_venv() -> Path | None:
         [sys.executable, "-m", "venv", "--clear", str(PLOOMBER_VENV)],
         [python, "-m", "pip", "install", "--quiet", "ploomber", "numpy", "pandas", "matplotlib", "ipykernel"],
         [python, "-m", "ipykernel", "install", "--prefix", str(PLOOMBER_VENV), "--name", "python3"],
+        [python, "-c", "import ploomber; print(ploomber.__version__)"],
     ]
     print(f"  installing Ploomber into {PLOOMBER_VENV}", file=sys.stderr)
     for step in steps:
-        proc = subprocess.run(step, capture_output=True, text=True)
+        try:
+            proc = subprocess.run(step, capture_output=True, text=True)
+        except OSError as e:
+            proc = subprocess.CompletedProcess(step, 1, "", str(e))
         if proc.returncode:
             last = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
             print(f"Ploomber left out: `{' '.join(step[1:4])} ...` failed: {last}", file=sys.stderr)
             return None
-    stamp.write_text("\n".join(" ".join(step) for step in steps) + "\n")
+    stamp.write_text(proc.stdout)  # the version, for the table's title
     return PLOOMBER_VENV
 
 
@@ -427,24 +437,25 @@ def main() -> None:
 def realistic_table(layers: list[int], w: int, repeat: int) -> None:
     """Notebooks as users write them: the imports of the data stack dominate, and nbsched's fork
     server preloads them (``--kernel-preload auto``, the default) against importing them in
-    every kernel (``none``)."""
+    every kernel (``none``); Ploomber's ``Parallel`` executor too, from a venv of its own
+    (left out, with a line on stderr, if it cannot be installed)."""
     n = sum(layers)
     spec, names = build(layers, WORK / f"realistic{n}", realistic=True)
-    rounds = measure(
-        {
-            SEQUENTIAL: lambda i: papermill_sequential(spec.parent, names, WORK / f"pm-real{n}-{i}"),
-            f"papermill, {w}-thread loop": lambda i: papermill_threads(
-                spec.parent, names, WORK / f"pmt-real{n}-{i}", w
-            ),
-            "nbsched, preload none": lambda i: nbsched_run(
-                spec, WORK / f"none-real{n}-{i}", w, kernel_preload=("none",)
-            ),
-            "nbsched, default (preload auto)": lambda i: nbsched_run(spec, WORK / f"auto-real{n}-{i}", w),
-        },
-        repeat,
-    )
-    workers = {name: 1 if name == SEQUENTIAL else w for name in rounds}
+    contenders: dict[str, Callable[[int], list[tuple[float, Path]]]] = {
+        SEQUENTIAL: lambda i: papermill_sequential(spec.parent, names, WORK / f"pm-real{n}-{i}"),
+        f"papermill, {w}-thread loop": lambda i: papermill_threads(spec.parent, names, WORK / f"pmt-real{n}-{i}", w),
+        "nbsched, preload none": lambda i: nbsched_run(spec, WORK / f"none-real{n}-{i}", w, kernel_preload=("none",)),
+        "nbsched, default (preload auto)": lambda i: nbsched_run(spec, WORK / f"auto-real{n}-{i}", w),
+    }
     title = f"{n} realistic notebooks (numpy, pandas, matplotlib), layers {'-'.join(map(str, layers))}, {w} workers"
+    venv = ploomber_venv()
+    if venv:
+        contenders[f"Ploomber Parallel({w}), own venv"] = lambda i: ploomber_parallel(
+            spec.parent, names, WORK / f"ploomber-real{n}-{i}", w
+        )
+        title += f"; Ploomber {(venv / PLOOMBER_STAMP).read_text().strip()}"
+    rounds = measure(contenders, repeat)
+    workers = {name: 1 if name == SEQUENTIAL else w for name in rounds}
     table(title, rounds, workers)
 
 
