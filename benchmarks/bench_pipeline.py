@@ -397,6 +397,7 @@ def main() -> None:
         default=["100,300,1000"],
         help="the scaling curve: DAGs of these many notebooks, layers of 10 (none: leave it out)",
     )
+    parser.add_argument("--scale-repeat", type=int, default=1, help="rounds of the scaling curve")
     parser.add_argument("--dask", action="store_true", help="also the Dask executor on 1,8,10,10,8,3")
     args = parser.parse_args()
     logging.getLogger("papermill").setLevel(logging.ERROR)
@@ -428,7 +429,7 @@ def main() -> None:
     for dag in args.realistic:
         realistic_table([int(x) for x in dag.split(",")], w, args.repeat)
     for sizes in args.scale:
-        scaling_table([int(x) for x in sizes.split(",")], w, args.repeat)
+        scaling_table([int(x) for x in sizes.split(",")], w, args.scale_repeat)
     if args.dask:
         dask_table(w, args.repeat)
     shutil.rmtree(WORK, ignore_errors=True)

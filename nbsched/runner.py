@@ -209,7 +209,7 @@ class Runner:
                     if run.max_active_runs:
                         full.add(run.pipeline)
                     continue
-                run = started
+                run, changed = started, None  # a run starting now: each of its tasks is to be decided
             if run.state is RunState.RUNNING and (due := self._advance(run, changed)) is not None:
                 wake.append(due)
         # kernels ahead of need for the tasks that will run (none once claiming stops)

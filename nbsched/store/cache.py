@@ -16,7 +16,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
-from nbsched.states import TaskState
+from nbsched.states import RunState, TaskState
 from nbsched.store.records import RunRecord, TaskRunRecord
 from nbsched.store.sql import SqlStore
 
@@ -26,12 +26,13 @@ MOVING = (TaskState.QUEUED, TaskState.RUNNING, TaskState.UP_FOR_RETRY)
 
 class Look(NamedTuple):
     run: RunRecord  # with every task as it is now
-    changed: set[str] | None  # the rows read anew by this look; None: the whole run
+    changed: set[str] | None  # the rows read anew by this look; None: the whole run, or the run itself moved
 
 
 @dataclass
 class _Copy:
     rows: dict[str, TaskRunRecord]
+    run_state: RunState  # the run's, at the last look: a run that moved (started, repaired) is new to look at
     touched: set[str] = field(default_factory=set)  # written by this runner since: read them again
 
     def counts(self) -> Counter[TaskState]:
@@ -68,8 +69,11 @@ class RunCache:
         for run in runs:
             copy = copies[run.id]
             if copy is None or copy.counts() != counts[run.id]:  # a first look, or a row moved unseen
-                copy = copies[run.id] = _Copy(dict(self.store.get_run(run.id).tasks))
+                copy = copies[run.id] = _Copy(dict(self.store.get_run(run.id).tasks), run.state)
                 changes[run.id] = None
+            elif copy.run_state is not run.state:
+                changes[run.id] = None
+            copy.run_state = run.state
             looks.append(Look(replace(run, tasks=dict(copy.rows)), changes[run.id]))
         self._copies = {run_id: copy for run_id, copy in copies.items() if copy is not None}
         return looks
