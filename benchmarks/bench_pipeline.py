@@ -2,7 +2,7 @@
 
 Layered DAGs, each task depending on every task of the layer before; each notebook does a
 trivial amount of work, so the numbers show what running notebooks costs, not what they compute.
-- 1 -> 6 -> 6 -> 6 -> 1 (20 notebooks) and 1 -> 24 -> 25 -> 25 -> 24 -> 1 (100 notebooks):
+- 1 -> 6 -> 6 -> 6 -> 1 (20 notebooks; ``--dags`` adds others, e.g. 1,24,25,25,24,1):
   papermill sequential, a loop of 2 papermill threads (one layer at a time), and ``nbsched run``
   with fresh kernels (``--no-kernel-pool --no-kernel-fork``), with the pool only, with the fork
   server only, and with both (the default); the last also as the ``nbsched run`` command, in a
@@ -16,6 +16,8 @@ trivial amount of work, so the numbers show what running notebooks costs, not wh
   Ploomber's ``Parallel`` executor (``ploomber build`` on a ``pipeline.yaml`` of Ploomber's own,
   the upstream in each notebook's parameters cell), installed by the bench into a venv of its own,
   ``benchmarks/.ploomber-venv`` (made on the first run; left out if it cannot be installed).
+- ``--scale``: the scaling curve, nbsched alone on DAGs of 100, 300 and 1,000 notebooks in layers
+  of 10 (each task after the 10 before): what a task costs as the run grows.
 - ``--dask``: also the 40-notebook DAG on the Dask executor (a LocalCluster).
 
 Columns: median, min and max of ``--repeat`` rounds (interleaved, so drift in the machine's load
@@ -25,7 +27,8 @@ per-cell durations in the output notebook); "slot overhead", (wall x workers - a
 / tasks: what each task costs beyond its cells, waiting and scheduling gaps included.
 
     python benchmarks/bench_pipeline.py [--repeat 5] [--workers 2] [--dags 1,6,6,6,1 1,24,25,25,24,1]
-                                        [--realistic 1,3,4,4,4,3,1] [--scale 100,300,1000] [--dask]
+                                        [--realistic 1,3,4,4,4,3,1] [--scale 100,300,1000]
+                                        [--scale-repeat 1] [--dask]
 """
 
 from __future__ import annotations
@@ -384,7 +387,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
-    parser.add_argument("--dags", nargs="*", default=["1,6,6,6,1", "1,24,25,25,24,1"])
+    parser.add_argument(
+        "--dags",
+        nargs="*",
+        default=["1,6,6,6,1"],
+        help="trivial DAGs against papermill (e.g. also 1,24,25,25,24,1; the scaling curve covers larger ones)",
+    )
     parser.add_argument(
         "--realistic",
         nargs="*",
