@@ -22,6 +22,7 @@ kernels it forked then carry on, watched by the parent, and die with the parent 
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import select
@@ -109,6 +110,12 @@ def serve(fd: int, preload: list[str]) -> None:
     # what the imports put in the environment (debugpy: PYDEVD_USE_FRAME_EVAL), as they would
     # have in a kernel's own environment
     set_by_imports = {k: v for k, v in os.environ.items() if before.get(k) != v}
+    # what is loaded now moves to the collector's permanent generation, which no collection in a
+    # kernel walks: a walk would write to (and so copy) every page of the server's memory the
+    # kernel shares, a cost that grows with what was preloaded (as gc.freeze's documentation
+    # advises for a process that forks workers)
+    gc.collect()
+    gc.freeze()
     _send(sock, {"ready": os.getpid()})
 
     children: dict[int, int] = {}  # pidfd -> pid
