@@ -6,7 +6,8 @@
   CLI, the database opened by the command included), ``GET /runs?limit=50`` on a real Jupyter
   server (also with a cursor 90% deep into the history) and opening the widget panel.
 - Drain: 1,000 queued one-task runs and two ``nbsched serve`` daemons: runs per second, and
-  each daemon's resident memory after the first and the last hundred runs it finished.
+  each daemon's resident memory after the first hundred runs, after 300 (once its caches are
+  warm), half-way and at the end.
 
     python benchmarks/bench_history.py [--sizes 1000 100000] [--repeat 5] [--drain 1000]
 """
@@ -255,10 +256,13 @@ def drain_table(count: int, workers: int) -> None:
     try:
         while True:
             done = count - len(service.store.list_runs(states=[RunState.QUEUED, RunState.RUNNING], limit=None))
-            for mark in (100, count - 100):
-                if done >= mark:
+            for mark in range(100, count + 1, 100):
+                if done >= mark and mark not in memory[daemons[0].pid]:
                     for d in daemons:
-                        memory[d.pid].setdefault(mark, rss_mib(d.pid))
+                        memory[d.pid][mark] = rss_mib(d.pid)
+                    print(
+                        f"  {mark} runs done: RSS {[round(memory[d.pid][mark]) for d in daemons]} MiB", file=sys.stderr
+                    )
             if done >= count:
                 break
             if any(d.poll() is not None for d in daemons):
@@ -274,12 +278,17 @@ def drain_table(count: int, workers: int) -> None:
             d.wait(60)
     ok = sum(s is RunState.SUCCESS for s in states)
     print(f"\nDrain: {count:,} queued one-task runs, two `nbsched serve -w {workers}` daemons on one SQLite file\n")
-    print("| runs | succeeded | wall s | runs/s | daemon | RSS MiB after 100 | RSS MiB after the last 100 began |")
-    print("|---:|---:|---:|---:|---|---:|---:|")
+    marks = sorted(memory[daemons[0].pid])
+    shown = sorted({marks[0], marks[min(2, len(marks) - 1)], marks[len(marks) // 2], marks[-1]})
+    print(
+        "| runs | succeeded | wall s | runs/s | daemon | "
+        + " | ".join(f"RSS MiB after {m:,} runs" for m in shown)
+        + " |\n|---:|---:|---:|---:|---|"
+        + "---:|" * len(shown)
+    )
     for i, d in enumerate(daemons):
-        first, last = memory[d.pid].get(100, 0.0), memory[d.pid].get(count - 100, 0.0)
         lead = f"| {count:,} | {ok:,} | {wall:.1f} | {count / wall:.1f} |" if i == 0 else "| | | | |"
-        print(f"{lead} {i + 1} | {first:.0f} | {last:.0f} |")
+        print(f"{lead} {i + 1} | " + " | ".join(f"{memory[d.pid].get(m, 0.0):.0f}" for m in shown) + " |")
 
 
 def main() -> None:
