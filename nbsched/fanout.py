@@ -158,6 +158,8 @@ def parse_instance(name: str) -> tuple[str, int] | None:
 
 def task_of(name: str) -> str:
     """The spec's task of a run's row: ``train`` for its instance ``train[3]``, else the name itself."""
+    if not name.endswith("]"):  # a task's own name (the runner asks for every row at every look)
+        return name
     instance = parse_instance(name)
     return instance[0] if instance else name
 

@@ -31,15 +31,33 @@ class Look(NamedTuple):
 
 @dataclass
 class _Copy:
+    """One run's rows, with their count in each state and the names of those moving, kept up to
+    date row by row (a look compares them with the database's without going over every row)."""
+
     rows: dict[str, TaskRunRecord]
     run_state: RunState  # the run's, at the last look: a run that moved (started, repaired) is new to look at
     touched: set[str] = field(default_factory=set)  # written by this runner since: read them again
+    counts: Counter[TaskState] = field(init=False)
+    moving: set[str] = field(init=False)
 
-    def counts(self) -> Counter[TaskState]:
-        return Counter(t.state for t in self.rows.values())
+    def __post_init__(self) -> None:
+        self.counts = Counter(t.state for t in self.rows.values())
+        self.moving = {name for name, t in self.rows.items() if t.state in MOVING}
 
-    def moving(self) -> set[str]:
-        return {name for name, t in self.rows.items() if t.state in MOVING}
+    def put(self, name: str, record: TaskRunRecord) -> None:
+        if (old := self.rows.get(name)) is not None:
+            self.counts[old.state] -= 1
+        self.rows[name] = record
+        self.counts[record.state] += 1
+        if record.state in MOVING:
+            self.moving.add(name)
+        else:
+            self.moving.discard(name)
+
+    def drop(self, name: str) -> None:
+        if (old := self.rows.pop(name, None)) is not None:
+            self.counts[old.state] -= 1
+            self.moving.discard(name)
 
 
 class RunCache:
@@ -60,7 +78,7 @@ class RunCache:
                 continue
             now = moving[run.id]
             changed = {name for name, v in now.items() if name not in copy.rows or copy.rows[name].version != v}
-            changed |= (copy.moving() - now.keys()) | copy.touched
+            changed |= (copy.moving - now.keys()) | copy.touched
             if changed:
                 self._read_again(run.id, copy, changed)
             changes[run.id] = changed
@@ -68,7 +86,7 @@ class RunCache:
         looks = []
         for run in runs:
             copy = copies[run.id]
-            if copy is None or copy.counts() != counts[run.id]:  # a first look, or a row moved unseen
+            if copy is None or +copy.counts != counts[run.id]:  # a first look, or a row moved unseen
                 copy = copies[run.id] = _Copy(dict(self.store.get_run(run.id).tasks), run.state)
                 changes[run.id] = None
             elif copy.run_state is not run.state:
@@ -87,6 +105,7 @@ class RunCache:
         read = self.store.get_run(run_id, tasks=names).tasks  # a mapped task's name reads its instances
         for name in names:
             if name not in read:
-                copy.rows.pop(name, None)  # gone: a for_each task replaced by its instances
-        copy.rows.update(read)
+                copy.drop(name)  # gone: a for_each task replaced by its instances
+        for name, record in read.items():
+            copy.put(name, record)
         copy.touched.clear()

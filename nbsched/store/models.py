@@ -194,6 +194,7 @@ class TaskRunRow(Base):
         UniqueConstraint("run_id", "task"),
         Index("ix_task_runs_state", "state"),
         Index("ix_task_runs_pool", "pool", "state"),
+        Index("ix_task_runs_mapped_from", "run_id", "mapped_from"),  # a mapped task's instances
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

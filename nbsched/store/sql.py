@@ -678,12 +678,16 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore, PoolStore):
             if row is None:
                 raise NotFound(f"run '{run_id}' not found")
             q = select(TaskRunRow).where(TaskRunRow.run_id == run_id)
-            if tasks is not None:
-                names = list(tasks)
-                q = q.where(or_(TaskRunRow.task.in_(names), TaskRunRow.mapped_from.in_(names)))
-            rows = (
-                s.scalars(q.order_by(TaskRunRow.position, TaskRunRow.map_index)).all() if tasks is None or names else []
-            )
+            if tasks is None:
+                rows = list(s.scalars(q.order_by(TaskRunRow.position, TaskRunRow.map_index)))
+            elif names := list(tasks):  # by name, and a mapped task's instances: two index lookups
+                rows = [  # (one query with an OR of both scanned every row of the run)
+                    *s.scalars(q.where(TaskRunRow.task.in_(names))),
+                    *s.scalars(q.where(TaskRunRow.mapped_from.in_(names))),
+                ]
+                rows.sort(key=lambda t: (t.position, -1 if t.map_index is None else t.map_index))
+            else:
+                rows = []
             return _run_record(row, rows, _tries(s, [run_id]) if with_tries else {})
 
     @retried
