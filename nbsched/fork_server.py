@@ -230,6 +230,13 @@ def _run_kernel(request: dict[str, Any], set_by_imports: dict[str, str], parent:
         # the connection details): the kernel watches nbsched's process instead (_die_with)
         sys.argv = [ipykernel_launcher.__file__, *request["argv"], "--IPKernelApp.parent_handle=1"]
         kernelapp.launch_new_instance()
+        # ipykernel's exit (an atexit function) closes IOPub before it stops the control thread,
+        # which may still be sending the shutdown request's last "idle" status: it printed a
+        # traceback ("Socket operation on non-socket") into the log nbsched's process keeps.
+        # The control loop stops once that request is done: wait for it first.
+        control = kernelapp.IPKernelApp.instance().control_thread
+        if control is not None:
+            control.join(timeout=2)
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)

@@ -26,6 +26,8 @@ import nbsched
 nbsched.record("random", float(np.random.rand()))
 nbsched.record("pools", sorted([p["internal_api"], p["num_threads"]] for p in threadpool_info()))
 nbsched.record("max_rows", pd.get_option("display.max_rows"))
+import gc
+nbsched.record("frozen", gc.get_freeze_count())
 pd.set_option("display.max_rows", 7)
 plt.plot([1, 3, 2])
 plt.show()"""
@@ -62,6 +64,8 @@ def test_kernels_with_the_data_stack_preloaded_are_kernels_of_their_own(project:
     usual = _usual_pools()
     assert usual and first["pools"] == second["pools"] == usual  # as many BLAS threads as a usual kernel
     assert first["max_rows"] == second["max_rows"] == 60  # the first task's pandas option stayed its own
+    # what the server loaded is frozen out of the kernels' collections (their shared pages stay shared)
+    assert (first["frozen"] > 10_000) is forked and (second["frozen"] > 10_000) is forked
     for task in run.tasks.values():  # the figure is in the notebook, as with %matplotlib inline
         nb = nbformat.read(task.output_path, as_version=4)
         assert any("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", [])), task.name
