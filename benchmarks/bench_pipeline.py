@@ -262,6 +262,17 @@ def measure(contenders: dict[str, Callable[[int], list[tuple[float, Path]]]], re
     return rounds
 
 
+def overheads(results: list[Round], workers: int) -> tuple[float, float]:
+    """The medians of the task overhead (a task's wall time minus its cells') over every task of
+    every round, and of the slot overhead ((wall x workers - all cells' time) / tasks) over rounds."""
+    task_over, slot_over = [], []
+    for r in results:
+        cells = [cells_time(path) for _, path in r.tasks]
+        task_over.extend(wall - c for (wall, _), c in zip(r.tasks, cells, strict=True))
+        slot_over.append((r.wall * workers - sum(cells)) / len(r.tasks))
+    return statistics.median(task_over), statistics.median(slot_over)
+
+
 def table(title: str, rounds: dict[str, list[Round]], workers: dict[str, int]) -> None:
     base = statistics.median(r.wall for r in rounds[SEQUENTIAL])
     print(f"\n{title}\n")
@@ -270,14 +281,10 @@ def table(title: str, rounds: dict[str, list[Round]], workers: dict[str, int]) -
     for name, results in rounds.items():
         walls = [r.wall for r in results]
         med = statistics.median(walls)
-        task_over, slot_over = [], []
-        for r in results:
-            cells = [cells_time(path) for _, path in r.tasks]
-            task_over.extend(wall - c for (wall, _), c in zip(r.tasks, cells, strict=True))
-            slot_over.append((r.wall * workers[name] - sum(cells)) / len(r.tasks))
+        task_over, slot_over = overheads(results, workers[name])
         print(
             f"| {name} | {med:.2f} | {min(walls):.2f} | {max(walls):.2f} | {med / base:.2f}x "
-            f"| {statistics.median(task_over):.3f} | {statistics.median(slot_over):.3f} |"
+            f"| {task_over:.3f} | {slot_over:.3f} |"
         )
 
 
@@ -487,17 +494,9 @@ def scaling_table(sizes: list[int], w: int, repeat: int, width: int = 10) -> Non
     base = None
     for n, results in rounds.items():
         med = statistics.median(r.wall for r in results)
-        task_over, slot_over = [], []
-        for r in results:
-            cells = [cells_time(path) for _, path in r.tasks]
-            task_over.extend(wall - c for (wall, _), c in zip(r.tasks, cells, strict=True))
-            slot_over.append((r.wall * w - sum(cells)) / len(r.tasks))
-        slot = statistics.median(slot_over)
+        task_over, slot = overheads(results, w)
         base = base or slot
-        print(
-            f"| {n:,} | {med:.2f} | {n / med:.1f} | {statistics.median(task_over):.3f} | {slot:.3f} "
-            f"| {slot / base:.2f}x |"
-        )
+        print(f"| {n:,} | {med:.2f} | {n / med:.1f} | {task_over:.3f} | {slot:.3f} | {slot / base:.2f}x |")
 
 
 def dask_table(w: int, repeat: int) -> None:

@@ -323,10 +323,12 @@ class Runner:
         dirty = set(spec.order) if changed is None else {task_of(n) for n in changed}
         todo = [(spec.position[n], n) for n in dirty | {d for n in dirty for d in downstream[n]}]
         heapq.heapify(todo)
+        decided: set[str] = set()
         while todo:
             _, name = heapq.heappop(todo)
-            if todo and todo[0][1] == name:
-                continue  # the same task again: it is decided below, once
+            if name in decided:
+                continue
+            decided.add(name)
             if all(states[row] is not TaskState.PENDING for row in rows[name]):
                 continue  # decided already: nothing to settle
             task = spec.tasks[name]

@@ -86,7 +86,9 @@ class RunCache:
         looks = []
         for run in runs:
             copy = copies[run.id]
-            if copy is None or +copy.counts != counts[run.id]:  # a first look, or a row moved unseen
+            if (
+                copy is None or copy.counts != counts[run.id]
+            ):  # a first look, or a row moved unseen (a count at 0 equals none)
                 copy = copies[run.id] = _Copy(dict(self.store.get_run(run.id).tasks), run.state)
                 changes[run.id] = None
             elif copy.run_state is not run.state:
