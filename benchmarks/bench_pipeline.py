@@ -390,6 +390,17 @@ def machine(repeat: int) -> str:
     )
 
 
+def counts(text: str) -> list[int]:
+    """``1,6,6,6,1``: positive whole numbers, comma-separated (an option's value)."""
+    try:
+        values = [int(x) for x in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give positive whole numbers separated by commas, e.g. 1,6,6,6,1")
+    return values
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=5)
@@ -397,19 +408,22 @@ def main() -> None:
     parser.add_argument(
         "--dags",
         nargs="*",
-        default=["1,6,6,6,1"],
+        type=counts,
+        default=[[1, 6, 6, 6, 1]],
         help="trivial DAGs against papermill (e.g. also 1,24,25,25,24,1; the scaling curve covers larger ones)",
     )
     parser.add_argument(
         "--realistic",
         nargs="*",
-        default=["1,3,4,4,4,3,1"],
+        type=counts,
+        default=[[1, 3, 4, 4, 4, 3, 1]],
         help="DAGs of notebooks that import numpy, pandas and matplotlib (none: leave them out)",
     )
     parser.add_argument(
         "--scale",
         nargs="*",
-        default=["100,300,1000"],
+        type=counts,
+        default=[[100, 300, 1000]],
         help="the scaling curve: DAGs of these many notebooks, layers of 10 (none: leave it out)",
     )
     parser.add_argument("--scale-repeat", type=int, default=1, help="rounds of the scaling curve")
@@ -425,7 +439,7 @@ def main() -> None:
 
     fresh = {"kernel_pool": False, "kernel_fork": False}
     for dag in args.dags:
-        layers = [int(x) for x in dag.split(",")]
+        layers = dag
         n = sum(layers)
         spec, names = build(layers, WORK / f"notebooks{n}")
         contenders = {
@@ -442,9 +456,9 @@ def main() -> None:
         table(f"{n} notebooks, layers {'-'.join(map(str, layers))}, {w} workers", rounds, workers)
 
     for dag in args.realistic:
-        realistic_table([int(x) for x in dag.split(",")], w, args.repeat)
+        realistic_table(dag, w, args.repeat)
     for sizes in args.scale:
-        scaling_table([int(x) for x in sizes.split(",")], w, args.scale_repeat)
+        scaling_table(sizes, w, args.scale_repeat)
     if args.dask:
         dask_table(w, args.repeat)
     shutil.rmtree(WORK, ignore_errors=True)
