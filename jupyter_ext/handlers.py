@@ -314,7 +314,9 @@ class PoolHandler(BaseHandler):
     @web.authenticated
     @authorized
     async def delete(self, name: str) -> None:
-        await self.call(self.service.remove_pool, name)
+        self.query("force")
+        force = self.get_query_argument("force", "0") in ("1", "true", "yes")
+        await self.call(self.service.remove_pool, name, force=force)
         self.set_status(204)
         self.finish()
 

@@ -596,11 +596,11 @@ def pool_list(service: Service, as_json: bool) -> None:
 
 @pool.command("rm")
 @click.argument("name")
+@click.option("--force", is_flag=True, help="Remove it even if used: its waiting tries fail at once.")
 @click.pass_obj
-def pool_rm(service: Service, name: str) -> None:
-    """Remove a pool no unfinished task uses."""
-    service.remove_pool(name)
-    click.echo(f"pool {name}: removed")
+def pool_rm(service: Service, name: str, force: bool) -> None:
+    """Remove a pool no registered pipeline and no unfinished task uses (--force: whatever uses it)."""
+    click.echo(service.remove_pool(name, force=force))
 
 
 # -- output helpers ---------------------------------------------------------------------------

@@ -447,14 +447,18 @@ class Runner:
             spec = self._spec(self.store.get_run(claim.run_id, tasks=()))
             task = spec.tasks[task_of(claim.task)]
             run = self.store.get_run(claim.run_id, tasks=[claim.task, *task.upstream])
+            if claim.pool_gone is not None:  # removed while this task waited: no slot will ever come
+                error = f"pool '{claim.pool_gone}' does not exist (it was removed; create it again with: nbsched pool set {claim.pool_gone} SLOTS)"
+                self._finish(run.id, claim.task, claim.try_number, TaskState.FAILED, task, error=error)
+                continue
             output_path = self._output_path(run, claim.task)
             if claim.try_number > 1 and output_path.exists():  # keep the try before, beside the new one
                 shutil.move(output_path, output_path.with_name(f"{claim.task}.try{claim.try_number - 1}.ipynb"))
             try:
                 parameters = self._parameters(run, spec, claim.task, claim.try_number)
                 notebook = self._notebook(spec, task)
-            except NbschedError as exc:
-                self._finish(run.id, claim.task, claim.try_number, TaskState.FAILED, error=str(exc))
+            except NbschedError as exc:  # failed for good, with the task's own failure notifications
+                self._finish(run.id, claim.task, claim.try_number, TaskState.FAILED, task, error=str(exc))
                 continue
             request = TaskRequest(
                 run_id=run.id,

@@ -31,6 +31,7 @@ from nbsched.events import FilesTrigger, Fire, after_cycle, event_from_fields, i
 from nbsched.fanout import task_of
 from nbsched.notices import Notice, is_url, notices_for
 from nbsched.params import task_parameters
+from nbsched.pool_use import pool_users, refusal, removal
 from nbsched.reporting import output_notebook, run_page, task_html, write_run_report
 from nbsched.runner import Runner
 from nbsched.scheduler import Scheduler, scan_files, schedule_trigger
@@ -359,6 +360,7 @@ class Service:
         ``start``: a partial run, as ``run_pipeline``'s."""
         spec = self._spec(pipeline)
         _dry_render(spec, params or {}, self.config.runs_dir, utcnow())
+        self._check_pools(spec, f"pipeline {pipeline}")  # a pool removed since it was registered
         run_id = self._create_run(
             spec,
             self.store.get_pipeline(pipeline).version,
@@ -528,8 +530,18 @@ class Service:
             raise NotFound(f"pool '{name}' not found")
         return PoolView.of(found[0])
 
-    def remove_pool(self, name: str) -> None:
-        self.store.delete_pool(name)
+    def remove_pool(self, name: str, *, force: bool = False) -> str:
+        """Remove a pool that no registered pipeline's newest version and no unfinished task
+        names; with ``force``, whatever names it: its waiting tries then fail at once, as will the
+        tries of those pipelines' next runs. Returns what the removal left, in one line."""
+        self.get_pool(name)  # NotFound first
+        named = pool_users(name, ((p.name, _snapshot_spec(p)) for p in self.store.list_pipelines()))
+        using = self.store.pool_use(name)
+        if (named or using) and not force:
+            raise Conflict(refusal(name, named, using))
+        failing = self.store.delete_pool(name, force=True) if force else self.store.delete_pool(name)
+        self._changed()
+        return removal(name, named, using if failing else {})
 
     def list_runs(
         self,

@@ -13,6 +13,7 @@ from conftest import nbsched, serve, stop, wait_for, write_notebook, write_yaml
 from test_server import api, jp_server_config  # noqa: F401 - fixtures
 from test_store import _at_once
 
+from nbsched.errors import Conflict
 from nbsched.service import Config, Service
 from nbsched.states import RunState, RunTrigger, TaskState
 from nbsched.store import SqlStore
@@ -81,9 +82,28 @@ def test_max_active_tasks_caps_a_pipeline_over_all_its_runs(store, db_url):
     assert sum(c.run_id != other for c in taken) == 2 and sum(c.run_id == other for c in taken) == 2
 
 
-def test_a_pool_that_does_not_exist_has_no_slot(store):
+def test_a_try_whose_pool_is_gone_is_claimed_to_be_failed_never_left_waiting(store):
+    """A pool removed (``pool rm --force``) while tries of it wait: each is claimed at once,
+    named with its gone pool, so the runner fails it instead of waiting for a slot forever."""
     _queued(store, "train", 2, pool="gone")
-    assert store.claim_tasks("r", 5) == []
+    store.set_pool("gpu", 1)
+    _queued(store, "score", 2, pool="gpu")
+    claimed = store.claim_tasks("r", 5)
+    assert sorted((c.task, c.pool_gone) for c in claimed if c.pool_gone) == [("t0", "gone"), ("t1", "gone")]
+    assert [c.pool_gone for c in claimed if not c.pool_gone] == [None]  # gpu's one slot, as usual
+
+
+def test_pool_rm_names_what_uses_the_pool_and_force_fails_the_waiting_tries(store):
+    store.set_pool("gpu", 1)
+    waiting = _queued(store, "train", 2, pool="gpu")
+    with pytest.raises(Conflict) as refused:
+        store.delete_pool("gpu")
+    assert str(refused.value) == (
+        f"pool 'gpu': 2 unfinished task(s) (run {waiting}) use it; remove it with --force to fail them"
+    )
+    assert store.delete_pool("gpu", force=True) == 2
+    assert store.list_pools() == []
+    assert all(c.pool_gone == "gpu" for c in store.claim_tasks("r", 5))
 
 
 def test_pool_commands(project):
@@ -117,9 +137,60 @@ def test_pool_commands(project):
     assert nbsched("register", "pipeline.yaml", cwd=project).returncode == 0
     run_id = nbsched("trigger", "p", cwd=project, check=True).stdout.strip()
     proc = nbsched("pool", "rm", "gpu", cwd=project)
-    assert proc.returncode == 2 and "1 unfinished task(s) of runs use it" in proc.stderr
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        f"Error: pool 'gpu': used by pipeline p (task a) and 1 unfinished task(s) (run {run_id}); "
+        "change what uses it, or remove it with --force (their waiting tries then fail)"
+    )
     nbsched("cancel", run_id, cwd=project, check=True)
+    proc = nbsched("pool", "rm", "gpu", cwd=project)
+    assert proc.returncode == 2 and "used by pipeline p (task a);" in proc.stderr, proc.stderr
+    write_yaml(project / "pipeline.yaml", "name: p\ntasks:\n  a: nb.ipynb\n  b: {notebook: nb.ipynb, pool: tpu}\n")
+    assert nbsched("register", "pipeline.yaml", cwd=project).returncode == 0  # p no longer uses gpu
     assert nbsched("pool", "rm", "gpu", cwd=project, check=True).stdout.strip() == "pool gpu: removed"
+
+
+@pytest.mark.kernel
+def test_a_run_never_waits_for_a_removed_pool(project):
+    """register a spec with ``pool: gpu``, ``pool rm gpu --force``, trigger: the trigger says
+    the pool is unknown; a run queued before the removal fails its task at once, in one line,
+    and ends failed under a daemon, which then stops cleanly."""
+    write_notebook(project / "nb.ipynb", "x = 1")
+    write_yaml(
+        project / "pipeline.yaml",
+        "name: p\ntasks:\n  a: {notebook: nb.ipynb, pool: gpu}\n  b: {notebook: nb.ipynb, upstream: [a]}\n",
+    )
+    nbsched("pool", "set", "gpu", "1", cwd=project, check=True)
+    nbsched("register", "pipeline.yaml", cwd=project, check=True)
+    queued = nbsched("trigger", "p", cwd=project, check=True).stdout.strip()
+    removed = nbsched("pool", "rm", "gpu", "--force", cwd=project, check=True).stdout.strip()
+    assert removed == (
+        f"pool gpu: removed; pipeline p still names it (its tries fail until it exists again); "
+        f"1 waiting task(s) fail (run {queued})"
+    )
+    proc = nbsched("trigger", "p", cwd=project)
+    assert proc.returncode == 2
+    assert (
+        proc.stderr.strip()
+        == "Error: pipeline p: tasks.a.pool: unknown pool 'gpu' (create it with: nbsched pool set gpu SLOTS)"
+    )
+    daemon = serve(project, "serve", "--workers", "1")
+    service = Service(Config.resolve(project=project))
+    try:
+        run = wait_for(lambda: (r := service.get_run(queued)).state.finished and r, 60, "the run to end")
+    finally:
+        code = stop(daemon)
+    assert code == 0, (project / "serve.log").read_text()
+    assert run.state is RunState.FAILED
+    assert run.tasks["a"].state is TaskState.FAILED and run.tasks["b"].state is TaskState.UPSTREAM_FAILED
+    assert (
+        run.tasks["a"].error
+        == "pool 'gpu' does not exist (it was removed; create it again with: nbsched pool set gpu SLOTS)"
+    )
+    assert [t.state for t in run.tasks["a"].tries] == [TaskState.FAILED]
+    shown = nbsched("show", queued, cwd=project, check=True).stdout
+    assert "pool 'gpu' does not exist" in shown and "waiting for pool" not in shown
+    service.close()
 
 
 def test_show_says_a_queued_task_waits_for_its_full_pool(project):
@@ -192,5 +263,12 @@ async def test_pools_over_rest(api, jp_root_dir):  # noqa: F811 - the fixture im
     spec = {"name": "p", "tasks": {"a": {"notebook": "nb.ipynb", "pool": "tpu"}}}
     message = (await api("POST", "pipelines", body={"spec": spec})).error(422, "invalid_spec")
     assert "tasks.a.pool: unknown pool 'tpu'" in message
-    assert (await api("DELETE", "pools", "gpu")).code == 204
+    spec = {"name": "q", "tasks": {"a": {"notebook": "nb.ipynb", "pool": "gpu"}}}
+    assert (await api("POST", "pipelines", body={"spec": spec})).code == 201
+    refused = (await api("DELETE", "pools", "gpu")).error(409, "conflict")
+    assert refused.startswith("pool 'gpu': used by pipeline q (task a); change what uses it, or remove it with --force")
+    assert "force" in (await api("DELETE", "pools", "gpu", params={"forced": "1"})).error(400, "bad_request")
+    assert (await api("DELETE", "pools", "gpu", params={"force": "1"})).code == 204
     (await api("DELETE", "pools", "gpu")).error(404, "not_found")
+    trigger = (await api("POST", "pipelines", "q", "runs", body={})).error(422)
+    assert trigger == "pipeline q: tasks.a.pool: unknown pool 'gpu' (create it with: nbsched pool set gpu SLOTS)"

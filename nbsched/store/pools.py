@@ -3,11 +3,12 @@ is ``SqlStore.claim_tasks``."""
 
 from __future__ import annotations
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Select, delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from nbsched.clock import Clock
 from nbsched.errors import Conflict, NotFound
+from nbsched.pool_use import unfinished
 from nbsched.states import TaskState
 from nbsched.store.locks import changed
 from nbsched.store.models import PoolRow, TaskRunRow
@@ -62,16 +63,30 @@ class PoolStore:
             ]
 
     @retried
-    def delete_pool(self, name: str) -> None:
-        """Remove a pool no unfinished task uses."""
+    def pool_use(self, name: str) -> dict[str, int]:
+        """The unfinished task rows (waiting or running) that name the pool, counted by run."""
+        with self._session() as s:
+            return dict(s.execute(_users(name)).tuples().all())
+
+    @retried
+    def delete_pool(self, name: str, *, force: bool = False) -> int:
+        """Remove the pool; refused while unfinished tasks name it, unless ``force``. Returns how
+        many waiting tasks named it: each fails at its next claim (``ClaimedTask.pool_gone``),
+        through the runner, with its notifications, rather than wait for a slot forever."""
         with self._write() as s, s.begin():
             if s.get(PoolRow, name, with_for_update=True) is None:
                 raise NotFound(f"pool '{name}' not found")
-            using = s.scalar(
-                select(func.count())
-                .select_from(TaskRunRow)
-                .where(TaskRunRow.pool == name, TaskRunRow.state.in_([*_WAITING, TaskState.RUNNING]))
-            )
-            if using:
-                raise Conflict(f"pool '{name}': {using} unfinished task(s) of runs use it; remove it once they end")
+            using = dict(s.execute(_users(name)).tuples().all())
+            if using and not force:
+                raise Conflict(f"pool '{name}': {unfinished(using)} use it; remove it with --force to fail them")
             changed(s, delete(PoolRow).where(PoolRow.name == name))
+            return sum(using.values())
+
+
+def _users(name: str) -> Select[str, int]:
+    return (
+        select(TaskRunRow.run_id, func.count())
+        .where(TaskRunRow.pool == name, TaskRunRow.state.in_([*_WAITING, TaskState.RUNNING]))
+        .group_by(TaskRunRow.run_id)
+        .order_by(TaskRunRow.run_id)
+    )

@@ -128,6 +128,7 @@ class ClaimedTask:
     run_id: str
     task: str
     try_number: int
+    pool_gone: str | None = None  # the pool it names no longer exists: the runner fails the try at once
 
 
 @dataclass(frozen=True, kw_only=True)

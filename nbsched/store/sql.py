@@ -428,7 +428,8 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore, PoolStore):
             for row, pipeline, cap in candidates:
                 if len(claimed) == limit:
                     break
-                if not room.take(row.pool, pipeline, cap):
+                gone = row.pool if row.pool in room.gone else None
+                if gone is None and not room.take(row.pool, pipeline, cap):
                     continue  # its pool's slots, or its pipeline's max_active_tasks, are all taken
                 ok = changed(
                     s,
@@ -455,7 +456,9 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore, PoolStore):
                             started_at=now,
                         )
                     )
-                    claimed.append(ClaimedTask(run_id=row.run_id, task=row.task, try_number=row.try_number))
+                    claimed.append(
+                        ClaimedTask(run_id=row.run_id, task=row.task, try_number=row.try_number, pool_gone=gone)
+                    )
         return claimed
 
     @retried
@@ -789,6 +792,7 @@ class _Room:
         for key in [f"pool:{p}" for p in pools] + [f"active-tasks:{p}" for p in capped]:
             serialize(s, key)
         self.free: dict[str, int] = {}
+        self.gone: set[str] = set()  # pools named that no longer exist: their tries are claimed to be failed
         self.active: dict[str, int] = {}
         if pools:
             # .all(): a Result has keys(), which dict() would take it for a mapping by
@@ -800,7 +804,8 @@ class _Room:
                     .group_by(TaskRunRow.pool)
                 ).all()
             )
-            self.free = {p: slots.get(p, 0) - running.get(p, 0) for p in pools}  # a pool gone: no slot
+            self.free = {p: slots[p] - running.get(p, 0) for p in pools if p in slots}
+            self.gone = {p for p in pools if p not in slots}
         if capped:
             self.active = dict(
                 s.execute(
