@@ -66,7 +66,7 @@ class PoolStore:
     def pool_use(self, name: str) -> dict[str, int]:
         """The unfinished task rows (waiting or running) that name the pool, counted by run."""
         with self._session() as s:
-            return dict(s.execute(_users(name)).tuples().all())
+            return _by_run(s, name)
 
     @retried
     def delete_pool(self, name: str, *, force: bool = False) -> int:
@@ -76,11 +76,15 @@ class PoolStore:
         with self._write() as s, s.begin():
             if s.get(PoolRow, name, with_for_update=True) is None:
                 raise NotFound(f"pool '{name}' not found")
-            using = dict(s.execute(_users(name)).tuples().all())
+            using = _by_run(s, name)
             if using and not force:
                 raise Conflict(f"pool '{name}': {unfinished(using)} use it; remove it with --force to fail them")
             changed(s, delete(PoolRow).where(PoolRow.name == name))
             return sum(using.values())
+
+
+def _by_run(s: Session, name: str) -> dict[str, int]:
+    return {str(run_id): int(n) for run_id, n in s.execute(_users(name))}
 
 
 def _users(name: str) -> Select[str, int]:
