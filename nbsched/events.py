@@ -155,6 +155,10 @@ def event_from_fields(
         raise ScheduleError(
             f"{where}.files: {pattern!r} leaves the spec's folder (use a path inside it, like 'incoming/*.csv')"
         )
+    last = pattern.split("/")[-1]
+    if last in ("", ".", "**"):  # pathlib's glob would fail on some ('.': IndexError), match folders on others
+        hint = "use '**/*' for every file below" if last == "**" else "use a pattern like 'incoming/*.csv'"
+        raise ScheduleError(f"{where}.files: {pattern!r} matches folders, not files ({hint})")
     try:
         next(Path("/nonexistent-nbsched-folder").glob(pattern), None)
     except (ValueError, NotImplementedError) as exc:

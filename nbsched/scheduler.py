@@ -41,7 +41,7 @@ from nbsched.notices import Notice
 from nbsched.states import RunTrigger
 from nbsched.store import ScheduleRecord, SqlStore
 from nbsched.timefmt import elapsed
-from nbsched.triggers import Trigger, trigger_from_fields
+from nbsched.triggers import Trigger, count_fires, latest_fire, trigger_from_fields
 
 log = logging.getLogger("nbsched.scheduler")
 
@@ -49,6 +49,7 @@ CATCHUP_BATCH = 500  # runs one schedule creates per pass; a long backlog is wor
 AFTER_LOOKBACK = timedelta(minutes=10)  # how far back each look for ended runs reaches (commits come late)
 FAILED_LOOK = timedelta(minutes=1)  # an event schedule whose run could not be made looks again after this
 _FIRST = datetime.min.replace(tzinfo=timezone.utc)
+_TICK = timedelta(microseconds=1)
 
 # (schedule, logical_date, what fired it[, the event]) -> run id, or None when that run already exists
 CreateRun = Callable[..., "str | None"]
@@ -70,6 +71,7 @@ class Scheduler:
         self._events: dict[int, tuple[ScheduleRecord, EventTrigger]] = {}  # enabled event schedules
         self._look: dict[int, datetime] = {}  # when this scheduler looks for each one's events next
         self._after_since: dict[int, datetime] = {}  # from which end time an after schedule looks
+        self._said: dict[int, set[str]] = {}  # what each files schedule's looks logged: said once
 
     def invalidate(self) -> None:
         """A schedule changed in this process: reload before the next decision."""
@@ -190,7 +192,7 @@ class Scheduler:
         """The files new or changed and settled; whether there are more; when to look next
         (after ``poll``, or sooner when a file still being written will have settled)."""
         look = now + timedelta(seconds=trigger.poll)
-        seen = scan_files(trigger)
+        seen = scan_files(trigger, self._said.setdefault(schedule.id, set()))
         fresh = self.store.unfired(schedule.id, [f.key for f in seen]) if seen else set()
         fires: list[Fire] = []
         for found in seen:
@@ -210,38 +212,22 @@ class Scheduler:
         trigger = schedule_trigger(schedule)
         at = schedule.next_fire_at
         assert at is not None
-        due = [at]
-        following = trigger.next_after(at)
-        while following is not None and following <= now and len(due) < CATCHUP_BATCH:
-            due.append(following)
-            following = trigger.next_after(following)
         if schedule.catchup:
+            due = [at]
+            following = trigger.next_after(at)
+            while following is not None and following <= now and len(due) < CATCHUP_BATCH:
+                due.append(following)
+                following = trigger.next_after(following)
             fire = due
             kind = RunTrigger.CATCHUP if len(due) > 1 or now - at > _grace(schedule) else RunTrigger.SCHEDULE
-        else:
-            late = now - due[-1]
-            fire = [due[-1]] if late <= _grace(schedule) else []
+            last = due[-1]
+        else:  # straight to the latest fire, however many lie between: one decision, one line
+            last = latest_fire(trigger, at, now)
+            following = trigger.next_after(last)
+            fire = [last] if now - last <= _grace(schedule) else []
             kind = RunTrigger.SCHEDULE
-            missed = len(due) - len(fire)
-            if missed and self.missed is not None:
-                skipped = {
-                    "schedule_id": schedule.id,
-                    "missed": missed,
-                    "up_to": due[-1].isoformat(),
-                    "late": elapsed(late.total_seconds()),
-                    "misfire_grace": schedule.misfire_grace,
-                }
-                notices = self.missed(schedule, skipped)
-            if missed:
-                log.warning(
-                    "schedule %d (%s): skipped %d missed fire(s) up to %s (%s late, misfire grace %gs)",
-                    schedule.id,
-                    schedule.pipeline,
-                    missed,
-                    due[-1].isoformat(),
-                    elapsed(late.total_seconds()),
-                    schedule.misfire_grace,
-                )
+            if last > at or not fire:
+                notices = self._skipped(schedule, trigger, at, last, ran=bool(fire), now=now)
         created = []
         for logical_date in fire:
             try:
@@ -272,7 +258,7 @@ class Scheduler:
             expect_next_fire_at=at,
             notices=notices,
             next_fire_at=following,
-            last_fire_at=due[-1],
+            last_fire_at=last,
         )
         if moved and following is not None:
             heapq.heappush(self._heap, (following, schedule.id))
@@ -280,30 +266,99 @@ class Scheduler:
             self.invalidate()
         return created
 
+    def _skipped(
+        self, schedule: ScheduleRecord, trigger: Trigger, first: datetime, last: datetime, *, ran: bool, now: datetime
+    ) -> list[Notice]:
+        """One line, and the schedule_missed notifications, for the fires from ``first`` to
+        ``last`` that get no run (``last`` itself runs when ``ran``)."""
+        up_to = latest_fire(trigger, first, last - _TICK) if ran else last
+        counted = count_fires(trigger, first, up_to)
+        missed = f"{counted:,}" if counted is not None else "more than 10,000"
+        late = elapsed((now - up_to).total_seconds())
+        since = f"from {first.isoformat()} " if up_to > first else ""
+        log.warning(
+            "schedule %d (%s): skipped %s missed fire(s) %sup to %s (%s late, misfire grace %gs)%s",
+            schedule.id,
+            schedule.pipeline,
+            missed,
+            since,
+            up_to.isoformat(),
+            late,
+            schedule.misfire_grace,
+            f"; the latest, {last.isoformat()}, runs" if ran else "",
+        )
+        if self.missed is None:
+            return []
+        detail = {
+            "schedule_id": schedule.id,
+            "missed": counted if counted is not None else missed,
+            "up_to": up_to.isoformat(),
+            "late": late,
+            "misfire_grace": schedule.misfire_grace,
+        }
+        return self.missed(schedule, detail)
 
-def scan_files(trigger: FilesTrigger) -> list[FileSeen]:
+
+def scan_files(trigger: FilesTrigger, said: set[str] | None = None) -> list[FileSeen]:
     """The regular files matching now, oldest change first; each one's real path checked
-    inside the folder now (where it is used), not when the schedule was made."""
+    inside the folder now (where it is used), not when the schedule was made. ``said``: what
+    this scheduler's earlier looks logged, so each problem is logged once until it changes
+    (a symlink out polled every second logged a line a second)."""
+    said = set() if said is None else said
+    now_said: set[str] = set()
+
+    def warn(key: str, message: str, *args: Any) -> None:
+        now_said.add(key)
+        if key not in said:
+            log.warning(message, *args)
+
+    try:
+        return _scan(trigger, warn)
+    finally:
+        said.clear()
+        said.update(now_said)
+
+
+def _scan(trigger: FilesTrigger, warn: Callable[..., None]) -> list[FileSeen]:
     folder = Path(trigger.folder)
     try:
         root = folder.resolve(strict=True)
         if trigger.root is not None and not root.is_relative_to(Path(trigger.root).resolve()):
-            log.warning("files %s: the folder %s leads out of %s; nothing fires", trigger.pattern, folder, trigger.root)
+            warn(
+                f"root:{root}",
+                "files %s: the folder %s leads out of %s; nothing fires",
+                trigger.pattern,
+                folder,
+                trigger.root,
+            )
             return []
         matches = list(itertools.islice(folder.glob(trigger.pattern), MAX_FILES + 1))
     except (OSError, ValueError) as exc:  # the folder went away, or cannot be read
-        log.warning("files %s in %s: cannot look: %s", trigger.pattern, trigger.folder, exc)
+        warn(f"look:{exc}", "files %s in %s: cannot look: %s", trigger.pattern, trigger.folder, exc)
         return []
     if len(matches) > MAX_FILES:
-        log.warning(
-            "files %s in %s: more than %d files match; looking at %d", trigger.pattern, folder, MAX_FILES, MAX_FILES
+        warn(
+            "many",
+            "files %s in %s: more than %d files match; looking at %d",
+            trigger.pattern,
+            folder,
+            MAX_FILES,
+            MAX_FILES,
         )
         matches = matches[:MAX_FILES]
     seen = []
     for path in matches:
         try:
-            if not path.resolve(strict=True).is_relative_to(root):
-                log.warning("files %s: %s leads out of %s; it does not fire", trigger.pattern, path, root)
+            real = path.resolve(strict=True)
+            if not real.is_relative_to(root):
+                link = path.lstat()
+                warn(
+                    f"out:{path}:{link.st_mtime_ns}:{real}",
+                    "files %s: %s leads out of %s; it does not fire",
+                    trigger.pattern,
+                    path,
+                    root,
+                )
                 continue
             stat = path.stat()
         except OSError:  # gone meanwhile, or a broken link

@@ -209,6 +209,7 @@ class Service:
         *,
         where: str = "schedule",
         others: list[ScheduleRecord] | None = None,
+        scan: bool = True,
     ) -> dict[str, Any]:
         """A schedule's row; for a files schedule, the files already there as ``seen`` (unless
         ``existing``); for an after schedule, checked against the cycles it would close among
@@ -224,7 +225,7 @@ class Service:
             cycle = after_cycle(pipeline, waits_for)
             if cycle:
                 raise ScheduleError(f"{where}.after: {' -> '.join(cycle)} is a cycle (each runs after the next)")
-        if "files" in trigger and not trigger["existing"]:
+        if scan and "files" in trigger and not trigger["existing"]:
             files = event_from_fields(trigger)
             assert isinstance(files, FilesTrigger)
             row["seen"] = [found.key for found in scan_files(files)]
@@ -653,7 +654,7 @@ class Service:
             fields["timezone"] = current.trigger.get("timezone", "UTC")
         fields.update(changes)
         spec = self._spec(current.pipeline)
-        row = self._schedule_row(spec, fields, now)
+        row = self._schedule_row(spec, fields, now, scan=new_trigger)  # a pause or resume looks at no file
         if row["trigger"] == current.trigger:
             row.pop("seen", None)  # the same files schedule: what it fired and saw stays
             if current.next_fire_at is not None:

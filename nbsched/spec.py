@@ -25,8 +25,8 @@ from nbsched.errors import CycleError, ScheduleError, SpecError
 from nbsched.events import EVENT_KEYS, SCHEDULE_KINDS, event_from_fields, is_event
 from nbsched.fanout import FANOUT_KEYS, Fanout, parse_fanout
 from nbsched.notices import NotifyRule, parse_rules, with_on_keys
-from nbsched.timefmt import MAX_DURATION, parse_duration
-from nbsched.triggers import trigger_from_fields
+from nbsched.timefmt import MAX_DURATION, duration, parse_duration
+from nbsched.triggers import MIN_EVERY, IntervalTrigger, trigger_from_fields
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,99}")  # whole names only (fullmatch): "$" let "a\n" in
 # Bounds on a spec's numbers and counts: sane values, and values that time arithmetic, the
@@ -397,6 +397,10 @@ def schedule_fields(
     if misplaced:
         raise ScheduleError(f"{where}.{misplaced[0]}: only an after or files schedule has {misplaced[0]}")
     trigger = trigger_from_fields(fields, now=now.replace(microsecond=0))  # `every` anchors on a whole second
+    if isinstance(trigger, IntervalTrigger) and trigger.every < MIN_EVERY:  # `every: 1ms` made 322 runs in 8 s
+        raise ScheduleError(
+            f"{where}.every: {fields['every']!r}: at least {duration(MIN_EVERY)} (a schedule fires at most once a second)"
+        )
     try:
         grace = parse_duration(fields.get("misfire_grace", DEFAULT_MISFIRE_GRACE))
     except ValueError as exc:

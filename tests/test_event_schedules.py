@@ -200,6 +200,36 @@ def test_a_symlink_out_of_the_folder_never_fires(project, service, tmp_path_fact
     assert Scheduler(service.store, service._run_for_schedule).fire_due(datetime.now(UTC) + timedelta(minutes=1)) == []
 
 
+def test_a_symlink_out_is_logged_once_until_it_changes(project, service, tmp_path_factory, caplog):
+    """A daemon polling every second said so at every poll (96 lines in 95 s), and again at
+    each pause and resume: once per file, until the link changes."""
+    outside = tmp_path_factory.mktemp("outside")
+    _drop(outside, "secret.csv")
+    _drop(outside, "other.csv")
+    _pipelines(project, '{files: "incoming/*.csv", poll: 1s}')
+    (project / "incoming").mkdir()
+    link = project / "incoming" / "link.csv"
+    link.symlink_to(outside / "secret.csv")
+    caplog.set_level("INFO", logger="nbsched.scheduler")
+    (schedule,) = service.register(project / "report.yaml")[2]  # says it once, to who registers
+    caplog.clear()
+    scheduler = Scheduler(service.store, service._run_for_schedule)
+    now = datetime.now(UTC)
+    for poll in range(5):
+        assert scheduler.fire_due(now + timedelta(seconds=2 * poll)) == []
+    service.pause(schedule)
+    service.resume(schedule)
+    assert scheduler.fire_due(now + timedelta(seconds=12)) == []
+    out = [r.getMessage() for r in caplog.records if "leads out" in r.getMessage()]
+    assert len(out) == 1 and "link.csv" in out[0], out
+    link.unlink()
+    link.symlink_to(outside / "other.csv")  # another file out: said once more
+    for poll in range(3):
+        scheduler.fire_due(now + timedelta(seconds=14 + 2 * poll))
+    out = [r.getMessage() for r in caplog.records if "leads out" in r.getMessage()]
+    assert len(out) == 2 and "link.csv" in out[-1], out
+
+
 def test_event_schedules_show_what_they_wait_for_and_what_they_fired(project, service):
     _pipelines(project, '{files: "incoming/*.csv", poll: 10s}')
     write_yaml(project / "audit.yaml", "name: audit\ntasks:\n  build: report.ipynb\nschedules:\n  - {after: report}\n")
@@ -230,6 +260,11 @@ def test_event_schedules_show_what_they_wait_for_and_what_they_fired(project, se
         ('{files: "/etc/*"}', "schedules[0].files: '/etc/*' leaves the spec's folder"),
         ('{files: ""}', "schedules[0].files: expected a glob pattern"),
         ('{files: "a/**b"}', "schedules[0].files: 'a/**b' is not a glob pattern"),
+        ('{files: "."}', "schedules[0].files: '.' matches folders, not files (use a pattern like 'incoming/*.csv')"),
+        ('{files: "./"}', "schedules[0].files: './' matches folders, not files"),
+        ('{files: "incoming/"}', "schedules[0].files: 'incoming/' matches folders, not files"),
+        ('{files: "incoming/."}', "schedules[0].files: 'incoming/.' matches folders, not files"),
+        ('{files: "**"}', "schedules[0].files: '**' matches folders, not files (use '**/*' for every file below)"),
         ('{files: "*.csv", poll: 0.5s}', "schedules[0].poll: '0.5s': at least 1s"),
         ('{files: "*.csv", settle: -1}', "schedules[0].settle"),
         ("{after: report}", "schedules[0].after: 'report' is the pipeline itself"),
@@ -327,3 +362,23 @@ def test_two_daemons_on_postgresql_run_after_and_files_schedules_once_each(proje
         ("incoming/c.csv", "".join(f"c{i}\n" for i in range(6))),
     ]
     service.close()
+
+
+@pytest.mark.parametrize(
+    ("option", "problem"),
+    [
+        (
+            ["--files", "."],
+            "Error: schedule.files: '.' matches folders, not files (use a pattern like 'incoming/*.csv')",
+        ),
+        (["--files", "./"], "Error: schedule.files: './' matches folders, not files"),
+        (["--every", "1ms"], "Error: schedule.every: '1ms': at least 1s (a schedule fires at most once a second)"),
+    ],
+)
+def test_schedule_add_refuses_folders_and_sub_second_intervals_in_one_line(project, option, problem):
+    _pipelines(project, "{after: ingest}")
+    nbsched("register", "report.yaml", cwd=project, check=True)
+    proc = nbsched("schedule", "add", "report", *option, cwd=project)
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(problem), line

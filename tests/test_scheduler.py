@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from conftest import write_notebook, write_yaml
 
+from nbsched.errors import ScheduleError
 from nbsched.scheduler import Scheduler
 from nbsched.service import Config, Service
 from nbsched.states import RunState
@@ -70,6 +71,47 @@ def test_a_fire_later_than_the_grace_is_skipped(registered, caplog):
     assert scheduler.fire_due(T0 + timedelta(hours=1, minutes=30)) == []
     assert "skipped 1 missed fire" in caplog.text
     assert registered.store.get_schedule(sched.id).next_fire_at == datetime(2026, 11, 3, 6, 0, tzinfo=UTC)
+
+
+def test_a_schedule_far_behind_skips_its_missed_fires_in_one_line(registered, caplog):
+    """A daemon back after a day, `every: 1s` without catchup: one run, for the latest fire,
+    and one line for the 86,399 skipped (it logged a line per 500 fires, each pass)."""
+    sched = registered.add_schedule("daily", {"every": "1s"}, now=T0)
+    scheduler = _scheduler(registered)
+    now = T0 + timedelta(days=1)
+    assert len(scheduler.fire_due(now)) == 1
+    assert _dates(registered) == [now]
+    lines = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    expected = (
+        f"schedule {sched.id} (daily): skipped 86,399 missed fire(s) from 2026-11-02T05:00:01+00:00 up to "
+        "2026-11-03T04:59:59+00:00 (1.0s late, misfire grace 600s); the latest, 2026-11-03T05:00:00+00:00, runs"
+    )
+    assert lines == [expected], lines
+    assert registered.store.get_schedule(sched.id).next_fire_at == now + timedelta(seconds=1)
+    assert scheduler.fire_due(now) == []
+
+
+def test_a_cron_schedule_far_behind_counts_what_it_skipped(registered, caplog):
+    registered.add_schedule("daily", {"cron": "*/5 * * * *", "misfire_grace": "1m"}, now=T0)
+    now = T0 + timedelta(days=30, seconds=30)
+    assert len(_scheduler(registered).fire_due(now)) == 1
+    assert _dates(registered) == [T0 + timedelta(days=30)]
+    (line,) = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert "skipped 8,639 missed fire(s) from 2026-11-02T05:05:00+00:00 up to 2026-12-02T04:55:00+00:00" in line, line
+    every_second = registered.add_schedule("daily", {"cron": "* * * * * *"}, now=now)
+    caplog.clear()
+    created = _scheduler(registered).fire_due(now + timedelta(days=400, microseconds=5))
+    assert len(created) == 2  # each schedule's latest fire, and no other
+    (line,) = [r.getMessage() for r in caplog.records if f"schedule {every_second.id} " in r.getMessage()]
+    assert "skipped more than 10,000 missed fire(s) from 2026-12-02T05:00:31+00:00 up to 2028-01-06T05:00:29" in line
+
+
+def test_an_interval_under_a_second_is_refused(registered):
+    with pytest.raises(
+        ScheduleError, match=r"schedule.every: '1ms': at least 1s \(a schedule fires at most once a second\)"
+    ):
+        registered.add_schedule("daily", {"every": "1ms"}, now=T0)
+    assert registered.add_schedule("daily", {"every": "1s"}, now=T0).description == "every 1s"
 
 
 def test_catchup_creates_every_missed_run_oldest_first(registered):
