@@ -612,6 +612,7 @@ _COLOURS = {
     "queued": "cyan",
     "up_for_retry": "yellow",
     "skipped": "bright_black",
+    "removed": "bright_black",
     "cancelled": "magenta",
 }
 
@@ -671,7 +672,7 @@ def _print_run(r: RunView) -> None:
     for name, t in r.tasks.items():
         if name in unselected:
             continue
-        if t.error and t.state in (TaskState.FAILED, TaskState.UP_FOR_RETRY, TaskState.SKIPPED):
+        if t.error and t.state in (TaskState.FAILED, TaskState.UP_FOR_RETRY, TaskState.SKIPPED, TaskState.REMOVED):
             click.echo(f"  {name}: {t.error}")
         elif t.cell and t.state is TaskState.RUNNING:
             click.echo(f"  {name}: at {where_running(t.cell)}")

@@ -59,6 +59,17 @@ def chosen_rows(spec: PipelineSpec, rows: list[str], names: list[str], downstrea
     return [row for row in rows if task_of(row) in chosen or row in instances]
 
 
+def refuse_removed(names: Iterable[str], removed: Mapping[str, str], run_id: str) -> None:
+    """An instance a repair removed from its for_each list (``removed``: each with why) is not
+    re-run alone: its values are gone from the list; re-running its task expands it again."""
+    for name in names:
+        if name in removed:
+            raise ConfigError(
+                f"--task {name!r}: removed from run {run_id} ({removed[name]}); "
+                f"re-run {task_of(name)} to expand it again"
+            )
+
+
 def chosen_tasks(spec: PipelineSpec, names: list[str], downstream: bool, option: str = "--task") -> list[str]:
     """The tasks a repair re-runs (or a partial run runs), in run order: ``names`` and, with
     ``downstream``, every task downstream of them; an unknown name is a one-line error naming

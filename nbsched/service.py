@@ -34,7 +34,7 @@ from nbsched.params import task_parameters
 from nbsched.reporting import output_notebook, run_page, task_html, write_run_report
 from nbsched.runner import Runner
 from nbsched.scheduler import Scheduler, scan_files, schedule_trigger
-from nbsched.selection import Selection, chosen_rows, chosen_tasks, lend_instances, run_rows
+from nbsched.selection import Selection, chosen_rows, chosen_tasks, lend_instances, refuse_removed, run_rows
 from nbsched.sender import (
     Delivery,
     Sender,
@@ -462,7 +462,9 @@ class Service:
                 raise Conflict(f"run '{run_id}' is {run.state.value}: only failed or cancelled runs can be retried")
             self._changed()
             return queued
-        chosen = chosen_rows(spec, list(run.tasks), list(tasks), downstream)
+        tasks = list(tasks)
+        refuse_removed(tasks, {n: t.error or "" for n, t in run.tasks.items() if t.state is TaskState.REMOVED}, run_id)
+        chosen = chosen_rows(spec, list(run.tasks), tasks, downstream)
         if not run.state.finished:
             raise Conflict(f"run '{run_id}' is {run.state.value}: wait for it to end (or cancel it) to repair it")
         _dry_render(spec, {**run.params, **(params or {})}, self.config.runs_dir, run.logical_date)

@@ -1,0 +1,363 @@
+"""Where repairs meet mapped tasks: a repaired (or retried) for_each is expanded again from its
+upstream's new list, instances no longer in it are removed (their tries kept), and each repair's
+parameters are its own. The runner runs with a ``FakeExecutor`` on a real store (SQLite and
+PostgreSQL); the CLI tests run real kernels."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import nbsched, write_notebook, write_yaml
+from fakes import Fail, FakeExecutor, Succeed
+from test_server import api, daemon, finished_run, jp_server_config  # noqa: F401 - fixtures, helpers
+
+from nbsched.errors import ConfigError
+from nbsched.runner import Runner
+from nbsched.service import Config, Service
+from nbsched.states import RunState, TaskState
+
+OPEN = [RunState.QUEUED, RunState.RUNNING]
+
+FILES = """name: files
+tasks:
+  list_files: list_files.ipynb
+  process: {notebook: process.ipynb, upstream: [list_files], for_each: "{{ upstream.list_files.files }}", as: path}
+  summary: {notebook: summary.ipynb, upstream: [process], trigger_rule: all_done}
+"""
+
+
+@pytest.fixture
+def service(project: Path, db_url: str):
+    for name in ("list_files", "process", "summary", "train", "compare"):
+        write_notebook(project / f"{name}.ipynb", "x = 1")
+    svc = Service(Config.resolve(project=project, db_url=db_url))
+    yield svc
+    svc.close()
+
+
+def _register(service: Service, project: Path, spec: str) -> None:
+    write_yaml(project / "pipeline.yaml", spec)
+    service.register(project / "pipeline.yaml")
+
+
+class Lister(FakeExecutor):
+    """list_files records ``n`` names, ``n`` its parameter; the other tasks as scripted."""
+
+    def _spawn(self, fn, attempt, events):  # type: ignore[no-untyped-def]
+        request = attempt.request
+        if request.task == "list_files":
+            n = request.parameters.get("n", 2)
+            self.script["list_files"] = [Succeed({"files": [f"f{i}.csv" for i in range(n)]})]
+        super()._spawn(fn, attempt, events)
+
+
+def _finish(service: Service, executor: FakeExecutor, run_id: str) -> None:
+    with Runner(service.store, executor, service.config.runs_dir, spec_loader=service.spec_of, poll=0) as runner:
+        for _ in range(50):
+            runner.step(service.store.list_runs(states=OPEN, limit=None))
+            runner.wait(0)
+            if service.store.get_run(run_id).state.finished:
+                return
+    raise AssertionError(f"run {run_id} did not end")
+
+
+def _summary_got(executor: FakeExecutor) -> list[str]:
+    """The paths the last try of summary received, one per instance of process."""
+    last = [r for r in executor.requests if r.task == "summary"][-1]
+    return [i["params"]["path"] for i in last.parameters["upstream"]["process"]]
+
+
+def _instances(service: Service, run_id: str) -> list[tuple[str, str, str | None]]:
+    process = service.get_run(run_id).to_json()["tasks"]["process"]
+    return [(i["name"], i["state"], (i["instance_params"] or {}).get("path")) for i in process["instances"]]
+
+
+def test_repairing_a_for_each_upstream_expands_the_mapped_task_again(service, project):
+    _register(service, project, FILES)
+    run_id = service.trigger("files", {"n": 2})
+    executor = Lister()
+    _finish(service, executor, run_id)
+    assert _summary_got(executor) == ["f0.csv", "f1.csv"]
+
+    # longer: two new instances, and summary sees all four
+    service.retry(run_id, ["list_files"], downstream=True, params={"n": 4})
+    _finish(service, executor, run_id)
+    run = service.get_run(run_id)
+    assert run.state is RunState.SUCCESS
+    assert _instances(service, run_id) == [(f"process[{i}]", "success", f"f{i}.csv") for i in range(4)]
+    assert _summary_got(executor) == [f"f{i}.csv" for i in range(4)]
+    processed = [r.parameters["path"] for r in executor.requests if r.task.startswith("process[")]
+    assert processed == ["f0.csv", "f1.csv", "f0.csv", "f1.csv", "f2.csv", "f3.csv"]
+
+    # shorter: the last two are removed from the run, their tries kept
+    service.retry(run_id, ["list_files"], downstream=True, params={"n": 2})
+    _finish(service, executor, run_id)
+    run = service.get_run(run_id)
+    assert run.state is RunState.SUCCESS
+    assert _instances(service, run_id) == [
+        ("process[0]", "success", "f0.csv"),
+        ("process[1]", "success", "f1.csv"),
+        ("process[2]", "removed", "f2.csv"),
+        ("process[3]", "removed", "f3.csv"),
+    ]
+    assert _summary_got(executor) == ["f0.csv", "f1.csv"]
+    removed = run.tasks["process[3]"]
+    assert [t.state for t in removed.tries] == [TaskState.SUCCESS] and (removed.try_number, removed.max_tries) == (1, 1)
+    assert "no longer in its for_each list (2 items now)" in (removed.error or "")
+    assert run.to_json()["tasks"]["process"]["instance_states"] == {"success": 2, "removed": 2}
+    assert run.to_json()["tasks"]["process"]["state"] == "success"
+
+    # and longer again: the removed ones come back, with the new list's values, their tries counting on
+    service.retry(run_id, ["list_files"], downstream=True, params={"n": 3})
+    _finish(service, executor, run_id)
+    assert _instances(service, run_id) == [
+        ("process[0]", "success", "f0.csv"),
+        ("process[1]", "success", "f1.csv"),
+        ("process[2]", "success", "f2.csv"),
+        ("process[3]", "removed", "f3.csv"),
+    ]
+    assert [t.try_number for t in service.get_run(run_id).tasks["process[2]"].tries] == [1, 2]
+    assert _summary_got(executor) == ["f0.csv", "f1.csv", "f2.csv"]
+
+
+def test_a_for_each_emptied_by_a_repair_removes_every_instance_and_counts_as_skipped(service, project):
+    _register(
+        service, project, FILES.replace("summary:", "audit: {notebook: summary.ipynb, upstream: [process]}\n  summary:")
+    )
+    run_id = service.trigger("files", {"n": 2})
+    executor = Lister()
+    _finish(service, executor, run_id)
+    service.retry(run_id, ["list_files"], downstream=True, params={"n": 0})
+    _finish(service, executor, run_id)
+    run = service.get_run(run_id)
+    assert [s for _, s, _ in _instances(service, run_id)] == ["removed", "removed"]
+    assert run.to_json()["tasks"]["process"]["state"] == "removed"
+    assert run.tasks["audit"].state is TaskState.SKIPPED  # all_success after an empty list, as on a first run
+    assert _summary_got(executor) == [] and run.state is RunState.SUCCESS
+    # and a list again: the same rows come back
+    service.retry(run_id, ["list_files"], downstream=True, params={"n": 1})
+    _finish(service, executor, run_id)
+    assert _instances(service, run_id) == [("process[0]", "success", "f0.csv"), ("process[1]", "removed", "f1.csv")]
+    assert service.get_run(run_id).tasks["audit"].state is TaskState.SUCCESS
+
+
+def test_a_removed_instance_cannot_be_repaired_alone(service, project):
+    _register(service, project, FILES)
+    run_id = service.trigger("files", {"n": 3})
+    executor = Lister()
+    _finish(service, executor, run_id)
+    service.retry(run_id, ["list_files"], downstream=True, params={"n": 1})
+    _finish(service, executor, run_id)
+    with pytest.raises(
+        ConfigError,
+        match=r"^--task 'process\[2\]': removed from run \S+ \(no longer in its for_each list \(1 item now\)\); "
+        r"re-run process to expand it again$",
+    ):
+        service.retry(run_id, ["process[2]"])
+    # a plain retry leaves removed instances alone, and a repair of the task expands it again
+    assert service.retry(run_id, ["process"]) == ["process[0]", "process[1]", "process[2]"]
+    _finish(service, executor, run_id)
+    assert [s for _, s, _ in _instances(service, run_id)] == ["success", "removed", "removed"]
+
+
+GRID = """name: models
+tasks:
+  train: {notebook: train.ipynb, grid: {region: [eu, us], model: [linear, tree]}}
+  compare: {notebook: compare.ipynb, upstream: [train]}
+"""
+
+
+def _fixes(executor: FakeExecutor, since: int) -> dict[str, object]:
+    return {r.task: r.parameters.get("fix") for r in executor.requests[since:]}
+
+
+def test_each_repair_has_its_own_parameters(service, project):
+    _register(service, project, GRID)
+    run_id = service.trigger("models")
+    executor = FakeExecutor()
+    _finish(service, executor, run_id)
+    before = len(executor.requests)
+    service.retry(run_id, ["train[3]"], params={"fix": 1})
+    _finish(service, executor, run_id)
+    assert _fixes(executor, before) == {"train[3]": 1}
+
+    before = len(executor.requests)
+    service.retry(run_id, ["train"], downstream=True)  # no -p: no fix, for train[3] too
+    _finish(service, executor, run_id)
+    assert _fixes(executor, before) == {**{f"train[{i}]": None for i in range(4)}, "compare": None}
+    run = service.get_run(run_id)
+    assert [t.params for t in run.tasks.values()] == [None] * 5
+    assert [(r["tasks"], r["params"]) for r in run.repairs] == [(["train[3]"], {"fix": 1}), (["train"], {})]
+
+    before = len(executor.requests)
+    service.retry(run_id, ["compare"], params={"fix": 2})
+    _finish(service, executor, run_id)
+    assert _fixes(executor, before) == {"compare": 2}
+    assert service.get_run(run_id).tasks["compare"].params == {"fix": 2}
+
+
+def test_a_plain_retry_keeps_the_values_of_the_repair_it_retries(service, project):
+    _register(service, project, GRID)
+    run_id = service.trigger("models")
+    executor = FakeExecutor({"train[1]": [Succeed(), Fail()]})
+    _finish(service, executor, run_id)
+    service.retry(run_id, ["train[1]"], params={"fix": 1})
+    _finish(service, executor, run_id)
+    assert service.get_run(run_id).state is RunState.FAILED
+    executor.script["train[1]"] = [Succeed()]
+    before = len(executor.requests)
+    assert service.retry(run_id) == ["train[1]"]  # the failed: one more try of that repair's
+    _finish(service, executor, run_id)
+    assert _fixes(executor, before) == {"train[1]": 1}
+
+
+def _files_notebooks(project: Path) -> None:
+    write_notebook(
+        project / "list_files.ipynb",
+        "import nbsched\nnbsched.record('files', [f'f{i}.csv' for i in range(n)])",
+        params="n = 2",
+    )
+    write_notebook(project / "process.ipynb", "import nbsched\nnbsched.record('up', path.upper())", params="path = ''")
+    write_notebook(
+        project / "summary.ipynb",
+        "import nbsched\nnbsched.record('got', [(i['params']['path'], i['state']) for i in upstream['process']])",
+    )
+    write_yaml(project / "pipeline.yaml", FILES)
+
+
+def _show(project: Path, run_id: str) -> dict:
+    return json.loads(nbsched("show", run_id, "--json", cwd=project, check=True).stdout)
+
+
+@pytest.mark.kernel
+@pytest.mark.slow
+def test_a_for_each_upstream_repaired_from_the_cli_to_a_longer_then_a_shorter_list(project):
+    _files_notebooks(project)
+    run_id = json.loads(nbsched("run", "pipeline.yaml", "-p", "n=2", "--json", cwd=project, check=True).stdout)[
+        "run_id"
+    ]
+
+    proc = nbsched("retry", run_id, "--task", "list_files", "--downstream", "-p", "n=4", "--run", cwd=project)
+    assert proc.returncode == 0, proc.stderr
+    run = _show(project, run_id)
+    assert run["state"] == "success"
+    assert run["tasks"]["process"]["instance_states"] == {"success": 4}
+    assert [i["outputs"]["up"] for i in run["tasks"]["process"]["instances"]] == [f"F{i}.CSV" for i in range(4)]
+    assert run["tasks"]["summary"]["outputs"]["got"] == [[f"f{i}.csv", "success"] for i in range(4)]
+
+    proc = nbsched("retry", run_id, "--task", "list_files", "--downstream", "-p", "n=2", "--run", cwd=project)
+    assert proc.returncode == 0, proc.stderr
+    run = _show(project, run_id)
+    assert run["state"] == "success"
+    process = run["tasks"]["process"]
+    assert process["state"] == "success" and process["instance_states"] == {"success": 2, "removed": 2}
+    assert [(i["name"], i["state"], len(i["tries"])) for i in process["instances"]] == [
+        ("process[0]", "success", 3),
+        ("process[1]", "success", 3),
+        ("process[2]", "removed", 1),
+        ("process[3]", "removed", 1),
+    ]
+    assert run["tasks"]["summary"]["outputs"]["got"] == [["f0.csv", "success"], ["f1.csv", "success"]]
+    shown = nbsched("show", run_id, cwd=project, check=True).stdout
+    assert "process[path=f3.csv]  removed" in shown
+    assert "  process[3]: no longer in its for_each list (2 items now)" in shown
+    assert shown.count("(+downstream) with n=") == 2  # each repair with its own value
+    assert "list_files (+downstream) with n=4" in shown and "list_files (+downstream) with n=2" in shown
+    # the removed instance's notebook of its one try is kept
+    assert (project / "nbsched-runs" / "files" / run_id / "process[3].ipynb").exists()
+
+
+KEYS = """name: keys
+tasks:
+  list_files: list_files.ipynb
+  process: {notebook: process.ipynb, upstream: [list_files], for_each: "{{ upstream.list_files.%s }}"}
+"""
+
+
+@pytest.mark.parametrize(
+    ("key", "recorded", "items", "error"),
+    [
+        ("items", {"items": ["a", "b"]}, [{"item": "a"}, {"item": "b"}], None),  # the key, not dict.items
+        ("values", {"values": [1]}, [{"item": 1}], None),
+        ("keys", {"files": ["a"]}, None, "tasks.process.for_each: upstream.list_files.keys is not a recorded value ("),
+    ],
+)
+def test_a_for_each_names_a_recorded_key_before_a_dict_method(service, project, key, recorded, items, error):
+    _register(service, project, KEYS % key)
+    run_id = service.trigger("keys")
+    _finish(service, FakeExecutor({"list_files": [Succeed(recorded)]}), run_id)
+    run = service.get_run(run_id)
+    if error is None:
+        assert [t.instance_params for n, t in run.tasks.items() if n.startswith("process[")] == items
+    else:
+        assert run.tasks["process"].state is TaskState.FAILED and run.tasks["process"].error.startswith(error)
+        assert "name one by its key, like upstream.TASK.KEY" in run.tasks["process"].error
+
+
+@pytest.mark.kernel
+def test_a_recorded_key_named_like_a_dict_method_from_the_cli(project):
+    write_notebook(project / "list_files.ipynb", "import nbsched\nnbsched.record('items', ['a', 'b'])")
+    write_notebook(project / "process.ipynb", "import nbsched\nnbsched.record('got', item)", params="item = ''")
+    write_yaml(project / "pipeline.yaml", KEYS % "items")
+    proc = nbsched("run", "pipeline.yaml", "--json", cwd=project)
+    assert proc.returncode == 0, proc.stderr
+    process = json.loads(proc.stdout)["tasks"]["process"]
+    assert [i["outputs"]["got"] for i in process["instances"]] == ["a", "b"]
+
+
+@pytest.mark.kernel
+def test_repairs_from_the_cli_each_with_its_own_values(project):
+    write_notebook(project / "train.ipynb", "import nbsched\nnbsched.record('fix', fix)", params="fix = 0\nregion = ''")
+    write_notebook(
+        project / "compare.ipynb", "import nbsched\nnbsched.record('fix', fix)", params="fix = 0\nupstream = {}"
+    )
+    write_yaml(project / "pipeline.yaml", GRID)
+    run_id = json.loads(nbsched("run", "pipeline.yaml", "--json", cwd=project, check=True).stdout)["run_id"]
+    nbsched("retry", run_id, "--task", "train[3]", "-p", "fix=1", "--run", cwd=project, check=True)
+    nbsched("retry", run_id, "--task", "train", "--run", cwd=project, check=True)
+    run = _show(project, run_id)
+    assert [i["outputs"]["fix"] for i in run["tasks"]["train"]["instances"]] == [0, 0, 0, 0]
+    assert [i["params"] for i in run["tasks"]["train"]["instances"]] == [None] * 4
+    assert [(r["tasks"], r["params"]) for r in run["repairs"]] == [(["train[3]"], {"fix": 1}), (["train"], {})]
+    lines = [
+        line for line in nbsched("show", run_id, cwd=project, check=True).stdout.splitlines() if "repaired" in line
+    ]
+    assert [line.split(": ", 1)[1] for line in lines] == ["train[3] with fix=1", "train"]
+
+
+@pytest.mark.kernel
+@pytest.mark.slow
+async def test_repairs_of_a_for_each_upstream_over_rest(api, daemon, jp_root_dir):  # noqa: F811 - fixtures
+    _files_notebooks(jp_root_dir)
+    spec = {
+        "name": "files",
+        "tasks": {
+            "list_files": {"notebook": "list_files.ipynb"},
+            "process": {
+                "notebook": "process.ipynb",
+                "upstream": ["list_files"],
+                "for_each": "{{ upstream.list_files.files }}",
+                "as": "path",
+            },
+            "summary": {"notebook": "summary.ipynb", "upstream": ["process"], "trigger_rule": "all_done"},
+        },
+    }
+    assert (await api("POST", "pipelines", body={"spec": spec})).code == 201
+    run_id = (await api("POST", "pipelines", "files", "runs", body={"params": {"n": 3}})).data["run_id"]
+    await finished_run(api, run_id)
+
+    body = {"tasks": ["list_files"], "downstream": True, "params": {"n": 1}}
+    assert (await api("POST", "runs", run_id, "retry", body=body)).code == 200
+    run = await finished_run(api, run_id)
+    process = run["tasks"]["process"]
+    assert run["state"] == "success" and process["instance_states"] == {"success": 1, "removed": 2}
+    assert run["tasks"]["summary"]["outputs"]["got"] == [["f0.csv", "success"]]
+    message = (await api("POST", "runs", run_id, "retry", body={"tasks": ["process[2]"]})).error(422)
+    assert message.startswith("--task 'process[2]': removed from run")
+
+    assert (await api("POST", "runs", run_id, "retry", body={"tasks": ["summary"]})).code == 200
+    run = await finished_run(api, run_id)
+    assert [(r["tasks"], r["params"]) for r in run["repairs"]] == [(["list_files"], {"n": 1}), (["summary"], {})]
+    assert run["tasks"]["list_files"]["params"] == {"n": 1} and run["tasks"]["summary"]["params"] is None
