@@ -635,6 +635,7 @@ def _exit_by(records: list[RunView]) -> NoReturn:
 def _print_run(r: RunView) -> None:
     from nbsched.fanout import task_of
     from nbsched.report import comparisons, trigger_label, where_running
+    from nbsched.selection import unselected as not_selected
     from nbsched.states import TaskState
 
     view = r.to_json()
@@ -647,7 +648,8 @@ def _print_run(r: RunView) -> None:
         click.echo(f"fired by: {trigger_label(view)}")
     if r.selection:
         lent = ", ".join(f"{task} from run {run_id}" for task, run_id in r.selection["borrowed"].items())
-        click.echo(f"partial run: {', '.join(r.selection['tasks'])}" + (f"; values of {lent}" if lent else ""))
+        selected = dict.fromkeys(task_of(n) for n in r.selection["tasks"])  # a mapped task once
+        click.echo(f"partial run: {', '.join(selected)}" + (f"; values of {lent}" if lent else ""))
     for repair in r.repairs:
         values = ", ".join(f"{k}={v!r}" for k, v in repair["params"].items())
         click.echo(
@@ -666,7 +668,8 @@ def _print_run(r: RunView) -> None:
         for name, t in r.tasks.items()
     ]
     _table(["TASK", "STATE", "TRIES", "DURATION", "OUTPUT"], rows)
-    unselected = [n for n in r.tasks if r.selection and n not in r.selection["tasks"]]
+    outside = not_selected(r.tasks, r.selection)
+    unselected = [n for n in r.tasks if n in outside]
     if unselected:  # a partial run's other tasks, once each
         click.echo(f"  not selected: {', '.join(dict.fromkeys(task_of(n) for n in unselected))}")
     for name, t in r.tasks.items():

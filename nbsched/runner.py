@@ -36,6 +36,7 @@ from nbsched.imports import run_imports
 from nbsched.notebook import TaskOutcome, TaskRequest, kernel_for
 from nbsched.notices import notices_for
 from nbsched.params import task_parameters
+from nbsched.selection import unselected
 from nbsched.spec import PipelineSpec, TaskSpec, confined_notebook
 from nbsched.states import NotifyEvent, RunState, StopReason, TaskState
 from nbsched.store import RunRecord, SqlStore
@@ -320,7 +321,9 @@ class Runner:
             for d in downstream[n]
             if d not in t.branch
         }
-        lending = _unselected(run)  # a partial run's other tasks count as done for the tasks after them
+        lending = unselected(
+            run.tasks, run.selection
+        )  # a partial run's other tasks count as done for the tasks after them
         rows = _rows(states)
         dirty = set(spec.order) if changed is None else {task_of(n) for n in changed}
         todo = [(spec.position[n], n) for n in dirty | {d for n in dirty for d in downstream[n]}]
@@ -693,7 +696,7 @@ class Runner:
     def _upstream_values(run: RunRecord, spec: PipelineSpec, task: TaskSpec) -> dict[str, Any]:
         """What each direct upstream task recorded: for a mapped one, a list of its instances in
         order, each ``{"params", "outputs", "state"}`` (failed ones too, with empty outputs)."""
-        lending = _unselected(run)
+        lending = unselected(run.tasks, run.selection)
         values: dict[str, Any] = {}
         for up in task.upstream:
             if spec.tasks[up].fanout is not None:  # a lent instance succeeded in the run it is from
@@ -749,13 +752,6 @@ def _at_max_parallel(task: TaskSpec, rows: list[str], states: dict[str, TaskStat
         return False
     busy = sum(states[r] in (TaskState.QUEUED, TaskState.RUNNING) for r in rows)
     return busy >= task.fanout.max_parallel
-
-
-def _unselected(run: RunRecord) -> set[str]:
-    """A partial run's tasks outside its selection (skipped, lending what an earlier run recorded)."""
-    if not run.selection:
-        return set()
-    return set(run.tasks) - set(run.selection["tasks"])
 
 
 def _dropped(run_id: str, name: str, try_number: int) -> None:

@@ -34,7 +34,15 @@ from nbsched.params import task_parameters
 from nbsched.reporting import output_notebook, run_page, task_html, write_run_report
 from nbsched.runner import Runner
 from nbsched.scheduler import Scheduler, scan_files, schedule_trigger
-from nbsched.selection import Selection, chosen_rows, chosen_tasks, lend_instances, refuse_removed, run_rows
+from nbsched.selection import (
+    Selection,
+    chosen_rows,
+    chosen_tasks,
+    lend_instances,
+    refuse_removed,
+    repaired_selection,
+    run_rows,
+)
 from nbsched.sender import (
     Delivery,
     Sender,
@@ -468,8 +476,9 @@ class Service:
         if not run.state.finished:
             raise Conflict(f"run '{run_id}' is {run.state.value}: wait for it to end (or cancel it) to repair it")
         _dry_render(spec, {**run.params, **(params or {})}, self.config.runs_dir, run.logical_date)
+        selection = repaired_selection(spec, run_id, run.selection, list(run.tasks), chosen) if run.selection else None
         repair = {"tasks": list(tasks), "downstream": downstream, "params": dict(params or {})}
-        queued = self.store.retry_run(run_id, tries, tasks=chosen, params=params, repair=repair)
+        queued = self.store.retry_run(run_id, tries, tasks=chosen, params=params, repair=repair, selection=selection)
         if not queued:
             raise Conflict(f"run '{run_id}' changed meanwhile: it is no longer finished")
         self._changed()

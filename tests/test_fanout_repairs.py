@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import nbsched, write_notebook, write_yaml
-from fakes import Fail, FakeExecutor, Succeed
+from fakes import HANG, Fail, FakeExecutor, Succeed
 from test_server import api, daemon, finished_run, jp_server_config  # noqa: F401 - fixtures, helpers
 
 from nbsched.errors import ConfigError
@@ -361,3 +361,83 @@ async def test_repairs_of_a_for_each_upstream_over_rest(api, daemon, jp_root_dir
     run = await finished_run(api, run_id)
     assert [(r["tasks"], r["params"]) for r in run["repairs"]] == [(["list_files"], {"n": 1}), (["summary"], {})]
     assert run["tasks"]["list_files"]["params"] == {"n": 1} and run["tasks"]["summary"]["params"] is None
+
+
+def test_a_repair_in_a_partial_run_runs_what_it_names_with_the_values_it_has(service, project):
+    _register(service, project, FILES)
+    full = service.trigger("files", {"n": 3})
+    executor = Lister()
+    _finish(service, executor, full)
+    # --only summary: process's instances lent by the full run
+    partial = service.trigger("files", only=["summary"])
+    _finish(service, executor, partial)
+    assert _summary_got(executor) == ["f0.csv", "f1.csv", "f2.csv"]
+    service.retry(partial, ["summary"])  # again, from the same lent values
+    _finish(service, executor, partial)
+    assert _summary_got(executor) == ["f0.csv", "f1.csv", "f2.csv"]
+    with pytest.raises(ConfigError, match=r"^--task 'process\[1\]': partial run \S+ borrowed process from run "):
+        service.retry(partial, ["process[1]"])  # the other instances would no longer be lent
+    # process needs list_files, which this run neither ran nor borrowed: one line, nothing re-queued
+    with pytest.raises(
+        ConfigError,
+        match=r"^--task 'process': partial run \S+ neither ran nor borrowed 'list_files', whose values it needs "
+        r"\(re-run list_files too\)$",
+    ):
+        service.retry(partial, ["process"], downstream=True)
+    # with list_files: the three are selected now, and process is expanded from the new list
+    before = len(executor.requests)
+    service.retry(partial, ["list_files"], downstream=True, params={"n": 2})
+    _finish(service, executor, partial)
+    run = service.get_run(partial)
+    assert run.state is RunState.SUCCESS and [r.task for r in executor.requests[before:]] == [
+        "list_files",
+        "process[0]",
+        "process[1]",
+        "summary",
+    ]
+    assert _summary_got(executor) == ["f0.csv", "f1.csv"]
+    assert (
+        run.selection["tasks"]
+        == [
+            "list_files",
+            "process[0]",
+            "process[1]",
+            "process[2]",
+            "summary",
+        ]
+        and run.selection["borrowed"] == {}
+    )  # process's values are this run's own now
+    assert [s for _, s, _ in _instances(service, partial)] == ["success", "success", "removed"]
+
+
+def test_a_repair_in_a_partial_run_from_a_mapped_task_expands_it_from_the_borrowed_list(service, project):
+    _register(service, project, FILES)
+    full = service.trigger("files", {"n": 3})
+    executor = Lister()
+    _finish(service, executor, full)
+    partial = service.trigger("files", start="process")  # list_files lent: its list of 3
+    _finish(service, executor, partial)
+    assert _summary_got(executor) == ["f0.csv", "f1.csv", "f2.csv"]
+    service.retry(partial, ["process"], downstream=True)
+    _finish(service, executor, partial)
+    assert service.get_run(partial).state is RunState.SUCCESS
+    assert _summary_got(executor) == ["f0.csv", "f1.csv", "f2.csv"]
+    assert [s for _, s, _ in _instances(service, partial)] == ["success"] * 3
+
+
+def test_a_partial_run_from_a_for_each_upstream_waits_for_every_instance(service, project):
+    _register(service, project, FILES)
+    partial = service.trigger("files", {"n": 3}, start="list_files")
+    executor = Lister({"process[0]": [HANG]})
+    with Runner(service.store, executor, service.config.runs_dir, spec_loader=service.spec_of, poll=0) as runner:
+        for _ in range(5):
+            runner.step(service.store.list_runs(states=OPEN, limit=None))
+            runner.wait(0)
+        # the instances made as it runs are of the selection: none lends a value it does not have
+        assert service.get_run(partial).tasks["summary"].state is TaskState.PENDING
+        executor.release("process[0]", Succeed())
+        for _ in range(5):
+            runner.step(service.store.list_runs(states=OPEN, limit=None))
+            runner.wait(0)
+    run = service.get_run(partial)
+    assert run.state is RunState.SUCCESS and _summary_got(executor) == ["f0.csv", "f1.csv", "f2.csv"]

@@ -367,12 +367,14 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore, PoolStore, MappingStore):
         tasks: Iterable[str] | None = None,
         params: Mapping[str, Any] | None = None,
         repair: Mapping[str, Any] | None = None,
+        selection: Mapping[str, Any] | None = None,
     ) -> list[str]:
         """Re-queue a finished run's failed, upstream_failed and cancelled tasks (each keeping
         the overrides it ran with), or (a repair) the ``tasks`` named, whatever they ended in,
         with ``params`` as their overrides (those of an earlier repair go: a repair's values are
         its own) and ``repair`` appended to the run's record of repairs. Each gets
-        ``tries[task]`` more tries; the others keep their state, outputs and tries. Returns the
+        ``tries[task]`` more tries; the others keep their state, outputs and tries. A partial
+        run's repair writes its ``selection`` anew (the tasks it re-runs are selected). Returns the
         tasks reset."""
         now = self.clock.now()
         chosen = None if tasks is None else set(tasks)
@@ -398,6 +400,8 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore, PoolStore, MappingStore):
             run.state, run.error, run.ended_at, run.owner = RunState.QUEUED, None, None, None
             if repair is not None:
                 run.repairs = [*(run.repairs or []), {"at": now.isoformat(), **repair}]
+            if selection is not None:
+                run.selection = dict(selection)
             return names
 
     # -- claiming and fencing ---------------------------------------------------------------
