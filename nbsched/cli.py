@@ -224,6 +224,7 @@ def runs(service: Service, pipeline: str | None, state: str | None, limit: int, 
     rows = []
     for r in records:
         done = sum(t.state in (TaskState.SUCCESS, TaskState.SKIPPED) for t in r.tasks.values())
+        kept = [t for t in r.tasks.values() if t.state is not TaskState.REMOVED]  # a repair took them out
         rows.append(
             [
                 r.id,
@@ -232,7 +233,7 @@ def runs(service: Service, pipeline: str | None, state: str | None, limit: int, 
                 r.trigger,
                 local_time(r.started_at or r.created_at),
                 _took(r.started_at, r.ended_at),
-                f"{done}/{len(r.tasks)}",
+                f"{done}/{len(kept)}",
             ]
         )
     _table(["RUN", "PIPELINE", "STATE", "TRIGGER", "STARTED", "DURATION", "TASKS OK"], rows)

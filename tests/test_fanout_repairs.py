@@ -265,6 +265,8 @@ def test_a_for_each_upstream_repaired_from_the_cli_to_a_longer_then_a_shorter_li
     assert "  process[3]: no longer in its for_each list (2 items now)" in shown
     assert shown.count("(+downstream) with n=") == 2  # each repair with its own value
     assert "list_files (+downstream) with n=4" in shown and "list_files (+downstream) with n=2" in shown
+    (listed,) = nbsched("runs", cwd=project, check=True).stdout.splitlines()[1:]
+    assert listed.split()[-1] == "4/4"  # list_files, two instances, summary: the removed ones are not of the run
     # the removed instance's notebook of its one try is kept
     assert (project / "nbsched-runs" / "files" / run_id / "process[3].ipynb").exists()
 
@@ -441,3 +443,200 @@ def test_a_partial_run_from_a_for_each_upstream_waits_for_every_instance(service
             runner.wait(0)
     run = service.get_run(partial)
     assert run.state is RunState.SUCCESS and _summary_got(executor) == ["f0.csv", "f1.csv", "f2.csv"]
+
+
+def _turn(runner: Runner, service: Service, times: int = 5) -> None:
+    for _ in range(times):
+        runner.step(service.store.list_runs(states=OPEN, limit=None))
+        runner.wait(0)
+
+
+def test_new_instances_of_a_repair_keep_max_parallel_and_the_pool(service, project):
+    spec = FILES.replace("as: path}", "as: path, max_parallel: 2, pool: gpu}")
+    service.set_pool("gpu", 3)
+    _register(service, project, spec)
+    run_id = service.trigger("files", {"n": 1})
+    executor = Lister(workers=8)
+    _finish(service, executor, run_id)
+    service.retry(run_id, ["list_files"], downstream=True, params={"n": 5})
+    executor.script.update({f"process[{i}]": [HANG] for i in range(5)})
+    with Runner(service.store, executor, service.config.runs_dir, spec_loader=service.spec_of, poll=0) as runner:
+        _turn(runner, service)
+        for i in range(5):
+            run = service.get_run(run_id)
+            assert {t.pool for n, t in run.tasks.items() if n.startswith("process[")} == {"gpu"}
+            running = [n for n, t in run.tasks.items() if t.state is TaskState.RUNNING]
+            assert running == [f"process[{i}]", f"process[{i + 1}]"][: 5 - i]  # max_parallel: 2 of 8 workers
+            executor.release(f"process[{i}]", Succeed())
+            _turn(runner, service)
+    assert service.get_run(run_id).state is RunState.SUCCESS and _summary_got(executor) == [
+        f"f{i}.csv" for i in range(5)
+    ]
+
+
+def test_two_runners_repairing_a_for_each_at_once_make_each_instance_once(service, project):
+    _register(service, project, FILES)
+    run_id = service.trigger("files", {"n": 2})
+    _finish(service, Lister(), run_id)
+    executors = [Lister(), Lister()]
+    runners = [
+        Runner(service.store, e, service.config.runs_dir, spec_loader=service.spec_of, poll=0) for e in executors
+    ]
+    for runner in runners:
+        runner.__enter__()
+    try:
+        for n in (5, 3, 4):
+            service.retry(run_id, ["list_files"], downstream=True, params={"n": n})
+            for _ in range(30):  # the two turn by turns: each sees what the other wrote
+                for runner in runners:
+                    runner.step(service.store.list_runs(states=OPEN, limit=None))
+                    runner.wait(0)
+                if service.get_run(run_id).state.finished:
+                    break
+            run = service.get_run(run_id)
+            assert run.state is RunState.SUCCESS
+            kept = [name for name, state, _ in _instances(service, run_id) if state == "success"]
+            assert kept == [f"process[{i}]" for i in range(n)]
+            last = max((r for e in executors for r in e.requests if r.task == "summary"), key=lambda r: r.try_number)
+            assert [i["params"]["path"] for i in last.parameters["upstream"]["process"]] == [
+                f"f{i}.csv" for i in range(n)
+            ]
+        assert all(e.requests for e in executors)  # both took a share
+        # each try ran once, on one of the two
+        tries = [(r.task, r.try_number) for e in executors for r in e.requests]
+        assert len(tries) == len(set(tries))
+    finally:
+        for runner in runners:
+            runner.__exit__(None, None, None)
+
+
+def test_a_plain_retry_of_a_for_each_that_failed_its_expansion_expands_it_again(service, project):
+    _register(service, project, FILES)
+    run_id = service.trigger("files")
+    executor = FakeExecutor({"list_files": [Succeed({"files": "a.csv"})]})
+    _finish(service, executor, run_id)
+    run = service.get_run(run_id)
+    assert run.state is RunState.FAILED and run.tasks["process"].state is TaskState.FAILED
+    assert service.retry(run_id) == ["process"]
+    _finish(service, executor, run_id)
+    run = service.get_run(run_id)
+    error = "tasks.process.for_each: upstream.list_files.files is a str, not a list"
+    assert run.tasks["process"].state is TaskState.FAILED and run.tasks["process"].error == error
+    assert run.tasks["process"].try_number == 2  # a try of its own each time
+    # the list repaired: expanded, and the instances get the repair's values too
+    executor.script["list_files"] = [Succeed({"files": ["a.csv", "b.csv"]})]
+    service.retry(run_id, ["list_files"], downstream=True, params={"k": 7})
+    _finish(service, executor, run_id)
+    run = service.get_run(run_id)
+    assert run.state is RunState.SUCCESS and [r.parameters.get("k") for r in executor.requests[-3:]] == [7, 7, 7]
+    assert [t.params for n, t in run.tasks.items() if n.startswith("process[")] == [{"k": 7}, {"k": 7}]
+
+
+def test_a_failed_expansion_again_fails_each_instance_in_one_line(service, project):
+    _register(service, project, FILES)
+    run_id = service.trigger("files")
+    executor = FakeExecutor({"list_files": [Succeed({"files": ["a.csv", "b.csv"]}), Succeed({"files": "a.csv"})]})
+    _finish(service, executor, run_id)
+    service.retry(run_id, ["list_files"], downstream=True)
+    _finish(service, executor, run_id)
+    run = service.get_run(run_id)
+    assert run.state is RunState.FAILED
+    assert [(t.state, t.error, t.try_number) for n, t in run.tasks.items() if n.startswith("process[")] == [
+        (TaskState.FAILED, "tasks.process.for_each: upstream.list_files.files is a str, not a list", 2)
+    ] * 2
+    assert [
+        i["state"] for i in [r for r in executor.requests if r.task == "summary"][-1].parameters["upstream"]["process"]
+    ] == ["failed", "failed"]
+
+
+def test_a_repair_with_new_values_for_the_templates_of_a_grid_and_a_for_each(service, project):
+    _register(
+        service,
+        project,
+        """name: tpl
+params: {day: mon, files: [a.csv]}
+tasks:
+  list_files: list_files.ipynb
+  train: {notebook: train.ipynb, grid: {when: ["{{ params.day }}", sun]}}
+  process: {notebook: process.ipynb, upstream: [list_files], for_each: "{{ params.files }}", as: path}
+  summary: {notebook: summary.ipynb, upstream: [train, process]}
+""",
+    )
+    run_id = service.trigger("tpl")
+    executor = FakeExecutor()
+    _finish(service, executor, run_id)
+    assert [r.parameters.get("when") or r.parameters.get("path") for r in executor.requests[1:4]] == [
+        "mon",
+        "sun",
+        "a.csv",
+    ]
+    # a grid's values are rendered per try: its instances are the same, with the repair's values
+    before = len(executor.requests)
+    service.retry(run_id, ["train", "process"], params={"day": "tue", "files": ["b.csv", "c.csv"]})
+    _finish(service, executor, run_id)
+    tried = {r.task: r.parameters.get("when") or r.parameters.get("path") for r in executor.requests[before:]}
+    assert tried == {"train[0]": "tue", "train[1]": "sun", "process[0]": "b.csv", "process[1]": "c.csv"}
+    # and without -p, the spec's values again
+    before = len(executor.requests)
+    service.retry(run_id, ["process"], downstream=True)
+    _finish(service, executor, run_id)
+    assert [r.task for r in executor.requests[before:]] == ["process[0]", "summary"]
+    assert [s for _, s, _ in _instances(service, run_id)] == ["success", "removed"]
+
+
+def test_a_repair_that_changes_a_branch_skips_a_for_each_then_expands_it_again(service, project):
+    _register(
+        service,
+        project,
+        FILES.replace("  summary:", "  other: {notebook: summary.ipynb, upstream: [list_files]}\n  summary:").replace(
+            "upstream: [process], trigger_rule", "upstream: [process, other], trigger_rule"
+        ),
+    )
+    run_id = service.trigger("files")
+    executor = FakeExecutor({"list_files": [Succeed({"files": ["a", "b"]}, branch=["process"])]})
+    _finish(service, executor, run_id)
+    assert [s for _, s, _ in _instances(service, run_id)] == ["success", "success"]
+    executor.script["list_files"] = [Succeed({"files": ["a", "b", "c"]}, branch=["other"])]
+    service.retry(run_id, ["list_files"], downstream=True)
+    _finish(service, executor, run_id)
+    run = service.get_run(run_id)
+    assert [s for _, s, _ in _instances(service, run_id)] == ["skipped", "skipped"]  # not chosen: not expanded
+    assert run.tasks["other"].state is TaskState.SUCCESS and run.state is RunState.SUCCESS
+    executor.script["list_files"] = [Succeed({"files": ["a", "b", "c"]}, branch=["process"])]
+    service.retry(run_id, ["list_files"], downstream=True)
+    _finish(service, executor, run_id)
+    assert _instances(service, run_id) == [(f"process[{i}]", "success", p) for i, p in enumerate("abc")]
+    assert service.get_run(run_id).tasks["other"].state is TaskState.SKIPPED
+
+
+def test_two_runners_expanding_a_repaired_for_each_at_the_same_moment(service, project):
+    """Both find every instance waiting and expand it to a longer list at once: one makes the new
+    instances, the other finds them made (on PostgreSQL it did not see them, and failed on the
+    unique name)."""
+    import threading
+
+    _register(service, project, FILES)
+    run_id = service.trigger("files", {"n": 2})
+    _finish(service, Lister(), run_id)
+    for n in range(3, 9):
+        service.retry(run_id, ["process"])
+        items = [{"path": f"x{i}.csv"} for i in range(n)]
+        barrier, results = threading.Barrier(2), []
+
+        def expand(items: list = items, barrier: threading.Barrier = barrier, results: list = results) -> None:
+            barrier.wait()
+            try:
+                results.append(service.store.expand_task(run_id, "process", items, max_tries=1, pool=None))
+            except Exception as exc:
+                results.append(exc)
+
+        threads = [threading.Thread(target=expand) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert results == [True, True]  # the second found the list it would make
+        assert [(name, state) for name, state, _ in _instances(service, run_id)] == [
+            (f"process[{i}]", "pending") for i in range(n)
+        ]
+        _finish(service, Lister(), run_id)  # the run ends, to be repaired again

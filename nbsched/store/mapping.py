@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from nbsched.clock import Clock
 from nbsched.fanout import instance_name
 from nbsched.states import TaskState
+from nbsched.store.locks import serialize
 from nbsched.store.models import RunRow, TaskRunRow
 from nbsched.store.retry import retried
 
@@ -40,6 +41,9 @@ class MappingStore:
         waits (another runner expanded it, and started its instances)."""
         now = self.clock.now()
         with self._write() as s, s.begin():
+            # one expansion of a task at a time: a second, waiting on the first's row locks, would
+            # not see the rows the first made (PostgreSQL reads them as of its statement's start)
+            serialize(s, f"expand:{run_id}:{task}")
             q = select(TaskRunRow).where(TaskRunRow.run_id == run_id).with_for_update()
             rows = [*s.scalars(q.where(TaskRunRow.task == task)), *s.scalars(q.where(TaskRunRow.mapped_from == task))]
             waiting = [r for r in rows if r.state is not TaskState.REMOVED]
