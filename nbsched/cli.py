@@ -224,6 +224,7 @@ def runs(service: Service, pipeline: str | None, state: str | None, limit: int, 
     rows = []
     for r in records:
         done = sum(t.state in (TaskState.SUCCESS, TaskState.SKIPPED) for t in r.tasks.values())
+        kept = [t for t in r.tasks.values() if t.state is not TaskState.REMOVED]  # a repair took them out
         rows.append(
             [
                 r.id,
@@ -232,7 +233,7 @@ def runs(service: Service, pipeline: str | None, state: str | None, limit: int, 
                 r.trigger,
                 local_time(r.started_at or r.created_at),
                 _took(r.started_at, r.ended_at),
-                f"{done}/{len(r.tasks)}",
+                f"{done}/{len(kept)}",
             ]
         )
     _table(["RUN", "PIPELINE", "STATE", "TRIGGER", "STARTED", "DURATION", "TASKS OK"], rows)
@@ -612,6 +613,7 @@ _COLOURS = {
     "queued": "cyan",
     "up_for_retry": "yellow",
     "skipped": "bright_black",
+    "removed": "bright_black",
     "cancelled": "magenta",
 }
 
@@ -634,6 +636,7 @@ def _exit_by(records: list[RunView]) -> NoReturn:
 def _print_run(r: RunView) -> None:
     from nbsched.fanout import task_of
     from nbsched.report import comparisons, trigger_label, where_running
+    from nbsched.selection import unselected as not_selected
     from nbsched.states import TaskState
 
     view = r.to_json()
@@ -646,7 +649,8 @@ def _print_run(r: RunView) -> None:
         click.echo(f"fired by: {trigger_label(view)}")
     if r.selection:
         lent = ", ".join(f"{task} from run {run_id}" for task, run_id in r.selection["borrowed"].items())
-        click.echo(f"partial run: {', '.join(r.selection['tasks'])}" + (f"; values of {lent}" if lent else ""))
+        selected = dict.fromkeys(task_of(n) for n in r.selection["tasks"])  # a mapped task once
+        click.echo(f"partial run: {', '.join(selected)}" + (f"; values of {lent}" if lent else ""))
     for repair in r.repairs:
         values = ", ".join(f"{k}={v!r}" for k, v in repair["params"].items())
         click.echo(
@@ -665,13 +669,14 @@ def _print_run(r: RunView) -> None:
         for name, t in r.tasks.items()
     ]
     _table(["TASK", "STATE", "TRIES", "DURATION", "OUTPUT"], rows)
-    unselected = [n for n in r.tasks if r.selection and n not in r.selection["tasks"]]
+    outside = not_selected(r.tasks, r.selection)
+    unselected = [n for n in r.tasks if n in outside]
     if unselected:  # a partial run's other tasks, once each
         click.echo(f"  not selected: {', '.join(dict.fromkeys(task_of(n) for n in unselected))}")
     for name, t in r.tasks.items():
         if name in unselected:
             continue
-        if t.error and t.state in (TaskState.FAILED, TaskState.UP_FOR_RETRY, TaskState.SKIPPED):
+        if t.error and t.state in (TaskState.FAILED, TaskState.UP_FOR_RETRY, TaskState.SKIPPED, TaskState.REMOVED):
             click.echo(f"  {name}: {t.error}")
         elif t.cell and t.state is TaskState.RUNNING:
             click.echo(f"  {name}: at {where_running(t.cell)}")

@@ -136,7 +136,13 @@ def for_each_list(fanout: Fanout, render: Callable[[str], str], where: str) -> l
     match = _EXPRESSION.fullmatch(fanout.for_each)
     assert match is not None
     expression = match.group(1).strip()
-    value = json.loads(render("{{ (" + expression + ") | tojson }}"))
+    try:
+        value = json.loads(render("{{ (" + expression + ") | tojson }}"))
+    except TypeError as exc:  # not data: a method or a type, where a recorded value was meant
+        raise SpecError(
+            f"{where}: {expression} is not a recorded value ({exc}); name one by its key, "
+            f"like upstream.TASK.KEY or upstream.TASK['KEY']"
+        ) from None
     if not isinstance(value, list):
         raise SpecError(f"{where}: {expression} is a {type(value).__name__}, not a list")
     if len(value) > fanout.max_instances:

@@ -32,6 +32,7 @@ STATE_COLOURS: dict[str, str] = {
     "queued": "#00838f",
     "up_for_retry": "#ef6c00",
     "skipped": "#757575",
+    "removed": "#9e9e9e",
     "cancelled": "#6a1b9a",
     "pending": "#bdbdbd",
 }

@@ -36,6 +36,7 @@ from nbsched.imports import run_imports
 from nbsched.notebook import TaskOutcome, TaskRequest, kernel_for
 from nbsched.notices import notices_for
 from nbsched.params import task_parameters
+from nbsched.selection import unselected
 from nbsched.spec import PipelineSpec, TaskSpec, confined_notebook
 from nbsched.states import NotifyEvent, RunState, StopReason, TaskState
 from nbsched.store import RunRecord, SqlStore
@@ -56,6 +57,8 @@ SpecLoader = Callable[[RunRecord], PipelineSpec]
 
 _WAITING = (TaskState.PENDING, TaskState.QUEUED, TaskState.UP_FOR_RETRY)  # tasks that will still ask for a kernel
 _FAILED = (TaskState.FAILED, TaskState.UPSTREAM_FAILED)
+# a for_each task whose rows are all in these (its one row, or each instance) is expanded when it may run
+_EXPANDABLE = (TaskState.PENDING, TaskState.REMOVED)
 # the events a run's end and a try's end notify (a cancelled run or try notifies none)
 _RUN_EVENTS = {RunState.SUCCESS: NotifyEvent.SUCCESS, RunState.FAILED: NotifyEvent.FAILURE}
 _TASK_EVENTS = {
@@ -318,7 +321,9 @@ class Runner:
             for d in downstream[n]
             if d not in t.branch
         }
-        lending = _unselected(run)  # a partial run's other tasks count as done for the tasks after them
+        lending = unselected(
+            run.tasks, run.selection
+        )  # a partial run's other tasks count as done for the tasks after them
         rows = _rows(states)
         dirty = set(spec.order) if changed is None else {task_of(n) for n in changed}
         todo = [(spec.position[n], n) for n in dirty | {d for n in dirty for d in downstream[n]}]
@@ -332,12 +337,9 @@ class Runner:
             if all(states[row] is not TaskState.PENDING for row in rows[name]):
                 continue  # decided already: nothing to settle
             task = spec.tasks[name]
-            # a mapped upstream task counts instance by instance (as Airflow's mapped tasks do)
-            upstream = [
-                TaskState.SUCCESS if r in lending else states[r] for u in task.upstream for r in rows.get(u, [])
-            ]
+            upstream = _upstream_states(task, rows, states, lending)
             decision = Decision.SKIP if name in not_chosen else decide(task.trigger_rule, upstream)
-            if rows[name] == [name] and states[name] is TaskState.PENDING and _expands(task, decision):
+            if _expands(task, decision) and all(states[row] in _EXPANDABLE for row in rows[name]):
                 run = self._expand(run, spec, task, states)  # a for_each: its instances, now its list is known
                 rows = _rows(states)
             for row in rows[name]:
@@ -357,16 +359,20 @@ class Runner:
                     heapq.heappush(todo, (spec.position[d], d))
 
     def _expand(self, run: RunRecord, spec: PipelineSpec, task: TaskSpec, states: dict[str, TaskState]) -> RunRecord:
-        """Replace a for_each task by one instance per item of its list (the run as it is now);
-        an empty list skips it, a bad one fails it in one line naming the task and the list."""
+        """Make a for_each task's instances from its list, the run as it is now: when it may first
+        run, and again when a repair or a retry put every instance of it back to waiting (its list
+        may have changed: ``expand_task`` makes, changes and removes instances to match it). An
+        empty list skips it, a bad one fails it in one line naming the task and the list."""
         assert task.fanout is not None
         name, where = task.name, f"tasks.{task.name}.for_each"
+        waiting = [n for n in states if task_of(n) == name and states[n] is TaskState.PENDING]
         try:
             from nbsched.templates import environment
 
             context = {
                 "upstream": self._upstream_values(run, spec, task),
-                "params": {**spec.params, **task.params, **run.params},
+                # a repair's values, as its tries get them
+                "params": {**spec.params, **task.params, **run.params, **(run.tasks[waiting[0]].params or {})},
                 "logical_date": run.logical_date,
                 "run_id": run.id,
                 "pipeline": spec.name,
@@ -377,11 +383,17 @@ class Runner:
             values = [item_params(task.fanout, item, where) for item in items]
         except Exception as exc:  # noqa: BLE001 - the expression is the user's: any failure fails the task, in one line
             error = str(exc) if isinstance(exc, NbschedError) else f"{where}: {type(exc).__name__}: {exc}"
-            states[name] = self._set(
-                run.id, name, TaskState.FAILED, TaskState.PENDING, error=" ".join(error.split())[:500], try_number=1
-            )
+            for n in waiting:
+                states[n] = self._set(
+                    run.id,
+                    n,
+                    TaskState.FAILED,
+                    TaskState.PENDING,
+                    error=" ".join(error.split())[:500],
+                    try_number=run.tasks[n].try_number + 1,
+                )
             return run
-        if not values:
+        if not values and waiting == [name]:
             states[name] = self._set(run.id, name, TaskState.SKIPPED, TaskState.PENDING, detail="for_each: no items")
             return run
         self._runs.touch(run.id, name)
@@ -688,7 +700,7 @@ class Runner:
     def _upstream_values(run: RunRecord, spec: PipelineSpec, task: TaskSpec) -> dict[str, Any]:
         """What each direct upstream task recorded: for a mapped one, a list of its instances in
         order, each ``{"params", "outputs", "state"}`` (failed ones too, with empty outputs)."""
-        lending = _unselected(run)
+        lending = unselected(run.tasks, run.selection)
         values: dict[str, Any] = {}
         for up in task.upstream:
             if spec.tasks[up].fanout is not None:  # a lent instance succeeded in the run it is from
@@ -699,7 +711,7 @@ class Runner:
                         "state": TaskState.SUCCESS.value if row in lending else t.state.value,
                     }
                     for row, t in run.tasks.items()
-                    if t.mapped_from == up
+                    if t.mapped_from == up and t.state is not TaskState.REMOVED
                 ]
             elif up in run.tasks and (run.tasks[up].state is TaskState.SUCCESS or up in lending):  # lent: earlier run
                 values[up] = run.tasks[up].outputs
@@ -718,6 +730,22 @@ def _rows(states: dict[str, TaskState]) -> dict[str, list[str]]:
     return rows
 
 
+def _upstream_states(
+    task: TaskSpec, rows: dict[str, list[str]], states: dict[str, TaskState], lending: set[str]
+) -> list[TaskState]:
+    """What a task's trigger rule counts: a mapped upstream task instance by instance (as
+    Airflow's mapped tasks count), a lent row as a success; an instance removed from its list
+    not at all, and a for_each whose every instance was (its list emptied) as skipped, as a
+    for_each of an empty list is."""
+    found: list[TaskState] = []
+    for up in task.upstream:
+        kept = [r for r in rows.get(up, []) if states[r] is not TaskState.REMOVED]
+        if not kept and rows.get(up):
+            found.append(TaskState.SKIPPED)
+        found += [TaskState.SUCCESS if r in lending else states[r] for r in kept]
+    return found
+
+
 def _expands(task: TaskSpec, decision: Decision) -> bool:
     """A for_each whose list is recorded at run time, which may run now: time to expand it."""
     return task.fanout is not None and not task.fanout.static and decision is Decision.RUN
@@ -728,13 +756,6 @@ def _at_max_parallel(task: TaskSpec, rows: list[str], states: dict[str, TaskStat
         return False
     busy = sum(states[r] in (TaskState.QUEUED, TaskState.RUNNING) for r in rows)
     return busy >= task.fanout.max_parallel
-
-
-def _unselected(run: RunRecord) -> set[str]:
-    """A partial run's tasks outside its selection (skipped, lending what an earlier run recorded)."""
-    if not run.selection:
-        return set()
-    return set(run.tasks) - set(run.selection["tasks"])
 
 
 def _dropped(run_id: str, name: str, try_number: int) -> None:

@@ -59,6 +59,52 @@ def chosen_rows(spec: PipelineSpec, rows: list[str], names: list[str], downstrea
     return [row for row in rows if task_of(row) in chosen or row in instances]
 
 
+def refuse_removed(names: Iterable[str], removed: Mapping[str, str], run_id: str) -> None:
+    """An instance a repair removed from its for_each list (``removed``: each with why) is not
+    re-run alone: its values are gone from the list; re-running its task expands it again."""
+    for name in names:
+        if name in removed:
+            raise ConfigError(
+                f"--task {name!r}: removed from run {run_id} ({removed[name]}); "
+                f"re-run {task_of(name)} to expand it again"
+            )
+
+
+def unselected(rows: Iterable[str], selection: Mapping[str, Any] | None) -> set[str]:
+    """A partial run's rows outside its selection, which lend what an earlier run recorded: by
+    task, so the instances a selected for_each is expanded into as it runs are selected too."""
+    if not selection:
+        return set()
+    selected = {task_of(row) for row in selection["tasks"]}
+    return {row for row in rows if task_of(row) not in selected}
+
+
+def repaired_selection(
+    spec: PipelineSpec, run_id: str, selection: Mapping[str, Any], rows: list[str], chosen: list[str]
+) -> dict[str, Any]:
+    """A partial run's selection once a repair re-runs its ``chosen`` rows: their tasks are
+    selected too, and no longer borrowed. Each task re-run needs the values of each upstream
+    task from this run or from the run it borrowed them from; an instance of a borrowed mapped
+    task is not re-run alone (the others would no longer be lent): one line each."""
+    lent = unselected(rows, selection)
+    tasks = {task_of(row) for row in [*selection["tasks"], *chosen]}
+    for row in chosen:
+        name = task_of(row)
+        if row != name and row in lent and not {r for r in rows if task_of(r) == name} <= set(chosen):
+            raise ConfigError(
+                f"--task {row!r}: partial run {run_id} borrowed {name} from run {selection['borrowed'][name]}; "
+                f"re-run {name} (every instance) instead"
+            )
+        for up in spec.tasks[name].upstream:
+            if up not in tasks and up not in selection["borrowed"]:
+                raise ConfigError(
+                    f"--task {name!r}: partial run {run_id} neither ran nor borrowed {up!r}, whose values it "
+                    f"needs (re-run {up} too)"
+                )
+    borrowed = {task: run for task, run in selection["borrowed"].items() if task not in tasks}
+    return {"tasks": [row for row in rows if task_of(row) in tasks], "borrowed": borrowed}
+
+
 def chosen_tasks(spec: PipelineSpec, names: list[str], downstream: bool, option: str = "--task") -> list[str]:
     """The tasks a repair re-runs (or a partial run runs), in run order: ``names`` and, with
     ``downstream``, every task downstream of them; an unknown name is a one-line error naming

@@ -35,7 +35,15 @@ from nbsched.pool_use import pool_users, refusal, removal
 from nbsched.reporting import output_notebook, run_page, task_html, write_run_report
 from nbsched.runner import Runner
 from nbsched.scheduler import Scheduler, scan_files, schedule_trigger
-from nbsched.selection import Selection, chosen_rows, chosen_tasks, lend_instances, run_rows
+from nbsched.selection import (
+    Selection,
+    chosen_rows,
+    chosen_tasks,
+    lend_instances,
+    refuse_removed,
+    repaired_selection,
+    run_rows,
+)
 from nbsched.sender import (
     Delivery,
     Sender,
@@ -465,12 +473,15 @@ class Service:
                 raise Conflict(f"run '{run_id}' is {run.state.value}: only failed or cancelled runs can be retried")
             self._changed()
             return queued
-        chosen = chosen_rows(spec, list(run.tasks), list(tasks), downstream)
+        tasks = list(tasks)
+        refuse_removed(tasks, {n: t.error or "" for n, t in run.tasks.items() if t.state is TaskState.REMOVED}, run_id)
+        chosen = chosen_rows(spec, list(run.tasks), tasks, downstream)
         if not run.state.finished:
             raise Conflict(f"run '{run_id}' is {run.state.value}: wait for it to end (or cancel it) to repair it")
         _dry_render(spec, {**run.params, **(params or {})}, self.config.runs_dir, run.logical_date)
+        selection = repaired_selection(spec, run_id, run.selection, list(run.tasks), chosen) if run.selection else None
         repair = {"tasks": list(tasks), "downstream": downstream, "params": dict(params or {})}
-        queued = self.store.retry_run(run_id, tries, tasks=chosen, params=params, repair=repair)
+        queued = self.store.retry_run(run_id, tries, tasks=chosen, params=params, repair=repair, selection=selection)
         if not queued:
             raise Conflict(f"run '{run_id}' changed meanwhile: it is no longer finished")
         self._changed()

@@ -45,6 +45,7 @@ class TaskState(_Word):
     SKIPPED = "skipped"
     UPSTREAM_FAILED = "upstream_failed"
     CANCELLED = "cancelled"
+    REMOVED = "removed"  # an instance no longer in its for_each list, since a repair expanded it again
 
     @property
     def finished(self) -> bool:
@@ -145,6 +146,7 @@ TASK: Transitions[TaskState] = Transitions(
             TaskState.UPSTREAM_FAILED,
             TaskState.FAILED,
             TaskState.CANCELLED,
+            TaskState.REMOVED,  # past the end of its for_each's new list (Airflow's REMOVED)
         },
         TaskState.QUEUED: {TaskState.RUNNING, TaskState.CANCELLED},
         # QUEUED again: claimed as the connection was lost, never started, put back
@@ -163,10 +165,19 @@ TASK: Transitions[TaskState] = Transitions(
         TaskState.FAILED: {TaskState.PENDING},
         TaskState.UPSTREAM_FAILED: {TaskState.PENDING},
         TaskState.CANCELLED: {TaskState.PENDING},
+        # in its for_each's list again (a repair of the task, or a longer list)
+        TaskState.REMOVED: {TaskState.PENDING},
     }
 )
 
 RUN_FINISHED = frozenset({RunState.SUCCESS, RunState.FAILED, RunState.CANCELLED})
 TASK_FINISHED = frozenset(
-    {TaskState.SUCCESS, TaskState.FAILED, TaskState.SKIPPED, TaskState.UPSTREAM_FAILED, TaskState.CANCELLED}
+    {
+        TaskState.SUCCESS,
+        TaskState.FAILED,
+        TaskState.SKIPPED,
+        TaskState.UPSTREAM_FAILED,
+        TaskState.CANCELLED,
+        TaskState.REMOVED,
+    }
 )

@@ -281,6 +281,14 @@ class ParamsEnvironment(SandboxedEnvironment):
             _check(len(result), "a call")
         return result
 
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        # a mapping's key before its method: ``upstream.rec.items`` is what rec recorded as
+        # "items", not ``dict.items`` (Jinja prefers the attribute); ``rec.items()`` still calls
+        # the method of a mapping without that key
+        if isinstance(obj, Mapping) and attribute in obj:
+            return self.getitem(obj, attribute)
+        return super().getattr(obj, attribute)
+
     def getitem(self, obj: Any, argument: Any) -> Any:
         result = super().getitem(obj, argument)
         if isinstance(result, (str, list)):

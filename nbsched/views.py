@@ -97,10 +97,12 @@ class TaskView:
     @classmethod
     def mapped(cls, name: str, instances: tuple[TaskView, ...]) -> TaskView:
         """A mapped task as one: the state that tells most of its instances' (what still moves,
-        then what went wrong), its first start, its last end once every instance ended."""
-        found = [i.state for i in instances]
+        then what went wrong), its first start, its last end once every instance ended. Those
+        removed from its for_each list count only when every one was (its list emptied)."""
+        kept = tuple(i for i in instances if i.state is not TaskState.REMOVED) or instances
+        found = [i.state for i in kept]
         failed = found.count(TaskState.FAILED)
-        ends = [i.ended_at for i in instances]
+        ends = [i.ended_at for i in kept]
         return cls(
             name=name,
             state=next(s for s in ROLLUP if s in found),
@@ -108,7 +110,7 @@ class TaskView:
             max_tries=instances[0].max_tries,
             label=name,
             error=f"{failed} of {len(found)} instances failed" if failed else None,
-            started_at=min((i.started_at for i in instances if i.started_at), default=None),
+            started_at=min((i.started_at for i in kept if i.started_at), default=None),
             ended_at=None if None in ends else max(e for e in ends if e is not None),
             pool=instances[0].pool,
             instances=instances,
@@ -399,6 +401,7 @@ ROLLUP = (
     TaskState.CANCELLED,
     TaskState.SUCCESS,
     TaskState.SKIPPED,
+    TaskState.REMOVED,
 )
 
 

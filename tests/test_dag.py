@@ -124,7 +124,8 @@ def test_waits_while_nothing_upstream_has_finished(rule: TriggerRule, unfinished
 
 
 def test_finished_states() -> None:
-    assert {s for s in TaskState if s.finished} == {S, F, UF, SK, C}
+    # removed: an instance a repair took out of its for_each list; trigger rules never count it
+    assert {s for s in TaskState if s.finished} == {S, F, UF, SK, C, TaskState.REMOVED}
 
 
 # -- topological order ------------------------------------------------------------------

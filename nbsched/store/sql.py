@@ -17,7 +17,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, DateTime, case, create_engine, delete, event, func, or_, select, update
+from sqlalchemy import ColumnElement, DateTime, create_engine, delete, event, func, or_, select, update
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import ArgumentError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -29,6 +29,7 @@ from nbsched.states import RUN, TASK, RunState, RunTrigger, TaskState
 from nbsched.store import schema
 from nbsched.store.fires import FireStore
 from nbsched.store.locks import changed, serialize
+from nbsched.store.mapping import MappingStore
 from nbsched.store.models import FireRow, PipelineRow, PoolRow, RunnerRow, RunRow, TaskRunRow, TaskTryRow
 from nbsched.store.outbox import OutboxStore
 from nbsched.store.pools import PoolStore
@@ -56,7 +57,7 @@ def new_run_id(now: datetime) -> str:
     return f"{now.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
 
 
-class SqlStore(ScheduleStore, OutboxStore, FireStore, PoolStore):
+class SqlStore(ScheduleStore, OutboxStore, FireStore, PoolStore, MappingStore):
     """``patience``: seconds a call waits for a database that is down or busy before it raises
     ``DatabaseUnavailable`` (None: forever); ``patient()`` makes the calls of one thread wait
     forever (daemons and foreground runs: see ``retry.py``). ``clock`` stamps what it writes."""
@@ -366,11 +367,15 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore, PoolStore):
         tasks: Iterable[str] | None = None,
         params: Mapping[str, Any] | None = None,
         repair: Mapping[str, Any] | None = None,
+        selection: Mapping[str, Any] | None = None,
     ) -> list[str]:
-        """Re-queue a finished run's failed, upstream_failed and cancelled tasks, or (a repair)
-        the ``tasks`` named, whatever they ended in, with ``params`` as their own overrides and
-        ``repair`` appended to the run's record of repairs. Each gets ``tries[task]`` more tries;
-        the others keep their state, outputs and tries. Returns the tasks reset."""
+        """Re-queue a finished run's failed, upstream_failed and cancelled tasks (each keeping
+        the overrides it ran with), or (a repair) the ``tasks`` named, whatever they ended in,
+        with ``params`` as their overrides (those of an earlier repair go: a repair's values are
+        its own) and ``repair`` appended to the run's record of repairs. Each gets
+        ``tries[task]`` more tries; the others keep their state, outputs and tries. A partial
+        run's repair writes its ``selection`` anew (the tasks it re-runs are selected). Returns the
+        tasks reset."""
         now = self.clock.now()
         chosen = None if tasks is None else set(tasks)
         with self._write() as s, s.begin():
@@ -389,12 +394,14 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore, PoolStore):
                 t.state, t.max_tries, t.owner = TaskState.PENDING, t.try_number + tries.get(t.task, 1), None
                 t.error, t.failure, t.next_try_at, t.branch, t.updated_at = None, None, None, None, now
                 if chosen is not None:  # it runs again: what it recorded before goes, its notebooks stay
-                    t.outputs, t.params = {}, ({**(t.params or {}), **params} if params else t.params)
+                    t.outputs, t.params = {}, dict(params) if params else None
             if not names:
                 return []
             run.state, run.error, run.ended_at, run.owner = RunState.QUEUED, None, None, None
             if repair is not None:
                 run.repairs = [*(run.repairs or []), {"at": now.isoformat(), **repair}]
+            if selection is not None:
+                run.selection = dict(selection)
             return names
 
     # -- claiming and fencing ---------------------------------------------------------------
@@ -594,43 +601,6 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore, PoolStore):
             return [(t.run_id, _task_record(t)) for t in orphans]
 
     @retried
-    def expand_task(
-        self, run_id: str, task: str, items: list[dict[str, Any]], *, max_tries: int, pool: str | None
-    ) -> bool:
-        """Replace a waiting for_each task by its instances ``task[0]`` ... (``items``: each one's
-        values), pending, in one transaction; False when it no longer waits (another runner did it)."""
-        now = self.clock.now()
-        with self._write() as s, s.begin():
-            row = s.scalar(
-                select(TaskRunRow)
-                .where(TaskRunRow.run_id == run_id, TaskRunRow.task == task, TaskRunRow.state == TaskState.PENDING)
-                .with_for_update()
-            )
-            if row is None or row.mapped_from is not None:
-                return False
-            position = row.position
-            s.delete(row)
-            s.flush()
-            s.add_all(
-                TaskRunRow(
-                    run_id=run_id,
-                    task=f"{task}[{i}]",
-                    mapped_from=task,
-                    map_index=i,
-                    instance_params=dict(values),
-                    position=position,
-                    state=TaskState.PENDING,
-                    try_number=0,
-                    max_tries=max_tries,
-                    outputs={},
-                    pool=pool,
-                    updated_at=now,
-                )
-                for i, values in enumerate(items)
-            )
-            return True
-
-    @retried
     def latest_success(self, pipeline: str, task: str) -> tuple[str, dict[str, Any]] | None:
         """The run of ``pipeline`` in which ``task`` last succeeded, and what it recorded there."""
         q = (
@@ -643,33 +613,6 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore, PoolStore):
         with self._session() as s:
             found = s.execute(q).first()
             return (found[0], dict(found[1] or {})) if found is not None else None
-
-    @retried
-    def latest_instances(
-        self, pipeline: str, task: str
-    ) -> tuple[str, list[tuple[int, dict[str, Any], dict[str, Any]]]] | None:
-        """The run of ``pipeline`` in which every instance of the mapped ``task`` last succeeded,
-        and each instance's ``(map_index, instance_params, outputs)`` there, in order."""
-        failed = func.sum(case((TaskRunRow.state == TaskState.SUCCESS, 0), else_=1))
-        q = (
-            select(TaskRunRow.run_id)
-            .join(RunRow, RunRow.id == TaskRunRow.run_id)
-            .where(RunRow.pipeline == pipeline, TaskRunRow.mapped_from == task)
-            .group_by(TaskRunRow.run_id)
-            .having(failed == 0)
-            .order_by(func.max(TaskRunRow.ended_at).desc(), TaskRunRow.run_id.desc())
-            .limit(1)
-        )
-        with self._session() as s:
-            run_id = s.scalar(q)
-            if run_id is None:
-                return None
-            rows = s.execute(
-                select(TaskRunRow.map_index, TaskRunRow.instance_params, TaskRunRow.outputs)
-                .where(TaskRunRow.run_id == run_id, TaskRunRow.mapped_from == task)
-                .order_by(TaskRunRow.map_index)
-            ).all()
-            return run_id, [(int(i or 0), dict(p or {}), dict(o or {})) for i, p, o in rows]
 
     @retried
     def get_run(self, run_id: str, *, with_tries: bool = False, tasks: Collection[str] | None = None) -> RunRecord:
