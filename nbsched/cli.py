@@ -19,7 +19,7 @@ import click
 from nbsched.clock import utcnow
 from nbsched.config import environment_setting
 from nbsched.errors import NbschedError
-from nbsched.timefmt import elapsed_between, local_time, relative, zoned_time
+from nbsched.timefmt import elapsed, elapsed_between, local_time, relative, zoned_time
 
 if TYPE_CHECKING:
     from nbsched.service import Service
@@ -212,27 +212,28 @@ def run(
 @click.pass_obj
 def runs(service: Service, pipeline: str | None, state: str | None, limit: int, as_json: bool) -> None:
     """List recent runs, newest first."""
-    from nbsched.states import TaskState
+    from nbsched.report import tasks_done, trigger_label
+    from nbsched.views import no_runs_text
 
     records = service.list_runs(pipeline=pipeline, state=state, limit=limit)
     if as_json:
         click.echo(json.dumps([r.to_json() for r in records], indent=2))
         return
     if not records:
-        click.echo("no runs yet — start one with: nbsched run pipeline.yaml")
+        click.echo(no_runs_text(pipeline, state, service.pipeline_names() if pipeline else ()))
         return
-    rows = []
+    now, rows = utcnow(), []
     for r in records:
-        done = sum(t.state in (TaskState.SUCCESS, TaskState.SKIPPED) for t in r.tasks.values())
+        view, took = r.to_json(), r.ran_for(now)
         rows.append(
             [
                 r.id,
                 r.pipeline,
                 _state(r.state.value),
-                r.trigger,
-                local_time(r.started_at or r.created_at),
-                _took(r.started_at, r.ended_at),
-                f"{done}/{len(r.tasks)}",
+                trigger_label(view),
+                local_time(r.first_started_at or r.created_at),  # a retry or repair does not move it
+                "-" if took is None else elapsed(took),
+                tasks_done(view),
             ]
         )
     _table(["RUN", "PIPELINE", "STATE", "TRIGGER", "STARTED", "DURATION", "TASKS OK"], rows)
@@ -636,14 +637,14 @@ def _print_run(r: RunView) -> None:
     from nbsched.report import comparisons, trigger_label, where_running
     from nbsched.states import TaskState
 
-    view = r.to_json()
+    view, now = r.to_json(), utcnow()
     params = ", ".join(f"{k}={v!r}" for k, v in r.params.items()) or "-"
+    took = r.ran_for(now)
     click.echo(
         f"run {r.id}  pipeline {r.pipeline} v{r.pipeline_version}  {_state(r.state.value)}  "
-        f"{_took(r.started_at, r.ended_at)}  params: {params}"
+        f"{'-' if took is None else elapsed(took)}  params: {params}"
     )
-    if r.fired_by:
-        click.echo(f"fired by: {trigger_label(view)}")
+    click.echo(f"trigger: {trigger_label(view)}" + (f"  started: {_started(r, now)}" if r.spans else ""))
     if r.selection:
         lent = ", ".join(f"{task} from run {run_id}" for task, run_id in r.selection["borrowed"].items())
         click.echo(f"partial run: {', '.join(r.selection['tasks'])}" + (f"; values of {lent}" if lent else ""))
@@ -704,6 +705,14 @@ def _print_run(r: RunView) -> None:
                 for name, a in retried
             ],
         )
+
+
+def _started(r: RunView, now: datetime) -> str:
+    """Its first start, and how long each of its runs took when a retry or repair ran it again."""
+    first = local_time(r.first_started_at)
+    if len(r.spans) == 1:
+        return first
+    return f"{first}, ran {len(r.spans)} times: " + " + ".join(_took(a, b or now) for a, b in r.spans)
 
 
 def _names(value: str | None) -> list[str] | None:

@@ -57,6 +57,7 @@ from nbsched.spec import (
 )
 from nbsched.states import NotifyEvent, RunState, RunTrigger, ScheduleOrigin, TaskState
 from nbsched.store import PipelineRecord, RunRecord, ScheduleRecord, SqlStore
+from nbsched.store.records import PoolRecord
 from nbsched.timefmt import when
 from nbsched.triggers import get_zone, trigger_from_fields
 from nbsched.views import NoticeView, PipelineDetail, PipelineView, PoolView, RunView, ScheduleView, TaskView
@@ -233,6 +234,9 @@ class Service:
         counts = Counter(s.pipeline for s in self.store.list_schedules())
         return [PipelineView.of(p, _snapshot_spec(p), schedules=counts[p.name]) for p in self.store.list_pipelines()]
 
+    def pipeline_names(self) -> list[str]:
+        return [p.name for p in self.store.list_pipelines()]
+
     def pipeline(self, name: str) -> PipelineView:
         """A pipeline's newest version, in short."""
         record = self.store.get_pipeline(name)
@@ -342,8 +346,11 @@ class Service:
                 raise missing
             borrowed[needed] = found[0]
             rows = lend_instances(rows, instances, lent, needed, found[1])
+        given = {"only": names} if only is not None else {"from": start}  # as asked, for people
         return Selection(
-            {"tasks": [row for row in rows if task_of(row) in chosen], "borrowed": borrowed}, lent, (rows, instances)
+            {"tasks": [row for row in rows if task_of(row) in chosen], "borrowed": borrowed, **given},
+            lent,
+            (rows, instances),
         )
 
     def trigger(
@@ -501,9 +508,12 @@ class Service:
     def get_run(self, run_id: str) -> RunView:
         """A run with its tasks and tries; a queued task waiting for its pool says how full it is."""
         record = self.store.get_run(run_id, with_tries=True)
-        waiting = sorted({t.pool for t in record.tasks.values() if t.pool and t.state is TaskState.QUEUED})
-        pools = {p.name: p for p in self.store.list_pools(waiting)} if waiting else {}
-        return RunView.of(record, pools)
+        return RunView.of(record, self._pools_waited_for([record]))
+
+    def _pools_waited_for(self, runs: list[RunRecord]) -> dict[str, PoolRecord]:
+        """The pools the queued tasks of ``runs`` take a slot of, to say how full each is."""
+        waiting = sorted({t.pool for r in runs for t in r.tasks.values() if t.pool and t.state is TaskState.QUEUED})
+        return {p.name: p for p in self.store.list_pools(waiting)} if waiting else {}
 
     # -- pools ------------------------------------------------------------------------------
     def set_pool(self, name: str, slots: int) -> tuple[PoolView, bool]:
@@ -541,18 +551,17 @@ class Service:
         until: datetime | None = None,
         before: tuple[datetime, str] | None = None,
     ) -> list[RunView]:
-        return [
-            RunView.of(r)
-            for r in self.store.list_runs(
-                pipeline=pipeline,
-                state=RunState(state) if state else None,
-                limit=limit,
-                since=since,
-                until=until,
-                before=before,
-                with_tries=True,
-            )
-        ]
+        records = self.store.list_runs(
+            pipeline=pipeline,
+            state=RunState(state) if state else None,
+            limit=limit,
+            since=since,
+            until=until,
+            before=before,
+            with_tries=True,
+        )
+        pools = self._pools_waited_for(records)
+        return [RunView.of(r, pools) for r in records]
 
     def task_output(self, run_id: str, task: str) -> TaskView:
         run = self.store.get_run(run_id)

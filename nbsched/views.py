@@ -4,7 +4,8 @@ JSON shape of ``--json`` output and of the REST API (``jupyter_ext/openapi.yaml`
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import difflib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -164,14 +165,33 @@ class RunView:
     selection: Mapping[str, Any] | None  # a partial run's: {"tasks": [...], "borrowed": {task: run id}}
     error: str | None
     created_at: datetime
-    started_at: datetime | None
+    started_at: datetime | None  # of its latest execution: a retry or a repair starts it again
     ended_at: datetime | None
     tasks: Mapping[str, TaskView]  # every row, by its name: tasks and instances (``train[3]``)
+    past_spans: tuple[tuple[datetime, datetime], ...] = ()  # its earlier executions' (start, end)
 
     @classmethod
     def of(cls, record: RunRecord, pools: Mapping[str, PoolRecord] | None = None) -> RunView:
         """``pools``: those its queued tasks wait for, to say how full each is."""
         return _copy(cls, record, tasks={name: TaskView.of(t, pools) for name, t in record.tasks.items()})
+
+    @property
+    def spans(self) -> tuple[tuple[datetime, datetime | None], ...]:
+        """(start, end) of each of its executions, oldest first: the first, then one per retry
+        or repair that started it again (the last one's end is None while it runs)."""
+        now = ((self.started_at, self.ended_at),) if self.started_at is not None else ()
+        return (*self.past_spans, *now)
+
+    @property
+    def first_started_at(self) -> datetime | None:
+        return self.spans[0][0] if self.spans else None
+
+    def ran_for(self, now: datetime) -> float | None:
+        """Seconds it ran in all, its earlier executions included (a running one up to ``now``);
+        None if it never started."""
+        if not self.spans:
+            return None
+        return sum(((end or now) - start).total_seconds() for start, end in self.spans)
 
     def by_task(self) -> dict[str, TaskView]:
         """Its tasks as the pipeline names them, in run order: a mapped task as one, with its
@@ -198,6 +218,10 @@ class RunView:
             "created_at": _iso(self.created_at),
             "started_at": _iso(self.started_at),
             "ended_at": _iso(self.ended_at),
+            "first_started_at": _iso(self.first_started_at),
+            "spans": [{"started_at": _iso(start), "ended_at": _iso(end)} for start, end in self.spans],
+            # once it ended: it may run again (a retry, a repair), and then it has no duration yet
+            "duration": self.ran_for(self.ended_at) if self.ended_at is not None and self.state.finished else None,
             "tasks": {name: t.to_json() for name, t in self.by_task().items()},
         }
 
@@ -406,6 +430,20 @@ def task_rows(tasks: Mapping[str, Json]) -> dict[str, Json]:
     """A run's ``tasks`` JSON (``RunView.to_json()``) as rows by name: each task, and each mapped
     task's instances in its place."""
     return {row.get("name", name): row for name, task in tasks.items() for row in (task.get("instances") or [task])}
+
+
+def no_runs_text(pipeline: str | None, state: str | None, pipelines: Sequence[str]) -> str:
+    """What a list of runs says when it is empty: none at all, or none that match its filters
+    (named), and whether the pipeline asked for exists (``pipelines``: the names there are)."""
+    if pipeline is None and state is None:
+        return "no runs yet — start one with: nbsched run pipeline.yaml"
+    given = " ".join(f"--{k} {v}" for k, v in (("pipeline", pipeline), ("state", state)) if v is not None)
+    if pipeline is None or pipeline in pipelines:
+        return f"no runs match {given}"
+    close = difflib.get_close_matches(pipeline, list(pipelines), n=1)
+    return f"no runs match {given}: no pipeline '{pipeline}' is registered" + (
+        f" (did you mean '{close[0]}'?)" if close else ""
+    )
 
 
 def _waiting(task: TaskRunRecord, pools: Mapping[str, PoolRecord] | None) -> str | None:

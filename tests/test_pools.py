@@ -139,6 +139,11 @@ def test_show_says_a_queued_task_waits_for_its_full_pool(project):
     assert service.get_run(queued_run).tasks["a"].waiting == "waiting for pool gpu: 1/1 used"
     assert service.get_run(running_run).tasks["a"].waiting is None
     assert "  a: waiting for pool gpu: 1/1 used" in nbsched("show", queued_run, cwd=project, check=True).stdout
+    # a run's JSON is the same in a list as alone
+    shown = json.loads(nbsched("show", queued_run, "--json", cwd=project, check=True).stdout)
+    listed = json.loads(nbsched("runs", "--json", cwd=project, check=True).stdout)
+    assert next(r for r in listed if r["run_id"] == queued_run) == shown
+    assert shown["tasks"]["a"]["waiting"] == "waiting for pool gpu: 1/1 used"
     service.close()
 
 
