@@ -475,6 +475,7 @@ def schedule() -> None:
 @click.option("--cron", help='Cron expression, 5 or 6 fields or @daily etc.: "0 6 * * 1-5".')
 @click.option("--every", help="Interval: 15m, 1h, 30s ...")
 @click.option("--at", help="One-off date-time: 2026-12-01T06:00.")
+@click.option("--start", help="With --every: the date-time it counts from [default: now].")
 @click.option("--after", metavar="PIPELINE", help="A run after each run of PIPELINE that ends (see --state).")
 @click.option("--state", type=click.Choice(["success", "failed", "finished"]), help="With --after [default success].")
 @click.option(

@@ -27,7 +27,7 @@ from nbsched.errors import (
     ScheduleError,
     SpecError,
 )
-from nbsched.events import FilesTrigger, Fire, after_cycle, event_from_fields, is_event
+from nbsched.events import SCHEDULE_KINDS, FilesTrigger, Fire, after_cycle, event_from_fields, is_event
 from nbsched.fanout import task_of
 from nbsched.notices import Notice, is_url, notices_for
 from nbsched.params import task_parameters
@@ -623,31 +623,21 @@ class Service:
         now = now or utcnow()
         if "pipeline" in changes:
             raise ScheduleError("schedule.pipeline: cannot be changed (add a new schedule instead)")
-        trigger_keys = {
-            "cron",
-            "every",
-            "at",
-            "start",
-            "timezone",
-            "after",
-            "state",
-            "files",
-            "poll",
-            "settle",
-            "existing",
-        }
-        new_trigger = bool(trigger_keys & set(changes))
-        event = is_event(changes if new_trigger else current.trigger)
+        # a change naming a kind (cron, every, at, after, files) makes a new trigger; other trigger
+        # fields (timezone, state, poll ...) change the current one's
+        new_kind = any(k in changes for k in SCHEDULE_KINDS)
+        was_event = is_event(current.trigger)
+        event = is_event(changes) if new_kind else was_event
         fields: dict[str, Any] = (
-            {} if new_trigger else {k: v for k, v in current.trigger.items() if k not in ("folder", "root")}
+            {} if new_kind else {k: v for k, v in current.trigger.items() if k not in ("folder", "root")}
         )
         fields.update(
             {"params": current.params, "max_active_runs": current.max_active_runs, "enabled": current.enabled}
         )
-        if not event:
+        if not event and not was_event:
             fields.update({"catchup": current.catchup, "misfire_grace": current.misfire_grace})
-        if new_trigger and not event and "timezone" not in changes and not is_event(current.trigger):
-            fields["timezone"] = current.trigger.get("timezone", "UTC")
+            if new_kind and "timezone" not in changes:
+                fields["timezone"] = current.trigger.get("timezone", "UTC")
         fields.update(changes)
         spec = self._spec(current.pipeline)
         row = self._schedule_row(spec, fields, now)
