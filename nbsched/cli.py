@@ -134,11 +134,15 @@ def cli(ctx: click.Context, home: str | None, db_url: str | None, runs_dir: str 
 @click.argument("path", type=click.Path())
 @click.pass_obj
 def validate(service: Service, path: str) -> None:
-    """Check a pipeline.yaml (or a notebook) without running it."""
+    """Check a pipeline.yaml (or a notebook) without running it; draw its DAG's layers."""
+    from nbsched.dag import layer_lines
+
     spec = service.validate(path)
     for warning in spec.warnings:
         click.echo(f"warning: {warning}", err=True)
-    click.echo(f"{path}: ok — pipeline '{spec.name}', {len(spec.tasks)} task(s): {' → '.join(spec.order)}")
+    lines = layer_lines(spec.order, spec.tasks)  # tasks of a layer wait for none of each other
+    click.echo(f"{path}: ok — pipeline '{spec.name}', {len(spec.tasks)} task(s) in {len(lines)} layer(s)")
+    click.echo("\n".join(f"  {line}" for line in lines))
 
 
 @cli.command()

@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from nbsched.dag import layers
 from nbsched.fanout import task_of
 from nbsched.render import markup, render
 from nbsched.states import RunTrigger, TaskState
@@ -48,16 +49,6 @@ def _fit(name: str, width: float) -> str:
 # -- the DAG ------------------------------------------------------------------------------------
 
 
-def dag_layers(order: Sequence[str], upstream: Mapping[str, Sequence[str]]) -> dict[str, int]:
-    """Each task's column: the length of the longest path to it from a task without upstream
-    tasks. ``order`` must be topological (``PipelineSpec.order``); unknown upstream names are ignored."""
-    layer: dict[str, int] = {}
-    for name in order:
-        ups = [layer[u] for u in upstream.get(name, ()) if u in layer]
-        layer[name] = 1 + max(ups) if ups else 0
-    return layer
-
-
 _Slot = tuple[str, str, int]  # where a link that skips layers crosses column ``int``
 
 
@@ -74,7 +65,7 @@ def _dag_layout(
 ) -> _Layout:
     """Columns by layer; a link that skips layers takes a slot in each column between its ends
     (Sugiyama's dummy nodes), so it is drawn around the boxes there rather than through them."""
-    layer = dag_layers(order, upstream)
+    layer = layers(order, upstream)  # a column each
     columns: list[list[str | _Slot]] = [[] for _ in range(max(layer.values(), default=-1) + 1)]
     before: dict[str | _Slot, list[str | _Slot]] = {name: [] for name in order}  # neighbours one column left
     for name in order:

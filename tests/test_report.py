@@ -18,8 +18,9 @@ from click.testing import CliRunner
 from conftest import nbsched, write_notebook, write_yaml
 
 from nbsched.cli import cli
+from nbsched.dag import layers as dag_layers
 from nbsched.render import STATE_COLOURS
-from nbsched.report import dag_layers, dag_svg, gantt_svg, run_report_html, tick_step
+from nbsched.report import dag_svg, gantt_svg, run_report_html, tick_step
 
 NS = {"s": "http://www.w3.org/2000/svg"}
 T0 = datetime(2026, 11, 28, 6, 0, tzinfo=timezone.utc)
