@@ -18,6 +18,7 @@ import click
 
 from nbsched.clock import utcnow
 from nbsched.config import environment_setting
+from nbsched.console import table as _table
 from nbsched.errors import NbschedError
 from nbsched.timefmt import elapsed, elapsed_between, local_time, relative, zoned_time
 
@@ -125,6 +126,9 @@ def cli(ctx: click.Context, home: str | None, db_url: str | None, runs_dir: str 
     from nbsched.config import Config
     from nbsched.service import Service
 
+    given = any(ctx.get_parameter_source(p) is click.core.ParameterSource.COMMANDLINE for p in ctx.params)
+    if isinstance(ctx.obj, Service) and not given:
+        return  # a notebook's magics bring the service of their project
     service = Service(Config.resolve(home=home, db_url=db_url, runs_dir=runs_dir))
     ctx.obj = service
     ctx.call_on_close(service.close)
@@ -291,10 +295,11 @@ def register(service: Service, path: str) -> None:
 @click.pass_obj
 def trigger(
     service: Service, pipeline: str, params: tuple[str, ...], only: str | None, start: str | None, as_json: bool
-) -> None:
+) -> str:
     """Queue a run of a registered pipeline for `nbsched serve`; prints its run id."""
     run_id = service.trigger(pipeline, _overrides(params), only=_names(only), start=start)
     click.echo(json.dumps({"run_id": run_id}) if as_json else run_id)
+    return run_id  # for a notebook's `run_id = %nbsched trigger ...`
 
 
 @cli.command()
@@ -747,16 +752,6 @@ def _next_fire(sched: ScheduleView) -> str:
         return "never (done)"
     seconds = (sched.next_fire_at - utcnow()).total_seconds()
     return f"{zoned_time(local)} ({relative(seconds)})"
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(click.unstyle(str(c))) for c in col) for col in zip(headers, *rows, strict=True)]
-    for row in [headers, *rows]:
-        click.echo(
-            "  ".join(
-                str(c) + " " * (w - len(click.unstyle(str(c)))) for c, w in zip(row, widths, strict=True)
-            ).rstrip()
-        )
 
 
 def _took(start: datetime | None, end: datetime | None) -> str:
