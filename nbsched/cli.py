@@ -732,7 +732,7 @@ def _names(value: str | None) -> list[str] | None:
 
 def _cell(value: Any) -> str:
     """A value in a table: ``-`` when missing, JSON's spelling otherwise (``true``, ``0.93``)."""
-    return "-" if value is None else value if isinstance(value, str) else json.dumps(value)
+    return "-" if value is None else value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 def _overrides(params: tuple[str, ...]) -> dict[str, Any]:

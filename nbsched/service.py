@@ -46,6 +46,7 @@ from nbsched.sender import (
     shown_target,
 )
 from nbsched.spec import (
+    MAX_NAME,
     NAME_RE,
     PipelineSpec,
     check_notebooks,
@@ -518,6 +519,8 @@ class Service:
     # -- pools ------------------------------------------------------------------------------
     def set_pool(self, name: str, slots: int) -> tuple[PoolView, bool]:
         """Create a pool of ``slots`` or change its slots; the pool and whether it is new."""
+        if isinstance(name, str) and len(name) > MAX_NAME:
+            raise ConfigError(f"pool {name[:20]!r}...: {len(name):,} characters (a name has at most {MAX_NAME})")
         if not isinstance(name, str) or not NAME_RE.fullmatch(name):
             raise ConfigError(
                 f"pool {name!r}: use lower-case letters, digits, '_' and '-', starting with a letter or digit"

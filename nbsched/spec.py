@@ -29,6 +29,7 @@ from nbsched.timefmt import MAX_DURATION, parse_duration
 from nbsched.triggers import trigger_from_fields
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,99}")  # whole names only (fullmatch): "$" let "a\n" in
+MAX_NAME = 100  # characters of a pipeline, task or pool name (NAME_RE's bound)
 # Bounds on a spec's numbers and counts: sane values, and values that time arithmetic, the
 # database's integers and the file system can hold (10**30 retries used to fail at run time).
 MAX_RETRIES = 100

@@ -122,6 +122,13 @@ def test_pool_commands(project):
     assert nbsched("pool", "rm", "gpu", cwd=project, check=True).stdout.strip() == "pool gpu: removed"
 
 
+def test_a_pool_name_too_long_is_told_by_its_length(project):
+    proc = nbsched("pool", "set", "g" * 200, "1", cwd=project)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "Error: pool 'gggggggggggggggggggg'...: 200 characters (a name has at most 100)"
+    assert nbsched("pool", "set", "g" * 100, "1", cwd=project).returncode == 0
+
+
 def test_show_says_a_queued_task_waits_for_its_full_pool(project):
     service = Service(Config.resolve(project=project))
     service.set_pool("gpu", 1)
