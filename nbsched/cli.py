@@ -676,7 +676,8 @@ def _print_run(r: RunView) -> None:
         for name, t in r.tasks.items()
     ]
     _table(["TASK", "STATE", "TRIES", "DURATION", "OUTPUT"], rows)
-    unselected = [n for n in r.tasks if r.selection and n not in r.selection["tasks"]]
+    chosen = {task_of(row) for row in r.selection["tasks"]} if r.selection else None
+    unselected = [n for n in r.tasks if chosen is not None and task_of(n) not in chosen]
     if unselected:  # a partial run's other tasks, once each
         click.echo(f"  not selected: {', '.join(dict.fromkeys(task_of(n) for n in unselected))}")
     for name, t in r.tasks.items():

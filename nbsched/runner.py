@@ -730,7 +730,8 @@ def _unselected(run: RunRecord) -> set[str]:
     """A partial run's tasks outside its selection (skipped, lending what an earlier run recorded)."""
     if not run.selection:
         return set()
-    return set(run.tasks) - set(run.selection["tasks"])
+    chosen = {task_of(row) for row in run.selection["tasks"]}  # a for_each chosen: the instances it expands to
+    return {row for row in run.tasks if task_of(row) not in chosen}
 
 
 def _dropped(run_id: str, name: str, try_number: int) -> None:

@@ -385,3 +385,22 @@ def test_grid_values_are_shown_as_written_not_escaped(project):
     for label in ("train[city=Montréal]", 'train[city=["Zürich"]]', 'train[city={"k": "Köln"}]'):
         assert label in shown
     assert '  train[1]  queued   ["Zürich"]' in shown or '  train[1]  pending  ["Zürich"]' in shown
+
+
+def test_a_partial_run_of_a_for_each_counts_the_instances_it_expands_to(service, project):
+    _register(service, project, FOR_EACH)
+    first = service.trigger("files")
+    drive = Drive(service, FakeExecutor({"ls": [Succeed({"files": ["a", "b"]})]}))
+    drive.turn()
+    assert service.get_run(first).state is RunState.SUCCESS
+    # ls lends its list; process's instances are this run's own, and one fails
+    run_id = service.trigger("files", only=["process", "audit"])
+    drive.executor.script["process[1]"] = [Fail()]
+    drive.turn()
+    drive.close()
+    run = service.get_run(run_id)
+    assert [run.tasks[f"process[{i}]"].state for i in range(2)] == [TaskState.SUCCESS, TaskState.FAILED]
+    assert run.tasks["audit"].state is TaskState.UPSTREAM_FAILED  # not run as if process[1] were lent
+    assert run.state is RunState.FAILED
+    shown = nbsched("--db", service.config.db_url, "show", run_id, cwd=project, check=True).stdout
+    assert "  not selected: ls, summary\n" in shown and "  process[1]: ValueError: bad input" in shown
