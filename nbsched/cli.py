@@ -655,9 +655,12 @@ def _print_run(r: RunView) -> None:
         f"{'-' if took is None else elapsed(took)}  params: {params}"
     )
     click.echo(f"trigger: {trigger_label(view)}" + (f"  started: {_started(r, now)}" if r.spans else ""))
+    if r.error:  # why it was cancelled: by whom, or the runner that stopped
+        click.echo(f"{r.state.value}: {r.error}")
     if r.selection:
         lent = ", ".join(f"{task} from run {run_id}" for task, run_id in r.selection["borrowed"].items())
-        click.echo(f"partial run: {', '.join(r.selection['tasks'])}" + (f"; values of {lent}" if lent else ""))
+        tasks = ", ".join(dict.fromkeys(task_of(row) for row in r.selection["tasks"]))  # a grid once
+        click.echo(f"partial run: {tasks}" + (f"; values of {lent}" if lent else ""))
     for repair in r.repairs:
         values = ", ".join(f"{k}={v!r}" for k, v in repair["params"].items())
         click.echo(

@@ -219,3 +219,17 @@ def test_runs_that_match_nothing_say_so_and_name_the_filter(project):
     }
     for args, said in cases.items():
         assert nbsched("runs", *args, cwd=project, check=True).stdout.strip() == said
+
+
+def test_show_of_a_cancelled_run_says_why(project):
+    write_notebook(project / "ok.ipynb", "x = 1")
+    write_yaml(
+        project / "pipeline.yaml",
+        "name: stopped\ntasks:\n  one: ok.ipynb\n  two: {notebook: ok.ipynb, upstream: one}\n",
+    )
+    nbsched("register", "pipeline.yaml", cwd=project, check=True)
+    run_id = nbsched("trigger", "stopped", cwd=project, check=True).stdout.strip()
+    nbsched("cancel", run_id, cwd=project, check=True)
+    lines = nbsched("show", run_id, cwd=project, check=True).stdout.splitlines()
+    assert "  cancelled  " in lines[0] and lines[1] == "trigger: manual" and lines[2] == "cancelled: cancelled by user"
+    assert json.loads(nbsched("show", run_id, "--json", cwd=project, check=True).stdout)["error"] == "cancelled by user"

@@ -404,3 +404,6 @@ def test_a_partial_run_of_a_for_each_counts_the_instances_it_expands_to(service,
     assert run.state is RunState.FAILED
     shown = nbsched("--db", service.config.db_url, "show", run_id, cwd=project, check=True).stdout
     assert "  not selected: ls, summary\n" in shown and "  process[1]: ValueError: bad input" in shown
+    _register(service, project, GRID)
+    grid = service.trigger("models", only=["train"])  # a grid's six rows: its name once
+    assert "\npartial run: train\n" in nbsched("--db", service.config.db_url, "show", grid, cwd=project).stdout
