@@ -20,7 +20,7 @@ from nbsched.clock import utcnow
 from nbsched.config import environment_setting
 from nbsched.console import table as _table
 from nbsched.errors import NbschedError
-from nbsched.timefmt import elapsed, elapsed_between, local_time, relative, zoned_time
+from nbsched.timefmt import elapsed_between, local_time
 
 if TYPE_CHECKING:
     from nbsched.service import Service
@@ -232,7 +232,7 @@ def runs(service: Service, pipeline: str | None, state: str | None, limit: int, 
         return
     now, rows = utcnow(), []
     for r in records:
-        view, took = r.to_json(), r.ran_for(now)
+        view = r.to_json()
         rows.append(
             [
                 r.id,
@@ -240,7 +240,7 @@ def runs(service: Service, pipeline: str | None, state: str | None, limit: int, 
                 _state(r.state.value),
                 trigger_label(view),
                 local_time(r.first_started_at or r.created_at),  # a retry or repair does not move it
-                "-" if took is None else elapsed(took),
+                r.ran_text(now),  # its runs' time in all
                 tasks_done(view),
             ]
         )
@@ -649,18 +649,17 @@ def _print_run(r: RunView) -> None:
 
     view, now = r.to_json(), utcnow()
     params = ", ".join(f"{k}={v!r}" for k, v in r.params.items()) or "-"
-    took = r.ran_for(now)
     click.echo(
         f"run {r.id}  pipeline {r.pipeline} v{r.pipeline_version}  {_state(r.state.value)}  "
-        f"{'-' if took is None else elapsed(took)}  params: {params}"
+        f"{r.ran_text(now)}  params: {params}"
     )
-    click.echo(f"trigger: {trigger_label(view)}" + (f"  started: {_started(r, now)}" if r.spans else ""))
+    click.echo(f"trigger: {trigger_label(view)}" + (f"  started: {r.started_text(now)}" if r.spans else ""))
     if r.error:  # why it was cancelled: by whom, or the runner that stopped
         click.echo(f"{r.state.value}: {r.error}")
     if r.selection:
         lent = ", ".join(f"{task} from run {run_id}" for task, run_id in r.selection["borrowed"].items())
-        tasks = ", ".join(dict.fromkeys(task_of(row) for row in r.selection["tasks"]))  # a grid once
-        click.echo(f"partial run: {tasks}" + (f"; values of {lent}" if lent else ""))
+        tasks = dict.fromkeys(task_of(row) for row in r.selection["tasks"])  # a grid's name once
+        click.echo(f"partial run: {', '.join(tasks)}" + (f"; values of {lent}" if lent else ""))
     for repair in r.repairs:
         values = ", ".join(f"{k}={v!r}" for k, v in repair["params"].items())
         click.echo(
@@ -721,14 +720,6 @@ def _print_run(r: RunView) -> None:
         )
 
 
-def _started(r: RunView, now: datetime) -> str:
-    """Its first start, and how long each of its runs took when a retry or repair ran it again."""
-    first = local_time(r.first_started_at)
-    if len(r.spans) == 1:
-        return first
-    return f"{first}, ran {len(r.spans)} times: " + " + ".join(_took(a, b or now) for a, b in r.spans)
-
-
 def _names(value: str | None) -> list[str] | None:
     """``--only a,b``'s names."""
     return [n.strip() for n in value.split(",") if n.strip()] if value is not None else None
@@ -746,16 +737,7 @@ def _overrides(params: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _next_fire(sched: ScheduleView) -> str:
-    """In the schedule's own zone, and how far away: ``2026-12-01 06:00 CET (in 3h 12m)``."""
-    local = sched.next_fire_local
-    if not sched.enabled:
-        return "paused"
-    if sched.waiting_for is not None:
-        return sched.waiting_for
-    if sched.next_fire_at is None or local is None:
-        return "never (done)"
-    seconds = (sched.next_fire_at - utcnow()).total_seconds()
-    return f"{zoned_time(local)} ({relative(seconds)})"
+    return sched.next_fire_text(utcnow())
 
 
 def _took(start: datetime | None, end: datetime | None) -> str:

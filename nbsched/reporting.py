@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from nbsched.report import dag_svg, gantt_svg, run_report_html, task_states
-from nbsched.timefmt import elapsed
 
 if TYPE_CHECKING:
     from nbsched.spec import PipelineSpec
@@ -55,7 +54,7 @@ def run_page(run: RunView, spec: PipelineSpec | None, links: Links, *, now: date
         gantt_svg(times, now=run.ended_at or now, home=home),
         links,
         home=home,
-        took=None if (seconds := run.ran_for(run.ended_at or now)) is None else elapsed(seconds),
+        took=run.ran_text(run.ended_at or now) if run.spans else None,
     )
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from nbsched.events import SCHEDULE_KINDS, event_from_fields, is_event
 from nbsched.fanout import instance_label
 from nbsched.states import NoticeState, NotifyEvent, RunState, RunTrigger, ScheduleOrigin, TaskState
+from nbsched.timefmt import elapsed, local_time, relative, zoned_time
 from nbsched.triggers import get_zone, trigger_from_fields
 
 if TYPE_CHECKING:
@@ -193,6 +194,21 @@ class RunView:
             return None
         return sum(((end or now) - start).total_seconds() for start, end in self.spans)
 
+    def ran_text(self, now: datetime) -> str:
+        """:meth:`ran_for` for people: ``41.2s``, ``2m05s``; ``-`` if it never started."""
+        seconds = self.ran_for(now)
+        return "-" if seconds is None else elapsed(seconds)
+
+    def started_text(self, now: datetime) -> str:
+        """Its first start, and what each of its runs took when a retry or repair ran it again:
+        ``2026-12-06 19:31:05, ran 3 times: 5.0s + 0.7s + 0.5s``."""
+        first = local_time(self.first_started_at)
+        if len(self.spans) < 2:
+            return first
+        return f"{first}, ran {len(self.spans)} times: " + " + ".join(
+            elapsed(((end or now) - start).total_seconds()) for start, end in self.spans
+        )
+
     def by_task(self) -> dict[str, TaskView]:
         """Its tasks as the pipeline names them, in run order: a mapped task as one, with its
         instances (``TaskView.mapped``)."""
@@ -270,6 +286,17 @@ class ScheduleView:
             next_fire_local=record.next_fire_at.astimezone(zone) if record.next_fire_at else None,
             waiting_for=None,
         )
+
+    def next_fire_text(self, now: datetime) -> str:
+        """When it fires next, for people: in its own zone and how far away (``2026-12-01 06:00
+        CET (in 3h 12m)``), what an event schedule waits for, ``paused`` or ``never (done)``."""
+        if not self.enabled:
+            return "paused"
+        if self.waiting_for is not None:
+            return self.waiting_for
+        if self.next_fire_at is None or self.next_fire_local is None:
+            return "never (done)"
+        return f"{zoned_time(self.next_fire_local)} ({relative((self.next_fire_at - now).total_seconds())})"
 
     def to_json(self) -> Json:
         return {

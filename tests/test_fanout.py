@@ -293,7 +293,7 @@ async def test_an_instances_notebook_and_outputs_over_rest(api, daemon, jp_root_
     # a partial run over REST: compare alone, from that run's instances
     partial_id = (await api("POST", "pipelines", "g", "runs", body={"only": ["compare"]})).data["run_id"]
     partial = await finished_run(api, partial_id)
-    assert partial["selection"] == {"tasks": ["compare"], "borrowed": {"train": run_id}}
+    assert partial["selection"] == {"tasks": ["compare"], "borrowed": {"train": run_id}, "only": ["compare"]}
     assert partial["tasks"]["compare"]["outputs"] == {"n": 2} and partial["tasks"]["train"]["state"] == "skipped"
     message = (await api("POST", "pipelines", "g", "runs", body={"from": "trian"})).error(422)
     assert message == "--from 'trian': pipeline g has no such task (did you mean 'train'?)"

@@ -173,7 +173,11 @@ def test_run_from_and_only_take_the_values_they_need_from_the_latest_successful_
     assert [first["tasks"][t]["outputs"]["n"] for t in ("extract", "clean", "report")] == [20, 22, 23]
 
     partial = _run(project, "--from", "clean", "-p", "k=5")
-    assert partial["selection"] == {"tasks": ["clean", "report"], "borrowed": {"extract": first["run_id"]}}
+    assert partial["selection"] == {
+        "tasks": ["clean", "report"],
+        "borrowed": {"extract": first["run_id"]},
+        "from": "clean",
+    }
     assert partial["state"] == "success"
     assert partial["tasks"]["extract"]["state"] == "skipped" and partial["tasks"]["extract"]["error"] == "not selected"
     assert partial["tasks"]["extract"]["try_number"] == 0  # not run

@@ -23,7 +23,6 @@ from nbsched.render import markup, render_macro
 from nbsched.report import Comparison, comparisons, dag_svg, task_states, trigger_label, where_running
 from nbsched.service import Service
 from nbsched.states import RunState, TaskState
-from nbsched.timefmt import elapsed
 from nbsched.views import task_rows
 
 ALL = "(all pipelines)"
@@ -121,7 +120,7 @@ class RunPanel(w.VBox):
             # the page is drawn from the runs' JSON form, as the run report is
             records = self.service.list_runs(pipeline=pipeline, limit=self.limit)
             self._runs = [r.to_json() for r in records]
-            self._ran = {r.id: r.ran_for for r in records}  # how long each ran in all, by the time it is drawn
+            self._ran = {r.id: r.ran_text for r in records}  # how long each ran in all, by the time it is drawn
             ids = [r["run_id"] for r in self._runs]
             chosen = self.run_choice.value
             if list(self.run_choice.options) != ids:
@@ -161,7 +160,7 @@ class RunPanel(w.VBox):
 
     def _runs_html(self) -> str:
         now = utcnow()
-        took = {run_id: None if (s := ran_for(now)) is None else elapsed(s) for run_id, ran_for in self._ran.items()}
+        took = {run_id: ran_text(now) for run_id, ran_text in self._ran.items()}
         labels = {r["run_id"]: trigger_label(r) for r in self._runs}
         return self._html(
             "runs_table", runs=self._runs, chosen=self.run_choice.value, now=now, labels=labels, took=took
