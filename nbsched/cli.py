@@ -18,8 +18,9 @@ import click
 
 from nbsched.clock import utcnow
 from nbsched.config import environment_setting
+from nbsched.console import table as _table
 from nbsched.errors import NbschedError
-from nbsched.timefmt import elapsed_between, local_time, relative, zoned_time
+from nbsched.timefmt import elapsed_between, local_time
 
 if TYPE_CHECKING:
     from nbsched.service import Service
@@ -125,6 +126,9 @@ def cli(ctx: click.Context, home: str | None, db_url: str | None, runs_dir: str 
     from nbsched.config import Config
     from nbsched.service import Service
 
+    given = any(ctx.get_parameter_source(p) is click.core.ParameterSource.COMMANDLINE for p in ctx.params)
+    if isinstance(ctx.obj, Service) and not given:
+        return  # a notebook's magics bring the service of their project
     service = Service(Config.resolve(home=home, db_url=db_url, runs_dir=runs_dir))
     ctx.obj = service
     ctx.call_on_close(service.close)
@@ -134,11 +138,15 @@ def cli(ctx: click.Context, home: str | None, db_url: str | None, runs_dir: str 
 @click.argument("path", type=click.Path())
 @click.pass_obj
 def validate(service: Service, path: str) -> None:
-    """Check a pipeline.yaml (or a notebook) without running it."""
+    """Check a pipeline.yaml (or a notebook) without running it; draw its DAG's layers."""
+    from nbsched.dag import layer_lines
+
     spec = service.validate(path)
     for warning in spec.warnings:
         click.echo(f"warning: {warning}", err=True)
-    click.echo(f"{path}: ok — pipeline '{spec.name}', {len(spec.tasks)} task(s): {' → '.join(spec.order)}")
+    lines = layer_lines(spec.order, spec.tasks)  # tasks of a layer wait for none of each other
+    click.echo(f"{path}: ok — pipeline '{spec.name}', {len(spec.tasks)} task(s) in {len(lines)} layer(s)")
+    click.echo("\n".join(f"  {line}" for line in lines))
 
 
 @cli.command()
@@ -212,28 +220,28 @@ def run(
 @click.pass_obj
 def runs(service: Service, pipeline: str | None, state: str | None, limit: int, as_json: bool) -> None:
     """List recent runs, newest first."""
-    from nbsched.states import TaskState
+    from nbsched.report import tasks_done, trigger_label
+    from nbsched.views import no_runs_text
 
     records = service.list_runs(pipeline=pipeline, state=state, limit=limit)
     if as_json:
         click.echo(json.dumps([r.to_json() for r in records], indent=2))
         return
     if not records:
-        click.echo("no runs yet — start one with: nbsched run pipeline.yaml")
+        click.echo(no_runs_text(pipeline, state, service.pipeline_names() if pipeline else ()))
         return
-    rows = []
+    now, rows = utcnow(), []
     for r in records:
-        done = sum(t.state in (TaskState.SUCCESS, TaskState.SKIPPED) for t in r.tasks.values())
-        kept = [t for t in r.tasks.values() if t.state is not TaskState.REMOVED]  # a repair took them out
+        view = r.to_json()
         rows.append(
             [
                 r.id,
                 r.pipeline,
                 _state(r.state.value),
-                r.trigger,
-                local_time(r.started_at or r.created_at),
-                _took(r.started_at, r.ended_at),
-                f"{done}/{len(kept)}",
+                trigger_label(view),
+                local_time(r.first_started_at or r.created_at),  # a retry or repair does not move it
+                r.ran_text(now),  # its runs' time in all
+                tasks_done(view),
             ]
         )
     _table(["RUN", "PIPELINE", "STATE", "TRIGGER", "STARTED", "DURATION", "TASKS OK"], rows)
@@ -287,10 +295,11 @@ def register(service: Service, path: str) -> None:
 @click.pass_obj
 def trigger(
     service: Service, pipeline: str, params: tuple[str, ...], only: str | None, start: str | None, as_json: bool
-) -> None:
+) -> str:
     """Queue a run of a registered pipeline for `nbsched serve`; prints its run id."""
     run_id = service.trigger(pipeline, _overrides(params), only=_names(only), start=start)
     click.echo(json.dumps({"run_id": run_id}) if as_json else run_id)
+    return run_id  # for a notebook's `run_id = %nbsched trigger ...`
 
 
 @cli.command()
@@ -385,6 +394,11 @@ def serve(service: Service, workers: int | None, lease: str, grace: str, poll: s
     Exit codes: 0 stopped cleanly, 3 stopped but tasks still running after --grace were
     cancelled, 1 an unexpected error, 2 bad options.
     """
+    # a stop asked for while the daemon is being built (a service manager's SIGTERM right after
+    # the start, on a loaded machine seconds away) is kept and honoured, not fatal (exit -15)
+    asked: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: asked.append(signum))
+    signal.signal(signal.SIGINT, lambda signum, frame: asked.append(signum))
     import logging
 
     from nbsched.config import DaemonOptions
@@ -408,6 +422,8 @@ def serve(service: Service, workers: int | None, lease: str, grace: str, poll: s
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    if asked:
+        stop(asked[0], None)
     sys.exit(daemon.serve())
 
 
@@ -475,6 +491,7 @@ def schedule() -> None:
 @click.option("--cron", help='Cron expression, 5 or 6 fields or @daily etc.: "0 6 * * 1-5".')
 @click.option("--every", help="Interval: 15m, 1h, 30s ...")
 @click.option("--at", help="One-off date-time: 2026-12-01T06:00.")
+@click.option("--start", help="With --every: the date-time it counts from [default: now].")
 @click.option("--after", metavar="PIPELINE", help="A run after each run of PIPELINE that ends (see --state).")
 @click.option("--state", type=click.Choice(["success", "failed", "finished"]), help="With --after [default success].")
 @click.option(
@@ -639,14 +656,15 @@ def _print_run(r: RunView) -> None:
     from nbsched.selection import unselected as not_selected
     from nbsched.states import TaskState
 
-    view = r.to_json()
+    view, now = r.to_json(), utcnow()
     params = ", ".join(f"{k}={v!r}" for k, v in r.params.items()) or "-"
     click.echo(
         f"run {r.id}  pipeline {r.pipeline} v{r.pipeline_version}  {_state(r.state.value)}  "
-        f"{_took(r.started_at, r.ended_at)}  params: {params}"
+        f"{r.ran_text(now)}  params: {params}"
     )
-    if r.fired_by:
-        click.echo(f"fired by: {trigger_label(view)}")
+    click.echo(f"trigger: {trigger_label(view)}" + (f"  started: {r.started_text(now)}" if r.spans else ""))
+    if r.error:  # why it was cancelled: by whom, or the runner that stopped
+        click.echo(f"{r.state.value}: {r.error}")
     if r.selection:
         lent = ", ".join(f"{task} from run {run_id}" for task, run_id in r.selection["borrowed"].items())
         selected = dict.fromkeys(task_of(n) for n in r.selection["tasks"])  # a mapped task once
@@ -718,7 +736,7 @@ def _names(value: str | None) -> list[str] | None:
 
 def _cell(value: Any) -> str:
     """A value in a table: ``-`` when missing, JSON's spelling otherwise (``true``, ``0.93``)."""
-    return "-" if value is None else value if isinstance(value, str) else json.dumps(value)
+    return "-" if value is None else value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 def _overrides(params: tuple[str, ...]) -> dict[str, Any]:
@@ -728,26 +746,7 @@ def _overrides(params: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _next_fire(sched: ScheduleView) -> str:
-    """In the schedule's own zone, and how far away: ``2026-12-01 06:00 CET (in 3h 12m)``."""
-    local = sched.next_fire_local
-    if not sched.enabled:
-        return "paused"
-    if sched.waiting_for is not None:
-        return sched.waiting_for
-    if sched.next_fire_at is None or local is None:
-        return "never (done)"
-    seconds = (sched.next_fire_at - utcnow()).total_seconds()
-    return f"{zoned_time(local)} ({relative(seconds)})"
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(click.unstyle(str(c))) for c in col) for col in zip(headers, *rows, strict=True)]
-    for row in [headers, *rows]:
-        click.echo(
-            "  ".join(
-                str(c) + " " * (w - len(click.unstyle(str(c)))) for c, w in zip(row, widths, strict=True)
-            ).rstrip()
-        )
+    return sched.next_fire_text(utcnow())
 
 
 def _took(start: datetime | None, end: datetime | None) -> str:

@@ -1,13 +1,15 @@
-"""Trigger rules and dependency order: pure functions over plain data."""
+"""Trigger rules, dependency order and layers: pure functions over plain data."""
 
 from __future__ import annotations
 
 import graphlib
 import heapq
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from enum import Enum
+from typing import Protocol
 
 from nbsched.errors import CycleError
+from nbsched.fanout import Fanout, fanout_note
 from nbsched.states import TaskState
 
 _FAILED = frozenset({TaskState.FAILED, TaskState.UPSTREAM_FAILED})
@@ -111,3 +113,39 @@ def downstream_of(upstream: Mapping[str, Iterable[str]]) -> dict[str, list[str]]
         for u in ups:
             down[u].append(task)
     return down
+
+
+def layers(order: Sequence[str], upstream: Mapping[str, Iterable[str]]) -> dict[str, int]:
+    """Each task's layer: the length of the longest path to it from a task without upstream
+    tasks, so the tasks of one layer never wait for each other. ``order`` must be topological;
+    unknown upstream names are ignored."""
+    layer: dict[str, int] = {}
+    for name in order:
+        ups = [layer[u] for u in upstream.get(name, ()) if u in layer]
+        layer[name] = 1 + max(ups) if ups else 0
+    return layer
+
+
+class _Task(Protocol):
+    @property
+    def upstream(self) -> tuple[str, ...]: ...
+
+    @property
+    def fanout(self) -> Fanout | None: ...
+
+
+def layer_lines(order: Sequence[str], tasks: Mapping[str, _Task]) -> list[str]:
+    """The DAG in words, a line per layer: ``layer 2: clean (after extract), by_region (after
+    extract)``; each task with the tasks it waits for, and a mapped task with its fan-out
+    (``train (grid: 6 instances)``)."""
+    layer = layers(order, {n: t.upstream for n, t in tasks.items()})
+    lines: list[list[str]] = [[] for _ in range(max(layer.values(), default=-1) + 1)]
+    for name in order:
+        task = tasks[name]
+        notes = [note for note in (fanout_note(task.fanout), _after(task.upstream)) if note]
+        lines[layer[name]].append(name + (f" ({'; '.join(notes)})" if notes else ""))
+    return [f"layer {i}: {', '.join(names)}" for i, names in enumerate(lines, start=1)]
+
+
+def _after(upstream: Sequence[str]) -> str:
+    return f"after {', '.join(upstream)}" if upstream else ""

@@ -152,6 +152,19 @@ def for_each_list(fanout: Fanout, render: Callable[[str], str], where: str) -> l
     return value
 
 
+def fanout_note(fanout: Fanout | None) -> str:
+    """A mapped task's fan-out in words: ``grid: 6 instances``, ``for_each: 3 items``, ``for_each
+    upstream.ls.files``; empty for a plain task."""
+    if fanout is None:
+        return ""
+    if fanout.grid is not None:
+        return f"grid: {len(grid_instances(fanout)):,} instances"
+    if isinstance(fanout.for_each, list):
+        return f"for_each: {len(fanout.for_each):,} items"
+    match = _EXPRESSION.fullmatch(fanout.for_each or "")
+    return f"for_each {match.group(1).strip() if match else fanout.for_each}"
+
+
 def instance_name(task: str, index: int) -> str:
     return f"{task}[{index}]"
 
@@ -177,5 +190,5 @@ def instance_label(task: str, params: Mapping[str, Any]) -> str:
 
 
 def _short(value: Any, limit: int = 40) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
     return text if len(text) <= limit else text[: limit - 3] + "..."

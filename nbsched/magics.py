@@ -1,36 +1,40 @@
 """IPython magics: ``%load_ext nbsched``, then ``%nbsched ...`` and ``%%nbsched_pipeline NAME``.
 
-Thin, like the CLI: parse, call the service, display. Results show as HTML tables in a
-notebook and as text in a terminal; a mistake prints one line, never a traceback.
+``%nbsched`` runs the command line's own click commands (``nbsched.cli``), so every command and
+option of ``nbsched`` works in a cell, spelled the same, and an unknown one is an error. What a
+command prints is kept as it is, its tables shown as HTML tables in a notebook (text in a
+terminal); a mistake prints one line, never a traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shlex
-from collections.abc import Callable
+import signal
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import click
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
 from nbsched.config import Config
+from nbsched.console import tables_to
 from nbsched.errors import NbschedError
 from nbsched.render import render
 from nbsched.service import Service
-from nbsched.states import TaskState
-from nbsched.views import RunView
 
-USAGE = """usage:
-  %nbsched run PATH [-p key=value ...]       run a pipeline (or notebook) now
-  %nbsched trigger PIPELINE [-p key=value]   queue a run for the scheduler
-  %nbsched runs [PIPELINE]                   recent runs
-  %nbsched show RUN_ID                       one run and its tasks
-  %nbsched schedule PIPELINE --cron EXPR | --every DUR | --at TIME [--tz ZONE] [-p key=value]
-  %nbsched schedule PIPELINE --after PIPELINE [--state success|failed|finished] | --files GLOB [--poll DUR]
-  %nbsched schedules                         schedules
-  %nbsched pause ID | %nbsched resume ID     pause or resume a schedule
-  %nbsched panel [PIPELINE]                  the run-history panel (refreshes itself)
-  %%nbsched_pipeline NAME                    a cell of pipeline YAML (tasks, params, schedules) to register"""
+USAGE = """%nbsched COMMAND [OPTIONS]: the nbsched command line in a notebook, every command and option,
+with its tables as HTML. `%nbsched COMMAND --help` lists a command's options. Also:
+  %nbsched schedule PIPELINE --cron EXPR ...   schedule add
+  %nbsched schedules                           schedule list
+  %nbsched pause ID | %nbsched resume ID       schedule pause | resume
+  %nbsched runs PIPELINE                       runs --pipeline PIPELINE
+  %nbsched panel [PIPELINE]                    the run-history panel (refreshes itself)
+  %%nbsched_pipeline NAME                      a cell of pipeline YAML (tasks, params, schedules) to register
+"""
+PROG = "%nbsched"
 
 
 class Table:
@@ -66,18 +70,51 @@ class Table:
         )
 
 
-def run_table(run: RunView, home: Path | None = None) -> Table:
-    rows = [
-        [name, t.state.value, f"{t.try_number}/{t.max_tries}", t.error or "", t.output_path or ""]
-        for name, t in run.tasks.items()
-    ]
-    return Table(
-        f"run {run.id} · {run.pipeline} v{run.pipeline_version} · {run.state.value}",
-        ["task", "state", "tries", "error", "output"],
-        rows,
-        state_column=1,
-        home=home,
-    )
+class Output:
+    """What a command printed, in order: lines of text and tables (``tables``). Shown as HTML in
+    a notebook (text as preformatted lines), as the command line's text in a terminal."""
+
+    def __init__(self, home: Path | None) -> None:
+        self.home = home
+        self.blocks: list[str | Table] = []
+
+    def write(self, text: str | bytes) -> int:  # stdout, while the command runs
+        if isinstance(text, bytes):  # a library's empty flush (b"") among the lines
+            text = text.decode(errors="replace")
+        if self.blocks and isinstance(self.blocks[-1], str):
+            self.blocks[-1] += text
+        else:
+            self.blocks.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def table(self, headers: list[str], rows: list[list[str]]) -> None:
+        heads = [h.strip() for h in headers]
+        state = next((i for i, h in enumerate(heads) if h == "STATE"), None)
+        cells = [[click.unstyle(str(c)).strip() for c in row] for row in rows]
+        self.blocks.append(Table("", heads, cells, state_column=state, home=self.home))
+
+    @property
+    def tables(self) -> list[Table]:
+        return [b for b in self.blocks if isinstance(b, Table)]
+
+    @property
+    def text(self) -> str:
+        return "".join(b if isinstance(b, str) else f"{b!r}\n" for b in self.blocks)
+
+    def __repr__(self) -> str:
+        return self.text.rstrip("\n")
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        return "".join(
+            b._repr_html_() if isinstance(b, Table) else f'<pre class="nbsched">{escape(b.rstrip())}</pre>'
+            for b in self.blocks
+            if not isinstance(b, str) or b.strip()
+        )
 
 
 @magics_class
@@ -94,7 +131,7 @@ class NbschedMagics(Magics):
 
     @line_magic
     def nbsched(self, line: str) -> Any:
-        return self._guarded(lambda: self._dispatch(shlex.split(line)))
+        return self._guarded(lambda: self._command(shlex.split(line)))
 
     @cell_magic
     def nbsched_pipeline(self, line: str, cell: str) -> Any:
@@ -103,88 +140,46 @@ class NbschedMagics(Magics):
     def _guarded(self, fn: Callable[[], Any]) -> Any:
         try:
             return fn()
+        except click.UsageError as exc:  # an unknown command or option, a bad value: named as the CLI does
+            where = exc.ctx.command_path.removeprefix(PROG).strip() if exc.ctx else ""
+            hint = " (try %nbsched help)" if isinstance(exc, click.exceptions.NoSuchCommand) else ""
+            print(f"nbsched: {where + ': ' if where else ''}{exc.format_message()}{hint}")
+        except click.ClickException as exc:  # a mistake of the user's (NbschedError): its one line
+            print(f"nbsched: {exc.format_message()}")
         except (NbschedError, ValueError) as exc:
             print(f"nbsched: {exc}")
-            return None
+        except click.exceptions.Abort:
+            raise KeyboardInterrupt from None
+        return None
 
-    def _dispatch(self, argv: list[str]) -> Any:
-        from nbsched.params import parse_override
-
+    def _command(self, argv: list[str]) -> Any:
         if not argv or argv[0] in ("-h", "--help", "help"):
             print(USAGE)
-            return None
-        command, args = argv[0], argv[1:]
-        positional, params, options = _split(args)
-        overrides = dict(parse_override(p) for p in params)
-        svc = self.service
-        if command == "run" and len(positional) == 1:
-            return run_table(svc.run_pipeline(positional[0], params=overrides), svc.config.home)
-        if command == "trigger" and len(positional) == 1:
-            run_id = svc.trigger(positional[0], overrides)
-            print(f"queued run {run_id}")
-            return run_id
-        if command == "runs" and len(positional) <= 1:
-            runs = svc.list_runs(pipeline=positional[0] if positional else None, limit=20)
-            rows = [
-                [
-                    r.id,
-                    r.pipeline,
-                    r.state.value,
-                    r.trigger,
-                    r.logical_date.isoformat(timespec="seconds"),
-                    sum(t.state in (TaskState.SUCCESS, TaskState.SKIPPED) for t in r.tasks.values()),
-                    len(r.tasks),
-                ]
-                for r in runs
-            ]
-            return Table(
-                "runs",
-                ["run", "pipeline", "state", "trigger", "logical date", "tasks ok", "tasks"],
-                rows,
-                state_column=2,
-                home=svc.config.home,
-            )
-        if command == "show" and len(positional) == 1:
-            return run_table(svc.get_run(positional[0]), svc.config.home)
-        if command == "schedule" and len(positional) == 1:
-            keys = ("cron", "every", "at", "after", "state", "files", "poll", "settle")
-            fields: dict[str, Any] = {k: v for k, v in options.items() if k in keys}
-            if "tz" in options:
-                fields["timezone"] = options["tz"]
-            fields["params"] = overrides
-            sched = svc.add_schedule(positional[0], fields)
-            print(f"schedule {sched.id}: {positional[0]} {sched.description}")
-            return sched.id
-        if command == "schedules" and not positional:
-            rows = [
-                [
-                    s.id,
-                    s.pipeline,
-                    s.description,
-                    "active" if s.enabled else "paused",
-                    s.waiting_for or (s.next_fire_at.isoformat(timespec="seconds") if s.next_fire_at else "-"),
-                    s.last_run_id or "-",
-                ]
-                for s in svc.list_schedules()
-            ]
-            return Table(
-                "schedules",
-                ["id", "pipeline", "trigger", "state", "next fire (UTC) or waits for", "last run"],
-                rows,
-                home=svc.config.home,
-            )
-        if command in ("pause", "resume") and len(positional) == 1 and positional[0].isdigit():
-            sched = (svc.pause if command == "pause" else svc.resume)(int(positional[0]))
-            print(f"schedule {sched.id}: {'active' if sched.enabled else 'paused'}")
-            return None
-        if command == "panel" and len(positional) <= 1:
-            from nbsched.widgets import RunPanel
+            argv = ["--help"]
+        elif argv[0] == "panel":
+            panel = _panel.main(argv[1:], prog_name=f"{PROG} panel", standalone_mode=False, obj=self.service)
+            return None if isinstance(panel, int) else panel  # an int: --help's exit code
+        from nbsched.cli import cli
 
-            return RunPanel(svc, positional[0] if positional else None)
-        raise ValueError(f"cannot read '%nbsched {' '.join(argv)}' (try %nbsched help)")
+        service = self.service
+        out = Output(service.config.home)
+        config = service.config  # an option like --executor sets it for one command, not the next
+        value = None
+        with _restored_signals(), contextlib.redirect_stdout(out), tables_to(out.table):
+            try:
+                value = cli.main(_aliased(argv), prog_name=PROG, standalone_mode=False, obj=service)
+            except SystemExit:  # exit 1: a run failed; what it printed says so
+                pass
+            finally:
+                service.config = config
+        if isinstance(value, str) or not out.tables:  # a value (a run id), or lines only: printed
+            print(out.text, end="")
+            return value if isinstance(value, str) else None
+        return out
 
     def _register_cell(self, name: str, cell: str) -> Any:
         from nbsched.bounds import load_yaml
+        from nbsched.dag import layer_lines
 
         if not name:
             raise ValueError("%%nbsched_pipeline needs a pipeline name: %%nbsched_pipeline NAME")
@@ -195,30 +190,59 @@ class NbschedMagics(Magics):
         if "name" in data and data["name"] != name:
             raise ValueError(f"%%nbsched_pipeline {name}: the cell names the pipeline '{data['name']}'")
         spec, version, ids = self.service.register_spec({**data, "name": name}, Path.cwd(), source=name)
+        layers = layer_lines(spec.order, spec.tasks)
         print(
-            f"registered {spec.name} v{version}: {len(spec.tasks)} task(s) ({' → '.join(spec.order)})"
+            f"registered {spec.name} v{version}: {len(spec.tasks)} task(s) in {len(layers)} layer(s)"
             + (f", schedule(s) {', '.join(map(str, ids))}" if ids else "")
         )
+        print("\n".join(f"  {line}" for line in layers))
         return None
 
 
-def _split(args: list[str]) -> tuple[list[str], list[str], dict[str, str]]:
-    """Positional words, ``-p key=value`` parameters and ``--option value`` pairs."""
-    positional: list[str] = []
-    params: list[str] = []
-    options: dict[str, str] = {}
-    it = iter(args)
-    for word in it:
-        if word in ("-p", "--param"):
-            params.append(next(it, ""))
-        elif word.startswith("--"):
-            value = next(it, None)
-            if value is None:
-                raise ValueError(f"{word} needs a value")
-            options[word[2:]] = value
-        else:
-            positional.append(word)
-    return positional, params, options
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("pipeline", required=False)
+@click.pass_obj
+def _panel(service: Service, pipeline: str | None) -> Any:
+    """The run-history panel (ipywidgets) of PIPELINE, or of every pipeline; it refreshes itself."""
+    from nbsched.widgets import RunPanel
+
+    try:
+        return RunPanel(service, pipeline)
+    except NbschedError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+_SCHEDULE_COMMANDS = ("add", "list", "pause", "resume", "rm", "-h", "--help")
+
+
+def _aliased(argv: list[str]) -> list[str]:
+    """The magics' short forms as the command line spells them."""
+    command, rest = argv[0], argv[1:]
+    if command == "schedule" and rest and rest[0] not in _SCHEDULE_COMMANDS:
+        return ["schedule", "add", *rest]
+    if command == "schedules":
+        return ["schedule", "list", *rest]
+    if command in ("pause", "resume"):
+        return ["schedule", command, *rest]
+    if command == "runs" and rest and not rest[0].startswith("-"):
+        return ["runs", "--pipeline", *rest]
+    return argv
+
+
+@contextlib.contextmanager
+def _restored_signals() -> Iterator[None]:
+    """A command that runs notebooks takes Ctrl-C (SIGINT) and SIGTERM to cancel its run; the
+    kernel's own handlers come back after it."""
+    names = (signal.SIGINT, signal.SIGTERM)
+    saved = [signal.getsignal(s) for s in names]
+    try:
+        yield
+    finally:
+        for s, handler in zip(names, saved, strict=True):
+            if handler is not None:
+                with contextlib.suppress(ValueError):  # not the main thread: nothing was changed
+                    signal.signal(s, handler)
+        sys.stdout.flush()
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -16,8 +16,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from nbsched.dag import layers
+from nbsched.fanout import task_of
 from nbsched.render import markup, render
-from nbsched.states import RunTrigger
+from nbsched.states import RunTrigger, TaskState
+from nbsched.views import task_rows
 
 _CHAR_W = 7.0  # average width of a 12px sans-serif character; good enough to size boxes
 
@@ -46,16 +49,6 @@ def _fit(name: str, width: float) -> str:
 # -- the DAG ------------------------------------------------------------------------------------
 
 
-def dag_layers(order: Sequence[str], upstream: Mapping[str, Sequence[str]]) -> dict[str, int]:
-    """Each task's column: the length of the longest path to it from a task without upstream
-    tasks. ``order`` must be topological (``PipelineSpec.order``); unknown upstream names are ignored."""
-    layer: dict[str, int] = {}
-    for name in order:
-        ups = [layer[u] for u in upstream.get(name, ()) if u in layer]
-        layer[name] = 1 + max(ups) if ups else 0
-    return layer
-
-
 _Slot = tuple[str, str, int]  # where a link that skips layers crosses column ``int``
 
 
@@ -72,7 +65,7 @@ def _dag_layout(
 ) -> _Layout:
     """Columns by layer; a link that skips layers takes a slot in each column between its ends
     (Sugiyama's dummy nodes), so it is drawn around the boxes there rather than through them."""
-    layer = dag_layers(order, upstream)
+    layer = layers(order, upstream)  # a column each
     columns: list[list[str | _Slot]] = [[] for _ in range(max(layer.values(), default=-1) + 1)]
     before: dict[str | _Slot, list[str | _Slot]] = {name: [] for name in order}  # neighbours one column left
     for name in order:
@@ -343,17 +336,20 @@ def run_report_html(
     task_links: Mapping[str, Mapping[str, str]],
     *,
     home: Path | None = None,
+    took: str | None = None,
 ) -> str:
     """One run's report as a self-contained page (inline CSS, nothing fetched). ``view`` is
     ``RunView.to_json()``; ``dag`` and ``gantt`` come from :func:`dag_svg` and :func:`gantt_svg`
     and are inserted as they are; ``task_links`` maps a task to ``{label: href}`` (its report and
     notebook: files beside the page, or the REST routes), so one page shape serves both.
-    ``home``: the project's nbsched folder, whose ``templates/run_report.html.j2`` may restyle it."""
+    ``home``: the project's nbsched folder, whose ``templates/run_report.html.j2`` may restyle it.
+    ``took``: how long it ran in all (its runs before a retry or repair included)."""
     return render(
         "run_report.html.j2",
         home,
         view=view,
         trigger=trigger_label(view),
+        took=took,
         dag=markup(dag),
         gantt=markup(gantt),
         task_links=task_links,
@@ -411,17 +407,50 @@ def task_states(tasks: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, str],
     return states, notes
 
 
+def tasks_done(view: Mapping[str, Any]) -> str:
+    """``3/4``: how many of a run's task rows (a mapped task's instances one by one) succeeded or
+    were skipped; a partial run counts those it selected, and says how many it did not run."""
+    rows = task_rows(view["tasks"])
+    selection = view.get("selection")
+    chosen = {task_of(r) for r in selection["tasks"]} if selection else None
+    rows = {name: row for name, row in rows.items() if row["state"] != TaskState.REMOVED}  # a repair took them out
+    mine = [row for name, row in rows.items() if chosen is None or task_of(name) in chosen]
+    done = sum(row["state"] in (TaskState.SUCCESS, TaskState.SKIPPED) for row in mine)
+    left = len(rows) - len(mine)
+    return f"{done}/{len(mine)}" + (f" ({left} not selected)" if left else "")
+
+
 def trigger_label(view: Mapping[str, Any]) -> str:
     """What made a run, for people: ``schedule 3``, ``catchup (schedule 3)``, ``after run X of
-    ingest (schedule 4)``, ``file incoming/a.csv (schedule 5)``; ``view`` is ``RunView.to_json()``."""
+    ingest (schedule 4)``, ``file incoming/a.csv (schedule 5)``; a partial run says which tasks
+    it ran (``manual --only report``), and a run started again says how often (``manual,
+    repaired ×2``). ``view`` is ``RunView.to_json()``."""  # noqa: RUF002 - a multiplication sign
     trigger = view.get("trigger") or "–"  # noqa: RUF001 - an en dash, as in the tables
     fired_by = view.get("fired_by") or {}
     if "run" in fired_by:
         upstream = fired_by["run"]
-        return f"after run {upstream['run_id']} of {upstream['pipeline']} (schedule {fired_by['schedule_id']})"
-    if "file" in fired_by:
-        return f"file {fired_by['file']['path']} (schedule {fired_by['schedule_id']})"
-    if view.get("schedule_id") is not None:
+        label = f"after run {upstream['run_id']} of {upstream['pipeline']} (schedule {fired_by['schedule_id']})"
+    elif "file" in fired_by:
+        label = f"file {fired_by['file']['path']} (schedule {fired_by['schedule_id']})"
+    elif view.get("schedule_id") is not None:
         sched = f"schedule {view['schedule_id']}"
-        return sched if trigger == RunTrigger.SCHEDULE else f"{trigger} ({sched})"
-    return str(trigger)
+        label = sched if trigger == RunTrigger.SCHEDULE else f"{trigger} ({sched})"
+    else:
+        label = str(trigger)
+    selection = view.get("selection")
+    if selection:
+        label += f" --from {selection['from']}" if "from" in selection else f" --only {_names(selection)}"
+    repairs = len(view.get("repairs") or ())
+    # each retry or repair that started it again left a span; a repair of a run that never started did not
+    retries = max(0, len(view.get("spans") or ()) - 1 - repairs)
+    for count, what in ((repairs, "repaired"), (retries, "retried")):
+        if count:
+            label += f", {what} ×{count}"  # noqa: RUF001 - a multiplication sign
+    return label
+
+
+def _names(selection: Mapping[str, Any], most: int = 3) -> str:
+    """The tasks a partial run was given (its rows' tasks for a run made before they were kept),
+    the first ``most`` of them."""
+    names = selection.get("only") or list(dict.fromkeys(task_of(row) for row in selection["tasks"]))
+    return ",".join(names[:most]) + (f",… (+{len(names) - most})" if len(names) > most else "")

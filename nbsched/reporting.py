@@ -54,6 +54,7 @@ def run_page(run: RunView, spec: PipelineSpec | None, links: Links, *, now: date
         gantt_svg(times, now=run.ended_at or now, home=home),
         links,
         home=home,
+        took=run.ran_text(run.ended_at or now) if run.spans else None,
     )
 
 
@@ -61,17 +62,17 @@ def write_run_report(
     run: RunView,
     spec: PipelineSpec | None,
     folder: Path,
-    files: Mapping[str, tuple[Path, Path]],
+    files: Mapping[str, tuple[Path | None, Path]],
     *,
     hide_code: bool,
     now: datetime,
     home: Path | None = None,
 ) -> Path:
     """Write ``index.html`` (``index.nocode.html`` with ``hide_code``) into ``folder``, linking
-    each task's ``(report, notebook)`` relatively, so the folder can be moved or served as it is.
-    Returns the page's path."""
+    each task's ``(report, notebook)`` relatively (its notebook only, without a report), so the
+    folder can be moved or served as it is. Returns the page's path."""
     links = {
-        name: {"report": _href(report, folder), "notebook": _href(notebook, folder)}
+        name: {**({"report": _href(report, folder)} if report else {}), "notebook": _href(notebook, folder)}
         for name, (report, notebook) in files.items()
     }
     folder.mkdir(parents=True, exist_ok=True)

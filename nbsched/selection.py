@@ -50,6 +50,7 @@ def run_rows(spec: PipelineSpec) -> tuple[list[str], Instances]:
 def chosen_rows(spec: PipelineSpec, rows: list[str], names: list[str], downstream: bool) -> list[str]:
     """The rows of a run a repair re-runs: those of the tasks named (every instance of a mapped
     one), the instances named (``train[3]``), and with ``downstream`` the rows of every task below."""
+    _no_such_instance(spec, rows, names)
     instances = [n for n in names if n in rows and parse_instance(n) is not None]
     tasks = [n for n in names if n not in instances]
     chosen = set(chosen_tasks(spec, tasks, downstream)) if tasks or not instances else set()
@@ -103,6 +104,25 @@ def repaired_selection(
                 )
     borrowed = {task: run for task, run in selection["borrowed"].items() if task not in tasks}
     return {"tasks": [row for row in rows if task_of(row) in tasks], "borrowed": borrowed}
+
+
+def _no_such_instance(spec: PipelineSpec, rows: list[str], names: list[str]) -> None:
+    """An instance named (``train[9]``) that the run does not have, of a task it has: one line
+    saying which instances there are, rather than that the task is unknown."""
+    for name in names:
+        parsed = parse_instance(name)
+        if parsed is None or name in rows or parsed[0] not in spec.tasks:
+            continue
+        task = parsed[0]
+        have = [r for r in rows if task_of(r) == task and r != task]
+        if not have:
+            kind = "a task without instances" if spec.tasks[task].fanout is None else "not expanded in this run"
+            raise ConfigError(f"--task {name!r}: {task} is {kind} (name it: --task {task})")
+        raise ConfigError(
+            f"--task {name!r}: {task} has {len(have)} instance(s) in this run ({have[0]}..{have[-1]})"
+            if len(have) > 1
+            else f"--task {name!r}: {task} has 1 instance in this run ({have[0]})"
+        )
 
 
 def chosen_tasks(spec: PipelineSpec, names: list[str], downstream: bool, option: str = "--task") -> list[str]:

@@ -27,7 +27,7 @@ from nbsched.errors import (
     ScheduleError,
     SpecError,
 )
-from nbsched.events import FilesTrigger, Fire, after_cycle, event_from_fields, is_event
+from nbsched.events import SCHEDULE_KINDS, FilesTrigger, Fire, after_cycle, event_from_fields, is_event
 from nbsched.fanout import task_of
 from nbsched.notices import Notice, is_url, notices_for
 from nbsched.params import task_parameters
@@ -55,6 +55,7 @@ from nbsched.sender import (
     shown_target,
 )
 from nbsched.spec import (
+    MAX_NAME,
     NAME_RE,
     PipelineSpec,
     check_notebooks,
@@ -66,13 +67,17 @@ from nbsched.spec import (
 )
 from nbsched.states import NotifyEvent, RunState, RunTrigger, ScheduleOrigin, TaskState
 from nbsched.store import PipelineRecord, RunRecord, ScheduleRecord, SqlStore
+from nbsched.store.records import PoolRecord
 from nbsched.timefmt import when
 from nbsched.triggers import get_zone, trigger_from_fields
 from nbsched.views import NoticeView, PipelineDetail, PipelineView, PoolView, RunView, ScheduleView, TaskView
 
 log = logging.getLogger("nbsched.notify")
 MAX_POOL_SLOTS = 10_000
-FLUSH_NOTIFICATIONS = 10.0  # seconds a foreground run gives its notifications at its end
+FLUSH_NOTIFICATIONS = 10.0
+_NOT_TRIGGER = frozenset(
+    {"enabled", "params", "max_active_runs", "catchup", "misfire_grace"}
+)  # seconds a foreground run gives its notifications at its end
 
 
 class Service:
@@ -243,6 +248,9 @@ class Service:
         counts = Counter(s.pipeline for s in self.store.list_schedules())
         return [PipelineView.of(p, _snapshot_spec(p), schedules=counts[p.name]) for p in self.store.list_pipelines()]
 
+    def pipeline_names(self) -> list[str]:
+        return [p.name for p in self.store.list_pipelines()]
+
     def pipeline(self, name: str) -> PipelineView:
         """A pipeline's newest version, in short."""
         record = self.store.get_pipeline(name)
@@ -352,8 +360,11 @@ class Service:
                 raise missing
             borrowed[needed] = found[0]
             rows = lend_instances(rows, instances, lent, needed, found[1])
+        given = {"only": names} if only is not None else {"from": start}  # as asked, for people
         return Selection(
-            {"tasks": [row for row in rows if task_of(row) in chosen], "borrowed": borrowed}, lent, (rows, instances)
+            {"tasks": [row for row in rows if task_of(row) in chosen], "borrowed": borrowed, **given},
+            lent,
+            (rows, instances),
         )
 
     def trigger(
@@ -515,13 +526,18 @@ class Service:
     def get_run(self, run_id: str) -> RunView:
         """A run with its tasks and tries; a queued task waiting for its pool says how full it is."""
         record = self.store.get_run(run_id, with_tries=True)
-        waiting = sorted({t.pool for t in record.tasks.values() if t.pool and t.state is TaskState.QUEUED})
-        pools = {p.name: p for p in self.store.list_pools(waiting)} if waiting else {}
-        return RunView.of(record, pools)
+        return RunView.of(record, self._pools_waited_for([record]))
+
+    def _pools_waited_for(self, runs: list[RunRecord]) -> dict[str, PoolRecord]:
+        """The pools the queued tasks of ``runs`` take a slot of, to say how full each is."""
+        waiting = sorted({t.pool for r in runs for t in r.tasks.values() if t.pool and t.state is TaskState.QUEUED})
+        return {p.name: p for p in self.store.list_pools(waiting)} if waiting else {}
 
     # -- pools ------------------------------------------------------------------------------
     def set_pool(self, name: str, slots: int) -> tuple[PoolView, bool]:
         """Create a pool of ``slots`` or change its slots; the pool and whether it is new."""
+        if isinstance(name, str) and len(name) > MAX_NAME:
+            raise ConfigError(f"pool {name[:20]!r}...: {len(name):,} characters (a name has at most {MAX_NAME})")
         if not isinstance(name, str) or not NAME_RE.fullmatch(name):
             raise ConfigError(
                 f"pool {name!r}: use lower-case letters, digits, '_' and '-', starting with a letter or digit"
@@ -565,18 +581,17 @@ class Service:
         until: datetime | None = None,
         before: tuple[datetime, str] | None = None,
     ) -> list[RunView]:
-        return [
-            RunView.of(r)
-            for r in self.store.list_runs(
-                pipeline=pipeline,
-                state=RunState(state) if state else None,
-                limit=limit,
-                since=since,
-                until=until,
-                before=before,
-                with_tries=True,
-            )
-        ]
+        records = self.store.list_runs(
+            pipeline=pipeline,
+            state=RunState(state) if state else None,
+            limit=limit,
+            since=since,
+            until=until,
+            before=before,
+            with_tries=True,
+        )
+        pools = self._pools_waited_for(records)
+        return [RunView.of(r, pools) for r in records]
 
     def task_output(self, run_id: str, task: str) -> TaskView:
         run = self.store.get_run(run_id)
@@ -600,14 +615,17 @@ class Service:
         return task_html(self.task_notebook(run_id, task), hide_code=hide_code)
 
     def run_report(self, run_id: str, *, hide_code: bool = False) -> Path:
-        """Write the run's report into its folder: each task's HTML report beside its notebook, and
-        ``index.html`` (``index.nocode.html`` with ``hide_code``) with the DAG, the timeline and the
-        tasks, linking them relatively. Returns the index page."""
+        """Write the run's report into its folder: each task's HTML report beside its notebook (a
+        mapped task's instances link their notebooks), and ``index.html`` (``index.nocode.html``
+        with ``hide_code``) with the DAG, the timeline and the tasks, linking them relatively.
+        Returns the index page."""
         run = self.get_run(run_id)
         outputs = [Path(t.output_path).parent for t in run.tasks.values() if t.output_path]
         folder = outputs[0] if outputs else self.config.runs_dir / run.pipeline / run.id
+        # a mapped task's instances link their notebooks: an HTML report each (nbconvert, 0.4 s and
+        # 300 KB apiece) made 500 instances a 3-minute, 150 MB report; the server makes one on request
         files = {
-            name: (self.task_report(run_id, name, hide_code=hide_code), notebook)
+            name: (None if t.mapped_from else self.task_report(run_id, name, hide_code=hide_code), notebook)
             for name, t in run.tasks.items()
             if (notebook := output_notebook(t))
         }
@@ -638,34 +656,26 @@ class Service:
         now = now or utcnow()
         if "pipeline" in changes:
             raise ScheduleError("schedule.pipeline: cannot be changed (add a new schedule instead)")
-        trigger_keys = {
-            "cron",
-            "every",
-            "at",
-            "start",
-            "timezone",
-            "after",
-            "state",
-            "files",
-            "poll",
-            "settle",
-            "existing",
-        }
-        new_trigger = bool(trigger_keys & set(changes))
-        event = is_event(changes if new_trigger else current.trigger)
+        # a change naming a kind (cron, every, at, after, files) makes a new trigger; other trigger
+        # fields (timezone, state, poll ...) change the current one's
+        new_kind = any(k in changes for k in SCHEDULE_KINDS)
+        was_event = is_event(current.trigger)
+        event = is_event(changes) if new_kind else was_event
         fields: dict[str, Any] = (
-            {} if new_trigger else {k: v for k, v in current.trigger.items() if k not in ("folder", "root")}
+            {} if new_kind else {k: v for k, v in current.trigger.items() if k not in ("folder", "root")}
         )
         fields.update(
             {"params": current.params, "max_active_runs": current.max_active_runs, "enabled": current.enabled}
         )
-        if not event:
+        if not event and not was_event:
             fields.update({"catchup": current.catchup, "misfire_grace": current.misfire_grace})
-        if new_trigger and not event and "timezone" not in changes and not is_event(current.trigger):
-            fields["timezone"] = current.trigger.get("timezone", "UTC")
+            if new_kind and "timezone" not in changes:
+                fields["timezone"] = current.trigger.get("timezone", "UTC")
         fields.update(changes)
         spec = self._spec(current.pipeline)
-        row = self._schedule_row(spec, fields, now, scan=new_trigger)  # a pause or resume looks at no file
+        # only a change of what it looks for looks at the files: a pause or a resume does not
+        retrigger = new_kind or any(k not in _NOT_TRIGGER for k in changes)
+        row = self._schedule_row(spec, fields, now, scan=retrigger)
         if row["trigger"] == current.trigger:
             row.pop("seen", None)  # the same files schedule: what it fired and saw stays
             if current.next_fire_at is not None:

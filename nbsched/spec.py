@@ -29,6 +29,7 @@ from nbsched.timefmt import MAX_DURATION, duration, parse_duration
 from nbsched.triggers import MIN_EVERY, IntervalTrigger, trigger_from_fields
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,99}")  # whole names only (fullmatch): "$" let "a\n" in
+MAX_NAME = 100  # characters of a pipeline, task or pool name (NAME_RE's bound)
 # Bounds on a spec's numbers and counts: sane values, and values that time arithmetic, the
 # database's integers and the file system can hold (10**30 retries used to fail at run time).
 MAX_RETRIES = 100
@@ -77,7 +78,24 @@ SCHEDULE_KEYS = (
     "enabled",
     *EVENT_KEYS,
 )
-TIME_ONLY_KEYS = ("start", "timezone", "catchup", "misfire_grace")  # not for an after or files schedule
+# what each kind of schedule takes besides its own key and params, max_active_runs and enabled
+KIND_KEYS: dict[str, tuple[str, ...]] = {
+    "cron": ("timezone", "catchup", "misfire_grace"),
+    "every": ("start", "timezone", "catchup", "misfire_grace"),
+    "at": ("timezone", "catchup", "misfire_grace"),
+    "after": ("state",),
+    "files": ("poll", "settle", "existing"),
+}
+_OWNERS = {  # who has a key, for the message naming it
+    "timezone": "a time schedule (cron, every or at)",
+    "catchup": "a time schedule (cron, every or at)",
+    "misfire_grace": "a time schedule (cron, every or at)",
+    "start": "an every schedule",
+    "state": "an after schedule",
+    "poll": "a files schedule",
+    "settle": "a files schedule",
+    "existing": "a files schedule",
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -391,11 +409,13 @@ def schedule_fields(
         raise ScheduleError(
             f"{where}: a schedule takes one of cron, every, at, after or files, not {' and '.join(kinds)}"
         )
+    kind = kinds[0]
+    for key in fields:  # a field of another kind is a mistake, never dropped
+        if key in _OWNERS and key not in KIND_KEYS[kind]:
+            a = "an" if kind[0] in "ae" else "a"
+            raise ScheduleError(f"{where}.{key}: only {_OWNERS[key]} has {key} (this one is {a} {kind} schedule)")
     if is_event(fields):
         return _event_fields(fields, where, pipeline, folder, root)
-    misplaced = [k for k in EVENT_KEYS if k in fields]
-    if misplaced:
-        raise ScheduleError(f"{where}.{misplaced[0]}: only an after or files schedule has {misplaced[0]}")
     trigger = trigger_from_fields(fields, now=now.replace(microsecond=0))  # `every` anchors on a whole second
     if isinstance(trigger, IntervalTrigger) and trigger.every < MIN_EVERY:  # `every: 1ms` made 322 runs in 8 s
         raise ScheduleError(
@@ -419,9 +439,6 @@ def schedule_fields(
 def _event_fields(
     fields: Mapping[str, Any], where: str, pipeline: str | None, folder: Path | None, root: Path | None
 ) -> dict[str, Any]:
-    for key in TIME_ONLY_KEYS:
-        if key in fields:
-            raise ScheduleError(f"{where}.{key}: only a time schedule (cron, every or at) has {key}")
     if "files" in fields:
         fields = {**fields, "folder": str(folder) if folder is not None else ""}
         if root is not None:

@@ -4,7 +4,8 @@ JSON shape of ``--json`` output and of the REST API (``jupyter_ext/openapi.yaml`
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import difflib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from nbsched.events import SCHEDULE_KINDS, event_from_fields, is_event
 from nbsched.fanout import instance_label
 from nbsched.states import NoticeState, NotifyEvent, RunState, RunTrigger, ScheduleOrigin, TaskState
+from nbsched.timefmt import elapsed, local_time, relative, zoned_time
 from nbsched.triggers import get_zone, trigger_from_fields
 
 if TYPE_CHECKING:
@@ -166,14 +168,48 @@ class RunView:
     selection: Mapping[str, Any] | None  # a partial run's: {"tasks": [...], "borrowed": {task: run id}}
     error: str | None
     created_at: datetime
-    started_at: datetime | None
+    started_at: datetime | None  # of its latest execution: a retry or a repair starts it again
     ended_at: datetime | None
     tasks: Mapping[str, TaskView]  # every row, by its name: tasks and instances (``train[3]``)
+    past_spans: tuple[tuple[datetime, datetime], ...] = ()  # its earlier executions' (start, end)
 
     @classmethod
     def of(cls, record: RunRecord, pools: Mapping[str, PoolRecord] | None = None) -> RunView:
         """``pools``: those its queued tasks wait for, to say how full each is."""
         return _copy(cls, record, tasks={name: TaskView.of(t, pools) for name, t in record.tasks.items()})
+
+    @property
+    def spans(self) -> tuple[tuple[datetime, datetime | None], ...]:
+        """(start, end) of each of its executions, oldest first: the first, then one per retry
+        or repair that started it again (the last one's end is None while it runs)."""
+        now = ((self.started_at, self.ended_at),) if self.started_at is not None else ()
+        return (*self.past_spans, *now)
+
+    @property
+    def first_started_at(self) -> datetime | None:
+        return self.spans[0][0] if self.spans else None
+
+    def ran_for(self, now: datetime) -> float | None:
+        """Seconds it ran in all, its earlier executions included (a running one up to ``now``);
+        None if it never started."""
+        if not self.spans:
+            return None
+        return sum(((end or now) - start).total_seconds() for start, end in self.spans)
+
+    def ran_text(self, now: datetime) -> str:
+        """:meth:`ran_for` for people: ``41.2s``, ``2m05s``; ``-`` if it never started."""
+        seconds = self.ran_for(now)
+        return "-" if seconds is None else elapsed(seconds)
+
+    def started_text(self, now: datetime) -> str:
+        """Its first start, and what each of its runs took when a retry or repair ran it again:
+        ``2026-12-06 19:31:05, ran 3 times: 5.0s + 0.7s + 0.5s``."""
+        first = local_time(self.first_started_at)
+        if len(self.spans) < 2:
+            return first
+        return f"{first}, ran {len(self.spans)} times: " + " + ".join(
+            elapsed(((end or now) - start).total_seconds()) for start, end in self.spans
+        )
 
     def by_task(self) -> dict[str, TaskView]:
         """Its tasks as the pipeline names them, in run order: a mapped task as one, with its
@@ -200,6 +236,10 @@ class RunView:
             "created_at": _iso(self.created_at),
             "started_at": _iso(self.started_at),
             "ended_at": _iso(self.ended_at),
+            "first_started_at": _iso(self.first_started_at),
+            "spans": [{"started_at": _iso(start), "ended_at": _iso(end)} for start, end in self.spans],
+            # once it ended: it may run again (a retry, a repair), and then it has no duration yet
+            "duration": self.ran_for(self.ended_at) if self.ended_at is not None and self.state.finished else None,
             "tasks": {name: t.to_json() for name, t in self.by_task().items()},
         }
 
@@ -248,6 +288,17 @@ class ScheduleView:
             next_fire_local=record.next_fire_at.astimezone(zone) if record.next_fire_at else None,
             waiting_for=None,
         )
+
+    def next_fire_text(self, now: datetime) -> str:
+        """When it fires next, for people: in its own zone and how far away (``2026-12-01 06:00
+        CET (in 3h 12m)``), what an event schedule waits for, ``paused`` or ``never (done)``."""
+        if not self.enabled:
+            return "paused"
+        if self.waiting_for is not None:
+            return self.waiting_for
+        if self.next_fire_at is None or self.next_fire_local is None:
+            return "never (done)"
+        return f"{zoned_time(self.next_fire_local)} ({relative((self.next_fire_at - now).total_seconds())})"
 
     def to_json(self) -> Json:
         return {
@@ -409,6 +460,20 @@ def task_rows(tasks: Mapping[str, Json]) -> dict[str, Json]:
     """A run's ``tasks`` JSON (``RunView.to_json()``) as rows by name: each task, and each mapped
     task's instances in its place."""
     return {row.get("name", name): row for name, task in tasks.items() for row in (task.get("instances") or [task])}
+
+
+def no_runs_text(pipeline: str | None, state: str | None, pipelines: Sequence[str]) -> str:
+    """What a list of runs says when it is empty: none at all, or none that match its filters
+    (named), and whether the pipeline asked for exists (``pipelines``: the names there are)."""
+    if pipeline is None and state is None:
+        return "no runs yet — start one with: nbsched run pipeline.yaml"
+    given = " ".join(f"--{k} {v}" for k, v in (("pipeline", pipeline), ("state", state)) if v is not None)
+    if pipeline is None or pipeline in pipelines:
+        return f"no runs match {given}"
+    close = difflib.get_close_matches(pipeline, list(pipelines), n=1)
+    return f"no runs match {given}: no pipeline '{pipeline}' is registered" + (
+        f" (did you mean '{close[0]}'?)" if close else ""
+    )
 
 
 def _waiting(task: TaskRunRecord, pools: Mapping[str, PoolRecord] | None) -> str | None:

@@ -7,10 +7,13 @@ import os
 import signal
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 from conftest import NBSCHED, nbsched, run_json, write_notebook, write_yaml
+
+from nbsched.timefmt import elapsed, local_time
 
 
 def _start_sleeping_run(project: Path) -> subprocess.Popen[str]:
@@ -162,3 +165,71 @@ def test_db_option_and_env_choose_the_database(project, tmp_path_factory):
         check=True,
     )
     assert [r["pipeline"] for r in json.loads(env_runs.stdout)] == ["elsewhere"]
+
+
+@pytest.mark.kernel
+@pytest.mark.slow
+def test_runs_tells_partial_and_repaired_runs_with_their_first_start_and_total_time(project):
+    write_notebook(project / "ok.ipynb", "import time\ntime.sleep(0.5)")
+    write_yaml(
+        project / "pipeline.yaml",
+        "name: told\ntasks:\n  a: ok.ipynb\n  b: {notebook: ok.ipynb, upstream: [a]}\n  report: ok.ipynb\n",
+    )
+    code, whole = run_json("pipeline.yaml", cwd=project)
+    assert code == 0
+    for task in ("a", "b"):  # two repairs, each starting the run again
+        nbsched("retry", whole["run_id"], "--task", task, "--run", cwd=project, check=True)
+    nbsched("run", "pipeline.yaml", "--only", "report", cwd=project, check=True)
+
+    partial, repaired = json.loads(nbsched("runs", "--json", cwd=project, check=True).stdout)
+    spans = repaired["spans"]
+    assert len(spans) == 3 and repaired["first_started_at"] == whole["started_at"] == spans[0]["started_at"]
+    assert repaired["started_at"] == spans[2]["started_at"] > whole["ended_at"]
+    total = sum(
+        (datetime.fromisoformat(s["ended_at"]) - datetime.fromisoformat(s["started_at"])).total_seconds() for s in spans
+    )
+    assert repaired["duration"] == pytest.approx(total) and total > 3 * 0.5
+    assert partial["selection"]["only"] == ["report"]
+
+    rows = {line.split()[0]: line for line in nbsched("runs", cwd=project, check=True).stdout.splitlines()}
+    assert "manual --only report" in rows[partial["run_id"]] and "1/1 (2 not selected)" in rows[partial["run_id"]]
+    line = rows[repaired["run_id"]]
+    assert "manual, repaired ×2" in line and "3/3" in line  # noqa: RUF001 - a multiplication sign
+    assert local_time(datetime.fromisoformat(whole["started_at"])) in line  # its first start
+    assert f"  {elapsed(total)}  " in line  # its three runs' time, not the last repair's
+    shown = nbsched("show", repaired["run_id"], cwd=project, check=True).stdout.splitlines()
+    assert shown[0].split()[6] == elapsed(total)
+    assert shown[1].startswith("trigger: manual, repaired ×2  started: ") and "ran 3 times: " in shown[1]  # noqa: RUF001 - a multiplication sign
+    assert json.loads(nbsched("show", repaired["run_id"], "--json", cwd=project, check=True).stdout) == repaired
+
+
+def test_runs_that_match_nothing_say_so_and_name_the_filter(project):
+    write_notebook(project / "ok.ipynb", "x = 1")
+    write_yaml(project / "pipeline.yaml", "name: listed\ntasks:\n  one: ok.ipynb\n")
+    assert nbsched("runs", cwd=project, check=True).stdout.startswith("no runs yet")
+    nbsched("register", "pipeline.yaml", cwd=project, check=True)
+    cases = {
+        (
+            "--pipeline",
+            "listd",
+        ): "no runs match --pipeline listd: no pipeline 'listd' is registered (did you mean 'listed'?)",
+        ("--pipeline", "listed"): "no runs match --pipeline listed",
+        ("--pipeline", "listed", "--state", "failed"): "no runs match --pipeline listed --state failed",
+        ("--state", "running"): "no runs match --state running",
+    }
+    for args, said in cases.items():
+        assert nbsched("runs", *args, cwd=project, check=True).stdout.strip() == said
+
+
+def test_show_of_a_cancelled_run_says_why(project):
+    write_notebook(project / "ok.ipynb", "x = 1")
+    write_yaml(
+        project / "pipeline.yaml",
+        "name: stopped\ntasks:\n  one: ok.ipynb\n  two: {notebook: ok.ipynb, upstream: one}\n",
+    )
+    nbsched("register", "pipeline.yaml", cwd=project, check=True)
+    run_id = nbsched("trigger", "stopped", cwd=project, check=True).stdout.strip()
+    nbsched("cancel", run_id, cwd=project, check=True)
+    lines = nbsched("show", run_id, cwd=project, check=True).stdout.splitlines()
+    assert "  cancelled  " in lines[0] and lines[1] == "trigger: manual" and lines[2] == "cancelled: cancelled by user"
+    assert json.loads(nbsched("show", run_id, "--json", cwd=project, check=True).stdout)["error"] == "cancelled by user"

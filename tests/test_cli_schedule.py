@@ -6,7 +6,10 @@ import json
 import re
 
 import pytest
+from click.testing import CliRunner
 from conftest import nbsched, write_notebook, write_yaml
+
+from nbsched.cli import cli
 
 
 def _project(project, notebook_code: str = "x = 1"):
@@ -57,6 +60,53 @@ def test_schedule_mistakes_are_one_line_and_exit_2(project):
         assert proc.returncode == 2, (args, proc.stderr)
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and text in lines[0], (args, proc.stderr)
+
+
+KINDS = {
+    "cron": ["--cron", "0 6 * * *"],
+    "every": ["--every", "1h"],
+    "at": ["--at", "2030-01-01T06:00"],
+    "after": ["--after", "sales"],
+    "files": ["--files", "incoming/*.csv"],
+}
+OPTIONS = {  # each option of `schedule add` that only some kinds take, with the kinds that take it
+    "--tz": (["Europe/Paris"], {"cron", "every", "at"}, "only a time schedule (cron, every or at) has timezone"),
+    "--catchup": ([], {"cron", "every", "at"}, "only a time schedule (cron, every or at) has catchup"),
+    "--misfire-grace": (["5m"], {"cron", "every", "at"}, "only a time schedule (cron, every or at) has misfire_grace"),
+    "--start": (["2030-01-01T00:30"], {"every"}, "only an every schedule has start"),
+    "--state": (["failed"], {"after"}, "only an after schedule has state"),
+    "--poll": (["2s"], {"files"}, "only a files schedule has poll"),
+    "--settle": (["1s"], {"files"}, "only a files schedule has settle"),
+    "--existing": ([], {"files"}, "only a files schedule has existing"),
+}
+
+
+def test_an_option_of_another_kind_of_schedule_is_an_error_not_dropped(project):
+    _project(project)
+    proc = nbsched("schedule", "add", "sales", "--files", "incoming/*.csv", "--state", "failed", cwd=project)
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        "Error: schedule.state: only an after schedule has state (this one is a files schedule)"
+    )
+    write_yaml(project / "other.yaml", "name: other\ntasks:\n  only: {notebook: nb.ipynb}\n")
+    nbsched("register", "other.yaml", cwd=project, check=True)
+    for option, (values, kinds, problem) in OPTIONS.items():  # the same commands, in this process: faster
+        for kind, trigger in KINDS.items():
+            result = CliRunner().invoke(cli, ["schedule", "add", "other", *trigger, option, *values])
+            if kind in kinds:  # it takes it, and keeps it
+                assert result.exit_code == 0, (kind, option, result.output)
+                continue
+            field = problem.rsplit(" ", 1)[1]
+            a = "an" if kind in ("every", "at", "after") else "a"
+            assert result.exit_code == 2, (kind, option, result.output)
+            assert result.output.strip() == f"Error: schedule.{field}: {problem} (this one is {a} {kind} schedule)"
+    kept = json.loads(nbsched("schedule", "list", "--json", cwd=project).stdout)
+    assert len(kept) == sum(len(kinds) for _, kinds, _ in OPTIONS.values()) and {s["pipeline"] for s in kept} == {
+        "other"
+    }
+    every = [s for s in kept if s["kind"] == "every"]
+    assert any(s["trigger"]["start"].startswith("2030-01-01T00:30") for s in every)  # --start anchors it
+    assert any(s["kind"] == "after" and s["trigger"]["state"] == "failed" for s in kept)
+    assert any(s["kind"] == "files" and s["trigger"]["poll"] == 2 for s in kept)
 
 
 @pytest.mark.slow

@@ -271,6 +271,8 @@ def test_event_schedules_show_what_they_wait_for_and_what_they_fired(project, se
         ("{after: ingest, state: done}", "schedules[0].state: 'done'"),
         ('{after: ingest, cron: "0 6 * * *"}', "one of cron, every, at, after or files"),
         ("{after: ingest, catchup: true}", "schedules[0].catchup: only a time schedule"),
+        ('{files: "*.csv", state: failed}', "schedules[0].state: only an after schedule has state"),
+        ("{after: ingest, poll: 5s}", "schedules[0].poll: only a files schedule has poll"),
     ],
 )
 def test_bad_event_schedules_are_one_line_naming_file_and_field(project, schedule, problem):

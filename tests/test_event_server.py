@@ -3,6 +3,7 @@ fired by the server's own daemon."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -54,3 +55,30 @@ async def test_a_file_dropped_in_the_root_runs_its_pipeline_over_the_servers_dae
     assert run["tasks"]["load"]["outputs"] == {"path": "incoming/a.csv"}
     listed = (await api("GET", "schedules", str(schedule["id"]))).data
     assert listed["last_run_id"] == run["run_id"] and listed["last_fire_at"] is not None
+
+
+async def test_a_field_of_another_kind_of_schedule_is_422_and_a_change_keeps_the_kind(api, jp_root_dir):  # noqa: F811
+    write_notebook(jp_root_dir / "team" / "load.ipynb", "x = 1")
+    assert (await api("POST", "pipelines", body={"spec": _loader(), "dir": "team"})).code == 201
+    dropped = await api("POST", "schedules", body={"pipeline": "loader", "files": "a/*.csv", "state": "failed"})
+    assert dropped.error(422, "invalid_schedule") == (
+        "schedule.state: only an after schedule has state (this one is a files schedule)"
+    )
+    late = await api("POST", "schedules", body={"pipeline": "loader", "after": "x", "misfire_grace": "5m"})
+    assert "schedule.misfire_grace: only a time schedule (cron, every or at) has misfire_grace" in late.error(422)
+
+    files = (await api("GET", "schedules")).data["schedules"][0]
+    # a change of one field keeps the kind and the rest of the trigger
+    polled = await api("PATCH", "schedules", str(files["id"]), body={"poll": "5s"})
+    assert polled.code == 200, polled.body
+    assert polled.data["trigger"]["poll"] == 5 and polled.data["trigger"]["files"] == "incoming/*.csv"
+    wrong = await api("PATCH", "schedules", str(files["id"]), body={"state": "failed"})
+    assert wrong.error(422) == "schedule.state: only an after schedule has state (this one is a files schedule)"
+    cron = (await api("POST", "schedules", body={"pipeline": "loader", "cron": "0 6 * * *"})).data
+    zoned = await api("PATCH", "schedules", str(cron["id"]), body={"timezone": "Europe/Paris"})
+    assert zoned.code == 200, zoned.body
+    assert zoned.data["trigger"] == {"cron": "0 6 * * *", "timezone": "Europe/Paris"}
+    assert datetime.fromisoformat(zoned.data["next_fire_local"]).hour == 6
+    after = (await api("POST", "schedules", body={"pipeline": "loader", "after": "x"})).data
+    failed = await api("PATCH", "schedules", str(after["id"]), body={"state": "failed"})
+    assert failed.code == 200 and failed.data["trigger"] == {"after": "x", "state": "failed"}, failed.body

@@ -13,7 +13,7 @@ from conftest import nbsched, write_notebook, write_yaml
 from fakes import HANG, Fail, FakeExecutor, Succeed
 from test_server import api, daemon, finished_run, jp_server_config  # noqa: F401 - fixtures, helpers
 
-from nbsched.errors import SpecError
+from nbsched.errors import ConfigError, SpecError
 from nbsched.report import comparisons
 from nbsched.runner import Runner
 from nbsched.service import Config, Service
@@ -293,7 +293,7 @@ async def test_an_instances_notebook_and_outputs_over_rest(api, daemon, jp_root_
     # a partial run over REST: compare alone, from that run's instances
     partial_id = (await api("POST", "pipelines", "g", "runs", body={"only": ["compare"]})).data["run_id"]
     partial = await finished_run(api, partial_id)
-    assert partial["selection"] == {"tasks": ["compare"], "borrowed": {"train": run_id}}
+    assert partial["selection"] == {"tasks": ["compare"], "borrowed": {"train": run_id}, "only": ["compare"]}
     assert partial["tasks"]["compare"]["outputs"] == {"n": 2} and partial["tasks"]["train"]["state"] == "skipped"
     message = (await api("POST", "pipelines", "g", "runs", body={"from": "trian"})).error(422)
     assert message == "--from 'trian': pipeline g has no such task (did you mean 'train'?)"
@@ -355,3 +355,55 @@ def test_a_partial_run_borrows_every_instance_of_a_mapped_upstream(project):
     shown = nbsched("show", partial["run_id"], cwd=project, check=True).stdout
     assert f"values of train from run {good['run_id']}, process from run {bad['run_id']}" in shown
     assert "  not selected: train, ls, process\n" in shown
+
+
+def test_an_instance_the_run_does_not_have_is_named_as_such(service, project):
+    _register(service, project, GRID)
+    run_id = service.trigger("models")
+    drive = Drive(service, FakeExecutor())
+    drive.turn()
+    drive.close()
+    with pytest.raises(ConfigError) as missing:
+        service.retry(run_id, ["train[9]"])
+    assert str(missing.value) == "--task 'train[9]': train has 6 instance(s) in this run (train[0]..train[5])"
+    with pytest.raises(ConfigError) as plain:
+        service.retry(run_id, ["compare[0]"])
+    assert str(plain.value) == "--task 'compare[0]': compare is a task without instances (name it: --task compare)"
+    assert service.retry(run_id, ["train[5]"]) == ["train[5]"]
+
+
+def test_grid_values_are_shown_as_written_not_escaped(project):
+    write_notebook(project / "train.ipynb", "x = 1")
+    write_yaml(
+        project / "pipeline.yaml",
+        'name: accents\ntasks:\n  train: {notebook: train.ipynb, grid: {city: ["Montréal", ["Zürich"], {k: "Köln"}]}}\n',
+    )
+    nbsched("register", "pipeline.yaml", cwd=project, check=True)
+    run_id = nbsched("trigger", "accents", cwd=project, check=True).stdout.strip()
+    shown = nbsched("show", run_id, cwd=project, check=True).stdout
+    assert "\\u00" not in shown
+    for label in ("train[city=Montréal]", 'train[city=["Zürich"]]', 'train[city={"k": "Köln"}]'):
+        assert label in shown
+    assert '  train[1]  queued   ["Zürich"]' in shown or '  train[1]  pending  ["Zürich"]' in shown
+
+
+def test_a_partial_run_of_a_for_each_counts_the_instances_it_expands_to(service, project):
+    _register(service, project, FOR_EACH)
+    first = service.trigger("files")
+    drive = Drive(service, FakeExecutor({"ls": [Succeed({"files": ["a", "b"]})]}))
+    drive.turn()
+    assert service.get_run(first).state is RunState.SUCCESS
+    # ls lends its list; process's instances are this run's own, and one fails
+    run_id = service.trigger("files", only=["process", "audit"])
+    drive.executor.script["process[1]"] = [Fail()]
+    drive.turn()
+    drive.close()
+    run = service.get_run(run_id)
+    assert [run.tasks[f"process[{i}]"].state for i in range(2)] == [TaskState.SUCCESS, TaskState.FAILED]
+    assert run.tasks["audit"].state is TaskState.UPSTREAM_FAILED  # not run as if process[1] were lent
+    assert run.state is RunState.FAILED
+    shown = nbsched("--db", service.config.db_url, "show", run_id, cwd=project, check=True).stdout
+    assert "  not selected: ls, summary\n" in shown and "  process[1]: ValueError: bad input" in shown
+    _register(service, project, GRID)
+    grid = service.trigger("models", only=["train"])  # a grid's six rows: its name once
+    assert "\npartial run: train\n" in nbsched("--db", service.config.db_url, "show", grid, cwd=project).stdout

@@ -324,7 +324,9 @@ def test_repairs_from_the_cli_each_with_its_own_values(project):
     assert [i["params"] for i in run["tasks"]["train"]["instances"]] == [None] * 4
     assert [(r["tasks"], r["params"]) for r in run["repairs"]] == [(["train[3]"], {"fix": 1}), (["train"], {})]
     lines = [
-        line for line in nbsched("show", run_id, cwd=project, check=True).stdout.splitlines() if "repaired" in line
+        line
+        for line in nbsched("show", run_id, cwd=project, check=True).stdout.splitlines()
+        if line.lstrip().startswith("repaired ")
     ]
     assert [line.split(": ", 1)[1] for line in lines] == ["train[3] with fix=1", "train"]
 

@@ -193,6 +193,13 @@ def test_a_run_never_waits_for_a_removed_pool(project):
     service.close()
 
 
+def test_a_pool_name_too_long_is_told_by_its_length(project):
+    proc = nbsched("pool", "set", "g" * 200, "1", cwd=project)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "Error: pool 'gggggggggggggggggggg'...: 200 characters (a name has at most 100)"
+    assert nbsched("pool", "set", "g" * 100, "1", cwd=project).returncode == 0
+
+
 def test_show_says_a_queued_task_waits_for_its_full_pool(project):
     service = Service(Config.resolve(project=project))
     service.set_pool("gpu", 1)
@@ -210,6 +217,11 @@ def test_show_says_a_queued_task_waits_for_its_full_pool(project):
     assert service.get_run(queued_run).tasks["a"].waiting == "waiting for pool gpu: 1/1 used"
     assert service.get_run(running_run).tasks["a"].waiting is None
     assert "  a: waiting for pool gpu: 1/1 used" in nbsched("show", queued_run, cwd=project, check=True).stdout
+    # a run's JSON is the same in a list as alone
+    shown = json.loads(nbsched("show", queued_run, "--json", cwd=project, check=True).stdout)
+    listed = json.loads(nbsched("runs", "--json", cwd=project, check=True).stdout)
+    assert next(r for r in listed if r["run_id"] == queued_run) == shown
+    assert shown["tasks"]["a"]["waiting"] == "waiting for pool gpu: 1/1 used"
     service.close()
 
 

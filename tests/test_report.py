@@ -18,8 +18,9 @@ from click.testing import CliRunner
 from conftest import nbsched, write_notebook, write_yaml
 
 from nbsched.cli import cli
+from nbsched.dag import layers as dag_layers
 from nbsched.render import STATE_COLOURS
-from nbsched.report import dag_layers, dag_svg, gantt_svg, run_report_html, tick_step
+from nbsched.report import dag_svg, gantt_svg, run_report_html, tick_step
 
 NS = {"s": "http://www.w3.org/2000/svg"}
 T0 = datetime(2026, 11, 28, 6, 0, tzinfo=timezone.utc)
@@ -237,7 +238,7 @@ class Page(HTMLParser):
         a = dict(attrs)
         if tag == "tr" and "data-task" in a:
             self._row = a["data-task"]
-            self.rows[self._row] = a["data-state"] or ""
+            self.rows[self._row] = a.get("data-state") or ""  # a comparison row has none; its task row follows
             self.links[self._row] = {}
         elif tag == "tr" and "data-param" in a:
             self._param = a["data-param"]
@@ -530,3 +531,28 @@ def test_run_with_report_writes_the_report_after_the_run(project):
     index = project / printed.split()[-1]
     assert 'href="one.html"' in index.read_text(encoding="utf-8")
     assert "hello from one" in index.with_name("one.html").read_text(encoding="utf-8")
+
+
+@pytest.mark.kernel
+def test_a_mapped_tasks_instances_are_linked_not_converted(project, service):
+    write_notebook(project / "one.ipynb", "import nbsched\nnbsched.record('square', item * item)", params="item = 0")
+    write_notebook(project / "sum.ipynb", "x = 1")
+    write_yaml(
+        project / "pipeline.yaml",
+        "name: many\ntasks:\n  one: {notebook: one.ipynb, for_each: [1, 2, 3, 4]}\n"
+        "  total: {notebook: sum.ipynb, upstream: [one]}\n",
+    )
+    run = service.run_pipeline(project / "pipeline.yaml")
+    assert run.state.value == "success"
+    index = service.run_report(run.id)
+    folder = index.parent
+    page = Page(index.read_text(encoding="utf-8"))
+    # each instance links its notebook (JupyterLab opens it; the server makes its report on request),
+    # and no HTML report is made for it: 500 of them were 150 MB and minutes of nbconvert
+    for i in range(4):
+        assert page.links[f"one[{i}]"] == {"notebook": f"one%5B{i}%5D.ipynb"}
+        assert (folder / f"one[{i}].ipynb").is_file() and not (folder / f"one[{i}].html").exists()
+    assert page.links["total"] == {"report": "total.html", "notebook": "total.ipynb"}
+    assert sorted(p.name for p in folder.glob("*.html")) == ["index.html", "total.html"]
+    per_instance = index.stat().st_size / 4
+    assert per_instance < 20_000, per_instance  # the page grows by a row or two per instance, not a notebook

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 from conftest import nbsched, write_notebook, write_yaml
-from fakes import Fail, FakeExecutor, Succeed
+from fakes import Fail, FakeClock, FakeExecutor, Succeed
 
 from nbsched.errors import ConfigError, Conflict, SpecError
+from nbsched.report import trigger_label
 from nbsched.runner import Runner
 from nbsched.service import Config, Service
 from nbsched.states import RunState, TaskState
@@ -172,7 +173,11 @@ def test_run_from_and_only_take_the_values_they_need_from_the_latest_successful_
     assert [first["tasks"][t]["outputs"]["n"] for t in ("extract", "clean", "report")] == [20, 22, 23]
 
     partial = _run(project, "--from", "clean", "-p", "k=5")
-    assert partial["selection"] == {"tasks": ["clean", "report"], "borrowed": {"extract": first["run_id"]}}
+    assert partial["selection"] == {
+        "tasks": ["clean", "report"],
+        "borrowed": {"extract": first["run_id"]},
+        "from": "clean",
+    }
     assert partial["state"] == "success"
     assert partial["tasks"]["extract"]["state"] == "skipped" and partial["tasks"]["extract"]["error"] == "not selected"
     assert partial["tasks"]["extract"]["try_number"] == 0  # not run
@@ -198,3 +203,38 @@ def test_partial_run_mistakes_are_one_line_and_make_no_run(project):
         proc = nbsched("run", "pipeline.yaml", *args, cwd=project)
         assert proc.returncode == 2 and proc.stderr.strip() == message, proc.stderr
     assert nbsched("runs", cwd=project, check=True).stdout.startswith("no runs")
+
+
+def test_a_run_started_again_keeps_its_first_start_and_adds_up_its_time(service):
+    clock = FakeClock()
+    service.store.clock = clock
+
+    def finish(executor: FakeExecutor, run_id: str) -> None:
+        with Runner(service.store, executor, service.config.runs_dir, spec_loader=service.spec_of, poll=0) as runner:
+            while not service.store.get_run(run_id).state.finished:
+                runner.step(service.store.list_runs(states=[RunState.QUEUED, RunState.RUNNING], limit=None))
+                clock.advance(10)  # every look takes 10 s
+                runner.wait(0)
+
+    run_id = service.trigger("nightly")
+    finish(FakeExecutor({"report": [Fail()]}), run_id)
+    first = service.get_run(run_id)
+    clock.advance(3600)
+    service.retry(run_id)  # the failed task again
+    queued = service.get_run(run_id)
+    assert queued.started_at is None and queued.first_started_at == first.started_at
+    assert queued.spans == ((first.started_at, first.ended_at),) and queued.to_json()["duration"] is None
+    finish(FakeExecutor(), run_id)
+    clock.advance(3600)
+    service.retry(run_id, ["clean"], downstream=True)
+    finish(FakeExecutor(), run_id)
+
+    run = service.get_run(run_id)
+    assert run.state is RunState.SUCCESS and len(run.spans) == 3
+    assert run.first_started_at == first.started_at and run.started_at == run.spans[2][0]
+    lengths = [(end - start).total_seconds() for start, end in run.spans]
+    assert all(length > 0 for length in lengths) and run.to_json()["duration"] == sum(lengths)
+    assert (run.spans[2][0] - run.first_started_at).total_seconds() > 7200  # the hours between are not counted
+    assert trigger_label(run.to_json()) == "manual, repaired ×1, retried ×1"  # noqa: RUF001 - a multiplication sign
+    listed = next(r for r in service.list_runs() if r.id == run_id)
+    assert listed.to_json() == run.to_json()

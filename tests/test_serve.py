@@ -110,6 +110,32 @@ def test_sigterm_lets_a_running_task_finish_within_the_grace(project):
     assert _show(project, run_id)["state"] == "success"
 
 
+def _catches(pid: int, signum: int) -> bool:
+    """The process has a handler of its own for ``signum`` (its SigCgt mask, /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    return False
+
+
+def test_sigterm_while_the_daemon_starts_stops_it_cleanly(project):
+    """A service manager's SIGTERM just after the start, while the daemon is still being built
+    (seconds on a loaded machine: a two-daemon test saw a restarted daemon killed, exit -15):
+    kept, and honoured once it can stop (exit 0), before it serves anything."""
+    nbsched("pool", "list", cwd=project, check=True)  # the database exists
+    daemon = serve(project, "serve")
+    try:
+        wait_for(lambda: _catches(daemon.pid, signal.SIGTERM), 60, "a SIGTERM handler", every=0.001)
+        daemon.send_signal(signal.SIGTERM)
+        code = daemon.wait(60)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    log = (project / "serve.log").read_text()
+    assert code == 0, log
+    assert "received SIGTERM: stopping" in log and log.index("received SIGTERM") < log.find("serving:") % (len(log) + 1)
+
+
 def test_sigterm_cancels_what_outlives_the_grace(project):
     write_notebook(project / "long.ipynb", "import time\ntime.sleep(120)")
     write_yaml(project / "pipeline.yaml", "name: impatient\ntasks:\n  long: {notebook: long.ipynb}\n")

@@ -290,11 +290,14 @@ def test_no_warning_without_params_or_with_a_parameters_cell(project: Path) -> N
     assert result.stderr == ""
 
 
-def test_validate_a_valid_spec_prints_the_order(project: Path) -> None:
+def test_validate_a_valid_spec_prints_its_layers(project: Path) -> None:
     (project / "pipeline.yaml").write_text(GOOD)
     result = validate(project, "pipeline.yaml")
     assert result.exit_code == 0, result.output
-    assert result.stdout == "pipeline.yaml: ok — pipeline 'daily-sales', 3 task(s): extract → clean → report\n"
+    assert result.stdout == (
+        "pipeline.yaml: ok — pipeline 'daily-sales', 3 task(s) in 3 layer(s)\n"
+        "  layer 1: extract\n  layer 2: clean (after extract)\n  layer 3: report (after clean)\n"
+    )
     assert result.stderr == ""
     assert not (project / ".nbsched").exists()
 
@@ -306,7 +309,9 @@ def test_the_order_follows_dependencies_not_the_order_written(project: Path) -> 
     )
     result = validate(project, "pipeline.yaml")
     assert result.exit_code == 0, result.output
-    assert result.stdout.endswith("3 task(s): extract → clean → report\n")
+    assert result.stdout.endswith(
+        "layer 1: extract\n  layer 2: clean (after extract)\n  layer 3: report (after clean)\n"
+    )
 
 
 def test_the_design_example_loads_with_every_field(project: Path) -> None:
@@ -346,7 +351,9 @@ def test_a_single_notebook_is_a_one_task_pipeline(project: Path) -> None:
     assert spec.order == ["my-report"]
     result = validate(project, "My Report.ipynb")
     assert result.exit_code == 0, result.output
-    assert result.stdout == "My Report.ipynb: ok — pipeline 'my-report', 1 task(s): my-report\n"
+    assert (
+        result.stdout == "My Report.ipynb: ok — pipeline 'my-report', 1 task(s) in 1 layer(s)\n  layer 1: my-report\n"
+    )
 
 
 # -- field parsing --------------------------------------------------------------------------

@@ -189,6 +189,9 @@ def test_a_run_view_has_the_json_shape_of_the_api():
         "created_at",
         "started_at",
         "ended_at",
+        "first_started_at",
+        "spans",
+        "duration",
         "tasks",
     ]
     assert data["run_id"] == "r1" and data["state"] == "running" and data["logical_date"] == T0.isoformat()

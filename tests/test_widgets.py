@@ -205,12 +205,21 @@ def test_a_script_in_a_name_an_error_or_a_message_is_text_in_the_panel(project, 
         "trigger": SCRIPT,
         "created_at": None,
         "started_at": None,
+        "first_started_at": None,
         "ended_at": None,
         "tasks": {SCRIPT: task},
     }
     shown["pieces"] = "".join(
         [
-            render_macro("panel.html.j2", "runs_table", runs=[view], chosen=SCRIPT, now=None),
+            render_macro(
+                "panel.html.j2",
+                "runs_table",
+                runs=[view],
+                chosen=SCRIPT,
+                now=None,
+                labels={SCRIPT: SCRIPT},
+                took={SCRIPT: SCRIPT},
+            ),
             render_macro(
                 "panel.html.j2",
                 "run_detail",
@@ -238,3 +247,16 @@ def test_a_projects_template_restyles_the_panel(project, service):
     (own / "panel.html.j2").write_text(packaged.replace("No runs yet.", "Nothing has run here yet."))
     panel = RunPanel(service, refresh_every=0)
     assert panel.runs_table.value.strip() == "<p>Nothing has run here yet.</p>"
+
+
+def test_runs_table_tells_a_partial_run(project, service):
+    write_notebook(project / "ok.ipynb", "x = 1")
+    write_yaml(project / "good.yaml", "name: good\ntasks:\n  a: ok.ipynb\n  b: {notebook: ok.ipynb, upstream: [a]}\n")
+    service.register(project / "good.yaml")
+    partial = service.trigger("good", only=["a"])
+    panel = RunPanel(service, refresh_every=0)
+    try:
+        row = next(r for r in panel.runs_table.value.split("<tr") if f'data-run="{partial}"' in r)
+        assert "<td>manual --only a</td>" in row and "<td>-</td></tr>" in row  # not started: no time
+    finally:
+        panel.close()

@@ -183,6 +183,8 @@ class RunRow(Base):
     fired_by: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # each repair: {"at", "tasks", "downstream", "params"}, oldest first
     repairs: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    # its earlier executions, before each retry or repair started it again: [[started, ended]], ISO
+    past_spans: Mapped[list[list[str]] | None] = mapped_column(JSON)
     # a partial run's: {"tasks": [the selected], "borrowed": {task: the run whose outputs it lends}}
     selection: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     max_active_tasks: Mapped[int | None] = mapped_column(Integer)  # its pipeline's cap, from its spec

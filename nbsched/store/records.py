@@ -90,6 +90,8 @@ class RunRecord:
     sla_missed_at: datetime | None = None  # when it was found running past its sla
     fired_by: dict[str, Any] | None = None  # what an after or files schedule fired it for
     repairs: tuple[dict[str, Any], ...] = ()  # each repair: {"at", "tasks", "downstream", "params"}
+    # (started, ended) of each earlier execution, before a retry or repair started it again
+    past_spans: tuple[tuple[datetime, datetime], ...] = ()
     selection: dict[str, Any] | None = None  # a partial run's: {"tasks": [...], "borrowed": {task: run id}}
     max_active_tasks: int | None = None  # its pipeline's cap on running tasks
 

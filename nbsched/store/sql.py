@@ -397,7 +397,9 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore, PoolStore, MappingStore):
                     t.outputs, t.params = {}, dict(params) if params else None
             if not names:
                 return []
-            run.state, run.error, run.ended_at, run.owner = RunState.QUEUED, None, None, None
+            if run.started_at is not None and run.ended_at is not None:  # it starts again: keep when it ran
+                run.past_spans = [*(run.past_spans or []), [run.started_at.isoformat(), run.ended_at.isoformat()]]
+            run.state, run.error, run.started_at, run.ended_at, run.owner = RunState.QUEUED, None, None, None, None
             if repair is not None:
                 run.repairs = [*(run.repairs or []), {"at": now.isoformat(), **repair}]
             if selection is not None:
@@ -862,6 +864,7 @@ def _run_record(
         sla_missed_at=row.sla_missed_at,
         fired_by=row.fired_by,
         repairs=tuple(row.repairs or ()),
+        past_spans=tuple((datetime.fromisoformat(a), datetime.fromisoformat(b)) for a, b in row.past_spans or ()),
         selection=row.selection,
         max_active_tasks=row.max_active_tasks,
     )

@@ -20,7 +20,7 @@ from nbsched.clock import utcnow
 from nbsched.errors import NbschedError
 from nbsched.params import parse_override
 from nbsched.render import markup, render_macro
-from nbsched.report import Comparison, comparisons, dag_svg, task_states, where_running
+from nbsched.report import Comparison, comparisons, dag_svg, task_states, trigger_label, where_running
 from nbsched.service import Service
 from nbsched.states import RunState, TaskState
 from nbsched.views import task_rows
@@ -118,7 +118,9 @@ class RunPanel(w.VBox):
             pipeline = None if self.pipeline.value == ALL else self.pipeline.value
             self.run_now.disabled = pipeline is None
             # the page is drawn from the runs' JSON form, as the run report is
-            self._runs = [r.to_json() for r in self.service.list_runs(pipeline=pipeline, limit=self.limit)]
+            records = self.service.list_runs(pipeline=pipeline, limit=self.limit)
+            self._runs = [r.to_json() for r in records]
+            self._ran = {r.id: r.ran_text for r in records}  # how long each ran in all, by the time it is drawn
             ids = [r["run_id"] for r in self._runs]
             chosen = self.run_choice.value
             if list(self.run_choice.options) != ids:
@@ -157,7 +159,12 @@ class RunPanel(w.VBox):
             self._render_detail()
 
     def _runs_html(self) -> str:
-        return self._html("runs_table", runs=self._runs, chosen=self.run_choice.value, now=utcnow())
+        now = utcnow()
+        took = {run_id: ran_text(now) for run_id, ran_text in self._ran.items()}
+        labels = {r["run_id"]: trigger_label(r) for r in self._runs}
+        return self._html(
+            "runs_table", runs=self._runs, chosen=self.run_choice.value, now=now, labels=labels, took=took
+        )
 
     def _selected(self) -> dict[str, Any] | None:
         return next((r for r in self._runs if r["run_id"] == self.run_choice.value), None)
