@@ -126,14 +126,18 @@ def test_sigterm_while_the_daemon_starts_stops_it_cleanly(project):
     daemon = serve(project, "serve")
     try:
         wait_for(lambda: _catches(daemon.pid, signal.SIGTERM), 60, "a SIGTERM handler", every=0.001)
+        daemon.send_signal(signal.SIGSTOP)  # held where it was when it first caught SIGTERM
+        maps = Path(f"/proc/{daemon.pid}/maps").read_text()
+        assert "zmq" not in maps, "SIGTERM is caught only once the daemon's kernel machinery is loaded"
         daemon.send_signal(signal.SIGTERM)
+        daemon.send_signal(signal.SIGCONT)
         code = daemon.wait(60)
     finally:
         if daemon.poll() is None:
             daemon.kill()
     log = (project / "serve.log").read_text()
     assert code == 0, log
-    assert "received SIGTERM: stopping" in log and log.index("received SIGTERM") < log.find("serving:") % (len(log) + 1)
+    assert "received SIGTERM: stopping" in log
 
 
 def test_sigterm_cancels_what_outlives_the_grace(project):
