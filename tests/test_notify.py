@@ -348,9 +348,9 @@ def test_a_message_template_is_bounded_like_a_parameter():
     it is made, and the sandbox's own refusals hold."""
     from jinja2.exceptions import SecurityError, UndefinedError
 
-    from nbsched.sender import render_message
+    from nbsched.messages import render_template
 
     with pytest.raises(SecurityError, match="would make 1,000,000,000 characters"):
-        render_message("{{ 'x' * 10**9 }}", None, {"pipeline": "p"})
+        render_template("{{ 'x' * 10**9 }}", {"pipeline": "p"})
     with pytest.raises((SecurityError, UndefinedError)):
-        render_message("{{ cycler.__init__.__globals__.os.popen('id').read() }}", None, {})
+        render_template("{{ cycler.__init__.__globals__.os.popen('id').read() }}", {})
