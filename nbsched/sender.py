@@ -228,10 +228,12 @@ class Sender:
                 shown_target(notice.target),
             )
             return
-        first = notice.created_at
+        first, answer_shown = notice.created_at, answer
         retry_at = self.clock.now() + timedelta(seconds=backoff(notice.attempts + 1))
         give_up = refused is not None or retry_at - first > timedelta(seconds=GIVE_UP_AFTER)
         self.store.notice_not_sent(notice.id, self.id, answer, None if give_up else retry_at)
+        if self._file_problem is not None:  # logged once already
+            answer_shown = answer.replace(self._file_problem, "the configuration file's error (logged above)")
         log.warning(
             "notification %s (%s of run %s) to %s %s: %s",
             notice.id,
@@ -239,14 +241,14 @@ class Sender:
             notice.run_id,
             shown_target(notice.target),
             "failed for good" if give_up else f"not sent, again at {retry_at:%H:%M:%S}",
-            answer,
+            answer_shown,
         )
 
     def deliver(self, notice: NoticeRecord) -> tuple[bool, str]:
         """Render and send one notification; (delivered, what the services answered)."""
         file = self.delivery.config_file
         if not is_url(notice.target):
-            self._tell_file_problem()
+            self.tell_file_problem()
         if notice.run_id is None:  # an event without a run: a schedule's missed fires
             context = missed_context(notice.pipeline or "?", notice.detail or {})
             title, body = render_message(notice.title, notice.body, context, DEFAULT_MISSED_TITLE, DEFAULT_MISSED_BODY)
@@ -259,7 +261,7 @@ class Sender:
         attach = self._report(run.id) if notice.attach_report and report is not None else None
         return send(notice.target, title, body, file, timeout=self._timeout(), attach=attach, payload=run.to_json())
 
-    def _tell_file_problem(self) -> None:
+    def tell_file_problem(self) -> None:
         """The configuration file's error, logged once (and again once it changes): its tags
         wait, the URLs and the tags it still defines go on."""
         problem = file_error(self.delivery.config_file)

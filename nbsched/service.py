@@ -50,7 +50,7 @@ from nbsched.spec import (
 from nbsched.states import NotifyEvent, RunState, RunTrigger, ScheduleOrigin, TaskState
 from nbsched.store import PipelineRecord, RunRecord, ScheduleRecord, SqlStore
 from nbsched.store.records import NoticeRecord
-from nbsched.targets import file_error, shown_target
+from nbsched.targets import shown_target
 from nbsched.timefmt import when
 from nbsched.triggers import get_zone, trigger_from_fields
 from nbsched.views import NoticeView, PipelineDetail, PipelineView, PoolView, RunView, ScheduleView, TaskView
@@ -768,8 +768,7 @@ class Service:
         # woken by this process's notifications, and by the daemon's loop when it finds others
         # due (a retry's time come, another process's): its thread polls nothing itself
         sender = Sender(self.store, self.delivery, poll=None)
-        if (problem := file_error(self.config.notify_file)) is not None:
-            log.warning("notifications: %s (its tags that did not load wait until it is fixed)", problem)
+        sender.tell_file_problem()  # now, once: not at every notification
         self._daemon = Daemon(runner, scheduler, options, sender)
         return self._daemon
 

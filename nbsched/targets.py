@@ -12,6 +12,7 @@ service (``cto``, ``rto``; SMTP's one timeout) are capped by it, and so is the w
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -176,9 +177,12 @@ def send(
             extras["run"] = payload
         ap.add(service)
     attachment = apprise.AppriseAttachment(str(attach)) if attach is not None else None
+    started = time.monotonic()
     result = ap.notify(
         body=body, title=title, body_format=apprise.NotifyFormat.TEXT, attach=attachment, timeout=timeout
     )
+    # a socket's own timeout says only "connection error": say it was the time
+    timed_out = time.monotonic() - started >= 0.9 * timeout
     answers = []
     for r in result:
         name = names.get(r.url_id, "service")
@@ -186,6 +190,9 @@ def send(
             answers.append(f"{name}: no answer within {timeout:g}s")
             continue
         lines = [e.message for e in r.logs() if e.level in ("WARNING", "ERROR", "CRITICAL")]
+        if timed_out and not r:
+            note = f"no answer within {timeout:g}s"
+            lines.append(f"{lines.pop()}; {note}" if lines else note)
         answers.append(f"{name}: {r.status.name.lower()}" + (f" ({lines[-1]})" if lines else ""))
     return bool(result), "; ".join(answers)
 
