@@ -15,7 +15,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from conftest import nbsched, serve, stop, wait_for, write_notebook, write_yaml
 from pytest_httpserver import HTTPServer
-from test_notify import Mailbox, _free_port, _text, smtp  # noqa: F401 - the fixture
+from test_notify import Mailbox, _free_port, smtp  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.kernel
 
@@ -162,7 +162,11 @@ def test_a_pipeline_rule_for_retry_hears_of_its_tasks_retries(project, httpserve
 
 
 @pytest.mark.slow
-def test_a_daemon_logs_a_broken_notify_yaml_once_and_goes_on_with_the_urls(project, smtp, httpserver: HTTPServer):
+def test_a_daemon_logs_a_broken_notify_yaml_once_and_goes_on_with_the_urls(
+    project,
+    smtp,  # noqa: F811 - the fixture imported above
+    httpserver: HTTPServer,
+):
     httpserver.expect_request("/hook", method="POST").respond_with_data("ok")
     write_notebook(project / "ok.ipynb", "x = 1")
     write_yaml(
