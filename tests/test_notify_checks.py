@@ -225,3 +225,70 @@ def test_a_notification_held_by_a_claim_that_expired_says_so(project):
     assert notice["claim"]["by"] == "sender-gone" and notice["claim"]["expired"] is True
     table = nbsched("notifications", cwd=project, check=True).stdout
     assert "pending (claim of sender-gone expired " in table
+
+
+# -- what a spec's URLs may reach -----------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("allow", "url", "problem"),
+    [
+        (
+            "slack",
+            "json://hooks.example.com/x",
+            "json://hooks.example.com is not in NBSCHED_NOTIFY_ALLOW (it lists slack)",
+        ),
+        ("none", "slack://T1/B2/C3", "slack is not in NBSCHED_NOTIFY_ALLOW (it is empty: only the tags of the"),
+        ("json", "json://127.0.0.1:9/x", "127.0.0.1 is a loopback address: refused unless NBSCHED_NOTIFY_ALLOW lists"),
+        ("json", "json://169.254.169.254/latest", "169.254.169.254 is a link-local address"),
+        ("json", "json://0.0.0.0:9/x", "0.0.0.0 is an unspecified address (this machine)"),
+        ("json", "json://localhost:9/x", "localhost is a loopback address"),
+        ("json", "json://2130706433/x", "2130706433 is a loopback address"),  # 127.0.0.1 as one number
+        ("json", "json://[::1]:9/x", "::1 is a loopback address"),
+        (
+            "*://*.example.com",
+            "mailto://mail.example.com?smtp=169.254.169.254&from=a@example.com&to=b@example.com",
+            "mailto://169.254.169.254 is not in",
+        ),
+    ],
+)
+def test_a_url_the_operator_does_not_allow_is_one_line_at_register(project, allow, url, problem):
+    _spec(project, f'notify: [{{on: [failure], to: ["{url}"]}}]')
+    proc = nbsched("register", "pipeline.yaml", cwd=project, env={"NBSCHED_NOTIFY_ALLOW": allow})
+    assert proc.returncode == 2, proc.stdout
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("Error: pipeline.yaml: notify[0].to: ") and problem in line, line
+
+
+@pytest.mark.parametrize(
+    ("allow", "url"),
+    [
+        ("json, json://127.0.0.1", "json://127.0.0.1:9/x"),  # a loopback host listed itself
+        ("json://*.example.com", "json://hooks.example.com/x"),
+        ("*://hooks.example.com", "jsons://hooks.example.com/x"),
+        ("slack", "slack://T1/B2/C3"),
+        ("*", "json://169.254.169.254/x"),
+    ],
+)
+def test_a_url_the_operator_allows_registers(project, allow, url):
+    _spec(project, f'notify: [{{on: [failure], to: ["{url}"]}}]')
+    proc = nbsched("register", "pipeline.yaml", cwd=project, env={"NBSCHED_NOTIFY_ALLOW": allow})
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_a_bad_allow_list_entry_is_one_line(project):
+    _spec(project, 'notify: [{on: [failure], to: ["json://127.0.0.1:9/x"]}]')
+    proc = nbsched("register", "pipeline.yaml", cwd=project, env={"NBSCHED_NOTIFY_ALLOW": "json:/x"})
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "Error: NBSCHED_NOTIFY_ALLOW: 'json:/x': expected *, a scheme (slack) or a scheme and host "
+        "(json://hooks.example.com)"
+    )
+
+
+@pytest.mark.parametrize("value", ["0", "-1s", "soon", "11m"])
+def test_a_bad_notify_timeout_is_one_line(project, value):
+    _spec(project, 'notify: [{on: [failure], to: ["json://127.0.0.1:9/x"]}]')
+    nbsched("register", "pipeline.yaml", cwd=project, check=True)
+    proc = nbsched("notify", "test", "p", cwd=project, env={"NBSCHED_NOTIFY_TIMEOUT": value})
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("Error: NBSCHED_NOTIFY_TIMEOUT"), line

@@ -200,3 +200,30 @@ def test_a_daemon_logs_a_broken_notify_yaml_once_and_goes_on_with_the_urls(
     log = (project / "serve.log").read_text()
     assert log.count(f"{notify_yaml}: line 3: ") == 1, log
     assert "Traceback" not in log
+
+
+@pytest.mark.slow
+def test_a_url_the_allow_list_refuses_when_it_is_sent_fails_at_once_and_is_not_requested(
+    project, httpserver: HTTPServer
+):
+    """Registered while everything was allowed; the daemon that sends it allows json, not this
+    machine: refused at the send, for good (no retry will be allowed either)."""
+    httpserver.expect_request("/hook", method="POST").respond_with_data("ok")
+    write_notebook(project / "ok.ipynb", "x = 1")
+    write_yaml(
+        project / "pipeline.yaml",
+        "name: quick\ntasks:\n  ok: ok.ipynb\n"
+        f'notify: [{{on: [success], to: ["json://127.0.0.1:{httpserver.port}/hook"]}}]\n',
+    )
+    nbsched("register", "pipeline.yaml", cwd=project, check=True)
+    daemon = serve(project, "serve", "--no-scheduler", env={"NBSCHED_NOTIFY_ALLOW": "json"})
+    try:
+        nbsched("trigger", "quick", cwd=project, check=True)
+        (notice,) = wait_for(lambda: [n for n in _notices(project) if n["state"] != "pending"], 120, "the verdict")
+    finally:
+        stop(daemon)
+    assert notice["state"] == "failed" and notice["attempts"] == 1
+    assert notice["answer"] == (
+        "refused: 127.0.0.1 is a loopback address: refused unless NBSCHED_NOTIFY_ALLOW lists json://127.0.0.1"
+    )
+    assert httpserver.log == []
