@@ -403,7 +403,8 @@ class Service:
         with self._foreground(workers, listener) as runner:
             for run_id in run_ids:
                 self.store.set_run_owner(run_id, runner.id)
-            runner.run(run_ids)
+            with self._sending(run_ids):  # as a run of its own: no daemon may be there to send them
+                runner.run(run_ids)
         return [self.get_run(r) for r in run_ids]
 
     def cancel(self, run_id: str) -> RunView:

@@ -227,3 +227,35 @@ def test_a_url_the_allow_list_refuses_when_it_is_sent_fails_at_once_and_is_not_r
         "refused: 127.0.0.1 is a loopback address: refused unless NBSCHED_NOTIFY_ALLOW lists json://127.0.0.1"
     )
     assert httpserver.log == []
+
+
+@pytest.mark.slow
+def test_a_retry_run_here_sends_its_notifications_and_its_sla_counts_again(project, httpserver: HTTPServer):
+    """``retry RUN --run`` executes the run in the foreground as ``run`` does: no daemon may be
+    there to send what it notifies; the repaired run is late again, and says so again."""
+    httpserver.expect_request("/hook", method="POST").respond_with_data("ok")
+    write_notebook(
+        project / "flaky.ipynb",
+        "import pathlib, time\ntime.sleep(3)\nif not pathlib.Path('tried').exists():\n"
+        "    pathlib.Path('tried').touch()\n    raise RuntimeError('not yet')",
+    )
+    write_yaml(
+        project / "pipeline.yaml",
+        "name: flaky\ntasks:\n  f: flaky.ipynb\nsla: 1s\n"
+        f'notify: [{{on: [sla_missed, success, failure], to: ["json://127.0.0.1:{httpserver.port}/hook"]}}]\n',
+    )
+    proc = nbsched("run", "pipeline.yaml", "--json", cwd=project)
+    assert proc.returncode == 1
+    run_id = json.loads(proc.stdout)["run_id"]
+
+    proc = nbsched("retry", run_id, "--run", cwd=project)
+
+    assert proc.returncode == 0, proc.stderr
+    titles = [request.get_json()["title"] for request, _ in httpserver.log]
+    assert titles == [
+        "flaky: run missed its sla",
+        "flaky: run failed",
+        "flaky: run missed its sla",
+        "flaky: run succeeded",
+    ]
+    assert {n["state"] for n in _notices(project)} == {"sent"}

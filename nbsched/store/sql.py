@@ -393,6 +393,7 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore, PoolStore):
             if not names:
                 return []
             run.state, run.error, run.ended_at, run.owner = RunState.QUEUED, None, None, None
+            run.sla_missed_at = None  # it starts again: its sla runs again, and is reported again
             if repair is not None:
                 run.repairs = [*(run.repairs or []), {"at": now.isoformat(), **repair}]
             return names
