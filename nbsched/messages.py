@@ -40,9 +40,10 @@ DEFAULT_MISSED_TITLE = "{{ pipeline }}: schedule {{ schedule_id }} missed {{ mis
 DEFAULT_MISSED_BODY = """\
 Pipeline: {{ pipeline }}
 Schedule: {{ schedule_id }}
-Missed: {{ missed }} fire(s), the last at {{ up_to }}, {{ late }} late (misfire grace {{ misfire_grace }}):
+{% if error %}Missed: {{ missed }} fire(s), the last at {{ up_to }}: its run could not be made: {{ error }}
+{% else %}Missed: {{ missed }} fire(s), the last at {{ up_to }}, {{ late }} late (misfire grace {{ misfire_grace }}):
 no run was made for them (set catchup: true to run every missed fire).
-"""
+{% endif %}"""
 TEST_NOTE = "This is a test of nbsched notify test, not a real run: the run below is made up.\n\n"
 
 _EVENT_TEXT = {
@@ -102,6 +103,7 @@ def missed_context(pipeline: str, detail: dict[str, Any]) -> dict[str, Any]:
         "up_to": detail.get("up_to"),
         "late": detail.get("late"),
         "misfire_grace": duration(float(detail.get("misfire_grace") or 0)),
+        "error": detail.get("error"),  # the run of a fire could not be made: why
         "detail": detail,
         "run": None,
         "task": None,

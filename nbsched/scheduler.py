@@ -242,7 +242,7 @@ class Scheduler:
                     elapsed(late.total_seconds()),
                     schedule.misfire_grace,
                 )
-        created = []
+        created, unmade = [], []
         for logical_date in fire:
             try:
                 run_id = self.create_run(schedule, logical_date, kind)
@@ -254,6 +254,7 @@ class Scheduler:
                     logical_date.isoformat(),
                     exc,
                 )
+                unmade.append((logical_date, str(exc)))
                 continue
             if run_id is not None:
                 created.append(run_id)
@@ -264,6 +265,16 @@ class Scheduler:
                     logical_date.isoformat(),
                     run_id,
                 )
+        if unmade and self.missed is not None:  # a fire without its run is missed too: say so, and why
+            notices += self.missed(
+                schedule,
+                {
+                    "schedule_id": schedule.id,
+                    "missed": len(unmade),
+                    "up_to": unmade[-1][0].isoformat(),
+                    "error": unmade[-1][1],
+                },
+            )
         # Runs first, then the schedule: a crash in between re-fires the same logical dates,
         # which the store's UNIQUE key turns into no-ops instead of lost fires.
         moved = self.store.update_schedule(

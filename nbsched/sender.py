@@ -4,8 +4,9 @@ tasks (``nbsched serve``, the Jupyter server's daemon, a foreground ``nbsched ru
 Each notification is claimed by one sender under a lease (``store/outbox.py``), so two daemons
 never both send it; one that cannot be delivered is tried again with backoff for a day, then
 marked failed. Sending never blocks a run: it happens beside it, in its own thread, and each
-delivery has a timeout (``targets.send``), so a claim's lease is known: its turn in the batch
-and its timeout. A sender that stops gives its claims back at once, for the next to send.
+delivery has a timeout (``targets.send``), so a claim needs a short lease only (renewed as its
+delivery starts): one that dies leaves its claims for about a minute, and a sender that stops
+gives its claims back at once, for the next to send.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ log = logging.getLogger("nbsched.notify")
 
 BATCH = 20  # notifications claimed at once
 MIN_TIMEOUT = 1.0  # seconds: a finishing sender starts no delivery with less time left
-LEASE_MARGIN = 30.0  # seconds a claim holds past its delivery's timeout: the writes around it
+LEASE_MARGIN = 60.0  # seconds a claim holds past its delivery's timeout: its report, its writes, a short outage
 GIVE_UP_AFTER = 24 * 3600.0  # a notification not delivered within a day is marked failed
 
 
@@ -57,7 +58,7 @@ class Delivery:
 
     @property
     def lease(self) -> float:
-        """Seconds a claim of one notification holds, per its turn in a batch."""
+        """Seconds a claim of one notification holds: its delivery and the writes around it."""
         return self.timeout + LEASE_MARGIN
 
 
@@ -192,14 +193,16 @@ class Sender:
 
     # -- one pass ------------------------------------------------------------------------------
     def send_due(self, run_ids: Iterable[str] | None = None) -> int:
-        """Send what is due now (of ``run_ids``, when given); returns how many were tried. Each
-        claim holds for its turn in the batch: every delivery before it ends within its timeout."""
+        """Send what is due now (of ``run_ids``, when given); returns how many were tried. A
+        claim is renewed as its delivery starts: one whose claim expired meanwhile (the ones
+        before took long) another sender has taken, and sends."""
         claimed = self.store.claim_notices(self.id, BATCH, self.delivery.lease, run_ids)
         self._reports.clear()
         for i, notice in enumerate(claimed):
             if self._stop.is_set() or self._out_of_time():
                 return i  # the rest are given back when it stops
-            self._send(notice)
+            if self.store.renew_notice(notice.id, self.id, self.delivery.lease):
+                self._send(notice)
         return len(claimed)
 
     def _report(self, run_id: str) -> Path:

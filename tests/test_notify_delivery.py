@@ -107,7 +107,8 @@ def test_a_hung_mail_server_neither_holds_the_run_nor_its_alert(project, hung):
     (notice,) = _notices(project)
     # tried, timed out, and given back: no claim keeps it from the next sender
     assert notice["state"] == "pending" and notice["attempts"] == 1, notice
-    assert notice["answer"].startswith("E-Mail: failure (") and notice["answer"].endswith("; no answer within 1s)")
+    # Apprise's own timeout of the call, or the socket's first (a "connection error"): either way, the time
+    assert notice["answer"].startswith("E-Mail: ") and "no answer within 1s" in notice["answer"], notice
     assert notice["claim"] is None
     assert hung.held, "the run's sender never reached the server"
 

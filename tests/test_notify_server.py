@@ -61,9 +61,10 @@ async def test_a_run_of_the_server_notifies_and_lists_it_with_a_link_to_its_repo
     [
         (
             "json://169.254.169.254/latest/meta-data/",
-            "notify[0].to: json://169.254.169.254/latest/meta-data/?method=POST&overflow=upstream&retry=0&wait=0.5"
-            "&optional=no: json://169.254.169.254 is not in NbschedApp.notify_allow "
-            "(it lists json://127.0.0.1, slack)",
+            (
+                "/meta-data/?method=POST&overflow=upstream&retry=0&wait=0.5&optional=no: json://169.254.169.254 is not "
+                "in NbschedApp.notify_allow (it lists json://127.0.0.1, slack)"
+            ),
         ),
         ("json://localhost:9/hook", "json://localhost is not in NbschedApp.notify_allow"),
         ("mailto://example.com?smtp=10.0.0.1&from=a@example.com&to=b@example.com", "mailto://10.0.0.1 is not in"),

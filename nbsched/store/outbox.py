@@ -84,8 +84,8 @@ class OutboxStore:
         self, sender: str, limit: int, lease: float, run_ids: Iterable[str] | None = None
     ) -> list[NoticeRecord]:
         """Atomically take up to ``limit`` notifications due now that no live claim holds
-        (PostgreSQL: FOR UPDATE SKIP LOCKED; SQLite: the write lock of BEGIN IMMEDIATE). They are
-        sent one after the other, each within ``lease`` seconds: the n-th claim holds n leases."""
+        (PostgreSQL: FOR UPDATE SKIP LOCKED; SQLite: the write lock of BEGIN IMMEDIATE), each for
+        ``lease`` seconds; a sender renews each claim as it comes to it (``renew_notice``)."""
         now = self.clock.now()
         free = or_(NoticeRow.claimed_by.is_(None), NoticeRow.lease_until < now)
         q = (
@@ -104,11 +104,19 @@ class OutboxStore:
                     s,
                     update(NoticeRow)
                     .where(NoticeRow.id == row.id, NoticeRow.state == NoticeState.PENDING, free)
-                    .values(claimed_by=sender, lease_until=now + timedelta(seconds=lease * (len(claimed) + 1))),
+                    .values(claimed_by=sender, lease_until=now + timedelta(seconds=lease)),
                 )
                 if took:
                     claimed.append(_record(row))
         return claimed
+
+    @retried
+    def renew_notice(self, notice_id: int, sender: str, lease: float) -> bool:
+        """Hold a claim for ``lease`` seconds more, as its delivery starts; False when the claim
+        expired and another sender took it (then it sends it, not this one)."""
+        until = self.clock.now() + timedelta(seconds=lease)
+        with self._write() as s, s.begin():
+            return changed(s, _held(notice_id, sender).values(lease_until=until)) == 1
 
     @retried
     def notice_sent(self, notice_id: int, sender: str, answer: str) -> bool:
