@@ -110,6 +110,10 @@ def send_tests(
     chosen = [(rule, task) for _, rule, task in _rules(spec) if event in rule.on]
     if not chosen:
         raise ConfigError(f"pipeline '{spec.name}': no notify rule is for the event '{event}'")
+    try:  # a spec registered by an older nbsched, or one whose templates no longer render
+        check_templates(spec, now)
+    except SpecError as exc:
+        raise SpecError(f"pipeline '{spec.name}': {exc}") from None
     if any(not is_url(t) for rule, _ in chosen for t in rule.to):
         check_file(config.notify_file)
     results = []

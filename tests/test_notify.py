@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email
 import json
+import re
 import socket
 from email.message import Message
 from pathlib import Path
@@ -85,6 +86,7 @@ def test_a_failing_pipeline_sends_one_email_and_one_post_naming_the_failed_task_
     assert "Run: " in body and "(failed)" in body
     # the cell as the output notebook numbers it: title, parameters, injected parameters, rows, raise
     assert "clean: ValueError: bad row (cell 5: raise ValueError('bad row'))" in body, body
+    assert re.search(r"^Duration: \d+\.\ds\r?$", body, re.MULTILINE), body  # as nbsched runs writes it
     assert "extract" not in body.split("Failed:")[1]  # the task that succeeded is not listed as failed
     posts = [request for request, _ in httpserver.log]
     assert len(posts) == 1

@@ -66,6 +66,25 @@ def test_a_schedule_missed_title_renders_with_what_the_schedule_missed(project):
     assert proc.stderr.strip() == "Error: pipeline.yaml: notify[0].title: 'state' is undefined"
 
 
+def test_notify_test_renders_the_templates_of_a_pipeline_registered_before_they_were_checked(project):
+    from nbsched.service import Config, Service
+
+    _spec(project, "notify: [{on: [failure], to: [team], body: '{{ nosuch }}'}]")
+    service = Service(Config.resolve(project=project))
+    try:  # as an nbsched that did not render templates at register stored it
+        raw = {
+            "name": "p",
+            "tasks": {"t": "nb.ipynb"},
+            "notify": [{"on": ["failure"], "to": ["team"], "body": "{{ nosuch }}"}],
+        }
+        service.store.save_pipeline("p", {"raw": raw, "base_dir": str(project), "root": None}, None)
+    finally:
+        service.close()
+    proc = nbsched("notify", "test", "p", cwd=project)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "Error: pipeline 'p': notify[0].body: 'nosuch' is undefined"
+
+
 # -- the Apprise configuration file ---------------------------------------------------------------
 BROKEN = [
     (b"urls:\n  - json://127.0.0.1/x: [\n", "line 3"),  # an unclosed flow sequence: found at the end
