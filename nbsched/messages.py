@@ -241,7 +241,7 @@ class Occasion:
 def occasions(spec: PipelineSpec, rule: NotifyRule, task: str | None) -> Iterator[Occasion]:
     """The messages ``rule`` (a pipeline's, or ``task``'s) can make: a task's rule is about its
     tries; a pipeline's ``retry`` about its tasks' tries, its ``sla_missed`` about the run's sla
-    and each task's (see ``reporting_rules``)."""
+    and each task's (``notices.task_rules``)."""
     for event in sorted(rule.on, key=lambda e: e.value):
         if task is not None:
             yield Occasion(event=event, task=task)

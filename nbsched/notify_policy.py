@@ -26,7 +26,8 @@ from typing import Any
 from nbsched.errors import ConfigError
 from nbsched.notices import is_url
 
-_ENTRY = re.compile(r"^(\*|[a-z][a-z0-9+.-]*)(?:://(\*|(?:\*\.)?[a-z0-9_.:\[\]-]+))?$")
+# a host without a port (an URL's port is not checked); an IPv6 address in brackets
+_ENTRY = re.compile(r"^(\*|[a-z][a-z0-9+.-]*)(?:://(\*|(?:\*\.)?[a-z0-9_.-]+|\[[0-9a-f:.]+\]))?$")
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,11 @@ class NotifyAllow:
                 continue
             found = _ENTRY.match(value)
             if found is None:
+                ported = "://" in value and ":" in value.split("://", 1)[1] and not value.endswith("]")
                 raise ConfigError(
-                    f"{setting}: {raw!r}: expected *, a scheme (slack) or a scheme and host (json://hooks.example.com)"
+                    f"{setting}: {raw!r}: a host without its port (json://hooks.example.com)"
+                    if ported
+                    else f"{setting}: {raw!r}: expected *, a scheme (slack) or a scheme and host (json://hooks.example.com)"
                 )
             scheme, host = found.group(1), found.group(2)
             entries.append((scheme, None if host in (None, "*") else host))

@@ -311,3 +311,12 @@ def test_a_bad_notify_timeout_is_one_line(project, value):
     assert proc.returncode == 2
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith("Error: NBSCHED_NOTIFY_TIMEOUT"), line
+
+
+def test_an_allow_list_entry_with_a_port_says_to_leave_it_out(project):
+    _spec(project, 'notify: [{on: [failure], to: ["json://127.0.0.1:9/x"]}]')
+    proc = nbsched("register", "pipeline.yaml", cwd=project, env={"NBSCHED_NOTIFY_ALLOW": "json://127.0.0.1:9"})
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "Error: NBSCHED_NOTIFY_ALLOW: 'json://127.0.0.1:9': a host without its port (json://hooks.example.com)"
+    )
