@@ -82,6 +82,21 @@ class NbschedApp(ExtensionApp):
         help="This server's URL as people open it, for the run report links in notifications "
         "[default: NBSCHED_PUBLIC_URL, else the report's file path].",
     )
+    notify_allow = List(
+        Unicode(),
+        default_value=None,
+        allow_none=True,
+        config=True,
+        help="What the notification URLs of a spec may reach: '*', schemes ('slack') or schemes and hosts "
+        "('json://hooks.example.com', 'json://*.example.com'); loopback and link-local hosts only when listed "
+        "themselves. Default: NBSCHED_NOTIFY_ALLOW, else none for specs registered over REST (the tags of the "
+        "Apprise configuration file only) and every URL for those of the local command line.",
+    )
+    notify_timeout = Float(
+        0.0,
+        config=True,
+        help="Seconds one notification's delivery may take, connect included (0: NBSCHED_NOTIFY_TIMEOUT, else 5).",
+    )
     lease = Float(60.0, config=True, help="Seconds after which a silent runner is presumed dead.")
     poll = Float(1.0, config=True, help="Seconds between looks for changes made by other processes.")
     grace = Float(10.0, config=True, help="On shutdown, seconds running tasks may finish before being cancelled.")
@@ -123,12 +138,24 @@ class NbschedApp(ExtensionApp):
             _refused(lambda: check_workers(self.executor, proposal.value))
         return int(proposal.value)
 
-    @validate("lease", "poll", "grace", "db_patience")
+    @validate("notify_allow")
+    def _check_notify_allow(self, proposal: Any) -> list[str] | None:
+        from nbsched.notify_policy import NotifyAllow
+
+        if proposal.value is not None:
+            _refused(lambda: NotifyAllow.parse(proposal.value, "notify_allow"))
+        return proposal.value  # type: ignore[no-any-return]
+
+    @validate("lease", "poll", "grace", "db_patience", "notify_timeout")
     def _check_seconds(self, proposal: Any) -> float:
         name, value = proposal.trait.name, proposal.value
         if not math.isfinite(value) or value < 0 or (value == 0 and name in ("lease", "poll")):
             bound = "> 0" if name in ("lease", "poll") else ">= 0"
             raise TraitError(f"NbschedApp.{name} {value!r}: expected a number of seconds {bound}")
+        from nbsched.config import MAX_NOTIFY_TIMEOUT
+
+        if name == "notify_timeout" and value > MAX_NOTIFY_TIMEOUT:
+            raise TraitError(f"NbschedApp.notify_timeout {value!r}: at most {MAX_NOTIFY_TIMEOUT:g} seconds")
         return float(value)
 
     def _link_jupyter_server_extension(self, serverapp: Any) -> None:
@@ -157,7 +184,14 @@ class NbschedApp(ExtensionApp):
         # a request waits this long for a database that is down, then answers 503; the daemon
         # thread waits as long as it takes
         notify_config = Path(os.path.expanduser(self.notify_config)) if self.notify_config else None
-        config = replace(config, notify_config=notify_config, public_url=self.public_url or None)
+        config = replace(
+            config,
+            notify_config=notify_config,
+            public_url=self.public_url or None,
+            notify_allow=tuple(self.notify_allow) if self.notify_allow is not None else None,
+            notify_allow_setting="NbschedApp.notify_allow",
+            notify_timeout=self.notify_timeout or None,
+        )
         self.service = Service(replace(config, db_patience=self.db_patience))
         self.contract = Contract.load(__version__)
         # magics and panels in the server's notebooks then use this server's database and

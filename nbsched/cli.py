@@ -20,12 +20,16 @@ from nbsched.clock import utcnow
 from nbsched.config import environment_setting
 from nbsched.console import table as _table
 from nbsched.errors import NbschedError
+from nbsched.states import NotifyEvent
 from nbsched.timefmt import elapsed_between, local_time
 
 if TYPE_CHECKING:
     from nbsched.service import Service
     from nbsched.states import TaskState
     from nbsched.views import RunView, ScheduleView
+
+
+NOTIFY_EVENTS = [e.value for e in NotifyEvent]
 
 
 class UserError(click.ClickException):
@@ -429,7 +433,7 @@ def serve(service: Service, workers: int | None, lease: str, grace: str, poll: s
 
 @cli.command()
 @click.option("--run", "run_id", metavar="RUN", help="Only the notifications of this run.")
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("-n", "--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 @click.pass_obj
 def notifications(service: Service, run_id: str | None, limit: int, as_json: bool) -> None:
@@ -448,7 +452,7 @@ def notifications(service: Service, run_id: str | None, limit: int, as_json: boo
             n.task or "-",
             str(n.event),
             n.target,
-            _notice_state(str(n.state)),
+            _notice_state(n.shown_state),
             str(n.attempts),
             n.answer or "",
         ]
@@ -464,18 +468,12 @@ def notify() -> None:
 
 @notify.command("test")
 @click.argument("pipeline")
-@click.option("--event", default="failure", show_default=True, help="start, success, failure or retry.")
+@click.option("--event", type=click.Choice(NOTIFY_EVENTS), default="failure", show_default=True)
 @click.pass_obj
 def notify_test(service: Service, pipeline: str, event: str) -> None:
-    """Send a sample message of EVENT to every target PIPELINE notifies of it, and print what
-    each answered (exit 1 when one was not sent)."""
-    from nbsched.states import NotifyEvent
-
-    try:
-        chosen = NotifyEvent(event)
-    except ValueError:
-        raise click.BadParameter(f"{event!r}: use start, success, failure or retry", param_hint="--event") from None
-    results = service.notify_test(pipeline, chosen)
+    """Send a test message of EVENT (about a made-up run) to every target PIPELINE notifies of
+    it, and print what each answered (exit 1 when one was not sent)."""
+    results = service.notify_test(pipeline, NotifyEvent(event))
     for target, ok, answer in results:
         click.echo(f"{target}: {'sent' if ok else 'NOT SENT'} ({answer})")
     sys.exit(0 if all(ok for _, ok, _ in results) else 1)
@@ -640,7 +638,7 @@ def _state(value: str) -> str:
 
 
 def _notice_state(value: str) -> str:
-    return click.style(value, fg={"sent": "green", "failed": "red", "pending": "yellow"}.get(value))
+    return click.style(value, fg={"sent": "green", "failed": "red"}.get(value, "yellow"))
 
 
 def _exit_by(records: list[RunView]) -> NoReturn:

@@ -1,6 +1,7 @@
 """Where state and outputs live and how notebooks run: the one ``Config``, and the only place
 nbsched reads its environment variables (``NBSCHED_HOME``, ``NBSCHED_DB_URL``,
-``NBSCHED_RUNS_DIR``, ``NBSCHED_EXECUTOR``, ``NBSCHED_NOTIFY_CONFIG``, ``NBSCHED_PUBLIC_URL``)."""
+``NBSCHED_RUNS_DIR``, ``NBSCHED_EXECUTOR``, ``NBSCHED_NOTIFY_CONFIG``, ``NBSCHED_PUBLIC_URL``,
+``NBSCHED_NOTIFY_ALLOW``, ``NBSCHED_NOTIFY_TIMEOUT``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nbsched.notify_policy import NotifyAllow
 
 DEFAULT_HOME = ".nbsched"
 DEFAULT_RUNS = "nbsched-runs"
@@ -19,7 +23,10 @@ _ENV = {
     "executor": "NBSCHED_EXECUTOR",
     "notify_config": "NBSCHED_NOTIFY_CONFIG",
     "public_url": "NBSCHED_PUBLIC_URL",
+    "notify_allow": "NBSCHED_NOTIFY_ALLOW",
+    "notify_timeout": "NBSCHED_NOTIFY_TIMEOUT",
 }
+MAX_NOTIFY_TIMEOUT = 600.0
 NOTIFY_CONFIG = "notify.yaml"  # the Apprise configuration file in the nbsched folder
 
 
@@ -51,6 +58,13 @@ class Config:
     # reports at (a Jupyter server's; None: NBSCHED_PUBLIC_URL, else the report's file)
     notify_config: Path | None = None
     public_url: str | None = None
+    # what a spec's own notification URLs may reach (None: NBSCHED_NOTIFY_ALLOW, else the default
+    # of where the spec came from: everything from the local user, nothing over REST), and the
+    # name of the setting, for refusals to name it
+    notify_allow: tuple[str, ...] | None = None
+    notify_allow_setting: str = "NBSCHED_NOTIFY_ALLOW"
+    # seconds one delivery may take, connect included (None: NBSCHED_NOTIFY_TIMEOUT, else 5 s)
+    notify_timeout: float | None = None
 
     def __post_init__(self) -> None:
         from nbsched.workers import check_workers, executor_address
@@ -59,6 +73,39 @@ class Config:
         executor_address(self.executor)
         if self.workers is not None:
             check_workers(self.executor, self.workers)
+
+    def notify_policy(self, *, remote: bool) -> NotifyAllow:
+        """What the notification URLs of a spec may reach: one sent over REST (``remote``), or
+        the local user's."""
+        from nbsched.notify_policy import NotifyAllow
+
+        given = self.notify_allow
+        setting = self.notify_allow_setting
+        if given is None and (env := environment_setting("notify_allow")) is not None:
+            given, setting = tuple(env.replace(",", " ").split()), _ENV["notify_allow"]
+        if given is None:
+            return NotifyAllow((), setting) if remote else NotifyAllow.everything()
+        return NotifyAllow.parse(given, setting)
+
+    @property
+    def notify_seconds(self) -> float:
+        """Seconds one notification's delivery may take."""
+        from nbsched.errors import ConfigError
+        from nbsched.targets import DEFAULT_TIMEOUT
+        from nbsched.timefmt import parse_duration
+
+        if self.notify_timeout is not None:
+            return self.notify_timeout
+        given = environment_setting("notify_timeout")
+        if given is None:
+            return DEFAULT_TIMEOUT
+        try:
+            seconds = float(given) if given.replace(".", "", 1).isdigit() else parse_duration(given)
+        except ValueError as exc:
+            raise ConfigError(f"{_ENV['notify_timeout']}: {exc}") from None
+        if not 0 < seconds <= MAX_NOTIFY_TIMEOUT:
+            raise ConfigError(f"{_ENV['notify_timeout']} {given!r}: expected more than 0 s, at most 10m")
+        return seconds
 
     def with_workers(self, workers: int | None) -> Config:
         """This config with another worker count (checked), or itself for None."""

@@ -8,7 +8,7 @@ transaction of that state change. Sending them (Apprise) is ``nbsched.sender``'s
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from nbsched.errors import SpecError
@@ -79,6 +79,16 @@ def with_on_keys(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 TASK_EVENTS = frozenset({NotifyEvent.SUCCESS, NotifyEvent.FAILURE, NotifyEvent.RETRY, NotifyEvent.SLA_MISSED})
+# a pipeline's rule for these also hears of its tasks' tries (a run has no retry; an sla of a task
+# under a pipeline's sla_missed rule is the user's sla too): its success and failure are the run's
+COVERED_TASK_EVENTS = frozenset({NotifyEvent.RETRY, NotifyEvent.SLA_MISSED})
+
+
+def task_rules(own: Iterable[NotifyRule], pipeline: Iterable[NotifyRule]) -> tuple[NotifyRule, ...]:
+    """What a task's tries notify under: its own rules, and its pipeline's for a retry or an sla
+    missed (only for those events: a pipeline's success is its run's, not each task's)."""
+    covering = tuple(replace(r, on=r.on & COVERED_TASK_EVENTS) for r in pipeline if r.on & COVERED_TASK_EVENTS)
+    return (*own, *covering)
 
 
 def parse_rules(value: Any, path: str, error: Error, *, task: bool = False) -> tuple[NotifyRule, ...]:

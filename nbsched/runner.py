@@ -485,7 +485,9 @@ class Runner:
             )
             now = self.clock.monotonic()
             deadline = now + task.timeout if task.timeout else None
-            sla_at = now + task.sla if task.sla and any(NotifyEvent.SLA_MISSED in r.on for r in task.notify) else None
+            sla_at = (
+                now + task.sla if task.sla and any(NotifyEvent.SLA_MISSED in r.on for r in task.reported_by) else None
+            )
             self._running[(run.id, claim.task)] = _Running(
                 self.executor.submit(request, self.events),
                 claim.try_number,
@@ -548,7 +550,7 @@ class Runner:
         self, run_id: str, name: str, try_number: int, state: TaskState, task: TaskSpec | None = None, **fields: Any
     ) -> None:
         event = _TASK_EVENTS.get(state)
-        notices = notices_for(task.notify, event, task=name, try_number=try_number) if task and event else []
+        notices = notices_for(task.reported_by, event, task=name, try_number=try_number) if task and event else []
         if self.store.finish_task(
             run_id, name, owner=self.id, try_number=try_number, state=state, notices=notices, **fields
         ):
@@ -580,7 +582,7 @@ class Runner:
                     r.try_number,
                     duration(r.task.sla or 0),
                 )
-                notices = notices_for(r.task.notify, NotifyEvent.SLA_MISSED, task=name, try_number=r.try_number)
+                notices = notices_for(r.task.reported_by, NotifyEvent.SLA_MISSED, task=name, try_number=r.try_number)
                 self.store.add_notices(run_id, notices)
 
     def _run_past_sla(self, run: RunRecord, spec: PipelineSpec) -> float | None:

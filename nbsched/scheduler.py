@@ -228,7 +228,7 @@ class Scheduler:
             kind = RunTrigger.SCHEDULE
             if last > at or not fire:
                 notices = self._skipped(schedule, trigger, at, last, ran=bool(fire), now=now)
-        created = []
+        created, unmade = [], []
         for logical_date in fire:
             try:
                 run_id = self.create_run(schedule, logical_date, kind)
@@ -240,6 +240,7 @@ class Scheduler:
                     logical_date.isoformat(),
                     exc,
                 )
+                unmade.append((logical_date, str(exc)))
                 continue
             if run_id is not None:
                 created.append(run_id)
@@ -250,6 +251,16 @@ class Scheduler:
                     logical_date.isoformat(),
                     run_id,
                 )
+        if unmade and self.missed is not None:  # a fire without its run is missed too: say so, and why
+            notices += self.missed(
+                schedule,
+                {
+                    "schedule_id": schedule.id,
+                    "missed": len(unmade),
+                    "up_to": unmade[-1][0].isoformat(),
+                    "error": unmade[-1][1],
+                },
+            )
         # Runs first, then the schedule: a crash in between re-fires the same logical dates,
         # which the store's UNIQUE key turns into no-ops instead of lost fires.
         moved = self.store.update_schedule(

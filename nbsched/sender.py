@@ -3,40 +3,40 @@ tasks (``nbsched serve``, the Jupyter server's daemon, a foreground ``nbsched ru
 
 Each notification is claimed by one sender under a lease (``store/outbox.py``), so two daemons
 never both send it; one that cannot be delivered is tried again with backoff for a day, then
-marked failed. Sending never blocks a run: it happens beside it, in its own thread.
+marked failed. Sending never blocks a run: it happens beside it, in its own thread, and each
+delivery has a timeout (``targets.send``), so a claim needs a short lease only (renewed as its
+delivery starts): one that dies leaves its claims for about a minute, and a sender that stops
+gives its claims back at once, for the next to send.
 """
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
 import secrets
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from nbsched.clock import SYSTEM_CLOCK, Clock
 from nbsched.errors import NbschedError
+from nbsched.messages import DEFAULT_MISSED_BODY, DEFAULT_MISSED_TITLE, message_context, missed_context, render_message
 from nbsched.notices import is_url
-from nbsched.states import NotifyEvent, RunState, RunTrigger, TaskState
-from nbsched.timefmt import duration
-from nbsched.views import RunView, TaskView
+from nbsched.targets import DEFAULT_TIMEOUT, file_error, send, shown_target
+from nbsched.views import RunView
 
 if TYPE_CHECKING:
-    from nbsched.spec import PipelineSpec
     from nbsched.store import SqlStore
     from nbsched.store.records import NoticeRecord
 
 log = logging.getLogger("nbsched.notify")
 
 BATCH = 20  # notifications claimed at once
-LEASE = 300.0  # seconds a claim holds: longer than any one delivery (Apprise's timeouts are shorter)
+MIN_TIMEOUT = 1.0  # seconds: a finishing sender starts no delivery with less time left
+LEASE_MARGIN = 60.0  # seconds a claim holds past its delivery's timeout: its report, its writes, a short outage
 GIVE_UP_AFTER = 24 * 3600.0  # a notification not delivered within a day is marked failed
-MAX_MESSAGE = 100_000  # characters of a rendered title or body
 
 
 def backoff(attempts: int) -> float:
@@ -52,6 +52,14 @@ class Delivery:
     config_file: Path
     public_url: str | None = None
     report: Callable[[str], Path] | None = None  # run id -> its report page, written
+    timeout: float = DEFAULT_TIMEOUT  # seconds one delivery may take
+    # why a notification's URL may not be reached now (the operator's allow-list), None if it may
+    refusal: Callable[[NoticeRecord], str | None] | None = None
+
+    @property
+    def lease(self) -> float:
+        """Seconds a claim of one notification holds: its delivery and the writes around it."""
+        return self.timeout + LEASE_MARGIN
 
 
 class Sender:
@@ -75,6 +83,9 @@ class Sender:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._deadline: float | None = None  # finishing: by the monotonic clock, when it stops sending
+        self._file_problem: str | None = None  # the configuration file's error, logged once
+        self._reports: dict[str, Path] = {}  # of one batch: a run's report is written once for its notifications
 
     # -- the thread ----------------------------------------------------------------------------
     def start(self) -> Sender:
@@ -88,12 +99,36 @@ class Sender:
         self._wake.set()
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Stop, waiting up to ``timeout`` for a delivery under way; the notifications it still
+        holds are given back, for another sender to send now rather than when the claims expire."""
         if self.wake in self.store.notice_listeners:
             self.store.notice_listeners.remove(self.wake)
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        self._release(5.0 if self._deadline is None else max(0.5, self._deadline - self.clock.monotonic()))
+
+    def finish(self, grace: float) -> None:
+        """Send what is due for up to ``grace`` seconds, then stop (a foreground run's end): each
+        delivery's timeout is cut to the time left; what is left, a daemon sends."""
+        self._deadline = self.clock.monotonic() + grace
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(grace)
+        self.stop(timeout=0)
+
+    def _release(self, patience: float) -> None:
+        from nbsched.errors import DatabaseUnavailable
+
+        try:
+            with self.store.patience.patient(patience):  # a database away: they wait for their claims to expire
+                released = self.store.release_notices(self.id, "not sent yet: its sender stopped first")
+        except DatabaseUnavailable as exc:
+            log.warning("notifications held by %s: left until their claims expire: %s", self.id, exc)
+            return
+        if released:
+            log.info("%d notification(s) not sent before %s stopped: left to another sender", released, self.id)
 
     def _loop(self) -> None:
         if self.poll is None:
@@ -107,6 +142,8 @@ class Sender:
                         wait = self._until_next()
                     elif wait <= 0:  # another sender holds what is due
                         wait = self.poll
+                    if self._deadline is not None and (wait > 0 or self._out_of_time()):
+                        return  # finishing: nothing more is due now, or no time is left for it
             except _Stopping:
                 return
             except Exception as exc:  # noqa: BLE001 - a sender that stops would silence every pipeline
@@ -130,8 +167,18 @@ class Sender:
                 log.warning("notifications: %s", exc)
 
     def _stop_waiting(self) -> None:
-        if self._stop.is_set():
+        if self._stop.is_set() or self._out_of_time():
             raise _Stopping
+
+    def _out_of_time(self) -> bool:
+        """Finishing, and too little time left for one more delivery."""
+        return self._deadline is not None and self._deadline - self.clock.monotonic() < MIN_TIMEOUT
+
+    def _timeout(self) -> float:
+        """What one delivery may take now: its timeout, or the time left when finishing."""
+        if self._deadline is None:
+            return self.delivery.timeout
+        return max(MIN_TIMEOUT, min(self.delivery.timeout, self._deadline - self.clock.monotonic()))
 
     def _until_next(self) -> float:
         due = self.store.next_notice_at(self.run_ids)
@@ -146,25 +193,33 @@ class Sender:
 
     # -- one pass ------------------------------------------------------------------------------
     def send_due(self, run_ids: Iterable[str] | None = None) -> int:
-        """Send what is due now (of ``run_ids``, when given); returns how many were tried."""
-        claimed = self.store.claim_notices(self.id, BATCH, LEASE, run_ids)
-        for notice in claimed:
-            self._send(notice)
+        """Send what is due now (of ``run_ids``, when given); returns how many were tried. A
+        claim is renewed as its delivery starts: one whose claim expired meanwhile (the ones
+        before took long) another sender has taken, and sends."""
+        claimed = self.store.claim_notices(self.id, BATCH, self.delivery.lease, run_ids)
+        self._reports.clear()
+        for i, notice in enumerate(claimed):
+            if self._stop.is_set() or self._out_of_time():
+                return i  # the rest are given back when it stops
+            if self.store.renew_notice(notice.id, self.id, self.delivery.lease):
+                self._send(notice)
         return len(claimed)
 
-    def flush(self, run_ids: Iterable[str], timeout: float) -> None:
-        """Send the notifications of ``run_ids`` due now, for up to ``timeout`` seconds (a
-        foreground run, before it exits); what is left waits for a daemon."""
-        ids = list(run_ids)
-        deadline = self.clock.monotonic() + timeout
-        while self.clock.monotonic() < deadline and self.send_due(ids):
-            pass
+    def _report(self, run_id: str) -> Path:
+        if run_id not in self._reports:
+            assert self.delivery.report is not None
+            self._reports[run_id] = self.delivery.report(run_id)
+        return self._reports[run_id]
 
     def _send(self, notice: NoticeRecord) -> None:
-        try:
-            ok, answer = self.deliver(notice)
-        except Exception as exc:  # noqa: BLE001 - a template or a service that breaks: noted, tried again
-            ok, answer = False, f"{type(exc).__name__}: {exc}"
+        refused = self.delivery.refusal(notice) if self.delivery.refusal is not None else None
+        if refused is not None:
+            ok, answer = False, f"refused: {refused}"
+        else:
+            try:
+                ok, answer = self.deliver(notice)
+            except Exception as exc:  # noqa: BLE001 - a service or a report that breaks: noted, tried again
+                ok, answer = False, f"{type(exc).__name__}: {exc}"
         answer = " ".join(answer.split()) or ("sent" if ok else "not sent")
         if ok:
             self.store.notice_sent(notice.id, self.id, answer)
@@ -176,10 +231,12 @@ class Sender:
                 shown_target(notice.target),
             )
             return
-        first = notice.created_at
+        first, answer_shown = notice.created_at, answer
         retry_at = self.clock.now() + timedelta(seconds=backoff(notice.attempts + 1))
-        give_up = retry_at - first > timedelta(seconds=GIVE_UP_AFTER)
+        give_up = refused is not None or retry_at - first > timedelta(seconds=GIVE_UP_AFTER)
         self.store.notice_not_sent(notice.id, self.id, answer, None if give_up else retry_at)
+        if self._file_problem is not None:  # logged once already
+            answer_shown = answer.replace(self._file_problem, "the configuration file's error (logged above)")
         log.warning(
             "notification %s (%s of run %s) to %s %s: %s",
             notice.id,
@@ -187,83 +244,37 @@ class Sender:
             notice.run_id,
             shown_target(notice.target),
             "failed for good" if give_up else f"not sent, again at {retry_at:%H:%M:%S}",
-            answer,
+            answer_shown,
         )
 
     def deliver(self, notice: NoticeRecord) -> tuple[bool, str]:
         """Render and send one notification; (delivered, what the services answered)."""
+        file = self.delivery.config_file
+        if not is_url(notice.target):
+            self.tell_file_problem()
         if notice.run_id is None:  # an event without a run: a schedule's missed fires
             context = missed_context(notice.pipeline or "?", notice.detail or {})
             title, body = render_message(notice.title, notice.body, context, DEFAULT_MISSED_TITLE, DEFAULT_MISSED_BODY)
-            return send(notice.target, title, body, self.delivery.config_file, payload=notice.detail)
+            return send(notice.target, title, body, file, timeout=self._timeout(), payload=notice.detail)
         run = RunView.of(self.store.get_run(notice.run_id, with_tries=True))
-        context = message_context(run, notice.event, notice.task or None, self.delivery, notice.try_number)
+        report = self._report if self.delivery.report is not None else None
+        link = report_url(run.id, replace(self.delivery, report=report))
+        context = message_context(run, notice.event, notice.task or None, link, notice.try_number)
         title, body = render_message(notice.title, notice.body, context)
-        attach = None
-        if notice.attach_report and self.delivery.report is not None:
-            attach = self.delivery.report(run.id)
-        return send(notice.target, title, body, self.delivery.config_file, attach=attach, payload=run.to_json())
+        attach = self._report(run.id) if notice.attach_report and report is not None else None
+        return send(notice.target, title, body, file, timeout=self._timeout(), attach=attach, payload=run.to_json())
+
+    def tell_file_problem(self) -> None:
+        """The configuration file's error, logged once (and again once it changes): its tags
+        wait, the URLs and the tags it still defines go on."""
+        problem = file_error(self.delivery.config_file)
+        if problem is not None and problem != self._file_problem:
+            log.warning("notifications: %s (its tags that did not load wait until it is fixed)", problem)
+        self._file_problem = problem
 
 
 class _Stopping(Exception):
     pass
-
-
-# -- messages ------------------------------------------------------------------------------------
-DEFAULT_TITLE = "{{ pipeline }}: {% if task %}task {{ task }} {{ event_text }}{% else %}run {{ event_text }}{% endif %}"
-DEFAULT_BODY = """\
-Pipeline: {{ pipeline }}
-Run: {{ run_id }} ({{ state }})
-Trigger: {{ trigger }}, logical date {{ logical_date }}
-{% if duration %}Duration: {{ duration }}
-{% endif %}{% if failed %}Failed:
-{% for f in failed %}  {{ f.task }}: {{ f.error }}
-{% endfor %}{% endif %}{% if params %}Parameters: {{ params }}
-{% endif %}Report: {{ report_url }}
-"""
-
-_EVENT_TEXT = {
-    NotifyEvent.START: "started",
-    NotifyEvent.SUCCESS: "succeeded",
-    NotifyEvent.FAILURE: "failed",
-    NotifyEvent.RETRY: "is up for retry",
-    NotifyEvent.SLA_MISSED: "missed its sla",
-    NotifyEvent.SCHEDULE_MISSED: "missed fires",
-}
-
-
-def message_context(
-    run: RunView, event: NotifyEvent, task: str | None, delivery: Delivery, try_number: int = 0
-) -> dict[str, Any]:
-    """What a title or body template sees: the run's fields, the failed tasks with their errors
-    (each names its cell; for a task's event, the error of the try it is about, whatever the task
-    has done since), the event, and where the run's report is."""
-    if task is not None and task in run.tasks:
-        t = run.tasks[task]
-        tried = next((x for x in t.tries if x.try_number == try_number), None)
-        error = tried.error if tried is not None else t.error
-        failed = [{"task": task, "error": error}] if error else []
-    else:
-        failed = [
-            {"task": n, "error": t.error or "failed"} for n, t in run.tasks.items() if t.state is TaskState.FAILED
-        ]
-    end = run.ended_at
-    return {
-        "run": run.to_json(),
-        "run_id": run.id,
-        "pipeline": run.pipeline,
-        "state": run.state.value,
-        "trigger": run.trigger.value,
-        "logical_date": f"{run.logical_date:%Y-%m-%d %H:%M %Z}",
-        "duration": duration((end - run.started_at).total_seconds()) if end and run.started_at else "",
-        "params": json.dumps(dict(run.params), default=str) if run.params else "",
-        "failed": failed,
-        "event": event.value,
-        "event_text": _EVENT_TEXT[event],
-        "task": task,
-        "report_url": report_url(run.id, delivery),
-        "succeeded": run.state is RunState.SUCCESS,
-    }
 
 
 def report_url(run_id: str, delivery: Delivery) -> str:
@@ -276,173 +287,3 @@ def report_url(run_id: str, delivery: Delivery) -> str:
         except (NbschedError, OSError) as exc:
             return f"(no report: {exc})"
     return "(no report)"
-
-
-def render_message(
-    title: str | None,
-    body: str | None,
-    context: dict[str, Any],
-    default_title: str = DEFAULT_TITLE,
-    default_body: str = DEFAULT_BODY,
-) -> tuple[str, str]:
-    """The title and body, from the spec's templates or the defaults, in Jinja's sandbox."""
-    return _render(title or default_title, context).strip(), _render(body or default_body, context)
-
-
-DEFAULT_MISSED_TITLE = "{{ pipeline }}: schedule {{ schedule_id }} missed {{ missed }} fire(s)"
-DEFAULT_MISSED_BODY = """\
-Pipeline: {{ pipeline }}
-Schedule: {{ schedule_id }}
-Missed: {{ missed }} fire(s), the last at {{ up_to }}, {{ late }} late (misfire grace {{ misfire_grace }}):
-no run was made for them (set catchup: true to run every missed fire).
-"""
-
-
-def missed_context(pipeline: str, detail: dict[str, Any]) -> dict[str, Any]:
-    """What the templates of a schedule_missed see: the schedule and the fires it skipped."""
-    return {
-        "pipeline": pipeline,
-        "event": NotifyEvent.SCHEDULE_MISSED.value,
-        "event_text": "missed fires",
-        "schedule_id": detail.get("schedule_id"),
-        "missed": detail.get("missed"),
-        "up_to": detail.get("up_to"),
-        "late": detail.get("late"),
-        "misfire_grace": duration(float(detail.get("misfire_grace") or 0)),
-        "detail": detail,
-        "run": None,
-        "task": None,
-    }
-
-
-def _render(template: str, context: dict[str, Any]) -> str:
-    """In the parameters' sandbox, with its bounds on what a template may make and do (a spec's
-    title or body is a user's template like any parameter)."""
-    from nbsched.templates import budget, environment
-
-    with budget():
-        text = environment().from_string(template).render(context)
-    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + "..."
-
-
-def sample_run(spec: PipelineSpec, event: NotifyEvent, now: datetime) -> RunView:
-    """A made-up run of ``spec`` as ``event`` would find it, for ``nbsched notify test``."""
-    failed = event is NotifyEvent.FAILURE
-    state = {NotifyEvent.START: RunState.RUNNING, NotifyEvent.SUCCESS: RunState.SUCCESS}.get(event, RunState.FAILED)
-    tasks = {}
-    for i, name in enumerate(spec.order):
-        bad = failed and i == 0
-        task_state = (
-            TaskState.FAILED if bad else TaskState.PENDING if failed or state is RunState.RUNNING else TaskState.SUCCESS
-        )
-        tasks[name] = TaskView(
-            name=name,
-            state=task_state,
-            try_number=1,
-            max_tries=spec.tasks[name].max_tries,
-            error="RuntimeError: a sample failure of nbsched notify test (cell 1: raise RuntimeError(...))"
-            if bad
-            else None,
-            started_at=now,
-            ended_at=now,
-            label=name,
-        )
-    return RunView(
-        id="sample",
-        pipeline=spec.name,
-        pipeline_version=0,
-        state=state,
-        params=spec.params,
-        logical_date=now,
-        trigger=RunTrigger.MANUAL,
-        schedule_id=None,
-        fired_by=None,
-        repairs=(),
-        selection=None,
-        error=None,
-        created_at=now,
-        started_at=now,
-        ended_at=None if state is RunState.RUNNING else now,
-        tasks=tasks,
-    )
-
-
-# -- Apprise ---------------------------------------------------------------------------------------
-def send(
-    target: str,
-    title: str,
-    body: str,
-    config_file: Path,
-    *,
-    attach: Path | None = None,
-    payload: dict[str, Any] | None = None,
-) -> tuple[bool, str]:
-    """Send to ``target`` (an Apprise URL, or a tag of ``config_file``); (delivered, answers).
-    A webhook (``json://``) carries ``payload`` (the run's JSON view; what was missed) under ``run``."""
-    import apprise
-
-    services = list(_services(target, config_file))
-    if not services:
-        return False, _no_service(target, config_file)
-    ap = apprise.Apprise()
-    names = {service.url_id(): str(service.service_name) for service in services}
-    for service in services:
-        extras = getattr(service, "payload_extras", None)
-        if payload is not None and isinstance(extras, dict):
-            extras["run"] = payload
-        ap.add(service)
-    attachment = apprise.AppriseAttachment(str(attach)) if attach is not None else None
-    result = ap.notify(body=body, title=title, body_format=apprise.NotifyFormat.TEXT, attach=attachment)
-    answers = []
-    for r in result:
-        lines = [e.message for e in r.logs() if e.level in ("WARNING", "ERROR", "CRITICAL")]
-        name = names.get(r.url_id, "service")
-        answers.append(f"{name}: {r.status.name.lower()}" + (f" ({lines[-1]})" if lines else ""))
-    return bool(result), "; ".join(answers)
-
-
-def _services(target: str, config_file: Path) -> Iterable[Any]:
-    import apprise
-
-    if is_url(target):
-        service = apprise.Apprise.instantiate(target)
-        return [service] if service is not None else []
-    if not config_file.is_file():
-        return []
-    config = apprise.AppriseConfig()
-    config.add(str(config_file))
-    ap = apprise.Apprise()
-    ap.add(config)
-    return list(ap.find(tag=target))
-
-
-def _no_service(target: str, config_file: Path) -> str:
-    if is_url(target):
-        return f"Apprise cannot use the URL {shown_target(target)}"
-    if not config_file.is_file():
-        return f"no Apprise configuration file at {config_file} for the tag '{target}'"
-    return f"no service of {config_file} has the tag '{target}'"
-
-
-def defined_tags(config_file: Path) -> set[str]:
-    """The tags the Apprise configuration file defines (none when it is missing)."""
-    import apprise
-
-    if not config_file.is_file():
-        return set()
-    config = apprise.AppriseConfig()
-    config.add(str(config_file))
-    return {tag for service in config.services() for tag in service.tags}
-
-
-@functools.lru_cache(maxsize=512)  # a list of notifications shows the same few targets again and again
-def shown_target(target: str) -> str:
-    """A target as logs and lists show it: an URL without its password."""
-    if not is_url(target):
-        return f"tag '{target}'"
-    import apprise
-
-    service = apprise.Apprise.instantiate(target)
-    if service is None:
-        return target.split("://", 1)[0] + "://..."
-    return str(service.url(privacy=True))  # type: ignore[no-untyped-call]

@@ -30,6 +30,7 @@ from nbsched.errors import (
 from nbsched.events import SCHEDULE_KINDS, FilesTrigger, Fire, after_cycle, event_from_fields, is_event
 from nbsched.fanout import task_of
 from nbsched.notices import Notice, is_url, notices_for
+from nbsched.notify_checks import checked, send_tests
 from nbsched.params import task_parameters
 from nbsched.pool_use import pool_users, refusal, removal
 from nbsched.reporting import output_notebook, run_page, task_html, write_run_report
@@ -44,16 +45,7 @@ from nbsched.selection import (
     repaired_selection,
     run_rows,
 )
-from nbsched.sender import (
-    Delivery,
-    Sender,
-    defined_tags,
-    message_context,
-    render_message,
-    sample_run,
-    send,
-    shown_target,
-)
+from nbsched.sender import Delivery, Sender
 from nbsched.spec import (
     MAX_NAME,
     NAME_RE,
@@ -67,7 +59,8 @@ from nbsched.spec import (
 )
 from nbsched.states import NotifyEvent, RunState, RunTrigger, ScheduleOrigin, TaskState
 from nbsched.store import PipelineRecord, RunRecord, ScheduleRecord, SqlStore
-from nbsched.store.records import PoolRecord
+from nbsched.store.records import NoticeRecord, PoolRecord
+from nbsched.targets import shown_target
 from nbsched.timefmt import when
 from nbsched.triggers import get_zone, trigger_from_fields
 from nbsched.views import NoticeView, PipelineDetail, PipelineView, PoolView, RunView, ScheduleView, TaskView
@@ -116,7 +109,7 @@ class Service:
         except SpecError as exc:
             raise SpecError(f"{spec_file(path, shown)[1]}: {exc}") from None
         self._check_pools(spec, spec_file(path, shown)[1])
-        return self._with_notify_warnings(spec, spec_file(path, shown)[1])
+        return checked(spec, spec_file(path, shown)[1], self.config, utcnow(), remote=False)
 
     def _check_pools(self, spec: PipelineSpec, source: str) -> None:
         """Every pool a task names exists (``nbsched pool set``)."""
@@ -130,30 +123,6 @@ class Service:
                     f"{source}: tasks.{task.name}.pool: unknown pool '{task.pool}' "
                     f"(create it with: nbsched pool set {task.pool} SLOTS)"
                 )
-
-    def _with_notify_warnings(self, spec: PipelineSpec, source: str) -> PipelineSpec:
-        """A warning for each tag a ``notify:`` names that the Apprise configuration file does not
-        define (it may be defined before the first notification is sent)."""
-        named = {t for rule in spec.notify for t in rule.to} | {
-            t for task in spec.tasks.values() for rule in task.notify for t in rule.to
-        }
-        tags = {t for t in named if not is_url(t)}
-        if not tags:
-            return spec
-        defined = defined_tags(self.config.notify_file)
-        missing = sorted(tags - defined)
-        if not missing:
-            return spec
-        file = self.config.notify_file
-        if not file.is_file():
-            where = f"no Apprise configuration file at {file} (create it, or set NBSCHED_NOTIFY_CONFIG)"
-            warnings = [f"{source}: notify: tag '{t}': {where}" for t in missing]
-        else:
-            warnings = [
-                f"{source}: notify: no service of the Apprise configuration file {file} has the tag '{t}'"
-                for t in missing
-            ]
-        return replace(spec, warnings=(*spec.warnings, *warnings))
 
     def register(
         self, path: str | Path, *, now: datetime | None = None, confine_to: Path | None = None, shown: str | None = None
@@ -186,6 +155,9 @@ class Service:
         self._check_pools(spec, source)
         now = now or utcnow()
         _dry_render(spec, {}, self.config.runs_dir, now)
+        # a spec confined to a server's root came over REST, perhaps from someone the operator
+        # does not trust: its notification URLs are held to what the operator allows
+        spec = checked(spec, source, self.config, now, remote=confine_to is not None)
         rows, spec = self._spec_schedules(spec, source, now)
         version = self._save(spec)
         ids = self.store.sync_spec_schedules(spec.name, rows)
@@ -452,7 +424,8 @@ class Service:
         with self._foreground(workers, listener) as runner:
             for run_id in run_ids:
                 self.store.set_run_owner(run_id, runner.id)
-            runner.run(run_ids)
+            with self._sending(run_ids):  # as a run of its own: no daemon may be there to send them
+                runner.run(run_ids)
         return [self.get_run(r) for r in run_ids]
 
     def cancel(self, run_id: str) -> RunView:
@@ -503,25 +476,31 @@ class Service:
         """The newest notifications first, of one run with ``run_id``."""
         if run_id is not None:
             self.store.get_run(run_id)  # NotFound for a run that does not exist
-        return [NoticeView.of(n, shown_target(n.target)) for n in self.store.list_notices(run_id=run_id, limit=limit)]
+        now = utcnow()
+        notices = self.store.list_notices(run_id=run_id, limit=limit)
+        return [NoticeView.of(n, shown_target(n.target), now) for n in notices]
 
     def notify_test(self, pipeline: str, event: NotifyEvent = NotifyEvent.FAILURE) -> list[tuple[str, bool, str]]:
-        """Send a sample message of ``event`` to each target the pipeline's spec notifies of it
-        (its newest run's, or a made-up run's); ``(target, delivered, answer)`` each."""
-        spec = self._spec(pipeline)
-        rules = [r for r in (*spec.notify, *(r for t in spec.tasks.values() for r in t.notify)) if event in r.on]
-        if not rules:
-            raise ConfigError(f"pipeline '{pipeline}': no notify rule is for the event '{event}'")
-        runs = self.store.list_runs(pipeline=pipeline, limit=1)
-        run = RunView.of(self.store.get_run(runs[0].id)) if runs else sample_run(spec, event, utcnow())
-        results = []
-        for rule in rules:
-            context = message_context(run, event, None, self.delivery)
-            title, body = render_message(rule.title, rule.body, context)
-            for target in rule.to:
-                ok, answer = send(target, f"[test] {title}", body, self.config.notify_file, payload=run.to_json())
-                results.append((shown_target(target), ok, answer))
-        return results
+        """Send a test message of ``event`` to each target the pipeline's spec notifies of it,
+        about a made-up run; ``(target, delivered, answer)`` each."""
+        return send_tests(self._spec(pipeline), event, self.config, utcnow(), self.config.notify_seconds)
+
+    def _notice_refusal(self, notice: NoticeRecord) -> str | None:
+        """Why a notification's URL may not be reached now: the allow-list of where its spec
+        came from (a spec registered over REST keeps the server's root), checked again as it is
+        sent (a name resolves anew, the list may have changed since the spec was registered)."""
+        if not is_url(notice.target):
+            return None
+        try:
+            if notice.run_id is not None:
+                run = self.store.get_run(notice.run_id, tasks=())
+                record: PipelineRecord | None = self.store.get_pipeline(run.pipeline, run.pipeline_version)
+            else:
+                record = self.store.get_pipeline(notice.pipeline or "")
+        except NotFound:
+            record = None  # its pipeline is gone: held to the strictest
+        remote = record is None or bool(record.spec.get("root"))
+        return self.config.notify_policy(remote=remote).refusal(notice.target)
 
     def get_run(self, run_id: str) -> RunView:
         """A run with its tasks and tries; a queued task waiting for its pool says how full it is."""
@@ -765,13 +744,12 @@ class Service:
         try:
             yield
         except BaseException:  # Ctrl-C, a database gone while stopping: no waiting for notifications
-            sender.stop()
+            sender.stop(timeout=0)
             raise
-        sender.stop()
         try:
-            # never longer than that, whatever the database does meanwhile
+            # never longer than that, whatever the database or the services do meanwhile
             with self.store.patience.patient(FLUSH_NOTIFICATIONS):
-                sender.flush(run_ids, FLUSH_NOTIFICATIONS)
+                sender.finish(FLUSH_NOTIFICATIONS)
         except DatabaseUnavailable as exc:
             log.warning("notifications of run %s left to a daemon: %s", ", ".join(run_ids), exc)
 
@@ -824,13 +802,20 @@ class Service:
         # woken by this process's notifications, and by the daemon's loop when it finds others
         # due (a retry's time come, another process's): its thread polls nothing itself
         sender = Sender(self.store, self.delivery, poll=None)
+        sender.tell_file_problem()  # now, once: not at every notification
         self._daemon = Daemon(runner, scheduler, options, sender)
         return self._daemon
 
     @property
     def delivery(self) -> Delivery:
         """How this project's notifications reach people (see ``sender.py``)."""
-        return Delivery(config_file=self.config.notify_file, public_url=self.config.report_url, report=self.run_report)
+        return Delivery(
+            config_file=self.config.notify_file,
+            public_url=self.config.report_url,
+            report=self.run_report,
+            timeout=self.config.notify_seconds,
+            refusal=self._notice_refusal,
+        )
 
     def _changed(self) -> None:
         """Wake an in-process daemon at once; daemons elsewhere see the change on their next poll."""

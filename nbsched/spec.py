@@ -24,7 +24,7 @@ from nbsched.dag import TriggerRule, downstream_of, topological_order
 from nbsched.errors import CycleError, ScheduleError, SpecError
 from nbsched.events import EVENT_KEYS, SCHEDULE_KINDS, event_from_fields, is_event
 from nbsched.fanout import FANOUT_KEYS, Fanout, parse_fanout
-from nbsched.notices import NotifyRule, parse_rules, with_on_keys
+from nbsched.notices import NotifyRule, parse_rules, task_rules, with_on_keys
 from nbsched.timefmt import MAX_DURATION, duration, parse_duration
 from nbsched.triggers import MIN_EVERY, IntervalTrigger, trigger_from_fields
 
@@ -115,6 +115,8 @@ class TaskSpec:
     pool: str | None = None  # a try runs only while this pool has a free slot
     description: str = ""
     notify: tuple[NotifyRule, ...] = ()  # notifications of this task's tries
+    # what its tries notify under: its own rules, and its pipeline's for a retry or an sla missed
+    reported_by: tuple[NotifyRule, ...] = ()
     sla: float | None = None  # seconds a try should end within (sla_missed when not; it goes on)
     fanout: Fanout | None = None  # a grid or for_each: the task runs once per parameter set
 
@@ -370,13 +372,14 @@ def parse_pipeline(data: Any, *, base_dir: Path, source: str = "<pipeline>") -> 
             raise where.error("", str(exc)) from None
         schedules.append(ScheduleSpec(fields=s))
 
+    notify = parse_rules(raw.get("notify"), "notify", where.error)
     return PipelineSpec(
         name=name,
         description=str(raw.get("description") or ""),
         params=params,
-        tasks=tasks,
+        tasks={n: replace(t, reported_by=task_rules(t.notify, notify)) for n, t in tasks.items()},
         schedules=tuple(schedules),
-        notify=parse_rules(raw.get("notify"), "notify", where.error),
+        notify=notify,
         sla=_sla(where, raw.get("sla"), "sla"),
         max_active_tasks=_max_active_tasks(where, raw.get("max_active_tasks")),
         base_dir=base_dir,

@@ -395,17 +395,35 @@ class NoticeView:
     created_at: datetime
     sent_at: datetime | None
     next_attempt_at: datetime | None  # while pending
+    # while a sender holds it: which, until when, and whether that claim expired (its sender
+    # stopped answering: the next sender takes it)
+    claimed_by: str | None = None
+    lease_until: datetime | None = None
+    claim_expired: bool = False
 
     @classmethod
-    def of(cls, record: NoticeRecord, shown_target: str) -> NoticeView:
+    def of(cls, record: NoticeRecord, shown_target: str, now: datetime) -> NoticeView:
         pending = record.state is NoticeState.PENDING
+        held = pending and record.claimed_by is not None and record.lease_until is not None
         return _copy(
             cls,
             record,
             task=record.task or None,
             target=shown_target,
             next_attempt_at=record.next_attempt_at if pending else None,
+            claimed_by=record.claimed_by if held else None,
+            lease_until=record.lease_until if held else None,
+            claim_expired=held and record.lease_until is not None and record.lease_until < now,
         )
+
+    @property
+    def shown_state(self) -> str:
+        """Its state as a list shows it: a pending one being sent, or held by a claim that expired."""
+        if self.claimed_by is None:
+            return self.state.value
+        if self.claim_expired and self.lease_until is not None:
+            return f"pending (claim of {self.claimed_by} expired {local_time(self.lease_until)})"
+        return f"sending ({self.claimed_by})"
 
     def to_json(self) -> Json:
         return {
@@ -421,6 +439,9 @@ class NoticeView:
             "created_at": _iso(self.created_at),
             "sent_at": _iso(self.sent_at),
             "next_attempt_at": _iso(self.next_attempt_at),
+            "claim": None
+            if self.claimed_by is None
+            else {"by": self.claimed_by, "until": _iso(self.lease_until), "expired": self.claim_expired},
         }
 
 

@@ -68,18 +68,22 @@ def service(project: Path) -> Any:
     svc.close()
 
 
-def nbsched(*args: str, cwd: Path, check: bool = False, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run the real CLI in a new process, as a user would."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NBSCHED_")}
+def nbsched(
+    *args: str, cwd: Path, check: bool = False, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI in a new process, as a user would (``env``: NBSCHED_ variables it sees)."""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("NBSCHED_")}, **(env or {})}
     proc = subprocess.run([*NBSCHED, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"nbsched {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
     return proc
 
 
-def serve(project: Path, name: str, *args: str, db: str | None = None) -> subprocess.Popen[bytes]:
+def serve(
+    project: Path, name: str, *args: str, db: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """``nbsched serve`` as a real process in ``project``, its output in ``<name>.log`` there."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NBSCHED_")}
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("NBSCHED_")}, **(env or {})}
     log = open(project / f"{name}.log", "wb")  # noqa: SIM115 - the process writes it until it ends
     return subprocess.Popen(
         [*NBSCHED, *(["--db", db] if db else []), "serve", "--poll", "0.2s", *args],

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email
 import json
+import re
 import socket
 from email.message import Message
 from pathlib import Path
@@ -85,6 +86,7 @@ def test_a_failing_pipeline_sends_one_email_and_one_post_naming_the_failed_task_
     assert "Run: " in body and "(failed)" in body
     # the cell as the output notebook numbers it: title, parameters, injected parameters, rows, raise
     assert "clean: ValueError: bad row (cell 5: raise ValueError('bad row'))" in body, body
+    assert re.search(r"^Duration: \d+\.\ds\r?$", body, re.MULTILINE), body  # as nbsched runs writes it
     assert "extract" not in body.split("Failed:")[1]  # the task that succeeded is not listed as failed
     posts = [request for request, _ in httpserver.log]
     assert len(posts) == 1
@@ -343,14 +345,52 @@ def test_fires_a_schedule_skips_are_one_schedule_missed(project, httpserver: HTT
     assert payload["run"]["missed"] == 3
 
 
+def test_a_fire_whose_run_cannot_be_made_is_a_schedule_missed_saying_why(project, httpserver: HTTPServer):
+    """The fire time passes with only a log line otherwise: the schedule moves on, no run."""
+    from nbsched.errors import SpecError
+    from nbsched.scheduler import Scheduler
+    from nbsched.sender import Sender
+    from nbsched.service import Config, Service
+
+    def cannot(*args: Any) -> str:  # what making the run raised (a spec of the day that no longer renders)
+        raise SpecError("daily v1: tasks.t.params.day: 'nosuch' is undefined")
+
+    httpserver.expect_request("/hook", method="POST").respond_with_data("ok")
+    write_notebook(project / "nb.ipynb", "x = 1")
+    write_yaml(
+        project / "pipeline.yaml",
+        'name: daily\ntasks:\n  t: nb.ipynb\nschedules:\n  - {cron: "0 6 * * *"}\n'
+        f'notify: [{{on: [schedule_missed], to: ["json://127.0.0.1:{httpserver.port}/hook"]}}]\n',
+    )
+    service = Service(Config.resolve(project=project))
+    try:
+        service.register(project / "pipeline.yaml")
+        (schedule,) = service.list_schedules("daily")
+        assert schedule.next_fire_at is not None
+        scheduler = Scheduler(service.store, cannot, service._missed_notices)
+        assert scheduler.fire_due(schedule.next_fire_at) == []
+        Sender(service.store, service.delivery).send_due()
+        (notice,) = service.list_notifications()
+    finally:
+        service.close()
+    assert notice.event == "schedule_missed" and notice.state == "sent"
+    ((request, _),) = httpserver.log
+    payload = request.get_json()
+    assert payload["title"] == f"daily: schedule {schedule.id} missed 1 fire(s)"
+    assert (
+        f"the last at {schedule.next_fire_at.isoformat()}: its run could not be made: "
+        "daily v1: tasks.t.params.day: 'nosuch' is undefined"
+    ) in payload["message"]
+
+
 def test_a_message_template_is_bounded_like_a_parameter():
     """A spec's title or body renders in the parameters' sandbox: a gigabyte is refused before
     it is made, and the sandbox's own refusals hold."""
     from jinja2.exceptions import SecurityError, UndefinedError
 
-    from nbsched.sender import render_message
+    from nbsched.messages import render_template
 
     with pytest.raises(SecurityError, match="would make 1,000,000,000 characters"):
-        render_message("{{ 'x' * 10**9 }}", None, {"pipeline": "p"})
+        render_template("{{ 'x' * 10**9 }}", {"pipeline": "p"})
     with pytest.raises((SecurityError, UndefinedError)):
-        render_message("{{ cycler.__init__.__globals__.os.popen('id').read() }}", None, {})
+        render_template("{{ cycler.__init__.__globals__.os.popen('id').read() }}", {})

@@ -84,7 +84,8 @@ class OutboxStore:
         self, sender: str, limit: int, lease: float, run_ids: Iterable[str] | None = None
     ) -> list[NoticeRecord]:
         """Atomically take up to ``limit`` notifications due now that no live claim holds
-        (PostgreSQL: FOR UPDATE SKIP LOCKED; SQLite: the write lock of BEGIN IMMEDIATE)."""
+        (PostgreSQL: FOR UPDATE SKIP LOCKED; SQLite: the write lock of BEGIN IMMEDIATE), each for
+        ``lease`` seconds; a sender renews each claim as it comes to it (``renew_notice``)."""
         now = self.clock.now()
         free = or_(NoticeRow.claimed_by.is_(None), NoticeRow.lease_until < now)
         q = (
@@ -96,7 +97,7 @@ class OutboxStore:
         )
         if run_ids is not None:
             q = q.where(NoticeRow.run_id.in_(list(run_ids)))
-        claimed = []
+        claimed: list[NoticeRecord] = []
         with self._write() as s, s.begin():
             for row in s.scalars(q).all():
                 took = changed(
@@ -108,6 +109,14 @@ class OutboxStore:
                 if took:
                     claimed.append(_record(row))
         return claimed
+
+    @retried
+    def renew_notice(self, notice_id: int, sender: str, lease: float) -> bool:
+        """Hold a claim for ``lease`` seconds more, as its delivery starts; False when the claim
+        expired and another sender took it (then it sends it, not this one)."""
+        until = self.clock.now() + timedelta(seconds=lease)
+        with self._write() as s, s.begin():
+            return changed(s, _held(notice_id, sender).values(lease_until=until)) == 1
 
     @retried
     def notice_sent(self, notice_id: int, sender: str, answer: str) -> bool:
@@ -145,13 +154,31 @@ class OutboxStore:
             return changed(s, _held(notice_id, sender).values(**values)) == 1
 
     @retried
+    def release_notices(self, sender: str, answer: str) -> int:
+        """Give back every notification ``sender`` holds (it stops): due for the next sender now,
+        not when the claims expire. One never tried says ``answer``."""
+        with self._write() as s, s.begin():
+            return changed(
+                s,
+                update(NoticeRow)
+                .where(NoticeRow.claimed_by == sender, NoticeRow.state == NoticeState.PENDING)
+                .values(claimed_by=None, lease_until=None, answer=func.coalesce(NoticeRow.answer, answer)),
+            )
+
+    @retried
     def list_notices(self, *, run_id: str | None = None, limit: int = 100) -> list[NoticeRecord]:
-        """The newest notifications first (of one run, with ``run_id``)."""
-        q = select(NoticeRow).order_by(NoticeRow.created_at.desc(), NoticeRow.id.desc()).limit(limit)
+        """The newest notifications first (of one run, with ``run_id``), each with its pipeline
+        (a run's, for the events of a run)."""
+        q = (
+            select(NoticeRow, RunRow.pipeline)
+            .outerjoin(RunRow, RunRow.id == NoticeRow.run_id)
+            .order_by(NoticeRow.created_at.desc(), NoticeRow.id.desc())
+            .limit(limit)
+        )
         if run_id is not None:
             q = q.where(NoticeRow.run_id == run_id)
         with self._session() as s:
-            return [_record(row) for row in s.scalars(q).all()]
+            return [_record(row, pipeline) for row, pipeline in s.execute(q).all()]
 
     @retried
     def next_notice_at(self, run_ids: Iterable[str] | None = None) -> datetime | None:
@@ -170,11 +197,11 @@ def _held(notice_id: int, sender: str) -> Update:
     )
 
 
-def _record(row: NoticeRow) -> NoticeRecord:
+def _record(row: NoticeRow, run_pipeline: str | None = None) -> NoticeRecord:
     return NoticeRecord(
         id=row.id,
         run_id=row.run_id,
-        pipeline=row.pipeline,
+        pipeline=row.pipeline or run_pipeline,
         detail=row.detail,
         task=row.task,
         try_number=row.try_number,
@@ -189,4 +216,6 @@ def _record(row: NoticeRow) -> NoticeRecord:
         answer=row.answer,
         created_at=row.created_at,
         sent_at=row.sent_at,
+        claimed_by=row.claimed_by,
+        lease_until=row.lease_until,
     )

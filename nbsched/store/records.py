@@ -154,6 +154,8 @@ class NoticeRecord:
     answer: str | None
     created_at: datetime
     sent_at: datetime | None
+    claimed_by: str | None = None  # the sender sending it, until its claim expires
+    lease_until: datetime | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

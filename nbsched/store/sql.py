@@ -400,6 +400,7 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore, PoolStore, MappingStore):
             if run.started_at is not None and run.ended_at is not None:  # it starts again: keep when it ran
                 run.past_spans = [*(run.past_spans or []), [run.started_at.isoformat(), run.ended_at.isoformat()]]
             run.state, run.error, run.started_at, run.ended_at, run.owner = RunState.QUEUED, None, None, None, None
+            run.sla_missed_at = None  # it starts again: its sla runs again, and is reported again
             if repair is not None:
                 run.repairs = [*(run.repairs or []), {"at": now.isoformat(), **repair}]
             if selection is not None:
