@@ -47,6 +47,7 @@ _STATUS = (
     (DatabaseUnavailable, 503, "database_unavailable"),
     (DatabaseError, 503, "database_error"),
 )
+MAX_ID = 2**31 - 1  # the ids of schedules, as openapi.yaml says
 RETRY_AFTER = "10"  # seconds, told to a client the database made wait (503)
 Body = TypeVar("Body", RegisterPipeline, TriggerRun, CreateSchedule, ChangeSchedule, RetryRun, SetPool)
 _R = TypeVar("_R")
@@ -169,7 +170,7 @@ def _int_id(text: str, what: str) -> int:
         value = int(text)
     except ValueError:
         value = -1
-    if not 0 < value <= 2**62:  # no such id (and nothing the database's integers could hold)
+    if not 0 < value <= MAX_ID:  # no such id (PostgreSQL's INTEGER column holds no more: it was a 500)
         raise ApiError(404, "not_found", f"{what} {text} not found")
     return value
 
