@@ -173,7 +173,7 @@ def test_every_operation_conforms_and_never_fails(live_server, mode):
             if mode is GenerationMode.POSITIVE and response.status_code == 422:
                 code = response.json()["error"]
                 meanings[code] += 1
-                assert code in MEANINGS, (operation.label, case.body, response.text)
+                assert code in MEANINGS, (case.operation.label, case.body, response.text)
 
         check()
     print(
