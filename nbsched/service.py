@@ -33,6 +33,7 @@ from nbsched.notices import Notice, is_url, notices_for
 from nbsched.params import task_parameters
 from nbsched.reporting import output_notebook, run_page, task_html, write_run_report
 from nbsched.runner import Runner
+from nbsched.schedule_changes import TRIGGER_KEYS, changed_trigger
 from nbsched.scheduler import Scheduler, scan_files, schedule_trigger
 from nbsched.selection import Selection, chosen_rows, chosen_tasks, lend_instances, run_rows
 from nbsched.sender import (
@@ -614,32 +615,13 @@ class Service:
         now = now or utcnow()
         if "pipeline" in changes:
             raise ScheduleError("schedule.pipeline: cannot be changed (add a new schedule instead)")
-        trigger_keys = {
-            "cron",
-            "every",
-            "at",
-            "start",
-            "timezone",
-            "after",
-            "state",
-            "files",
-            "poll",
-            "settle",
-            "existing",
-        }
-        new_trigger = bool(trigger_keys & set(changes))
-        event = is_event(changes if new_trigger else current.trigger)
-        fields: dict[str, Any] = (
-            {} if new_trigger else {k: v for k, v in current.trigger.items() if k not in ("folder", "root")}
-        )
-        fields.update(
-            {"params": current.params, "max_active_runs": current.max_active_runs, "enabled": current.enabled}
-        )
-        if not event:
-            fields.update({"catchup": current.catchup, "misfire_grace": current.misfire_grace})
-        if new_trigger and not event and "timezone" not in changes and not is_event(current.trigger):
-            fields["timezone"] = current.trigger.get("timezone", "UTC")
-        fields.update(changes)
+        trigger = changed_trigger(current.trigger, changes)
+        fields = trigger or {k: v for k, v in current.trigger.items() if k not in ("folder", "root")}
+        event = is_event(fields)
+        fields.update(params=current.params, max_active_runs=current.max_active_runs, enabled=current.enabled)
+        if not event and not is_event(current.trigger):  # a time schedule's own (an event's are defaults)
+            fields.update(catchup=current.catchup, misfire_grace=current.misfire_grace)
+        fields.update({k: v for k, v in changes.items() if k not in TRIGGER_KEYS})
         spec = self._spec(current.pipeline)
         row = self._schedule_row(spec, fields, now)
         if row["trigger"] == current.trigger:

@@ -700,6 +700,47 @@ async def test_schedule_errors(api, jp_root_dir):
         (await api("POST", "schedules", missing, "resume")).error(404, "not_found")
 
 
+async def test_a_schedule_changes_the_fields_of_its_own_kind(api, jp_root_dir):
+    await register_hello(api, jp_root_dir)
+    await register_hello(api, jp_root_dir, "other")
+    (jp_root_dir / "incoming").mkdir()
+
+    async def made(**fields: Any) -> str:
+        reply = await api("POST", "schedules", body={"pipeline": "hello", **fields})
+        assert reply.code == 201, reply.body
+        return str(reply.data["id"])
+
+    async def patch(sid: str, **changes: Any) -> Reply:
+        return await api("PATCH", "schedules", sid, body=changes)
+
+    # a field of the schedule's kind changes alone (a zone alone was "a schedule needs one of cron ...")
+    cron = await made(cron="0 6 * * *", timezone="Europe/Paris")
+    tokyo = await patch(cron, timezone="Asia/Tokyo")
+    assert tokyo.code == 200, tokyo.body
+    assert tokyo.data["trigger"] == {"cron": "0 6 * * *", "timezone": "Asia/Tokyo"}
+    assert datetime.fromisoformat(tokyo.data["next_fire_local"]).hour == 6
+    after = await made(after="other")
+    assert (await patch(after, state="failed")).data["trigger"] == {"after": "other", "state": "failed"}
+    files = await made(files="incoming/*.csv", poll="10s")
+    changed = (await patch(files, poll="5s", existing=True)).data["trigger"]
+    assert (changed["files"], changed["poll"], changed["existing"]) == ("incoming/*.csv", 5.0, True)
+
+    # a field of another kind: one line naming it (a state on a files schedule was dropped silently)
+    message = (await patch(files, state="failed")).error(422, "invalid_schedule")
+    assert message == "schedule.state: goes with after, and this is a files schedule (give after too, to change its kind)"
+    message = (await patch(cron, poll="5s")).error(422, "invalid_schedule")
+    assert message.startswith("schedule.poll: goes with files, and this is a cron schedule")
+    assert "start: goes with every" in (await patch(cron, start="2026-01-01T00:00:00")).error(422)
+    assert (await api("GET", "schedules", cron)).data["trigger"]["timezone"] == "Asia/Tokyo"  # unchanged
+
+    # a new kind keeps what goes with it: the zone of a cron made every, nothing of a cron made after
+    every = (await patch(cron, every="1h")).data["trigger"]
+    assert (every["every"], every["timezone"]) == (3600, "Asia/Tokyo")
+    assert (await patch(cron, after="other")).data["trigger"] == {"after": "other", "state": "success"}
+    back = await patch(after, cron="@daily", timezone="UTC")
+    assert back.code == 200 and back.data["trigger"] == {"cron": "@daily", "timezone": "UTC"}
+
+
 @pytest.mark.kernel
 async def test_a_schedule_created_over_rest_fires_in_the_server(api, jp_root_dir, daemon):
     await register_hello(api, jp_root_dir)
