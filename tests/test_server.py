@@ -727,7 +727,9 @@ async def test_a_schedule_changes_the_fields_of_its_own_kind(api, jp_root_dir):
 
     # a field of another kind: one line naming it (a state on a files schedule was dropped silently)
     message = (await patch(files, state="failed")).error(422, "invalid_schedule")
-    assert message == "schedule.state: goes with after, and this is a files schedule (give after too, to change its kind)"
+    assert (
+        message == "schedule.state: goes with after, and this is a files schedule (give after too, to change its kind)"
+    )
     message = (await patch(cron, poll="5s")).error(422, "invalid_schedule")
     assert message.startswith("schedule.poll: goes with files, and this is a cron schedule")
     assert "start: goes with every" in (await patch(cron, start="2026-01-01T00:00:00")).error(422)
