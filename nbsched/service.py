@@ -78,8 +78,15 @@ class Service:
     @property
     def store(self) -> SqlStore:
         if self._store is None:
-            self._store = SqlStore(self.config.db_url, patience=self.config.db_patience)
+            # reached by the first call that needs it: a server can start while its database is away
+            self._store = SqlStore(
+                self.config.db_url, patience=self.config.db_patience, open_now=False, reached=self.config.reached_file
+            )
         return self._store
+
+    def open_database(self, seconds: float) -> None:
+        """Reach the database now (and make its schema current), waiting ``seconds`` at most."""
+        self.store.open(seconds)
 
     def close(self) -> None:
         if self._store is not None:
