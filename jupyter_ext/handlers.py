@@ -166,10 +166,7 @@ def allowed_methods(cls: type) -> list[str]:
 
 
 def _int_id(text: str, what: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
+    value = int(text) if text.isascii() and text.isdigit() else -1  # int() takes " 5" and "5_0" too
     if not 0 < value <= MAX_ID:  # no such id (PostgreSQL's INTEGER column holds no more: it was a 500)
         raise ApiError(404, "not_found", f"{what} {text} not found")
     return value

@@ -692,7 +692,8 @@ async def test_schedule_errors(api, jp_root_dir):
     (await api("PATCH", "schedules", sid, body="{")).error(400, "bad_json")
     assert (await api("GET", "schedules", sid)).data["trigger"]["every"] == 3600  # unchanged
 
-    for missing in ("999", str(2**31), str(2**63)):  # 2**31: over PostgreSQL's INTEGER, a 500
+    # 2**31: over PostgreSQL's INTEGER, a 500; "+1" was schedule 1 (int() reads it)
+    for missing in ("999", str(2**31), str(2**63), f"+{sid}"):
         (await api("GET", "schedules", missing)).error(404, "not_found")
         (await api("PATCH", "schedules", missing, body={"enabled": False})).error(404, "not_found")
         (await api("DELETE", "schedules", missing)).error(404, "not_found")
