@@ -504,3 +504,21 @@ def test_ctrl_c_of_a_foreground_run_while_the_database_is_away_stops_it(project,
     assert proc.returncode == 2 and "Traceback" not in err, err
     assert err.strip().splitlines()[-1].startswith("Error: database ") and "unreachable while stopping" in err
     assert not Path(f"/proc/{pid}").exists() or "zombie" in _status(pid)  # its kernel was stopped
+
+
+def test_the_servers_reached_are_remembered_without_credentials(tmp_path):
+    from sqlalchemy.engine import make_url
+
+    from nbsched.store.reached import KEEP, ReachedServers, server_of
+
+    assert server_of(make_url("postgresql+psycopg://ana:secret@db.example:5433/sales")) == "postgresql db.example:5433"
+    assert server_of(make_url(f"sqlite:///{tmp_path}/x.db")) is None  # a file is never away
+    reached = ReachedServers(tmp_path / "cache" / "reached-databases")
+    assert "postgresql db.example:5433" not in reached
+    for i in range(KEEP + 5):
+        reached.add(f"postgresql host{i}:5432")
+        reached.add(f"postgresql host{i}:5432")  # once each
+    lines = (tmp_path / "cache" / "reached-databases").read_text().splitlines()
+    assert len(lines) <= KEEP and len(set(lines)) == len(lines)
+    assert f"postgresql host{KEEP + 4}:5432" in reached and "postgresql host0:5432" not in reached
+    ReachedServers(tmp_path / "cache" / "reached-databases" / "not-a-folder").add("x")  # unwritable: no error
