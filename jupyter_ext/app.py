@@ -22,10 +22,14 @@ from traitlets import Bool, Float, Int, List, TraitError, Unicode, validate
 from jupyter_ext.contract import Contract
 from jupyter_ext.handlers import default_handlers
 from jupyter_ext.kernel_env import KernelEnvironment
+from nbsched.errors import DatabaseError
 
 if TYPE_CHECKING:
     from nbsched.daemon import Daemon
     from nbsched.service import Service
+
+
+START_WAIT = 3.0  # seconds the server's start waits for its database (then it starts without)
 
 
 class NbschedApp(ExtensionApp):
@@ -197,7 +201,10 @@ class NbschedApp(ExtensionApp):
         # magics and panels in the server's notebooks then use this server's database and
         # outputs, whatever they are configured to be
         self._kernel_env = KernelEnvironment(self.serverapp.kernel_manager, config.kernel_environment)
-        _ = self.service.store  # open (and create) the database now: a bad URL fails the start, loudly
+        try:  # open (and create) the database now: a bad URL is told at the start, in one line
+            self.service.open_database(START_WAIT)
+        except DatabaseError as exc:  # the server starts all the same: its daemon waits for the database
+            self.log.warning("nbsched: %s; requests answer 503 until it is reachable", exc)
         self.daemon = (
             self.service.daemon(
                 DaemonOptions(

@@ -1,18 +1,17 @@
 """The request bodies the REST API takes, as typed models. Each is built from a body its
-operation's schema in ``openapi.yaml`` found well-formed (``Contract.check_body``)."""
+operation's schema in ``openapi.yaml`` found well-formed (``Contract.check_body``, run by the
+handlers' ``@checked``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar
+from typing import Any
 
 from typing_extensions import Self
 
 
 @dataclass(frozen=True, kw_only=True)
 class _Body:
-    operation: ClassVar[str]  # its operationId in openapi.yaml
-
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> Self:
         """The model's fields from the body; those it leaves out keep their defaults."""
@@ -25,7 +24,6 @@ class RegisterPipeline(_Body):
     """A pipeline from a file under the server root (``path``) or given as data (``spec``, its
     notebook paths relative to ``dir``)."""
 
-    operation: ClassVar[str] = "registerPipeline"
     path: str | None = None
     spec: dict[str, Any] | None = None
     dir: str = "."
@@ -35,7 +33,6 @@ class RegisterPipeline(_Body):
 class TriggerRun(_Body):
     """A run to queue now, with parameter overrides; a partial run with ``only`` or ``from``."""
 
-    operation: ClassVar[str] = "triggerRun"
     params: dict[str, Any] = field(default_factory=dict)
     only: list[str] | None = None
     start: str | None = None  # the body's "from", as the CLI's --from
@@ -49,7 +46,6 @@ class TriggerRun(_Body):
 class RetryRun(_Body):
     """A retry of a run's failed tasks (no ``tasks``), or a repair of the ``tasks`` named."""
 
-    operation: ClassVar[str] = "retryRun"
     tasks: list[str] | None = None
     downstream: bool = False
     params: dict[str, Any] = field(default_factory=dict)
@@ -59,7 +55,6 @@ class RetryRun(_Body):
 class SetPool(_Body):
     """A pool's slots."""
 
-    operation: ClassVar[str] = "setPool"
     slots: int
 
 
@@ -67,7 +62,6 @@ class SetPool(_Body):
 class CreateSchedule(_Body):
     """A schedule of a registered pipeline; the other fields as in a spec's ``schedules:`` entry."""
 
-    operation: ClassVar[str] = "createSchedule"
     pipeline: str
     fields: dict[str, Any]
 
@@ -81,7 +75,6 @@ class CreateSchedule(_Body):
 class ChangeSchedule(_Body):
     """Some of a schedule's fields, changed; the others stay."""
 
-    operation: ClassVar[str] = "updateSchedule"
     changes: dict[str, Any]
 
     @classmethod

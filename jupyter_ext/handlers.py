@@ -5,11 +5,9 @@ loop, answer JSON. Every verb is ``@web.authenticated`` and ``@authorized`` (res
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-from collections.abc import Callable
-from datetime import datetime
-from functools import cached_property
+from collections.abc import Awaitable, Callable
+from functools import cached_property, wraps
 from http.client import responses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -21,7 +19,7 @@ from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 
 from jupyter_ext.bodies import ChangeSchedule, CreateSchedule, RegisterPipeline, RetryRun, SetPool, TriggerRun
-from jupyter_ext.contract import MalformedBody
+from jupyter_ext.contract import MalformedRequest, decode_cursor, encode_cursor
 from nbsched import __version__
 from nbsched.bounds import MAX_SPEC_BYTES, loads_json
 from nbsched.errors import (
@@ -49,9 +47,11 @@ _STATUS = (
     (DatabaseUnavailable, 503, "database_unavailable"),
     (DatabaseError, 503, "database_error"),
 )
+MAX_ID = 2**31 - 1  # the ids of schedules, as openapi.yaml says
 RETRY_AFTER = "10"  # seconds, told to a client the database made wait (503)
 Body = TypeVar("Body", RegisterPipeline, TriggerRun, CreateSchedule, ChangeSchedule, RetryRun, SetPool)
 _R = TypeVar("_R")
+_H = TypeVar("_H", bound="BaseHandler")
 
 
 class ApiError(web.HTTPError):
@@ -62,6 +62,7 @@ class ApiError(web.HTTPError):
 
 class BaseHandler(ExtensionHandlerMixin, APIHandler):
     auth_resource = "nbsched"
+    args: dict[str, Any]  # the request's query parameters, typed (set by @checked)
 
     @property
     def app(self) -> NbschedApp:
@@ -103,32 +104,22 @@ class BaseHandler(ExtensionHandlerMixin, APIHandler):
         return data
 
     def parse(self, model: type[Body]) -> Body:
-        """The body as ``model``, once its operation's schema in openapi.yaml finds it well-formed."""
-        try:
-            self.app.contract.check_body(model.operation, self.body)
-        except MalformedBody as exc:
-            raise ApiError(400, "bad_request", str(exc)) from None
+        """The body as ``model`` (``@checked`` found it well-formed)."""
         return model.from_json(self.body)
 
-    def int_arg(self, name: str, default: int, low: int, high: int) -> int:
-        text = self.get_query_argument(name, None)
-        if text is None:
-            return default
+    def check_request(self) -> dict[str, Any]:
+        """The query parameters, typed, once the query and the body are what the request's
+        operation in openapi.yaml takes (a 400 naming the parameter or field otherwise)."""
+        api = self.request.path.split(API, 1)[1]
+        operation = self.app.contract.operation(self.request.method or "", api)
+        if operation is None:  # not a route of the document (NotFoundHandler's)
+            return {}
         try:
-            value = int(text)
-        except ValueError:
-            value = low - 1
-        if not low <= value <= high:
-            raise ApiError(400, "bad_request", f"{name} {text!r}: expected a whole number from {low} to {high}")
-        return value
-
-    def query(self, *names: str) -> None:
-        """Refuse query parameters other than ``names`` (and Jupyter's own ``token`` and ``_xsrf``):
-        a misspelt filter must not silently list everything."""
-        unknown = sorted(set(self.request.query_arguments) - {*names, "token", "_xsrf"})
-        if unknown:
-            known = ", ".join(names) or "none"
-            raise ApiError(400, "bad_request", f"unknown query parameter {unknown[0][:100]!r} (known: {known})")
+            args = self.app.contract.check_query(operation, self.request.query_arguments)
+            self.app.contract.check_body(operation, self.body)
+        except MalformedRequest as exc:
+            raise ApiError(400, "bad_request", str(exc)) from None
+        return args
 
     def reply(self, data: Any, status: int = 200) -> None:
         self.set_status(status)
@@ -151,6 +142,19 @@ class BaseHandler(ExtensionHandlerMixin, APIHandler):
         self.finish(json.dumps({"error": code, "message": message}))
 
 
+def checked(method: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """A handler method that runs once its request is checked against the document (``args``:
+    its query parameters, typed); below ``@authorized``, so a request without the token is a 403
+    whatever else is wrong with it."""
+
+    @wraps(method)
+    async def check(self: _H, *args: Any, **kwargs: Any) -> None:
+        self.args = self.check_request()
+        await method(self, *args, **kwargs)
+
+    return check
+
+
 def allowed_methods(cls: type) -> list[str]:
     """The HTTP methods a handler class answers: those it defines over tornado's 405 stubs, and
     OPTIONS (jupyter-server's CORS preflight)."""
@@ -162,11 +166,8 @@ def allowed_methods(cls: type) -> list[str]:
 
 
 def _int_id(text: str, what: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 < value <= 2**62:  # no such id (and nothing the database's integers could hold)
+    value = int(text) if text.isascii() and text.isdigit() else -1  # int() takes " 5" and "5_0" too
+    if not 0 < value <= MAX_ID:  # no such id (PostgreSQL's INTEGER column holds no more: it was a 500)
         raise ApiError(404, "not_found", f"{what} {text} not found")
     return value
 
@@ -174,6 +175,7 @@ def _int_id(text: str, what: str) -> int:
 class HealthHandler(BaseHandler):
     @web.authenticated
     @authorized
+    @checked
     async def get(self) -> None:
         app = self.app
         self.reply(
@@ -189,6 +191,7 @@ class HealthHandler(BaseHandler):
 class VersionHandler(BaseHandler):
     @web.authenticated
     @authorized
+    @checked
     async def get(self) -> None:
         self.reply({"version": __version__})
 
@@ -196,6 +199,7 @@ class VersionHandler(BaseHandler):
 class OpenAPIHandler(BaseHandler):
     @web.authenticated
     @authorized
+    @checked
     async def get(self) -> None:
         self.reply(self.app.contract.document)
 
@@ -203,12 +207,14 @@ class OpenAPIHandler(BaseHandler):
 class PipelinesHandler(BaseHandler):
     @web.authenticated
     @authorized
+    @checked
     async def get(self) -> None:
         pipelines = await self.call(self.service.list_pipelines)
         self.reply({"pipelines": [p.to_json() for p in pipelines]})
 
     @web.authenticated
     @authorized
+    @checked
     async def post(self) -> None:
         request = self.parse(RegisterPipeline)
         if request.path is not None:
@@ -227,11 +233,13 @@ class PipelinesHandler(BaseHandler):
 class PipelineHandler(BaseHandler):
     @web.authenticated
     @authorized
+    @checked
     async def get(self, name: str) -> None:
         self.reply((await self.call(self.service.pipeline_detail, name)).to_json())
 
     @web.authenticated
     @authorized
+    @checked
     async def delete(self, name: str) -> None:
         await self.call(self.service.delete_pipeline, name)
         self.set_status(204)
@@ -241,6 +249,7 @@ class PipelineHandler(BaseHandler):
 class PipelineRunsHandler(BaseHandler):
     @web.authenticated
     @authorized
+    @checked
     async def post(self, name: str) -> None:
         request = self.parse(TriggerRun)
         run_id = await self.call(self.service.trigger, name, request.params, only=request.only, start=request.start)
@@ -250,13 +259,14 @@ class PipelineRunsHandler(BaseHandler):
 class SchedulesHandler(BaseHandler):
     @web.authenticated
     @authorized
+    @checked
     async def get(self) -> None:
-        self.query("pipeline")
-        schedules = await self.call(self.service.list_schedules, self.get_query_argument("pipeline", None))
+        schedules = await self.call(self.service.list_schedules, self.args.get("pipeline"))
         self.reply({"schedules": [s.to_json() for s in schedules]})
 
     @web.authenticated
     @authorized
+    @checked
     async def post(self) -> None:
         request = self.parse(CreateSchedule)
         self.reply((await self.call(self.service.add_schedule, request.pipeline, request.fields)).to_json(), 201)
@@ -265,17 +275,20 @@ class SchedulesHandler(BaseHandler):
 class ScheduleHandler(BaseHandler):
     @web.authenticated
     @authorized
+    @checked
     async def get(self, schedule_id: str) -> None:
         self.reply((await self.call(self.service.get_schedule, _int_id(schedule_id, "schedule"))).to_json())
 
     @web.authenticated
     @authorized
+    @checked
     async def patch(self, schedule_id: str) -> None:
         schedule, request = _int_id(schedule_id, "schedule"), self.parse(ChangeSchedule)
         self.reply((await self.call(self.service.update_schedule, schedule, request.changes)).to_json())
 
     @web.authenticated
     @authorized
+    @checked
     async def delete(self, schedule_id: str) -> None:
         await self.call(self.service.remove_schedule, _int_id(schedule_id, "schedule"))
         self.set_status(204)
@@ -285,6 +298,7 @@ class ScheduleHandler(BaseHandler):
 class ScheduleActionHandler(BaseHandler):
     @web.authenticated
     @authorized
+    @checked
     async def post(self, schedule_id: str, action: str) -> None:
         fn = self.service.pause if action == "pause" else self.service.resume
         self.reply((await self.call(fn, _int_id(schedule_id, "schedule"))).to_json())
@@ -293,19 +307,21 @@ class ScheduleActionHandler(BaseHandler):
 class PoolsHandler(BaseHandler):
     @web.authenticated
     @authorized
+    @checked
     async def get(self) -> None:
-        self.query()
         self.reply({"pools": [p.to_json() for p in await self.call(self.service.list_pools)]})
 
 
 class PoolHandler(BaseHandler):
     @web.authenticated
     @authorized
+    @checked
     async def get(self, name: str) -> None:
         self.reply((await self.call(self.service.get_pool, name)).to_json())
 
     @web.authenticated
     @authorized
+    @checked
     async def put(self, name: str) -> None:
         request = self.parse(SetPool)
         pool, new = await self.call(self.service.set_pool, name, request.slots)
@@ -313,9 +329,9 @@ class PoolHandler(BaseHandler):
 
     @web.authenticated
     @authorized
+    @checked
     async def delete(self, name: str) -> None:
-        self.query("force")
-        force = self.get_query_argument("force", "0") in ("1", "true", "yes")
+        force = self.args.get("force", "0") in ("1", "true", "yes")
         await self.call(self.service.remove_pool, name, force=force)
         self.set_status(204)
         self.finish()
@@ -324,74 +340,45 @@ class PoolHandler(BaseHandler):
 class NotificationsHandler(BaseHandler):
     @web.authenticated
     @authorized
+    @checked
     async def get(self) -> None:
-        self.query("run_id", "limit")
-        found = await self.call(
-            self.service.list_notifications, self.get_query_argument("run_id", None), self.int_arg("limit", 50, 1, 500)
-        )
+        found = await self.call(self.service.list_notifications, self.args.get("run_id"), self.args["limit"])
         self.reply({"notifications": [n.to_json() for n in found]})
 
 
 class RunsHandler(BaseHandler):
     @web.authenticated
     @authorized
+    @checked
     async def get(self) -> None:
-        self.query("pipeline", "state", "limit", "cursor", "since", "until")
-        state = self.get_query_argument("state", None)
-        if state not in (None, "queued", "running", "success", "failed", "cancelled"):
-            raise ApiError(400, "bad_request", f"state {state!r}: use queued, running, success, failed or cancelled")
-        limit = self.int_arg("limit", 50, 1, 500)
-        cursor = self.get_query_argument("cursor", None)
+        limit, cursor = self.args["limit"], self.args.get("cursor")
+        before = decode_cursor(cursor) if cursor else None
+        if cursor and before is None:
+            # 422, not 400: it has a cursor's form (the document's pattern); it just is not one
+            # this API gave out
+            raise ApiError(422, "invalid_cursor", f"cursor {cursor[:100]!r} is not one this API gave out")
         runs = await self.call(
             self.service.list_runs,
-            pipeline=self.get_query_argument("pipeline", None),
-            state=state,
+            pipeline=self.args.get("pipeline"),
+            state=self.args.get("state"),
             limit=limit + 1,
-            since=self._time_arg("since"),
-            until=self._time_arg("until"),
-            before=_decode_cursor(cursor) if cursor else None,
+            since=self.args.get("since"),
+            until=self.args.get("until"),
+            before=before,
         )
         page, more = runs[:limit], len(runs) > limit
         self.reply(
             {
                 "runs": [r.to_json() for r in page],
-                "next_cursor": _encode_cursor(page[-1].created_at, page[-1].id) if more else None,
+                "next_cursor": encode_cursor(page[-1].created_at, page[-1].id) if more else None,
             }
         )
-
-    def _time_arg(self, name: str) -> datetime | None:
-        text = self.get_query_argument(name, None)
-        if text is None:
-            return None
-        try:
-            value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            raise ApiError(400, "bad_request", f"{name} {text!r}: expected an ISO date-time") from None
-        if value.tzinfo is None:
-            raise ApiError(400, "bad_request", f"{name} {text!r}: give a time zone (e.g. 2026-11-28T06:00:00Z)")
-        return value
-
-
-def _encode_cursor(created_at: datetime, run_id: str) -> str:
-    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{run_id}".encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        at, run_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
-        when = datetime.fromisoformat(at)
-    except ValueError:
-        when = None
-    if when is None or when.tzinfo is None:  # the API's cursors carry a zone; the store refuses naive times
-        # 422, not 400: any string is a well-formed cursor (the document cannot say more of an
-        # opaque token); this one just is not one the API gave out
-        raise ApiError(422, "invalid_cursor", f"cursor {cursor[:100]!r} is not one this API gave out")
-    return when, run_id
 
 
 class RunHandler(BaseHandler):
     @web.authenticated
     @authorized
+    @checked
     async def get(self, run_id: str) -> None:
         self.reply((await self.call(self.service.get_run, run_id)).to_json())
 
@@ -399,6 +386,7 @@ class RunHandler(BaseHandler):
 class RunActionHandler(BaseHandler):
     @web.authenticated
     @authorized
+    @checked
     async def post(self, run_id: str, action: str) -> None:
         if action == "cancel":
             self.reply((await self.call(self.service.cancel, run_id)).to_json())
@@ -416,7 +404,7 @@ def _sandboxed(handler: JupyterHandler) -> str:
 
 
 def _hide_code(handler: BaseHandler) -> bool:
-    return handler.get_query_argument("hide_code", "0") in ("1", "true", "yes")
+    return handler.args.get("hide_code", "0") in ("1", "true", "yes")
 
 
 class RunReportHandler(BaseHandler):
@@ -428,8 +416,8 @@ class RunReportHandler(BaseHandler):
 
     @web.authenticated
     @authorized
+    @checked
     async def get(self, run_id: str) -> None:
-        self.query("hide_code")
         query = "?hide_code=1" if _hide_code(self) else ""
 
         def links(task: str) -> dict[str, str]:
@@ -450,9 +438,8 @@ class TaskOutputHandler(BaseHandler):
 
     @web.authenticated
     @authorized
+    @checked
     async def get(self, run_id: str, task: str, what: str) -> None:
-        if what == "report":
-            self.query("hide_code")
         if what == "outputs":
             output = await self.call(self.service.task_output, run_id, task)
             self.reply({"run_id": run_id, "task": task, "outputs": output.outputs})

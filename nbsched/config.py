@@ -1,7 +1,7 @@
 """Where state and outputs live and how notebooks run: the one ``Config``, and the only place
 nbsched reads its environment variables (``NBSCHED_HOME``, ``NBSCHED_DB_URL``,
 ``NBSCHED_RUNS_DIR``, ``NBSCHED_EXECUTOR``, ``NBSCHED_NOTIFY_CONFIG``, ``NBSCHED_PUBLIC_URL``,
-``NBSCHED_NOTIFY_ALLOW``, ``NBSCHED_NOTIFY_TIMEOUT``)."""
+``NBSCHED_NOTIFY_ALLOW``, ``NBSCHED_NOTIFY_TIMEOUT``, and ``XDG_CACHE_HOME`` for the user's cache)."""
 
 from __future__ import annotations
 
@@ -123,6 +123,13 @@ class Config:
             return self.notify_config
         given = environment_setting("notify_config")
         return Path(given).absolute() if given else self.home / NOTIFY_CONFIG
+
+    @property
+    def reached_file(self) -> Path:
+        """Where nbsched remembers the database servers it reached from this account (a server
+        never reached that does not answer is a wrong URL, said at once: store/retry.py)."""
+        cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        return Path(cache) / "nbsched" / "reached-databases"
 
     @property
     def report_url(self) -> str | None:

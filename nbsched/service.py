@@ -27,7 +27,7 @@ from nbsched.errors import (
     ScheduleError,
     SpecError,
 )
-from nbsched.events import SCHEDULE_KINDS, FilesTrigger, Fire, after_cycle, event_from_fields, is_event
+from nbsched.events import FilesTrigger, Fire, after_cycle, event_from_fields, is_event
 from nbsched.fanout import task_of
 from nbsched.notices import Notice, is_url, notices_for
 from nbsched.notify_checks import checked, send_tests
@@ -35,6 +35,7 @@ from nbsched.params import task_parameters
 from nbsched.pool_use import pool_users, refusal, removal
 from nbsched.reporting import output_notebook, run_page, task_html, write_run_report
 from nbsched.runner import Runner
+from nbsched.schedule_changes import TRIGGER_KEYS, changed_trigger
 from nbsched.scheduler import Scheduler, scan_files, schedule_trigger
 from nbsched.selection import (
     Selection,
@@ -84,8 +85,15 @@ class Service:
     @property
     def store(self) -> SqlStore:
         if self._store is None:
-            self._store = SqlStore(self.config.db_url, patience=self.config.db_patience)
+            # reached by the first call that needs it: a server can start while its database is away
+            self._store = SqlStore(
+                self.config.db_url, patience=self.config.db_patience, open_now=False, reached=self.config.reached_file
+            )
         return self._store
+
+    def open_database(self, seconds: float) -> None:
+        """Reach the database now (and make its schema current), waiting ``seconds`` at most."""
+        self.store.open(seconds)
 
     def close(self) -> None:
         if self._store is not None:
@@ -635,26 +643,16 @@ class Service:
         now = now or utcnow()
         if "pipeline" in changes:
             raise ScheduleError("schedule.pipeline: cannot be changed (add a new schedule instead)")
-        # a change naming a kind (cron, every, at, after, files) makes a new trigger; other trigger
-        # fields (timezone, state, poll ...) change the current one's
-        new_kind = any(k in changes for k in SCHEDULE_KINDS)
-        was_event = is_event(current.trigger)
-        event = is_event(changes) if new_kind else was_event
-        fields: dict[str, Any] = (
-            {} if new_kind else {k: v for k, v in current.trigger.items() if k not in ("folder", "root")}
-        )
-        fields.update(
-            {"params": current.params, "max_active_runs": current.max_active_runs, "enabled": current.enabled}
-        )
-        if not event and not was_event:
-            fields.update({"catchup": current.catchup, "misfire_grace": current.misfire_grace})
-            if new_kind and "timezone" not in changes:
-                fields["timezone"] = current.trigger.get("timezone", "UTC")
-        fields.update(changes)
+        trigger = changed_trigger(current.trigger, changes)
+        fields = trigger or {k: v for k, v in current.trigger.items() if k not in ("folder", "root")}
+        event = is_event(fields)
+        fields.update(params=current.params, max_active_runs=current.max_active_runs, enabled=current.enabled)
+        if not event and not is_event(current.trigger):  # a time schedule's own (an event's are defaults)
+            fields.update(catchup=current.catchup, misfire_grace=current.misfire_grace)
+        fields.update({k: v for k, v in changes.items() if k not in TRIGGER_KEYS})
         spec = self._spec(current.pipeline)
         # only a change of what it looks for looks at the files: a pause or a resume does not
-        retrigger = new_kind or any(k not in _NOT_TRIGGER for k in changes)
-        row = self._schedule_row(spec, fields, now, scan=retrigger)
+        row = self._schedule_row(spec, fields, now, scan=trigger is not None)
         if row["trigger"] == current.trigger:
             row.pop("seen", None)  # the same files schedule: what it fired and saw stays
             if current.next_fire_at is not None:

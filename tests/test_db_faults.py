@@ -8,6 +8,7 @@ import itertools
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import threading
@@ -21,6 +22,8 @@ from conftest import NBSCHED, nbsched, serve, stop, wait_for, write_notebook, wr
 
 UNREACHABLE = "unreachable"
 BACK = "reachable again"
+NEVER = "never reached from this account: is the URL right?"
+CLOSED = "postgresql+psycopg://postgres@127.0.0.1:1/nbsched"  # nothing listens on port 1
 
 
 def _env() -> dict[str, str]:
@@ -282,6 +285,68 @@ def test_a_database_that_refuses_us_is_one_line_at_once(project):
     assert time.monotonic() - started < 30  # waiting cannot mend it, so nothing waits
 
 
+def _cli(project: Path, cache: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """The CLI with a cache of its own: the database servers it reached are remembered there."""
+    env = {**_env(), "XDG_CACHE_HOME": str(cache)}
+    return subprocess.run([*NBSCHED, *args], cwd=project, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_a_wrong_database_url_is_one_line_within_seconds(project, tmp_path):
+    # a server never reached is a wrong URL, not an outage to ride out: `runs` waited 60 s for it
+    for args in (["runs"], ["trigger", "sales"], ["pool", "list"]):
+        started = time.monotonic()
+        proc = _cli(project, tmp_path / "cache", "--db", CLOSED, *args)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        (line,) = proc.stderr.strip().splitlines()
+        assert line.startswith(f"Error: database {CLOSED}: unreachable for 3s") and NEVER in line, line
+        assert "Connection refused" in line
+        assert time.monotonic() - started < 30, args  # generous: the patience of a known one is 60 s
+
+
+@pytest.mark.slow
+def test_a_database_server_that_never_answers_is_one_line_within_seconds(project, tmp_path):
+    # a port that takes connections and never speaks (a URL naming some other service): each
+    # connection waited its 10 s timeout, again and again for 60 s
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        url = f"postgresql+psycopg://postgres@127.0.0.1:{silent.getsockname()[1]}/nbsched"
+        started = time.monotonic()
+        proc = _cli(project, tmp_path / "cache", "--db", url, "runs")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert NEVER in line and "timeout" in line, line
+    assert time.monotonic() - started < 30
+
+
+@pytest.mark.slow
+def test_a_command_waits_out_an_outage_of_a_database_it_reached_before(project, private_postgres, tmp_path):
+    db, cache = private_postgres.url, tmp_path / "cache"
+    assert _cli(project, cache, "--db", db, "runs").returncode == 0  # reached: remembered in the cache
+    private_postgres.stop()
+    # from an account that never reached it, the stopped server is a wrong URL
+    never = _cli(project, tmp_path / "other-cache", "--db", db, "runs")
+    assert never.returncode == 2 and NEVER in never.stderr, never.stderr
+    # from this one, it is an outage: the command waits its patience (60 s), and goes on when it is back
+    waiting = subprocess.Popen(
+        [*NBSCHED, "--db", db, "runs", "--json"],
+        cwd=project,
+        env={**_env(), "XDG_CACHE_HOME": str(cache)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(6)  # twice what a database never reached gets
+        assert waiting.poll() is None, waiting.communicate()
+        private_postgres.start()
+        out, err = waiting.communicate(timeout=120)
+    finally:
+        waiting.kill()
+    assert waiting.returncode == 0 and json.loads(out) == [], err
+
+
 @pytest.mark.kernel
 @pytest.mark.slow
 def test_a_task_times_out_on_time_while_the_database_is_away(project, private_postgres):
@@ -439,3 +504,21 @@ def test_ctrl_c_of_a_foreground_run_while_the_database_is_away_stops_it(project,
     assert proc.returncode == 2 and "Traceback" not in err, err
     assert err.strip().splitlines()[-1].startswith("Error: database ") and "unreachable while stopping" in err
     assert not Path(f"/proc/{pid}").exists() or "zombie" in _status(pid)  # its kernel was stopped
+
+
+def test_the_servers_reached_are_remembered_without_credentials(tmp_path):
+    from sqlalchemy.engine import make_url
+
+    from nbsched.store.reached import KEEP, ReachedServers, server_of
+
+    assert server_of(make_url("postgresql+psycopg://ana:secret@db.example:5433/sales")) == "postgresql db.example:5433"
+    assert server_of(make_url(f"sqlite:///{tmp_path}/x.db")) is None  # a file is never away
+    reached = ReachedServers(tmp_path / "cache" / "reached-databases")
+    assert "postgresql db.example:5433" not in reached
+    for i in range(KEEP + 5):
+        reached.add(f"postgresql host{i}:5432")
+        reached.add(f"postgresql host{i}:5432")  # once each
+    lines = (tmp_path / "cache" / "reached-databases").read_text().splitlines()
+    assert len(lines) <= KEEP and len(set(lines)) == len(lines)
+    assert f"postgresql host{KEEP + 4}:5432" in reached and "postgresql host0:5432" not in reached
+    ReachedServers(tmp_path / "cache" / "reached-databases" / "not-a-folder").add("x")  # unwritable: no error

@@ -677,8 +677,8 @@ async def test_schedule_errors(api, jp_root_dir):
         await api("POST", "schedules", body={"pipeline": "hello", "cron": "0 6 * * *", "timezone": "Europe/Pariss"})
     ).error(422, "invalid_schedule")
     assert "Europe/Pariss" in message and "did you mean 'Europe/Paris'?" in message
-    message = (await api("POST", "schedules", body={"pipeline": "hello", "cronn": "0 6 * * *"})).error(422)
-    assert "cronn" in message
+    message = (await api("POST", "schedules", body={"pipeline": "hello", "cronn": "0 6 * * *"})).error(400)
+    assert message == "body.cronn: unknown field (did you mean 'cron'?)"
     message = (
         await api("POST", "schedules", body={"pipeline": "hello", "every": "1h", "params": {"region": "{{ nosuch }}"}})
     ).error(422)
@@ -688,16 +688,60 @@ async def test_schedule_errors(api, jp_root_dir):
     sid = str((await api("POST", "schedules", body={"pipeline": "hello", "every": "1h"})).data["id"])
     (await api("PATCH", "schedules", sid, body={"cron": "nope"})).error(422, "invalid_schedule")
     (await api("PATCH", "schedules", sid, body={"timezone": "Nowhere/City"})).error(422, "invalid_schedule")
-    assert "cannot be changed" in (await api("PATCH", "schedules", sid, body={"pipeline": "x"})).error(422)
+    assert "cannot be changed" in (await api("PATCH", "schedules", sid, body={"pipeline": "x"})).error(400)
     (await api("PATCH", "schedules", sid, body="{")).error(400, "bad_json")
     assert (await api("GET", "schedules", sid)).data["trigger"]["every"] == 3600  # unchanged
 
-    for missing in ("999", str(2**63)):
+    # 2**31: over PostgreSQL's INTEGER, a 500; "+1" was schedule 1 (int() reads it)
+    for missing in ("999", str(2**31), str(2**63), f"+{sid}"):
         (await api("GET", "schedules", missing)).error(404, "not_found")
         (await api("PATCH", "schedules", missing, body={"enabled": False})).error(404, "not_found")
         (await api("DELETE", "schedules", missing)).error(404, "not_found")
         (await api("POST", "schedules", missing, "pause")).error(404, "not_found")
         (await api("POST", "schedules", missing, "resume")).error(404, "not_found")
+
+
+async def test_a_schedule_changes_the_fields_of_its_own_kind(api, jp_root_dir):
+    await register_hello(api, jp_root_dir)
+    await register_hello(api, jp_root_dir, "other")
+    (jp_root_dir / "incoming").mkdir()
+
+    async def made(**fields: Any) -> str:
+        reply = await api("POST", "schedules", body={"pipeline": "hello", **fields})
+        assert reply.code == 201, reply.body
+        return str(reply.data["id"])
+
+    async def patch(sid: str, **changes: Any) -> Reply:
+        return await api("PATCH", "schedules", sid, body=changes)
+
+    # a field of the schedule's kind changes alone (a zone alone was "a schedule needs one of cron ...")
+    cron = await made(cron="0 6 * * *", timezone="Europe/Paris")
+    tokyo = await patch(cron, timezone="Asia/Tokyo")
+    assert tokyo.code == 200, tokyo.body
+    assert tokyo.data["trigger"] == {"cron": "0 6 * * *", "timezone": "Asia/Tokyo"}
+    assert datetime.fromisoformat(tokyo.data["next_fire_local"]).hour == 6
+    after = await made(after="other")
+    assert (await patch(after, state="failed")).data["trigger"] == {"after": "other", "state": "failed"}
+    files = await made(files="incoming/*.csv", poll="10s")
+    changed = (await patch(files, poll="5s", existing=True)).data["trigger"]
+    assert (changed["files"], changed["poll"], changed["existing"]) == ("incoming/*.csv", 5.0, True)
+
+    # a field of another kind: one line naming it (a state on a files schedule was dropped silently)
+    message = (await patch(files, state="failed")).error(422, "invalid_schedule")
+    assert (
+        message == "schedule.state: goes with after, and this is a files schedule (give after too, to change its kind)"
+    )
+    message = (await patch(cron, poll="5s")).error(422, "invalid_schedule")
+    assert message.startswith("schedule.poll: goes with files, and this is a cron schedule")
+    assert "start: goes with every" in (await patch(cron, start="2026-01-01T00:00:00")).error(422)
+    assert (await api("GET", "schedules", cron)).data["trigger"]["timezone"] == "Asia/Tokyo"  # unchanged
+
+    # a new kind keeps what goes with it: the zone of a cron made every, nothing of a cron made after
+    every = (await patch(cron, every="1h")).data["trigger"]
+    assert (every["every"], every["timezone"]) == (3600, "Asia/Tokyo")
+    assert (await patch(cron, after="other")).data["trigger"] == {"after": "other", "state": "success"}
+    back = await patch(after, cron="@daily", timezone="UTC")
+    assert back.code == 200 and back.data["trigger"] == {"cron": "@daily", "timezone": "UTC"}
 
 
 @pytest.mark.kernel
@@ -799,13 +843,21 @@ async def test_list_runs_refuses_bad_queries(api, jp_root_dir):
     assert len((await api("GET", "runs", params={"limit": "500"})).data["runs"]) == 1
     naive_cursor = base64.urlsafe_b64encode(b"2026-01-01T00:00:00|x").decode()
     not_a_date = base64.urlsafe_b64encode(b"yesterday|x").decode()
-    for cursor in ("garbage!", "abc", not_a_date, naive_cursor):
+    assert "cursor 'garbage!'" in (await api("GET", "runs", params={"cursor": "garbage!"})).error(400, "bad_request")
+    # of a cursor's form, but not one the API gave out: forged, or from another API
+    far_past = base64.urlsafe_b64encode(b"0001-01-01T00:00:00+14:00|x").decode()  # before year 1 in UTC
+    nul = base64.urlsafe_b64encode(b"2026-01-01T00:00:00+00:00|a\x00b").decode()  # PostgreSQL stores no NUL
+    for cursor in ("abc", not_a_date, naive_cursor, far_past, nul, base64.urlsafe_b64encode(b"\xff|x").decode()):
         message = (await api("GET", "runs", params={"cursor": cursor})).error(422, "invalid_cursor")
         assert "cursor" in message, cursor
     for name in ("since", "until"):
         assert "ISO" in (await api("GET", "runs", params={name: "yesterday"})).error(400, "bad_request")
         message = (await api("GET", "runs", params={name: "2026-01-01T00:00:00"})).error(400, "bad_request")
         assert "time zone" in message
+        # a time the store cannot compare (before year 1 in UTC) was a 500
+        for extreme in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"):
+            message = (await api("GET", "runs", params={name: extreme})).error(400, "bad_request")
+            assert "out of range" in message, extreme
 
 
 async def test_cancel_and_retry_a_run(api, jp_root_dir):
@@ -847,11 +899,12 @@ async def test_cancel_and_retry_a_run(api, jp_root_dir):
 
 
 async def test_a_path_the_file_system_refuses_is_a_400_not_a_500(jp_fetch):
-    for bad in ("a\x00b.yaml", "x" * 5000 + ".yaml"):
+    # (a NUL after 40 characters kept the server's loop in the old path pattern for hours)
+    for bad in ("a\x00b.yaml", "x" * 5000 + ".yaml", "x" * 300 + ".yaml", "x" * 40 + "\x00"):
         body = json.dumps({"path": bad})
         reply = await jp_fetch("nbsched", "api", "v1", "pipelines", method="POST", body=body, raise_error=False)
         assert reply.code == 400, (bad[:20], reply.code, reply.body)
-        assert json.loads(reply.body)["error"] == "bad_path"
+        assert json.loads(reply.body)["message"].startswith("body.path: "), reply.body
 
 
 # -- hostile input: paths, sizes, nulls, methods ------------------------------------------------------
@@ -964,8 +1017,8 @@ async def test_register_errors_are_4xx_and_name_paths_relative_to_the_root(api, 
         assert message.startswith("spec: tasks.t.notebook: ") and part in message, message
         assert str(root) not in message
     # as a "path": 400, and the reason without the server's folder
-    message = (await api("POST", "pipelines", body={"path": "x" * 300 + ".yaml"})).error(400, "bad_path")
-    assert "File name too long" in message and str(root) not in message
+    message = (await api("POST", "pipelines", body={"path": "x" * 300 + ".yaml"})).error(400, "bad_request")
+    assert "names of 1 to 63 characters" in message and str(root) not in message
     (root / "loop.yaml").symlink_to(root / "loop.yaml")
     message = (await api("POST", "pipelines", body={"path": "loop.yaml"})).error(400, "bad_path")
     assert str(root) not in message

@@ -9,6 +9,11 @@ for as long as it takes, keeping their kernels running); one-off commands and RE
 a bounded time and then raise ``DatabaseUnavailable``. Any other database error (a corrupted or
 read-only file, a missing database, bad credentials) is a one-line ``DatabaseError`` at once.
 Patient callers log one line when the database goes and one when it is back.
+
+A database server that this process never reached, and nbsched never reached from this account
+before (``reached.py``), is most likely a wrong URL: a caller that would wait a bounded time waits
+``FIRST_CONTACT`` seconds at most (each connection too), and its error says so. Daemons still wait
+for it (they may start before their database).
 """
 
 from __future__ import annotations
@@ -21,11 +26,14 @@ from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
 
 import tenacity
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DatabaseError as SADatabaseError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from nbsched.clock import SYSTEM_CLOCK, Clock
 from nbsched.errors import DatabaseError, DatabaseUnavailable
+from nbsched.store.reached import ReachedServers, server_of
 
 log = logging.getLogger("nbsched.store")
 
@@ -34,6 +42,7 @@ T = TypeVar("T")
 OUTAGE, BUSY, FULL = "unreachable", "busy", "full"
 # a PostgreSQL server that answered, but will not take us: no waiting makes that right
 _REFUSED = ("does not exist", "authentication failed", "pg_hba.conf", "permission denied", "password")
+FIRST_CONTACT = 3.0  # seconds a bounded caller waits for a database server never reached
 _RETRY_SQLSTATES = {"40001": BUSY, "40P01": BUSY, "55P03": BUSY}  # serialization, deadlock, lock timeout
 
 
@@ -68,11 +77,25 @@ class Patience:
     default, None (forever) inside ``patient()`` (per thread: a Jupyter server's daemon thread is
     patient, its request threads are not)."""
 
-    def __init__(self, shown_url: str, dialect: str, seconds: float | None, clock: Clock = SYSTEM_CLOCK) -> None:
-        self.shown_url = shown_url
+    def __init__(
+        self,
+        engine: Engine,
+        seconds: float | None,
+        clock: Clock = SYSTEM_CLOCK,
+        *,
+        prepare: Callable[[], None] | None = None,
+        reached: ReachedServers | None = None,
+    ) -> None:
+        self.shown_url = engine.url.render_as_string(hide_password=True)
         self.clock = clock
-        self.dialect = dialect
+        self.dialect = engine.dialect.name
         self.seconds = seconds
+        # the database's schema is made current by the first call that reaches it
+        self._prepare, self._preparing = prepare, threading.Lock()
+        self._server, self._reached = server_of(engine.url), reached or ReachedServers(None)
+        self._known = self._server is None  # reached by this process (a file always is)
+        if not self._known and engine.dialect.name == "postgresql" and "connect_timeout" not in str(engine.url):
+            event.listen(engine, "do_connect", self._bound_connect)
         self._local = threading.local()
         self._lock = threading.Lock()
         self._down: tuple[str, float] | None = None  # (kind, since when: monotonic)
@@ -99,10 +122,12 @@ class Patience:
         """``fn(*args, **kwargs)`` (one transaction), again while the database is down or busy."""
         seconds = self.waiting
         try:  # the usual case, without the retry machinery (it costs 0.1 ms a call)
-            result = fn(*args, **kwargs)
+            result = self._call(fn, *args, **kwargs)
         except DBAPIError as exc:
             if not self._ours(exc):
                 raise
+            if seconds is not None and not self._ever_reached():
+                seconds = min(seconds, FIRST_CONTACT)
             if not self._worth_waiting(exc, seconds is None):
                 raise self._error(exc, seconds) from None
         else:
@@ -110,6 +135,26 @@ class Patience:
                 self._back(seconds is None)
             return result
         return self._retry(seconds, fn, *args, **kwargs)
+
+    def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self._prepare is not None:
+            with self._preparing:  # one thread at a time tries (one connection, not one wait)
+                if self._prepare is not None:
+                    self._prepare()
+                    self._prepare = None
+        if not self._known:
+            self._known = True
+            if self._server is not None:
+                self._reached.add(self._server)
+        return fn(*args, **kwargs)
+
+    def _ever_reached(self) -> bool:
+        return self._known or (self._server is not None and self._server in self._reached)
+
+    def _bound_connect(self, dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> None:
+        """Until the server is known, a connection that does not answer gives up in FIRST_CONTACT."""
+        if not self._ever_reached():
+            cparams["connect_timeout"] = int(FIRST_CONTACT)
 
     def _retry(self, seconds: float | None, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         patient = seconds is None
@@ -122,7 +167,7 @@ class Patience:
             reraise=True,
         )
         try:
-            result = retrying(fn, *args, **kwargs)
+            result: T = retrying(self._call, fn, *args, **kwargs)
         except DBAPIError as exc:
             if not self._ours(exc):
                 raise
@@ -184,6 +229,8 @@ class Patience:
         kind = kind_of(exc, self.dialect)
         if kind in (OUTAGE, BUSY) and seconds is not None:
             hint = "other processes hold its write lock" if kind == BUSY else "is it running?"
+            if kind == OUTAGE and not self._ever_reached():
+                hint = "never reached from this account: is the URL right?"
             return DatabaseUnavailable(f"database {self.shown_url}: {kind} for {seconds:g}s ({reason(exc)}); {hint}")
         if kind == FULL:
             return DatabaseUnavailable(f"database {self.shown_url}: the disk is full ({reason(exc)})")

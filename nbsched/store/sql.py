@@ -14,6 +14,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from enum import Enum
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from nbsched.store.mapping import MappingStore
 from nbsched.store.models import FireRow, PipelineRow, PoolRow, RunnerRow, RunRow, TaskRunRow, TaskTryRow
 from nbsched.store.outbox import OutboxStore
 from nbsched.store.pools import PoolStore
+from nbsched.store.reached import ReachedServers
 from nbsched.store.records import ClaimedTask, PipelineRecord, RunRecord, TaskRunRecord, TaskTryRecord, TaskVersion
 from nbsched.store.retry import Patience, retried
 from nbsched.store.schedules import ScheduleStore
@@ -62,7 +64,15 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore, PoolStore, MappingStore):
     ``DatabaseUnavailable`` (None: forever); ``patient()`` makes the calls of one thread wait
     forever (daemons and foreground runs: see ``retry.py``). ``clock`` stamps what it writes."""
 
-    def __init__(self, url: str, *, patience: float | None = 60.0, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        patience: float | None = 60.0,
+        clock: Clock = SYSTEM_CLOCK,
+        open_now: bool = True,
+        reached: Path | None = None,
+    ) -> None:
         self.url = url
         self.clock = clock
         self.notice_listeners = []
@@ -70,14 +80,24 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore, PoolStore, MappingStore):
             self.engine: Engine = _make_engine(url)
         except (ArgumentError, ImportError) as exc:
             raise ConfigError(f"database URL {url!r}: {exc}") from None
-        self.patience = Patience(
-            self.engine.url.render_as_string(hide_password=True), self.engine.dialect.name, patience, clock
-        )
+        # the schema is made current by the first call (now, unless not ``open_now``); SQLite may
+        # answer "locked" at once while another process switches a new file to WAL or migrates
+        # it: that waits like any busy transaction
+        prepare = partial(schema.prepare, self.engine, url)
+        self.patience = Patience(self.engine, patience, clock, prepare=prepare, reached=ReachedServers(reached))
         self._session = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(self.engine.execution_options(nbsched_write=True), expire_on_commit=False)
-        # SQLite may answer "locked" at once, without waiting, while another process switches a new
-        # file to WAL or migrates it: that waits like any busy transaction
-        self.patience.run(schema.prepare, self.engine, url)
+        if open_now:
+            self.open()
+
+    def open(self, seconds: float | None = None) -> None:
+        """Reach the database and make its schema current now, waiting ``seconds`` at most for a
+        database that is away (default: this store's patience)."""
+        if seconds is None:
+            self.patience.run(_nothing)
+            return
+        with self.patience.patient(seconds):
+            self.patience.run(_nothing)
 
     def patient(self, while_waiting: Callable[[], None] | None = None) -> AbstractContextManager[None]:
         """Within it, this thread's calls wait for the database for as long as it takes, calling
@@ -869,6 +889,10 @@ def _run_record(
         selection=row.selection,
         max_active_tasks=row.max_active_tasks,
     )
+
+
+def _nothing() -> None:
+    """A call that only reaches the database (and makes its schema current, the first time)."""
 
 
 def _make_engine(url: str) -> Engine:
