@@ -416,6 +416,20 @@ async def test_trigger_refuses_unknown_pipelines_and_bad_params(api, jp_root_dir
     assert run["tasks"]["report"]["state"] == "pending"
 
 
+async def test_rest_refuses_numbers_json_cannot_hold_before_storing_them(api, jp_root_dir):
+    await register_hello(api, jp_root_dir)
+    for value in ("NaN", "Infinity", "[1, -Infinity]"):  # Python's JSON reads them; PostgreSQL's refused them
+        body = '{"params": {"region": %s}}' % value
+        message = (await api("POST", "pipelines", "hello", "runs", body=body)).error(422, "invalid_spec")
+        assert "is not a number JSON can hold" in message, message
+        body = '{"pipeline": "hello", "every": "1h", "params": {"region": %s}}' % value
+        assert "is not a number JSON can hold" in (await api("POST", "schedules", body=body)).error(422)
+    spec = {**hello_spec(jp_root_dir, "odd"), "params": {"region": float("nan")}}
+    message = (await api("POST", "pipelines", body={"spec": spec})).error(422, "invalid_spec")
+    assert "params.region: nan is not a number JSON can hold" in message, message
+    assert (await api("GET", "runs")).data["runs"] == [] and (await api("GET", "schedules")).data["schedules"] == []
+
+
 def shell_template(marker: Path) -> str:
     """A template that, rendered by a plain Jinja environment, runs a shell command creating ``marker``."""
     return "{{ cycler.__init__.__globals__.os.popen('touch " + str(marker) + "').read() }}"
