@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from nbsched._record import BRANCH_MIME, RECORD_MIME
-from nbsched.failures import TaskFailure, cell_label, code_line, first_line
+from nbsched.failures import TaskFailure, cell_label, cell_numbers, code_line, first_line
 from nbsched.kernels import FreshKernels, KernelHandle, KernelSource
 from nbsched.params import BUILTINS
 from nbsched.states import StopReason
@@ -138,8 +138,15 @@ def execute_task(request: TaskRequest, handle: KernelHandle, kernels: KernelSour
             # no error output reached the notebook (the kernel could not show its traceback):
             # papermill names none, the kernel's reply does
             ename, evalue = handle.cell_error
+        number = _number(handle, exc.cell_index)
         outcome = TaskOutcome.failed(
-            TaskFailure(ename=ename, evalue=first_line(evalue), cell=exc.cell_index + 1, source=code_line(exc.source)),
+            TaskFailure(
+                ename=ename,
+                evalue=first_line(evalue),
+                cell=number,
+                source=code_line(exc.source),
+                injected=number is None,
+            ),
             output_path=request.output_path,
         )
     except Exception as exc:  # noqa: BLE001 - kernel died, was stopped, or never started
@@ -148,13 +155,14 @@ def execute_task(request: TaskRequest, handle: KernelHandle, kernels: KernelSour
             outcome.error = _stopped_message(handle)
             _mark_stopped_cell(request.output_path, handle, outcome.error)
         else:  # the kernel died in a cell (which one), or before any
-            dead_in = handle.cell_index
+            dead_in = None if handle.cell_index is None else _number(handle, handle.cell_index)
             outcome = TaskOutcome.failed(
                 TaskFailure(
                     ename=type(exc).__name__,
                     evalue=first_line(str(exc)) or "kernel failed",
-                    cell=None if dead_in is None else dead_in + 1,
+                    cell=dead_in,
                     source=code_line(handle.cell_source),
+                    injected=handle.cell_index is not None and dead_in is None,
                 ),
                 output_path=request.output_path,
             )
@@ -181,22 +189,35 @@ def read_recorded(path: Path) -> tuple[dict[str, Any], list[str] | None]:
 
 
 def cell_progress(handle: KernelHandle) -> dict[str, Any] | None:
-    """The cell a running notebook is on, ``{"index": 4, "count": 9, "source": "..."}``
-    (1-based, counting every cell of the output notebook, as JupyterLab shows it)."""
+    """The cell a running notebook is on, ``{"index": 4, "count": 9, "source": "...", "injected":
+    false}``: its number and the count of cells in the user's notebook (see ``cell_numbers``);
+    ``index`` None and ``injected`` true while the parameters cell papermill injected runs."""
     if handle.cell_index is None:
         return None
-    return {"index": handle.cell_index + 1, "count": handle.cell_count, "source": code_line(handle.cell_source)}
+    number = _number(handle, handle.cell_index)
+    return {
+        "index": number,
+        "count": handle.cell_count,
+        "source": code_line(handle.cell_source),
+        "injected": number is None,
+    }
 
 
 def show_cell(handle: KernelHandle, cell: dict[str, Any]) -> None:
     """Put a cell reported from elsewhere (a Dask worker's ``cell_progress``) on ``handle``."""
-    handle.cell_index, handle.cell_count, handle.cell_source = cell["index"] - 1, cell["count"], cell["source"]
+    handle.cell_index, handle.cell_numbers = 0, [cell["index"]]
+    handle.cell_count, handle.cell_source = cell["count"], cell["source"]
+
+
+def _number(handle: KernelHandle, index: int) -> int | None:
+    """The user's number of the output notebook's cell ``index``; None for the injected cell."""
+    return handle.cell_numbers[index] if index < len(handle.cell_numbers) else index + 1
 
 
 def _stopped_message(handle: KernelHandle) -> str:
     if handle.cell_index is None:
         return f"{handle.stop_message} (before the first cell)"
-    return f"{handle.stop_message} ({cell_label(handle.cell_index + 1, code_line(handle.cell_source))})"
+    return f"{handle.stop_message} ({cell_label(_number(handle, handle.cell_index), code_line(handle.cell_source))})"
 
 
 def _mark_stopped_cell(path: Path, handle: KernelHandle, message: str) -> None:
@@ -313,7 +334,8 @@ def _engine_class() -> type:
             **kwargs: Any,
         ) -> Any:
             kwargs.pop("input_path", None)
-            nbsched_handle.cell_count = len(nb_man.nb.cells)
+            nbsched_handle.cell_numbers = cell_numbers(nb_man.nb.cells)
+            nbsched_handle.cell_count = sum(n is not None for n in nbsched_handle.cell_numbers)
             with (
                 _saves_at_most_every(nb_man, SAVE_EVERY),
                 nbsched_kernels.kernel(kernel_name, nbsched_cwd, nbsched_imports) as kernel,

@@ -137,3 +137,35 @@ def test_run_and_retry_take_parameter_files(project: Path) -> None:
     assert retried.returncode == 0, retried.stderr
     shown = json.loads(nbsched("show", run["run_id"], "--json", cwd=project, check=True).stdout)
     assert shown["tasks"]["nb"]["outputs"]["got"] == [7, "other", "2019-01-01"]
+
+
+# -- item 22: cells numbered as the user's notebook numbers them ------------------------------------
+@pytest.mark.kernel
+def test_a_failure_names_the_cell_as_the_users_notebook_numbers_it(project: Path) -> None:
+    shutil.copy(PAPERMILL_TESTS / "notebooks" / "sysexit1.ipynb", project / "sysexit1.ipynb")  # no parameters cell
+    code, run = run_json("sysexit1.ipynb", cwd=project)
+    task = run["tasks"]["sysexit1"]
+    assert code == 1 and task["error"] == "SystemExit: 1 (cell 2: sys.exit(1))", task  # papermill: In [2]
+    assert task["failure"]["cell"] == 2 and task["failure"]["injected"] is False
+    shown = nbsched("show", run["run_id"], cwd=project)
+    assert "  sysexit1: SystemExit: 1 (cell 2: sys.exit(1))" in shown.stdout.splitlines(), shown.stdout
+    # with a parameters cell, the injected one after it is not counted either
+    write_notebook(project / "after.ipynb", "x = 1", "raise ValueError('third')", params="n = 0")
+    code, run = run_json("after.ipynb", "-p", "n=1", cwd=project)  # markdown, parameters, injected, x, raise
+    assert run["tasks"]["after"]["error"] == "ValueError: third (cell 4: raise ValueError('third'))"
+
+
+# a parameters cell that makes the cell injected after it fail (an IPython input transformer)
+FAILING_INJECTION = (
+    "n = 0\nget_ipython().input_transformers_cleanup.append(\n"
+    "    lambda lines: ['raise RuntimeError(\"injected\")\\n'] if lines[:1] == ['# Parameters\\n'] else lines)"
+)
+
+
+@pytest.mark.kernel
+def test_a_failure_in_the_injected_cell_is_named_so(project: Path) -> None:
+    write_notebook(project / "nb.ipynb", "x = 1", params=FAILING_INJECTION)
+    code, run = run_json("nb.ipynb", "-p", "n=1", cwd=project)
+    task = run["tasks"]["nb"]
+    assert code == 1 and task["error"] == "RuntimeError: injected (injected parameters cell)", task
+    assert task["failure"]["cell"] is None and task["failure"]["injected"] is True

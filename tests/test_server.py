@@ -419,10 +419,10 @@ async def test_trigger_refuses_unknown_pipelines_and_bad_params(api, jp_root_dir
 async def test_rest_refuses_numbers_json_cannot_hold_before_storing_them(api, jp_root_dir):
     await register_hello(api, jp_root_dir)
     for value in ("NaN", "Infinity", "[1, -Infinity]"):  # Python's JSON reads them; PostgreSQL's refused them
-        body = '{"params": {"region": %s}}' % value
+        body = f'{{"params": {{"region": {value}}}}}'
         message = (await api("POST", "pipelines", "hello", "runs", body=body)).error(422, "invalid_spec")
         assert "is not a number JSON can hold" in message, message
-        body = '{"pipeline": "hello", "every": "1h", "params": {"region": %s}}' % value
+        body = f'{{"pipeline": "hello", "every": "1h", "params": {{"region": {value}}}}}'
         assert "is not a number JSON can hold" in (await api("POST", "schedules", body=body)).error(422)
     spec = {**hello_spec(jp_root_dir, "odd"), "params": {"region": float("nan")}}
     message = (await api("POST", "pipelines", body={"spec": spec})).error(422, "invalid_spec")
