@@ -168,9 +168,6 @@ def run(
     with_report: bool,
 ) -> None:
     """Run a pipeline (or one notebook) now and wait for it."""
-    import logging
-
-    logging.getLogger("papermill").setLevel(logging.CRITICAL)  # task errors are reported by us
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     progress = _Progress(enabled=not as_json)
@@ -387,7 +384,6 @@ def serve(service: Service, workers: int | None, lease: str, grace: str, poll: s
     except ValueError as exc:
         raise UserError(str(exc)) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("papermill").setLevel(logging.CRITICAL)
     options = DaemonOptions(workers=workers, scheduler=not no_scheduler, **durations)
     from dataclasses import replace
 
@@ -630,6 +626,8 @@ def _print_run(r: RunView) -> None:
     from nbsched.states import TaskState
 
     view = r.to_json()
+    for warning in r.warnings():
+        click.echo(f"warning: {warning}", err=True)
     params = ", ".join(f"{k}={v!r}" for k, v in r.params.items()) or "-"
     click.echo(
         f"run {r.id}  pipeline {r.pipeline} v{r.pipeline_version}  {_state(r.state.value)}  "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ class TaskOutcome:
     branch: list[str] | None = None
     output_path: Path | None = None
     host: str | None = None  # where it ran, when not on the runner's machine (a Dask worker)
+    warnings: list[str] = field(default_factory=list)  # papermill's, each once (see PapermillWarnings)
 
     @classmethod
     def failed(cls, failure: TaskFailure, **fields: Any) -> TaskOutcome:
@@ -76,6 +78,7 @@ class TaskOutcome:
             "outputs": self.outputs,
             "branch": self.branch,
             "host": self.host,
+            "warnings": self.warnings,
         }
 
     @classmethod
@@ -88,6 +91,7 @@ class TaskOutcome:
             outputs=data.get("outputs") or {},
             branch=data.get("branch"),
             host=data.get("host"),
+            warnings=list(data.get("warnings") or []),
             **fields,
         )
 
@@ -118,20 +122,22 @@ def execute_task(request: TaskRequest, handle: KernelHandle, kernels: KernelSour
     metadata = _metadata(request.notebook)
     kernel = request.kernel or _kernelspec_name(metadata) or "python3"
     outcome = TaskOutcome(output_path=request.output_path)
+    found: list[str] = []
     try:
-        papermill.execute_notebook(
-            str(request.notebook),
-            str(request.output_path),
-            parameters=request.parameters,
-            engine_name=ENGINE_NAME,
-            kernel_name=kernel,
-            language=None if _has_language(metadata) else kernel_language(kernel),
-            progress_bar=False,
-            nbsched_handle=handle,
-            nbsched_kernels=kernels or FreshKernels(),
-            nbsched_cwd=request.notebook.parent,
-            nbsched_imports=request.imports,
-        )
+        with _WARNINGS.collect(found):
+            papermill.execute_notebook(
+                str(request.notebook),
+                str(request.output_path),
+                parameters=request.parameters,
+                engine_name=ENGINE_NAME,
+                kernel_name=kernel,
+                language=None if _has_language(metadata) else kernel_language(kernel),
+                progress_bar=False,
+                nbsched_handle=handle,
+                nbsched_kernels=kernels or FreshKernels(),
+                nbsched_cwd=request.notebook.parent,
+                nbsched_imports=request.imports,
+            )
     except PapermillExecutionError as exc:
         ename, evalue = exc.ename, exc.evalue
         if ename == "CellExecutionError" and not evalue and handle.cell_error is not None:
@@ -167,6 +173,7 @@ def execute_task(request: TaskRequest, handle: KernelHandle, kernels: KernelSour
                 output_path=request.output_path,
             )
     outcome.outputs, outcome.branch = read_recorded(request.output_path)
+    outcome.warnings = _users_warnings(found, request.parameters)
     return outcome
 
 
@@ -279,14 +286,56 @@ def _register_engine() -> None:
 
     if ENGINE_NAME not in papermill_engines._engines:
         papermill_engines.register(ENGINE_NAME, _engine_class())
-        logging.getLogger("papermill").addFilter(_builtins_need_no_declaring)
+        papermill_log = logging.getLogger("papermill")
+        papermill_log.addHandler(_WARNINGS)
+        # a task's warnings are the task's, told with it (CLI, show, REST); papermill's INFO lines
+        # (input, output, kernel) say what nbsched says already
+        papermill_log.propagate = False
 
 
-def _builtins_need_no_declaring(record: logging.LogRecord) -> bool:
-    """papermill warns of each parameter a notebook does not declare; nbsched's built-ins
-    (``nbsched_run_id``, ``upstream``, ...) reach every notebook and need not be declared."""
-    message = record.getMessage()
-    return not (message.startswith("Passed unknown parameter: ") and message.rpartition(": ")[2] in BUILTINS)
+class PapermillWarnings(logging.Handler):
+    """Collects the warnings papermill logs (``Passed unknown parameter: x``, ``Input notebook
+    does not contain a cell with tag 'parameters'``...) while a thread executes a task's notebook,
+    so they are kept with the task's try; several tasks run at once, each in a thread of its own.
+    papermill used outside a task (by the user's own code) logs as it would without nbsched."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self._local = threading.local()
+
+    @contextmanager
+    def collect(self, found: list[str]) -> Iterator[None]:
+        """Append to ``found`` each warning this thread's papermill logs meanwhile, once."""
+        self._local.found = found
+        try:
+            yield
+        finally:
+            self._local.found = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        found = getattr(self._local, "found", None)
+        if found is None:
+            logging.getLogger().handle(record)
+        elif (message := " ".join(record.getMessage().split())) not in found:
+            found.append(message)
+
+
+_WARNINGS = PapermillWarnings()
+_NO_PARAMETERS_CELL = "Input notebook does not contain a cell with tag 'parameters'"
+
+
+def _users_warnings(found: list[str], parameters: dict[str, Any]) -> list[str]:
+    """The warnings about what the user gave: nbsched's built-ins (``nbsched_run_id``,
+    ``upstream`` ...) reach every notebook and need not be declared, and a notebook without a
+    parameters cell is worth a warning only when the user passed parameters (papermill, given
+    none, injects nothing)."""
+    given = set(parameters) - set(BUILTINS)
+    unknown = "Passed unknown parameter: "
+    return [
+        w
+        for w in found
+        if not (w.startswith(unknown) and w[len(unknown) :] in BUILTINS) and (given or w != _NO_PARAMETERS_CELL)
+    ]
 
 
 @contextmanager

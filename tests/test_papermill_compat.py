@@ -169,3 +169,39 @@ def test_a_failure_in_the_injected_cell_is_named_so(project: Path) -> None:
     task = run["tasks"]["nb"]
     assert code == 1 and task["error"] == "RuntimeError: injected (injected parameters cell)", task
     assert task["failure"]["cell"] is None and task["failure"]["injected"] is True
+
+
+# -- item 21: papermill's warnings, once per task, kept with the task -----------------------------
+NO_PARAMETERS_WARNINGS = [
+    "Passed unknown parameter: msg",
+    "Input notebook does not contain a cell with tag 'parameters'",
+]
+
+
+@pytest.mark.kernel
+def test_run_and_show_tell_papermills_warnings_once_per_task_before_the_table(project: Path) -> None:
+    shutil.copy(PAPERMILL_TESTS / "notebooks" / "no_parameters.ipynb", project / "no_parameters.ipynb")
+    proc = nbsched("run", "no_parameters.ipynb", "-p", "msg=Hello", cwd=project)
+    assert proc.returncode == 0, proc.stderr
+    warned = [f"warning: no_parameters: {w}" for w in NO_PARAMETERS_WARNINGS]
+    assert [line for line in proc.stderr.splitlines() if line.startswith("warning:")] == warned, proc.stderr
+    code, run = run_json("no_parameters.ipynb", "-p", "msg=Hello", cwd=project)
+    assert run["tasks"]["no_parameters"]["warnings"] == NO_PARAMETERS_WARNINGS
+    shown = nbsched("show", run["run_id"], cwd=project, check=True)
+    assert shown.stderr.splitlines() == warned and "TASK" in shown.stdout
+    # nbsched's own built-ins (nbsched_run_id, upstream ...) are no unknown parameters: no -p, no warning
+    code, run = run_json("no_parameters.ipynb", cwd=project)
+    assert code == 0 and run["tasks"]["no_parameters"]["warnings"] == []
+
+
+@pytest.mark.kernel
+def test_the_instances_of_a_mapped_task_warn_once_for_the_task(project: Path) -> None:
+    write_notebook(project / "nb.ipynb", "x = 1", params="region = ''")
+    write_yaml(
+        project / "pipeline.yaml", "name: g\ntasks:\n  nb: {notebook: nb.ipynb, grid: {region: [a, b], n: [1]}}\n"
+    )
+    proc = nbsched("run", "pipeline.yaml", cwd=project)
+    assert proc.returncode == 0, proc.stderr
+    assert [line for line in proc.stderr.splitlines() if line.startswith("warning:")] == [
+        "warning: nb: Passed unknown parameter: n"
+    ]

@@ -579,6 +579,18 @@ async def test_a_triggered_run_executes_in_the_server_with_its_params(api, jp_fe
 
 
 @pytest.mark.kernel
+@pytest.mark.kernel
+async def test_the_run_view_keeps_papermills_warnings_with_each_task(api, jp_root_dir, daemon):
+    write_notebook(jp_root_dir / "plain.ipynb", "x = 1", params=None)  # no parameters cell
+    spec = {"name": "plain", "params": {"msg": "hi"}, "tasks": {"plain": "plain.ipynb"}}
+    assert (await api("POST", "pipelines", body={"spec": spec})).code == 201
+    run = await finished_run(api, (await api("POST", "pipelines", "plain", "runs")).data["run_id"])
+    assert run["tasks"]["plain"]["warnings"] == [
+        "Passed unknown parameter: msg",
+        "Input notebook does not contain a cell with tag 'parameters'",
+    ]
+
+
 async def test_run_report_page_links_the_task_routes(api, jp_root_dir, daemon):
     await register_hello(api, jp_root_dir)
     run_id = await queue_run(api, "hello", region="<east>")

@@ -213,6 +213,7 @@ def test_a_run_view_has_the_json_shape_of_the_api():
         "map_index",
         "instance_params",
         "label",
+        "warnings",
         "tries",
         "instances",
         "instance_states",
