@@ -205,3 +205,19 @@ def test_the_instances_of_a_mapped_task_warn_once_for_the_task(project: Path) ->
     assert [line for line in proc.stderr.splitlines() if line.startswith("warning:")] == [
         "warning: nb: Passed unknown parameter: n"
     ]
+
+
+def test_warnings_and_the_injected_cell_cross_from_a_dask_worker_as_they_are() -> None:
+    from nbsched.kernels import KernelHandle
+    from nbsched.notebook import TaskOutcome, cell_progress, show_cell
+
+    outcome = TaskOutcome(warnings=["Passed unknown parameter: msg"])
+    assert TaskOutcome.from_json(outcome.to_json()).warnings == ["Passed unknown parameter: msg"]
+    worker, runner = KernelHandle(), KernelHandle()
+    worker.cell_numbers, worker.cell_count = [1, 2, None, 3], 3  # markdown, parameters, injected, code
+    for index, expected in [(2, None), (3, 3)]:
+        worker.cell_index, worker.cell_source = index, "x = 1"
+        cell = cell_progress(worker)
+        assert cell == {"index": expected, "count": 3, "source": "x = 1", "injected": expected is None}
+        show_cell(runner, cell)
+        assert cell_progress(runner) == cell
