@@ -73,7 +73,15 @@ def _loader_class() -> type:
 
     class BoundedLoader(yaml.SafeLoader):
         """PyYAML's safe loader that counts, while composing, the values each node stands for
-        once aliases are expanded, and how deep they nest; refuses duplicate keys."""
+        once aliases are expanded, and how deep they nest; refuses duplicate keys. Like
+        papermill's ``NoDatesSafeLoader`` (its ``-f`` and ``-y``), it reads no timestamps: an
+        unquoted ``2019-01-01`` stays that text, which a notebook parameter and a JSON store
+        can hold (a date crashed runs), and which a schedule's ``at``/``start`` read as a time."""
+
+        yaml_implicit_resolvers = {
+            first: [r for r in resolvers if r[0] != "tag:yaml.org,2002:timestamp"]
+            for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+        }
 
         def __init__(self, stream: str) -> None:
             super().__init__(stream)

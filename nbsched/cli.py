@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
+from nbsched.cli_params import param_options
 from nbsched.clock import utcnow
 from nbsched.config import environment_setting
 from nbsched.console import table as _table
@@ -155,14 +156,7 @@ def validate(service: Service, path: str) -> None:
 
 @cli.command()
 @click.argument("path", type=click.Path())
-@click.option(
-    "-p",
-    "--param",
-    "params",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a parameter for every task (repeatable).",
-)
+@param_options("Override a parameter for every task (repeatable).")
 @click.option("-w", "--workers", type=click.IntRange(min=1), help="Notebooks run at once [default: cores].")
 @_executor_option
 @click.option("--json", "as_json", is_flag=True, help="Print the finished run as one JSON object.")
@@ -178,7 +172,7 @@ def validate(service: Service, path: str) -> None:
 def run(
     service: Service,
     path: str,
-    params: tuple[str, ...],
+    overrides: dict[str, Any],
     workers: int | None,
     as_json: bool,
     only: str | None,
@@ -186,10 +180,6 @@ def run(
     with_report: bool,
 ) -> None:
     """Run a pipeline (or one notebook) now and wait for it."""
-    import logging
-
-    overrides = _overrides(params)
-    logging.getLogger("papermill").setLevel(logging.CRITICAL)  # task errors are reported by us
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     progress = _Progress(enabled=not as_json)
@@ -292,16 +282,16 @@ def register(service: Service, path: str) -> None:
 
 @cli.command()
 @click.argument("pipeline")
-@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="Override a parameter.")
+@param_options("Override a parameter (repeatable).")
 @click.option("--only", metavar="A,B", help="Run just these tasks (the values they need: from earlier runs).")
 @click.option("--from", "start", metavar="TASK", help="Run this task and everything downstream of it.")
 @click.option("--json", "as_json", is_flag=True, help='Print {"run_id": ...}.')
 @click.pass_obj
 def trigger(
-    service: Service, pipeline: str, params: tuple[str, ...], only: str | None, start: str | None, as_json: bool
+    service: Service, pipeline: str, overrides: dict[str, Any], only: str | None, start: str | None, as_json: bool
 ) -> str:
     """Queue a run of a registered pipeline for `nbsched serve`; prints its run id."""
-    run_id = service.trigger(pipeline, _overrides(params), only=_names(only), start=start)
+    run_id = service.trigger(pipeline, overrides, only=_names(only), start=start)
     click.echo(json.dumps({"run_id": run_id}) if as_json else run_id)
     return run_id  # for a notebook's `run_id = %nbsched trigger ...`
 
@@ -311,7 +301,7 @@ def trigger(
 @click.option("--start", required=True, help="First logical date (ISO date or date-time; the schedule's zone).")
 @click.option("--end", required=True, help="Last logical date, inclusive (a bare date means its whole day).")
 @click.option("--schedule", "schedule_id", type=int, help="Which schedule's fire times (if it has several).")
-@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="Override a parameter.")
+@param_options("Override a parameter (repeatable).")
 @click.option("--run", "run_here", is_flag=True, help="Execute the runs here, oldest first, instead of queueing.")
 @click.option("-w", "--workers", type=click.IntRange(min=1), help="With --run: notebooks at once.")
 @_executor_option
@@ -322,12 +312,12 @@ def backfill(
     start: str,
     end: str,
     schedule_id: int | None,
-    params: tuple[str, ...],
+    overrides: dict[str, Any],
     run_here: bool,
     workers: int | None,
 ) -> None:
     """Create the runs a schedule would have made between two dates."""
-    created, existing = service.backfill(pipeline, start, end, schedule_id=schedule_id, params=_overrides(params))
+    created, existing = service.backfill(pipeline, start, end, schedule_id=schedule_id, params=overrides)
     click.echo(f"{len(created)} run(s) queued" + (f", {existing} date(s) already had a run" if existing else ""))
     for run_id in created:
         click.echo(f"  {run_id}")
@@ -351,17 +341,17 @@ def cancel(service: Service, run_id: str) -> None:
 @click.argument("run_id")
 @click.option("--task", "tasks", multiple=True, metavar="NAME", help="Re-run this task, whatever it ended in (repeat).")
 @click.option("--downstream", is_flag=True, help="With --task: every task downstream of them too.")
-@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="With --task: for the re-run tasks.")
+@param_options("With --task: a parameter of the re-run tasks (repeatable).")
 @click.option("--run", "run_here", is_flag=True, help="Execute the re-queued tasks here instead of by `serve`.")
 @_executor_option
 @click.pass_obj
 def retry(
-    service: Service, run_id: str, tasks: tuple[str, ...], downstream: bool, params: tuple[str, ...], run_here: bool
+    service: Service, run_id: str, tasks: tuple[str, ...], downstream: bool, overrides: dict[str, Any], run_here: bool
 ) -> None:
     """Re-queue a run's failed, upstream_failed and cancelled tasks; with --task, repair a
     finished run: re-run those tasks (and --downstream) with new -p values, the others kept."""
     chosen = [name.strip() for given in tasks for name in given.split(",") if name.strip()] if tasks else None
-    requeued = service.retry(run_id, chosen, downstream=downstream, params=_overrides(params))
+    requeued = service.retry(run_id, chosen, downstream=downstream, params=overrides)
     click.echo(f"run {run_id}: re-queued {', '.join(requeued)}")
     if run_here:
         (record,) = service.run_queued([run_id])
@@ -413,7 +403,6 @@ def serve(service: Service, workers: int | None, lease: str, grace: str, poll: s
     except ValueError as exc:
         raise UserError(str(exc)) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("papermill").setLevel(logging.CRITICAL)
     options = DaemonOptions(workers=workers, scheduler=not no_scheduler, **durations)
     from dataclasses import replace
 
@@ -499,7 +488,7 @@ def schedule() -> None:
 @click.option("--settle", help="With --files: how long a file must be unchanged [default 5s].")
 @click.option("--existing", is_flag=True, help="With --files: the files already there fire too.")
 @click.option("--tz", "timezone", help="IANA time zone: Europe/Paris [default UTC].")
-@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="Parameter for its runs.")
+@param_options("A parameter of its runs (repeatable).")
 @click.option("--catchup", is_flag=True, help="Create a run for every missed fire (backfill).")
 @click.option("--misfire-grace", help="How late a missed fire may still run [default 10m].")
 @click.option("--max-active-runs", type=click.IntRange(min=1), default=1, show_default=True)
@@ -508,7 +497,7 @@ def schedule_add(
     service: Service,
     /,
     pipeline: str,
-    params: tuple[str, ...],
+    overrides: dict[str, Any],
     max_active_runs: int,
     catchup: bool,
     existing: bool,
@@ -517,7 +506,7 @@ def schedule_add(
     """Schedule a registered pipeline: on a clock (--cron, --every, --at), after another
     pipeline's runs (--after) or on files arriving (--files)."""
     fields: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
-    fields.update(params=_overrides(params), max_active_runs=max_active_runs)
+    fields.update(params=overrides, max_active_runs=max_active_runs)
     fields.update({k: True for k, on in (("catchup", catchup), ("existing", existing)) if on})
     sched = service.add_schedule(pipeline, fields)
     click.echo(f"schedule {sched.id}: {pipeline} {sched.description}  next: {_next_fire(sched)}")
@@ -655,6 +644,8 @@ def _print_run(r: RunView) -> None:
     from nbsched.states import TaskState
 
     view, now = r.to_json(), utcnow()
+    for warning in r.warnings():
+        click.echo(f"warning: {warning}", err=True)
     params = ", ".join(f"{k}={v!r}" for k, v in r.params.items()) or "-"
     click.echo(
         f"run {r.id}  pipeline {r.pipeline} v{r.pipeline_version}  {_state(r.state.value)}  "
@@ -735,12 +726,6 @@ def _names(value: str | None) -> list[str] | None:
 def _cell(value: Any) -> str:
     """A value in a table: ``-`` when missing, JSON's spelling otherwise (``true``, ``0.93``)."""
     return "-" if value is None else value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-
-
-def _overrides(params: tuple[str, ...]) -> dict[str, Any]:
-    from nbsched.params import parse_override
-
-    return dict(parse_override(p) for p in params)
 
 
 def _next_fire(sched: ScheduleView) -> str:

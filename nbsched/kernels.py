@@ -42,7 +42,8 @@ class KernelHandle:
         self.stop_message = ""  # the reason as shown: "timed out after 2m"
         self.cell_index: int | None = None  # of the code cell executing now, in the output notebook
         self.cell_source: str = ""
-        self.cell_count: int = 0
+        self.cell_numbers: list[int | None] = []  # each output cell's number in the user's notebook
+        self.cell_count: int = 0  # cells of the user's notebook
         self.cell_error: tuple[str, str] | None = None  # (ename, evalue) the kernel replied for a failed cell
 
     def attach(self, km: AsyncKernelManager) -> None:

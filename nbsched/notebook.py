@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from nbsched._record import BRANCH_MIME, RECORD_MIME
-from nbsched.failures import TaskFailure, cell_label, code_line, first_line
+from nbsched.failures import TaskFailure, cell_label, cell_numbers, code_line, first_line
 from nbsched.kernels import FreshKernels, KernelHandle, KernelSource
 from nbsched.params import BUILTINS
 from nbsched.states import StopReason
@@ -55,6 +56,7 @@ class TaskOutcome:
     branch: list[str] | None = None
     output_path: Path | None = None
     host: str | None = None  # where it ran, when not on the runner's machine (a Dask worker)
+    warnings: list[str] = field(default_factory=list)  # papermill's, each once (see PapermillWarnings)
 
     @classmethod
     def failed(cls, failure: TaskFailure, **fields: Any) -> TaskOutcome:
@@ -76,6 +78,7 @@ class TaskOutcome:
             "outputs": self.outputs,
             "branch": self.branch,
             "host": self.host,
+            "warnings": self.warnings,
         }
 
     @classmethod
@@ -88,6 +91,7 @@ class TaskOutcome:
             outputs=data.get("outputs") or {},
             branch=data.get("branch"),
             host=data.get("host"),
+            warnings=list(data.get("warnings") or []),
             **fields,
         )
 
@@ -118,28 +122,37 @@ def execute_task(request: TaskRequest, handle: KernelHandle, kernels: KernelSour
     metadata = _metadata(request.notebook)
     kernel = request.kernel or _kernelspec_name(metadata) or "python3"
     outcome = TaskOutcome(output_path=request.output_path)
+    found: list[str] = []
     try:
-        papermill.execute_notebook(
-            str(request.notebook),
-            str(request.output_path),
-            parameters=request.parameters,
-            engine_name=ENGINE_NAME,
-            kernel_name=kernel,
-            language=None if _has_language(metadata) else kernel_language(kernel),
-            progress_bar=False,
-            nbsched_handle=handle,
-            nbsched_kernels=kernels or FreshKernels(),
-            nbsched_cwd=request.notebook.parent,
-            nbsched_imports=request.imports,
-        )
+        with _WARNINGS.collect(found):
+            papermill.execute_notebook(
+                str(request.notebook),
+                str(request.output_path),
+                parameters=request.parameters,
+                engine_name=ENGINE_NAME,
+                kernel_name=kernel,
+                language=None if _has_language(metadata) else kernel_language(kernel),
+                progress_bar=False,
+                nbsched_handle=handle,
+                nbsched_kernels=kernels or FreshKernels(),
+                nbsched_cwd=request.notebook.parent,
+                nbsched_imports=request.imports,
+            )
     except PapermillExecutionError as exc:
         ename, evalue = exc.ename, exc.evalue
         if ename == "CellExecutionError" and not evalue and handle.cell_error is not None:
             # no error output reached the notebook (the kernel could not show its traceback):
             # papermill names none, the kernel's reply does
             ename, evalue = handle.cell_error
+        number = _number(handle, exc.cell_index)
         outcome = TaskOutcome.failed(
-            TaskFailure(ename=ename, evalue=first_line(evalue), cell=exc.cell_index + 1, source=code_line(exc.source)),
+            TaskFailure(
+                ename=ename,
+                evalue=first_line(evalue),
+                cell=number,
+                source=code_line(exc.source),
+                injected=number is None,
+            ),
             output_path=request.output_path,
         )
     except Exception as exc:  # noqa: BLE001 - kernel died, was stopped, or never started
@@ -148,17 +161,19 @@ def execute_task(request: TaskRequest, handle: KernelHandle, kernels: KernelSour
             outcome.error = _stopped_message(handle)
             _mark_stopped_cell(request.output_path, handle, outcome.error)
         else:  # the kernel died in a cell (which one), or before any
-            dead_in = handle.cell_index
+            dead_in = None if handle.cell_index is None else _number(handle, handle.cell_index)
             outcome = TaskOutcome.failed(
                 TaskFailure(
                     ename=type(exc).__name__,
                     evalue=first_line(str(exc)) or "kernel failed",
-                    cell=None if dead_in is None else dead_in + 1,
+                    cell=dead_in,
                     source=code_line(handle.cell_source),
+                    injected=handle.cell_index is not None and dead_in is None,
                 ),
                 output_path=request.output_path,
             )
     outcome.outputs, outcome.branch = read_recorded(request.output_path)
+    outcome.warnings = _users_warnings(found, request.parameters)
     return outcome
 
 
@@ -181,22 +196,35 @@ def read_recorded(path: Path) -> tuple[dict[str, Any], list[str] | None]:
 
 
 def cell_progress(handle: KernelHandle) -> dict[str, Any] | None:
-    """The cell a running notebook is on, ``{"index": 4, "count": 9, "source": "..."}``
-    (1-based, counting every cell of the output notebook, as JupyterLab shows it)."""
+    """The cell a running notebook is on, ``{"index": 4, "count": 9, "source": "...", "injected":
+    false}``: its number and the count of cells in the user's notebook (see ``cell_numbers``);
+    ``index`` None and ``injected`` true while the parameters cell papermill injected runs."""
     if handle.cell_index is None:
         return None
-    return {"index": handle.cell_index + 1, "count": handle.cell_count, "source": code_line(handle.cell_source)}
+    number = _number(handle, handle.cell_index)
+    return {
+        "index": number,
+        "count": handle.cell_count,
+        "source": code_line(handle.cell_source),
+        "injected": number is None,
+    }
 
 
 def show_cell(handle: KernelHandle, cell: dict[str, Any]) -> None:
     """Put a cell reported from elsewhere (a Dask worker's ``cell_progress``) on ``handle``."""
-    handle.cell_index, handle.cell_count, handle.cell_source = cell["index"] - 1, cell["count"], cell["source"]
+    handle.cell_index, handle.cell_numbers = 0, [cell["index"]]
+    handle.cell_count, handle.cell_source = cell["count"], cell["source"]
+
+
+def _number(handle: KernelHandle, index: int) -> int | None:
+    """The user's number of the output notebook's cell ``index``; None for the injected cell."""
+    return handle.cell_numbers[index] if index < len(handle.cell_numbers) else index + 1
 
 
 def _stopped_message(handle: KernelHandle) -> str:
     if handle.cell_index is None:
         return f"{handle.stop_message} (before the first cell)"
-    return f"{handle.stop_message} ({cell_label(handle.cell_index + 1, code_line(handle.cell_source))})"
+    return f"{handle.stop_message} ({cell_label(_number(handle, handle.cell_index), code_line(handle.cell_source))})"
 
 
 def _mark_stopped_cell(path: Path, handle: KernelHandle, message: str) -> None:
@@ -258,14 +286,56 @@ def _register_engine() -> None:
 
     if ENGINE_NAME not in papermill_engines._engines:
         papermill_engines.register(ENGINE_NAME, _engine_class())
-        logging.getLogger("papermill").addFilter(_builtins_need_no_declaring)
+        papermill_log = logging.getLogger("papermill")
+        papermill_log.addHandler(_WARNINGS)
+        # a task's warnings are the task's, told with it (CLI, show, REST); papermill's INFO lines
+        # (input, output, kernel) say what nbsched says already
+        papermill_log.propagate = False
 
 
-def _builtins_need_no_declaring(record: logging.LogRecord) -> bool:
-    """papermill warns of each parameter a notebook does not declare; nbsched's built-ins
-    (``nbsched_run_id``, ``upstream``, ...) reach every notebook and need not be declared."""
-    message = record.getMessage()
-    return not (message.startswith("Passed unknown parameter: ") and message.rpartition(": ")[2] in BUILTINS)
+class PapermillWarnings(logging.Handler):
+    """Collects the warnings papermill logs (``Passed unknown parameter: x``, ``Input notebook
+    does not contain a cell with tag 'parameters'``...) while a thread executes a task's notebook,
+    so they are kept with the task's try; several tasks run at once, each in a thread of its own.
+    papermill used outside a task (by the user's own code) logs as it would without nbsched."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self._local = threading.local()
+
+    @contextmanager
+    def collect(self, found: list[str]) -> Iterator[None]:
+        """Append to ``found`` each warning this thread's papermill logs meanwhile, once."""
+        self._local.found = found
+        try:
+            yield
+        finally:
+            self._local.found = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        found = getattr(self._local, "found", None)
+        if found is None:
+            logging.getLogger().handle(record)
+        elif (message := " ".join(record.getMessage().split())) not in found:
+            found.append(message)
+
+
+_WARNINGS = PapermillWarnings()
+_NO_PARAMETERS_CELL = "Input notebook does not contain a cell with tag 'parameters'"
+
+
+def _users_warnings(found: list[str], parameters: dict[str, Any]) -> list[str]:
+    """The warnings about what the user gave: nbsched's built-ins (``nbsched_run_id``,
+    ``upstream`` ...) reach every notebook and need not be declared, and a notebook without a
+    parameters cell is worth a warning only when the user passed parameters (papermill, given
+    none, injects nothing)."""
+    given = set(parameters) - set(BUILTINS)
+    unknown = "Passed unknown parameter: "
+    return [
+        w
+        for w in found
+        if not (w.startswith(unknown) and w[len(unknown) :] in BUILTINS) and (given or w != _NO_PARAMETERS_CELL)
+    ]
 
 
 @contextmanager
@@ -313,7 +383,8 @@ def _engine_class() -> type:
             **kwargs: Any,
         ) -> Any:
             kwargs.pop("input_path", None)
-            nbsched_handle.cell_count = len(nb_man.nb.cells)
+            nbsched_handle.cell_numbers = cell_numbers(nb_man.nb.cells)
+            nbsched_handle.cell_count = sum(n is not None for n in nbsched_handle.cell_numbers)
             with (
                 _saves_at_most_every(nb_man, SAVE_EVERY),
                 nbsched_kernels.kernel(kernel_name, nbsched_cwd, nbsched_imports) as kernel,

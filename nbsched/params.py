@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from nbsched.errors import ConfigError, SpecError
+from nbsched.paramvalues import check_json, resolve_type
 from nbsched.spec import PipelineSpec, TaskSpec
 
 EVENT_BUILTINS = ("trigger_run", "trigger_file")  # only in a run an after or files schedule made
@@ -15,8 +16,9 @@ BUILTINS = ("nbsched_run_id", "nbsched_task", "nbsched_try", "logical_date", "up
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """``key=value`` from the command line; the value is typed as papermill's ``-p`` does
-    (int, float, bool, None), JSON for ``[...]``/``{...}``, else kept as a string."""
+    """``key=value`` from the command line (``-p``, the magics, the panel's Run-now box); the
+    value typed as papermill's ``-p`` types it (:func:`nbsched.paramvalues.resolve_type`), or,
+    nbsched's addition, JSON when it starts with ``[`` or ``{`` (not a template's ``{{``/``{%``)."""
     key, sep, value = text.partition("=")
     key = key.strip()
     if not sep or not key.isidentifier() or keyword.iskeyword(key):
@@ -27,28 +29,23 @@ def parse_override(text: str) -> tuple[str, Any]:
         from nbsched.bounds import loads_json
 
         try:
-            return key, loads_json(value, f"-p {key}")
+            parsed = loads_json(value, f"-p {key}")
         except SpecError as exc:
             raise ConfigError(f"{exc} (a value that starts with '[' or '{{' must be valid JSON)") from None
-    return key, _typed(value)
+        return key, _json_only(parsed, key)
+    return key, _json_only(resolve_type(value), key)
+
+
+def _json_only(value: Any, key: str) -> Any:
+    try:
+        check_json(value, f"-p {key}")
+    except SpecError as exc:
+        raise ConfigError(str(exc)) from None
+    return value
 
 
 def _cut(text: str, limit: int = 80) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "...")
-
-
-def _typed(value: str) -> Any:
-    lowered = value.strip().lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered in ("none", "null"):
-        return None
-    for cast in (int, float):
-        try:
-            return cast(value)
-        except ValueError:  # also an int of more digits than Python converts: it stays a string
-            pass
-    return value
 
 
 def task_parameters(
@@ -72,6 +69,8 @@ def task_parameters(
     ``train[3]``) gets its grid or for_each values (``instance``) after the task's own
     parameters; a run's override may not change them."""
     instance = dict(instance or {})
+    for key, value in overrides.items():  # from any surface (REST, Python): stored as JSON
+        check_json(value, f"-p {key}")
     fixed = sorted(set(instance) & set(overrides))
     if fixed:
         raise SpecError(

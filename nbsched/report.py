@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from nbsched.dag import layers
+from nbsched.failures import INJECTED_LABEL
 from nbsched.fanout import task_of
 from nbsched.render import markup, render
 from nbsched.states import RunTrigger, TaskState
@@ -36,7 +37,10 @@ Point = tuple[float, float]
 
 
 def where_running(cell: Mapping[str, Any]) -> str:
-    """``cell 5/9: time.sleep(3)``: where a running notebook is (a task view's ``cell``)."""
+    """``cell 5/9: time.sleep(3)``: where a running notebook is (a task view's ``cell``), numbered
+    as the user's notebook numbers its cells; or ``injected parameters cell``."""
+    if cell.get("injected"):
+        return INJECTED_LABEL
     return f"cell {cell['index']}/{cell['count']}: {cell['source']}"
 
 

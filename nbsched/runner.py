@@ -512,7 +512,7 @@ class Runner:
         if outcome.stopped is StopReason.RUNNER_LOST:  # the task is no longer this runner's to record
             _dropped(run.id, event.task, event.try_number)
             return
-        fields: dict[str, Any] = {"outputs": outcome.outputs}
+        fields: dict[str, Any] = {"outputs": outcome.outputs, "warnings": outcome.warnings}
         if outcome.host is not None:
             fields["host"] = outcome.host
         if outcome.stopped is StopReason.CANCELLED:

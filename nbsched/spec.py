@@ -25,6 +25,7 @@ from nbsched.errors import CycleError, ScheduleError, SpecError
 from nbsched.events import EVENT_KEYS, SCHEDULE_KINDS, event_from_fields, is_event
 from nbsched.fanout import FANOUT_KEYS, Fanout, parse_fanout
 from nbsched.notices import NotifyRule, parse_rules, task_rules, with_on_keys
+from nbsched.paramvalues import json_problem
 from nbsched.timefmt import MAX_DURATION, duration, parse_duration
 from nbsched.triggers import MIN_EVERY, IntervalTrigger, trigger_from_fields
 
@@ -371,6 +372,10 @@ def parse_pipeline(data: Any, *, base_dir: Path, source: str = "<pipeline>") -> 
         except ScheduleError as exc:
             raise where.error("", str(exc)) from None
         schedules.append(ScheduleSpec(fields=s))
+    # the spec is stored as JSON: what else it holds that JSON cannot (in params, a description) is refused now
+    problem = json_problem(raw)
+    if problem is not None:
+        raise where.error(*problem)
 
     notify = parse_rules(raw.get("notify"), "notify", where.error)
     return PipelineSpec(

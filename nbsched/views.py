@@ -79,6 +79,7 @@ class TaskView:
     mapped_from: str | None = None  # an instance's task: ``train`` of ``train[3]``
     map_index: int | None = None
     instance_params: Mapping[str, Any] | None = None  # an instance's grid or for_each values
+    warnings: tuple[str, ...] = ()  # papermill's, of its last try (a mapped task: of its instances), each once
     tries: tuple[TryView, ...] = ()
     # a mapped task: its instances in order; its own state, times and error roll them up
     instances: tuple[TaskView, ...] = ()
@@ -115,6 +116,7 @@ class TaskView:
             started_at=min((i.started_at for i in kept if i.started_at), default=None),
             ended_at=None if None in ends else max(e for e in ends if e is not None),
             pool=instances[0].pool,
+            warnings=tuple(dict.fromkeys(w for i in instances for w in i.warnings)),
             instances=instances,
         )
 
@@ -145,6 +147,7 @@ class TaskView:
             "map_index": self.map_index,
             "instance_params": self.instance_params,
             "label": self.label,
+            "warnings": list(self.warnings),
             "tries": [t.to_json() for t in self.tries],
             "instances": [i.to_json() for i in self.instances],
             "instance_states": self.instance_states,
@@ -218,6 +221,11 @@ class RunView:
         for name, task in self.tasks.items():
             groups.setdefault(task.mapped_from or name, []).append(task)
         return {n: g[0] if g[0].mapped_from is None else TaskView.mapped(n, tuple(g)) for n, g in groups.items()}
+
+    def warnings(self) -> list[str]:
+        """``task: warning`` for each of papermill's warnings, once per task (a mapped task's
+        instances share its notebook, so they warn once for it)."""
+        return [f"{name}: {w}" for name, task in self.by_task().items() for w in task.warnings]
 
     def to_json(self) -> Json:
         return {

@@ -269,7 +269,7 @@ def test_the_panel_in_jupyterlab_runs_a_pipeline_and_shows_it(lab: Lab, browser:
     panel.locator("select").first.select_option("nap")
     panel.locator("input[placeholder^='key=value']").fill("")
     panel.get_by_role("button", name="Run now").click()
-    expect(panel.locator(".widget-label", has_text="running: nap (cell 5/5: time.sleep(120))")).to_have_count(1)
+    expect(panel.locator(".widget-label", has_text="running: nap (cell 4/4: time.sleep(120))")).to_have_count(1)
     expect(runs).to_have_count(1)
     expect(runs.first.locator('[data-state="running"]')).to_have_count(1)
     panel.screenshot(path=str(ARTIFACTS / "panel-running.png"))

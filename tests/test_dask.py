@@ -165,7 +165,7 @@ def test_a_timeout_on_the_cluster_names_the_cell(project: Path, cluster: Any) ->
     run = service.run_pipeline(project / "pipeline.yaml")
     service.close()
     assert run.state is RunState.FAILED
-    assert run.tasks["only"].error == "timed out after 8s (cell 4: import time; time.sleep(60))"
+    assert run.tasks["only"].error == "timed out after 8s (cell 3: import time; time.sleep(60))"
 
 
 def test_a_failing_cell_on_the_cluster_is_named_and_kept_as_data(project: Path, cluster: Any) -> None:
@@ -175,9 +175,9 @@ def test_a_failing_cell_on_the_cluster_is_named_and_kept_as_data(project: Path, 
     run = service.run_pipeline(project / "pipeline.yaml")
     service.close()
     task = run.tasks["only"]
-    assert task.error == "ValueError: bad input (cell 5: raise ValueError('bad input'))"
+    assert task.error == "ValueError: bad input (cell 4: raise ValueError('bad input'))"
     assert task.failure == TaskFailure(
-        ename="ValueError", evalue="bad input", cell=5, source="raise ValueError('bad input')"
+        ename="ValueError", evalue="bad input", cell=4, source="raise ValueError('bad input')"
     )
     assert [(t.state, t.failure) for t in task.tries] == [(TaskState.FAILED, task.failure)]
 

@@ -168,7 +168,7 @@ def test_a_forked_kernel_is_timed_out_and_cancelled_like_any_other(project):
     finally:
         service.close()
     task = run.tasks["slow"]
-    assert run.state is RunState.FAILED and "timed out after 8s (cell 6: import time; time.sleep(60))" in task.error
+    assert run.state is RunState.FAILED and "timed out after 8s (cell 5: import time; time.sleep(60))" in task.error
     child = read_recorded(Path(task.output_path))[0]["child"]
     wait_for(
         lambda: not Path(f"/proc/{child}").exists() or "Z" in _state(child),

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import write_notebook, write_yaml
+from conftest import nbsched, write_notebook, write_yaml
 from IPython.core.interactiveshell import InteractiveShell
 
 
@@ -66,6 +66,14 @@ def test_cell_magic_registers_a_pipeline_relative_to_the_notebook_folder(shell, 
     assert _one_line(capsys) == "schedule 1: paused"
     shell.run_line_magic("nbsched", "resume 1")
     assert _one_line(capsys).startswith("schedule 1: active, next: ")
+
+
+def test_trigger_magic_types_p_as_papermill(shell, project, capsys):
+    write_notebook(project / "a.ipynb", "x = 1")
+    shell.run_cell("%%nbsched_pipeline typed\ntasks:\n  a: {notebook: a.ipynb}\n")
+    run_id = shell.run_line_magic("nbsched", "trigger typed -p a=true -p b=True -p c=null -p d=None -p e=5")
+    shown = nbsched("show", run_id, "--json", cwd=project, check=True)
+    assert json.loads(shown.stdout)["params"] == {"a": "true", "b": True, "c": "null", "d": None, "e": 5}
 
 
 def test_schedule_magic_adds_a_schedule(shell, project, capsys):

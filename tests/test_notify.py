@@ -85,7 +85,7 @@ def test_a_failing_pipeline_sends_one_email_and_one_post_naming_the_failed_task_
     body = _text(mail)
     assert "Run: " in body and "(failed)" in body
     # the cell as the output notebook numbers it: title, parameters, injected parameters, rows, raise
-    assert "clean: ValueError: bad row (cell 5: raise ValueError('bad row'))" in body, body
+    assert "clean: ValueError: bad row (cell 4: raise ValueError('bad row'))" in body, body
     assert re.search(r"^Duration: \d+\.\ds\r?$", body, re.MULTILINE), body  # as nbsched runs writes it
     assert "extract" not in body.split("Failed:")[1]  # the task that succeeded is not listed as failed
     posts = [request for request, _ in httpserver.log]

@@ -22,10 +22,13 @@ LOGICAL_DATE = datetime(2026, 3, 14, 6, 30, tzinfo=timezone.utc)
         pytest.param("n=5", ("n", 5), id="int"),
         pytest.param("n=-3", ("n", -3), id="negative-int"),
         pytest.param("f=1.5", ("f", 1.5), id="float"),
-        pytest.param("b=true", ("b", True), id="true"),
+        pytest.param("b=True", ("b", True), id="True"),
         pytest.param("b=False", ("b", False), id="False"),
         pytest.param("x=None", ("x", None), id="None"),
-        pytest.param("x=null", ("x", None), id="null"),
+        pytest.param("b=true", ("b", "true"), id="true-is-a-string"),
+        pytest.param("b=TRUE", ("b", "TRUE"), id="TRUE-is-a-string"),
+        pytest.param("x=null", ("x", "null"), id="null-is-a-string"),
+        pytest.param("x=none", ("x", "none"), id="none-is-a-string"),
         pytest.param("s=hello", ("s", "hello"), id="string"),
         pytest.param("s=", ("s", ""), id="empty-string"),
         pytest.param("l=[1,2]", ("l", [1, 2]), id="json-list"),
@@ -41,6 +44,29 @@ def test_parse_override_types_the_value(text: str, expected: tuple[str, Any]) ->
     key, value = parse_override(text)
     assert (key, value) == expected
     assert type(value) is type(expected[1])  # 5 is an int, not "5"; True is a bool, not 1
+
+
+# what papermill's own tests type (test_cli.py), and more: case, spaces, digits of other scripts
+PAPERMILL_TYPED = [
+    *("True", "False", "None", "12.51", "10", "hello world", "\U0001f60d", "-8.2", "-23.2", "13"),
+    *("true", "TRUE", "false", "null", "none", "NONE", " True", "True ", "yes", "1e3", "1_000", " 5 "),
+    *("0x10", "1.", ".5", "+7", "\u0663", "", " ", "01", "2019-01-01", "1/2", "12:30"),
+]
+
+
+@pytest.mark.parametrize("text", PAPERMILL_TYPED)
+def test_a_value_no_parameters_cell_declares_is_typed_as_papermill_types_it(text: str) -> None:
+    from papermill.cli import _resolve_type
+
+    value = parse_override(f"x={text}")[1]
+    assert value == _resolve_type(text) and type(value) is type(_resolve_type(text))
+
+
+@pytest.mark.parametrize("text", ["inf", "-inf", "nan", "Infinity", "1" * 5000])
+def test_a_number_json_cannot_hold_is_refused_in_one_line(text: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_override(f"x={text}")
+    assert str(exc.value).startswith("-p x: ") and "JSON" in str(exc.value) and "\n" not in str(exc.value)
 
 
 @pytest.mark.parametrize(

@@ -416,6 +416,20 @@ async def test_trigger_refuses_unknown_pipelines_and_bad_params(api, jp_root_dir
     assert run["tasks"]["report"]["state"] == "pending"
 
 
+async def test_rest_refuses_numbers_json_cannot_hold_before_storing_them(api, jp_root_dir):
+    await register_hello(api, jp_root_dir)
+    for value in ("NaN", "Infinity", "[1, -Infinity]"):  # Python's JSON reads them; PostgreSQL's refused them
+        body = f'{{"params": {{"region": {value}}}}}'
+        message = (await api("POST", "pipelines", "hello", "runs", body=body)).error(422, "invalid_spec")
+        assert "is not a number JSON can hold" in message, message
+        body = f'{{"pipeline": "hello", "every": "1h", "params": {{"region": {value}}}}}'
+        assert "is not a number JSON can hold" in (await api("POST", "schedules", body=body)).error(422)
+    spec = {**hello_spec(jp_root_dir, "odd"), "params": {"region": float("nan")}}
+    message = (await api("POST", "pipelines", body={"spec": spec})).error(422, "invalid_spec")
+    assert "params.region: nan is not a number JSON can hold" in message, message
+    assert (await api("GET", "runs")).data["runs"] == [] and (await api("GET", "schedules")).data["schedules"] == []
+
+
 def shell_template(marker: Path) -> str:
     """A template that, rendered by a plain Jinja environment, runs a shell command creating ``marker``."""
     return "{{ cycler.__init__.__globals__.os.popen('touch " + str(marker) + "').read() }}"
@@ -565,6 +579,18 @@ async def test_a_triggered_run_executes_in_the_server_with_its_params(api, jp_fe
 
 
 @pytest.mark.kernel
+@pytest.mark.kernel
+async def test_the_run_view_keeps_papermills_warnings_with_each_task(api, jp_root_dir, daemon):
+    write_notebook(jp_root_dir / "plain.ipynb", "x = 1", params=None)  # no parameters cell
+    spec = {"name": "plain", "params": {"msg": "hi"}, "tasks": {"plain": "plain.ipynb"}}
+    assert (await api("POST", "pipelines", body={"spec": spec})).code == 201
+    run = await finished_run(api, (await api("POST", "pipelines", "plain", "runs")).data["run_id"])
+    assert run["tasks"]["plain"]["warnings"] == [
+        "Passed unknown parameter: msg",
+        "Input notebook does not contain a cell with tag 'parameters'",
+    ]
+
+
 async def test_run_report_page_links_the_task_routes(api, jp_root_dir, daemon):
     await register_hello(api, jp_root_dir)
     run_id = await queue_run(api, "hello", region="<east>")

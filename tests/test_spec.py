@@ -500,3 +500,74 @@ def test_a_template_mistake_names_the_file_and_the_field(project: Path) -> None:
     assert result.exit_code == 2
     assert result.stderr.startswith("Error: pipeline.yaml: params.table: template error in '{{ params.regoin }}': ")
     assert "regoin" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+# -- values YAML holds and JSON does not (papermill's example.yaml has an unquoted date) ----------
+def test_an_unquoted_date_or_datetime_stays_the_text_written_as_papermill_reads_it(project: Path) -> None:
+    (project / "pipeline.yaml").write_text(
+        "name: dates\n"
+        "params: {day: 2019-01-01, at: 2019-01-01 12:30:00, stamp: 2001-12-14t21:59:43.10-05:00}\n"
+        "tasks:\n"
+        "  extract: {notebook: extract.ipynb, params: {days: [2019-01-02], cfg: {since: 2019-01-03}}}\n"
+        "  clean: {notebook: clean.ipynb, grid: {day: [2019-02-01, 2019-02-02]}}\n"
+        "schedules:\n"
+        "  - {cron: '0 6 * * *', params: {day: 2019-03-01}}\n"
+        "  - {at: 2026-12-24 18:00:00, timezone: Europe/Paris}\n"
+    )
+    spec = load_pipeline(project / "pipeline.yaml")
+    assert spec.params == {"day": "2019-01-01", "at": "2019-01-01 12:30:00", "stamp": "2001-12-14t21:59:43.10-05:00"}
+    assert spec.tasks["extract"].params == {"days": ["2019-01-02"], "cfg": {"since": "2019-01-03"}}
+    assert spec.tasks["clean"].fanout is not None and spec.tasks["clean"].fanout.grid == {
+        "day": ["2019-02-01", "2019-02-02"]
+    }
+    assert spec.schedules[0].fields["params"] == {"day": "2019-03-01"}
+    assert validate(project, "pipeline.yaml").exit_code == 0  # the `at:` date-time still reads as one
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        pytest.param("!!timestamp 2019-01-01", "params.x: a date is not a parameter value", id="tagged-date"),
+        pytest.param("!!binary aGVsbG8=", "params.x: binary data (bytes) is not a parameter value", id="binary"),
+        pytest.param("!!set {a, b}", "params.x: a set is not a parameter value", id="set"),
+        pytest.param("!!omap [a: 1]", "params.x[0]: a pair (tuple) is not a parameter value", id="omap"),
+        pytest.param(".inf", "params.x: inf is not a number JSON can hold", id="inf"),
+        pytest.param("{m: [.nan]}", "params.x.m[0]: nan is not a number JSON can hold", id="nested-nan"),
+        pytest.param("{1: a}", "params.x: key 1 is not a string", id="int-key"),
+        pytest.param("{null: a}", "params.x: key None is not a string", id="null-key"),
+    ],
+)
+def test_a_value_json_cannot_hold_is_one_line_at_validate(project: Path, value: str, problem: str) -> None:
+    (project / "pipeline.yaml").write_text(f"name: odd\nparams:\n  x: {value}\ntasks:\n  extract: extract.ipynb\n")
+    result = validate(project, "pipeline.yaml")
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"Error: pipeline.yaml: {problem}"), result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        pytest.param(
+            "tasks:\n  extract: {notebook: extract.ipynb, params: {x: .inf}}\n", "tasks.extract.params.x", id="task"
+        ),
+        pytest.param(
+            "tasks:\n  extract: {notebook: extract.ipynb, grid: {x: [1, .nan]}}\n", "tasks.extract.grid.x[1]", id="grid"
+        ),
+        pytest.param(
+            "tasks:\n  extract: {notebook: extract.ipynb, for_each: [!!binary aGk=]}\n",
+            "tasks.extract.for_each[0]",
+            id="for_each",
+        ),
+        pytest.param(
+            "tasks:\n  extract: extract.ipynb\nschedules:\n  - {cron: '@daily', params: {x: !!set {a}}}\n",
+            "schedules[0].params.x",
+            id="schedule",
+        ),
+        pytest.param("description: !!binary aGk=\ntasks:\n  extract: extract.ipynb\n", "description", id="description"),
+    ],
+)
+def test_every_value_a_spec_stores_is_checked(project: Path, text: str, field: str) -> None:
+    (project / "pipeline.yaml").write_text(f"name: odd\n{text}")
+    result = validate(project, "pipeline.yaml")
+    assert result.exit_code == 2 and result.output.startswith(f"Error: pipeline.yaml: {field}: "), result.output

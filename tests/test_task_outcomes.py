@@ -65,9 +65,9 @@ def test_a_notebook_out_of_memory_fails_with_memory_error_named(project, service
 
     task = run.tasks["hungry"]
     assert task.state is TaskState.FAILED
-    assert task.error == f"MemoryError (cell {len(cells) + 4}: b = bytearray(10**15))"
+    assert task.error == f"MemoryError (cell {len(cells) + 3}: b = bytearray(10**15))"
     assert task.failure == TaskFailure(
-        ename="MemoryError", evalue="", cell=len(cells) + 4, source="b = bytearray(10**15)"
+        ename="MemoryError", evalue="", cell=len(cells) + 3, source="b = bytearray(10**15)"
     )
 
 
@@ -78,9 +78,9 @@ def test_a_notebook_that_raises_with_a_message_keeps_it(project, service):
     )
     run = service.run_pipeline(spec)
 
-    assert run.tasks["bad"].error == "MemoryError: the cache is full (cell 4: raise MemoryError('the cache is full'))"
+    assert run.tasks["bad"].error == "MemoryError: the cache is full (cell 3: raise MemoryError('the cache is full'))"
     assert run.tasks["bad"].failure == TaskFailure(
-        ename="MemoryError", evalue="the cache is full", cell=4, source="raise MemoryError('the cache is full')"
+        ename="MemoryError", evalue="the cache is full", cell=3, source="raise MemoryError('the cache is full')"
     )
 
 
@@ -123,7 +123,7 @@ def test_a_notebook_whose_kernel_dies_names_the_cell(project, service):
     )
     run = service.run_pipeline(spec)
 
-    assert run.tasks["dies"].error == "DeadKernelError: Kernel died (cell 5: import os; os._exit(3))"
+    assert run.tasks["dies"].error == "DeadKernelError: Kernel died (cell 4: import os; os._exit(3))"
     assert run.tasks["dies"].failure == TaskFailure(
-        ename="DeadKernelError", evalue="Kernel died", cell=5, source="import os; os._exit(3)"
+        ename="DeadKernelError", evalue="Kernel died", cell=4, source="import os; os._exit(3)"
     )

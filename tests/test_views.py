@@ -215,6 +215,7 @@ def test_a_run_view_has_the_json_shape_of_the_api():
         "map_index",
         "instance_params",
         "label",
+        "warnings",
         "tries",
         "instances",
         "instance_states",
@@ -237,7 +238,13 @@ def test_a_run_view_has_the_json_shape_of_the_api():
     assert (
         failed["failure"]
         == failed["tries"][0]["failure"]
-        == {"ename": "ValueError", "evalue": "bad input", "cell": 4, "source": "raise ValueError('bad input')"}
+        == {
+            "ename": "ValueError",
+            "evalue": "bad input",
+            "cell": 4,
+            "source": "raise ValueError('bad input')",
+            "injected": False,
+        }
     )
     # typed for Python: states are enums, times are datetimes
     assert view.state is RunState.RUNNING and view.tasks["report"].tries[0].ended_at is None

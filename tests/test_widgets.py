@@ -64,10 +64,11 @@ def test_run_detail_draws_the_dag_and_links_the_notebooks(history):
 def test_run_now_queues_a_run_with_the_params(history):
     service, good, _ = history
     panel = RunPanel(service, "good", refresh_every=0)
-    panel.params.value = "region=us, limit=5"
+    panel.params.value = "region=us, limit=5, full=true, since=None"  # typed as papermill's -p
     panel.run_now.click()
     queued = service.get_run(panel.run_choice.value)
-    assert queued.id != good.id and queued.state.value == "queued" and queued.params == {"region": "us", "limit": 5}
+    assert queued.id != good.id and queued.state.value == "queued"
+    assert queued.params == {"region": "us", "limit": 5, "full": "true", "since": None}
     assert 'data-state="queued"' in panel.runs_table.value
     panel.cancel_run.click()
     assert service.get_run(queued.id).state.value == "cancelled"

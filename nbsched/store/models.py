@@ -220,6 +220,7 @@ class TaskRunRow(Base):
     map_index: Mapped[int | None] = mapped_column(Integer)
     instance_params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     cell: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # a running try's cell: index, count, source
+    warnings: Mapped[list[str] | None] = mapped_column(JSON)  # papermill's, of its last try, each once
     queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

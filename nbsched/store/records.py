@@ -46,7 +46,7 @@ class TaskRunRecord:
     output_path: str | None
     outputs: dict[str, Any]
     branch: list[str] | None
-    cell: dict[str, Any] | None  # while running: {"index": 4, "count": 9, "source": "..."} (1-based)
+    cell: dict[str, Any] | None  # while running: {"index": 4, "count": 9, "source": "...", "injected": False}
     queued_at: datetime | None
     started_at: datetime | None
     ended_at: datetime | None
@@ -56,6 +56,7 @@ class TaskRunRecord:
     instance_params: dict[str, Any] | None = None  # an instance's grid or for_each values
     pool: str | None = None  # the pool each try takes a slot of
     params: dict[str, Any] | None = None  # a repair's parameter overrides for this task
+    warnings: tuple[str, ...] = ()  # papermill's warnings of its last try, each once
     tries: tuple[TaskTryRecord, ...] = ()  # oldest first; read only when asked for (``with_tries``)
     updated_at: datetime | None = None  # its last write
 

@@ -856,6 +856,7 @@ def _task_record(t: TaskRunRow, tries: tuple[TaskTryRecord, ...] = ()) -> TaskRu
         instance_params=t.instance_params,
         pool=t.pool,
         params=t.params,
+        warnings=tuple(t.warnings or ()),
         tries=tries,
         updated_at=t.updated_at,
     )
