@@ -17,11 +17,11 @@ import logging
 import os
 import queue
 import secrets
-import shutil
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +35,7 @@ from nbsched.fanout import for_each_list, item_params, parse_instance, task_of
 from nbsched.imports import run_imports
 from nbsched.notebook import TaskOutcome, TaskRequest, kernel_for
 from nbsched.notices import notices_for
+from nbsched.outputs import publish, try_notebook
 from nbsched.params import task_parameters
 from nbsched.spec import PipelineSpec, TaskSpec, confined_notebook
 from nbsched.states import NotifyEvent, RunState, StopReason, TaskState
@@ -423,7 +424,7 @@ class Runner:
             TaskState.QUEUED,
             leaving,
             try_number=run.tasks[name].try_number + 1,
-            output_path=str(self._output_path(run, name)),
+            output_path=str(self._try_notebook(run, name, run.tasks[name].try_number + 1)),
             error=None,
             failure=None,
             owner=None,
@@ -447,14 +448,14 @@ class Runner:
             spec = self._spec(self.store.get_run(claim.run_id, tasks=()))
             task = spec.tasks[task_of(claim.task)]
             run = self.store.get_run(claim.run_id, tasks=[claim.task, *task.upstream])
-            output_path = self._output_path(run, claim.task)
-            if claim.try_number > 1 and output_path.exists():  # keep the try before, beside the new one
-                shutil.move(output_path, output_path.with_name(f"{claim.task}.try{claim.try_number - 1}.ipynb"))
+            output_path = self._try_notebook(run, claim.task, claim.try_number)  # this try's alone
             try:
                 parameters = self._parameters(run, spec, claim.task, claim.try_number)
                 notebook = self._notebook(spec, task)
             except NbschedError as exc:
-                self._finish(run.id, claim.task, claim.try_number, TaskState.FAILED, error=str(exc))
+                self._finish(
+                    run.id, claim.task, claim.try_number, TaskState.FAILED, notebook=output_path, error=str(exc)
+                )
                 continue
             request = TaskRequest(
                 run_id=run.id,
@@ -494,7 +495,7 @@ class Runner:
         if outcome.stopped is StopReason.RUNNER_LOST:  # the task is no longer this runner's to record
             _dropped(run.id, event.task, event.try_number)
             return
-        fields: dict[str, Any] = {"outputs": outcome.outputs}
+        fields: dict[str, Any] = {"outputs": outcome.outputs, "notebook": running.attempt.request.output_path}
         if outcome.host is not None:
             fields["host"] = outcome.host
         if outcome.stopped is StopReason.CANCELLED:
@@ -529,15 +530,37 @@ class Runner:
             self._finish(run.id, event.task, event.try_number, TaskState.FAILED, task, **fields)
 
     def _finish(
-        self, run_id: str, name: str, try_number: int, state: TaskState, task: TaskSpec | None = None, **fields: Any
+        self,
+        run_id: str,
+        name: str,
+        try_number: int,
+        state: TaskState,
+        task: TaskSpec | None = None,
+        *,
+        notebook: Path,
+        **fields: Any,
     ) -> None:
+        """Record a try's end, fenced; only then does its notebook become the task's."""
         event = _TASK_EVENTS.get(state)
         notices = notices_for(task.notify, event, task=name, try_number=try_number) if task and event else []
+        published = partial(publish, notebook, name)
         if self.store.finish_task(
-            run_id, name, owner=self.id, try_number=try_number, state=state, notices=notices, **fields
+            run_id,
+            name,
+            owner=self.id,
+            try_number=try_number,
+            state=state,
+            notices=notices,
+            publish=published,
+            **fields,
         ):
             self._notify(run_id, name, state, fields.get("error"))
-        else:
+        elif not (
+            state is TaskState.CANCELLED
+            and self.store.keep_cancelled_notebook(
+                run_id, name, owner=self.id, try_number=try_number, publish=published
+            )
+        ):
             _dropped(run_id, name, try_number)
 
     def _record_cells(self) -> None:
@@ -660,8 +683,8 @@ class Runner:
         path, so what was checked is what runs."""
         return task.notebook if spec.root is None else confined_notebook(task, spec.root)
 
-    def _output_path(self, run: RunRecord, task: str) -> Path:
-        return self.runs_dir / run.pipeline / run.id / f"{task}.ipynb"
+    def _try_notebook(self, run: RunRecord, task: str, try_number: int) -> Path:
+        return try_notebook(self.runs_dir / run.pipeline / run.id, task, try_number)
 
     def _parameters(self, run: RunRecord, spec: PipelineSpec, name: str, try_number: int = 1) -> dict[str, Any]:
         row = run.tasks[name]

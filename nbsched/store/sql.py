@@ -490,20 +490,27 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore, PoolStore):
         try_number: int,
         state: TaskState,
         notices: Iterable[Notice] = (),
+        publish: Callable[[], str | None] | None = None,
         **fields: Any,
     ) -> bool:
         """Record how a try ended, only if this runner still owns that very try (a runner paused
-        past its lease must not overwrite what the retry did), with the ``notices`` it causes."""
+        past its lease must not overwrite what the retry did), with the ``notices`` it causes.
+        ``publish()`` makes the try's output the task's, under the same fence, before the
+        commit, and returns the path to record (see ``nbsched.outputs``; it must be idempotent:
+        a transaction is run again after a lost connection)."""
         now = self.clock.now()
         leaving = TASK.guard(state, _RUNNING)
         with self._write() as s, s.begin():
+            this_try = _try_of(run_id, task, owner, try_number)
             if not changed(
                 s,
                 update(TaskRunRow)
-                .where(*_try_of(run_id, task, owner, try_number), TaskRunRow.state.in_(leaving))
+                .where(*this_try, TaskRunRow.state.in_(leaving))
                 .values(state=state, ended_at=now, updated_at=now, cell=None, **fields),
             ):
                 return False
+            if publish is not None:  # the row is this try's and locked until the commit
+                s.execute(update(TaskRunRow).where(*this_try).values(output_path=publish()))
             ended = {"state": state, "ended_at": now, "error": fields.get("error"), "failure": fields.get("failure")}
             if fields.get("host"):
                 ended["host"] = fields["host"]  # where it ran, when not here (a Dask worker)
@@ -513,6 +520,19 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore, PoolStore):
                 .values(**ended)
             )
             self._add_notices(s, run_id, notices)
+            return True
+
+    @retried
+    def keep_cancelled_notebook(
+        self, run_id: str, task: str, *, owner: str, try_number: int, publish: Callable[[], str | None]
+    ) -> bool:
+        """A try stopped because its run was cancelled (``cancel_run`` ended its task): its runner
+        still makes the try's notebook, marked where it stopped, the task's; fenced as ``finish_task``."""
+        with self._write() as s, s.begin():
+            this_try = (*_try_of(run_id, task, owner, try_number), TaskRunRow.state == TaskState.CANCELLED)
+            if s.scalar(select(TaskRunRow.id).where(*this_try).with_for_update()) is None:
+                return False
+            s.execute(update(TaskRunRow).where(*this_try).values(output_path=publish()))
             return True
 
     @retried
