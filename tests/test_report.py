@@ -530,3 +530,21 @@ def test_run_with_report_writes_the_report_after_the_run(project):
     index = project / printed.split()[-1]
     assert 'href="one.html"' in index.read_text(encoding="utf-8")
     assert "hello from one" in index.with_name("one.html").read_text(encoding="utf-8")
+
+
+def test_a_task_report_follows_its_notebook_to_the_try_that_ended_last(tmp_path):
+    """A try's end makes its notebook the task's (``nbsched.outputs.publish``) when the database
+    records it, which may be long after the notebook's last save: results written once a lost
+    database is back. A report made meanwhile from the try before is newer than the notebook
+    that replaces it, so a report judged fresh by being newer kept showing the try before."""
+    from nbsched.outputs import publish
+    from nbsched.reporting import task_html
+
+    first, second = (
+        write_notebook(tmp_path / f"t.try{n}.ipynb", f"print('try {n}')", params=None) for n in (1, 2)
+    )
+    os.utime(second, (time.time() - 60, time.time() - 60))  # saved a minute before its end is recorded
+    publish(first, "t")
+    assert "try 1" in task_html(tmp_path / "t.ipynb").read_text()  # asked for while try 2 waits to be recorded
+    publish(second, "t")
+    assert "try 2" in task_html(tmp_path / "t.ipynb").read_text()
