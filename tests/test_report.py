@@ -540,9 +540,7 @@ def test_a_task_report_follows_its_notebook_to_the_try_that_ended_last(tmp_path)
     from nbsched.outputs import publish
     from nbsched.reporting import task_html
 
-    first, second = (
-        write_notebook(tmp_path / f"t.try{n}.ipynb", f"print('try {n}')", params=None) for n in (1, 2)
-    )
+    first, second = (write_notebook(tmp_path / f"t.try{n}.ipynb", f"print('try {n}')", params=None) for n in (1, 2))
     os.utime(second, (time.time() - 60, time.time() - 60))  # saved a minute before its end is recorded
     publish(first, "t")
     assert "try 1" in task_html(tmp_path / "t.ipynb").read_text()  # asked for while try 2 waits to be recorded
