@@ -32,6 +32,7 @@ from nbsched.dag import Decision, decide
 from nbsched.errors import DatabaseUnavailable, NbschedError
 from nbsched.executors.base import Executor, Finished, Message, TaskAttempt, Wake
 from nbsched.fanout import for_each_list, item_params, parse_instance, task_of
+from nbsched.heartbeat import Heartbeat, process_alive
 from nbsched.imports import run_imports
 from nbsched.notebook import TaskOutcome, TaskRequest, kernel_for
 from nbsched.notices import notices_for
@@ -41,7 +42,7 @@ from nbsched.spec import PipelineSpec, TaskSpec, confined_notebook
 from nbsched.states import NotifyEvent, RunState, StopReason, TaskState
 from nbsched.store import RunRecord, SqlStore
 from nbsched.store.cache import RunCache
-from nbsched.store.sql import HOST
+from nbsched.store.liveness import HOST
 from nbsched.timefmt import duration
 
 if TYPE_CHECKING:
@@ -109,7 +110,7 @@ class Runner:
         self._kernel_names: dict[tuple[str, int], dict[str, KernelKey]] = {}
         # kernels the tasks waiting to run will ask for, this step: by name and the run's imports
         self._waiting: Counter[KernelKey] = Counter()
-        self._next_heartbeat = 0.0
+        self.heartbeat = Heartbeat(store, self.id, kind, lease, clock)  # in a thread: a stalled loop is no dead runner
         self._next_reap = 0.0
         self._next_check = 0.0
         self._seen_back_at = float("-inf")  # the store's last recovery from an outage this runner handled
@@ -118,10 +119,11 @@ class Runner:
 
     # -- lifecycle ------------------------------------------------------------------------
     def __enter__(self) -> Self:
-        self.store.register_runner(self.id, self.kind, os.getpid())
+        self.heartbeat.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.heartbeat.stop()
         if not self._abandoned:  # else the database is away: the lease will tell the others
             self.store.unregister_runner(self.id)
 
@@ -181,11 +183,7 @@ class Runner:
         seconds until the next timed event (retry due, task timeout), if any. ``runs`` may come
         without their tasks (``list_runs(tasks=False)``): the runner reads them as they change."""
         now = self.clock.monotonic()
-        if now >= self._next_heartbeat:
-            self._next_heartbeat = now + self.lease / 4
-            if not self.store.heartbeat(self.id):  # declared dead while paused: start anew
-                log.warning("runner %s was presumed dead by another runner; re-registering", self.id)
-                self.store.register_runner(self.id, self.kind, os.getpid())
+        self.heartbeat.turned()
         # after an outage, every runner's heartbeat is stale: give the others a lease to heartbeat
         # again before judging them, so an outage alone retries nobody's tries
         if now >= self._next_reap and now >= self.store.patience.back_at + self.lease:
@@ -239,6 +237,7 @@ class Runner:
         tries past their timeout; past ``abandon_at`` (set when asked to stop), stop every try and
         give up waiting, leaving them to be retried by whichever runner presumes this one dead."""
         now = self.clock.monotonic()
+        self.heartbeat.turned()  # waiting for the database is a turn of the loop too: it is alive
         self._enforce_deadlines(now)
         if self.abandon_at is not None and now >= self.abandon_at:
             running, self.abandon_at, self._abandoned = self.busy, None, True
@@ -482,6 +481,7 @@ class Runner:
             self._notify(run.id, claim.task, TaskState.RUNNING, None)
 
     def _handle(self, event: Message) -> None:
+        self.heartbeat.turned()
         if isinstance(event, Finished):
             self._on_finished(event)
 
@@ -619,10 +619,19 @@ class Runner:
         self._seen_back_at = self.store.patience.back_at
         still = self.store.owned_tasks_still_running(self.id)
         for (run_id, task), r in self._running.items():
-            if (run_id, task, r.try_number) not in still:
+            if (run_id, task, r.try_number) not in still and r.attempt.handle.stop_reason is None:
                 state = self.store.get_run(run_id, tasks=[task]).tasks[task].state
                 cancelled = state is TaskState.CANCELLED
                 r.attempt.stop(StopReason.CANCELLED if cancelled else StopReason.RUNNER_LOST)
+                # taken from this runner, which is here to see it: it was alive, paused past its lease
+                if not cancelled and self.store.uncount_try(run_id, task, runner=self.id, try_number=r.try_number):
+                    log.warning(
+                        "task %s of run %s: try %d was taken from this runner while it was paused past its "
+                        "lease; it does not count as a try",
+                        task,
+                        run_id,
+                        r.try_number,
+                    )
         mine = {(run_id, task, r.try_number) for (run_id, task), r in self._running.items()}
         for run_id, task, try_number in still - mine:  # claimed as the connection was lost: never started
             if self.store.release_claim(run_id, task, owner=self.id, try_number=try_number):
@@ -631,22 +640,22 @@ class Runner:
                 )
 
     def _reap(self) -> None:
-        """Fail or retry the tasks of runners that stopped heartbeating (their host died)."""
-        for run_id, t in self.store.reap_dead_runners(self.lease):
-            run = self.store.get_run(run_id, tasks=())
-            task = self._spec(run).tasks[t.spec_task]
-            error = f"its runner {t.owner} stopped heartbeating (lease {duration(self.lease)})"
-            fields: dict[str, Any] = {"error": error}
-            if t.try_number < t.max_tries:
-                state = TaskState.UP_FOR_RETRY
-                fields["next_try_at"] = self.clock.now() + timedelta(seconds=task.retry_wait(t.try_number))
-            else:
-                state = TaskState.FAILED
-            if self.store.finish_task(
-                run_id, t.task, owner=t.owner or "", try_number=t.try_number, state=state, **fields
-            ):
-                log.warning("task %s of run %s: %s; now %s", t.task, run_id, error, state)
-                self._notify(run_id, t.task, state, error)
+        """Take back the tries of runners that stopped heartbeating: retried or failed when their
+        runner died; queued again, spending no retry, when its process is alive (paused, starved)."""
+        for held in self.store.reap_dead_runners(self.lease, me=self.id):
+            run = self.store.get_run(held.run_id, tasks=())
+            task = self._spec(run).tasks[held.spec_task]
+            runner = held.runner
+            alive = runner is not None and process_alive(runner)
+            lease = runner.lease if runner is not None and runner.lease else self.lease
+            error = f"its runner {held.owner} stopped heartbeating (lease {duration(lease)})"
+            if alive:
+                error += " while its process lived (paused or starved): this try does not count"
+            retry_at = self.clock.now() + timedelta(seconds=task.retry_wait(held.try_number))
+            state = self.store.take_back(held, error=error, retry_at=retry_at, runner_alive=alive)
+            if state is not None:
+                log.warning("task %s of run %s: %s; now %s", held.task, held.run_id, error, state)
+                self._notify(held.run_id, held.task, state, error)
 
     # -- helpers ----------------------------------------------------------------------------------
     def _spec(self, run: RunRecord) -> PipelineSpec:
