@@ -580,15 +580,17 @@ class Runner:
         for (run_id, name), r in self._running.items():
             if r.sla_at is not None and now >= r.sla_at and r.task is not None:
                 r.sla_at = None
-                log.info(
-                    "task %s of run %s: try %d missed its sla of %s",
-                    name,
-                    run_id,
-                    r.try_number,
-                    duration(r.task.sla or 0),
-                )
                 notices = notices_for(r.task.notify, NotifyEvent.SLA_MISSED, task=name, try_number=r.try_number)
-                self.store.add_notices(run_id, notices)
+                if self.store.add_try_notices(
+                    run_id, name, owner=self.id, try_number=r.try_number, notices=notices
+                ):  # not for a try taken from this runner while it was paused
+                    log.info(
+                        "task %s of run %s: try %d missed its sla of %s",
+                        name,
+                        run_id,
+                        r.try_number,
+                        duration(r.task.sla or 0),
+                    )
 
     def _run_past_sla(self, run: RunRecord, spec: PipelineSpec) -> float | None:
         """Seconds until the run is past its sla; at it, sla_missed is written (once)."""

@@ -432,3 +432,26 @@ tasks:
 def _parameters(notebook: Path) -> dict[str, Any]:
     """The parameters a try's notebook was executed with (papermill keeps them in its metadata)."""
     return dict(json.loads(notebook.read_text())["metadata"]["papermill"]["parameters"])
+
+
+def test_a_try_taken_from_a_paused_runner_sends_no_sla_missed_when_it_wakes(store, pipelines, make_runner, clock):
+    pipelines.add("""
+name: late
+tasks:
+  t:
+    notebook: t.ipynb
+    retries: 1
+    retry_delay: 0s
+    sla: 90s
+    notify: [{on: [sla_missed], to: ["json://127.0.0.1:9/hook"]}]
+""")
+    run_id = pipelines.queue("late")
+    paused = make_runner(FakeExecutor({"t": [HANG]}))
+    turn(paused)  # claims try 1, then stops turning
+    clock.advance(61)
+    turn(make_runner(FakeExecutor({"t": [HANG]})))  # takes try 1 back; try 2 runs there
+    clock.advance(30)  # try 1 would now be past its sla, had it kept running
+    turn(paused)  # it wakes: its try is gone
+
+    assert [(n.event, n.try_number) for n in store.list_notices(run_id=run_id)] == []
+    assert store.get_run(run_id).tasks["t"].try_number == 2
