@@ -34,14 +34,23 @@ STALL_FLOOR = 120.0  # ... and for at least this many seconds
 
 
 class Heartbeat:
-    def __init__(self, store: SqlStore, runner_id: str, kind: str, lease: float, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(
+        self,
+        store: SqlStore,
+        runner_id: str,
+        kind: str,
+        lease: float,
+        clock: Clock = SYSTEM_CLOCK,
+        *,
+        stall_after: float | None = None,
+    ) -> None:
         self.store = store
         self.runner_id = runner_id
         self.kind = kind
         self.lease = lease
         self.clock = clock
         self.interval = lease / 4
-        self.stall_after = max(STALL_FLOOR, STALL_LEASES * lease)
+        self.stall_after = stall_after or max(STALL_FLOOR, STALL_LEASES * lease)
         self._turned_at = clock.monotonic()
         self._silent = False  # stopped beating for a loop that does not turn
         self._stop = threading.Event()
