@@ -31,6 +31,7 @@ log = logging.getLogger("nbsched.runner")
 
 STALL_LEASES = 10  # a loop that has not turned for this many leases is presumed wedged ...
 STALL_FLOOR = 120.0  # ... and for at least this many seconds
+STOP_WAIT = 2.0  # seconds a stopping runner waits for a beat in flight
 
 
 class Heartbeat:
@@ -63,9 +64,11 @@ class Heartbeat:
         self._thread.start()
 
     def stop(self) -> None:
+        """No beat after this one returns, but for one in flight, which a database that is away
+        may hold up: not waited for long (the thread dies with the process)."""
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join(timeout=self.interval + 10)
+            self._thread.join(timeout=STOP_WAIT)
 
     def turned(self) -> None:
         """The loop turned: it is alive. Called by the loop's thread, cheaply, at every turn."""
@@ -92,7 +95,7 @@ class Heartbeat:
             log.warning("runner %s: its loop turns again; heartbeating again", self.runner_id)
         try:
             with self.store.patience.patient(self.interval):
-                if not self.store.heartbeat(self.runner_id):  # presumed dead while paused: start anew
+                if not self.store.heartbeat(self.runner_id) and not self._stop.is_set():  # presumed dead: anew
                     log.warning("runner %s was presumed dead by another runner; re-registering", self.runner_id)
                     self.store.register_runner(self.runner_id, self.kind, os.getpid(), self.lease)
         except DatabaseError:
