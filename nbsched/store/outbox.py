@@ -60,6 +60,12 @@ class OutboxStore:
                 listener()
 
     @retried
+    def add_notices(self, run_id: str, notices: Iterable[Notice]) -> None:
+        """Notifications of an event of a run that changes no state."""
+        with self._write() as s, s.begin():
+            self._add_notices(s, run_id, notices)
+
+    @retried
     def add_try_notices(
         self, run_id: str, task: str, *, owner: str, try_number: int, notices: Iterable[Notice]
     ) -> bool:
