@@ -654,7 +654,11 @@ class Runner:
             if alive:
                 error += " while its process lived (paused or starved): this try does not count"
             retry_at = self.clock.now() + timedelta(seconds=task.retry_wait(held.try_number))
-            state = self.store.take_back(held, error=error, retry_at=retry_at, runner_alive=alive)
+            notices = {  # as the try's own end would have notified
+                state: notices_for(task.notify, _TASK_EVENTS[state], task=held.task, try_number=held.try_number)
+                for state in (TaskState.UP_FOR_RETRY, TaskState.FAILED)
+            }
+            state = self.store.take_back(held, error=error, retry_at=retry_at, runner_alive=alive, notices=notices)
             if state is not None:
                 log.warning("task %s of run %s: %s; now %s", held.task, held.run_id, error, state)
                 self._notify(held.run_id, held.task, state, error)

@@ -455,3 +455,24 @@ tasks:
 
     assert [(n.event, n.try_number) for n in store.list_notices(run_id=run_id)] == []
     assert store.get_run(run_id).tasks["t"].try_number == 2
+
+
+def test_a_try_taken_back_from_a_dead_runner_notifies_as_its_own_end_would(store, pipelines, make_runner, clock):
+    pipelines.add("""
+name: watched
+tasks:
+  t:
+    notebook: t.ipynb
+    retries: 1
+    retry_delay: 0s
+    notify: [{on: [retry, failure], to: ["json://127.0.0.1:9/hook"]}]
+""")
+    run_id = pipelines.queue("watched")
+    for _ in range(2):  # each try's runner dies with it
+        turn(make_runner(FakeExecutor({"t": [HANG]})))
+        clock.advance(61)
+    turn(make_runner(FakeExecutor()))
+
+    notices = [(n.event.value, n.task, n.try_number) for n in reversed(store.list_notices(run_id=run_id))]
+    assert notices == [("retry", "t", 1), ("failure", "t", 2)]
+    assert store.get_run(run_id).tasks["t"].state is TaskState.FAILED

@@ -10,6 +10,7 @@ Leases are judged by the database's clock (see ``SqlStore._clock``).
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,6 +19,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from nbsched.clock import Clock
+from nbsched.notices import Notice
 from nbsched.states import RunState, TaskState
 from nbsched.store.locks import changed
 from nbsched.store.models import RunnerRow, RunRow, TaskRunRow, TaskTryRow, UTCDateTime
@@ -43,11 +45,12 @@ def try_of(run_id: str, task: str, owner: str, try_number: int) -> tuple[ColumnE
 
 
 class LivenessStore:
-    """Mixin of ``SqlStore``: needs ``engine``, ``_write``, ``clock`` and ``patience``."""
+    """Mixin of ``SqlStore``: needs ``engine``, ``_write``, ``clock``, ``patience`` and ``_add_notices``."""
 
     engine: Engine
     _write: sessionmaker[Session]
     clock: Clock
+    _add_notices: Callable[[Session, str | None, Iterable[Notice]], None]  # OutboxStore's
 
     def _clock(self) -> datetime | ColumnElement[datetime]:
         """Now, by the clock leases are judged by: the database's, so that runners on machines
@@ -134,13 +137,19 @@ class LivenessStore:
 
     @retried
     def take_back(
-        self, held: HeldTry, *, error: str, retry_at: datetime, runner_alive: bool = False
+        self,
+        held: HeldTry,
+        *,
+        error: str,
+        retry_at: datetime,
+        runner_alive: bool = False,
+        notices: Mapping[TaskState, Iterable[Notice]] | None = None,
     ) -> TaskState | None:
         """End a try whose runner stopped heartbeating, fenced as its runner's own end would be:
-        retried at ``retry_at`` while it has tries left, else failed. A try taken from a runner
-        that is alive (``runner_alive``: paused or starved, not dead) spends no retry, up to
-        ``FREE_RETAKES`` of them a task: it is queued again at once. Returns the state it took,
-        None if the try had ended meanwhile."""
+        retried at ``retry_at`` while it has tries left, else failed, with the ``notices`` of
+        the state it takes. A try taken from a runner that is alive (``runner_alive``: paused or
+        starved, not dead) spends no retry, up to ``FREE_RETAKES`` of them a task: it is queued
+        again at once. Returns the state it took, None if the try had ended meanwhile."""
         now = self.clock.now()
         with self._write() as s, s.begin():
             fence = (
@@ -164,6 +173,7 @@ class LivenessStore:
                 .where(*_the_try(held.run_id, held.task, held.try_number))
                 .values(state=values["state"], ended_at=now, error=error, uncounted=free)
             )
+            self._add_notices(s, held.run_id, (notices or {}).get(values["state"], ()))
             return TaskState(values["state"])
 
     @retried
