@@ -51,13 +51,15 @@ def _database_free(db: str) -> bool:
     engine = create_engine(db)
     try:
         with engine.connect() as conn:
-            open_elsewhere = conn.execute(
+            # a writer's locks on this test's tables (its schema: other tests share the database)
+            held = conn.execute(
                 text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()"
+                    "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = current_schema() "
+                    "AND l.mode IN ('RowShareLock', 'RowExclusiveLock') AND l.pid <> pg_backend_pid()"
                 )
             ).scalar()
-            return open_elsewhere == 0
+            return held == 0
     finally:
         engine.dispose()
 
