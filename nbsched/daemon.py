@@ -2,7 +2,8 @@
 
 One thread, one wait: the loop sleeps on the runner's event queue until a task ends,
 the next schedule is due, a retry or timeout is due, or ``poll`` seconds pass (to see
-what other processes wrote). ``stop()`` ends it gracefully.
+what other processes wrote). ``stop()`` ends it gracefully. (The runner's heartbeat beats from a
+thread of its own, so a loop held up keeps its tries: ``nbsched.heartbeat``.)
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ run's page with its DAG, timeline and tasks (drawn by ``nbsched.report``)."""
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
@@ -25,15 +26,22 @@ def output_notebook(task: TaskView) -> Path | None:
 
 
 def task_html(notebook: Path, *, hide_code: bool = False) -> Path:
-    """The task's HTML report (nbconvert), made on first request and kept beside ``notebook``."""
+    """The task's HTML report (nbconvert), made on first request and kept beside ``notebook``.
+    It carries the modification time of the notebook it was made from, and is made again when
+    the notebook's differs: being newer proves nothing, since the task's notebook may become a
+    try's file saved before the report was made (``nbsched.outputs``)."""
     html = notebook.with_suffix(".nocode.html" if hide_code else ".html")
     if html.is_symlink():  # it is written here and served: never through a link out of the folder
         html.unlink()
-    if not html.exists() or html.stat().st_mtime < notebook.stat().st_mtime:
+    made_from = notebook.stat()  # before reading it: a notebook that changes meanwhile is made again next time
+    if not html.exists() or html.stat().st_mtime_ns != made_from.st_mtime_ns:
         from nbconvert import HTMLExporter
 
         body, _ = HTMLExporter(exclude_input=hide_code).from_filename(str(notebook))
-        html.write_text(body, encoding="utf-8")
+        written = html.with_name(f".{html.name}.{secrets.token_hex(4)}.tmp")  # a reader never sees half of it
+        written.write_text(body, encoding="utf-8")
+        os.utime(written, ns=(made_from.st_atime_ns, made_from.st_mtime_ns))
+        os.replace(written, html)
     return html
 
 

@@ -17,11 +17,11 @@ import logging
 import os
 import queue
 import secrets
-import shutil
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,16 +32,18 @@ from nbsched.dag import Decision, decide
 from nbsched.errors import DatabaseUnavailable, NbschedError
 from nbsched.executors.base import Executor, Finished, Message, TaskAttempt, Wake
 from nbsched.fanout import for_each_list, item_params, parse_instance, task_of
+from nbsched.heartbeat import Heartbeat, process_alive
 from nbsched.imports import run_imports
 from nbsched.notebook import TaskOutcome, TaskRequest, kernel_for
 from nbsched.notices import notices_for
+from nbsched.outputs import publish, try_notebook
 from nbsched.params import task_parameters
 from nbsched.selection import unselected
 from nbsched.spec import PipelineSpec, TaskSpec, confined_notebook
 from nbsched.states import NotifyEvent, RunState, StopReason, TaskState
 from nbsched.store import RunRecord, SqlStore
 from nbsched.store.cache import RunCache
-from nbsched.store.sql import HOST
+from nbsched.store.liveness import HOST
 from nbsched.timefmt import duration
 
 if TYPE_CHECKING:
@@ -111,7 +113,7 @@ class Runner:
         self._kernel_names: dict[tuple[str, int], dict[str, KernelKey]] = {}
         # kernels the tasks waiting to run will ask for, this step: by name and the run's imports
         self._waiting: Counter[KernelKey] = Counter()
-        self._next_heartbeat = 0.0
+        self.heartbeat = Heartbeat(store, self.id, kind, lease, clock)  # in a thread: a stalled loop is no dead runner
         self._next_reap = 0.0
         self._next_check = 0.0
         self._seen_back_at = float("-inf")  # the store's last recovery from an outage this runner handled
@@ -120,10 +122,11 @@ class Runner:
 
     # -- lifecycle ------------------------------------------------------------------------
     def __enter__(self) -> Self:
-        self.store.register_runner(self.id, self.kind, os.getpid())
+        self.heartbeat.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.heartbeat.stop()
         if not self._abandoned:  # else the database is away: the lease will tell the others
             self.store.unregister_runner(self.id)
 
@@ -183,11 +186,7 @@ class Runner:
         seconds until the next timed event (retry due, task timeout), if any. ``runs`` may come
         without their tasks (``list_runs(tasks=False)``): the runner reads them as they change."""
         now = self.clock.monotonic()
-        if now >= self._next_heartbeat:
-            self._next_heartbeat = now + self.lease / 4
-            if not self.store.heartbeat(self.id):  # declared dead while paused: start anew
-                log.warning("runner %s was presumed dead by another runner; re-registering", self.id)
-                self.store.register_runner(self.id, self.kind, os.getpid())
+        self.heartbeat.turned()
         # after an outage, every runner's heartbeat is stale: give the others a lease to heartbeat
         # again before judging them, so an outage alone retries nobody's tries
         if now >= self._next_reap and now >= self.store.patience.back_at + self.lease:
@@ -241,6 +240,7 @@ class Runner:
         tries past their timeout; past ``abandon_at`` (set when asked to stop), stop every try and
         give up waiting, leaving them to be retried by whichever runner presumes this one dead."""
         now = self.clock.monotonic()
+        self.heartbeat.turned()  # waiting for the database is a turn of the loop too: it is alive
         self._enforce_deadlines(now)
         if self.abandon_at is not None and now >= self.abandon_at:
             running, self.abandon_at, self._abandoned = self.busy, None, True
@@ -435,7 +435,7 @@ class Runner:
             TaskState.QUEUED,
             leaving,
             try_number=run.tasks[name].try_number + 1,
-            output_path=str(self._output_path(run, name)),
+            output_path=str(self._try_notebook(run, name, run.tasks[name].try_number + 1)),
             error=None,
             failure=None,
             owner=None,
@@ -459,18 +459,20 @@ class Runner:
             spec = self._spec(self.store.get_run(claim.run_id, tasks=()))
             task = spec.tasks[task_of(claim.task)]
             run = self.store.get_run(claim.run_id, tasks=[claim.task, *task.upstream])
+            output_path = self._try_notebook(run, claim.task, claim.try_number)  # this try's alone
             if claim.pool_gone is not None:  # removed while this task waited: no slot will ever come
                 error = f"pool '{claim.pool_gone}' does not exist (it was removed; create it again with: nbsched pool set {claim.pool_gone} SLOTS)"
-                self._finish(run.id, claim.task, claim.try_number, TaskState.FAILED, task, error=error)
+                self._finish(
+                    run.id, claim.task, claim.try_number, TaskState.FAILED, task, notebook=output_path, error=error
+                )
                 continue
-            output_path = self._output_path(run, claim.task)
-            if claim.try_number > 1 and output_path.exists():  # keep the try before, beside the new one
-                shutil.move(output_path, output_path.with_name(f"{claim.task}.try{claim.try_number - 1}.ipynb"))
             try:
                 parameters = self._parameters(run, spec, claim.task, claim.try_number)
                 notebook = self._notebook(spec, task)
             except NbschedError as exc:  # failed for good, with the task's own failure notifications
-                self._finish(run.id, claim.task, claim.try_number, TaskState.FAILED, task, error=str(exc))
+                self._finish(
+                    run.id, claim.task, claim.try_number, TaskState.FAILED, task, notebook=output_path, error=str(exc)
+                )
                 continue
             request = TaskRequest(
                 run_id=run.id,
@@ -499,6 +501,7 @@ class Runner:
             self._notify(run.id, claim.task, TaskState.RUNNING, None)
 
     def _handle(self, event: Message) -> None:
+        self.heartbeat.turned()
         if isinstance(event, Finished):
             self._on_finished(event)
 
@@ -512,7 +515,11 @@ class Runner:
         if outcome.stopped is StopReason.RUNNER_LOST:  # the task is no longer this runner's to record
             _dropped(run.id, event.task, event.try_number)
             return
-        fields: dict[str, Any] = {"outputs": outcome.outputs, "warnings": outcome.warnings}
+        fields: dict[str, Any] = {
+            "outputs": outcome.outputs,
+            "warnings": outcome.warnings,
+            "notebook": running.attempt.request.output_path,
+        }
         if outcome.host is not None:
             fields["host"] = outcome.host
         if outcome.stopped is StopReason.CANCELLED:
@@ -547,15 +554,37 @@ class Runner:
             self._finish(run.id, event.task, event.try_number, TaskState.FAILED, task, **fields)
 
     def _finish(
-        self, run_id: str, name: str, try_number: int, state: TaskState, task: TaskSpec | None = None, **fields: Any
+        self,
+        run_id: str,
+        name: str,
+        try_number: int,
+        state: TaskState,
+        task: TaskSpec | None = None,
+        *,
+        notebook: Path,
+        **fields: Any,
     ) -> None:
+        """Record a try's end, fenced; only then does its notebook become the task's."""
         event = _TASK_EVENTS.get(state)
         notices = notices_for(task.reported_by, event, task=name, try_number=try_number) if task and event else []
+        published = partial(publish, notebook, name)
         if self.store.finish_task(
-            run_id, name, owner=self.id, try_number=try_number, state=state, notices=notices, **fields
+            run_id,
+            name,
+            owner=self.id,
+            try_number=try_number,
+            state=state,
+            notices=notices,
+            publish=published,
+            **fields,
         ):
             self._notify(run_id, name, state, fields.get("error"))
-        else:
+        elif not (
+            state is TaskState.CANCELLED
+            and self.store.keep_cancelled_notebook(
+                run_id, name, owner=self.id, try_number=try_number, publish=published
+            )
+        ):
             _dropped(run_id, name, try_number)
 
     def _record_cells(self) -> None:
@@ -575,15 +604,17 @@ class Runner:
         for (run_id, name), r in self._running.items():
             if r.sla_at is not None and now >= r.sla_at and r.task is not None:
                 r.sla_at = None
-                log.info(
-                    "task %s of run %s: try %d missed its sla of %s",
-                    name,
-                    run_id,
-                    r.try_number,
-                    duration(r.task.sla or 0),
-                )
                 notices = notices_for(r.task.reported_by, NotifyEvent.SLA_MISSED, task=name, try_number=r.try_number)
-                self.store.add_notices(run_id, notices)
+                if self.store.add_try_notices(
+                    run_id, name, owner=self.id, try_number=r.try_number, notices=notices
+                ):  # not for a try taken from this runner while it was paused
+                    log.info(
+                        "task %s of run %s: try %d missed its sla of %s",
+                        name,
+                        run_id,
+                        r.try_number,
+                        duration(r.task.sla or 0),
+                    )
 
     def _run_past_sla(self, run: RunRecord, spec: PipelineSpec) -> float | None:
         """Seconds until the run is past its sla; at it, sla_missed is written (once)."""
@@ -614,10 +645,19 @@ class Runner:
         self._seen_back_at = self.store.patience.back_at
         still = self.store.owned_tasks_still_running(self.id)
         for (run_id, task), r in self._running.items():
-            if (run_id, task, r.try_number) not in still:
+            if (run_id, task, r.try_number) not in still and r.attempt.handle.stop_reason is None:
                 state = self.store.get_run(run_id, tasks=[task]).tasks[task].state
                 cancelled = state is TaskState.CANCELLED
                 r.attempt.stop(StopReason.CANCELLED if cancelled else StopReason.RUNNER_LOST)
+                # taken from this runner, which is here to see it: it was alive, paused past its lease
+                if not cancelled and self.store.uncount_try(run_id, task, runner=self.id, try_number=r.try_number):
+                    log.warning(
+                        "task %s of run %s: try %d was taken from this runner while it was paused past its "
+                        "lease; it does not count as a try",
+                        task,
+                        run_id,
+                        r.try_number,
+                    )
         mine = {(run_id, task, r.try_number) for (run_id, task), r in self._running.items()}
         for run_id, task, try_number in still - mine:  # claimed as the connection was lost: never started
             if self.store.release_claim(run_id, task, owner=self.id, try_number=try_number):
@@ -626,22 +666,26 @@ class Runner:
                 )
 
     def _reap(self) -> None:
-        """Fail or retry the tasks of runners that stopped heartbeating (their host died)."""
-        for run_id, t in self.store.reap_dead_runners(self.lease):
-            run = self.store.get_run(run_id, tasks=())
-            task = self._spec(run).tasks[t.spec_task]
-            error = f"its runner {t.owner} stopped heartbeating (lease {duration(self.lease)})"
-            fields: dict[str, Any] = {"error": error}
-            if t.try_number < t.max_tries:
-                state = TaskState.UP_FOR_RETRY
-                fields["next_try_at"] = self.clock.now() + timedelta(seconds=task.retry_wait(t.try_number))
-            else:
-                state = TaskState.FAILED
-            if self.store.finish_task(
-                run_id, t.task, owner=t.owner or "", try_number=t.try_number, state=state, **fields
-            ):
-                log.warning("task %s of run %s: %s; now %s", t.task, run_id, error, state)
-                self._notify(run_id, t.task, state, error)
+        """Take back the tries of runners that stopped heartbeating: retried or failed when their
+        runner died; queued again, spending no retry, when its process is alive (paused, starved)."""
+        for held in self.store.reap_dead_runners(self.lease, me=self.id):
+            run = self.store.get_run(held.run_id, tasks=())
+            task = self._spec(run).tasks[held.spec_task]
+            runner = held.runner
+            alive = runner is not None and process_alive(runner)
+            lease = runner.lease if runner is not None and runner.lease else self.lease
+            error = f"its runner {held.owner} stopped heartbeating (lease {duration(lease)})"
+            if alive:
+                error += " while its process lived (paused or starved): this try does not count"
+            retry_at = self.clock.now() + timedelta(seconds=task.retry_wait(held.try_number))
+            notices = {  # as the try's own end would have notified
+                state: notices_for(task.notify, _TASK_EVENTS[state], task=held.task, try_number=held.try_number)
+                for state in (TaskState.UP_FOR_RETRY, TaskState.FAILED)
+            }
+            state = self.store.take_back(held, error=error, retry_at=retry_at, runner_alive=alive, notices=notices)
+            if state is not None:
+                log.warning("task %s of run %s: %s; now %s", held.task, held.run_id, error, state)
+                self._notify(held.run_id, held.task, state, error)
 
     # -- helpers ----------------------------------------------------------------------------------
     def _spec(self, run: RunRecord) -> PipelineSpec:
@@ -678,8 +722,8 @@ class Runner:
         path, so what was checked is what runs."""
         return task.notebook if spec.root is None else confined_notebook(task, spec.root)
 
-    def _output_path(self, run: RunRecord, task: str) -> Path:
-        return self.runs_dir / run.pipeline / run.id / f"{task}.ipynb"
+    def _try_notebook(self, run: RunRecord, task: str, try_number: int) -> Path:
+        return try_notebook(self.runs_dir / run.pipeline / run.id, task, try_number)
 
     def _parameters(self, run: RunRecord, spec: PipelineSpec, name: str, try_number: int = 1) -> dict[str, Any]:
         row = run.tasks[name]

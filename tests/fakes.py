@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import nbformat
+from nbformat.v4 import new_notebook
+
 from nbsched.clock import Clock
 from nbsched.executors.base import Executor, Message, TaskAttempt
 from nbsched.failures import TaskFailure
@@ -126,4 +129,8 @@ class FakeExecutor(Executor):
     def execute(self, request: TaskRequest, handle: KernelHandle) -> TaskOutcome:
         step = self._steps.pop((request.run_id, request.task, request.try_number))
         assert not isinstance(step, Hang)
+        # as papermill does, whatever the outcome: the try's notebook, with the parameters it got
+        request.output_path.parent.mkdir(parents=True, exist_ok=True)
+        notebook = new_notebook(metadata={"papermill": {"parameters": request.parameters}})
+        nbformat.write(notebook, str(request.output_path))
         return step.outcome(request)

@@ -88,7 +88,8 @@ def test_signal_cancels_the_run_and_stops_its_kernel(project, sig):
         for _ in range(50):  # the kernel is killed, then reaped by whoever adopted it
             os.kill(kernel_pid, 0)
             time.sleep(0.1)
-    # the output notebook up to the stop is kept, and says why it stopped
+    # the output notebook up to the stop is kept, as the task's, and says why it stopped
+    assert Path(run["tasks"]["first"]["output_path"]).name == "first.ipynb"
     nb = json.loads(Path(run["tasks"]["first"]["output_path"]).read_text())
     assert any(o.get("ename") == "TaskStopped" for c in nb["cells"] for o in c.get("outputs", []))
 

@@ -556,3 +556,19 @@ def test_a_mapped_tasks_instances_are_linked_not_converted(project, service):
     assert sorted(p.name for p in folder.glob("*.html")) == ["index.html", "total.html"]
     per_instance = index.stat().st_size / 4
     assert per_instance < 20_000, per_instance  # the page grows by a row or two per instance, not a notebook
+
+
+def test_a_task_report_follows_its_notebook_to_the_try_that_ended_last(tmp_path):
+    """A try's end makes its notebook the task's (``nbsched.outputs.publish``) when the database
+    records it, which may be long after the notebook's last save: results written once a lost
+    database is back. A report made meanwhile from the try before is newer than the notebook
+    that replaces it, so a report judged fresh by being newer kept showing the try before."""
+    from nbsched.outputs import publish
+    from nbsched.reporting import task_html
+
+    first, second = (write_notebook(tmp_path / f"t.try{n}.ipynb", f"print('try {n}')", params=None) for n in (1, 2))
+    os.utime(second, (time.time() - 60, time.time() - 60))  # saved a minute before its end is recorded
+    publish(first, "t")
+    assert "try 1" in task_html(tmp_path / "t.ipynb").read_text()  # asked for while try 2 waits to be recorded
+    publish(second, "t")
+    assert "try 2" in task_html(tmp_path / "t.ipynb").read_text()

@@ -100,7 +100,9 @@ tasks:
         "flaky.ipynb",
         "flaky.try1.ipynb",
         "flaky.try2.ipynb",
+        "flaky.try3.ipynb",
     ]
+    assert (folder / "flaky.ipynb").samefile(folder / "flaky.try3.ipynb")  # the task's: its last try's
 
 
 @pytest.mark.kernel

@@ -248,7 +248,9 @@ tasks:
     assert run.state is RunState.FAILED
 
 
-def test_a_try_taken_from_a_paused_runner_cannot_write_its_result(store, pipelines, make_runner, clock, caplog):
+def test_a_try_taken_from_a_paused_runner_cannot_write_its_result(
+    store, pipelines, make_runner, clock, caplog, tmp_path
+):
     pipelines.add("name: fenced\ntasks:\n  t: {notebook: t.ipynb, retries: 1}\n")
     run_id = pipelines.queue("fenced")
     paused_executor = FakeExecutor({"t": [HANG]})
@@ -270,6 +272,10 @@ def test_a_try_taken_from_a_paused_runner_cannot_write_its_result(store, pipelin
     ]
     assert "try 1 was taken from this runner; its result is dropped" in caplog.text
     assert paused.busy == 0
+    # its notebook stays its own: the task's is the winning try's, as the database says
+    folder = tmp_path / "runs" / "fenced" / run_id
+    assert t.output_path == str(folder / "t.ipynb") and (folder / "t.ipynb").samefile(folder / "t.try2.ipynb")
+    assert _parameters(folder / "t.try1.ipynb")["nbsched_try"] == 1
 
 
 def test_a_dead_runners_tries_are_retried_and_bounded(store, pipelines, make_runner, clock):
@@ -421,3 +427,52 @@ tasks:
     run = store.get_run(run_id)
     assert run.tasks["nap"].state is TaskState.FAILED and run.tasks["nap"].error == "timed out after 2m"
     assert run.tasks["after"].state is TaskState.UPSTREAM_FAILED and run.state is RunState.FAILED
+
+
+def _parameters(notebook: Path) -> dict[str, Any]:
+    """The parameters a try's notebook was executed with (papermill keeps them in its metadata)."""
+    return dict(json.loads(notebook.read_text())["metadata"]["papermill"]["parameters"])
+
+
+def test_a_try_taken_from_a_paused_runner_sends_no_sla_missed_when_it_wakes(store, pipelines, make_runner, clock):
+    pipelines.add("""
+name: late
+tasks:
+  t:
+    notebook: t.ipynb
+    retries: 1
+    retry_delay: 0s
+    sla: 90s
+    notify: [{on: [sla_missed], to: ["json://127.0.0.1:9/hook"]}]
+""")
+    run_id = pipelines.queue("late")
+    paused = make_runner(FakeExecutor({"t": [HANG]}))
+    turn(paused)  # claims try 1, then stops turning
+    clock.advance(61)
+    turn(make_runner(FakeExecutor({"t": [HANG]})))  # takes try 1 back; try 2 runs there
+    clock.advance(30)  # try 1 would now be past its sla, had it kept running
+    turn(paused)  # it wakes: its try is gone
+
+    assert [(n.event, n.try_number) for n in store.list_notices(run_id=run_id)] == []
+    assert store.get_run(run_id).tasks["t"].try_number == 2
+
+
+def test_a_try_taken_back_from_a_dead_runner_notifies_as_its_own_end_would(store, pipelines, make_runner, clock):
+    pipelines.add("""
+name: watched
+tasks:
+  t:
+    notebook: t.ipynb
+    retries: 1
+    retry_delay: 0s
+    notify: [{on: [retry, failure], to: ["json://127.0.0.1:9/hook"]}]
+""")
+    run_id = pipelines.queue("watched")
+    for _ in range(2):  # each try's runner dies with it
+        turn(make_runner(FakeExecutor({"t": [HANG]})))
+        clock.advance(61)
+    turn(make_runner(FakeExecutor()))
+
+    notices = [(n.event.value, n.task, n.try_number) for n in reversed(store.list_notices(run_id=run_id))]
+    assert notices == [("retry", "t", 1), ("failure", "t", 2)]
+    assert store.get_run(run_id).tasks["t"].state is TaskState.FAILED

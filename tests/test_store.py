@@ -123,8 +123,81 @@ def test_tasks_of_a_runner_that_stopped_heartbeating_are_reaped(store):
         s.execute(update(RunnerRow).values(heartbeat_at=datetime(2020, 1, 1, tzinfo=timezone.utc)))
         s.execute(update(TaskRunRow).values(updated_at=datetime(2020, 1, 1, tzinfo=timezone.utc)))
     reaped = store.reap_dead_runners(lease=60)
-    assert [(r, t.task, t.owner, t.try_number) for r, t in reaped] == [(run_id, "extract", "dead", 1)]
+    assert [(h.run_id, h.task, h.owner, h.try_number) for h in reaped] == [(run_id, "extract", "dead", 1)]
+    assert reaped[0].runner is not None and reaped[0].runner.pid == 1  # who it was: is its process alive?
     assert not store.heartbeat("dead")
+
+
+def test_a_runner_is_judged_by_its_own_lease_not_the_reapers(store):
+    """A daemon with ``--lease 2s`` took the tries of a foreground run (lease 60 s, heartbeating
+    every 15 s) two seconds after its last beat."""
+    run_id = _queued(store)
+    store.register_runner("patient", "run", 1, lease=60)
+    store.claim_tasks("patient", 1)
+    ago = store.clock.now() - timedelta(seconds=10)  # its last beat, well within its own lease
+    with store._write() as s, s.begin():
+        s.execute(update(RunnerRow).values(heartbeat_at=ago))
+        s.execute(update(TaskRunRow).values(updated_at=ago))
+    assert store.reap_dead_runners(lease=2) == []
+    assert store.heartbeat("patient") and store.get_run(run_id).tasks["extract"].owner == "patient"
+    with store._write() as s, s.begin():  # past its own lease: dead, by whoever looks
+        s.execute(update(RunnerRow).values(heartbeat_at=store.clock.now() - timedelta(seconds=61)))
+    assert [h.task for h in store.reap_dead_runners(lease=3600)] == ["extract"]
+
+
+def test_a_runner_never_reaps_itself(store):
+    _queued(store)
+    store.register_runner("me", "serve", 1, lease=1)
+    store.claim_tasks("me", 1)
+    with store._write() as s, s.begin():
+        s.execute(update(RunnerRow).values(heartbeat_at=datetime(2020, 1, 1, tzinfo=timezone.utc)))
+        s.execute(update(TaskRunRow).values(updated_at=datetime(2020, 1, 1, tzinfo=timezone.utc)))
+    assert store.reap_dead_runners(lease=1, me="me") == []  # the one looking is alive
+    assert store.heartbeat("me")
+
+
+def test_a_try_taken_from_a_live_runner_spends_no_retry_up_to_a_bound(store):
+    from nbsched.store.liveness import FREE_RETAKES
+
+    run_id = _queued(store)  # extract: 2 tries
+    retry_at = store.clock.now() + timedelta(hours=1)
+    for n in range(1, FREE_RETAKES + 2):
+        store.register_runner(f"r{n}", "serve", 1)
+        store.claim_tasks(f"r{n}", 1)
+        with store._write() as s, s.begin():
+            s.execute(update(RunnerRow).values(heartbeat_at=datetime(2020, 1, 1, tzinfo=timezone.utc)))
+            s.execute(update(TaskRunRow).values(updated_at=datetime(2020, 1, 1, tzinfo=timezone.utc)))
+        (held,) = store.reap_dead_runners(lease=60)
+        assert store.take_back(held, error=f"taken {n}", retry_at=retry_at, runner_alive=True) is TaskState.UP_FOR_RETRY
+        task = store.get_run(run_id).tasks["extract"]
+        if n <= FREE_RETAKES:  # queued again at once, with one more try allowed
+            assert task.max_tries == 2 + n and task.next_try_at < retry_at
+        else:  # a runner stopped every time: the tries count again
+            assert task.max_tries == 2 + FREE_RETAKES and task.next_try_at == retry_at
+        store.set_task_state(run_id, "extract", TaskState.QUEUED, try_number=n + 1, owner=None)
+    tries = store.get_run(run_id, with_tries=True).tasks["extract"].tries
+    assert [t.error for t in tries] == [f"taken {n}" for n in range(1, FREE_RETAKES + 2)]
+
+
+def test_a_runner_back_from_a_pause_uncounts_the_try_taken_from_it(store):
+    run_id = _queued(store)  # extract: 2 tries
+    store.register_runner("paused", "serve", 1)
+    store.claim_tasks("paused", 1)
+    with store._write() as s, s.begin():
+        s.execute(update(RunnerRow).values(heartbeat_at=datetime(2020, 1, 1, tzinfo=timezone.utc)))
+        s.execute(update(TaskRunRow).values(updated_at=datetime(2020, 1, 1, tzinfo=timezone.utc)))
+    (held,) = store.reap_dead_runners(lease=60)  # another machine's: nobody could tell it lived
+    later = store.clock.now() + timedelta(seconds=30)
+    assert (
+        store.take_back(held, error="its runner paused stopped heartbeating", retry_at=later) is TaskState.UP_FOR_RETRY
+    )
+    assert store.get_run(run_id).tasks["extract"].max_tries == 2
+
+    assert store.uncount_try(run_id, "extract", runner="paused", try_number=1)  # it came back: it was alive
+    assert not store.uncount_try(run_id, "extract", runner="paused", try_number=1)  # once
+    assert not store.uncount_try(run_id, "extract", runner="other", try_number=1)  # only its own
+    task = store.get_run(run_id, with_tries=True).tasks["extract"]
+    assert task.max_tries == 3 and task.tries[0].error.endswith("its runner was alive: this try does not count")
 
 
 def test_every_try_keeps_its_row_with_runner_host_times_and_error(store):
@@ -139,7 +212,7 @@ def test_every_try_keeps_its_row_with_runner_host_times_and_error(store):
     store.claim_tasks("b", 1)  # the second try dies with its runner, before it reported anything
     with store._write() as s, s.begin():
         s.execute(update(TaskRunRow).values(updated_at=datetime(2020, 1, 1, tzinfo=timezone.utc)))
-    ((_, _orphan),) = store.reap_dead_runners(lease=60)
+    (_orphan,) = store.reap_dead_runners(lease=60)
     store.finish_task(
         run_id,
         "extract",

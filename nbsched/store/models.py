@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy import Enum as SqlEnum
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -151,6 +152,7 @@ class RunnerRow(Base):
     kind: Mapped[str] = mapped_column(String(16))
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    lease: Mapped[float | None] = mapped_column(Float)  # its own: the others judge its heartbeat by it
 
 
 class RunRow(Base):
@@ -247,6 +249,8 @@ class TaskTryRow(Base):
     failure: Mapped[TaskFailure | None] = mapped_column(FailureJSON)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # taken from a runner that was alive (paused, starved): it spent no retry
+    uncounted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class NoticeRow(Base):

@@ -12,9 +12,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from nbsched.clock import Clock
 from nbsched.notices import Notice
-from nbsched.states import NoticeState, RunState
+from nbsched.states import NoticeState, RunState, TaskState
+from nbsched.store.liveness import try_of
 from nbsched.store.locks import changed
-from nbsched.store.models import NoticeRow, RunRow
+from nbsched.store.models import NoticeRow, RunRow, TaskRunRow
 from nbsched.store.records import NoticeRecord
 from nbsched.store.retry import retried
 
@@ -60,9 +61,24 @@ class OutboxStore:
 
     @retried
     def add_notices(self, run_id: str, notices: Iterable[Notice]) -> None:
-        """Notifications of an event that changes no state (a try past its sla)."""
+        """Notifications of an event of a run that changes no state."""
         with self._write() as s, s.begin():
             self._add_notices(s, run_id, notices)
+
+    @retried
+    def add_try_notices(
+        self, run_id: str, task: str, *, owner: str, try_number: int, notices: Iterable[Notice]
+    ) -> bool:
+        """Notifications of a running try's event that changes no state (past its sla), fenced as
+        the try's other writes: a try taken from a paused runner sends nothing when it wakes."""
+        with self._write() as s, s.begin():
+            held = select(TaskRunRow.id).where(
+                *try_of(run_id, task, owner, try_number), TaskRunRow.state == TaskState.RUNNING
+            )
+            if s.scalar(held.with_for_update()) is None:
+                return False
+            self._add_notices(s, run_id, notices)
+            return True
 
     @retried
     def run_sla_missed(self, run_id: str, notices: Iterable[Notice]) -> bool:

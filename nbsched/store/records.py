@@ -125,6 +125,30 @@ class ScheduleRecord:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RunnerRecord:
+    """A runner as it registered: where its process is, and the lease it heartbeats within."""
+
+    id: str
+    host: str
+    pid: int
+    started_at: datetime
+    lease: float | None  # None: registered by an nbsched that kept no lease
+
+
+@dataclass(frozen=True, kw_only=True)
+class HeldTry:
+    """A running try whose runner stopped heartbeating: to be taken back."""
+
+    run_id: str
+    task: str
+    spec_task: str
+    try_number: int
+    max_tries: int
+    owner: str | None
+    runner: RunnerRecord | None  # None: its runner's row was gone already
+
+
+@dataclass(frozen=True, kw_only=True)
 class ClaimedTask:
     """A task try this runner now owns and must execute."""
 

@@ -18,7 +18,7 @@ from nbsched.errors import ConfigError
 from nbsched.store.locks import serialize
 from nbsched.store.models import Base
 
-HEAD = "0012"  # the newest file in migrations/versions (a test keeps them in step)
+HEAD = "0013"  # the newest file in migrations/versions (a test keeps them in step)
 BASELINE = "0001"  # the schema of databases made before there were migrations
 MIGRATIONS = Path(__file__).with_name("migrations")
 

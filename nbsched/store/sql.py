@@ -8,17 +8,16 @@ transition tables of ``nbsched.states``: a write that lost a race changes nothin
 from __future__ import annotations
 
 import secrets
-import socket
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import Enum
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, DateTime, create_engine, delete, event, func, or_, select, update
+from sqlalchemy import create_engine, delete, event, func, or_, select, update
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import ArgumentError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -29,9 +28,10 @@ from nbsched.notices import Notice
 from nbsched.states import RUN, TASK, RunState, RunTrigger, TaskState
 from nbsched.store import schema
 from nbsched.store.fires import FireStore
+from nbsched.store.liveness import HOST, LivenessStore, try_of
 from nbsched.store.locks import changed, serialize
 from nbsched.store.mapping import MappingStore
-from nbsched.store.models import FireRow, PipelineRow, PoolRow, RunnerRow, RunRow, TaskRunRow, TaskTryRow
+from nbsched.store.models import FireRow, PipelineRow, PoolRow, RunRow, TaskRunRow, TaskTryRow
 from nbsched.store.outbox import OutboxStore
 from nbsched.store.pools import PoolStore
 from nbsched.store.reached import ReachedServers
@@ -39,7 +39,6 @@ from nbsched.store.records import ClaimedTask, PipelineRecord, RunRecord, TaskRu
 from nbsched.store.retry import Patience, retried
 from nbsched.store.schedules import ScheduleStore
 
-HOST = socket.gethostname()
 _RUNNING = (TaskState.RUNNING,)  # a try's own writes leave only this state
 NOT_SELECTED = "not selected"  # a partial run's task outside its selection
 CLAIM_LOOKAHEAD = 50  # queued tasks a claim looks past the ones it wants, for those waiting for a slot
@@ -59,7 +58,7 @@ def new_run_id(now: datetime) -> str:
     return f"{now.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
 
 
-class SqlStore(ScheduleStore, OutboxStore, FireStore, PoolStore, MappingStore):
+class SqlStore(ScheduleStore, OutboxStore, FireStore, PoolStore, MappingStore, LivenessStore):
     """``patience``: seconds a call waits for a database that is down or busy before it raises
     ``DatabaseUnavailable`` (None: forever); ``patient()`` makes the calls of one thread wait
     forever (daemons and foreground runs: see ``retry.py``). ``clock`` stamps what it writes."""
@@ -500,7 +499,7 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore, PoolStore, MappingStore):
                 s,
                 update(TaskRunRow)
                 .where(
-                    *_try_of(run_id, task, owner, try_number),
+                    *try_of(run_id, task, owner, try_number),
                     TaskRunRow.state.in_(TASK.guard(TaskState.QUEUED, _RUNNING)),
                 )
                 .values(state=TaskState.QUEUED, owner=None, started_at=None, updated_at=self.clock.now()),
@@ -523,20 +522,27 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore, PoolStore, MappingStore):
         try_number: int,
         state: TaskState,
         notices: Iterable[Notice] = (),
+        publish: Callable[[], str | None] | None = None,
         **fields: Any,
     ) -> bool:
         """Record how a try ended, only if this runner still owns that very try (a runner paused
-        past its lease must not overwrite what the retry did), with the ``notices`` it causes."""
+        past its lease must not overwrite what the retry did), with the ``notices`` it causes.
+        ``publish()`` makes the try's output the task's, under the same fence, before the
+        commit, and returns the path to record (see ``nbsched.outputs``; it must be idempotent:
+        a transaction is run again after a lost connection)."""
         now = self.clock.now()
         leaving = TASK.guard(state, _RUNNING)
         with self._write() as s, s.begin():
+            this_try = try_of(run_id, task, owner, try_number)
             if not changed(
                 s,
                 update(TaskRunRow)
-                .where(*_try_of(run_id, task, owner, try_number), TaskRunRow.state.in_(leaving))
+                .where(*this_try, TaskRunRow.state.in_(leaving))
                 .values(state=state, ended_at=now, updated_at=now, cell=None, **fields),
             ):
                 return False
+            if publish is not None:  # the row is this try's and locked until the commit
+                s.execute(update(TaskRunRow).where(*this_try).values(output_path=publish()))
             ended = {"state": state, "ended_at": now, "error": fields.get("error"), "failure": fields.get("failure")}
             if fields.get("host"):
                 ended["host"] = fields["host"]  # where it ran, when not here (a Dask worker)
@@ -549,6 +555,19 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore, PoolStore, MappingStore):
             return True
 
     @retried
+    def keep_cancelled_notebook(
+        self, run_id: str, task: str, *, owner: str, try_number: int, publish: Callable[[], str | None]
+    ) -> bool:
+        """A try stopped because its run was cancelled (``cancel_run`` ended its task): its runner
+        still makes the try's notebook, marked where it stopped, the task's; fenced as ``finish_task``."""
+        with self._write() as s, s.begin():
+            this_try = (*try_of(run_id, task, owner, try_number), TaskRunRow.state == TaskState.CANCELLED)
+            if s.scalar(select(TaskRunRow.id).where(*this_try).with_for_update()) is None:
+                return False
+            s.execute(update(TaskRunRow).where(*this_try).values(output_path=publish()))
+            return True
+
+    @retried
     def record_cells(self, owner: str, cells: Iterable[tuple[str, str, int, dict[str, Any]]]) -> None:
         """Note the cell each of ``owner``'s running tries is on: ``(run, task, try, cell)``,
         in one transaction; fenced like ``finish_task``."""
@@ -556,7 +575,7 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore, PoolStore, MappingStore):
             for run_id, task, try_number, cell in cells:
                 s.execute(
                     update(TaskRunRow)
-                    .where(*_try_of(run_id, task, owner, try_number), TaskRunRow.state == TaskState.RUNNING)
+                    .where(*try_of(run_id, task, owner, try_number), TaskRunRow.state == TaskState.RUNNING)
                     .values(cell=cell)
                 )
 
@@ -570,58 +589,6 @@ class SqlStore(ScheduleStore, OutboxStore, FireStore, PoolStore, MappingStore):
                 )
             ).all()
             return {(r, t, n) for r, t, n in rows}
-
-    # -- runners: liveness ------------------------------------------------------------------
-    def _clock(self) -> datetime | ColumnElement[datetime]:
-        """Now, by the clock leases are judged by: the database's, so that runners on machines
-        whose clocks disagree judge each other by one clock (a SQLite file is on this machine)."""
-        if self.engine.dialect.name == "postgresql":
-            return func.timezone("UTC", func.now(), type_=DateTime)
-        return self.clock.now()
-
-    @retried
-    def register_runner(self, runner_id: str, kind: str, pid: int) -> None:
-        now = self.clock.now()
-        with self._write() as s, s.begin():
-            s.execute(delete(RunnerRow).where(RunnerRow.id == runner_id))  # again, after it was presumed dead
-            s.add(RunnerRow(id=runner_id, host=HOST, pid=pid, kind=kind, started_at=now, heartbeat_at=self._clock()))
-
-    @retried
-    def heartbeat(self, runner_id: str) -> bool:
-        """False when another runner has declared this one dead (its row is gone)."""
-        with self._write() as s, s.begin():
-            return (
-                changed(s, update(RunnerRow).where(RunnerRow.id == runner_id).values(heartbeat_at=self._clock())) == 1
-            )
-
-    @retried
-    def unregister_runner(self, runner_id: str) -> None:
-        with self._write() as s, s.begin():
-            s.execute(delete(RunnerRow).where(RunnerRow.id == runner_id))
-
-    @retried
-    def reap_dead_runners(self, lease: float) -> list[tuple[str, TaskRunRecord]]:
-        """Forget runners whose heartbeat is older than ``lease`` seconds; release the runs they
-        kept to themselves; return the (run_id, task record) of the tasks they left running."""
-        cutoff = self._clock() - timedelta(seconds=lease)
-        with self._write() as s, s.begin():
-            dead = list(s.scalars(select(RunnerRow.id).where(RunnerRow.heartbeat_at < cutoff)))
-            if dead:
-                s.execute(delete(RunnerRow).where(RunnerRow.id.in_(dead)))
-            live = select(RunnerRow.id)
-            orphans = s.scalars(
-                select(TaskRunRow).where(
-                    TaskRunRow.state == TaskState.RUNNING,
-                    or_(TaskRunRow.owner.is_(None), TaskRunRow.owner.not_in(live)),
-                    TaskRunRow.updated_at < cutoff,
-                )
-            ).all()
-            s.execute(
-                update(RunRow)
-                .where(RunRow.owner.is_not(None), RunRow.owner.not_in(live), RunRow.state.in_(_UNFINISHED_RUN))
-                .values(owner=None)
-            )
-            return [(t.run_id, _task_record(t)) for t in orphans]
 
     @retried
     def latest_success(self, pipeline: str, task: str) -> tuple[str, dict[str, Any]] | None:
@@ -792,16 +759,6 @@ class _Room:
         if cap:
             self.active[pipeline] = self.active.get(pipeline, 0) + 1
         return True
-
-
-def _try_of(run_id: str, task: str, owner: str, try_number: int) -> tuple[ColumnElement[bool], ...]:
-    """The fence of a try's writes: the very try, still held by that runner."""
-    return (
-        TaskRunRow.run_id == run_id,
-        TaskRunRow.task == task,
-        TaskRunRow.owner == owner,
-        TaskRunRow.try_number == try_number,
-    )
 
 
 def _pipeline_record(row: PipelineRow) -> PipelineRecord:
