@@ -164,13 +164,17 @@ def by_papermill(case: Case, where: Path) -> Seen:
     """papermill's own CLI (its click command, here: its import is 2.4 s), run in ``where``."""
     from click.testing import CliRunner
     from papermill.cli import papermill as papermill_cli
+    from papermill.iorw import local_file_io_cwd
 
     out = where / "papermill-out.ipynb"
     args = [f"{case.folder}/{case.notebook}", str(out), "--no-progress-bar", "--log-level", "WARNING", *case.args]
     warned, log = _Warnings(), logging.getLogger("papermill")
     log.addHandler(warned)
     try:
-        result = CliRunner().invoke(papermill_cli, args)
+        # papermill's local file handler keeps a cwd of its own (process-wide): the notebooks run
+        # in threads earlier in this process may have left it at another test's folder
+        with local_file_io_cwd(str(where)):
+            result = CliRunner().invoke(papermill_cli, args)
     finally:
         log.removeHandler(warned)
     nb = json.loads(out.read_text()) if out.exists() else None
