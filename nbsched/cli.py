@@ -411,7 +411,7 @@ def serve(service: Service, workers: int | None, lease: str, grace: str, poll: s
 
     def stop(signum: int, frame: Any) -> None:
         logging.getLogger("nbsched.serve").info("received %s: stopping", signal.Signals(signum).name)
-        daemon.stop()
+        daemon.request_stop()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

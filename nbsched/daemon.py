@@ -38,11 +38,17 @@ class Daemon:
         self._stopping = False
 
     def stop(self) -> None:
-        """Stop firing and claiming, let running tasks finish; safe from a signal handler. With
-        the database away, wait for it the grace period, then stop without it."""
+        """Stop firing and claiming, let running tasks finish (from another thread: the loop
+        wakes at once). With the database away, wait for it the grace period, then stop without it."""
+        self.request_stop()
+        self.runner.wake()
+
+    def request_stop(self) -> None:
+        """``stop`` for a signal handler: it runs in the loop's own thread, between any two of its
+        steps, so it takes no lock (waking the loop's queue did: a SIGTERM that came while the loop
+        held that queue's lock waited for it forever); the loop sees it within a poll."""
         self._stopping = True
         self.runner.abandon_at = self.runner.clock.monotonic() + self.options.grace
-        self.runner.wake()
 
     def wake(self) -> None:
         """Something changed in this process (a schedule, a queued run): look now."""

@@ -102,6 +102,9 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 60) -> int:
         proc.send_signal(signal.SIGTERM)
     try:
         return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:  # a hung daemon is the test's failure (-9), not a reason to leak the others
+        proc.kill()
+        return proc.wait()
     finally:
         if proc.poll() is None:
             proc.kill()

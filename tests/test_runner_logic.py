@@ -476,3 +476,22 @@ tasks:
     notices = [(n.event.value, n.task, n.try_number) for n in reversed(store.list_notices(run_id=run_id))]
     assert notices == [("retry", "t", 1), ("failure", "t", 2)]
     assert store.get_run(run_id).tasks["t"].state is TaskState.FAILED
+
+
+def test_a_stop_from_a_signal_handler_takes_no_lock_the_loop_may_hold(store, pipelines, clock, tmp_path):
+    """``serve``'s SIGTERM handler runs in the loop's thread, wherever the loop is: inside its
+    queue's ``get`` (holding the queue's lock) too. A handler that woke the queue waited for that
+    lock forever: a daemon under load hung after 'received SIGTERM: stopping'."""
+    import threading
+
+    from nbsched.config import DaemonOptions
+    from nbsched.daemon import Daemon
+
+    runner = Runner(store, FakeExecutor(), tmp_path / "runs", spec_loader=pipelines.load, poll=0, clock=clock)
+    daemon = Daemon(runner, None, DaemonOptions(grace=5))
+    with runner.events.mutex:  # where the loop is when the signal comes
+        asked = threading.Thread(target=daemon.request_stop, daemon=True)
+        asked.start()
+        asked.join(5)
+        assert not asked.is_alive(), "the stop waited for the loop's own lock"
+    assert daemon.serve() == 0  # and the loop, seeing it, stops at once
